@@ -1,0 +1,50 @@
+#pragma once
+// The operator registry: for each (domain, op_type) the reference kernel and, where written,
+// type/shape inference. Families register themselves from the explicit list in op_list.cc (no
+// static initializers: a static link would drop them).
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "ops/op_context.h"
+
+namespace kiln {
+
+using KernelFn = std::function<Status(OpContext&)>;
+
+// Inference: given the node and its input types (nullptr for omitted inputs) and, where they are
+// constants, their data (nullptr otherwise), fill the output types. Returning an error means the
+// node is invalid (e.g. incompatible shapes).
+struct InferContext {
+  const Node& node;
+  std::vector<const TypeInfo*> input_types;
+  std::vector<const Tensor*> input_constants;
+  std::vector<TypeInfo> output_types;
+};
+using InferFn = std::function<Status(InferContext&)>;
+
+struct OpDef {
+  std::string domain;   // "" for ai.onnx, "ai.onnx.ml", "ai.onnx.preview.training", ...
+  std::string op_type;
+  int min_opset = 1;    // first opset version of `domain` this kernel implements
+  KernelFn kernel;
+  InferFn infer;        // optional
+};
+
+class OpRegistry {
+ public:
+  void add(OpDef def);
+  // Registers the same kernel under several op types (e.g. all unary math ops).
+  const OpDef* find(const std::string& domain, const std::string& op_type) const;
+  std::vector<const OpDef*> all() const;
+  static const OpRegistry& global();
+
+ private:
+  std::map<std::pair<std::string, std::string>, OpDef> ops_;
+};
+
+// Normalizes "ai.onnx" to "".
+std::string canonical_domain(const std::string& domain);
+
+}  // namespace kiln
