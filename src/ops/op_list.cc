@@ -16,6 +16,7 @@ void register_sequence_ops(OpRegistry& r);     // sequence.cc: Sequence*, Option
 void register_rnn_ops(OpRegistry& r);          // rnn.cc: RNN, GRU, LSTM, Attention
 void register_image_ops(OpRegistry& r);        // image.cc: Resize, GridSample, RoiAlign, NMS ...
 void register_signal_ops(OpRegistry& r);       // signal.cc: DFT, STFT, windows, MelWeightMatrix
+void register_attention_ops(OpRegistry& r);    // attention.cc: Attention, RotaryEmbedding ...
 
 void register_all_ops(OpRegistry& r) {
   register_elementwise_ops(r);
@@ -30,6 +31,7 @@ void register_all_ops(OpRegistry& r) {
   register_rnn_ops(r);
   register_image_ops(r);
   register_signal_ops(r);
+  register_attention_ops(r);
 }
 
 }  // namespace kiln
