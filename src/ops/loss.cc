@@ -53,7 +53,9 @@ Result<LossShape> check_loss_inputs(OpContext& ctx, const std::string& op) {
     if (w.rank() != 1 || w.dim(0) != s.c) {
       return invalid("{} weights must have shape [{}], got {}", op, s.c, shape_to_string(w.dims()));
     }
-    if (w.dtype() != x.dtype()) return invalid("{} weights dtype {} differs from scores dtype", op, dtype_name(w.dtype()));
+    if (w.dtype() != x.dtype()) {
+      return invalid("{} weights dtype {} differs from scores dtype", op, dtype_name(w.dtype()));
+    }
   }
   return s;
 }
