@@ -212,19 +212,29 @@ Status einsum_kernel(OpContext& ctx) {
     std::vector<const T*> in(n_in);
     for (size_t t = 0; t < n_in; ++t) in[t] = ctx.input(t).data<T>();
     std::vector<Acc> acc(static_cast<size_t>(out.numel()), Acc(0));
-    std::vector<int64_t> off(n_in + 1, 0), counter(nl, 0);
-    for (int64_t it = 0; it < total; ++it) {
-      Acc prod = Acc(1);
-      for (size_t t = 0; t < n_in; ++t) {
-        const T v = in[t][off[t]];
-        if constexpr (kFloat) {
-          prod *= to_double(v);
-        } else {
-          prod *= static_cast<uint64_t>(static_cast<std::conditional_t<std::is_signed_v<T>, int64_t, uint64_t>>(v));
+    // The last loop label runs in a tight inner loop; the others advance an odometer.
+    const size_t outer_labels = nl == 0 ? 0 : nl - 1;
+    const int64_t inner_n = nl == 0 ? 1 : extent[nl - 1];
+    std::vector<int64_t> inner_stride(n_in + 1, 0);
+    if (nl > 0) {
+      for (size_t t = 0; t <= n_in; ++t) inner_stride[t] = strides[t][nl - 1];
+    }
+    const int64_t outer_total = inner_n == 0 ? 0 : total / inner_n;
+    std::vector<int64_t> off(n_in + 1, 0), counter(outer_labels, 0);
+    for (int64_t it = 0; it < outer_total; ++it) {
+      for (int64_t k = 0; k < inner_n; ++k) {
+        Acc prod = Acc(1);
+        for (size_t t = 0; t < n_in; ++t) {
+          const T v = in[t][off[t] + k * inner_stride[t]];
+          if constexpr (kFloat) {
+            prod *= to_double(v);
+          } else {
+            prod *= static_cast<uint64_t>(static_cast<std::conditional_t<std::is_signed_v<T>, int64_t, uint64_t>>(v));
+          }
         }
+        acc[static_cast<size_t>(off[n_in] + k * inner_stride[n_in])] += prod;
       }
-      acc[static_cast<size_t>(off[n_in])] += prod;
-      for (size_t j = nl; j-- > 0;) {
+      for (size_t j = outer_labels; j-- > 0;) {
         ++counter[j];
         for (size_t t = 0; t <= n_in; ++t) off[t] += strides[t][j];
         if (counter[j] < extent[j]) break;
