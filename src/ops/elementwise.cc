@@ -137,13 +137,16 @@ KernelFn numeric_unary(NumUnary op) {
         if constexpr (kIsFloat<T>) {
           using C = Compute<T>;
           C v = C(in[i]);
-          C r = op == NumUnary::kAbs ? std::fabs(v) : op == NumUnary::kNeg ? -v
-                : std::isnan(v) ? v : C((v > 0) - (v < 0));
+          C r = op == NumUnary::kAbs   ? std::fabs(v)
+                : op == NumUnary::kNeg ? -v
+                : std::isnan(v)        ? v
+                                       : C((v > 0) - (v < 0));
           out[i] = T(r);
         } else if constexpr (std::is_signed_v<T>) {
           T v = in[i];
-          out[i] = op == NumUnary::kAbs ? (v < 0 ? wrapping_neg(v) : v)
-                   : op == NumUnary::kNeg ? wrapping_neg(v) : static_cast<T>((v > 0) - (v < 0));
+          out[i] = op == NumUnary::kAbs   ? (v < 0 ? wrapping_neg(v) : v)
+                   : op == NumUnary::kNeg ? wrapping_neg(v)
+                                          : static_cast<T>((v > 0) - (v < 0));
         } else {
           T v = in[i];
           out[i] = op == NumUnary::kAbs ? v : op == NumUnary::kNeg ? wrapping_neg(v) : static_cast<T>(v > 0);
@@ -165,8 +168,7 @@ Status visit_float_or_float8(DataType t, F&& f) {
     KILN_VISIT_CASE(kFloat8E4M3FNUZ, Float8E4M3FNUZ)
     KILN_VISIT_CASE(kFloat8E5M2, Float8E5M2)
     KILN_VISIT_CASE(kFloat8E5M2FNUZ, Float8E5M2FNUZ)
-    default:
-      return unsupported_dtype(t, "floating-point");
+    default: return unsupported_dtype(t, "floating-point");
   }
 }
 
@@ -225,7 +227,9 @@ Status bitwise_not_kernel(OpContext& ctx) {
 }
 
 void register_unary_ops(OpRegistry& r) {
-  auto add_float = [&r](const char* name, int since, auto f) { r.add({"", name, since, float_unary(f), same_type_infer}); };
+  auto add_float = [&r](const char* name, int since, auto f) {
+    r.add({"", name, since, float_unary(f), same_type_infer});
+  };
   add_float("Sqrt", 1, [](auto v) { return std::sqrt(v); });
   add_float("Exp", 1, [](auto v) { return std::exp(v); });
   add_float("Log", 1, [](auto v) { return std::log(v); });

@@ -56,7 +56,8 @@ Result<BinaryShapes> binary_shapes(const OpContext& ctx, const Tensor& a, const 
     if (rb > ra) return invalid("legacy broadcast: B has rank {} > rank {} of A", rb, ra);
     int64_t axis = ctx.has_attr("axis") ? ctx.attr_int("axis", 0) : ra - rb;
     if (axis < 0) axis += ra;
-    if (axis < 0 || axis + rb > ra) return invalid("legacy broadcast: axis {} out of range for ranks {} and {}", axis, ra, rb);
+    if (axis < 0 || axis + rb > ra)
+      return invalid("legacy broadcast: axis {} out of range for ranks {} and {}", axis, ra, rb);
     Dims bd(static_cast<size_t>(ra), 1);
     for (int64_t i = 0; i < rb; ++i) bd[static_cast<size_t>(axis + i)] = b.dims()[static_cast<size_t>(i)];
     s.b = std::move(bd);
@@ -102,7 +103,8 @@ Status run_binary(OpContext& ctx, DataType out_dtype, Visit visit, F&& f) {
   KILN_RETURN_IF_ERROR(check_same_dtype(a, b));
   KILN_ASSIGN_OR_RETURN(BinaryShapes s, binary_shapes(ctx, a, b));
   KILN_ASSIGN_OR_RETURN(Tensor out, Tensor::create(out_dtype == DataType::kUndefined ? a.dtype() : out_dtype, s.out));
-  KILN_RETURN_IF_ERROR(visit(a.dtype(), [&]<typename T>() -> Status { return f.template operator()<T>(a, b, s, out); }));
+  KILN_RETURN_IF_ERROR(
+      visit(a.dtype(), [&]<typename T>() -> Status { return f.template operator()<T>(a, b, s, out); }));
   ctx.set_output(0, std::move(out));
   return Status();
 }
@@ -119,7 +121,9 @@ auto visit_equal_fn = [](DataType t, auto&& f) -> Status {
   return visit_numeric_bool(t, f);
 };
 
-Status division_by_zero() { return invalid("integer division by zero"); }
+Status division_by_zero() {
+  return invalid("integer division by zero");
+}
 
 // ---- Add, Sub, Mul, Div --------------------------------------------------------------------
 
@@ -128,36 +132,37 @@ enum class Arith { kAdd, kSub, kMul, kDiv };
 KernelFn arith_kernel(Arith op) {
   return [op](OpContext& ctx) -> Status {
     bool div_zero = false;
-    KILN_RETURN_IF_ERROR(run_binary(ctx, DataType::kUndefined, visit_numeric_fn,
-                                    [&]<typename T>(const Tensor& a, const Tensor& b, const BinaryShapes& s, Tensor& out) {
-      if constexpr (kIsFloat<T>) {
-        using C = Compute<T>;
-        apply_binary<T, T, T>(a, b, s, out, [op](T x, T y) {
-          C u = C(x), v = C(y);
-          return T(op == Arith::kAdd ? u + v : op == Arith::kSub ? u - v : op == Arith::kMul ? u * v : u / v);
-        });
-      } else {
-        using W = Wrap<T>;
-        apply_binary<T, T, T>(a, b, s, out, [op, &div_zero](T x, T y) -> T {
-          switch (op) {
-            case Arith::kAdd: return static_cast<T>(W(x) + W(y));
-            case Arith::kSub: return static_cast<T>(W(x) - W(y));
-            case Arith::kMul: return static_cast<T>(W(x) * W(y));
-            case Arith::kDiv: break;
+    KILN_RETURN_IF_ERROR(run_binary(
+        ctx, DataType::kUndefined, visit_numeric_fn,
+        [&]<typename T>(const Tensor& a, const Tensor& b, const BinaryShapes& s, Tensor& out) {
+          if constexpr (kIsFloat<T>) {
+            using C = Compute<T>;
+            apply_binary<T, T, T>(a, b, s, out, [op](T x, T y) {
+              C u = C(x), v = C(y);
+              return T(op == Arith::kAdd ? u + v : op == Arith::kSub ? u - v : op == Arith::kMul ? u * v : u / v);
+            });
+          } else {
+            using W = Wrap<T>;
+            apply_binary<T, T, T>(a, b, s, out, [op, &div_zero](T x, T y) -> T {
+              switch (op) {
+                case Arith::kAdd: return static_cast<T>(W(x) + W(y));
+                case Arith::kSub: return static_cast<T>(W(x) - W(y));
+                case Arith::kMul: return static_cast<T>(W(x) * W(y));
+                case Arith::kDiv: break;
+              }
+              if (y == 0) {
+                div_zero = true;
+                return 0;
+              }
+              // The one overflowing quotient (min / -1) traps on x86; its wrapped value is min.
+              if constexpr (std::is_signed_v<T>) {
+                if (y == -1) return static_cast<T>(W(0) - W(x));
+              }
+              return static_cast<T>(x / y);  // C++ truncates toward zero, as ONNX integer Div does
+            });
           }
-          if (y == 0) {
-            div_zero = true;
-            return 0;
-          }
-          // The one overflowing quotient (min / -1) traps on x86; its wrapped value is min.
-          if constexpr (std::is_signed_v<T>) {
-            if (y == -1) return static_cast<T>(W(0) - W(x));
-          }
-          return static_cast<T>(x / y);  // C++ truncates toward zero, as ONNX integer Div does
-        });
-      }
-      return Status();
-    }));
+          return Status();
+        }));
     return div_zero ? division_by_zero() : Status();
   };
 }
@@ -221,7 +226,8 @@ Status pow_kernel(OpContext& ctx) {
       if constexpr (!kIsFloat<T> && !kIsFloat<E>) {
         apply_binary<T, E, T>(a, b, s, out, [](T x, E y) { return int_pow(x, y); });
       } else {
-        apply_binary<T, E, T>(a, b, s, out, [](T x, E y) { return from_double<T>(std::pow(to_double(x), to_double(y))); });
+        apply_binary<T, E, T>(a, b, s, out,
+                              [](T x, E y) { return from_double<T>(std::pow(to_double(x), to_double(y))); });
       }
       return Status();
     });
@@ -236,42 +242,43 @@ Status mod_kernel(OpContext& ctx) {
   const int64_t fmod = ctx.attr_int("fmod", 0);
   if (fmod != 0 && fmod != 1) return invalid("fmod must be 0 or 1, got {}", fmod);
   bool div_zero = false;
-  KILN_RETURN_IF_ERROR(run_binary(ctx, DataType::kUndefined, visit_numeric_fn,
-                                  [&]<typename T>(const Tensor& a, const Tensor& b, const BinaryShapes& s, Tensor& out) {
-    if constexpr (kIsFloat<T>) {
-      using C = Compute<T>;
-      apply_binary<T, T, T>(a, b, s, out, [fmod](T x, T y) {
-        C u = C(x), v = C(y);
-        C m = std::fmod(u, v);
-        if (fmod == 0) {
-          // Floored modulo (numpy.mod): the result takes the divisor's sign, zero included.
-          // fmod already yields NaN for x = inf, y = 0 and NaN operands; NaN stays NaN below.
-          if (m != 0) {
-            if ((v < 0) != (m < 0)) m += v;
-          } else {
-            m = std::copysign(C(0), v);
-          }
-        }
-        return T(m);
-      });
-    } else {
-      apply_binary<T, T, T>(a, b, s, out, [fmod, &div_zero](T x, T y) -> T {
-        if (y == 0) {
-          div_zero = true;
-          return 0;
-        }
-        if constexpr (std::is_signed_v<T>) {
-          if (y == -1) return 0;  // min % -1 traps on x86
-          T m = static_cast<T>(x % y);
-          if (fmod == 0 && m != 0 && ((m < 0) != (y < 0))) m = static_cast<T>(m + y);
-          return m;
-        } else {
-          return static_cast<T>(x % y);
-        }
-      });
-    }
-    return Status();
-  }));
+  KILN_RETURN_IF_ERROR(
+      run_binary(ctx, DataType::kUndefined, visit_numeric_fn,
+                 [&]<typename T>(const Tensor& a, const Tensor& b, const BinaryShapes& s, Tensor& out) {
+                   if constexpr (kIsFloat<T>) {
+                     using C = Compute<T>;
+                     apply_binary<T, T, T>(a, b, s, out, [fmod](T x, T y) {
+                       C u = C(x), v = C(y);
+                       C m = std::fmod(u, v);
+                       if (fmod == 0) {
+                         // Floored modulo (numpy.mod): the result takes the divisor's sign, zero included.
+                         // fmod already yields NaN for x = inf, y = 0 and NaN operands; NaN stays NaN below.
+                         if (m != 0) {
+                           if ((v < 0) != (m < 0)) m += v;
+                         } else {
+                           m = std::copysign(C(0), v);
+                         }
+                       }
+                       return T(m);
+                     });
+                   } else {
+                     apply_binary<T, T, T>(a, b, s, out, [fmod, &div_zero](T x, T y) -> T {
+                       if (y == 0) {
+                         div_zero = true;
+                         return 0;
+                       }
+                       if constexpr (std::is_signed_v<T>) {
+                         if (y == -1) return 0;  // min % -1 traps on x86
+                         T m = static_cast<T>(x % y);
+                         if (fmod == 0 && m != 0 && ((m < 0) != (y < 0))) m = static_cast<T>(m + y);
+                         return m;
+                       } else {
+                         return static_cast<T>(x % y);
+                       }
+                     });
+                   }
+                   return Status();
+                 }));
   return div_zero ? division_by_zero() : Status();
 }
 
@@ -285,19 +292,19 @@ Status bitshift_kernel(OpContext& ctx) {
   const bool left = dir == "LEFT";
   return run_binary(ctx, DataType::kUndefined, visit_int_fn,
                     [&]<typename T>(const Tensor& a, const Tensor& b, const BinaryShapes& s, Tensor& out) {
-    constexpr int64_t bits = sizeof(T) * 8;
-    apply_binary<T, T, T>(a, b, s, out, [left](T x, T y) -> T {
-      const bool in_range = !(y < 0) && static_cast<uint64_t>(y) < static_cast<uint64_t>(bits);
-      if (left) {
-        if (!in_range) return 0;
-        using U = std::make_unsigned_t<T>;
-        return static_cast<T>(static_cast<Wrap<T>>(static_cast<U>(x)) << y);
-      }
-      if (!in_range) return (x < 0) ? static_cast<T>(-1) : static_cast<T>(0);
-      return static_cast<T>(x >> y);  // arithmetic for signed T (defined since C++20)
-    });
-    return Status();
-  });
+                      constexpr int64_t bits = sizeof(T) * 8;
+                      apply_binary<T, T, T>(a, b, s, out, [left](T x, T y) -> T {
+                        const bool in_range = !(y < 0) && static_cast<uint64_t>(y) < static_cast<uint64_t>(bits);
+                        if (left) {
+                          if (!in_range) return 0;
+                          using U = std::make_unsigned_t<T>;
+                          return static_cast<T>(static_cast<Wrap<T>>(static_cast<U>(x)) << y);
+                        }
+                        if (!in_range) return (x < 0) ? static_cast<T>(-1) : static_cast<T>(0);
+                        return static_cast<T>(x >> y);  // arithmetic for signed T (defined since C++20)
+                      });
+                      return Status();
+                    });
 }
 
 // ---- logic, bitwise, comparisons ------------------------------------------------------------
@@ -308,11 +315,11 @@ KernelFn logic_kernel(Logic op) {
   return [op](OpContext& ctx) -> Status {
     return run_binary(ctx, DataType::kBool, visit_bool_fn,
                       [&]<typename T>(const Tensor& a, const Tensor& b, const BinaryShapes& s, Tensor& out) {
-      apply_binary<bool, bool, bool>(a, b, s, out, [op](bool x, bool y) {
-        return op == Logic::kAnd ? (x && y) : op == Logic::kOr ? (x || y) : (x != y);
-      });
-      return Status();
-    });
+                        apply_binary<bool, bool, bool>(a, b, s, out, [op](bool x, bool y) {
+                          return op == Logic::kAnd ? (x && y) : op == Logic::kOr ? (x || y) : (x != y);
+                        });
+                        return Status();
+                      });
   };
 }
 
@@ -320,11 +327,11 @@ KernelFn bitwise_kernel(Logic op) {
   return [op](OpContext& ctx) -> Status {
     return run_binary(ctx, DataType::kUndefined, visit_int_fn,
                       [&]<typename T>(const Tensor& a, const Tensor& b, const BinaryShapes& s, Tensor& out) {
-      apply_binary<T, T, T>(a, b, s, out, [op](T x, T y) {
-        return static_cast<T>(op == Logic::kAnd ? (x & y) : op == Logic::kOr ? (x | y) : (x ^ y));
-      });
-      return Status();
-    });
+                        apply_binary<T, T, T>(a, b, s, out, [op](T x, T y) {
+                          return static_cast<T>(op == Logic::kAnd ? (x & y) : op == Logic::kOr ? (x | y) : (x ^ y));
+                        });
+                        return Status();
+                      });
   };
 }
 

@@ -133,9 +133,8 @@ Status where_kernel(OpContext& ctx) {
     const T* xp = elems<T>(x);
     const T* yp = elems<T>(y);
     T* z = elems<T>(out);
-    for_each_broadcast(dims, out_dims, [&](int64_t o, const int64_t* idx) {
-      z[o] = cp[idx[0]] ? xp[idx[1]] : yp[idx[2]];
-    });
+    for_each_broadcast(dims, out_dims,
+                       [&](int64_t o, const int64_t* idx) { z[o] = cp[idx[0]] ? xp[idx[1]] : yp[idx[2]]; });
     return Status();
   }));
   ctx.set_output(0, std::move(out));
@@ -204,7 +203,8 @@ void register_elementwise_variadic_ops(OpRegistry& r) {
   r.add({"", "Min", 1, fold_kernel(Fold::kMin), variadic_infer});
   r.add({"", "Sum", 1, fold_kernel(Fold::kSum), variadic_infer});
   r.add({"", "Mean", 1, fold_kernel(Fold::kMean), variadic_infer});
-  r.add({"", "Where", 9, where_kernel, [](InferContext& ctx) { return broadcast_infer(ctx, DataType::kUndefined, 1); }});
+  r.add(
+      {"", "Where", 9, where_kernel, [](InferContext& ctx) { return broadcast_infer(ctx, DataType::kUndefined, 1); }});
   r.add({"", "Clip", 1, clip_kernel, same_type_infer});
 }
 
