@@ -231,7 +231,9 @@ Status reshape_infer(InferContext& c) {
 Status flatten_kernel(OpContext& ctx) {
   const Tensor& x = ctx.input(0);
   int64_t axis = ctx.attr_int("axis", 1);
-  if (axis < -x.rank() || axis > x.rank()) return invalid("Flatten axis {} is out of range for rank {}", axis, x.rank());
+  if (axis < -x.rank() || axis > x.rank()) {
+    return invalid("Flatten axis {} is out of range for rank {}", axis, x.rank());
+  }
   if (axis < 0) axis += x.rank();
   int64_t outer = 1;
   for (int64_t d = 0; d < axis; ++d) outer *= x.dims()[static_cast<size_t>(d)];
@@ -468,12 +470,12 @@ Status range_kernel(OpContext& ctx) {
   } else if (start.dtype() == DataType::kFloat16 || start.dtype() == DataType::kBFloat16) {
     // stash_type (opset 27) picks the accumulation precision; values are start + i * delta in it.
     const bool stash_double = ctx.opset() >= 27 && ctx.attr_int("stash_type", 1) == 11;
+    const double s = start.get_double(0), d = delta.get_double(0);
     for (int64_t i = 0; i < n; ++i) {
       if (stash_double) {
-        out.set_double(i, start.get_double(0) + static_cast<double>(i) * delta.get_double(0));
+        out.set_double(i, s + static_cast<double>(i) * d);
       } else {
-        float v = static_cast<float>(start.get_double(0)) + static_cast<float>(i) * static_cast<float>(delta.get_double(0));
-        out.set_double(i, v);
+        out.set_double(i, static_cast<float>(s) + static_cast<float>(i) * static_cast<float>(d));
       }
     }
   } else {

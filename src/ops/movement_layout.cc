@@ -2,7 +2,6 @@
 // DepthToSpace, SpaceToDepth, ReverseSequence. All copies go through copy_elements or the
 // element copier, so every dtype (strings, bool, narrow floats, unpacked int4) is handled alike.
 #include <algorithm>
-#include <limits>
 
 #include "ops/broadcast.h"
 #include "ops/movement_util.h"
@@ -250,8 +249,8 @@ Result<std::vector<SliceAxis>> slice_plan(const Dims& dims, const std::vector<in
       continue;
     }
     int64_t s = starts[i], e = ends[i];
-    if (s < 0) s = s < std::numeric_limits<int64_t>::min() + dim ? -1 : s + dim;
-    if (e < 0) e = e < std::numeric_limits<int64_t>::min() + dim ? -1 : e + dim;
+    if (s < 0) s += dim;
+    if (e < 0) e += dim;
     if (step > 0) {
       s = std::clamp<int64_t>(s, 0, dim);
       e = std::clamp<int64_t>(e, 0, dim);
@@ -507,7 +506,9 @@ Status pad_infer(InferContext& c) {
   if (c.node.opset < 11) {
     for (int64_t d = 0; d < in->rank(); ++d) axes.push_back(d);
   }
-  if (pads.size() != 2 * axes.size()) return invalid("Pad pads has {} entries, expected {}", pads.size(), 2 * axes.size());
+  if (pads.size() != 2 * axes.size()) {
+    return invalid("Pad pads has {} entries, expected {}", pads.size(), 2 * axes.size());
+  }
   Shape out = *in;
   for (size_t i = 0; i < axes.size(); ++i) {
     const int64_t extra = pads[i] + pads[axes.size() + i];

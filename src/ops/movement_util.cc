@@ -35,7 +35,9 @@ Status normalize_index(int64_t& idx, int64_t dim, const char* what) {
 Result<std::vector<int64_t>> int_input(const OpContext& ctx, size_t i, const char* what) {
   if (!ctx.has_input(i)) return invalid("missing input '{}'", what);
   const Tensor& t = ctx.input(i);
-  if (!is_integer(t.dtype())) return invalid("input '{}' must be an integer tensor, got {}", what, dtype_name(t.dtype()));
+  if (!is_integer(t.dtype())) {
+    return invalid("input '{}' must be an integer tensor, got {}", what, dtype_name(t.dtype()));
+  }
   return t.to_int64_vector();
 }
 
