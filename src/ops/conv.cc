@@ -30,7 +30,8 @@ Result<ConvSetup> conv_setup(const Node& node, const Dims& xd, const Dims& wd) {
   if (cs.c >= 0 && wd[1] >= 0 && cs.c != wd[1] * cs.group) {
     return invalid("X has {} channels but W expects {} x group {}", cs.c, wd[1], cs.group);
   }
-  if (cs.m >= 0 && cs.m % cs.group != 0) return invalid("W has {} output channels, not divisible by group {}", cs.m, cs.group);
+  if (cs.m >= 0 && cs.m % cs.group != 0)
+    return invalid("W has {} output channels, not divisible by group {}", cs.m, cs.group);
   Dims kernel(wd.begin() + 2, wd.end());
   if (nn::node_has(node, "kernel_shape")) {
     Dims ks = nn::node_ints(node, "kernel_shape");
@@ -44,6 +45,10 @@ Result<ConvSetup> conv_setup(const Node& node, const Dims& xd, const Dims& wd) {
   KILN_ASSIGN_OR_RETURN(cs.win, nn::make_window(node, in, kernel, false));
   cs.out_dims = {cs.n, cs.m};
   cs.out_dims.insert(cs.out_dims.end(), cs.win.out.begin(), cs.win.out.end());
+  // The im2col buffer holds (C/group) * kernel_size * out_size doubles.
+  const int64_t col = shape_numel(Dims{cs.c / cs.group, cs.win.kernel_size(), cs.win.out_size()});
+  if (cs.c >= 0 && cs.win.known() && (col < 0 || col > kMaxTensorBytes / 8))
+    return invalid("convolution is too large to compute");
   return cs;
 }
 
@@ -59,7 +64,8 @@ std::vector<double> conv_core(const ConvSetup& cs, const std::vector<double>& x,
       nn::im2col(x.data() + (n * cs.c + g * cg) * is, cg, cs.win, col.data());
       double* yg = y.data() + (n * cs.m + g * mg) * os;
       if (bias) {
-        for (int64_t m = 0; m < mg; ++m) std::fill(yg + m * os, yg + (m + 1) * os, (*bias)[static_cast<size_t>(g * mg + m)]);
+        for (int64_t m = 0; m < mg; ++m)
+          std::fill(yg + m * os, yg + (m + 1) * os, (*bias)[static_cast<size_t>(g * mg + m)]);
       }
       nn::gemm_acc(w.data() + g * mg * cg * ks, col.data(), yg, mg, cg * ks, os);
     }
@@ -71,7 +77,8 @@ Status conv_kernel(OpContext& ctx) {
   const Tensor& x = ctx.input(0);
   const Tensor& w = ctx.input(1);
   KILN_RETURN_IF_ERROR(visit_float(x.dtype(), [&]<typename T>() { return Status(); }));
-  if (w.dtype() != x.dtype()) return invalid("W dtype {} differs from X dtype {}", dtype_name(w.dtype()), dtype_name(x.dtype()));
+  if (w.dtype() != x.dtype())
+    return invalid("W dtype {} differs from X dtype {}", dtype_name(w.dtype()), dtype_name(x.dtype()));
   KILN_ASSIGN_OR_RETURN(ConvSetup cs, conv_setup(ctx.node(), x.dims(), w.dims()));
   std::vector<double> bias;
   if (ctx.has_input(2)) {
@@ -97,7 +104,9 @@ Result<std::vector<double>> zero_points(const OpContext& ctx, size_t i, int64_t 
                  per_channel > 0 ? fmt::format(" or {}", per_channel) : std::string());
 }
 
-bool is_8bit(DataType t) { return t == DataType::kUInt8 || t == DataType::kInt8; }
+bool is_8bit(DataType t) {
+  return t == DataType::kUInt8 || t == DataType::kInt8;
+}
 
 // Subtracts the per-output-channel zero point from W [M, ...].
 void sub_channel_zero_point(std::vector<double>& w, int64_t m, const std::vector<double>& zp) {
@@ -111,7 +120,8 @@ Status conv_integer_kernel(OpContext& ctx) {
   const Tensor& x = ctx.input(0);
   const Tensor& w = ctx.input(1);
   if (!is_8bit(x.dtype()) || !is_8bit(w.dtype())) {
-    return invalid("ConvInteger expects int8/uint8 inputs, got {} and {}", dtype_name(x.dtype()), dtype_name(w.dtype()));
+    return invalid("ConvInteger expects int8/uint8 inputs, got {} and {}", dtype_name(x.dtype()),
+                   dtype_name(w.dtype()));
   }
   KILN_ASSIGN_OR_RETURN(ConvSetup cs, conv_setup(ctx.node(), x.dims(), w.dims()));
   KILN_ASSIGN_OR_RETURN(std::vector<double> xzp, zero_points(ctx, 2, 0, "x_zero_point"));
@@ -132,7 +142,8 @@ Status qlinear_conv_kernel(OpContext& ctx) {
   const Tensor& x = ctx.input(0);
   const Tensor& w = ctx.input(3);
   if (!is_8bit(x.dtype()) || !is_8bit(w.dtype())) {
-    return invalid("QLinearConv expects int8/uint8 x and w, got {} and {}", dtype_name(x.dtype()), dtype_name(w.dtype()));
+    return invalid("QLinearConv expects int8/uint8 x and w, got {} and {}", dtype_name(x.dtype()),
+                   dtype_name(w.dtype()));
   }
   KILN_ASSIGN_OR_RETURN(ConvSetup cs, conv_setup(ctx.node(), x.dims(), w.dims()));
   if (ctx.input(1).numel() != 1) return invalid("x_scale must be a scalar");
@@ -141,7 +152,8 @@ Status qlinear_conv_kernel(OpContext& ctx) {
   KILN_ASSIGN_OR_RETURN(std::vector<double> wzp, zero_points(ctx, 5, cs.m, "w_zero_point"));
   KILN_ASSIGN_OR_RETURN(std::vector<double> yzp, zero_points(ctx, 7, 0, "y_zero_point"));
   const Tensor& ws = ctx.input(4);
-  if (ws.numel() != 1 && ws.numel() != cs.m) return invalid("w_scale has {} elements, expected 1 or {}", ws.numel(), cs.m);
+  if (ws.numel() != 1 && ws.numel() != cs.m)
+    return invalid("w_scale has {} elements, expected 1 or {}", ws.numel(), cs.m);
   std::vector<double> wsv = nn::to_doubles(ws);
   const double xs = ctx.input(1).get_double(0), ys = ctx.input(6).get_double(0);
   std::vector<double> mult(static_cast<size_t>(cs.m));
@@ -217,7 +229,8 @@ Status deform_conv_kernel(OpContext& ctx) {
   const size_t r = cs.win.rank();
   if (r > 8) return invalid("DeformConv supports at most 8 spatial dims");
   const int64_t og_count = nn::node_int(ctx.node(), "offset_group", 1);
-  if (og_count <= 0 || cs.c % og_count != 0) return invalid("offset_group {} must divide the {} input channels", og_count, cs.c);
+  if (og_count <= 0 || cs.c % og_count != 0)
+    return invalid("offset_group {} must divide the {} input channels", og_count, cs.c);
   const int64_t ks = cs.win.kernel_size(), os = cs.win.out_size(), is = cs.win.in_size();
   Dims want = {cs.n, og_count * ks * static_cast<int64_t>(r)};
   want.insert(want.end(), cs.win.out.begin(), cs.win.out.end());
@@ -288,7 +301,8 @@ Status deform_conv_kernel(OpContext& ctx) {
       }
       double* yg = y.data() + (n * cs.m + g * mg) * os;
       if (!bias.empty()) {
-        for (int64_t m = 0; m < mg; ++m) std::fill(yg + m * os, yg + (m + 1) * os, bias[static_cast<size_t>(g * mg + m)]);
+        for (int64_t m = 0; m < mg; ++m)
+          std::fill(yg + m * os, yg + (m + 1) * os, bias[static_cast<size_t>(g * mg + m)]);
       }
       nn::gemm_acc(wv.data() + g * mg * cg * ks, col.data(), yg, mg, cg * ks, os);
     }
@@ -321,7 +335,8 @@ Status causal_conv_kernel(OpContext& ctx) {
   if (ctx.has_input(3)) {
     const Tensor& ps = ctx.input(3);
     if (ps.dims() != Dims{b, c, k - 1}) {
-      return invalid("past_state has shape {}, expected {}", shape_to_string(ps.dims()), shape_to_string(Dims{b, c, k - 1}));
+      return invalid("past_state has shape {}, expected {}", shape_to_string(ps.dims()),
+                     shape_to_string(Dims{b, c, k - 1}));
     }
     std::vector<double> pv = nn::to_doubles(ps);
     for (int64_t i = 0; i < b * c; ++i) {
@@ -385,9 +400,15 @@ Status conv_infer_common(InferContext& ctx, size_t x_index, size_t w_index, Data
   return Status();
 }
 
-Status conv_infer(InferContext& ctx) { return conv_infer_common(ctx, 0, 1, DataType::kUndefined); }
-Status deform_conv_infer(InferContext& ctx) { return conv_infer_common(ctx, 0, 1, DataType::kUndefined); }
-Status conv_integer_infer(InferContext& ctx) { return conv_infer_common(ctx, 0, 1, DataType::kInt32); }
+Status conv_infer(InferContext& ctx) {
+  return conv_infer_common(ctx, 0, 1, DataType::kUndefined);
+}
+Status deform_conv_infer(InferContext& ctx) {
+  return conv_infer_common(ctx, 0, 1, DataType::kUndefined);
+}
+Status conv_integer_infer(InferContext& ctx) {
+  return conv_infer_common(ctx, 0, 1, DataType::kInt32);
+}
 Status qlinear_conv_infer(InferContext& ctx) {
   const TypeInfo* yzp = nn::tensor_input(ctx, 7);
   return conv_infer_common(ctx, 0, 3, yzp ? yzp->dtype : DataType::kUndefined);

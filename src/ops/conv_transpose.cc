@@ -75,7 +75,8 @@ Result<TransposeSetup> transpose_setup(const Node& node, const Dims& xd, const D
       // Like onnxruntime, a requested size beyond the natural one is reached with zero rows at
       // the end rather than negative padding.
       int64_t total = std::max<int64_t>(0, natural - target);
-      nn::split_same_pad(ap == nn::AutoPad::kSameUpper ? ap : nn::AutoPad::kSameLower, total, &w.pads[i], &w.pads[r + i]);
+      nn::split_same_pad(ap == nn::AutoPad::kSameUpper ? ap : nn::AutoPad::kSameLower, total, &w.pads[i],
+                         &w.pads[r + i]);
       w.in[i] = target;
     } else if (ap == nn::AutoPad::kValid) {
       w.in[i] = natural;
@@ -88,6 +89,9 @@ Result<TransposeSetup> transpose_setup(const Node& node, const Dims& xd, const D
   }
   ts.out_dims = {ts.n, ts.m};
   ts.out_dims.insert(ts.out_dims.end(), w.in.begin(), w.in.end());
+  const int64_t col = shape_numel(Dims{std::max<int64_t>(wd[1], 0), w.kernel_size(), w.out_size()});
+  if (wd[1] >= 0 && w.known() && (col < 0 || col > kMaxTensorBytes / 8))
+    return invalid("transposed convolution is too large to compute");
   return ts;
 }
 
@@ -95,7 +99,8 @@ Status conv_transpose_kernel(OpContext& ctx) {
   const Tensor& x = ctx.input(0);
   const Tensor& w = ctx.input(1);
   KILN_RETURN_IF_ERROR(visit_float(x.dtype(), [&]<typename T>() { return Status(); }));
-  if (w.dtype() != x.dtype()) return invalid("W dtype {} differs from X dtype {}", dtype_name(w.dtype()), dtype_name(x.dtype()));
+  if (w.dtype() != x.dtype())
+    return invalid("W dtype {} differs from X dtype {}", dtype_name(w.dtype()), dtype_name(x.dtype()));
   KILN_ASSIGN_OR_RETURN(TransposeSetup ts, transpose_setup(ctx.node(), x.dims(), w.dims()));
   std::vector<double> bias;
   if (ctx.has_input(2)) {

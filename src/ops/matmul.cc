@@ -58,8 +58,7 @@ Result<MatMulPlan> plan_matmul(const Dims& ad, const Dims& bd, bool offsets) {
   return p;
 }
 
-// Y[batch, m, n] = sum_k A[m, k] * B[k, n] in double, with optional per-row/per-column shifts
-// subtracted from A and B (the integer ops' zero points).
+// Y[batch, m, n] = sum_k A[m, k] * B[k, n] in double.
 std::vector<double> matmul_doubles(const MatMulPlan& p, const std::vector<double>& a, const std::vector<double>& b) {
   std::vector<double> y(static_cast<size_t>(static_cast<int64_t>(p.a_off.size()) * p.m * p.n), 0.0);
   for (size_t bi = 0; bi < p.a_off.size(); ++bi) {
@@ -142,7 +141,8 @@ Status gemm_kernel(OpContext& ctx) {
     if (bs != Dims{m, n}) return invalid("C shape {} does not broadcast to {}x{}", shape_to_string(c.dims()), m, n);
     std::vector<double> cv = nn::to_doubles(c);
     Broadcaster br({Dims{m, n}, c.dims()}, Dims{m, n});
-    br.for_each([&](int64_t o, const int64_t* idx) { y[static_cast<size_t>(o)] += beta * cv[static_cast<size_t>(idx[1])]; });
+    br.for_each(
+        [&](int64_t o, const int64_t* idx) { y[static_cast<size_t>(o)] += beta * cv[static_cast<size_t>(idx[1])]; });
   }
   KILN_ASSIGN_OR_RETURN(Tensor out, Tensor::create(a.dtype(), {m, n}));
   nn::store_doubles(out, y);
@@ -150,7 +150,9 @@ Status gemm_kernel(OpContext& ctx) {
   return Status();
 }
 
-bool is_8bit(DataType t) { return t == DataType::kUInt8 || t == DataType::kInt8; }
+bool is_8bit(DataType t) {
+  return t == DataType::kUInt8 || t == DataType::kInt8;
+}
 
 // A per-tensor (one element) or per-row/per-column (`count` elements) quantization parameter.
 Result<std::vector<double>> quant_param(const OpContext& ctx, size_t i, int64_t count, const char* what) {
@@ -162,17 +164,20 @@ Result<std::vector<double>> quant_param(const OpContext& ctx, size_t i, int64_t 
 }
 
 // A - a_zp (per row) and B - b_zp (per column), in doubles.
-void shift_rows_cols(std::vector<double>& a, std::vector<double>& b, const MatMulPlan& p, const std::vector<double>& azp,
-                     const std::vector<double>& bzp) {
-  for (size_t i = 0; i < a.size(); ++i) a[i] -= azp[static_cast<size_t>((static_cast<int64_t>(i) / std::max<int64_t>(p.k, 1)) % std::max<int64_t>(p.m, 1))];
-  for (size_t i = 0; i < b.size(); ++i) b[i] -= bzp[static_cast<size_t>(static_cast<int64_t>(i) % std::max<int64_t>(p.n, 1))];
+void shift_rows_cols(std::vector<double>& a, std::vector<double>& b, const MatMulPlan& p,
+                     const std::vector<double>& azp, const std::vector<double>& bzp) {
+  for (size_t i = 0; i < a.size(); ++i)
+    a[i] -= azp[static_cast<size_t>((static_cast<int64_t>(i) / std::max<int64_t>(p.k, 1)) % std::max<int64_t>(p.m, 1))];
+  for (size_t i = 0; i < b.size(); ++i)
+    b[i] -= bzp[static_cast<size_t>(static_cast<int64_t>(i) % std::max<int64_t>(p.n, 1))];
 }
 
 Status matmul_integer_kernel(OpContext& ctx) {
   const Tensor& a = ctx.input(0);
   const Tensor& b = ctx.input(1);
   if (!is_8bit(a.dtype()) || !is_8bit(b.dtype())) {
-    return invalid("MatMulInteger expects int8/uint8 inputs, got {} and {}", dtype_name(a.dtype()), dtype_name(b.dtype()));
+    return invalid("MatMulInteger expects int8/uint8 inputs, got {} and {}", dtype_name(a.dtype()),
+                   dtype_name(b.dtype()));
   }
   KILN_ASSIGN_OR_RETURN(MatMulPlan p, plan_matmul(a.dims(), b.dims(), true));
   KILN_ASSIGN_OR_RETURN(std::vector<double> azp, quant_param(ctx, 2, p.m, "a_zero_point"));
@@ -192,7 +197,8 @@ Status qlinear_matmul_kernel(OpContext& ctx) {
   const Tensor& a = ctx.input(0);
   const Tensor& b = ctx.input(3);
   if (!is_8bit(a.dtype()) || !is_8bit(b.dtype())) {
-    return invalid("QLinearMatMul expects int8/uint8 a and b, got {} and {}", dtype_name(a.dtype()), dtype_name(b.dtype()));
+    return invalid("QLinearMatMul expects int8/uint8 a and b, got {} and {}", dtype_name(a.dtype()),
+                   dtype_name(b.dtype()));
   }
   KILN_ASSIGN_OR_RETURN(MatMulPlan p, plan_matmul(a.dims(), b.dims(), true));
   KILN_ASSIGN_OR_RETURN(std::vector<double> as, quant_param(ctx, 1, p.m, "a_scale"));
@@ -219,7 +225,8 @@ Status qlinear_matmul_kernel(OpContext& ctx) {
   }));
   const int64_t mn = std::max<int64_t>(p.m * p.n, 1);
   for (size_t i = 0; i < acc.size(); ++i) {
-    acc[i] = nn::saturate(nn::round_half_even(acc[i] * mult[static_cast<size_t>(static_cast<int64_t>(i) % mn)] + yzp), out_type);
+    acc[i] = nn::saturate(nn::round_half_even(acc[i] * mult[static_cast<size_t>(static_cast<int64_t>(i) % mn)] + yzp),
+                          out_type);
   }
   KILN_ASSIGN_OR_RETURN(Tensor y, Tensor::create(out_type, p.out));
   nn::store_doubles(y, acc);
@@ -244,8 +251,12 @@ Status matmul_infer_common(InferContext& ctx, size_t ai, size_t bi, DataType out
   return Status();
 }
 
-Status matmul_infer(InferContext& ctx) { return matmul_infer_common(ctx, 0, 1, DataType::kUndefined); }
-Status matmul_integer_infer(InferContext& ctx) { return matmul_infer_common(ctx, 0, 1, DataType::kInt32); }
+Status matmul_infer(InferContext& ctx) {
+  return matmul_infer_common(ctx, 0, 1, DataType::kUndefined);
+}
+Status matmul_integer_infer(InferContext& ctx) {
+  return matmul_infer_common(ctx, 0, 1, DataType::kInt32);
+}
 Status qlinear_matmul_infer(InferContext& ctx) {
   const TypeInfo* yzp = nn::tensor_input(ctx, 7);
   return matmul_infer_common(ctx, 0, 3, yzp ? yzp->dtype : DataType::kUndefined);

@@ -33,7 +33,9 @@ std::vector<int64_t> node_ints(const Node& n, const std::string& key, std::vecto
   return a->ints;
 }
 
-bool node_has(const Node& n, const std::string& key) { return n.attr(key) != nullptr; }
+bool node_has(const Node& n, const std::string& key) {
+  return n.attr(key) != nullptr;
+}
 
 std::vector<double> to_doubles(const Tensor& t) {
   std::vector<double> v(static_cast<size_t>(t.numel()));
@@ -72,7 +74,9 @@ void store_doubles(Tensor& t, const std::vector<double>& v) {
   }
 }
 
-double round_half_even(double v) { return std::nearbyint(v); }
+double round_half_even(double v) {
+  return std::nearbyint(v);
+}
 
 double saturate(double v, DataType t) {
   double lo = 0, hi = 0;
@@ -108,6 +112,15 @@ int64_t Window::in_size() const {
   int64_t k = 1;
   for (int64_t v : in) k *= v;
   return k;
+}
+
+bool Window::known() const {
+  for (const Dims* d : {&in, &kernel, &out}) {
+    for (int64_t v : *d) {
+      if (v < 0) return false;
+    }
+  }
+  return true;
 }
 
 void split_same_pad(AutoPad ap, int64_t total, int64_t* begin, int64_t* end) {
@@ -252,7 +265,8 @@ void col2im(const double* col, int64_t channels, const Window& w, double* img) {
   }
 }
 
-void gemm_acc(const double* a, const double* b, double* y, int64_t m, int64_t k, int64_t n) {
+void gemm_acc(const double* __restrict a, const double* __restrict b, double* __restrict y, int64_t m, int64_t k,
+              int64_t n) {
   for (int64_t i = 0; i < m; ++i) {
     double* yr = y + i * n;
     for (int64_t p = 0; p < k; ++p) {

@@ -59,6 +59,7 @@ struct Window {
   int64_t kernel_size() const;
   int64_t out_size() const;
   int64_t in_size() const;
+  bool known() const;  // every dim known (false only during inference)
 };
 
 // Reads strides/dilations/pads/auto_pad from the node and computes the output grid.

@@ -52,7 +52,8 @@ Status batch_norm_kernel(OpContext& ctx) {
   const bool per_elem = ctx.opset() < 9 && ctx.attr_int("spatial", 1) == 0 && c * inner != c;
   const int64_t pcount = per_elem ? c * inner : c;
   for (size_t i = 1; i < 5; ++i) {
-    if (ctx.input(i).numel() != pcount) return invalid("input {} has {} elements, expected {}", i, ctx.input(i).numel(), pcount);
+    if (ctx.input(i).numel() != pcount)
+      return invalid("input {} has {} elements, expected {}", i, ctx.input(i).numel(), pcount);
   }
   const double eps = ctx.attr_float("epsilon", 1e-5f), momentum = ctx.attr_float("momentum", 0.9f);
   bool training;
@@ -160,8 +161,8 @@ Result<int64_t> norm_axis(int64_t axis, int64_t rank) {
 
 // The dtype of LayerNormalization's Mean/InvStdDev outputs: the stash type.
 DataType stash_dtype(int64_t stash_type) {
-  if (stash_type == static_cast<int64_t>(DataType::kBFloat16) || stash_type == static_cast<int64_t>(DataType::kDouble) ||
-      stash_type == static_cast<int64_t>(DataType::kFloat16)) {
+  if (stash_type == static_cast<int64_t>(DataType::kBFloat16) ||
+      stash_type == static_cast<int64_t>(DataType::kDouble) || stash_type == static_cast<int64_t>(DataType::kFloat16)) {
     return static_cast<DataType>(stash_type);
   }
   return DataType::kFloat;
@@ -224,7 +225,8 @@ Status group_norm_kernel(OpContext& ctx) {
   if (x.rank() < 2) return invalid("X must have rank >= 2, got {}", x.rank());
   const int64_t groups = ctx.attr_int("num_groups", 0);
   const int64_t n = x.dim(0), c = x.dim(1), inner = n * c > 0 ? x.numel() / (n * c) : 0;
-  if (groups <= 0 || c % groups != 0) return invalid("num_groups {} must be positive and divide the {} channels", groups, c);
+  if (groups <= 0 || c % groups != 0)
+    return invalid("num_groups {} must be positive and divide the {} channels", groups, c);
   const int64_t per_param = ctx.opset() >= 21 ? c : groups;
   if (ctx.input(1).numel() != per_param || ctx.input(2).numel() != per_param) {
     return invalid("scale and bias must have {} elements, got {} and {}", per_param, ctx.input(1).numel(),
@@ -269,7 +271,8 @@ Status rms_norm_kernel(OpContext& ctx) {
   std::vector<double> xv = nn::to_doubles(x), sv = nn::to_doubles(s), yv(xv.size());
   for (int64_t r = 0; r < rows; ++r) {
     double sq = 0;
-    for (int64_t i = 0; i < cols; ++i) sq += xv[static_cast<size_t>(r * cols + i)] * xv[static_cast<size_t>(r * cols + i)];
+    for (int64_t i = 0; i < cols; ++i)
+      sq += xv[static_cast<size_t>(r * cols + i)] * xv[static_cast<size_t>(r * cols + i)];
     const double inv = 1.0 / std::sqrt(sq / static_cast<double>(cols) + eps);
     for (int64_t i = 0; i < cols; ++i) {
       const size_t at = static_cast<size_t>(r * cols + i);
@@ -282,8 +285,8 @@ Status rms_norm_kernel(OpContext& ctx) {
   return Status();
 }
 
-// Visits every group of elements sharing the indices of the axes not in `axes`: calls
-// f(offsets) with the flat offsets of one group.
+// Groups the flat offsets of a tensor by their indices on the axes not in `axes`: one group per
+// combination of kept indices, holding the offsets reduced together.
 Result<std::vector<std::vector<int64_t>>> reduction_groups(const Dims& dims, const std::vector<int64_t>& axes_in) {
   const int64_t rank = static_cast<int64_t>(dims.size());
   std::vector<bool> reduced(dims.size(), false);
@@ -357,7 +360,8 @@ Status lp_norm_kernel(OpContext& ctx) {
   std::vector<double> xv = nn::to_doubles(x), yv(xv.size());
   for (const auto& g : groups) {
     double norm = 0;
-    for (int64_t o : g) norm += p == 1 ? std::fabs(xv[static_cast<size_t>(o)]) : xv[static_cast<size_t>(o)] * xv[static_cast<size_t>(o)];
+    for (int64_t o : g)
+      norm += p == 1 ? std::fabs(xv[static_cast<size_t>(o)]) : xv[static_cast<size_t>(o)] * xv[static_cast<size_t>(o)];
     if (p == 2) norm = std::sqrt(norm);
     for (int64_t o : g) yv[static_cast<size_t>(o)] = norm == 0 ? 0.0 : xv[static_cast<size_t>(o)] / norm;
   }

@@ -179,8 +179,12 @@ Status avg_lp_pool(OpContext& ctx, bool lp) {
   return Status();
 }
 
-Status average_pool_kernel(OpContext& ctx) { return avg_lp_pool(ctx, false); }
-Status lp_pool_kernel(OpContext& ctx) { return avg_lp_pool(ctx, true); }
+Status average_pool_kernel(OpContext& ctx) {
+  return avg_lp_pool(ctx, false);
+}
+Status lp_pool_kernel(OpContext& ctx) {
+  return avg_lp_pool(ctx, true);
+}
 
 enum class GlobalKind { kAvg, kMax, kLp };
 
@@ -224,9 +228,15 @@ Status global_pool(OpContext& ctx, GlobalKind kind) {
   return Status();
 }
 
-Status global_average_pool_kernel(OpContext& ctx) { return global_pool(ctx, GlobalKind::kAvg); }
-Status global_max_pool_kernel(OpContext& ctx) { return global_pool(ctx, GlobalKind::kMax); }
-Status global_lp_pool_kernel(OpContext& ctx) { return global_pool(ctx, GlobalKind::kLp); }
+Status global_average_pool_kernel(OpContext& ctx) {
+  return global_pool(ctx, GlobalKind::kAvg);
+}
+Status global_max_pool_kernel(OpContext& ctx) {
+  return global_pool(ctx, GlobalKind::kMax);
+}
+Status global_lp_pool_kernel(OpContext& ctx) {
+  return global_pool(ctx, GlobalKind::kLp);
+}
 
 // MaxUnpool scatters X into the shape MaxPool's input had ((in-1)*stride - pads + kernel), using
 // MaxPool's flat indices. When output_shape is given, that result is placed at the origin of a
@@ -349,8 +359,12 @@ Status max_pool_infer(InferContext& ctx) {
   bool v10 = ctx.node.opset >= 10;
   return pool_infer(ctx, true, v10, v10);
 }
-Status average_pool_infer(InferContext& ctx) { return pool_infer(ctx, false, ctx.node.opset >= 10, ctx.node.opset >= 19); }
-Status lp_pool_infer(InferContext& ctx) { return pool_infer(ctx, false, ctx.node.opset >= 18, ctx.node.opset >= 18); }
+Status average_pool_infer(InferContext& ctx) {
+  return pool_infer(ctx, false, ctx.node.opset >= 10, ctx.node.opset >= 19);
+}
+Status lp_pool_infer(InferContext& ctx) {
+  return pool_infer(ctx, false, ctx.node.opset >= 18, ctx.node.opset >= 18);
+}
 
 Status global_pool_infer(InferContext& ctx) {
   nn::prepare_outputs(ctx);
