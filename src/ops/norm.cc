@@ -349,28 +349,6 @@ Status mvn_kernel(OpContext& ctx) {
   return Status();
 }
 
-// LpNormalization: x / ||x||_p along one axis (p is 1 or 2); a zero norm gives zeros.
-Status lp_norm_kernel(OpContext& ctx) {
-  const Tensor& x = ctx.input(0);
-  KILN_RETURN_IF_ERROR(check_float(x, "input"));
-  const int64_t p = ctx.attr_int("p", 2);
-  if (p != 1 && p != 2) return invalid("p must be 1 or 2, got {}", p);
-  if (x.rank() == 0) return invalid("input must have rank >= 1");
-  KILN_ASSIGN_OR_RETURN(auto groups, reduction_groups(x.dims(), {ctx.attr_int("axis", -1)}));
-  std::vector<double> xv = nn::to_doubles(x), yv(xv.size());
-  for (const auto& g : groups) {
-    double norm = 0;
-    for (int64_t o : g)
-      norm += p == 1 ? std::fabs(xv[static_cast<size_t>(o)]) : xv[static_cast<size_t>(o)] * xv[static_cast<size_t>(o)];
-    if (p == 2) norm = std::sqrt(norm);
-    for (int64_t o : g) yv[static_cast<size_t>(o)] = norm == 0 ? 0.0 : xv[static_cast<size_t>(o)] / norm;
-  }
-  Tensor y(x.dtype(), x.dims());
-  nn::store_doubles(y, yv);
-  ctx.set_output(0, std::move(y));
-  return Status();
-}
-
 // ---- inference --------------------------------------------------------------------------------
 
 Status same_as_input_infer(InferContext& ctx) {
@@ -420,7 +398,6 @@ void register_norm_ops(OpRegistry& r) {
   r.add({"", "GroupNormalization", 18, group_norm_kernel, same_as_input_infer});
   r.add({"", "RMSNormalization", 23, rms_norm_kernel, rms_norm_infer});
   r.add({"", "MeanVarianceNormalization", 9, mvn_kernel, same_as_input_infer});
-  r.add({"", "LpNormalization", 1, lp_norm_kernel, same_as_input_infer});
 }
 
 }  // namespace kiln
