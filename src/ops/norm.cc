@@ -1,5 +1,6 @@
 // Normalizations: BatchNormalization, InstanceNormalization, LayerNormalization,
-// GroupNormalization, RMSNormalization, MeanVarianceNormalization and LpNormalization. Statistics
+// GroupNormalization, RMSNormalization and MeanVarianceNormalization (LpNormalization is in
+// reduce_scan.cc). Statistics
 // are accumulated in double (two passes: mean, then centered variance), which is at least as
 // precise as any stash_type asks for.
 #include <cmath>
