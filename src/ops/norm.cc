@@ -1,8 +1,7 @@
 // Normalizations: BatchNormalization, InstanceNormalization, LayerNormalization,
 // GroupNormalization, RMSNormalization and MeanVarianceNormalization (LpNormalization is in
-// reduce_scan.cc). Statistics
-// are accumulated in double (two passes: mean, then centered variance), which is at least as
-// precise as any stash_type asks for.
+// reduce_scan.cc). Statistics are accumulated in double (two passes: mean, then centered
+// variance), which is at least as precise as any stash_type asks for.
 #include <cmath>
 
 #include "ops/broadcast.h"
