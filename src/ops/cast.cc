@@ -4,8 +4,11 @@
 // toward zero and wraps modulo the target width, integer -> integer wraps, anything -> bool is
 // "!= 0". The narrow float targets round to nearest even with the saturate rules of the Cast
 // spec (see core/minifloat.cc). Number -> string uses NumPy's shortest round-trip repr.
+#include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -192,12 +195,24 @@ Result<CastOptions> read_cast_options(const OpContext& ctx) {
   return opt;
 }
 
+// Cast's `to`: an int (TensorProto.DataType) since opset 6, a type name ("FLOAT") in Cast-1.
+Result<DataType> cast_target(const Attribute* a) {
+  if (!a) return invalid("Cast needs the 'to' attribute");
+  if (a->type == AttrType::kString) {
+    std::string name;
+    for (char c : a->s) name += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    DataType t;
+    if (!dtype_from_name(name, &t)) return invalid("Cast: 'to' = '{}' is not a data type name", a->s);
+    return t;
+  }
+  if (!dtype_valid(static_cast<int32_t>(a->i))) return invalid("Cast: 'to' = {} is not a valid data type", a->i);
+  return static_cast<DataType>(a->i);
+}
+
 Status cast_kernel(OpContext& ctx) {
-  int64_t to = ctx.attr_int("to", 0);
-  if (!ctx.has_attr("to")) return invalid("Cast needs the 'to' attribute");
-  if (!dtype_valid(static_cast<int32_t>(to))) return invalid("Cast: 'to' = {} is not a valid data type", to);
+  KILN_ASSIGN_OR_RETURN(DataType to, cast_target(ctx.node().attr("to")));
   KILN_ASSIGN_OR_RETURN(CastOptions opt, read_cast_options(ctx));
-  KILN_ASSIGN_OR_RETURN(Tensor y, cast_tensor(ctx.input(0), static_cast<DataType>(to), opt));
+  KILN_ASSIGN_OR_RETURN(Tensor y, cast_tensor(ctx.input(0), to, opt));
   ctx.set_output(0, std::move(y));
   return Status();
 }
@@ -250,11 +265,9 @@ TypeInfo same_shape_as(const InferContext& ctx, size_t input, DataType dt) {
 }
 
 Status cast_infer(InferContext& ctx) {
-  const Attribute* a = ctx.node.attr("to");
-  if (!a) return invalid("Cast needs the 'to' attribute");
-  if (!dtype_valid(static_cast<int32_t>(a->i))) return invalid("Cast: 'to' = {} is not a valid data type", a->i);
+  KILN_ASSIGN_OR_RETURN(DataType to, cast_target(ctx.node.attr("to")));
   ctx.output_types.resize(std::max<size_t>(ctx.output_types.size(), 1));
-  ctx.output_types[0] = same_shape_as(ctx, 0, static_cast<DataType>(a->i));
+  ctx.output_types[0] = same_shape_as(ctx, 0, to);
   return Status();
 }
 
@@ -275,40 +288,49 @@ Status bit_cast_infer(InferContext& ctx) {
 
 }  // namespace
 
-// NumPy's repr of a float: shortest round-trip digits, positional for 1e-4 <= |v| < 1e16 (with a
-// trailing ".0" for integral values), scientific otherwise ("1e-07", "1.5e+16").
-std::string format_number(double v, bool single) {
+// NumPy's str of a float element: the shortest digits that round-trip through the source type,
+// positional for 1e-4 <= |v| < 10^p (with a trailing ".0" for integral values) and scientific
+// otherwise ("1e-07", "1.5e+16"). NumPy's p is 3 for float16, 6 for float32 and 16 for double.
+std::string format_number(double v, FloatWidth width) {
   if (std::isnan(v)) return "nan";
   if (std::isinf(v)) return v < 0 ? "-inf" : "inf";
   char buf[64];
-  std::to_chars_result r = single ? std::to_chars(buf, buf + sizeof(buf), static_cast<float>(v), std::chars_format::scientific)
-                                  : std::to_chars(buf, buf + sizeof(buf), v, std::chars_format::scientific);
-  std::string sci(buf, r.ptr);
+  std::string sci;
+  if (width == FloatWidth::kDouble) {
+    sci.assign(buf, std::to_chars(buf, buf + sizeof(buf), v, std::chars_format::scientific).ptr);
+  } else if (width == FloatWidth::kSingle) {
+    sci.assign(buf, std::to_chars(buf, buf + sizeof(buf), static_cast<float>(v), std::chars_format::scientific).ptr);
+  } else {  // half: the fewest significant digits that read back as the same half
+    const uint16_t want = float_to_half(static_cast<float>(v));
+    for (int prec = 0; prec < 8; ++prec) {
+      std::snprintf(buf, sizeof(buf), "%.*e", prec, v);
+      if (float_to_half(std::strtof(buf, nullptr)) == want) break;
+    }
+    sci = buf;
+  }
   // sci looks like "-4.7892547e-01"
-  bool neg = !sci.empty() && sci[0] == '-';
+  const bool neg = !sci.empty() && sci[0] == '-';
   if (neg) sci.erase(0, 1);
-  size_t epos = sci.find('e');
-  std::string mant = sci.substr(0, epos);
-  int exp10 = std::atoi(sci.c_str() + epos + 1);
+  const size_t epos = sci.find('e');
+  const int exp10 = std::atoi(sci.c_str() + epos + 1);
   std::string digits;
-  for (char c : mant) {
+  for (char c : sci.substr(0, epos)) {
     if (c != '.') digits += c;
   }
   while (digits.size() > 1 && digits.back() == '0') digits.pop_back();
   std::string out = neg ? "-" : "";
   const double a = std::fabs(v);
-  if (a == 0 || (a >= 1e-4 && a < 1e16)) {
-    if (a == 0) return out + "0.0";
+  const double upper = width == FloatWidth::kDouble ? 1e16 : width == FloatWidth::kSingle ? 1e6 : 1e3;
+  if (a == 0) return out + "0.0";
+  if (a >= 1e-4 && a < upper) {
     if (exp10 >= 0) {
-      std::string ip = digits.substr(0, std::min<size_t>(digits.size(), static_cast<size_t>(exp10) + 1));
-      while (ip.size() < static_cast<size_t>(exp10) + 1) ip += '0';
-      std::string fp = digits.size() > ip.size() ? digits.substr(ip.size()) : "";
-      if (digits.size() <= static_cast<size_t>(exp10) + 1) fp.clear();
-      out += ip + "." + (fp.empty() ? "0" : fp);
-    } else {
-      out += "0." + std::string(static_cast<size_t>(-exp10 - 1), '0') + digits;
+      const auto int_len = static_cast<size_t>(exp10) + 1;
+      std::string ip = digits.substr(0, std::min(digits.size(), int_len));
+      ip.resize(int_len, '0');
+      const std::string fp = digits.size() > int_len ? digits.substr(int_len) : "0";
+      return out + ip + "." + fp;
     }
-    return out;
+    return out + "0." + std::string(static_cast<size_t>(-exp10 - 1), '0') + digits;
   }
   out += digits.substr(0, 1);
   if (digits.size() > 1) out += "." + digits.substr(1);
@@ -320,7 +342,9 @@ std::string format_number(double v, bool single) {
 Result<Tensor> cast_tensor(const Tensor& x, DataType to, const CastOptions& opt) {
   KILN_ASSIGN_OR_RETURN(Tensor y, Tensor::create(to, x.dims()));
   const DataType from = x.dtype();
-  const bool from_single = from == DataType::kFloat || (is_narrow_float(from));
+  const FloatWidth width = from == DataType::kDouble    ? FloatWidth::kDouble
+                           : from == DataType::kFloat16 ? FloatWidth::kHalf
+                                                        : FloatWidth::kSingle;
   Status s = visit_all(from, [&]<typename S>() -> Status {
     return visit_all(to, [&]<typename D>() -> Status {
       const int64_t n = x.numel();
@@ -344,7 +368,7 @@ Result<Tensor> cast_tensor(const Tensor& x, DataType to, const CastOptions& opt)
             } else {
               Num v = read_num(in[i]);
               if (v.kind == Num::kFloat) {
-                out[static_cast<size_t>(i)] = format_number(v.f, from_single);
+                out[static_cast<size_t>(i)] = format_number(v.f, width);
               } else {
                 write_num(v, &out[static_cast<size_t>(i)], opt, to);
               }

@@ -16,8 +16,9 @@ struct CastOptions {
 // Converts every element of x to `to` with ONNX Cast semantics (strings included).
 Result<Tensor> cast_tensor(const Tensor& x, DataType to, const CastOptions& opt = {});
 
-// NumPy's repr of a float ("0.47892547", "1e-07", "nan", "inf"); `single` picks the shortest
-// digits that round-trip through float32 rather than float64.
-std::string format_number(double v, bool single = false);
+// NumPy's str of a float element ("0.47892547", "1e-07", "nan", "inf"), with the shortest digits
+// that round-trip through the source type.
+enum class FloatWidth { kHalf, kSingle, kDouble };
+std::string format_number(double v, FloatWidth width = FloatWidth::kDouble);
 
 }  // namespace kiln
