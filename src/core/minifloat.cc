@@ -15,10 +15,10 @@ namespace {
 
 // How a format spends its top codes.
 enum class Special {
-  kIeee,       // e5m2: all-ones exponent is Inf (mantissa 0) or NaN
-  kFn,         // e4m3fn: only S.1111.111 is NaN, no Inf
-  kFnuz,       // *fnuz: 0x80 is the only NaN, no Inf, no negative zero
-  kNone,       // float4/float6: every code is a finite number
+  kIeee,  // e5m2: all-ones exponent is Inf (mantissa 0) or NaN
+  kFn,    // e4m3fn: only S.1111.111 is NaN, no Inf
+  kFnuz,  // *fnuz: 0x80 is the only NaN, no Inf, no negative zero
+  kNone,  // float4/float6: every code is a finite number
 };
 
 struct Format {
@@ -46,9 +46,18 @@ void max_finite(const Format& f, uint32_t* exp_field, uint32_t* mant) {
   uint32_t emax = (1u << f.ebits) - 1;
   uint32_t mmax = (1u << f.mbits) - 1;
   switch (f.special) {
-    case Special::kIeee: *exp_field = emax - 1; *mant = mmax; break;
-    case Special::kFn: *exp_field = emax; *mant = mmax - 1; break;
-    default: *exp_field = emax; *mant = mmax; break;
+    case Special::kIeee:
+      *exp_field = emax - 1;
+      *mant = mmax;
+      break;
+    case Special::kFn:
+      *exp_field = emax;
+      *mant = mmax - 1;
+      break;
+    default:
+      *exp_field = emax;
+      *mant = mmax;
+      break;
   }
 }
 
@@ -73,8 +82,7 @@ float decode(uint8_t bits, const Format& f) {
         return sign ? -std::nanf("") : std::nanf("");
       }
       break;
-    case Special::kNone:
-      break;
+    case Special::kNone: break;
   }
   float v;
   if (exp_field == 0) {
@@ -162,11 +170,8 @@ uint8_t float_to_e8m0(float f, bool saturate, E8M0Round mode) {
       round_up = g && (r || s || lsb);
       break;
     }
-    case E8M0Round::kUp:
-      round_up = (bits & 0x7fffffu) != 0;
-      break;
-    case E8M0Round::kDown:
-      break;
+    case E8M0Round::kUp: round_up = (bits & 0x7fffffu) != 0; break;
+    case E8M0Round::kDown: break;
   }
   if (round_up && saturate && exponent == 0xfeu) round_up = false;
   if (round_up) ++exponent;

@@ -163,9 +163,15 @@ void wrap_sub_byte(Tensor& y) {
   int bits = 0;
   bool is_signed = false;
   switch (y.dtype()) {
-    case DataType::kInt4: bits = 4; is_signed = true; break;
+    case DataType::kInt4:
+      bits = 4;
+      is_signed = true;
+      break;
     case DataType::kUInt4: bits = 4; break;
-    case DataType::kInt2: bits = 2; is_signed = true; break;
+    case DataType::kInt2:
+      bits = 2;
+      is_signed = true;
+      break;
     case DataType::kUInt2: bits = 2; break;
     default: return;
   }

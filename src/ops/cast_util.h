@@ -9,8 +9,8 @@
 namespace kiln {
 
 struct CastOptions {
-  bool saturate = true;                    // float8 targets: clamp out-of-range values
-  E8M0Round round_mode = E8M0Round::kUp;   // float8e8m0 targets
+  bool saturate = true;                   // float8 targets: clamp out-of-range values
+  E8M0Round round_mode = E8M0Round::kUp;  // float8e8m0 targets
 };
 
 // Converts every element of x to `to` with ONNX Cast semantics (strings included).

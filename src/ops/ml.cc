@@ -76,7 +76,8 @@ Status label_encoder_kernel(OpContext& ctx) {
     return invalid("LabelEncoder: {} keys but {} values", keys.numel(), values.numel());
   }
   if ((x.dtype() == DataType::kString) != (keys.dtype() == DataType::kString)) {
-    return invalid("LabelEncoder: input type {} does not match key type {}", dtype_name(x.dtype()), dtype_name(keys.dtype()));
+    return invalid("LabelEncoder: input type {} does not match key type {}", dtype_name(x.dtype()),
+                   dtype_name(keys.dtype()));
   }
   const DataType vt = values.dtype();
   Tensor deflt = label_encoder_default(ctx, vt);
@@ -202,7 +203,8 @@ double erfinv(double y) {
 Status tree_ensemble_kernel(OpContext& ctx) {
   const Tensor& x = ctx.input(0);
   if (!is_float(x.dtype())) return invalid("TreeEnsemble: input must be a float tensor, got {}", dtype_name(x.dtype()));
-  if (x.rank() != 2 && x.rank() != 1) return invalid("TreeEnsemble: input must be [N, F], got {}", shape_to_string(x.dims()));
+  if (x.rank() != 2 && x.rank() != 1)
+    return invalid("TreeEnsemble: input must be [N, F], got {}", shape_to_string(x.dims()));
   const int64_t rows = x.rank() == 2 ? x.dim(0) : 1;
   const int64_t feats = x.rank() == 2 ? x.dim(1) : x.dim(0);
 
@@ -227,7 +229,8 @@ Status tree_ensemble_kernel(OpContext& ctx) {
       splits.size() != nn || modes_d.size() != nn || (!missing_true.empty() && missing_true.size() != nn)) {
     return invalid("TreeEnsemble: the nodes_* attributes must all have {} entries", nn);
   }
-  if (leaf_target.size() != leaf_w.size()) return invalid("TreeEnsemble: leaf_targetids and leaf_weights differ in length");
+  if (leaf_target.size() != leaf_w.size())
+    return invalid("TreeEnsemble: leaf_targetids and leaf_weights differ in length");
   if (n_targets <= 0) return invalid("TreeEnsemble: n_targets must be positive");
   if (agg < 0 || agg > 3) return invalid("TreeEnsemble: bad aggregate_function {}", agg);
   if (post < 0 || post > 4) return invalid("TreeEnsemble: bad post_transform {}", post);
@@ -240,11 +243,16 @@ Status tree_ensemble_kernel(OpContext& ctx) {
   for (size_t i = 0; i < nn; ++i) {
     int m = static_cast<int>(modes_d[i]);
     if (m < kLeq || m > kMember) return invalid("TreeEnsemble: bad node mode {}", m);
-    if (feature[i] < 0 || feature[i] >= feats) return invalid("TreeEnsemble: feature id {} is out of range", feature[i]);
-    if (!true_leaf[i] && (true_ids[i] < 0 || true_ids[i] >= static_cast<int64_t>(nn))) return invalid("TreeEnsemble: bad true node id");
-    if (!false_leaf[i] && (false_ids[i] < 0 || false_ids[i] >= static_cast<int64_t>(nn))) return invalid("TreeEnsemble: bad false node id");
-    if (true_leaf[i] && (true_ids[i] < 0 || true_ids[i] >= static_cast<int64_t>(leaf_w.size()))) return invalid("TreeEnsemble: bad true leaf id");
-    if (false_leaf[i] && (false_ids[i] < 0 || false_ids[i] >= static_cast<int64_t>(leaf_w.size()))) return invalid("TreeEnsemble: bad false leaf id");
+    if (feature[i] < 0 || feature[i] >= feats)
+      return invalid("TreeEnsemble: feature id {} is out of range", feature[i]);
+    if (!true_leaf[i] && (true_ids[i] < 0 || true_ids[i] >= static_cast<int64_t>(nn)))
+      return invalid("TreeEnsemble: bad true node id");
+    if (!false_leaf[i] && (false_ids[i] < 0 || false_ids[i] >= static_cast<int64_t>(nn)))
+      return invalid("TreeEnsemble: bad false node id");
+    if (true_leaf[i] && (true_ids[i] < 0 || true_ids[i] >= static_cast<int64_t>(leaf_w.size())))
+      return invalid("TreeEnsemble: bad true leaf id");
+    if (false_leaf[i] && (false_ids[i] < 0 || false_ids[i] >= static_cast<int64_t>(leaf_w.size())))
+      return invalid("TreeEnsemble: bad false leaf id");
     if (m != kMember) continue;
     while (mpos < members.size() && !std::isnan(members[mpos])) sets[i].insert(members[mpos++]);
     if (mpos >= members.size()) return invalid("TreeEnsemble: membership_values has too few NaN-terminated sets");
@@ -256,10 +264,13 @@ Status tree_ensemble_kernel(OpContext& ctx) {
 
   const std::vector<double> xs = x.to_double_vector();
   std::vector<double> out(static_cast<size_t>(rows * n_targets));
-  const double init = agg == 2 ? std::numeric_limits<double>::max() : agg == 3 ? std::numeric_limits<double>::lowest() : 0.0;
+  const double init = agg == 2   ? std::numeric_limits<double>::max()
+                      : agg == 3 ? std::numeric_limits<double>::lowest()
+                                 : 0.0;
   if (agg >= 2) {
     // The reference starts MIN/MAX from the input type's largest finite value.
-    double big = x.dtype() == DataType::kDouble ? std::numeric_limits<double>::max() : std::numeric_limits<float>::max();
+    double big =
+        x.dtype() == DataType::kDouble ? std::numeric_limits<double>::max() : std::numeric_limits<float>::max();
     std::fill(out.begin(), out.end(), agg == 2 ? big : -big);
   } else {
     std::fill(out.begin(), out.end(), init);
@@ -330,8 +341,7 @@ Status tree_ensemble_kernel(OpContext& ctx) {
       case 4:
         for (int64_t t = 0; t < n_targets; ++t) o[t] = std::sqrt(2.0) * erfinv(2 * o[t] - 1);
         break;
-      default:
-        break;
+      default: break;
     }
   }
   Tensor y(x.dtype(), {rows, n_targets});

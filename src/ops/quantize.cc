@@ -20,14 +20,38 @@ bool is_float8(DataType t) {
 
 bool integer_range(DataType t, int64_t* lo, int64_t* hi) {
   switch (t) {
-    case DataType::kUInt8: *lo = 0; *hi = 255; return true;
-    case DataType::kInt8: *lo = -128; *hi = 127; return true;
-    case DataType::kUInt16: *lo = 0; *hi = 65535; return true;
-    case DataType::kInt16: *lo = -32768; *hi = 32767; return true;
-    case DataType::kUInt4: *lo = 0; *hi = 15; return true;
-    case DataType::kInt4: *lo = -8; *hi = 7; return true;
-    case DataType::kUInt2: *lo = 0; *hi = 3; return true;
-    case DataType::kInt2: *lo = -2; *hi = 1; return true;
+    case DataType::kUInt8:
+      *lo = 0;
+      *hi = 255;
+      return true;
+    case DataType::kInt8:
+      *lo = -128;
+      *hi = 127;
+      return true;
+    case DataType::kUInt16:
+      *lo = 0;
+      *hi = 65535;
+      return true;
+    case DataType::kInt16:
+      *lo = -32768;
+      *hi = 32767;
+      return true;
+    case DataType::kUInt4:
+      *lo = 0;
+      *hi = 15;
+      return true;
+    case DataType::kInt4:
+      *lo = -8;
+      *hi = 7;
+      return true;
+    case DataType::kUInt2:
+      *lo = 0;
+      *hi = 3;
+      return true;
+    case DataType::kInt2:
+      *lo = -2;
+      *hi = 1;
+      return true;
     default: return false;
   }
 }
@@ -89,7 +113,9 @@ double round_to(double v, DataType t) {
   }
 }
 
-bool is_float_type(DataType t) { return t == DataType::kFloat || t == DataType::kFloat16 || t == DataType::kBFloat16; }
+bool is_float_type(DataType t) {
+  return t == DataType::kFloat || t == DataType::kFloat16 || t == DataType::kBFloat16;
+}
 
 Status quantize_kernel(OpContext& ctx) {
   const Tensor& x = ctx.input(0);
@@ -107,7 +133,8 @@ Status quantize_kernel(OpContext& ctx) {
 
   DataType out_t = DataType::kUInt8;
   if (output_dtype != 0) {
-    if (!dtype_valid(static_cast<int32_t>(output_dtype))) return invalid("QuantizeLinear: bad output_dtype {}", output_dtype);
+    if (!dtype_valid(static_cast<int32_t>(output_dtype)))
+      return invalid("QuantizeLinear: bad output_dtype {}", output_dtype);
     out_t = static_cast<DataType>(output_dtype);
   }
   if (has_zp) {
@@ -182,7 +209,8 @@ Status dequantize_kernel(OpContext& ctx) {
   }
   DataType out_t = scale.dtype();
   if (output_dtype != 0) {
-    if (!dtype_valid(static_cast<int32_t>(output_dtype))) return invalid("DequantizeLinear: bad output_dtype {}", output_dtype);
+    if (!dtype_valid(static_cast<int32_t>(output_dtype)))
+      return invalid("DequantizeLinear: bad output_dtype {}", output_dtype);
     out_t = static_cast<DataType>(output_dtype);
   }
   if (!is_float_type(out_t)) out_t = DataType::kFloat;  // e.g. a float8e8m0 scale without output_dtype
@@ -222,7 +250,8 @@ Status dequantize_kernel(OpContext& ctx) {
 
 Status dynamic_quantize_kernel(OpContext& ctx) {
   const Tensor& x = ctx.input(0);
-  if (x.dtype() != DataType::kFloat) return invalid("DynamicQuantizeLinear: input must be float, got {}", dtype_name(x.dtype()));
+  if (x.dtype() != DataType::kFloat)
+    return invalid("DynamicQuantizeLinear: input must be float, got {}", dtype_name(x.dtype()));
   const float* p = x.data<float>();
   const float qmin = 0, qmax = 255;
   float maxx = 0, minx = 0;

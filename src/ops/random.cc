@@ -42,7 +42,8 @@ Result<Tensor> generate(DataType dt, const Dims& dims, Draw&& draw) {
 }
 
 Status random_kernel(OpContext& ctx, bool normal, bool like) {
-  const char* op = normal ? (like ? "RandomNormalLike" : "RandomNormal") : (like ? "RandomUniformLike" : "RandomUniform");
+  const char* op =
+      normal ? (like ? "RandomNormalLike" : "RandomNormal") : (like ? "RandomUniformLike" : "RandomUniform");
   Dims dims;
   DataType def = DataType::kFloat;
   if (like) {
@@ -90,7 +91,8 @@ Status bernoulli_kernel(OpContext& ctx) {
 // Input: [batch, classes] unnormalized log-probabilities; output: [batch, sample_size] class ids.
 Status multinomial_kernel(OpContext& ctx) {
   const Tensor& x = ctx.input(0);
-  if (x.rank() != 2) return invalid("Multinomial: input must be [batch_size, class_size], got {}", shape_to_string(x.dims()));
+  if (x.rank() != 2)
+    return invalid("Multinomial: input must be [batch_size, class_size], got {}", shape_to_string(x.dims()));
   if (!is_float(x.dtype())) return invalid("Multinomial: input must be floating point");
   const int64_t samples = ctx.attr_int("sample_size", 1);
   if (samples < 0) return invalid("Multinomial: sample_size must be >= 0");

@@ -15,7 +15,8 @@ namespace kiln {
 namespace {
 
 Status require_strings(const Tensor& t, const char* op) {
-  if (t.dtype() != DataType::kString) return invalid("{}: input must be a string tensor, got {}", op, dtype_name(t.dtype()));
+  if (t.dtype() != DataType::kString)
+    return invalid("{}: input must be a string tensor, got {}", op, dtype_name(t.dtype()));
   return Status();
 }
 
@@ -196,7 +197,8 @@ Status tfidf_count(const std::vector<Key>& pool, const std::vector<Key>& tokens,
       return invalid("TfIdfVectorizer: ngram_counts {} is out of range for a pool of {}", start, pool.size());
     }
     for (int64_t p = start; p + n <= end; p += n, ++gram_id) {
-      if (gram_id >= static_cast<int64_t>(indexes.size())) return invalid("TfIdfVectorizer: ngram_indexes is too short");
+      if (gram_id >= static_cast<int64_t>(indexes.size()))
+        return invalid("TfIdfVectorizer: ngram_indexes is too short");
       if (n < min_n || n > max_n) continue;
       grams.emplace(std::vector<Key>(pool.begin() + p, pool.begin() + p + n), indexes[static_cast<size_t>(gram_id)]);
     }
@@ -238,7 +240,8 @@ Status tfidf_kernel(OpContext& ctx) {
   const int64_t out_size = *std::max_element(indexes.begin(), indexes.end()) + 1;
   if (*std::min_element(indexes.begin(), indexes.end()) < 0) return invalid("TfIdfVectorizer: negative ngram index");
   const std::string mode = ctx.attr_string("mode", "");
-  if (mode != "TF" && mode != "IDF" && mode != "TFIDF") return invalid("TfIdfVectorizer: mode must be TF, IDF or TFIDF");
+  if (mode != "TF" && mode != "IDF" && mode != "TFIDF")
+    return invalid("TfIdfVectorizer: mode must be TF, IDF or TFIDF");
   const std::vector<float> weights = ctx.attr_floats("weights");
   if (!weights.empty() && static_cast<int64_t>(weights.size()) < out_size) {
     return invalid("TfIdfVectorizer: weights has {} entries, need {}", weights.size(), out_size);

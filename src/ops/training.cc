@@ -69,7 +69,8 @@ Status momentum_kernel(OpContext& ctx) {
   const double beta = ctx.attr_float("beta", 0.0f);
   const double norm = ctx.attr_float("norm_coefficient", 0.0f);
   const std::string mode = ctx.attr_string("mode", "standard");
-  if (mode != "standard" && mode != "nesterov") return invalid("Momentum: mode must be 'standard' or 'nesterov', got '{}'", mode);
+  if (mode != "standard" && mode != "nesterov")
+    return invalid("Momentum: mode must be 'standard' or 'nesterov', got '{}'", mode);
   // The gradient's coefficient is 1 on the first update.
   const double b = t > 0 ? beta : 1.0;
   for (size_t k = 0; k < n; ++k) {
