@@ -79,6 +79,11 @@ uint16_t float_to_bf16(float f);  // round to nearest even, NaN kept
 // value as ONNX Cast/QuantizeLinear do by default, otherwise they become NaN or Inf (per format).
 float minifloat_to_float(uint8_t bits, DataType t);
 uint8_t float_to_minifloat(float f, DataType t, bool saturate);
+// double -> narrow float with a single rounding (double -> float -> float8 could round twice).
+uint8_t double_to_minifloat(double d, DataType t, bool saturate);
+// float8e8m0 with an explicit rounding mode (Cast/QuantizeLinear `round_mode`, opset 24+).
+enum class E8M0Round { kUp, kDown, kNearest };
+uint8_t float_to_e8m0(float f, bool saturate, E8M0Round mode);
 
 struct Float16 {
   uint16_t bits = 0;

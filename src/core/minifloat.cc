@@ -8,7 +8,6 @@
 #include <cstring>
 
 #include "core/dtype.h"
-#include "ops/minifloat_ext.h"
 
 namespace kiln {
 namespace {

@@ -17,7 +17,6 @@
 
 #include "core/dispatch.h"
 #include "ops/cast_util.h"
-#include "ops/minifloat_ext.h"
 #include "ops/registry.h"
 
 namespace kiln {

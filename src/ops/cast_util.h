@@ -4,7 +4,6 @@
 #include <string>
 
 #include "core/tensor.h"
-#include "ops/minifloat_ext.h"
 
 namespace kiln {
 
