@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/dispatch.h"
+#include "ops/misc_infer.h"
 #include "ops/registry.h"
 
 namespace kiln {
@@ -353,10 +354,10 @@ Status tree_ensemble_kernel(OpContext& ctx) {
 }  // namespace
 
 void register_ml_ops(OpRegistry& r) {
-  r.add({"ai.onnx.ml", "LabelEncoder", 1, label_encoder_kernel, nullptr});
-  r.add({"ai.onnx.ml", "TreeEnsemble", 5, tree_ensemble_kernel, nullptr});
-  r.add({"ai.onnx.ml", "ArrayFeatureExtractor", 1, array_feature_extractor_kernel, nullptr});
-  r.add({"ai.onnx.ml", "Binarizer", 1, binarizer_kernel, nullptr});
+  r.add({"ai.onnx.ml", "LabelEncoder", 1, label_encoder_kernel, label_encoder_infer});
+  r.add({"ai.onnx.ml", "TreeEnsemble", 5, tree_ensemble_kernel, tree_ensemble_infer});
+  r.add({"ai.onnx.ml", "ArrayFeatureExtractor", 1, array_feature_extractor_kernel, array_feature_extractor_infer});
+  r.add({"ai.onnx.ml", "Binarizer", 1, binarizer_kernel, same_as_input0_infer});
 }
 
 }  // namespace kiln

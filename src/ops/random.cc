@@ -7,6 +7,7 @@
 #include <random>
 #include <vector>
 
+#include "ops/misc_infer.h"
 #include "ops/registry.h"
 
 namespace kiln {
@@ -128,12 +129,12 @@ Status multinomial_kernel(OpContext& ctx) {
 }  // namespace
 
 void register_random_ops(OpRegistry& r) {
-  r.add({"", "RandomUniform", 1, [](OpContext& c) { return random_kernel(c, false, false); }, nullptr});
-  r.add({"", "RandomNormal", 1, [](OpContext& c) { return random_kernel(c, true, false); }, nullptr});
-  r.add({"", "RandomUniformLike", 1, [](OpContext& c) { return random_kernel(c, false, true); }, nullptr});
-  r.add({"", "RandomNormalLike", 1, [](OpContext& c) { return random_kernel(c, true, true); }, nullptr});
-  r.add({"", "Bernoulli", 15, bernoulli_kernel, nullptr});
-  r.add({"", "Multinomial", 7, multinomial_kernel, nullptr});
+  r.add({"", "RandomUniform", 1, [](OpContext& c) { return random_kernel(c, false, false); }, random_infer});
+  r.add({"", "RandomNormal", 1, [](OpContext& c) { return random_kernel(c, true, false); }, random_infer});
+  r.add({"", "RandomUniformLike", 1, [](OpContext& c) { return random_kernel(c, false, true); }, random_infer});
+  r.add({"", "RandomNormalLike", 1, [](OpContext& c) { return random_kernel(c, true, true); }, random_infer});
+  r.add({"", "Bernoulli", 15, bernoulli_kernel, random_infer});
+  r.add({"", "Multinomial", 7, multinomial_kernel, multinomial_infer});
 }
 
 }  // namespace kiln

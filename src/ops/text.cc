@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "ops/broadcast.h"
+#include "ops/misc_infer.h"
 #include "ops/registry.h"
 
 namespace kiln {
@@ -279,11 +280,11 @@ Status tfidf_kernel(OpContext& ctx) {
 }  // namespace
 
 void register_text_ops(OpRegistry& r) {
-  r.add({"", "StringNormalizer", 10, string_normalizer_kernel, nullptr});
-  r.add({"", "StringConcat", 20, string_concat_kernel, nullptr});
-  r.add({"", "StringSplit", 20, string_split_kernel, nullptr});
-  r.add({"", "RegexFullMatch", 20, regex_full_match_kernel, nullptr});
-  r.add({"", "TfIdfVectorizer", 9, tfidf_kernel, nullptr});
+  r.add({"", "StringNormalizer", 10, string_normalizer_kernel, string_normalizer_infer});
+  r.add({"", "StringConcat", 20, string_concat_kernel, string_concat_infer});
+  r.add({"", "StringSplit", 20, string_split_kernel, string_split_infer});
+  r.add({"", "RegexFullMatch", 20, regex_full_match_kernel, regex_full_match_infer});
+  r.add({"", "TfIdfVectorizer", 9, tfidf_kernel, tfidf_infer});
 }
 
 }  // namespace kiln

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <vector>
 
+#include "ops/misc_infer.h"
 #include "ops/registry.h"
 
 namespace kiln {
@@ -129,9 +130,9 @@ Status adam_kernel(OpContext& ctx) {
 
 void register_training_ops(OpRegistry& r) {
   const char* d = "ai.onnx.preview.training";
-  r.add({d, "Adagrad", 1, adagrad_kernel, nullptr});
-  r.add({d, "Momentum", 1, momentum_kernel, nullptr});
-  r.add({d, "Adam", 1, adam_kernel, nullptr});
+  r.add({d, "Adagrad", 1, adagrad_kernel, optimizer_infer});
+  r.add({d, "Momentum", 1, momentum_kernel, optimizer_infer});
+  r.add({d, "Adam", 1, adam_kernel, optimizer_infer});
 }
 
 }  // namespace kiln
