@@ -70,6 +70,7 @@ def build(out_dir):
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="kiln-examples")
+    model.ir_version = 8  # opset 17 needs IR 8; newer IRs are not read by every runtime yet
     model.doc_string = "8x8 digit classifier trained on scikit-learn's digits data set"
     os.makedirs(out_dir, exist_ok=True)
     save(model, os.path.join(out_dir, "digits.onnx"))
