@@ -181,7 +181,14 @@ Result<Tensor> resize_tensor(const Tensor& x, const std::vector<int64_t>& axes, 
   std::vector<double> data = x.to_double_vector();
   Dims dims = x.dims();
   const size_t n = axes.size();
-  for (size_t i = 0; i < n; ++i) {
+  // Shrinking axes go first so that no intermediate is larger than both the input and the output
+  // (the order only affects rounding: the filters are separable).
+  std::vector<size_t> order(n);
+  for (size_t i = 0; i < n; ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return (sizes[a] < x.dim(axes[a])) > (sizes[b] < x.dim(axes[b]));
+  });
+  for (size_t i : order) {
     const size_t ax = static_cast<size_t>(axes[i]);
     const double r[2] = {roi.empty() ? 0.0 : roi[i], roi.empty() ? 1.0 : roi[n + i]};
     if (is_close(scales[i], 1.0) && sizes[i] == dims[ax] && is_close(r[0], 0.0) && is_close(r[1], 1.0)) continue;
@@ -358,10 +365,23 @@ Status resize_infer(InferContext& ic) {
     const Tensor* sz = !old && ic.input_constants.size() > 3 ? ic.input_constants[3] : nullptr;
     const Attribute* policy = ic.node.attr("keep_aspect_ratio_policy");
     const bool stretch = !policy || policy->s == "stretch";
+    bool axes_known = true;
+    for (int64_t a : axes) axes_known = axes_known && a >= 0 && a < rank && x.shape.dims[static_cast<size_t>(a)].known();
     if (sz && sz->numel() == static_cast<int64_t>(axes.size()) && stretch) {
       std::vector<int64_t> v = sz->to_int64_vector();
       for (size_t i = 0; i < axes.size(); ++i)
         if (axes[i] >= 0 && axes[i] < rank) out.shape.dims[static_cast<size_t>(axes[i])] = Dim::of(v[i]);
+    } else if (sz && sz->numel() == static_cast<int64_t>(axes.size()) && sz->numel() > 0 && axes_known) {
+      // keep_aspect_ratio_policy: one scale for all axes, sizes rounded half up.
+      std::vector<int64_t> v = sz->to_int64_vector();
+      double s = 0;
+      for (size_t i = 0; i < axes.size(); ++i) {
+        double r = static_cast<double>(v[i]) / static_cast<double>(x.shape.dims[static_cast<size_t>(axes[i])].value);
+        s = i == 0 ? r : (policy->s == "not_larger" ? std::min(s, r) : std::max(s, r));
+      }
+      for (int64_t a : axes)
+        out.shape.dims[static_cast<size_t>(a)] =
+            Dim::of(static_cast<int64_t>(s * static_cast<double>(x.shape.dims[static_cast<size_t>(a)].value) + 0.5));
     } else if (sc && sc->numel() == static_cast<int64_t>(axes.size()) && sc->numel() > 0) {
       std::vector<double> v = sc->to_double_vector();
       for (size_t i = 0; i < axes.size(); ++i) {

@@ -271,7 +271,9 @@ Status affine_grid_infer(InferContext& ic) {
   } else if (ic.input_types.size() > 1 && ic.input_types[1] && ic.input_types[1]->shape.fully_known() &&
              ic.input_types[1]->shape.rank() == 1) {
     out.shape.rank_known = true;
-    out.shape.dims.assign(static_cast<size_t>(ic.input_types[1]->shape.dims[0].value - 1), Dim{});
+    const int64_t rank = ic.input_types[1]->shape.dims[0].value;
+    out.shape.dims.assign(static_cast<size_t>(rank), Dim{});
+    if (rank >= 3) out.shape.dims.back() = Dim::of(rank - 2);
   }
   ic.output_types[0] = out;
   return Status();

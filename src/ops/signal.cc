@@ -85,13 +85,13 @@ Status dft_kernel(OpContext& ctx) {
     const int64_t j = static_cast<int64_t>(i) * comps;
     in[i] = cd(x.get_double(j), comps == 2 ? x.get_double(j + 1) : 0.0);
   }
-  const std::vector<cd> tw = make_twiddle(n);
   Dims od = x.dims();
   if (inverse && onesided) {
     // Inverse of a one-sided spectrum: extend it Hermitian-symmetrically, output a real signal.
     od[static_cast<size_t>(axis)] = n;
     od.back() = 1;
-    Tensor y(x.dtype(), od);
+    KILN_ASSIGN_OR_RETURN(Tensor y, Tensor::create(x.dtype(), od));
+    const std::vector<cd> tw = make_twiddle(n);
     const int64_t half = n / 2 + 1;
     std::vector<cd> full(static_cast<size_t>(n)), res(static_cast<size_t>(n));
     for (int64_t a = 0; a < outer; ++a)
@@ -108,7 +108,8 @@ Status dft_kernel(OpContext& ctx) {
   const int64_t out_len = onesided ? n / 2 + 1 : n;
   od[static_cast<size_t>(axis)] = out_len;
   od.back() = 2;
-  Tensor y(x.dtype(), od);
+  KILN_ASSIGN_OR_RETURN(Tensor y, Tensor::create(x.dtype(), od));
+  const std::vector<cd> tw = make_twiddle(n);
   std::vector<cd> res(static_cast<size_t>(out_len));
   for (int64_t a = 0; a < outer; ++a)
     for (int64_t b = 0; b < inner; ++b) {
@@ -196,7 +197,7 @@ Status stft_kernel(OpContext& ctx) {
   const int64_t frames = 1 + (L - frame_len) / step;
   const bool onesided = ctx.attr_int("onesided", 1) != 0;
   const int64_t bins = onesided ? frame_len / 2 + 1 : frame_len;
-  Tensor y(x.dtype(), {B, frames, bins, 2});
+  KILN_ASSIGN_OR_RETURN(Tensor y, Tensor::create(x.dtype(), {B, frames, bins, 2}));
   const std::vector<cd> tw = make_twiddle(frame_len);
   std::vector<cd> frame(static_cast<size_t>(wlen)), res(static_cast<size_t>(bins));
   const DataType dt = x.dtype();
@@ -300,6 +301,7 @@ Status mel_weight_kernel(OpContext& ctx) {
   const DataType dt = static_cast<DataType>(dt_attr);
   if (!is_float(dt) && !is_integer(dt)) return invalid("output_datatype must be numeric");
   const int64_t spec_bins = dft_length / 2 + 1;
+  KILN_ASSIGN_OR_RETURN(Tensor y, Tensor::create(dt, {spec_bins, num_mel}));
   // The reference evaluates the edge mels in the edges' float32 type before going to float64.
   const bool f32 = ctx.input(3).dtype() != DataType::kDouble;
   auto to_mel = [&](double hz) {
@@ -341,7 +343,6 @@ Status mel_weight_kernel(OpContext& ctx) {
       }
     }
   }
-  Tensor y(dt, {spec_bins, num_mel});
   for (size_t i = 0; i < out.size(); ++i) y.set_double(static_cast<int64_t>(i), out[i]);
   ctx.set_output(0, std::move(y));
   return Status();
