@@ -12,6 +12,8 @@
 
 namespace kiln {
 
+bool pocketfft_c2c_f32(std::vector<std::complex<float>>& c, bool forward, float fct);  // signal_fft.cc
+
 namespace {
 
 using cd = std::complex<double>;
@@ -111,9 +113,22 @@ Status dft_kernel(OpContext& ctx) {
   KILN_ASSIGN_OR_RETURN(Tensor y, Tensor::create(x.dtype(), od));
   const std::vector<cd> tw = make_twiddle(n);
   std::vector<cd> res(static_cast<size_t>(out_len));
+  std::vector<std::complex<float>> buf;
   for (int64_t a = 0; a < outer; ++a)
     for (int64_t b = 0; b < inner; ++b) {
-      dft_line(&in[static_cast<size_t>(a * len * inner + b)], len, inner, n, out_len, inverse, tw, res.data(), 1);
+      const cd* line = &in[static_cast<size_t>(a * len * inner + b)];
+      bool done = false;
+      if (x.dtype() == DataType::kFloat && inverse) {
+        // NumPy computes float32 inverse transforms in single precision (forward ones in double):
+        // reproduce that FFT (see signal_fft.cc).
+        buf.assign(static_cast<size_t>(n), 0.0f);
+        for (int64_t t = 0; t < std::min(len, n); ++t)
+          buf[t] = std::complex<float>(static_cast<float>(line[t * inner].real()), static_cast<float>(line[t * inner].imag()));
+        done = pocketfft_c2c_f32(buf, !inverse, inverse ? static_cast<float>(1.0 / static_cast<double>(n)) : 1.0f);
+        if (done)
+          for (int64_t k = 0; k < out_len; ++k) res[k] = cd(buf[k].real(), buf[k].imag());
+      }
+      if (!done) dft_line(line, len, inner, n, out_len, inverse, tw, res.data(), 1);
       for (int64_t k = 0; k < out_len; ++k) {
         const int64_t o = ((a * out_len + k) * inner + b) * 2;
         y.set_double(o, res[k].real());
