@@ -113,7 +113,12 @@ std::vector<Taps> make_taps(const ResizeParams& p, double scale, int64_t in_w, i
   std::vector<Taps> taps(static_cast<size_t>(out_w));
   for (int64_t o = 0; o < out_w; ++o) {
     Taps& t = taps[static_cast<size_t>(o)];
-    const double x = source_coord(p, static_cast<double>(o), scale, in_w, out_w, roi, &t.extrapolate);
+    double x = source_coord(p, static_cast<double>(o), scale, in_w, out_w, roi, &t.extrapolate);
+    if (!std::isfinite(x)) {
+      // Only a non-finite roi gets here; treat the position as outside the input.
+      x = 0;
+      t.extrapolate = true;
+    }
     const double fl = std::floor(x);
     const double frac = x - fl;
     const double ratio = frac == 0 ? 1.0 : frac;
@@ -230,7 +235,7 @@ Status sizes_from_scales(const Tensor& x, const std::vector<int64_t>& axes, cons
                          std::vector<int64_t>* sizes) {
   sizes->clear();
   for (size_t i = 0; i < axes.size(); ++i) {
-    if (!(scales[i] > 0)) return invalid("scales must be positive, got {}", scales[i]);
+    if (!(scales[i] > 0) || !std::isfinite(scales[i])) return invalid("scales must be positive and finite, got {}", scales[i]);
     double s = std::floor(scales[i] * static_cast<double>(x.dim(axes[i])));
     if (s > 1e15) return invalid("resize output size is too large");
     sizes->push_back(static_cast<int64_t>(s));

@@ -83,13 +83,14 @@ Status roi_align_impl(OpContext& ctx) {
   const int64_t oh = ctx.attr_int("output_height", 1), ow = ctx.attr_int("output_width", 1);
   const int64_t sampling = ctx.attr_int("sampling_ratio", 0);
   const F spatial_scale = static_cast<F>(ctx.attr_float("spatial_scale", 1.0f));
-  if (oh <= 0 || ow <= 0) return invalid("output_height and output_width must be positive");
+  if (oh <= 0 || ow <= 0 || oh > (int64_t{1} << 22) || ow > (int64_t{1} << 22) || oh * ow > (int64_t{1} << 22))
+    return invalid("output_height and output_width must be positive and reasonable, got {}x{}", oh, ow);
   if (sampling < 0) return invalid("sampling_ratio must be nonnegative");
   const int64_t N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3), R = rois.dim(0);
   if ((H <= 0 || W <= 0) && R > 0 && C > 0) return invalid("X has an empty spatial dimension");
   std::vector<int64_t> batches = bidx.to_int64_vector();
   std::vector<double> rv = rois.to_double_vector(), xv = x.to_double_vector();
-  Tensor y(x.dtype(), {R, C, oh, ow});
+  KILN_ASSIGN_OR_RETURN(Tensor y, Tensor::create(x.dtype(), {R, C, oh, ow}));
   for (int64_t r = 0; r < R; ++r) {
     const int64_t b = batches[static_cast<size_t>(r)];
     if (b < 0 || b >= N) return invalid("batch index {} out of range [0, {})", b, N);
@@ -106,7 +107,7 @@ Status roi_align_impl(OpContext& ctx) {
     const F bin_h = rh / static_cast<F>(oh), bin_w = rw / static_cast<F>(ow);
     const int64_t gh = sampling > 0 ? sampling : static_cast<int64_t>(std::ceil(rh / static_cast<F>(oh)));
     const int64_t gw = sampling > 0 ? sampling : static_cast<int64_t>(std::ceil(rw / static_cast<F>(ow)));
-    if (gh < 0 || gw < 0 || gh > (int64_t{1} << 16) || gw > (int64_t{1} << 16) || gh * gw * oh * ow > (int64_t{1} << 28))
+    if (gh < 0 || gw < 0 || gh > (int64_t{1} << 16) || gw > (int64_t{1} << 16) || gh * gw * oh * ow > (int64_t{1} << 22))
       return invalid("roi {} gives an unreasonable sampling grid", r);
     const F count = static_cast<F>(std::max<int64_t>(gh * gw, 1));
     std::vector<Corner> pts = roi_sample_points<F>(H, W, oh, ow, gh, gw, sh, sw, bin_h, bin_w);

@@ -43,6 +43,13 @@ void dft_line(const cd* in, int64_t in_len, int64_t in_stride, int64_t n, int64_
   }
 }
 
+// A scalar (one-element) input, checked.
+Result<double> scalar_input(const OpContext& ctx, size_t i, const char* name) {
+  const Tensor& t = ctx.input(i);
+  if (t.numel() != 1) return invalid("{} must hold exactly one value, got shape {}", name, shape_to_string(t.dims()));
+  return t.get_double(0);
+}
+
 std::vector<cd> make_twiddle(int64_t n) {
   std::vector<cd> tw(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) {
@@ -194,7 +201,8 @@ Status stft_kernel(OpContext& ctx) {
   if (x.rank() != 3 || (x.dim(2) != 1 && x.dim(2) != 2))
     return invalid("signal must have shape (batch, length, 1 or 2), got {}", shape_to_string(x.dims()));
   const int64_t B = x.dim(0), L = x.dim(1), comps = x.dim(2);
-  const int64_t step = ctx.input(1).get_int64(0);
+  KILN_ASSIGN_OR_RETURN(const double step_d, scalar_input(ctx, 1, "frame_step"));
+  const int64_t step = static_cast<int64_t>(step_d);
   if (step <= 0) return invalid("frame_step must be positive, got {}", step);
   const bool has_window = ctx.has_input(2);
   std::vector<double> window;
@@ -203,7 +211,10 @@ Status stft_kernel(OpContext& ctx) {
     window = ctx.input(2).to_double_vector();
   }
   int64_t frame_len;
-  if (ctx.has_input(3)) frame_len = ctx.input(3).get_int64(0);
+  if (ctx.has_input(3)) {
+    KILN_ASSIGN_OR_RETURN(const double fl, scalar_input(ctx, 3, "frame_length"));
+    frame_len = static_cast<int64_t>(fl);
+  }
   else frame_len = has_window ? static_cast<int64_t>(window.size()) : L;
   if (frame_len <= 0) return invalid("frame_length must be positive");
   if (!has_window) window.assign(static_cast<size_t>(frame_len), 1.0);
@@ -244,7 +255,8 @@ Status stft_kernel(OpContext& ctx) {
 enum class WindowKind { kHann, kHamming, kBlackman };
 
 Status window_kernel(OpContext& ctx, WindowKind kind) {
-  const int64_t size = ctx.input(0).get_int64(0);
+  KILN_ASSIGN_OR_RETURN(const double size_d, scalar_input(ctx, 0, "size"));
+  const int64_t size = static_cast<int64_t>(size_d);
   if (size < 0) return invalid("window size must be nonnegative, got {}", size);
   const int64_t dt_attr = ctx.attr_int("output_datatype", 1);
   if (!dtype_valid(static_cast<int32_t>(dt_attr))) return invalid("invalid output_datatype {}", dt_attr);
@@ -305,10 +317,13 @@ double py_floordiv(double a, double b) {
 }
 
 Status mel_weight_kernel(OpContext& ctx) {
-  const int64_t num_mel = ctx.input(0).get_int64(0);
-  const int64_t dft_length = ctx.input(1).get_int64(0);
-  const int64_t sample_rate = ctx.input(2).get_int64(0);
-  const double lower = ctx.input(3).get_double(0), upper = ctx.input(4).get_double(0);
+  KILN_ASSIGN_OR_RETURN(const double num_mel_d, scalar_input(ctx, 0, "num_mel_bins"));
+  KILN_ASSIGN_OR_RETURN(const double dft_length_d, scalar_input(ctx, 1, "dft_length"));
+  KILN_ASSIGN_OR_RETURN(const double sample_rate_d, scalar_input(ctx, 2, "sample_rate"));
+  KILN_ASSIGN_OR_RETURN(const double lower, scalar_input(ctx, 3, "lower_edge_hertz"));
+  KILN_ASSIGN_OR_RETURN(const double upper, scalar_input(ctx, 4, "upper_edge_hertz"));
+  const int64_t num_mel = static_cast<int64_t>(num_mel_d), dft_length = static_cast<int64_t>(dft_length_d),
+                sample_rate = static_cast<int64_t>(sample_rate_d);
   if (num_mel <= 0 || dft_length <= 0 || sample_rate <= 0)
     return invalid("num_mel_bins, dft_length and sample_rate must be positive");
   const int64_t dt_attr = ctx.attr_int("output_datatype", 1);
