@@ -32,8 +32,8 @@ std::vector<Corner> roi_sample_points(int64_t height, int64_t width, int64_t ph_
           const F xx = start_w + static_cast<F>(pw) * bin_w + (static_cast<F>(ix) + F(0.5)) * bin_w / static_cast<F>(gw);
           Corner c;
           F y = yy, x = xx;
-          if (y < F(-1) || y > static_cast<F>(height) || x < F(-1) || x > static_cast<F>(width)) {
-            pts.push_back(c);  // outside the feature map: contributes zero
+          if (!(y >= F(-1) && y <= static_cast<F>(height) && x >= F(-1) && x <= static_cast<F>(width))) {
+            pts.push_back(c);  // outside the feature map (or NaN): contributes zero
             continue;
           }
           y = std::max(y, F(0));

@@ -127,6 +127,9 @@ Status grid_sample_kernel(OpContext& ctx) {
         } else {
           v = static_cast<float>(align ? (g + 1) / 2.0 * (len - 1) : ((g + 1) * len - 1) / 2.0);
         }
+        // Keep wild coordinates (NaN, inf, 1e30) in a range where index arithmetic cannot overflow;
+        // they sample padding either way.
+        v = std::isnan(v) ? -1e9 : std::clamp(v, -1e9, 1e9);
         if (mode == "nearest") v = std::nearbyint(v);
         if (v < gs.lo[d] || v > gs.hi[d]) {
           if (gs.padding == Padding::kBorder) v = std::clamp(v, 0.0, len - 1);
