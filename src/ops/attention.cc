@@ -42,8 +42,8 @@ std::vector<double> to_bhsd(const Tensor& t, bool three_d, int64_t b, int64_t h,
 
 // present = concat(past, new) along the sequence axis, in (B, H, P+S, D) layout and the new
 // tensor's dtype. `fresh` is K or V as given (3D or 4D).
-Tensor concat_cache(const Tensor* past, const Tensor& fresh, bool three_d, int64_t b, int64_t h, int64_t p,
-                    int64_t s, int64_t d) {
+Tensor concat_cache(const Tensor* past, const Tensor& fresh, bool three_d, int64_t b, int64_t h, int64_t p, int64_t s,
+                    int64_t d) {
   Tensor out(fresh.dtype(), {b, h, p + s, d});
   for (int64_t bi = 0; bi < b; ++bi)
     for (int64_t hi = 0; hi < h; ++hi) {
@@ -222,8 +222,7 @@ Status attention_kernel(OpContext& ctx) {
   Tensor qk_out;
   if (want_qk) qk_out = Tensor(dt, {B, H, Sq, kv_len});
   const double cap = round_to(dt, softcap);
-  std::vector<double> raw(static_cast<size_t>(kv_len)), s(static_cast<size_t>(kv_len)),
-      p(static_cast<size_t>(kv_len));
+  std::vector<double> raw(static_cast<size_t>(kv_len)), s(static_cast<size_t>(kv_len)), p(static_cast<size_t>(kv_len));
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h) {
       const int64_t kh = h / group;
@@ -246,14 +245,18 @@ Status attention_kernel(OpContext& ctx) {
           }
         }
         const int64_t out_row = ((b * H + h) * Sq + i) * kv_len;
-        if (want_qk && mode == 0) for (int64_t j = 0; j < kv_len; ++j) qk_out.set_double(out_row + j, raw[j]);
-        if (want_qk && mode == 1) for (int64_t j = 0; j < kv_len; ++j) qk_out.set_double(out_row + j, s[j]);
-        if (want_qk && mode == 2) for (int64_t j = 0; j < kv_len; ++j) qk_out.set_double(out_row + j, p[j]);
+        if (want_qk && mode == 0)
+          for (int64_t j = 0; j < kv_len; ++j) qk_out.set_double(out_row + j, raw[j]);
+        if (want_qk && mode == 1)
+          for (int64_t j = 0; j < kv_len; ++j) qk_out.set_double(out_row + j, s[j]);
+        if (want_qk && mode == 2)
+          for (int64_t j = 0; j < kv_len; ++j) qk_out.set_double(out_row + j, p[j]);
         for (int64_t j = 0; j < kv_len; ++j) p[j] = round_to(sm_dt, p[j]);
         softmax_rounded(sm_dt, p.data(), kv_len);
         // A row with no attendable key is zero, decided on the bias rather than on the logits.
         for (int64_t j = 0; j < kv_len; ++j) p[j] = row_masked ? 0.0 : round_to(dt, p[j]);
-        if (want_qk && mode == 3) for (int64_t j = 0; j < kv_len; ++j) qk_out.set_double(out_row + j, p[j]);
+        if (want_qk && mode == 3)
+          for (int64_t j = 0; j < kv_len; ++j) qk_out.set_double(out_row + j, p[j]);
         for (int64_t d = 0; d < Dv; ++d) {
           double r = dot_rounded(dt, p.data(), 1, vbase + d, Dv, kv_len);
           int64_t yi = a.three_d ? ((b * Sq + i) * H + h) * Dv + d : ((b * H + h) * Sq + i) * Dv + d;
@@ -278,9 +281,15 @@ Dim dim_of(const TypeInfo* t, int64_t i) {
   return t->shape.dims[static_cast<size_t>(i)];
 }
 
-Dim dim_div(const Dim& d, int64_t n) { return d.known() && n > 0 ? Dim::of(d.value / n) : Dim{}; }
-Dim dim_mul(const Dim& d, int64_t n) { return d.known() ? Dim::of(d.value * n) : Dim{}; }
-Dim dim_add(const Dim& a, const Dim& b) { return a.known() && b.known() ? Dim::of(a.value + b.value) : Dim{}; }
+Dim dim_div(const Dim& d, int64_t n) {
+  return d.known() && n > 0 ? Dim::of(d.value / n) : Dim{};
+}
+Dim dim_mul(const Dim& d, int64_t n) {
+  return d.known() ? Dim::of(d.value * n) : Dim{};
+}
+Dim dim_add(const Dim& a, const Dim& b) {
+  return a.known() && b.known() ? Dim::of(a.value + b.value) : Dim{};
+}
 
 Shape shape_of(std::vector<Dim> dims) {
   Shape s;
@@ -409,8 +418,7 @@ Status rotary_kernel(OpContext& ctx) {
 
 Status same_as_input0_infer(InferContext& ic) {
   ic.output_types.resize(ic.node.outputs.size());
-  if (!ic.output_types.empty() && !ic.input_types.empty() && ic.input_types[0])
-    ic.output_types[0] = *ic.input_types[0];
+  if (!ic.output_types.empty() && !ic.input_types.empty() && ic.input_types[0]) ic.output_types[0] = *ic.input_types[0];
   return Status();
 }
 

@@ -39,8 +39,10 @@ inline void softmax_rounded(DataType dt, double* x, int64_t n) {
   double m = -std::numeric_limits<double>::infinity();
   bool nan = false;
   for (int64_t i = 0; i < n; ++i) {
-    if (std::isnan(x[i])) nan = true;
-    else if (x[i] > m) m = x[i];
+    if (std::isnan(x[i]))
+      nan = true;
+    else if (x[i] > m)
+      m = x[i];
   }
   if (nan) m = std::numeric_limits<double>::quiet_NaN();
   if (m == -std::numeric_limits<double>::infinity()) m = 0;

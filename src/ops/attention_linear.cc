@@ -250,8 +250,7 @@ Status flex_attention_kernel(OpContext& ctx) {
 
 Status flex_attention_infer(InferContext& ic) {
   ic.output_types.resize(ic.node.outputs.size());
-  if (ic.output_types.empty() || ic.input_types.size() < 3 || !ic.input_types[0] || !ic.input_types[2])
-    return Status();
+  if (ic.output_types.empty() || ic.input_types.size() < 3 || !ic.input_types[0] || !ic.input_types[2]) return Status();
   const TypeInfo& q = *ic.input_types[0];
   const TypeInfo& v = *ic.input_types[2];
   Shape s;

@@ -74,8 +74,10 @@ std::vector<double> filter_coeffs(const ResizeParams& p, double ratio, double sc
   for (int64_t i = i_start; i < i_end; ++i) {
     double x = std::abs(s * (static_cast<double>(i) - ratio));
     double v = 0;
-    if (x <= 1) v = (A + 2) * x * x * x - (A + 3) * x * x + 1;
-    else if (x < 2) v = A * x * x * x - 5 * A * x * x + 8 * A * x - 4 * A;
+    if (x <= 1)
+      v = (A + 2) * x * x * x - (A + 3) * x * x + 1;
+    else if (x < 2)
+      v = A * x * x * x - 5 * A * x * x + 8 * A * x - 4 * A;
     c.push_back(v);
     sum += v;
   }
@@ -126,8 +128,10 @@ std::vector<Taps> make_taps(const ResizeParams& p, double scale, int64_t in_w, i
     const int64_t n = static_cast<int64_t>(t.w.size());
     // First tap relative to floor(x): the n nearest indices, preferring the lower ones on ties.
     int64_t off;
-    if (n % 2 == 0) off = frac == 0 ? -(n / 2) : -(n / 2) + 1;
-    else off = frac <= 0.5 ? -((n - 1) / 2) : -((n - 1) / 2) + 1;
+    if (n % 2 == 0)
+      off = frac == 0 ? -(n / 2) : -(n / 2) + 1;
+    else
+      off = frac <= 0.5 ? -((n - 1) / 2) : -((n - 1) / 2) + 1;
     const int64_t first = static_cast<int64_t>(fl) + off;
     if (p.exclude_outside) {
       double sum = 0;
@@ -174,7 +178,9 @@ void resize_axis(std::vector<double>& data, Dims& dims, size_t axis, double scal
   dims[axis] = out_w;
 }
 
-bool is_close(double a, double b) { return std::abs(a - b) <= 1e-9 * std::max(std::abs(a), std::abs(b)); }
+bool is_close(double a, double b) {
+  return std::abs(a - b) <= 1e-9 * std::max(std::abs(a), std::abs(b));
+}
 
 // Runs the separable resize over `axes` with per-axis scales and output sizes; roi holds
 // (starts..., ends...) per entry of `axes` or is empty.
@@ -190,9 +196,8 @@ Result<Tensor> resize_tensor(const Tensor& x, const std::vector<int64_t>& axes, 
   // (the order only affects rounding: the filters are separable).
   std::vector<size_t> order(n);
   for (size_t i = 0; i < n; ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    return (sizes[a] < x.dim(axes[a])) > (sizes[b] < x.dim(axes[b]));
-  });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return (sizes[a] < x.dim(axes[a])) > (sizes[b] < x.dim(axes[b])); });
   for (size_t i : order) {
     const size_t ax = static_cast<size_t>(axes[i]);
     const double r[2] = {roi.empty() ? 0.0 : roi[i], roi.empty() ? 1.0 : roi[n + i]};
@@ -235,7 +240,8 @@ Status sizes_from_scales(const Tensor& x, const std::vector<int64_t>& axes, cons
                          std::vector<int64_t>* sizes) {
   sizes->clear();
   for (size_t i = 0; i < axes.size(); ++i) {
-    if (!(scales[i] > 0) || !std::isfinite(scales[i])) return invalid("scales must be positive and finite, got {}", scales[i]);
+    if (!(scales[i] > 0) || !std::isfinite(scales[i]))
+      return invalid("scales must be positive and finite, got {}", scales[i]);
     double s = std::floor(scales[i] * static_cast<double>(x.dim(axes[i])));
     if (s > 1e15) return invalid("resize output size is too large");
     sizes->push_back(static_cast<int64_t>(s));
@@ -286,7 +292,8 @@ Status resize_kernel(OpContext& ctx) {
   const size_t n = axes.size();
   if (!scales.empty() && scales.size() != n)
     return invalid("scales has {} entries but {} axes are resized", scales.size(), n);
-  if (!sizes.empty() && sizes.size() != n) return invalid("sizes has {} entries but {} axes are resized", sizes.size(), n);
+  if (!sizes.empty() && sizes.size() != n)
+    return invalid("sizes has {} entries but {} axes are resized", sizes.size(), n);
   if (!roi.empty() && roi.size() != 2 * n) return invalid("roi has {} entries, expected {}", roi.size(), 2 * n);
 
   if (!sizes.empty()) {
@@ -363,7 +370,8 @@ Status resize_infer(InferContext& ic) {
     for (int64_t a : axes)
       if (a >= 0 && a < rank) resized[static_cast<size_t>(a)] = true;
     for (int64_t i = 0; i < rank; ++i)
-      if (!resized[static_cast<size_t>(i)]) out.shape.dims[static_cast<size_t>(i)] = x.shape.dims[static_cast<size_t>(i)];
+      if (!resized[static_cast<size_t>(i)])
+        out.shape.dims[static_cast<size_t>(i)] = x.shape.dims[static_cast<size_t>(i)];
     const bool old = ic.node.op_type == "Upsample" || ic.node.opset < 11;
     const size_t scales_at = old ? 1 : 2;
     const Tensor* sc = ic.input_constants.size() > scales_at ? ic.input_constants[scales_at] : nullptr;
@@ -371,7 +379,8 @@ Status resize_infer(InferContext& ic) {
     const Attribute* policy = ic.node.attr("keep_aspect_ratio_policy");
     const bool stretch = !policy || policy->s == "stretch";
     bool axes_known = true;
-    for (int64_t a : axes) axes_known = axes_known && a >= 0 && a < rank && x.shape.dims[static_cast<size_t>(a)].known();
+    for (int64_t a : axes)
+      axes_known = axes_known && a >= 0 && a < rank && x.shape.dims[static_cast<size_t>(a)].known();
     if (sz && sz->numel() == static_cast<int64_t>(axes.size()) && stretch) {
       std::vector<int64_t> v = sz->to_int64_vector();
       for (size_t i = 0; i < axes.size(); ++i)

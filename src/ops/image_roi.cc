@@ -29,7 +29,8 @@ std::vector<Corner> roi_sample_points(int64_t height, int64_t width, int64_t ph_
       for (int64_t iy = 0; iy < gh; ++iy) {
         const F yy = start_h + static_cast<F>(ph) * bin_h + (static_cast<F>(iy) + F(0.5)) * bin_h / static_cast<F>(gh);
         for (int64_t ix = 0; ix < gw; ++ix) {
-          const F xx = start_w + static_cast<F>(pw) * bin_w + (static_cast<F>(ix) + F(0.5)) * bin_w / static_cast<F>(gw);
+          const F xx =
+              start_w + static_cast<F>(pw) * bin_w + (static_cast<F>(ix) + F(0.5)) * bin_w / static_cast<F>(gw);
           Corner c;
           F y = yy, x = xx;
           if (!(y >= F(-1) && y <= static_cast<F>(height) && x >= F(-1) && x <= static_cast<F>(width))) {
@@ -77,8 +78,10 @@ Status roi_align_impl(OpContext& ctx) {
   if (bidx.rank() != 1 || bidx.dim(0) != rois.dim(0)) return invalid("batch_indices must have shape (num_rois,)");
   const std::string mode = ctx.attr_string("mode", "avg");
   if (mode != "avg" && mode != "max") return invalid("unsupported RoiAlign mode '{}'", mode);
-  const std::string ctm = ctx.attr_string("coordinate_transformation_mode", ctx.opset() < 16 ? "output_half_pixel" : "half_pixel");
-  if (ctm != "half_pixel" && ctm != "output_half_pixel") return invalid("unsupported coordinate_transformation_mode '{}'", ctm);
+  const std::string ctm =
+      ctx.attr_string("coordinate_transformation_mode", ctx.opset() < 16 ? "output_half_pixel" : "half_pixel");
+  if (ctm != "half_pixel" && ctm != "output_half_pixel")
+    return invalid("unsupported coordinate_transformation_mode '{}'", ctm);
   const bool half_pixel = ctm == "half_pixel";
   const int64_t oh = ctx.attr_int("output_height", 1), ow = ctx.attr_int("output_width", 1);
   const int64_t sampling = ctx.attr_int("sampling_ratio", 0);
@@ -107,7 +110,8 @@ Status roi_align_impl(OpContext& ctx) {
     const F bin_h = rh / static_cast<F>(oh), bin_w = rw / static_cast<F>(ow);
     const int64_t gh = sampling > 0 ? sampling : static_cast<int64_t>(std::ceil(rh / static_cast<F>(oh)));
     const int64_t gw = sampling > 0 ? sampling : static_cast<int64_t>(std::ceil(rw / static_cast<F>(ow)));
-    if (gh < 0 || gw < 0 || gh > (int64_t{1} << 16) || gw > (int64_t{1} << 16) || gh * gw * oh * ow > (int64_t{1} << 22))
+    if (gh < 0 || gw < 0 || gh > (int64_t{1} << 16) || gw > (int64_t{1} << 16) ||
+        gh * gw * oh * ow > (int64_t{1} << 22))
       return invalid("roi {} gives an unreasonable sampling grid", r);
     const F count = static_cast<F>(std::max<int64_t>(gh * gw, 1));
     std::vector<Corner> pts = roi_sample_points<F>(H, W, oh, ow, gh, gw, sh, sw, bin_h, bin_w);

@@ -42,8 +42,8 @@ void cubic_coeffs(double x, double c[4]) {
 
 struct GridSampler {
   int64_t nd = 0;
-  std::vector<int64_t> dims;     // spatial dims of X
-  std::vector<double> lo, hi;    // borders per spatial dim
+  std::vector<int64_t> dims;   // spatial dims of X
+  std::vector<double> lo, hi;  // borders per spatial dim
   Padding padding = Padding::kZeros;
 
   // Resolves index i of spatial dim d; returns false for a zero-padded (absent) pixel.
@@ -54,11 +54,10 @@ struct GridSampler {
         if (i < 0 || i >= n) return false;
         *out = i;
         return true;
-      case Padding::kBorder:
-        *out = std::clamp<int64_t>(i, 0, n - 1);
-        return true;
+      case Padding::kBorder: *out = std::clamp<int64_t>(i, 0, n - 1); return true;
       case Padding::kReflection:
-        *out = static_cast<int64_t>(reflect(static_cast<double>(i), lo[static_cast<size_t>(d)], hi[static_cast<size_t>(d)]));
+        *out = static_cast<int64_t>(
+            reflect(static_cast<double>(i), lo[static_cast<size_t>(d)], hi[static_cast<size_t>(d)]));
         *out = std::clamp<int64_t>(*out, 0, n - 1);
         return true;
     }
@@ -72,13 +71,18 @@ Status grid_sample_kernel(OpContext& ctx) {
   std::string mode = ctx.attr_string("mode", ctx.opset() < 20 ? "bilinear" : "linear");
   if (mode == "bilinear") mode = "linear";
   if (mode == "bicubic") mode = "cubic";
-  if (mode != "linear" && mode != "nearest" && mode != "cubic") return invalid("unsupported GridSample mode '{}'", mode);
+  if (mode != "linear" && mode != "nearest" && mode != "cubic")
+    return invalid("unsupported GridSample mode '{}'", mode);
   const std::string pad = ctx.attr_string("padding_mode", "zeros");
   GridSampler gs;
-  if (pad == "zeros") gs.padding = Padding::kZeros;
-  else if (pad == "border") gs.padding = Padding::kBorder;
-  else if (pad == "reflection") gs.padding = Padding::kReflection;
-  else return invalid("unsupported padding_mode '{}'", pad);
+  if (pad == "zeros")
+    gs.padding = Padding::kZeros;
+  else if (pad == "border")
+    gs.padding = Padding::kBorder;
+  else if (pad == "reflection")
+    gs.padding = Padding::kReflection;
+  else
+    return invalid("unsupported padding_mode '{}'", pad);
   const bool align = ctx.attr_int("align_corners", 0) != 0;
   if (x.rank() < 3) return invalid("X must have rank >= 3, got {}", shape_to_string(x.dims()));
   gs.nd = x.rank() - 2;
@@ -123,7 +127,8 @@ Status grid_sample_kernel(OpContext& ctx) {
         // The reference denormalizes in float32.
         if (grid_f32) {
           const float gf = static_cast<float>(g);
-          v = align ? (gf + 1.0f) / 2.0f * static_cast<float>(len - 1) : ((gf + 1.0f) * static_cast<float>(len) - 1.0f) / 2.0f;
+          v = align ? (gf + 1.0f) / 2.0f * static_cast<float>(len - 1)
+                    : ((gf + 1.0f) * static_cast<float>(len) - 1.0f) / 2.0f;
         } else {
           v = static_cast<float>(align ? (g + 1) / 2.0 * (len - 1) : ((g + 1) * len - 1) / 2.0);
         }
@@ -132,8 +137,10 @@ Status grid_sample_kernel(OpContext& ctx) {
         v = std::isnan(v) ? -1e9 : std::clamp(v, -1e9, 1e9);
         if (mode == "nearest") v = std::nearbyint(v);
         if (v < gs.lo[d] || v > gs.hi[d]) {
-          if (gs.padding == Padding::kBorder) v = std::clamp(v, 0.0, len - 1);
-          else if (gs.padding == Padding::kReflection) v = static_cast<float>(reflect(v, gs.lo[d], gs.hi[d]));
+          if (gs.padding == Padding::kBorder)
+            v = std::clamp(v, 0.0, len - 1);
+          else if (gs.padding == Padding::kReflection)
+            v = static_cast<float>(reflect(v, gs.lo[d], gs.hi[d]));
         }
         coord[d] = v;
         if (mode == "nearest") {

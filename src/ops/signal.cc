@@ -130,7 +130,8 @@ Status dft_kernel(OpContext& ctx) {
         // reproduce that FFT (see signal_fft.cc).
         buf.assign(static_cast<size_t>(n), 0.0f);
         for (int64_t t = 0; t < std::min(len, n); ++t)
-          buf[t] = std::complex<float>(static_cast<float>(line[t * inner].real()), static_cast<float>(line[t * inner].imag()));
+          buf[t] = std::complex<float>(static_cast<float>(line[t * inner].real()),
+                                       static_cast<float>(line[t * inner].imag()));
         done = pocketfft_c2c_f32(buf, !inverse, inverse ? static_cast<float>(1.0 / static_cast<double>(n)) : 1.0f);
         if (done)
           for (int64_t k = 0; k < out_len; ++k) res[k] = cd(buf[k].real(), buf[k].imag());
@@ -161,8 +162,10 @@ Status dft_infer(InferContext& ic) {
     if (ic.node.opset >= 20) {
       if (ic.input_types.size() > 2 && ic.input_types[2]) {
         const Tensor* a = ic.input_constants.size() > 2 ? ic.input_constants[2] : nullptr;
-        if (a && a->numel() > 0) axis = a->get_int64(0);
-        else axis_known = false;
+        if (a && a->numel() > 0)
+          axis = a->get_int64(0);
+        else
+          axis_known = false;
       } else {
         axis = -2;
       }
@@ -214,8 +217,8 @@ Status stft_kernel(OpContext& ctx) {
   if (ctx.has_input(3)) {
     KILN_ASSIGN_OR_RETURN(const double fl, scalar_input(ctx, 3, "frame_length"));
     frame_len = static_cast<int64_t>(fl);
-  }
-  else frame_len = has_window ? static_cast<int64_t>(window.size()) : L;
+  } else
+    frame_len = has_window ? static_cast<int64_t>(window.size()) : L;
   if (frame_len <= 0) return invalid("frame_length must be positive");
   if (!has_window) window.assign(static_cast<size_t>(frame_len), 1.0);
   const int64_t wlen = static_cast<int64_t>(window.size());
@@ -276,9 +279,7 @@ Status window_kernel(OpContext& ctx, WindowKind kind) {
           v = s * s;
           break;
         }
-        case WindowKind::kHamming:
-          v = 25.0 / 46.0 - std::cos(n * pi * 2 / n1) * (21.0 / 46.0);
-          break;
+        case WindowKind::kHamming: v = 25.0 / 46.0 - std::cos(n * pi * 2 / n1) * (21.0 / 46.0); break;
         case WindowKind::kBlackman:
           v = 0.42 - 0.5 * std::cos(n * pi * 2 / n1) + 0.08 * std::cos(n * pi * 4 / n1);
           break;

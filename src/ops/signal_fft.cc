@@ -16,9 +16,15 @@ namespace {
 struct Cf {
   float r = 0, i = 0;
 };
-inline Cf operator+(Cf a, Cf b) { return {a.r + b.r, a.i + b.i}; }
-inline Cf operator-(Cf a, Cf b) { return {a.r - b.r, a.i - b.i}; }
-inline Cf operator*(Cf a, float s) { return {a.r * s, a.i * s}; }
+inline Cf operator+(Cf a, Cf b) {
+  return {a.r + b.r, a.i + b.i};
+}
+inline Cf operator-(Cf a, Cf b) {
+  return {a.r - b.r, a.i - b.i};
+}
+inline Cf operator*(Cf a, float s) {
+  return {a.r * s, a.i * s};
+}
 
 template <bool kFwd>
 inline Cf special_mul(Cf v, Cf w) {
@@ -168,8 +174,8 @@ bool pocketfft_c2c_f32(std::vector<std::complex<float>>& c, bool forward, float 
     tw[k].resize((ip - 1) * (ido - 1) + 1);
     for (size_t j = 1; j < ip; ++j)
       for (size_t i = 1; i < ido; ++i) {
-        const long double a = 2.0L * std::numbers::pi_v<long double> * static_cast<long double>(j * l1 * i) /
-                              static_cast<long double>(n);
+        const long double a =
+            2.0L * std::numbers::pi_v<long double> * static_cast<long double>(j * l1 * i) / static_cast<long double>(n);
         tw[k][(j - 1) * (ido - 1) + i - 1] = Cf{static_cast<float>(std::cos(a)), static_cast<float>(std::sin(a))};
       }
     l1 *= ip;
