@@ -1,5 +1,5 @@
-// The newer attention-family operators: LinearAttention and CausalConvWithState (ai.onnx opset 27)
-// and FlexAttention (ai.onnx.preview).
+// The newer attention-family operators: LinearAttention (ai.onnx opset 27) and FlexAttention
+// (ai.onnx.preview). CausalConvWithState lives with the convolutions (conv.cc).
 #include <cmath>
 #include <string>
 
@@ -112,54 +112,6 @@ Status linear_attention_kernel(OpContext& ctx) {
   return Status();
 }
 
-// ---- CausalConvWithState --------------------------------------------------------------------
-
-Status causal_conv_kernel(OpContext& ctx) {
-  const Tensor& x = ctx.input(0);
-  const Tensor& w = ctx.input(1);
-  const DataType dt = x.dtype();
-  if (!is_float(dt)) return invalid("CausalConvWithState expects a floating-point input");
-  const std::string act = ctx.attr_string("activation", "none");
-  if (act != "none" && act != "silu" && act != "swish") return invalid("unsupported activation '{}'", act);
-  if (x.rank() != 3) return invalid("input must be rank 3 (batch, channels, length)");
-  if (w.rank() != 3 || w.dim(1) != 1 || w.dim(0) != x.dim(1) || w.dim(2) < 1)
-    return invalid("weight must have shape (channels, 1, k), got {}", shape_to_string(w.dims()));
-  const int64_t B = x.dim(0), C = x.dim(1), L = x.dim(2), K = w.dim(2), P = K - 1;
-  std::vector<double> bias(static_cast<size_t>(C), 0.0);
-  if (ctx.has_input(2)) {
-    const Tensor& bt = ctx.input(2);
-    if (bt.numel() != C) return invalid("bias must have channels ({}) elements", C);
-    bias = bt.to_double_vector();
-  }
-  std::vector<double> past(static_cast<size_t>(B * C * P), 0.0);
-  if (ctx.has_input(3)) {
-    const Tensor& ps = ctx.input(3);
-    if (ps.dims() != Dims{B, C, P})
-      return invalid("past_state {} must have shape {}", shape_to_string(ps.dims()), shape_to_string(Dims{B, C, P}));
-    past = ps.to_double_vector();
-  }
-  std::vector<double> xv = x.to_double_vector(), wv = w.to_double_vector();
-  Tensor y(dt, {B, C, L});
-  Tensor present(dt, {B, C, P});
-  std::vector<double> padded(static_cast<size_t>(P + L));
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t c = 0; c < C; ++c) {
-      for (int64_t i = 0; i < P; ++i) padded[i] = past[static_cast<size_t>((b * C + c) * P + i)];
-      for (int64_t i = 0; i < L; ++i) padded[P + i] = xv[static_cast<size_t>((b * C + c) * L + i)];
-      for (int64_t l = 0; l < L; ++l) {
-        double acc = bias[c];
-        for (int64_t i = 0; i < K; ++i) acc += wv[static_cast<size_t>(c * K + i)] * padded[l + i];
-        acc = round_to(dt, acc);
-        if (act != "none") acc = acc / (1.0 + std::exp(-acc));
-        y.set_double((b * C + c) * L + l, acc);
-      }
-      for (int64_t i = 0; i < P; ++i) present.set_double((b * C + c) * P + i, padded[L + i]);
-    }
-  ctx.set_output(0, std::move(y));
-  if (ctx.output_wanted(1)) ctx.set_output(1, std::move(present));
-  return Status();
-}
-
 // ---- FlexAttention (ai.onnx.preview) --------------------------------------------------------
 
 Result<std::vector<double>> run_modifier(OpContext& ctx, const Graph& g, DataType cdt, const Dims& dims,
@@ -266,7 +218,6 @@ Status flex_attention_infer(InferContext& ic) {
 
 void register_attention_extra_ops(OpRegistry& r) {
   r.add({"", "LinearAttention", 27, linear_attention_kernel, nullptr});
-  r.add({"", "CausalConvWithState", 27, causal_conv_kernel, nullptr});
   r.add({"ai.onnx.preview", "FlexAttention", 1, flex_attention_kernel, flex_attention_infer});
 }
 
