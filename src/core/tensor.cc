@@ -1,5 +1,6 @@
 #include "core/tensor.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -28,6 +29,13 @@ std::string shape_to_string(std::span<const int64_t> dims) {
   return s;
 }
 
+namespace {
+std::atomic<int64_t> g_max_tensor_bytes{kMaxTensorBytes};
+}  // namespace
+
+int64_t max_tensor_bytes() { return g_max_tensor_bytes.load(std::memory_order_relaxed); }
+void set_max_tensor_bytes(int64_t bytes) { g_max_tensor_bytes.store(bytes, std::memory_order_relaxed); }
+
 Result<Tensor> Tensor::create(DataType dtype, Dims dims) {
   if (dtype == DataType::kUndefined || !dtype_valid(static_cast<int32_t>(dtype))) {
     return invalid("cannot create a tensor of undefined dtype");
@@ -35,9 +43,10 @@ Result<Tensor> Tensor::create(DataType dtype, Dims dims) {
   int64_t n = shape_numel(dims);
   if (n < 0) return invalid("tensor shape {} is negative or overflows", shape_to_string(dims));
   size_t es = dtype == DataType::kString ? sizeof(std::string) : dtype_size(dtype);
-  if (n > kMaxTensorBytes / static_cast<int64_t>(es)) {
+  const int64_t limit = max_tensor_bytes();
+  if (n > limit / static_cast<int64_t>(es)) {
     return invalid("tensor of shape {} ({} elements of {}) exceeds the {} byte limit", shape_to_string(dims), n,
-                   dtype_name(dtype), kMaxTensorBytes);
+                   dtype_name(dtype), limit);
   }
   Tensor t;
   t.dtype_ = dtype;

@@ -18,8 +18,11 @@ using Dims = std::vector<int64_t>;
 int64_t shape_numel(std::span<const int64_t> dims);
 std::string shape_to_string(std::span<const int64_t> dims);  // "1x3x224x224", "scalar" for rank 0
 
-// Largest tensor Kiln will allocate; a request above it is an error rather than an OOM kill.
+// Largest tensor Kiln will allocate by default; a request above the limit is an error naming the
+// tensor's shape rather than an out-of-memory kill. Embedders (and the fuzz targets) may lower it.
 constexpr int64_t kMaxTensorBytes = int64_t{1} << 40;
+int64_t max_tensor_bytes();
+void set_max_tensor_bytes(int64_t bytes);
 
 class Tensor {
  public:

@@ -47,7 +47,7 @@ Result<ConvSetup> conv_setup(const Node& node, const Dims& xd, const Dims& wd) {
   cs.out_dims.insert(cs.out_dims.end(), cs.win.out.begin(), cs.win.out.end());
   // The im2col buffer holds (C/group) * kernel_size * out_size doubles.
   const int64_t col = shape_numel(Dims{cs.c / cs.group, cs.win.kernel_size(), cs.win.out_size()});
-  if (cs.c >= 0 && cs.win.known() && (col < 0 || col > kMaxTensorBytes / 8))
+  if (cs.c >= 0 && cs.win.known() && (col < 0 || col > max_tensor_bytes() / 8))
     return invalid("convolution is too large to compute");
   return cs;
 }

@@ -90,7 +90,7 @@ Result<TransposeSetup> transpose_setup(const Node& node, const Dims& xd, const D
   ts.out_dims = {ts.n, ts.m};
   ts.out_dims.insert(ts.out_dims.end(), w.in.begin(), w.in.end());
   const int64_t col = shape_numel(Dims{std::max<int64_t>(wd[1], 0), w.kernel_size(), w.out_size()});
-  if (wd[1] >= 0 && w.known() && (col < 0 || col > kMaxTensorBytes / 8))
+  if (wd[1] >= 0 && w.known() && (col < 0 || col > max_tensor_bytes() / 8))
     return invalid("transposed convolution is too large to compute");
   return ts;
 }
