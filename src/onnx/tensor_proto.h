@@ -1,0 +1,36 @@
+#pragma once
+// Conversions between ONNX protobuf messages and Kiln's runtime values.
+#include <filesystem>
+#include <string>
+
+#include "core/status.h"
+#include "core/tensor.h"
+#include "ir/graph.h"
+#include "runtime/rvalue.h"
+
+namespace onnx {
+class TensorProto;
+class TypeProto;
+class SequenceProto;
+class OptionalProto;
+class MapProto;
+}  // namespace onnx
+
+namespace kiln {
+
+// Decodes a TensorProto. `base_dir` resolves external data (empty: external data is refused).
+// Errors name the tensor.
+Result<Tensor> tensor_from_proto(const onnx::TensorProto& p, const std::filesystem::path& base_dir);
+void tensor_to_proto(const Tensor& t, const std::string& name, onnx::TensorProto* p);
+
+Result<TypeInfo> type_from_proto(const onnx::TypeProto& p);
+
+Result<RValue> sequence_from_proto(const onnx::SequenceProto& p);
+Result<RValue> optional_from_proto(const onnx::OptionalProto& p);
+Result<RValue> map_from_proto(const onnx::MapProto& p);
+
+// Reads a serialized TensorProto / SequenceProto / OptionalProto / MapProto file, choosing by
+// the expected type (a tensor when the type is unknown).
+Result<RValue> read_value_file(const std::filesystem::path& file, const TypeInfo& expected);
+
+}  // namespace kiln

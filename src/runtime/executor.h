@@ -1,0 +1,40 @@
+#pragma once
+// The reference executor: runs a graph node by node in topological order on the reference
+// kernels, freeing each intermediate value after its last use.
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "ir/graph.h"
+#include "ops/registry.h"
+#include "runtime/rvalue.h"
+
+namespace kiln {
+
+class Scope;
+
+class Executor {
+ public:
+  explicit Executor(const Graph& graph, const OpRegistry& registry = OpRegistry::global());
+  ~Executor();
+
+  // Runs the graph; `inputs` follow graph.inputs order (missing trailing inputs are an error).
+  // Outputs follow graph.outputs order.
+  Result<std::vector<RValue>> run(std::vector<RValue> inputs) const;
+
+  // Checks inputs against the graph's declared input types (kind, dtype, static dims). Messages
+  // name the input.
+  Status check_inputs(const std::vector<RValue>& inputs) const;
+
+ private:
+  const Graph& graph_;
+  const OpRegistry& registry_;
+};
+
+// Runs `g` with `inputs` inside an optional enclosing scope (for subgraphs). Exposed for kernels
+// through OpContext::run_subgraph.
+Result<std::vector<RValue>> run_graph(const Graph& g, std::vector<RValue> inputs, const Scope* parent,
+                                      const OpRegistry& registry);
+
+}  // namespace kiln

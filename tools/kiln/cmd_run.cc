@@ -1,0 +1,215 @@
+// `kiln run MODEL.onnx [--input NAME=FILE.npy]... [--shape NAME=1x3x224x224]... [--output-dir DIR]`
+#include <filesystem>
+#include <map>
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "core/npy.h"
+#include "onnx/importer.h"
+#include "runtime/executor.h"
+
+namespace kiln::cli {
+namespace fs = std::filesystem;
+namespace {
+
+struct RunArgs {
+  std::string model;
+  std::vector<std::string> inputs;
+  std::vector<std::string> shapes;
+  std::string output_dir;
+  uint64_t seed = 0;
+  bool json = false;
+};
+
+Result<std::pair<std::string, std::string>> split_assignment(const std::string& s, const char* flag) {
+  auto eq = s.rfind('=');
+  if (eq == std::string::npos || eq == 0 || eq + 1 == s.size()) {
+    return usage_error("{} expects NAME=VALUE, got '{}'", flag, s);
+  }
+  return std::make_pair(s.substr(0, eq), s.substr(eq + 1));
+}
+
+Result<Dims> parse_dims(const std::string& s) {
+  Dims d;
+  if (s == "scalar") return d;
+  size_t pos = 0;
+  while (pos <= s.size()) {
+    size_t x = s.find_first_of("x,", pos);
+    std::string part = s.substr(pos, x == std::string::npos ? std::string::npos : x - pos);
+    char* end = nullptr;
+    long long v = std::strtoll(part.c_str(), &end, 10);
+    if (part.empty() || *end != '\0' || v < 0) return usage_error("bad shape '{}' (expected e.g. 1x3x224x224)", s);
+    d.push_back(v);
+    if (x == std::string::npos) break;
+    pos = x + 1;
+  }
+  return d;
+}
+
+// Seeded random data: floats uniform in [-1, 1), integers in [0, 10), bools fair.
+Tensor random_tensor(DataType dt, const Dims& dims, std::mt19937_64& rng) {
+  Tensor t(dt, dims);
+  std::uniform_real_distribution<double> uf(-1.0, 1.0);
+  std::uniform_int_distribution<int> ui(0, 9);
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    if (is_float(dt)) {
+      t.set_double(i, uf(rng));
+    } else if (dt == DataType::kBool) {
+      t.set_double(i, ui(rng) % 2);
+    } else {
+      t.set_double(i, ui(rng));
+    }
+  }
+  return t;
+}
+
+std::string safe_file_name(const std::string& name) {
+  std::string s = name;
+  for (char& c : s) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) c = '_';
+  }
+  if (s.empty() || s == "." || s == "..") s = "_" + s;
+  return s;
+}
+
+nlohmann::json summarize(const std::string& name, const Tensor& t) {
+  nlohmann::json j;
+  j["name"] = name;
+  j["dtype"] = std::string(dtype_name(t.dtype()));
+  j["shape"] = t.dims();
+  if (t.dtype() != DataType::kString && t.numel() > 0) {
+    double mn = t.get_double(0), mx = mn, sum = 0;
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      double v = t.get_double(i);
+      mn = std::min(mn, v);
+      mx = std::max(mx, v);
+      sum += v;
+    }
+    j["min"] = mn;
+    j["max"] = mx;
+    j["mean"] = sum / static_cast<double>(t.numel());
+  }
+  return j;
+}
+
+int run(const RunArgs& a) {
+  auto m = import_onnx_file(a.model);
+  if (!m.ok()) return report_error(m.status());
+  const Graph& g = *m->graph;
+  std::map<std::string, std::string> files;
+  std::map<std::string, Dims> shapes;
+  auto known = [&](const std::string& n) {
+    return std::any_of(g.inputs.begin(), g.inputs.end(), [&](const Value* v) { return v->name == n; });
+  };
+  for (const auto& s : a.inputs) {
+    auto kv = split_assignment(s, "--input");
+    if (!kv.ok()) return report_error(kv.status());
+    if (!known(kv->first)) return report_error(usage_error("--input names '{}', which is not an input of the model", kv->first));
+    files[kv->first] = kv->second;
+  }
+  for (const auto& s : a.shapes) {
+    auto kv = split_assignment(s, "--shape");
+    if (!kv.ok()) return report_error(kv.status());
+    if (!known(kv->first)) return report_error(usage_error("--shape names '{}', which is not an input of the model", kv->first));
+    auto d = parse_dims(kv->second);
+    if (!d.ok()) return report_error(d.status());
+    shapes[kv->first] = *d;
+  }
+  std::mt19937_64 rng(a.seed);
+  std::vector<RValue> inputs;
+  for (const Value* v : g.inputs) {
+    if (files.count(v->name)) {
+      auto t = read_npy(files[v->name]);
+      if (!t.ok()) return report_error(t.status().with_context("input '" + v->name + "'"));
+      inputs.push_back(RValue::of(std::move(t).value()));
+      continue;
+    }
+    if (v->type.kind != TypeInfo::Kind::kTensor) {
+      return report_error(usage_error("input '{}' is a {}: give it with --input", v->name, v->type.to_string()));
+    }
+    Dims dims;
+    if (shapes.count(v->name)) {
+      dims = shapes[v->name];
+    } else {
+      if (!v->type.shape.rank_known) {
+        return report_error(usage_error("input '{}' has no declared shape: give it with --shape {}=...", v->name, v->name));
+      }
+      for (const Dim& d : v->type.shape.dims) {
+        if (!d.known()) {
+          return report_error(usage_error("input '{}' has dynamic shape {}: give it with --shape {}=...", v->name,
+                                          v->type.shape.to_string(), v->name));
+        }
+        dims.push_back(d.value);
+      }
+    }
+    if (v->type.dtype == DataType::kString) {
+      return report_error(usage_error("input '{}' holds strings: give it with --input", v->name));
+    }
+    auto probe = Tensor::create(v->type.dtype, dims);
+    if (!probe.ok()) return report_error(probe.status().with_context("input '" + v->name + "'"));
+    inputs.push_back(RValue::of(random_tensor(v->type.dtype, dims, rng)));
+  }
+  Executor exec(g);
+  Status s = exec.check_inputs(inputs);
+  if (!s.ok()) return report_error(s);
+  auto outs = exec.run(std::move(inputs));
+  if (!outs.ok()) return report_error(outs.status());
+
+  if (!a.output_dir.empty()) {
+    std::error_code ec;
+    fs::create_directories(a.output_dir, ec);
+    if (ec) return report_error(runtime_error("cannot create output folder '{}': {}", a.output_dir, ec.message()));
+  }
+  nlohmann::json summary = nlohmann::json::array();
+  for (size_t i = 0; i < outs->size(); ++i) {
+    const std::string& name = g.outputs[i]->name;
+    const RValue& r = (*outs)[i];
+    std::vector<std::pair<std::string, const Tensor*>> parts;
+    if (r.is_tensor()) {
+      parts.push_back({name, &r.tensor});
+    } else if (r.is_sequence()) {
+      for (size_t k = 0; k < r.sequence.size(); ++k) parts.push_back({name + "_" + std::to_string(k), &r.sequence[k]});
+    }
+    if (r.is_none()) summary.push_back({{"name", name}, {"value", nullptr}});
+    for (const auto& [pname, t] : parts) {
+      summary.push_back(summarize(pname, *t));
+      if (!a.output_dir.empty()) {
+        Status ws = write_npy(fs::path(a.output_dir) / (safe_file_name(pname) + ".npy"), *t);
+        if (!ws.ok()) return report_error(ws);
+      }
+    }
+  }
+  if (a.json) {
+    std::printf("%s\n", nlohmann::json{{"outputs", summary}}.dump(2).c_str());
+  } else {
+    for (const auto& o : summary) {
+      std::string shape;
+      if (o.contains("shape")) shape = shape_to_string(o["shape"].get<Dims>());
+      std::printf("%-24s %-8s %-16s", o["name"].get<std::string>().c_str(),
+                  o.contains("dtype") ? o["dtype"].get<std::string>().c_str() : "none", shape.c_str());
+      if (o.contains("min")) {
+        std::printf(" min %.6g max %.6g mean %.6g", o["min"].get<double>(), o["max"].get<double>(), o["mean"].get<double>());
+      }
+      std::printf("\n");
+    }
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+Action add_run_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("run", "Run a model on the reference backend and summarize (or save) its outputs");
+  auto a = std::make_shared<RunArgs>();
+  cmd->add_option("MODEL", a->model, "ONNX model file")->required();
+  cmd->add_option("--input", a->inputs, "NAME=FILE.npy: an input from a NumPy file (repeatable)");
+  cmd->add_option("--shape", a->shapes, "NAME=1x3x224x224: shape of a randomly filled input (repeatable)");
+  cmd->add_option("--output-dir", a->output_dir, "Write each output as DIR/<name>.npy");
+  cmd->add_option("--seed", a->seed, "Seed for randomly filled inputs (default 0)");
+  cmd->add_flag("--json", a->json, "Print the output summary as JSON");
+  return [a]() { return run(*a); };
+}
+
+}  // namespace kiln::cli
