@@ -84,15 +84,22 @@ class Stacker {
   std::vector<Tensor> items_;
 };
 
-bool scalar_truth(const Tensor& t) { return t.numel() > 0 && t.get_double(0) != 0; }
+// If's and Loop's conditions are bool by the spec; numeric ones are read as C truth values.
+Result<bool> read_condition(const RValue* v, const char* what) {
+  if (!v || !v->is_tensor()) return invalid("{} must be a tensor", what);
+  const Tensor& t = v->tensor;
+  if (t.dtype() != DataType::kBool && !is_float(t.dtype()) && !is_integer(t.dtype())) {
+    return invalid("{} must be bool, got {}", what, dtype_name(t.dtype()));
+  }
+  if (t.numel() != 1) return invalid("{} must hold one element, got shape {}", what, shape_to_string(t.dims()));
+  return t.get_double(0) != 0;
+}
 
 // ---- If -----------------------------------------------------------------------------------
 
 Status if_kernel(OpContext& ctx) {
   if (!ctx.has_input(0)) return invalid("If needs a condition");
-  const Tensor& cond = ctx.input(0);
-  if (cond.numel() != 1) return invalid("If condition must hold one element, got shape {}", shape_to_string(cond.dims()));
-  bool taken = scalar_truth(cond);
+  KILN_ASSIGN_OR_RETURN(bool taken, read_condition(ctx.input_value(0), "If condition"));
   const Graph* g = ctx.attr_graph(taken ? "then_branch" : "else_branch");
   if (!g) return invalid("If has no {} attribute", taken ? "then_branch" : "else_branch");
   KILN_ASSIGN_OR_RETURN(std::vector<RValue> outs, ctx.run_subgraph(*g, {}));
@@ -121,17 +128,18 @@ Status loop_kernel(OpContext& ctx) {
     return invalid("Loop has {} outputs but its body yields only {}", ctx.num_outputs(), n_carried + n_scan);
   }
 
-  int64_t max_trip = -1;
-  if (ctx.has_input(0)) {
-    const Tensor& m = ctx.input(0);
-    if (m.numel() != 1) return invalid("Loop trip count M must hold one element");
-    max_trip = m.get_int64(0);
+  bool has_trip = ctx.has_input(0);
+  int64_t max_trip = 0;
+  if (has_trip) {
+    const RValue* m = ctx.input_value(0);
+    if (!m->is_tensor() || !is_integer(m->tensor.dtype()) || m->tensor.numel() != 1) {
+      return invalid("Loop trip count M must be a one-element integer tensor");
+    }
+    max_trip = m->tensor.get_int64(0);
   }
   bool cond = true;
   if (ctx.has_input(1)) {
-    const Tensor& c = ctx.input(1);
-    if (c.numel() != 1) return invalid("Loop condition must hold one element");
-    cond = scalar_truth(c);
+    KILN_ASSIGN_OR_RETURN(cond, read_condition(ctx.input_value(1), "Loop condition"));
   }
   std::vector<RValue> carried(n_carried);
   for (size_t i = 0; i < n_carried; ++i) {
@@ -140,7 +148,7 @@ Status loop_kernel(OpContext& ctx) {
   }
   std::vector<Stacker> scans(n_scan);
 
-  for (int64_t it = 0; cond && (max_trip < 0 || it < max_trip); ++it) {
+  for (int64_t it = 0; cond && (!has_trip || it < max_trip); ++it) {
     std::vector<RValue> feeds;
     feeds.reserve(n_carried + 2);
     feeds.push_back(RValue::of(Tensor::scalar<int64_t>(it)));
@@ -148,10 +156,7 @@ Status loop_kernel(OpContext& ctx) {
     for (auto& v : carried) feeds.push_back(v);
     KILN_ASSIGN_OR_RETURN(std::vector<RValue> outs, ctx.run_subgraph(*body, std::move(feeds)));
     if (outs.size() != body->outputs.size()) return runtime_error("Loop body returned {} values", outs.size());
-    if (!outs[0].is_tensor() || outs[0].tensor.numel() != 1) {
-      return invalid("Loop body's condition output must be a one-element tensor");
-    }
-    cond = scalar_truth(outs[0].tensor);
+    KILN_ASSIGN_OR_RETURN(cond, read_condition(&outs[0], "Loop body's condition output"));
     for (size_t i = 0; i < n_carried; ++i) carried[i] = std::move(outs[1 + i]);
     for (size_t k = 0; k < n_scan; ++k) {
       KILN_RETURN_IF_ERROR(scans[k].add(outs[1 + n_carried + k], "Loop scan output", k));

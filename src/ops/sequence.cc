@@ -20,10 +20,18 @@ Result<const std::vector<Tensor>*> sequence_input(const OpContext& ctx, size_t i
   return &v->sequence;
 }
 
+// Input i when it is a tensor, else nullptr (omitted, empty optional or a sequence).
+const Tensor* tensor_input(const OpContext& ctx, size_t i) {
+  const RValue* v = ctx.input_value(i);
+  return v && v->is_tensor() ? &v->tensor : nullptr;
+}
+
 // Reads an optional scalar position input; `def` when it is omitted.
 Result<int64_t> position_input(const OpContext& ctx, size_t i, int64_t def) {
   if (!ctx.has_input(i)) return def;
-  const Tensor& p = ctx.input(i);
+  const Tensor* pt = tensor_input(ctx, i);
+  if (!pt) return invalid("position must be a tensor");
+  const Tensor& p = *pt;
   if (p.dtype() != DataType::kInt32 && p.dtype() != DataType::kInt64) return invalid("position must be int32 or int64");
   if (p.numel() != 1) return invalid("position must be a scalar, got shape {}", shape_to_string(p.dims()));
   return p.get_int64(0);
@@ -67,8 +75,9 @@ Status sequence_construct_kernel(OpContext& ctx) {
 
 Status sequence_insert_kernel(OpContext& ctx) {
   KILN_ASSIGN_OR_RETURN(const std::vector<Tensor>* in, sequence_input(ctx, 0));
-  if (!ctx.has_input(1)) return invalid("SequenceInsert needs a tensor to insert");
-  const Tensor& t = ctx.input(1);
+  const Tensor* tp = tensor_input(ctx, 1);
+  if (!tp) return invalid("SequenceInsert needs a tensor to insert");
+  const Tensor& t = *tp;
   KILN_RETURN_IF_ERROR(check_same_dtype(*in, t));
   auto n = static_cast<int64_t>(in->size());
   KILN_ASSIGN_OR_RETURN(int64_t pos, position_input(ctx, 2, n));
@@ -119,8 +128,9 @@ Tensor slice_range(const Tensor& t, size_t axis, int64_t start, int64_t len) {
 }
 
 Status split_to_sequence_kernel(OpContext& ctx) {
-  if (!ctx.has_input(0)) return invalid("SplitToSequence needs an input");
-  const Tensor& x = ctx.input(0);
+  const Tensor* xp = tensor_input(ctx, 0);
+  if (!xp) return invalid("SplitToSequence needs a tensor input");
+  const Tensor& x = *xp;
   int64_t r = x.rank();
   int64_t axis = ctx.attr_int("axis", 0);
   if (axis < -r || axis >= r) return invalid("axis {} is out of range for rank {}", axis, r);
@@ -131,7 +141,9 @@ Status split_to_sequence_kernel(OpContext& ctx) {
   std::vector<int64_t> sizes;
   bool squeeze = false;
   if (ctx.has_input(1)) {
-    const Tensor& s = ctx.input(1);
+    const Tensor* sp = tensor_input(ctx, 1);
+    if (!sp) return invalid("split must be a tensor");
+    const Tensor& s = *sp;
     if (s.dtype() != DataType::kInt32 && s.dtype() != DataType::kInt64) return invalid("split must be int32 or int64");
     if (s.rank() == 0) {
       int64_t chunk = s.get_int64(0);
