@@ -65,7 +65,7 @@ class Stacker {
       elem_dims = items_.front().dims();
     } else {
       dt = fallback.kind == TypeInfo::Kind::kTensor && fallback.dtype != DataType::kUndefined ? fallback.dtype
-                                                                                               : DataType::kFloat;
+                                                                                              : DataType::kFloat;
       if (fallback.shape.rank_known && fallback.shape.fully_known()) elem_dims = fallback.shape.static_dims();
     }
     auto rank = static_cast<int64_t>(elem_dims.size()) + 1;
@@ -205,7 +205,8 @@ Status scan8_kernel(OpContext& ctx, const Graph& body) {
   for (size_t i = 1; i < ctx.num_inputs(); ++i) {
     const Tensor& t = ctx.input(i);
     if (t.dim(0) != batch) return invalid("Scan input {} has batch size {}, expected {}", i, t.dim(0), batch);
-    if (i > n && t.dim(1) != max_len) return invalid("Scan input {} has sequence length {}, expected {}", i, t.dim(1), max_len);
+    if (i > n && t.dim(1) != max_len)
+      return invalid("Scan input {} has sequence length {}, expected {}", i, t.dim(1), max_len);
   }
   std::vector<int64_t> lens(static_cast<size_t>(batch), max_len);
   if (ctx.has_input(0)) {
@@ -280,7 +281,8 @@ Status scan_kernel(OpContext& ctx) {
     int64_t& a = in_axes[j];
     if (a < -r || a >= r) return invalid("scan_input_axes[{}] = {} is out of range for rank {}", j, a, r);
     if (a < 0) a += r;
-    if (len >= 0 && t.dim(a) != len) return invalid("Scan inputs disagree on the sequence length: {} vs {}", len, t.dim(a));
+    if (len >= 0 && t.dim(a) != len)
+      return invalid("Scan inputs disagree on the sequence length: {} vs {}", len, t.dim(a));
     len = t.dim(a);
   }
 

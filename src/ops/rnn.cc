@@ -13,8 +13,19 @@ namespace {
 // ---- activations -------------------------------------------------------------------------
 
 struct Activation {
-  enum class Kind { kRelu, kTanh, kSigmoid, kAffine, kLeakyRelu, kThresholdedRelu, kScaledTanh, kHardSigmoid, kElu,
-                    kSoftsign, kSoftplus };
+  enum class Kind {
+    kRelu,
+    kTanh,
+    kSigmoid,
+    kAffine,
+    kLeakyRelu,
+    kThresholdedRelu,
+    kScaledTanh,
+    kHardSigmoid,
+    kElu,
+    kSoftsign,
+    kSoftplus
+  };
   Kind kind = Kind::kTanh;
   double alpha = 0;
   double beta = 0;
@@ -103,7 +114,9 @@ Result<std::vector<Activation>> parse_activations(const OpContext& ctx, const st
 
 enum class Op { kRnn, kGru, kLstm };
 
-int64_t gate_count(Op op) { return op == Op::kRnn ? 1 : op == Op::kGru ? 3 : 4; }
+int64_t gate_count(Op op) {
+  return op == Op::kRnn ? 1 : op == Op::kGru ? 3 : 4;
+}
 
 struct Problem {
   Op op;
@@ -368,16 +381,23 @@ Status run_recurrence(OpContext& ctx, Op op, Cell cell) {
     return Status();
   };
   Dims state_dims = pb.layout == 0 ? Dims{pb.dirs, pb.batch, pb.hidden} : Dims{pb.batch, pb.dirs, pb.hidden};
-  Dims y_dims = pb.layout == 0 ? Dims{pb.seq, pb.dirs, pb.batch, pb.hidden} : Dims{pb.batch, pb.seq, pb.dirs, pb.hidden};
+  Dims y_dims =
+      pb.layout == 0 ? Dims{pb.seq, pb.dirs, pb.batch, pb.hidden} : Dims{pb.batch, pb.seq, pb.dirs, pb.hidden};
   KILN_RETURN_IF_ERROR(emit(0, y, y_dims));
   KILN_RETURN_IF_ERROR(emit(1, yh, state_dims));
   if (lstm) KILN_RETURN_IF_ERROR(emit(2, yc, state_dims));
   return Status();
 }
 
-Status rnn_kernel(OpContext& ctx) { return run_recurrence(ctx, Op::kRnn, rnn_cell); }
-Status gru_kernel(OpContext& ctx) { return run_recurrence(ctx, Op::kGru, gru_cell); }
-Status lstm_kernel(OpContext& ctx) { return run_recurrence(ctx, Op::kLstm, lstm_cell); }
+Status rnn_kernel(OpContext& ctx) {
+  return run_recurrence(ctx, Op::kRnn, rnn_cell);
+}
+Status gru_kernel(OpContext& ctx) {
+  return run_recurrence(ctx, Op::kGru, gru_cell);
+}
+Status lstm_kernel(OpContext& ctx) {
+  return run_recurrence(ctx, Op::kLstm, lstm_cell);
+}
 
 // ---- inference ---------------------------------------------------------------------------
 
@@ -412,11 +432,12 @@ Status recurrence_infer(InferContext& ic, Op op) {
   size_t n_out = ic.node.outputs.size();
   if (ic.output_types.size() < n_out) ic.output_types.resize(n_out);
   if (n_out > 0) {
-    ic.output_types[0] = TypeInfo::tensor(x->dtype, layout == 0 ? shape({seq, dirs, batch, hidden})
-                                                                 : shape({batch, seq, dirs, hidden}));
+    ic.output_types[0] =
+        TypeInfo::tensor(x->dtype, layout == 0 ? shape({seq, dirs, batch, hidden}) : shape({batch, seq, dirs, hidden}));
   }
   Shape state = layout == 0 ? shape({dirs, batch, hidden}) : shape({batch, dirs, hidden});
-  for (size_t i = 1; i < n_out && i < (op == Op::kLstm ? 3u : 2u); ++i) ic.output_types[i] = TypeInfo::tensor(x->dtype, state);
+  for (size_t i = 1; i < n_out && i < (op == Op::kLstm ? 3u : 2u); ++i)
+    ic.output_types[i] = TypeInfo::tensor(x->dtype, state);
   return Status();
 }
 

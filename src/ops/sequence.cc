@@ -123,7 +123,8 @@ Tensor slice_range(const Tensor& t, size_t axis, int64_t start, int64_t len) {
   Tensor out(t.dtype(), out_dims);
   int64_t outer = prod(d, 0, axis);
   int64_t inner = prod(d, axis + 1, d.size());
-  for (int64_t o = 0; o < outer; ++o) copy_elements(out, o * len * inner, t, (o * d[axis] + start) * inner, len * inner);
+  for (int64_t o = 0; o < outer; ++o)
+    copy_elements(out, o * len * inner, t, (o * d[axis] + start) * inner, len * inner);
   return out;
 }
 
@@ -348,7 +349,8 @@ Status sequence_construct_infer(InferContext& ic) {
     const TypeInfo* t = ic.input_types[i];
     if (!t || t->kind != TypeInfo::Kind::kTensor) return Status();
     if (t->dtype != first->dtype) return invalid("SequenceConstruct inputs have different dtypes");
-    if (!(t->shape.rank_known && elem.shape.rank_known && t->shape.dims == elem.shape.dims)) elem.shape = Shape::unknown();
+    if (!(t->shape.rank_known && elem.shape.rank_known && t->shape.dims == elem.shape.dims))
+      elem.shape = Shape::unknown();
   }
   set_output_type(ic, 0, sequence_of(std::move(elem)));
   return Status();
