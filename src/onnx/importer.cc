@@ -8,6 +8,7 @@
 #include "onnx/onnx-ml.pb.h"
 #include "onnx/schema.h"
 #include "onnx/tensor_proto.h"
+#include "ops/infer.h"
 #include "ops/registry.h"
 
 namespace kiln {
@@ -77,6 +78,7 @@ class Importer {
       for (const auto& e : errors_) msg += "\n  " + e;
       return Status(StatusCode::kInvalidModel, msg);
     }
+    KILN_RETURN_IF_ERROR(infer_graph_types(*g).with_context(source_));
     m.graph = std::move(g);
     return m;
   }

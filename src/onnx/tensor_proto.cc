@@ -55,32 +55,36 @@ Result<std::string> read_external(const onnx::TensorProto& p, const fs::path& ba
   return data;
 }
 
-// Unpacks n sub-byte values of `bits` width (low bits first) from packed bytes.
+// Sub-byte types are a little-endian bit stream: element i occupies bits [i*bits, (i+1)*bits),
+// least significant bit first (4- and 2-bit values pack low nibble/pair first; 6-bit values
+// straddle bytes). Signed values are sign-extended into their one-byte holder.
 void unpack_bits(const uint8_t* src, int64_t n, int bits, bool is_signed, uint8_t* dst) {
-  const int per_byte = 8 / bits;
-  const uint8_t mask = static_cast<uint8_t>((1u << bits) - 1);
+  const uint32_t mask = (1u << bits) - 1;
   for (int64_t i = 0; i < n; ++i) {
-    uint8_t v = (src[i / per_byte] >> ((i % per_byte) * bits)) & mask;
+    int64_t bit = i * bits;
+    uint32_t window = src[bit / 8];
+    if ((bit % 8) + bits > 8) window |= static_cast<uint32_t>(src[bit / 8 + 1]) << 8;
+    uint8_t v = static_cast<uint8_t>((window >> (bit % 8)) & mask);
     if (is_signed && (v & (1u << (bits - 1)))) v |= static_cast<uint8_t>(~mask);
     dst[i] = v;
   }
 }
 
 void pack_bits(const uint8_t* src, int64_t n, int bits, std::string* out) {
-  const int per_byte = 8 / bits;
-  const uint8_t mask = static_cast<uint8_t>((1u << bits) - 1);
-  out->assign(static_cast<size_t>((n + per_byte - 1) / per_byte), '\0');
+  const uint32_t mask = (1u << bits) - 1;
+  out->assign(static_cast<size_t>((n * bits + 7) / 8), '\0');
   for (int64_t i = 0; i < n; ++i) {
-    (*out)[static_cast<size_t>(i / per_byte)] |= static_cast<char>((src[i] & mask) << ((i % per_byte) * bits));
+    int64_t bit = i * bits;
+    uint32_t v = (src[i] & mask) << (bit % 8);
+    (*out)[static_cast<size_t>(bit / 8)] |= static_cast<char>(v & 0xff);
+    if ((bit % 8) + bits > 8) (*out)[static_cast<size_t>(bit / 8 + 1)] |= static_cast<char>(v >> 8);
   }
 }
 
 size_t packed_bytes(DataType t, int64_t n) {
   int bits = dtype_file_bits(t);
   if (bits >= 8) return static_cast<size_t>(n) * dtype_size(t);
-  if (bits == 6) return static_cast<size_t>(n);  // float6 is stored one value per byte
-  int per_byte = 8 / bits;
-  return static_cast<size_t>((n + per_byte - 1) / per_byte);
+  return static_cast<size_t>((n * bits + 7) / 8);
 }
 
 }  // namespace
@@ -121,7 +125,7 @@ Result<Tensor> tensor_from_proto(const onnx::TensorProto& p, const fs::path& bas
                      shape_to_string(dims), dtype_name(dt), file_bytes);
     }
     const auto* src = reinterpret_cast<const uint8_t*>(raw->data());
-    if (bits < 8 && bits != 6) {
+    if (bits < 8) {
       unpack_bits(src, n, bits, is_signed_int(dt), t.data<uint8_t>());
     } else if (dt == DataType::kBool) {
       for (int64_t i = 0; i < n; ++i) t.data<bool>()[i] = src[i] != 0;
@@ -170,10 +174,9 @@ Result<Tensor> tensor_from_proto(const onnx::TensorProto& p, const fs::path& bas
     default: {
       // int32_data holds every other type: int8..int32, uint8, uint16, bool, float16/bfloat16 and
       // float8 bit patterns, and packed sub-byte values.
-      if (bits < 8 && bits != 6) {
-        int per_byte = 8 / bits;
-        int64_t words = (n + per_byte - 1) / per_byte;
-        if (p.int32_data_size() != words) return count_error(p.int32_data_size() * per_byte);
+      if (bits < 8) {
+        int64_t words = (n * bits + 7) / 8;
+        if (p.int32_data_size() != words) return count_error(p.int32_data_size() * 8 / bits);
         std::vector<uint8_t> packed(static_cast<size_t>(words));
         for (int64_t i = 0; i < words; ++i) packed[static_cast<size_t>(i)] = static_cast<uint8_t>(p.int32_data(static_cast<int>(i)));
         unpack_bits(packed.data(), n, bits, is_signed_int(dt), t.data<uint8_t>());
@@ -210,7 +213,7 @@ void tensor_to_proto(const Tensor& t, const std::string& name, onnx::TensorProto
     return;
   }
   int bits = dtype_file_bits(t.dtype());
-  if (bits < 8 && bits != 6) {
+  if (bits < 8) {
     pack_bits(t.data<uint8_t>(), t.numel(), bits, p->mutable_raw_data());
   } else {
     p->set_raw_data(t.raw(), t.nbytes());

@@ -27,7 +27,7 @@ namespace fs = std::filesystem;
 namespace {
 
 struct ConfArgs {
-  std::string dir;
+  std::vector<std::string> dirs;
   std::string filter;
   std::string exclude_file;
   bool json = false;
@@ -243,7 +243,6 @@ Result<std::map<std::string, std::string>> read_exclusions(const std::string& fi
 
 int run(const ConfArgs& a) {
   std::error_code ec;
-  if (!fs::is_directory(a.dir, ec)) return report_error(usage_error("'{}' is not a folder", a.dir));
   std::vector<std::pair<std::string, fs::path>> tests;
   auto collect = [&](const fs::path& d) {
     std::vector<fs::path> subs;
@@ -253,13 +252,17 @@ int run(const ConfArgs& a) {
     std::sort(subs.begin(), subs.end());
     for (const auto& s : subs) tests.push_back({s.filename().string(), s});
   };
-  if (fs::exists(fs::path(a.dir) / "model.onnx")) {
-    tests.push_back({fs::path(a.dir).filename().string(), a.dir});
-  } else {
-    collect(a.dir);
-    if (tests.empty()) {  // a root holding node/, simple/ ...
+  for (const std::string& dir : a.dirs) {
+    if (!fs::is_directory(dir, ec)) return report_error(usage_error("'{}' is not a folder", dir));
+    size_t before = tests.size();
+    if (fs::exists(fs::path(dir) / "model.onnx")) {
+      tests.push_back({fs::path(dir).filename().string(), dir});
+      continue;
+    }
+    collect(dir);
+    if (tests.size() == before) {  // a root holding node/, simple/ ...
       std::vector<fs::path> roots;
-      for (const auto& e : fs::directory_iterator(a.dir, ec)) {
+      for (const auto& e : fs::directory_iterator(dir, ec)) {
         if (e.is_directory()) roots.push_back(e.path());
       }
       std::sort(roots.begin(), roots.end());
@@ -366,7 +369,7 @@ int run(const ConfArgs& a) {
 Action add_conformance_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("conformance", "Run ONNX backend test folders and compare against their expected outputs");
   auto a = std::make_shared<ConfArgs>();
-  cmd->add_option("DIR", a->dir, "A test folder, a folder of test folders, or a root holding such folders")->required();
+  cmd->add_option("DIR", a->dirs, "Test folders, folders of test folders, or roots holding such folders")->required();
   cmd->add_option("--filter", a->filter, "Only tests whose folder name matches this regular expression");
   cmd->add_option("--exclude", a->exclude_file, "File of excluded tests: one 'test_name reason' per line");
   cmd->add_option("--jobs,-j", a->jobs, "Tests run in parallel (default 1)");

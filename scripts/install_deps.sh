@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what Kiln needs to build and test on Debian 12 / Ubuntu: compilers and libraries from
+# the distribution, onnx / onnxruntime / numpy / scikit-learn from PyPI (the ONNX schema, the
+# test-case definitions and the reference peer). Safe to run again.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+
+DEB_PACKAGES=(build-essential cmake ninja-build ccache git python3 python3-pip
+  protobuf-compiler libprotobuf-dev nlohmann-json3-dev libcli11-dev libfmt-dev libgtest-dev libgmock-dev
+  libomp-dev clang-format)
+# Whole-model tests export torchvision models with the distribution's PyTorch.
+if [ "${KILN_WITH_TORCH:-1}" = "1" ]; then DEB_PACKAGES+=(python3-torch python3-torchvision); fi
+
+missing=()
+for p in "${DEB_PACKAGES[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "kiln: installing Debian packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY="${PYTHON:-python3}"
+if ! "$PY" -c "import onnx, onnxruntime, numpy, sklearn; assert onnx.__version__ == '1.23.2'" >/dev/null 2>&1; then
+  echo "kiln: installing Python packages (onnx, onnxruntime, numpy, scikit-learn)"
+  "$PY" -m pip install -q --disable-pip-version-check onnx==1.23.2 onnxruntime==1.31.1 numpy scikit-learn \
+    || "$PY" -m pip install -q --disable-pip-version-check --break-system-packages onnx==1.23.2 onnxruntime==1.31.1 numpy scikit-learn
+fi

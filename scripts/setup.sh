@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The main job on the bundled example: installs dependencies, builds Kiln, trains and exports the
+# example digit classifier, runs it with `kiln run` and checks the predictions.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+KILN_WITH_TORCH=0 scripts/install_deps.sh
+scripts/build.sh
+PY="${PYTHON:-python3}"
+"$PY" scripts/make_digits_example.py examples/digits
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  echo "kiln: a GPU is present, but this build runs on the CPU reference backend (the CUDA backend is not built yet)"
+fi
+echo "+ build/bin/kiln info examples/digits/digits.onnx"
+build/bin/kiln info examples/digits/digits.onnx
+echo "+ build/bin/kiln run examples/digits/digits.onnx --input image=examples/digits/images.npy --output-dir examples/digits/out"
+build/bin/kiln run examples/digits/digits.onnx --input image=examples/digits/images.npy --output-dir examples/digits/out
+"$PY" scripts/make_digits_example.py examples/digits --check examples/digits/out/probabilities.npy

@@ -1,0 +1,92 @@
+#include "ops/infer.h"
+
+#include "ops/registry.h"
+
+namespace kiln {
+
+Status merge_types(TypeInfo& declared, const TypeInfo& inferred, const std::string& what) {
+  if (inferred.kind == TypeInfo::Kind::kUnknown) return {};
+  if (declared.kind == TypeInfo::Kind::kUnknown) {
+    declared = inferred;
+    return {};
+  }
+  if (declared.kind != inferred.kind) {
+    return invalid("{}: declared as {} but inferred as {}", what, declared.to_string(), inferred.to_string());
+  }
+  if (declared.kind != TypeInfo::Kind::kTensor) return {};
+  if (declared.dtype == DataType::kUndefined) {
+    declared.dtype = inferred.dtype;
+  } else if (inferred.dtype != DataType::kUndefined && inferred.dtype != declared.dtype) {
+    return invalid("{}: declared as {} but inferred as {}", what, declared.to_string(), inferred.to_string());
+  }
+  if (!inferred.shape.rank_known) return {};
+  if (!declared.shape.rank_known) {
+    declared.shape = inferred.shape;
+    return {};
+  }
+  if (declared.shape.rank() != inferred.shape.rank()) {
+    return invalid("{}: declared as {} but inferred as {}", what, declared.to_string(), inferred.to_string());
+  }
+  for (size_t i = 0; i < declared.shape.dims.size(); ++i) {
+    Dim& d = declared.shape.dims[i];
+    const Dim& e = inferred.shape.dims[i];
+    if (d.known() && e.known() && d.value != e.value) {
+      return invalid("{}: declared as {} but inferred as {}", what, declared.to_string(), inferred.to_string());
+    }
+    if (!d.known() && e.known()) d = e;
+    if (!d.known() && d.symbol.empty() && !e.symbol.empty()) d = e;
+  }
+  return {};
+}
+
+namespace {
+
+void infer_subgraphs(Node& n, InferStats* stats, Status& first_error) {
+  for (auto& [k, a] : n.attrs) {
+    if (a.g) {
+      Status s = infer_graph_types(*a.g, stats);
+      if (!s.ok() && first_error.ok()) first_error = s;
+    }
+    for (auto& sg : a.graphs) {
+      Status s = infer_graph_types(*sg, stats);
+      if (!s.ok() && first_error.ok()) first_error = s;
+    }
+  }
+}
+
+}  // namespace
+
+Status infer_graph_types(Graph& g, InferStats* stats) {
+  const OpRegistry& reg = OpRegistry::global();
+  Status sub_error;
+  for (const auto& np : g.nodes()) {
+    Node& n = *np;
+    if (stats) ++stats->nodes;
+    infer_subgraphs(n, stats, sub_error);
+    KILN_RETURN_IF_ERROR(sub_error);
+    const OpDef* def = reg.find(n.domain, n.op_type);
+    if (!def || !def->infer) continue;
+    if (stats) ++stats->inferred;
+    InferContext ctx{n, {}, {}, {}};
+    for (Value* v : n.inputs) {
+      ctx.input_types.push_back(v ? &v->type : nullptr);
+      const Tensor* c = v && v->initializer ? v->initializer.get() : nullptr;
+      // A Constant node's tensor counts as constant data too (Reshape's shape, Slice's starts ...).
+      if (!c && v && v->producer && v->producer->op_type == "Constant" && v->producer->domain.empty()) {
+        const Attribute* a = v->producer->attr("value");
+        if (a && a->type == AttrType::kTensor) c = &a->t;
+      }
+      ctx.input_constants.push_back(c);
+    }
+    ctx.output_types.resize(n.outputs.size());
+    KILN_RETURN_IF_ERROR(def->infer(ctx).with_context("node " + n.describe()));
+    for (size_t i = 0; i < n.outputs.size() && i < ctx.output_types.size(); ++i) {
+      if (!n.outputs[i]) continue;
+      KILN_RETURN_IF_ERROR(
+          merge_types(n.outputs[i]->type, ctx.output_types[i], "node " + n.describe() + " output '" + n.outputs[i]->name + "'"));
+    }
+  }
+  return {};
+}
+
+}  // namespace kiln

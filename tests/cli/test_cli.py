@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""Command-line tests for `kiln`: good runs and every kind of bad input.
+
+Each bad input must end in a clear error that names the file, node or tensor at fault, the
+documented exit code (2 usage, 3 invalid model or input), no crash, and no partial output file.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+FAILURES = []
+PASSED = 0
+
+
+def run(kiln, *args):
+    p = subprocess.run([kiln, *args], capture_output=True, text=True, timeout=120)
+    return p.returncode, p.stdout, p.stderr
+
+
+def check(name, cond, detail=""):
+    global PASSED
+    if cond:
+        PASSED += 1
+    else:
+        FAILURES.append(f"{name}: {detail}")
+        print(f"FAIL {name}: {detail}")
+
+
+def expect_error(kiln, name, args, code, needles, outdir=None):
+    rc, out, err = run(kiln, *args)
+    ok = rc == code and all(n in err for n in needles) and "Traceback" not in err and rc >= 0
+    check(name, ok, f"rc={rc} (want {code}), stderr={err.strip()[:300]!r}, want {needles}")
+    if outdir is not None:
+        left = os.listdir(outdir) if os.path.isdir(outdir) else []
+        check(name + " (no partial output)", not left, f"left behind: {left}")
+
+
+def save(model, path, check_model=False):
+    if check_model:
+        onnx.checker.check_model(model)
+    with open(path, "wb") as f:
+        f.write(model.SerializeToString())
+    return path
+
+
+def add_relu(opset=17, shape=(2, 3), dtype=TensorProto.FLOAT):
+    g = helper.make_graph(
+        [helper.make_node("Add", ["x", "y"], ["z"], name="add"), helper.make_node("Relu", ["z"], ["out/relu:0"], name="relu")],
+        "g",
+        [helper.make_tensor_value_info("x", dtype, shape), helper.make_tensor_value_info("y", dtype, shape)],
+        [helper.make_tensor_value_info("out/relu:0", dtype, shape)],
+    )
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], producer_name="kiln-tests")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--kiln", required=True)
+    kiln = ap.parse_args().kiln
+    tmp = tempfile.mkdtemp(prefix="kiln_cli_")
+    good = save(add_relu(), os.path.join(tmp, "good.onnx"), check_model=True)
+
+    # --- good runs --------------------------------------------------------------------------
+    x = np.arange(6, dtype=np.float32).reshape(2, 3) - 3
+    y = np.full((2, 3), 0.5, dtype=np.float32)
+    np.save(os.path.join(tmp, "x.npy"), x)
+    np.save(os.path.join(tmp, "y.npy"), y)
+    out = os.path.join(tmp, "out")
+    rc, so, se = run(kiln, "run", good, "--input", f"x={tmp}/x.npy", "--input", f"y={tmp}/y.npy", "--output-dir", out, "--json")
+    check("run ok", rc == 0, f"rc={rc} {se}")
+    if rc == 0:
+        saved = np.load(os.path.join(out, "out_relu_0.npy"))
+        check("run output value", np.allclose(saved, np.maximum(x + y, 0)), str(saved))
+        summary = json.loads(so)["outputs"][0]
+        check("run summary", summary["shape"] == [2, 3] and abs(summary["max"] - 2.5) < 1e-6, str(summary))
+    rc, so, se = run(kiln, "run", good)
+    check("run with random inputs", rc == 0 and "out/relu:0" in so, f"rc={rc} {se}")
+    rc1, so1, _ = run(kiln, "run", good, "--seed", "7", "--json")
+    rc2, so2, _ = run(kiln, "run", good, "--seed", "7", "--json")
+    check("random inputs are seeded", rc1 == 0 and so1 == so2, so1[:200])
+    rc, so, se = run(kiln, "info", good, "--json")
+    info = json.loads(so) if rc == 0 else {}
+    check("info json", rc == 0 and info.get("ops") == {"Add": 1, "Relu": 1} and info["inputs"][0]["shape"] == [2, 3], so[:300])
+    check("info has no unsupported ops", rc == 0 and info.get("unsupported") == [], so[:300])
+
+    dyn = add_relu(shape=("batch", 3))
+    dynp = save(dyn, os.path.join(tmp, "dyn.onnx"))
+    expect_error(kiln, "dynamic dims need --shape", ["run", dynp], 2, ["'x'", "--shape"])
+    rc, so, se = run(kiln, "run", dynp, "--shape", "x=4x3", "--shape", "y=4x3", "--json")
+    check("dynamic with --shape", rc == 0 and json.loads(so)["outputs"][0]["shape"] == [4, 3], se)
+
+    # --- bad model files --------------------------------------------------------------------
+    empty = os.path.join(tmp, "empty.onnx")
+    open(empty, "wb").close()
+    expect_error(kiln, "empty file", ["run", empty], 3, ["empty.onnx", "empty"])
+    data = open(good, "rb").read()
+    trunc = os.path.join(tmp, "truncated.onnx")
+    open(trunc, "wb").write(data[: len(data) // 2])
+    expect_error(kiln, "truncated file", ["run", trunc], 3, ["truncated.onnx", "truncated or corrupt"])
+    corrupt = os.path.join(tmp, "corrupt.onnx")
+    open(corrupt, "wb").write(bytes((b * 37 + 11) % 256 for b in range(300)))
+    expect_error(kiln, "corrupt file", ["run", corrupt], 3, ["corrupt.onnx"])
+    expect_error(kiln, "missing file", ["run", os.path.join(tmp, "nope.onnx")], 3, ["nope.onnx", "no such file"])
+    expect_error(kiln, "info on corrupt file", ["info", corrupt], 3, ["corrupt.onnx"])
+
+    cyc = helper.make_graph(
+        [helper.make_node("Add", ["x", "b"], ["a"], name="first"), helper.make_node("Relu", ["a"], ["b"], name="second")],
+        "cyc", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("b", TensorProto.FLOAT, [2])])
+    expect_error(kiln, "cycle", ["run", save(helper.make_model(cyc), os.path.join(tmp, "cycle.onnx"))], 3, ["cycle", "first"])
+
+    miss = helper.make_graph(
+        [helper.make_node("Add", ["x", "bias"], ["y"], name="add_bias")],
+        "miss", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    expect_error(kiln, "missing initializer", ["run", save(helper.make_model(miss), os.path.join(tmp, "missing.onnx"))], 3,
+                 ["'bias'", "add_bias"])
+
+    unk = helper.make_graph(
+        [helper.make_node("Frobnicate", ["x"], ["y"], name="frob")],
+        "unk", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    unkp = save(helper.make_model(unk), os.path.join(tmp, "unknown_op.onnx"))
+    expect_error(kiln, "unknown op", ["run", unkp], 3, ["Frobnicate", "frob"])
+    rc, so, se = run(kiln, "info", unkp, "--json")
+    check("info lists unknown op", rc == 0 and json.loads(so)["unsupported"][0]["node"] == "frob", so[:300])
+
+    dom = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"], name="custom_relu", domain="com.example")],
+        "dom", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    expect_error(kiln, "unknown domain", ["run", save(helper.make_model(dom), os.path.join(tmp, "domain.onnx"))], 3,
+                 ["com.example", "custom_relu"])
+    dom_m = helper.make_model(dom, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    expect_error(kiln, "unknown op in an imported domain", ["run", save(dom_m, os.path.join(tmp, "domain2.onnx"))], 3,
+                 ["com.example", "custom_relu"])
+
+    bad_attr = helper.make_graph(
+        [helper.make_node("Concat", ["x", "x"], ["y"], name="cat", axis="zero")],
+        "attr", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    expect_error(kiln, "attribute of the wrong type", ["run", save(helper.make_model(bad_attr), os.path.join(tmp, "attr.onnx"))],
+                 3, ["cat", "'axis'", "string", "int"])
+
+    mism = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["y"], name="add_w")],
+        "mism", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        [numpy_helper.from_array(np.array([1, 2], dtype=np.int64), "w")])
+    expect_error(kiln, "type mismatch between inputs", ["run", save(helper.make_model(mism), os.path.join(tmp, "mismatch.onnx"))],
+                 3, ["add_w"])
+
+    huge = add_relu(shape=(2**31, 2**31))
+    hugep = save(huge, os.path.join(tmp, "huge.onnx"))
+    expect_error(kiln, "absurd declared size", ["run", hugep], 3, ["'x'", "exceeds"])
+    init_huge = onnx.TensorProto()
+    init_huge.name = "w"
+    init_huge.data_type = TensorProto.FLOAT
+    init_huge.dims.extend([2**62])
+    hi = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["y"], name="add_w")],
+        "hi", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], [init_huge])
+    expect_error(kiln, "absurd initializer size", ["run", save(helper.make_model(hi), os.path.join(tmp, "huge_init.onnx"))],
+                 3, ["'w'", "exceeds"])
+
+    # --- bad inputs -------------------------------------------------------------------------
+    np.save(os.path.join(tmp, "x_int.npy"), x.astype(np.int32))
+    outdir = os.path.join(tmp, "out_bad")
+    expect_error(kiln, "npy of the wrong dtype", ["run", good, "--input", f"x={tmp}/x_int.npy", "--output-dir", outdir], 3,
+                 ["'x'", "int32", "float"], outdir)
+    np.save(os.path.join(tmp, "x_shape.npy"), np.zeros((3, 2), np.float32))
+    expect_error(kiln, "npy of the wrong shape", ["run", good, "--input", f"x={tmp}/x_shape.npy", "--output-dir", outdir], 3,
+                 ["'x'", "3x2", "2x3"], outdir)
+    open(os.path.join(tmp, "junk.npy"), "wb").write(b"definitely not numpy")
+    expect_error(kiln, "npy that is not npy", ["run", good, "--input", f"x={tmp}/junk.npy"], 3, ["junk.npy"])
+    expect_error(kiln, "input name not in model", ["run", good, "--input", f"nope={tmp}/x.npy"], 2, ["'nope'"])
+    expect_error(kiln, "malformed --input", ["run", good, "--input", "x"], 2, ["NAME=VALUE"])
+    expect_error(kiln, "malformed --shape", ["run", dynp, "--shape", "x=4xq"], 2, ["4xq"])
+    expect_error(kiln, "unknown flag", ["run", good, "--frobnicate"], 2, [])
+    expect_error(kiln, "no verb", [], 2, [])
+    expect_error(kiln, "conformance on a missing folder", ["conformance", os.path.join(tmp, "nothing")], 2, ["nothing"])
+
+    print(f"{PASSED} passed, {len(FAILURES)} failed")
+    return 1 if FAILURES else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

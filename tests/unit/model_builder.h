@@ -1,0 +1,69 @@
+#pragma once
+// Small helpers to build ONNX models in tests, through the protobuf API.
+#include <string>
+#include <vector>
+
+#include "onnx/onnx-ml.pb.h"
+
+namespace kiln::testing {
+
+inline onnx::ValueInfoProto* add_tensor_info(google::protobuf::RepeatedPtrField<onnx::ValueInfoProto>* list,
+                                             const std::string& name, int elem_type, const std::vector<int64_t>& dims,
+                                             const std::vector<std::string>& symbols = {}) {
+  auto* vi = list->Add();
+  vi->set_name(name);
+  auto* tt = vi->mutable_type()->mutable_tensor_type();
+  tt->set_elem_type(elem_type);
+  auto* shape = tt->mutable_shape();
+  for (size_t i = 0; i < dims.size(); ++i) {
+    auto* d = shape->add_dim();
+    if (i < symbols.size() && !symbols[i].empty()) {
+      d->set_dim_param(symbols[i]);
+    } else {
+      d->set_dim_value(dims[i]);
+    }
+  }
+  return vi;
+}
+
+inline onnx::NodeProto* add_node(onnx::GraphProto* g, const std::string& op, const std::vector<std::string>& in,
+                                 const std::vector<std::string>& out, const std::string& name = "") {
+  auto* n = g->add_node();
+  n->set_op_type(op);
+  n->set_name(name);
+  for (const auto& s : in) n->add_input(s);
+  for (const auto& s : out) n->add_output(s);
+  return n;
+}
+
+inline void add_int_attr(onnx::NodeProto* n, const std::string& name, int64_t v) {
+  auto* a = n->add_attribute();
+  a->set_name(name);
+  a->set_type(onnx::AttributeProto::INT);
+  a->set_i(v);
+}
+
+inline onnx::ModelProto make_model(int opset = 17) {
+  onnx::ModelProto m;
+  m.set_ir_version(8);
+  m.set_producer_name("kiln-tests");
+  auto* os = m.add_opset_import();
+  os->set_domain("");
+  os->set_version(opset);
+  m.mutable_graph()->set_name("g");
+  return m;
+}
+
+// x[2x3] + y[2x3] -> z, then Relu -> r
+inline onnx::ModelProto add_relu_model() {
+  onnx::ModelProto m = make_model();
+  auto* g = m.mutable_graph();
+  add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {2, 3});
+  add_tensor_info(g->mutable_input(), "y", onnx::TensorProto::FLOAT, {2, 3});
+  add_node(g, "Add", {"x", "y"}, {"z"}, "add");
+  add_node(g, "Relu", {"z"}, {"r"}, "relu");
+  add_tensor_info(g->mutable_output(), "r", onnx::TensorProto::FLOAT, {2, 3});
+  return m;
+}
+
+}  // namespace kiln::testing

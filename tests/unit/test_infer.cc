@@ -1,0 +1,64 @@
+#include <gtest/gtest.h>
+
+#include "model_builder.h"
+#include "onnx/importer.h"
+#include "ops/infer.h"
+
+namespace kiln {
+namespace {
+using namespace kiln::testing;
+
+Result<Model> import(const onnx::ModelProto& m) { return import_onnx_bytes(m.SerializeAsString(), {}, "infer.onnx"); }
+
+// x[batch, 3, 5] -> Relu -> ReduceSum(axes=[2], keepdims=0) -> Softmax(axis=-1): every
+// intermediate type is inferred, with the symbolic batch dimension carried through.
+TEST(ShapeInference, SymbolicDimsFlowThroughAChain) {
+  onnx::ModelProto m = make_model(17);
+  auto* g = m.mutable_graph();
+  add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, 3, 5}, {"batch"});
+  add_node(g, "Relu", {"x"}, {"r"}, "relu");
+  auto* axes = g->add_initializer();
+  axes->set_name("axes");
+  axes->set_data_type(onnx::TensorProto::INT64);
+  axes->add_dims(1);
+  axes->add_int64_data(2);
+  auto* rs = add_node(g, "ReduceSum", {"r", "axes"}, {"s"}, "sum");
+  add_int_attr(rs, "keepdims", 0);
+  add_node(g, "Softmax", {"s"}, {"y"}, "softmax");
+  auto* out = g->add_output();
+  out->set_name("y");
+  auto r = import(m);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  const Graph& graph = *r->graph;
+  EXPECT_EQ(graph.find_value("r")->type.to_string(), "float[batchx3x5]");
+  EXPECT_EQ(graph.find_value("s")->type.to_string(), "float[batchx3]");
+  EXPECT_EQ(graph.outputs[0]->type.to_string(), "float[batchx3]");
+}
+
+TEST(ShapeInference, ContradictionWithDeclaredTypeIsAnError) {
+  onnx::ModelProto m = make_model(17);
+  auto* g = m.mutable_graph();
+  add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {2, 3});
+  add_node(g, "Relu", {"x"}, {"y"}, "relu");
+  add_tensor_info(g->mutable_output(), "y", onnx::TensorProto::FLOAT, {4, 3});
+  auto r = import(m);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("relu"), std::string::npos) << r.status().message();
+  EXPECT_NE(r.status().message().find("inferred"), std::string::npos) << r.status().message();
+}
+
+TEST(ShapeInference, MergeFillsUnknownParts) {
+  TypeInfo declared = TypeInfo::tensor(DataType::kUndefined);
+  declared.shape.rank_known = true;
+  declared.shape.dims = {Dim{}, Dim::of(4)};
+  TypeInfo inferred = TypeInfo::tensor(DataType::kFloat);
+  inferred.shape.rank_known = true;
+  inferred.shape.dims = {Dim::sym("n"), Dim::of(4)};
+  ASSERT_TRUE(merge_types(declared, inferred, "v").ok());
+  EXPECT_EQ(declared.to_string(), "float[nx4]");
+  inferred.shape.dims[1] = Dim::of(5);
+  EXPECT_FALSE(merge_types(declared, inferred, "v").ok());
+}
+
+}  // namespace
+}  // namespace kiln
