@@ -311,11 +311,71 @@ Status scan_kernel(OpContext& ctx) {
   return Status();
 }
 
+// ---- inference ---------------------------------------------------------------------------
+
+// What both branches of an If agree on: dims that differ become unknown.
+TypeInfo join_types(const TypeInfo& a, const TypeInfo& b) {
+  if (a.kind != b.kind) return TypeInfo();
+  if (a.kind != TypeInfo::Kind::kTensor) return a.to_string() == b.to_string() ? a : TypeInfo();
+  if (a.dtype != b.dtype) return TypeInfo();
+  TypeInfo t = TypeInfo::tensor(a.dtype);
+  if (a.shape.rank_known && b.shape.rank_known && a.shape.rank() == b.shape.rank()) {
+    t.shape = a.shape;
+    for (size_t i = 0; i < t.shape.dims.size(); ++i) {
+      if (!(a.shape.dims[i] == b.shape.dims[i])) t.shape.dims[i] = Dim{};
+    }
+  }
+  return t;
+}
+
+// Sets output i unless the model declares it as another kind (an optional the body types as its
+// element, for instance); that is left to the declaration.
+void set_inferred(InferContext& ic, size_t i, TypeInfo t) {
+  const Value* v = i < ic.node.outputs.size() ? ic.node.outputs[i] : nullptr;
+  if (v && v->type.kind != TypeInfo::Kind::kUnknown && v->type.kind != t.kind) return;
+  ic.output_types[i] = std::move(t);
+}
+
+Status if_infer(InferContext& ic) {
+  const Attribute* then_g = ic.node.attr("then_branch");
+  const Attribute* else_g = ic.node.attr("else_branch");
+  if (!then_g || !else_g || !then_g->g || !else_g->g) return Status();
+  const Graph& a = *then_g->g;
+  const Graph& b = *else_g->g;
+  for (size_t i = 0; i < ic.output_types.size() && i < a.outputs.size() && i < b.outputs.size(); ++i) {
+    set_inferred(ic, i, join_types(a.outputs[i]->type, b.outputs[i]->type));
+  }
+  return Status();
+}
+
+// Loop-carried values may change shape between iterations, so only their dtype is kept; scan
+// outputs gain a leading axis of unknown length.
+Status loop_infer(InferContext& ic) {
+  const Attribute* body_attr = ic.node.attr("body");
+  if (!body_attr || !body_attr->g) return Status();
+  const Graph& body = *body_attr->g;
+  size_t n_carried = ic.node.inputs.size() >= 2 ? ic.node.inputs.size() - 2 : 0;
+  for (size_t i = 0; i < ic.output_types.size() && i + 1 < body.outputs.size(); ++i) {
+    const TypeInfo& t = body.outputs[i + 1]->type;
+    if (t.kind != TypeInfo::Kind::kTensor) {
+      if (i < n_carried) set_inferred(ic, i, t);
+      continue;
+    }
+    TypeInfo out = TypeInfo::tensor(t.dtype);
+    if (i >= n_carried && t.shape.rank_known) {
+      out.shape = t.shape;
+      out.shape.dims.insert(out.shape.dims.begin(), Dim{});
+    }
+    set_inferred(ic, i, std::move(out));
+  }
+  return Status();
+}
+
 }  // namespace
 
 void register_control_ops(OpRegistry& r) {
-  r.add({"", "If", 1, if_kernel, nullptr});
-  r.add({"", "Loop", 1, loop_kernel, nullptr});
+  r.add({"", "If", 1, if_kernel, if_infer});
+  r.add({"", "Loop", 1, loop_kernel, loop_infer});
   r.add({"", "Scan", 8, scan_kernel, nullptr});
 }
 
