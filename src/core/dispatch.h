@@ -15,30 +15,30 @@ namespace kiln {
   case DataType::D:           \
     return f.template operator()<T>();
 
-#define KILN_VISIT_FLOATS             \
-  KILN_VISIT_CASE(kFloat, float)      \
-  KILN_VISIT_CASE(kDouble, double)    \
-  KILN_VISIT_CASE(kFloat16, Float16)  \
+#define KILN_VISIT_FLOATS            \
+  KILN_VISIT_CASE(kFloat, float)     \
+  KILN_VISIT_CASE(kDouble, double)   \
+  KILN_VISIT_CASE(kFloat16, Float16) \
   KILN_VISIT_CASE(kBFloat16, BFloat16)
 
-#define KILN_VISIT_INTS                 \
-  KILN_VISIT_CASE(kInt8, int8_t)        \
-  KILN_VISIT_CASE(kInt16, int16_t)      \
-  KILN_VISIT_CASE(kInt32, int32_t)      \
-  KILN_VISIT_CASE(kInt64, int64_t)      \
-  KILN_VISIT_CASE(kUInt8, uint8_t)      \
-  KILN_VISIT_CASE(kUInt16, uint16_t)    \
-  KILN_VISIT_CASE(kUInt32, uint32_t)    \
+#define KILN_VISIT_INTS              \
+  KILN_VISIT_CASE(kInt8, int8_t)     \
+  KILN_VISIT_CASE(kInt16, int16_t)   \
+  KILN_VISIT_CASE(kInt32, int32_t)   \
+  KILN_VISIT_CASE(kInt64, int64_t)   \
+  KILN_VISIT_CASE(kUInt8, uint8_t)   \
+  KILN_VISIT_CASE(kUInt16, uint16_t) \
+  KILN_VISIT_CASE(kUInt32, uint32_t) \
   KILN_VISIT_CASE(kUInt64, uint64_t)
 
-#define KILN_VISIT_MINIFLOATS                       \
-  KILN_VISIT_CASE(kFloat8E4M3FN, Float8E4M3FN)      \
-  KILN_VISIT_CASE(kFloat8E4M3FNUZ, Float8E4M3FNUZ)  \
-  KILN_VISIT_CASE(kFloat8E5M2, Float8E5M2)          \
-  KILN_VISIT_CASE(kFloat8E5M2FNUZ, Float8E5M2FNUZ)  \
-  KILN_VISIT_CASE(kFloat8E8M0, Float8E8M0)          \
-  KILN_VISIT_CASE(kFloat4E2M1, Float4E2M1)          \
-  KILN_VISIT_CASE(kFloat6E2M3, Float6E2M3)          \
+#define KILN_VISIT_MINIFLOATS                      \
+  KILN_VISIT_CASE(kFloat8E4M3FN, Float8E4M3FN)     \
+  KILN_VISIT_CASE(kFloat8E4M3FNUZ, Float8E4M3FNUZ) \
+  KILN_VISIT_CASE(kFloat8E5M2, Float8E5M2)         \
+  KILN_VISIT_CASE(kFloat8E5M2FNUZ, Float8E5M2FNUZ) \
+  KILN_VISIT_CASE(kFloat8E8M0, Float8E8M0)         \
+  KILN_VISIT_CASE(kFloat4E2M1, Float4E2M1)         \
+  KILN_VISIT_CASE(kFloat6E2M3, Float6E2M3)         \
   KILN_VISIT_CASE(kFloat6E3M2, Float6E3M2)
 
 Status unsupported_dtype(DataType t, const char* what);
@@ -48,8 +48,7 @@ template <typename F>
 Status visit_float(DataType t, F&& f) {
   switch (t) {
     KILN_VISIT_FLOATS
-    default:
-      return unsupported_dtype(t, "floating-point");
+    default: return unsupported_dtype(t, "floating-point");
   }
 }
 // int8..int64, uint8..uint64
@@ -57,8 +56,7 @@ template <typename F>
 Status visit_int(DataType t, F&& f) {
   switch (t) {
     KILN_VISIT_INTS
-    default:
-      return unsupported_dtype(t, "integer");
+    default: return unsupported_dtype(t, "integer");
   }
 }
 // floats and integers (no bool)
@@ -67,8 +65,7 @@ Status visit_numeric(DataType t, F&& f) {
   switch (t) {
     KILN_VISIT_FLOATS
     KILN_VISIT_INTS
-    default:
-      return unsupported_dtype(t, "numeric");
+    default: return unsupported_dtype(t, "numeric");
   }
 }
 // numeric and bool
@@ -78,8 +75,7 @@ Status visit_numeric_bool(DataType t, F&& f) {
     KILN_VISIT_FLOATS
     KILN_VISIT_INTS
     KILN_VISIT_CASE(kBool, bool)
-    default:
-      return unsupported_dtype(t, "numeric or bool");
+    default: return unsupported_dtype(t, "numeric or bool");
   }
 }
 // every dtype, for data-movement kernels; sub-byte ints are visited as their one-byte holders.
@@ -97,8 +93,7 @@ Status visit_all(DataType t, F&& f) {
     KILN_VISIT_CASE(kUInt4, uint8_t)
     KILN_VISIT_CASE(kInt2, int8_t)
     KILN_VISIT_CASE(kUInt2, uint8_t)
-    default:
-      return unsupported_dtype(t, "any");
+    default: return unsupported_dtype(t, "any");
   }
 }
 

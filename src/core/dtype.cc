@@ -16,34 +16,20 @@ struct DTypeInfo {
 };
 
 constexpr std::array<DTypeInfo, kMaxDataType + 1> kInfo = {{
-    {"undefined", 0, 0, ""},
-    {"float", 4, 32, "<f4"},
-    {"uint8", 1, 8, "|u1"},
-    {"int8", 1, 8, "|i1"},
-    {"uint16", 2, 16, "<u2"},
-    {"int16", 2, 16, "<i2"},
-    {"int32", 4, 32, "<i4"},
-    {"int64", 8, 64, "<i8"},
-    {"string", 0, 0, ""},
-    {"bool", 1, 8, "|b1"},
-    {"float16", 2, 16, "<f2"},
-    {"double", 8, 64, "<f8"},
-    {"uint32", 4, 32, "<u4"},
-    {"uint64", 8, 64, "<u8"},
-    {"complex64", 8, 64, "<c8"},
-    {"complex128", 16, 128, "<c16"},
-    {"bfloat16", 2, 16, ""},
-    {"float8e4m3fn", 1, 8, ""},
-    {"float8e4m3fnuz", 1, 8, ""},
-    {"float8e5m2", 1, 8, ""},
-    {"float8e5m2fnuz", 1, 8, ""},
-    {"uint4", 1, 4, ""},
-    {"int4", 1, 4, ""},
-    {"float4e2m1", 1, 4, ""},
-    {"float8e8m0", 1, 8, ""},
-    {"uint2", 1, 2, ""},
-    {"int2", 1, 2, ""},
-    {"float6e2m3", 1, 6, ""},
+    {"undefined", 0, 0, ""},      {"float", 4, 32, "<f4"},
+    {"uint8", 1, 8, "|u1"},       {"int8", 1, 8, "|i1"},
+    {"uint16", 2, 16, "<u2"},     {"int16", 2, 16, "<i2"},
+    {"int32", 4, 32, "<i4"},      {"int64", 8, 64, "<i8"},
+    {"string", 0, 0, ""},         {"bool", 1, 8, "|b1"},
+    {"float16", 2, 16, "<f2"},    {"double", 8, 64, "<f8"},
+    {"uint32", 4, 32, "<u4"},     {"uint64", 8, 64, "<u8"},
+    {"complex64", 8, 64, "<c8"},  {"complex128", 16, 128, "<c16"},
+    {"bfloat16", 2, 16, ""},      {"float8e4m3fn", 1, 8, ""},
+    {"float8e4m3fnuz", 1, 8, ""}, {"float8e5m2", 1, 8, ""},
+    {"float8e5m2fnuz", 1, 8, ""}, {"uint4", 1, 4, ""},
+    {"int4", 1, 4, ""},           {"float4e2m1", 1, 4, ""},
+    {"float8e8m0", 1, 8, ""},     {"uint2", 1, 2, ""},
+    {"int2", 1, 2, ""},           {"float6e2m3", 1, 6, ""},
     {"float6e3m2", 1, 6, ""},
 }};
 
@@ -54,11 +40,21 @@ const DTypeInfo& info(DataType t) {
 
 }  // namespace
 
-bool dtype_valid(int32_t v) { return v > 0 && v <= kMaxDataType; }
-size_t dtype_size(DataType t) { return info(t).size; }
-int dtype_file_bits(DataType t) { return info(t).file_bits; }
-std::string_view dtype_name(DataType t) { return info(t).name; }
-std::string_view dtype_numpy_descr(DataType t) { return info(t).numpy; }
+bool dtype_valid(int32_t v) {
+  return v > 0 && v <= kMaxDataType;
+}
+size_t dtype_size(DataType t) {
+  return info(t).size;
+}
+int dtype_file_bits(DataType t) {
+  return info(t).file_bits;
+}
+std::string_view dtype_name(DataType t) {
+  return info(t).name;
+}
+std::string_view dtype_numpy_descr(DataType t) {
+  return info(t).numpy;
+}
 
 bool dtype_from_name(std::string_view name, DataType* out) {
   for (size_t i = 1; i < kInfo.size(); ++i) {
@@ -84,10 +80,8 @@ bool is_narrow_float(DataType t) {
     case DataType::kFloat8E8M0:
     case DataType::kFloat4E2M1:
     case DataType::kFloat6E2M3:
-    case DataType::kFloat6E3M2:
-      return true;
-    default:
-      return false;
+    case DataType::kFloat6E3M2: return true;
+    default: return false;
   }
 }
 bool is_signed_int(DataType t) {
@@ -97,10 +91,8 @@ bool is_signed_int(DataType t) {
     case DataType::kInt32:
     case DataType::kInt64:
     case DataType::kInt4:
-    case DataType::kInt2:
-      return true;
-    default:
-      return false;
+    case DataType::kInt2: return true;
+    default: return false;
   }
 }
 bool is_unsigned_int(DataType t) {
@@ -110,10 +102,8 @@ bool is_unsigned_int(DataType t) {
     case DataType::kUInt32:
     case DataType::kUInt64:
     case DataType::kUInt4:
-    case DataType::kUInt2:
-      return true;
-    default:
-      return false;
+    case DataType::kUInt2: return true;
+    default: return false;
   }
 }
 
@@ -153,8 +143,8 @@ uint16_t float_to_half(float f) {
     return static_cast<uint16_t>(sign | 0x7c00u | (absx > 0x7f800000u ? 0x200u | ((absx >> 13) & 0x3ffu) : 0));
   }
   if (absx >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds to inf
-  if (absx < 0x38800000u) {  // result is subnormal or zero
-    if (absx < 0x33000000u) return static_cast<uint16_t>(sign);  // below half the smallest subnormal
+  if (absx < 0x38800000u) {                                               // result is subnormal or zero
+    if (absx < 0x33000000u) return static_cast<uint16_t>(sign);           // below half the smallest subnormal
     uint32_t e = absx >> 23;
     uint32_t mant = (absx & 0x7fffffu) | 0x800000u;
     uint32_t shift = 126 - e;  // 14 + (112 - e) ... places the value in units of 2^-24

@@ -3,9 +3,9 @@
 // the IR agree without a table. In memory every element takes at least one byte: the sub-byte
 // types (int4, uint4, int2, uint2, float4e2m1) are unpacked to one value per byte and are packed
 // only in files. The narrow floats are stored as their bit patterns.
+#include <complex>
 #include <cstdint>
 #include <cstring>
-#include <complex>
 #include <string>
 #include <string_view>
 
@@ -56,11 +56,13 @@ std::string_view dtype_numpy_descr(DataType t);
 bool dtype_from_name(std::string_view name, DataType* out);
 bool dtype_valid(int32_t v);
 
-bool is_float(DataType t);          // any floating type, including the narrow ones
-bool is_narrow_float(DataType t);   // float16, bfloat16, float8*, float6*, float4
-bool is_signed_int(DataType t);     // int2 .. int64
-bool is_unsigned_int(DataType t);   // uint2 .. uint64
-inline bool is_integer(DataType t) { return is_signed_int(t) || is_unsigned_int(t); }
+bool is_float(DataType t);         // any floating type, including the narrow ones
+bool is_narrow_float(DataType t);  // float16, bfloat16, float8*, float6*, float4
+bool is_signed_int(DataType t);    // int2 .. int64
+bool is_unsigned_int(DataType t);  // uint2 .. uint64
+inline bool is_integer(DataType t) {
+  return is_signed_int(t) || is_unsigned_int(t);
+}
 
 // ---- narrow float types -------------------------------------------------------------------
 float half_to_float(uint16_t h);
@@ -77,17 +79,22 @@ uint16_t float_to_bf16(float f);  // round to nearest even, NaN kept
 // value as ONNX Cast/QuantizeLinear do by default, otherwise they become NaN or Inf (per format).
 float minifloat_to_float(uint8_t bits, DataType t);
 uint8_t float_to_minifloat(float f, DataType t, bool saturate);
+// double -> narrow float with a single rounding (double -> float -> float8 could round twice).
+uint8_t double_to_minifloat(double d, DataType t, bool saturate);
+// float8e8m0 with an explicit rounding mode (Cast/QuantizeLinear `round_mode`, opset 24+).
+enum class E8M0Round { kUp, kDown, kNearest };
+uint8_t float_to_e8m0(float f, bool saturate, E8M0Round mode);
 
 struct Float16 {
   uint16_t bits = 0;
   Float16() = default;
-  Float16(float f) : bits(float_to_half(f)) {}  // NOLINT
+  Float16(float f) : bits(float_to_half(f)) {}            // NOLINT
   operator float() const { return half_to_float(bits); }  // NOLINT
 };
 struct BFloat16 {
   uint16_t bits = 0;
   BFloat16() = default;
-  BFloat16(float f) : bits(float_to_bf16(f)) {}  // NOLINT
+  BFloat16(float f) : bits(float_to_bf16(f)) {}           // NOLINT
   operator float() const { return bf16_to_float(bits); }  // NOLINT
 };
 // One struct per narrow format so templates can dispatch on the C++ type.
@@ -95,7 +102,7 @@ template <DataType kType>
 struct MiniFloat {
   uint8_t bits = 0;
   MiniFloat() = default;
-  MiniFloat(float f) : bits(float_to_minifloat(f, kType, true)) {}  // NOLINT
+  MiniFloat(float f) : bits(float_to_minifloat(f, kType, true)) {}    // NOLINT
   operator float() const { return minifloat_to_float(bits, kType); }  // NOLINT
 };
 using Float8E4M3FN = MiniFloat<DataType::kFloat8E4M3FN>;
@@ -107,15 +114,27 @@ using Float4E2M1 = MiniFloat<DataType::kFloat4E2M1>;
 using Float6E2M3 = MiniFloat<DataType::kFloat6E2M3>;
 using Float6E3M2 = MiniFloat<DataType::kFloat6E3M2>;
 // Sub-byte integers are held unpacked in one byte each.
-struct Int4 { int8_t v = 0; };
-struct UInt4 { uint8_t v = 0; };
-struct Int2 { int8_t v = 0; };
-struct UInt2 { uint8_t v = 0; };
+struct Int4 {
+  int8_t v = 0;
+};
+struct UInt4 {
+  uint8_t v = 0;
+};
+struct Int2 {
+  int8_t v = 0;
+};
+struct UInt2 {
+  uint8_t v = 0;
+};
 
 // Compile-time map from C++ type to DataType.
-template <typename T> struct TypeToDType;
-#define KILN_TYPE_TO_DTYPE(T, D) \
-  template <> struct TypeToDType<T> { static constexpr DataType value = DataType::D; };
+template <typename T>
+struct TypeToDType;
+#define KILN_TYPE_TO_DTYPE(T, D)                   \
+  template <>                                      \
+  struct TypeToDType<T> {                          \
+    static constexpr DataType value = DataType::D; \
+  };
 KILN_TYPE_TO_DTYPE(float, kFloat)
 KILN_TYPE_TO_DTYPE(double, kDouble)
 KILN_TYPE_TO_DTYPE(Float16, kFloat16)
@@ -133,6 +152,9 @@ KILN_TYPE_TO_DTYPE(std::string, kString)
 KILN_TYPE_TO_DTYPE(std::complex<float>, kComplex64)
 KILN_TYPE_TO_DTYPE(std::complex<double>, kComplex128)
 #undef KILN_TYPE_TO_DTYPE
-template <DataType D> struct TypeToDType<MiniFloat<D>> { static constexpr DataType value = D; };
+template <DataType D>
+struct TypeToDType<MiniFloat<D>> {
+  static constexpr DataType value = D;
+};
 
 }  // namespace kiln

@@ -11,9 +11,10 @@ namespace {
 
 bool descr_to_dtype(const std::string& d, DataType* t) {
   static const std::pair<const char*, DataType> table[] = {
-      {"<f4", DataType::kFloat},  {"<f8", DataType::kDouble}, {"<f2", DataType::kFloat16}, {"|i1", DataType::kInt8},
-      {"<i2", DataType::kInt16},  {"<i4", DataType::kInt32},  {"<i8", DataType::kInt64},   {"|u1", DataType::kUInt8},
-      {"<u2", DataType::kUInt16}, {"<u4", DataType::kUInt32}, {"<u8", DataType::kUInt64},  {"|b1", DataType::kBool},
+      {"<f4", DataType::kFloat},     {"<f8", DataType::kDouble},      {"<f2", DataType::kFloat16},
+      {"|i1", DataType::kInt8},      {"<i2", DataType::kInt16},       {"<i4", DataType::kInt32},
+      {"<i8", DataType::kInt64},     {"|u1", DataType::kUInt8},       {"<u2", DataType::kUInt16},
+      {"<u4", DataType::kUInt32},    {"<u8", DataType::kUInt64},      {"|b1", DataType::kBool},
       {"<c8", DataType::kComplex64}, {"<c16", DataType::kComplex128},
   };
   for (const auto& [s, dt] : table) {
@@ -81,7 +82,8 @@ Result<Tensor> parse_npy(const std::string& bytes, const std::string& source) {
     for (int64_t i = 0; i < t.numel(); ++i) {
       std::string s;
       for (int c = 0; c < width; ++c) {
-        const auto* p = reinterpret_cast<const uint8_t*>(bytes.data() + data_off + (static_cast<size_t>(i) * width + c) * 4);
+        const auto* p =
+            reinterpret_cast<const uint8_t*>(bytes.data() + data_off + (static_cast<size_t>(i) * width + c) * 4);
         uint32_t cp = p[0] | p[1] << 8 | p[2] << 16 | static_cast<uint32_t>(p[3]) << 24;
         if (cp == 0) break;
         if (cp < 0x80) {
@@ -143,7 +145,8 @@ std::string serialize_npy(const Tensor& src) {
     }
   }
   std::string shape = "(";
-  for (size_t i = 0; i < t.dims().size(); ++i) shape += std::to_string(t.dims()[i]) + (t.dims().size() == 1 ? "," : (i + 1 < t.dims().size() ? ", " : ""));
+  for (size_t i = 0; i < t.dims().size(); ++i)
+    shape += std::to_string(t.dims()[i]) + (t.dims().size() == 1 ? "," : (i + 1 < t.dims().size() ? ", " : ""));
   shape += ")";
   std::string header = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': " + shape + ", }";
   size_t total = 10 + header.size() + 1;

@@ -12,9 +12,9 @@ namespace kiln {
 
 enum class StatusCode {
   kOk = 0,
-  kRuntime,      // a failure while running (exit code 1)
-  kUsage,        // bad command-line or API usage (exit code 2)
-  kInvalidModel, // invalid or unsupported model, engine or input data (exit code 3)
+  kRuntime,       // a failure while running (exit code 1)
+  kUsage,         // bad command-line or API usage (exit code 2)
+  kInvalidModel,  // invalid or unsupported model, engine or input data (exit code 3)
 };
 
 class [[nodiscard]] Status {
@@ -54,7 +54,7 @@ Status usage_error(fmt::format_string<Args...> f, Args&&... args) {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : value_(std::move(value)) {}          // NOLINT: implicit by design
   Result(Status status) : status_(std::move(status)) {}  // NOLINT
   bool ok() const { return status_.ok(); }
   const Status& status() const { return status_; }
@@ -76,9 +76,9 @@ class [[nodiscard]] Result {
 #define KILN_CONCAT(a, b) KILN_CONCAT_INNER(a, b)
 
 // Returns early from the enclosing function when a Status is not ok.
-#define KILN_RETURN_IF_ERROR(expr)            \
-  do {                                        \
-    ::kiln::Status kiln_status_ = (expr);     \
+#define KILN_RETURN_IF_ERROR(expr)               \
+  do {                                           \
+    ::kiln::Status kiln_status_ = (expr);        \
     if (!kiln_status_.ok()) return kiln_status_; \
   } while (0)
 

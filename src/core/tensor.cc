@@ -49,7 +49,9 @@ Result<Tensor> Tensor::create(DataType dtype, Dims dims) {
     size_t bytes = static_cast<size_t>(n) * es;
     // Keep one byte allocated so raw() is never null for a defined tensor.
     uint8_t* p = static_cast<uint8_t*>(std::calloc(bytes ? bytes : 1, 1));
-    if (!p) return runtime_error("out of memory allocating {} bytes for a tensor of shape {}", bytes, shape_to_string(t.dims_));
+    if (!p)
+      return runtime_error("out of memory allocating {} bytes for a tensor of shape {}", bytes,
+                           shape_to_string(t.dims_));
     t.bytes_ = std::shared_ptr<uint8_t[]>(p, [](uint8_t* q) { std::free(q); });
   }
   return t;
@@ -87,16 +89,12 @@ Tensor Tensor::clone() const {
 double Tensor::get_double(int64_t i) const {
   double out = 0;
   switch (dtype_) {
-    case DataType::kBool:
-      return data<bool>()[i] ? 1.0 : 0.0;
+    case DataType::kBool: return data<bool>()[i] ? 1.0 : 0.0;
     case DataType::kInt4:
-    case DataType::kInt2:
-      return data<int8_t>()[i];
+    case DataType::kInt2: return data<int8_t>()[i];
     case DataType::kUInt4:
-    case DataType::kUInt2:
-      return data<uint8_t>()[i];
-    default:
-      break;
+    case DataType::kUInt2: return data<uint8_t>()[i];
+    default: break;
   }
   if (is_narrow_float(dtype_) && dtype_ != DataType::kFloat16 && dtype_ != DataType::kBFloat16) {
     return minifloat_to_float(data<uint8_t>()[i], dtype_);
@@ -173,8 +171,8 @@ void copy_elements(Tensor& dst, int64_t dst_index, const Tensor& src, int64_t sr
     return;
   }
   size_t es = dtype_size(src.dtype());
-  std::memcpy(static_cast<uint8_t*>(dst.raw()) + dst_index * es, static_cast<const uint8_t*>(src.raw()) + src_index * es,
-              static_cast<size_t>(count) * es);
+  std::memcpy(static_cast<uint8_t*>(dst.raw()) + dst_index * es,
+              static_cast<const uint8_t*>(src.raw()) + src_index * es, static_cast<size_t>(count) * es);
 }
 
 }  // namespace kiln

@@ -63,13 +63,21 @@ class Tensor {
   void* raw() { return bytes_ ? bytes_.get() : nullptr; }
   const void* raw() const { return bytes_ ? bytes_.get() : nullptr; }
   template <typename T>
-  T* data() { return static_cast<T*>(raw()); }
+  T* data() {
+    return static_cast<T*>(raw());
+  }
   template <typename T>
-  const T* data() const { return static_cast<const T*>(raw()); }
+  const T* data() const {
+    return static_cast<const T*>(raw());
+  }
   template <typename T>
-  std::span<T> span() { return {data<T>(), static_cast<size_t>(numel_)}; }
+  std::span<T> span() {
+    return {data<T>(), static_cast<size_t>(numel_)};
+  }
   template <typename T>
-  std::span<const T> span() const { return {data<T>(), static_cast<size_t>(numel_)}; }
+  std::span<const T> span() const {
+    return {data<T>(), static_cast<size_t>(numel_)};
+  }
   std::vector<std::string>& strings() { return *strings_; }
   const std::vector<std::string>& strings() const { return *strings_; }
 

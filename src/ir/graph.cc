@@ -36,18 +36,13 @@ std::string Shape::to_string() const {
 
 std::string TypeInfo::to_string() const {
   switch (kind) {
-    case Kind::kTensor:
-      return std::string(dtype_name(dtype)) + "[" + shape.to_string() + "]";
-    case Kind::kSparseTensor:
-      return "sparse " + std::string(dtype_name(dtype)) + "[" + shape.to_string() + "]";
-    case Kind::kSequence:
-      return "seq(" + (elem ? elem->to_string() : std::string("?")) + ")";
-    case Kind::kOptional:
-      return "optional(" + (elem ? elem->to_string() : std::string("?")) + ")";
+    case Kind::kTensor: return std::string(dtype_name(dtype)) + "[" + shape.to_string() + "]";
+    case Kind::kSparseTensor: return "sparse " + std::string(dtype_name(dtype)) + "[" + shape.to_string() + "]";
+    case Kind::kSequence: return "seq(" + (elem ? elem->to_string() : std::string("?")) + ")";
+    case Kind::kOptional: return "optional(" + (elem ? elem->to_string() : std::string("?")) + ")";
     case Kind::kMap:
       return "map(" + std::string(dtype_name(key_type)) + "," + (elem ? elem->to_string() : std::string("?")) + ")";
-    case Kind::kUnknown:
-      break;
+    case Kind::kUnknown: break;
   }
   return "?";
 }
@@ -207,7 +202,8 @@ Status Graph::verify() const {
       if (!v) continue;
       if (!owned.count(v)) return invalid("node {}: input {} is not a value of graph '{}'", n.describe(), k, name);
       if (!available.count(v)) {
-        return invalid("node {}: input '{}' is used before it is produced (or is never produced)", n.describe(), v->name);
+        return invalid("node {}: input '{}' is used before it is produced (or is never produced)", n.describe(),
+                       v->name);
       }
     }
     for (Value* v : n.outputs) {

@@ -40,7 +40,7 @@ struct Shape {
   }
   int64_t rank() const { return static_cast<int64_t>(dims.size()); }
   bool fully_known() const;
-  Dims static_dims() const;  // -1 for unknown dims
+  Dims static_dims() const;       // -1 for unknown dims
   std::string to_string() const;  // "1x3x?x?" or "batchx3x224x224", "?" when rank unknown
 };
 
@@ -48,7 +48,7 @@ struct Shape {
 struct TypeInfo {
   enum class Kind { kUnknown, kTensor, kSequence, kOptional, kMap, kSparseTensor };
   Kind kind = Kind::kUnknown;
-  DataType dtype = DataType::kUndefined;  // tensor element type, or map value type
+  DataType dtype = DataType::kUndefined;     // tensor element type, or map value type
   DataType key_type = DataType::kUndefined;  // maps only
   Shape shape;
   std::shared_ptr<TypeInfo> elem;  // sequence / optional element type
@@ -67,12 +67,26 @@ class Value {
  public:
   std::string name;
   TypeInfo type;
-  Node* producer = nullptr;        // nullptr for graph inputs, initializers, outer-scope refs
+  Node* producer = nullptr;             // nullptr for graph inputs, initializers, outer-scope refs
   std::shared_ptr<Tensor> initializer;  // constant data when this value is an initializer
-  bool outer_scope = false;        // refers to a value of an enclosing graph, by name
+  bool outer_scope = false;             // refers to a value of an enclosing graph, by name
 };
 
-enum class AttrType { kUndefined, kFloat, kInt, kString, kTensor, kGraph, kFloats, kInts, kStrings, kTensors, kGraphs, kTypeProto, kTypeProtos };
+enum class AttrType {
+  kUndefined,
+  kFloat,
+  kInt,
+  kString,
+  kTensor,
+  kGraph,
+  kFloats,
+  kInts,
+  kStrings,
+  kTensors,
+  kGraphs,
+  kTypeProto,
+  kTypeProtos
+};
 std::string_view attr_type_name(AttrType t);
 
 struct Attribute {
@@ -95,8 +109,8 @@ class Node {
  public:
   std::string name;
   std::string op_type;
-  std::string domain;   // "" means ai.onnx
-  int opset = 0;        // opset version of `domain` in force for this node
+  std::string domain;           // "" means ai.onnx
+  int opset = 0;                // opset version of `domain` in force for this node
   std::vector<Value*> inputs;   // nullptr: optional input omitted
   std::vector<Value*> outputs;  // nullptr: optional output not requested
   std::map<std::string, Attribute> attrs;
@@ -113,7 +127,7 @@ class Node {
 class Graph {
  public:
   std::string name;
-  std::vector<Value*> inputs;   // graph inputs in order (initializers are not included)
+  std::vector<Value*> inputs;  // graph inputs in order (initializers are not included)
   std::vector<Value*> outputs;
   std::vector<Value*> initializers;
   std::map<std::string, int> opsets;  // domain -> version, inherited by subgraphs

@@ -19,7 +19,9 @@ namespace {
 using OpsetMap = std::map<std::string, int>;
 constexpr int kMaxFunctionDepth = 32;
 
-std::string canon(const std::string& d) { return d == "ai.onnx" ? std::string() : d; }
+std::string canon(const std::string& d) {
+  return d == "ai.onnx" ? std::string() : d;
+}
 
 struct FunctionKey {
   std::string domain, name;
@@ -50,11 +52,12 @@ class Importer {
 
     for (const auto& os : mp.opset_import()) {
       std::string d = canon(os.domain());
-      if (os.version() <= 0) return invalid("{}: opset import for domain '{}' has version {}", source_, os.domain(), os.version());
+      if (os.version() <= 0)
+        return invalid("{}: opset import for domain '{}' has version {}", source_, os.domain(), os.version());
       int newest = newest_opset(d);
       if (newest > 0 && os.version() > newest) {
-        return invalid("{}: opset {} of domain '{}' is newer than this Kiln supports (newest {})", source_, os.version(),
-                       d.empty() ? "ai.onnx" : d, newest);
+        return invalid("{}: opset {} of domain '{}' is newer than this Kiln supports (newest {})", source_,
+                       os.version(), d.empty() ? "ai.onnx" : d, newest);
       }
       opsets_[d] = static_cast<int>(os.version());
     }
@@ -277,7 +280,8 @@ class Importer {
     std::map<std::string, const onnx::AttributeProto*> attr_values;
     for (const auto& a : f.attribute_proto()) attr_values[a.name()] = &a;  // defaults
     for (const auto& a : np.attribute()) attr_values[a.name()] = &a;
-    const std::string prefix = fmt::format("{}::{}#{}::", np.name().empty() ? np.op_type() : np.name(), f.name(), counter_++);
+    const std::string prefix =
+        fmt::format("{}::{}#{}::", np.name().empty() ? np.op_type() : np.name(), f.name(), counter_++);
     auto mapped = [&](const std::string& name) -> std::string {
       if (name.empty()) return name;
       auto r = rename.find(name);
@@ -319,7 +323,8 @@ class Importer {
       if (indices.rank() == 1) {
         flat = indices.get_int64(k);
       } else {
-        for (size_t d = 0; d < dims.size(); ++d) flat += indices.get_int64(k * static_cast<int64_t>(dims.size()) + static_cast<int64_t>(d)) * strides[d];
+        for (size_t d = 0; d < dims.size(); ++d)
+          flat += indices.get_int64(k * static_cast<int64_t>(dims.size()) + static_cast<int64_t>(d)) * strides[d];
       }
       if (flat < 0 || flat >= total) return invalid("'{}': sparse index {} out of range", sp.values().name(), flat);
       copy_elements(dense, flat, values, k, 1);
@@ -329,27 +334,56 @@ class Importer {
 
   Result<Attribute> convert_attribute(const onnx::AttributeProto& ap, Graph& g, Node* n) {
     Attribute a;
-    auto ctx = [&](const std::string& m) { return invalid("node {}: attribute '{}': {}", n->describe(), ap.name(), m); };
+    auto ctx = [&](const std::string& m) {
+      return invalid("node {}: attribute '{}': {}", n->describe(), ap.name(), m);
+    };
     int type = ap.type();
     if (type == onnx::AttributeProto::UNDEFINED) {
       // Very old models leave the type out; infer it from the field that is set.
-      if (ap.has_f()) type = onnx::AttributeProto::FLOAT;
-      else if (ap.has_i()) type = onnx::AttributeProto::INT;
-      else if (ap.has_s()) type = onnx::AttributeProto::STRING;
-      else if (ap.has_t()) type = onnx::AttributeProto::TENSOR;
-      else if (ap.has_g()) type = onnx::AttributeProto::GRAPH;
-      else if (ap.floats_size()) type = onnx::AttributeProto::FLOATS;
-      else if (ap.ints_size()) type = onnx::AttributeProto::INTS;
-      else if (ap.strings_size()) type = onnx::AttributeProto::STRINGS;
-      else return ctx("has no type and no value");
+      if (ap.has_f())
+        type = onnx::AttributeProto::FLOAT;
+      else if (ap.has_i())
+        type = onnx::AttributeProto::INT;
+      else if (ap.has_s())
+        type = onnx::AttributeProto::STRING;
+      else if (ap.has_t())
+        type = onnx::AttributeProto::TENSOR;
+      else if (ap.has_g())
+        type = onnx::AttributeProto::GRAPH;
+      else if (ap.floats_size())
+        type = onnx::AttributeProto::FLOATS;
+      else if (ap.ints_size())
+        type = onnx::AttributeProto::INTS;
+      else if (ap.strings_size())
+        type = onnx::AttributeProto::STRINGS;
+      else
+        return ctx("has no type and no value");
     }
     switch (type) {
-      case onnx::AttributeProto::FLOAT: a.type = AttrType::kFloat; a.f = ap.f(); break;
-      case onnx::AttributeProto::INT: a.type = AttrType::kInt; a.i = ap.i(); break;
-      case onnx::AttributeProto::STRING: a.type = AttrType::kString; a.s = ap.s(); break;
-      case onnx::AttributeProto::FLOATS: a.type = AttrType::kFloats; a.floats.assign(ap.floats().begin(), ap.floats().end()); break;
-      case onnx::AttributeProto::INTS: a.type = AttrType::kInts; a.ints.assign(ap.ints().begin(), ap.ints().end()); break;
-      case onnx::AttributeProto::STRINGS: a.type = AttrType::kStrings; a.strings.assign(ap.strings().begin(), ap.strings().end()); break;
+      case onnx::AttributeProto::FLOAT:
+        a.type = AttrType::kFloat;
+        a.f = ap.f();
+        break;
+      case onnx::AttributeProto::INT:
+        a.type = AttrType::kInt;
+        a.i = ap.i();
+        break;
+      case onnx::AttributeProto::STRING:
+        a.type = AttrType::kString;
+        a.s = ap.s();
+        break;
+      case onnx::AttributeProto::FLOATS:
+        a.type = AttrType::kFloats;
+        a.floats.assign(ap.floats().begin(), ap.floats().end());
+        break;
+      case onnx::AttributeProto::INTS:
+        a.type = AttrType::kInts;
+        a.ints.assign(ap.ints().begin(), ap.ints().end());
+        break;
+      case onnx::AttributeProto::STRINGS:
+        a.type = AttrType::kStrings;
+        a.strings.assign(ap.strings().begin(), ap.strings().end());
+        break;
       case onnx::AttributeProto::TENSOR: {
         a.type = AttrType::kTensor;
         auto t = tensor_from_proto(ap.t(), base_dir_);
@@ -404,8 +438,7 @@ class Importer {
           a.tps.push_back(std::move(t).value());
         }
         break;
-      default:
-        return ctx(fmt::format("unsupported attribute type {}", type));
+      default: return ctx(fmt::format("unsupported attribute type {}", type));
     }
     return a;
   }
@@ -425,8 +458,8 @@ void collect_unsupported(const Graph& g, std::vector<UnsupportedOp>& out) {
     if (!OpRegistry::global().find(n->domain, n->op_type)) {
       std::string op = n->domain.empty() ? n->op_type : n->domain + "." + n->op_type;
       bool known = schema_exists(n->domain, n->op_type);
-      out.push_back({n->name.empty() ? "#" + std::to_string(n->index) : n->name, op,
-                     known ? "no kernel" : "unknown operator"});
+      out.push_back(
+          {n->name.empty() ? "#" + std::to_string(n->index) : n->name, op, known ? "no kernel" : "unknown operator"});
     }
     for (const auto& [k, a] : n->attrs) {
       if (a.g) collect_unsupported(*a.g, out);

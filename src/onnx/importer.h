@@ -17,9 +17,9 @@ struct ImportOptions {
 };
 
 struct UnsupportedOp {
-  std::string node;     // node name (or "#index")
-  std::string op;       // "Conv" or "com.example.MyOp"
-  std::string reason;   // "no kernel" / "unknown operator"
+  std::string node;    // node name (or "#index")
+  std::string op;      // "Conv" or "com.example.MyOp"
+  std::string reason;  // "no kernel" / "unknown operator"
 };
 
 Result<Model> import_onnx_file(const std::filesystem::path& file, const ImportOptions& options = {});

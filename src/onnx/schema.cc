@@ -8,7 +8,9 @@ namespace kiln {
 namespace {
 #include "onnx_schemas.inc"
 
-std::string canon(const std::string& d) { return d == "ai.onnx" ? std::string() : d; }
+std::string canon(const std::string& d) {
+  return d == "ai.onnx" ? std::string() : d;
+}
 }  // namespace
 
 const SchemaRow* find_schema(const std::string& domain, const std::string& op_type, int opset) {
@@ -28,7 +30,9 @@ bool schema_exists(const std::string& domain, const std::string& op_type) {
                      [&](const SchemaRow& r) { return d == r.domain && op_type == r.name; });
 }
 
-const SchemaAttr* schema_attrs(const SchemaRow& row) { return &kSchemaAttrs[row.first_attr]; }
+const SchemaAttr* schema_attrs(const SchemaRow& row) {
+  return &kSchemaAttrs[row.first_attr];
+}
 
 const SchemaAttr* schema_attr(const SchemaRow& row, const std::string& name) {
   for (int i = 0; i < row.num_attrs; ++i) {
@@ -37,7 +41,9 @@ const SchemaAttr* schema_attr(const SchemaRow& row, const std::string& name) {
   return nullptr;
 }
 
-const char* schema_onnx_version() { return kSchemaOnnxVersion; }
+const char* schema_onnx_version() {
+  return kSchemaOnnxVersion;
+}
 
 int newest_opset(const std::string& domain) {
   const std::string d = canon(domain);

@@ -27,22 +27,24 @@ Result<std::string> read_external(const onnx::TensorProto& p, const fs::path& ba
   if (location.empty()) return invalid("tensor '{}': external data has no location", p.name());
   fs::path rel(location);
   if (rel.is_absolute() || location.find("..") != std::string::npos) {
-    return invalid("tensor '{}': external data location '{}' must be a relative path inside the model folder",
-                   p.name(), location);
+    return invalid("tensor '{}': external data location '{}' must be a relative path inside the model folder", p.name(),
+                   location);
   }
-  if (base_dir.empty()) return invalid("tensor '{}': external data '{}' but no model folder is known", p.name(), location);
+  if (base_dir.empty())
+    return invalid("tensor '{}': external data '{}' but no model folder is known", p.name(), location);
   fs::path file = base_dir / rel;
   std::ifstream in(file, std::ios::binary);
   if (!in) return invalid("tensor '{}': cannot open external data file '{}'", p.name(), file.string());
   in.seekg(0, std::ios::end);
   int64_t file_size = static_cast<int64_t>(in.tellg());
   if (offset < 0 || offset > file_size) {
-    return invalid("tensor '{}': external data offset {} is outside '{}' ({} bytes)", p.name(), offset, file.string(), file_size);
+    return invalid("tensor '{}': external data offset {} is outside '{}' ({} bytes)", p.name(), offset, file.string(),
+                   file_size);
   }
   if (length < 0) length = static_cast<int64_t>(expected_bytes);
   if (length != static_cast<int64_t>(expected_bytes)) {
-    return invalid("tensor '{}': external data length {} does not match its shape ({} bytes expected)", p.name(), length,
-                   expected_bytes);
+    return invalid("tensor '{}': external data length {} does not match its shape ({} bytes expected)", p.name(),
+                   length, expected_bytes);
   }
   if (offset + length > file_size) {
     return invalid("tensor '{}': external data [{}, {}) runs past the end of '{}' ({} bytes)", p.name(), offset,
@@ -178,7 +180,8 @@ Result<Tensor> tensor_from_proto(const onnx::TensorProto& p, const fs::path& bas
         int64_t words = (n * bits + 7) / 8;
         if (p.int32_data_size() != words) return count_error(p.int32_data_size() * 8 / bits);
         std::vector<uint8_t> packed(static_cast<size_t>(words));
-        for (int64_t i = 0; i < words; ++i) packed[static_cast<size_t>(i)] = static_cast<uint8_t>(p.int32_data(static_cast<int>(i)));
+        for (int64_t i = 0; i < words; ++i)
+          packed[static_cast<size_t>(i)] = static_cast<uint8_t>(p.int32_data(static_cast<int>(i)));
         unpack_bits(packed.data(), n, bits, is_signed_int(dt), t.data<uint8_t>());
         break;
       }
@@ -275,8 +278,7 @@ Result<TypeInfo> type_from_proto(const onnx::TypeProto& p) {
       }
       break;
     }
-    default:
-      break;
+    default: break;
   }
   return t;
 }
@@ -300,12 +302,9 @@ Result<RValue> optional_from_proto(const onnx::OptionalProto& p) {
       KILN_ASSIGN_OR_RETURN(Tensor t, tensor_from_proto(p.tensor_value(), {}));
       return RValue::of(std::move(t));
     }
-    case onnx::OptionalProto::SEQUENCE:
-      return sequence_from_proto(p.sequence_value());
-    case onnx::OptionalProto::UNDEFINED:
-      return RValue::none();
-    default:
-      return invalid("optional '{}': unsupported element kind {}", p.name(), static_cast<int>(p.elem_type()));
+    case onnx::OptionalProto::SEQUENCE: return sequence_from_proto(p.sequence_value());
+    case onnx::OptionalProto::UNDEFINED: return RValue::none();
+    default: return invalid("optional '{}': unsupported element kind {}", p.name(), static_cast<int>(p.elem_type()));
   }
 }
 
@@ -320,7 +319,8 @@ Result<RValue> map_from_proto(const onnx::MapProto& p) {
     std::vector<int64_t> keys(p.keys().begin(), p.keys().end());
     v.map_keys = Tensor::from_vector(keys, {static_cast<int64_t>(keys.size())});
   }
-  if (p.values().elem_type() != onnx::SequenceProto::TENSOR) return invalid("map '{}': values must be tensors", p.name());
+  if (p.values().elem_type() != onnx::SequenceProto::TENSOR)
+    return invalid("map '{}': values must be tensors", p.name());
   // Values are a sequence of scalars/tensors; flatten to one tensor.
   std::vector<Tensor> vals;
   for (const auto& tp : p.values().tensor_values()) {

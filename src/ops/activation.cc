@@ -291,8 +291,7 @@ Status visit_dropout(DataType t, F&& f) {
     KILN_VISIT_CASE(kFloat8E4M3FNUZ, Float8E4M3FNUZ)
     KILN_VISIT_CASE(kFloat8E5M2, Float8E5M2)
     KILN_VISIT_CASE(kFloat8E5M2FNUZ, Float8E5M2FNUZ)
-    default:
-      return unsupported_dtype(t, "floating-point");
+    default: return unsupported_dtype(t, "floating-point");
   }
 }
 
@@ -367,8 +366,12 @@ Status dropout_kernel(OpContext& ctx) {
 
 // ---- inference ---------------------------------------------------------------------------
 
-Status infer_float_unary(InferContext& ctx) { return activation_infer_like_input(ctx, 0, 0, /*float_only=*/true); }
-Status infer_numeric_unary(InferContext& ctx) { return activation_infer_like_input(ctx, 0, 0, /*float_only=*/false); }
+Status infer_float_unary(InferContext& ctx) {
+  return activation_infer_like_input(ctx, 0, 0, /*float_only=*/true);
+}
+Status infer_numeric_unary(InferContext& ctx) {
+  return activation_infer_like_input(ctx, 0, 0, /*float_only=*/false);
+}
 
 Status infer_dropout(InferContext& ctx) {
   KILN_RETURN_IF_ERROR(activation_infer_like_input(ctx, 0, 0, /*float_only=*/true));

@@ -11,7 +11,7 @@
 
 namespace kiln {
 
-const TypeInfo* activation_input_type(const InferContext& ctx, size_t i);                        // activation.cc
+const TypeInfo* activation_input_type(const InferContext& ctx, size_t i);                       // activation.cc
 Status activation_infer_like_input(InferContext& ctx, size_t in, size_t out, bool float_only);  // activation.cc
 
 namespace {
@@ -111,9 +111,15 @@ Status softmax_family(OpContext& ctx, SoftmaxKind kind) {
   return Status();
 }
 
-Status softmax_kernel(OpContext& ctx) { return softmax_family(ctx, SoftmaxKind::kSoftmax); }
-Status log_softmax_kernel(OpContext& ctx) { return softmax_family(ctx, SoftmaxKind::kLogSoftmax); }
-Status hardmax_kernel(OpContext& ctx) { return softmax_family(ctx, SoftmaxKind::kHardmax); }
+Status softmax_kernel(OpContext& ctx) {
+  return softmax_family(ctx, SoftmaxKind::kSoftmax);
+}
+Status log_softmax_kernel(OpContext& ctx) {
+  return softmax_family(ctx, SoftmaxKind::kLogSoftmax);
+}
+Status hardmax_kernel(OpContext& ctx) {
+  return softmax_family(ctx, SoftmaxKind::kHardmax);
+}
 
 Status infer_softmax(InferContext& ctx) {
   KILN_RETURN_IF_ERROR(activation_infer_like_input(ctx, 0, 0, /*float_only=*/true));

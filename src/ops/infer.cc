@@ -82,8 +82,8 @@ Status infer_graph_types(Graph& g, InferStats* stats) {
     KILN_RETURN_IF_ERROR(def->infer(ctx).with_context("node " + n.describe()));
     for (size_t i = 0; i < n.outputs.size() && i < ctx.output_types.size(); ++i) {
       if (!n.outputs[i]) continue;
-      KILN_RETURN_IF_ERROR(
-          merge_types(n.outputs[i]->type, ctx.output_types[i], "node " + n.describe() + " output '" + n.outputs[i]->name + "'"));
+      KILN_RETURN_IF_ERROR(merge_types(n.outputs[i]->type, ctx.output_types[i],
+                                       "node " + n.describe() + " output '" + n.outputs[i]->name + "'"));
     }
   }
   return {};

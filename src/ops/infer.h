@@ -8,8 +8,8 @@
 namespace kiln {
 
 struct InferStats {
-  int64_t nodes = 0;        // nodes visited (subgraphs included)
-  int64_t inferred = 0;     // nodes whose op has an inference function
+  int64_t nodes = 0;     // nodes visited (subgraphs included)
+  int64_t inferred = 0;  // nodes whose op has an inference function
 };
 
 Status infer_graph_types(Graph& g, InferStats* stats = nullptr);

@@ -9,7 +9,7 @@
 
 namespace kiln {
 
-const TypeInfo* activation_input_type(const InferContext& ctx, size_t i);                        // activation.cc
+const TypeInfo* activation_input_type(const InferContext& ctx, size_t i);                       // activation.cc
 Status activation_infer_like_input(InferContext& ctx, size_t in, size_t out, bool float_only);  // activation.cc
 
 namespace {

@@ -175,8 +175,8 @@ Result<Dims> reshape_dims(const Dims& in, const std::vector<int64_t>& shape, boo
     }
     out[static_cast<size_t>(infer_at)] = n / known;
   } else if (known != n) {
-    return invalid("cannot reshape {} ({} elements) to {} ({} elements)", shape_to_string(in), n,
-                   shape_to_string(out), known);
+    return invalid("cannot reshape {} ({} elements) to {} ({} elements)", shape_to_string(in), n, shape_to_string(out),
+                   known);
   }
   return out;
 }
@@ -209,8 +209,8 @@ Status reshape_infer(InferContext& c) {
   }
   if (!have_shape) {
     const Shape* ss = known_rank_shape(c, 1);
-    return infer_same_dtype(c, ss && ss->rank() == 1 && ss->dims[0].known() ? shape_of_rank(ss->dims[0].value)
-                                                                            : Shape::unknown());
+    return infer_same_dtype(
+        c, ss && ss->rank() == 1 && ss->dims[0].known() ? shape_of_rank(ss->dims[0].value) : Shape::unknown());
   }
   bool allowzero = c.node.opset >= 14 && node_attr_int(c.node, "allowzero", 0) != 0;
   if (in && in->fully_known()) {

@@ -97,9 +97,8 @@ Status gather_elements_kernel(OpContext& ctx) {
   const int64_t axis_stride = row_major_strides(x.dims())[static_cast<size_t>(axis)];
   Tensor out(x.dtype(), idx.dims());
   with_element_copier(out, x, [&](auto copy) {
-    strided_walk(idx.dims(), strides_without_axis(x, axis), 0, [&](int64_t o, int64_t base) {
-      copy(o, base + ind[static_cast<size_t>(o)] * axis_stride);
-    });
+    strided_walk(idx.dims(), strides_without_axis(x, axis), 0,
+                 [&](int64_t o, int64_t base) { copy(o, base + ind[static_cast<size_t>(o)] * axis_stride); });
   });
   ctx.set_output(0, std::move(out));
   return Status();
@@ -252,9 +251,8 @@ Status scatter_elements_kernel(OpContext& ctx) {
   const Dims strides = strides_without_axis(x, axis);
   Tensor out = x.clone();
   KILN_RETURN_IF_ERROR(scatter_apply(out, upd, red, [&](auto apply) {
-    strided_walk(idx.dims(), strides, 0, [&](int64_t o, int64_t base) {
-      apply(base + ind[static_cast<size_t>(o)] * axis_stride, o, 1);
-    });
+    strided_walk(idx.dims(), strides, 0,
+                 [&](int64_t o, int64_t base) { apply(base + ind[static_cast<size_t>(o)] * axis_stride, o, 1); });
   }));
   ctx.set_output(0, std::move(out));
   return Status();

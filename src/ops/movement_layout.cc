@@ -41,7 +41,9 @@ Status transpose_infer(InferContext& c) {
 
 // ---- Concat ---------------------------------------------------------------------------------
 
-int64_t concat_axis_attr(const Node& n) { return node_attr_int(n, "axis", n.opset < 4 ? 1 : 0); }
+int64_t concat_axis_attr(const Node& n) {
+  return node_attr_int(n, "axis", n.opset < 4 ? 1 : 0);
+}
 
 Status concat_kernel(OpContext& ctx) {
   std::vector<const Tensor*> xs;
@@ -286,8 +288,8 @@ Status slice_kernel(OpContext& ctx) {
       has_steps = true;
     }
   }
-  KILN_ASSIGN_OR_RETURN(auto plan, slice_plan(x.dims(), starts, ends, has_axes ? &axes : nullptr,
-                                              has_steps ? &steps : nullptr));
+  KILN_ASSIGN_OR_RETURN(auto plan,
+                        slice_plan(x.dims(), starts, ends, has_axes ? &axes : nullptr, has_steps ? &steps : nullptr));
   const Dims xs = row_major_strides(x.dims());
   Dims od(plan.size()), ss(plan.size());
   int64_t offset = 0;
@@ -325,8 +327,8 @@ Status slice_infer(InferContext& c) {
     if (ka) axes = ka->to_int64_vector(), has_axes = true;
     if (kp) steps = kp->to_int64_vector(), has_steps = true;
   }
-  KILN_ASSIGN_OR_RETURN(auto plan, slice_plan(in->static_dims(), starts, ends, has_axes ? &axes : nullptr,
-                                              has_steps ? &steps : nullptr));
+  KILN_ASSIGN_OR_RETURN(
+      auto plan, slice_plan(in->static_dims(), starts, ends, has_axes ? &axes : nullptr, has_steps ? &steps : nullptr));
   Shape out = *in;
   for (size_t d = 0; d < plan.size(); ++d) {
     const bool untouched = plan[d].start == 0 && plan[d].step == 1 && plan[d].count == in->dims[d].value;
@@ -623,9 +625,7 @@ Status depth_space_infer(InferContext& c, bool to_space) {
   const int64_t b = node_attr_int(c.node, "blocksize", 0);
   if (!in || in->rank() != 4 || b <= 0) return infer_same_dtype(c, in ? *in : Shape::unknown());
   Shape out = *in;
-  auto scale = [](const Dim& d, int64_t mul, int64_t div) {
-    return d.known() ? Dim::of(d.value * mul / div) : Dim{};
-  };
+  auto scale = [](const Dim& d, int64_t mul, int64_t div) { return d.known() ? Dim::of(d.value * mul / div) : Dim{}; };
   out.dims[1] = to_space ? scale(in->dims[1], 1, b * b) : scale(in->dims[1], b * b, 1);
   out.dims[2] = to_space ? scale(in->dims[2], b, 1) : scale(in->dims[2], 1, b);
   out.dims[3] = to_space ? scale(in->dims[3], b, 1) : scale(in->dims[3], 1, b);

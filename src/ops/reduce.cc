@@ -21,7 +21,9 @@ namespace {
 enum class ReduceKind { kSum, kMean, kMax, kMin, kProd, kL1, kL2, kLogSum, kLogSumExp, kSumSquare };
 
 // Opset in which `axes` moved from an attribute to the optional second input.
-int axes_input_opset(ReduceKind kind) { return kind == ReduceKind::kSum ? 13 : 18; }
+int axes_input_opset(ReduceKind kind) {
+  return kind == ReduceKind::kSum ? 13 : 18;
+}
 
 template <typename T>
 constexpr bool kIsFloat = std::is_floating_point_v<T> || std::is_class_v<T>;
@@ -144,7 +146,8 @@ Status reduce_typed(ReduceKind kind, const Tensor& x, const ReducePlan& plan, Te
       // same wrap-around result as NumPy's fixed-width arithmetic without signed-overflow UB.
       std::vector<uint64_t> acc(static_cast<size_t>(out_n), kind == ReduceKind::kProd ? 1 : 0);
       for_each_reduced(dims, plan, [&](int64_t i, int64_t o) {
-        uint64_t v = static_cast<uint64_t>(static_cast<std::conditional_t<std::is_signed_v<T>, int64_t, uint64_t>>(px[i]));
+        uint64_t v =
+            static_cast<uint64_t>(static_cast<std::conditional_t<std::is_signed_v<T>, int64_t, uint64_t>>(px[i]));
         if constexpr (std::is_signed_v<T>) {
           if (kind == ReduceKind::kL1 && px[i] < 0) v = 0 - v;
         }
@@ -422,11 +425,16 @@ Status arg_infer(InferContext& ic) {
 
 void register_reduce_ops(OpRegistry& r) {
   const std::pair<const char*, ReduceKind> reduces[] = {
-      {"ReduceSum", ReduceKind::kSum},       {"ReduceMean", ReduceKind::kMean},
-      {"ReduceMax", ReduceKind::kMax},       {"ReduceMin", ReduceKind::kMin},
-      {"ReduceProd", ReduceKind::kProd},     {"ReduceL1", ReduceKind::kL1},
-      {"ReduceL2", ReduceKind::kL2},         {"ReduceLogSum", ReduceKind::kLogSum},
-      {"ReduceLogSumExp", ReduceKind::kLogSumExp}, {"ReduceSumSquare", ReduceKind::kSumSquare},
+      {"ReduceSum", ReduceKind::kSum},
+      {"ReduceMean", ReduceKind::kMean},
+      {"ReduceMax", ReduceKind::kMax},
+      {"ReduceMin", ReduceKind::kMin},
+      {"ReduceProd", ReduceKind::kProd},
+      {"ReduceL1", ReduceKind::kL1},
+      {"ReduceL2", ReduceKind::kL2},
+      {"ReduceLogSum", ReduceKind::kLogSum},
+      {"ReduceLogSumExp", ReduceKind::kLogSumExp},
+      {"ReduceSumSquare", ReduceKind::kSumSquare},
   };
   for (const auto& [name, kind] : reduces) {
     ReduceKind k = kind;

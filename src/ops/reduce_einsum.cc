@@ -66,7 +66,8 @@ Result<EinsumSpec> parse_einsum(const std::string& equation, const std::vector<i
     start = comma + 1;
   }
   if (terms.size() != ranks.size()) {
-    return invalid("einsum equation '{}' has {} operands but the node has {} inputs", equation, terms.size(), ranks.size());
+    return invalid("einsum equation '{}' has {} operands but the node has {} inputs", equation, terms.size(),
+                   ranks.size());
   }
   EinsumSpec spec;
   std::vector<std::vector<int>> letters(terms.size());
@@ -108,7 +109,8 @@ Result<EinsumSpec> parse_einsum(const std::string& equation, const std::vector<i
         if (occurrences[static_cast<size_t>(l)] == 0) {
           return invalid("einsum output label '{}' does not appear in any operand", static_cast<char>(l));
         }
-        if (seen[static_cast<size_t>(l)]) return invalid("einsum output label '{}' appears twice", static_cast<char>(l));
+        if (seen[static_cast<size_t>(l)])
+          return invalid("einsum output label '{}' appears twice", static_cast<char>(l));
         seen[static_cast<size_t>(l)] = true;
         spec.output.push_back(l);
       }
@@ -322,7 +324,8 @@ Status det_kernel(OpContext& ctx) {
           break;
         }
         if (piv != c) {
-          for (int64_t k = 0; k < m; ++k) std::swap(a[static_cast<size_t>(piv * m + k)], a[static_cast<size_t>(c * m + k)]);
+          for (int64_t k = 0; k < m; ++k)
+            std::swap(a[static_cast<size_t>(piv * m + k)], a[static_cast<size_t>(c * m + k)]);
           det = -det;
         }
         det *= p;

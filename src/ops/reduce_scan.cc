@@ -126,7 +126,8 @@ Status topk_kernel(OpContext& ctx) {
   if (ctx.opset() >= 10) {
     if (!ctx.has_input(1)) return invalid("the K input is required");
     const Tensor& kt = ctx.input(1);
-    if (kt.numel() != 1 || kt.rank() > 1) return invalid("K must have exactly one element, got shape {}", shape_to_string(kt.dims()));
+    if (kt.numel() != 1 || kt.rank() > 1)
+      return invalid("K must have exactly one element, got shape {}", shape_to_string(kt.dims()));
     if (kt.dtype() != DataType::kInt64 && kt.dtype() != DataType::kInt32) {
       return invalid("K must be int64, got {}", dtype_name(kt.dtype()));
     }

@@ -88,13 +88,14 @@ Status unique_kernel(OpContext& ctx) {
     };
     std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return cmp_slices(a, b) < 0; });
     for (int64_t i = 1; i < n; ++i) {
-      equal_to_prev[static_cast<size_t>(i)] = cmp_slices(order[static_cast<size_t>(i - 1)], order[static_cast<size_t>(i)]) == 0;
+      equal_to_prev[static_cast<size_t>(i)] =
+          cmp_slices(order[static_cast<size_t>(i - 1)], order[static_cast<size_t>(i)]) == 0;
     }
     return Status();
   }));
 
   // Groups of equal slices, in sorted order.
-  std::vector<int64_t> first;   // first occurrence of each group
+  std::vector<int64_t> first;  // first occurrence of each group
   std::vector<int64_t> counts;
   std::vector<int64_t> inverse(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) {
@@ -171,6 +172,8 @@ Status unique_infer(InferContext& ic) {
 
 }  // namespace
 
-void register_reduce_unique_ops(OpRegistry& r) { r.add({"", "Unique", 11, unique_kernel, unique_infer}); }
+void register_reduce_unique_ops(OpRegistry& r) {
+  r.add({"", "Unique", 11, unique_kernel, unique_infer});
+}
 
 }  // namespace kiln

@@ -4,7 +4,9 @@ namespace kiln {
 
 void register_all_ops(OpRegistry& r);  // op_list.cc
 
-std::string canonical_domain(const std::string& domain) { return domain == "ai.onnx" ? std::string() : domain; }
+std::string canonical_domain(const std::string& domain) {
+  return domain == "ai.onnx" ? std::string() : domain;
+}
 
 void OpRegistry::add(OpDef def) {
   def.domain = canonical_domain(def.domain);

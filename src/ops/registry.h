@@ -25,11 +25,11 @@ struct InferContext {
 using InferFn = std::function<Status(InferContext&)>;
 
 struct OpDef {
-  std::string domain;   // "" for ai.onnx, "ai.onnx.ml", "ai.onnx.preview.training", ...
+  std::string domain;  // "" for ai.onnx, "ai.onnx.ml", "ai.onnx.preview.training", ...
   std::string op_type;
-  int min_opset = 1;    // first opset version of `domain` this kernel implements
+  int min_opset = 1;  // first opset version of `domain` this kernel implements
   KernelFn kernel;
-  InferFn infer;        // optional
+  InferFn infer;  // optional
 };
 
 class OpRegistry {

@@ -77,7 +77,8 @@ Status check_value(const Value& decl, const RValue& got, const char* what) {
     if (!got.is_tensor()) return invalid("{} '{}': expected a tensor", what, decl.name);
     const Tensor& x = got.tensor;
     if (t.dtype != DataType::kUndefined && x.dtype() != t.dtype) {
-      return invalid("{} '{}': dtype is {}, the model expects {}", what, decl.name, dtype_name(x.dtype()), dtype_name(t.dtype));
+      return invalid("{} '{}': dtype is {}, the model expects {}", what, decl.name, dtype_name(x.dtype()),
+                     dtype_name(t.dtype));
     }
     if (t.shape.rank_known) {
       if (x.rank() != t.shape.rank()) {

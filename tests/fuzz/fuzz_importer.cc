@@ -16,7 +16,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const Graph& g = *m->graph;
   std::vector<RValue> inputs;
   for (const Value* v : g.inputs) {
-    if (v->type.kind != TypeInfo::Kind::kTensor || !v->type.shape.fully_known() || v->type.dtype == DataType::kUndefined) {
+    if (v->type.kind != TypeInfo::Kind::kTensor || !v->type.shape.fully_known() ||
+        v->type.dtype == DataType::kUndefined) {
       return 0;
     }
     Dims dims = v->type.shape.static_dims();

@@ -8,7 +8,9 @@ namespace kiln {
 namespace {
 using namespace kiln::testing;
 
-Result<Model> import(const onnx::ModelProto& m) { return import_onnx_bytes(m.SerializeAsString(), {}, "infer.onnx"); }
+Result<Model> import(const onnx::ModelProto& m) {
+  return import_onnx_bytes(m.SerializeAsString(), {}, "infer.onnx");
+}
 
 // x[batch, 3, 5] -> Relu -> ReduceSum(axes=[2], keepdims=0) -> Softmax(axis=-1): every
 // intermediate type is inferred, with the symbolic batch dimension carried through.

@@ -160,7 +160,8 @@ Outcome run_one(const fs::path& test_dir) {
     for (size_t i = 0; i < out_files.size(); ++i) {
       auto want = read_value_file(out_files[i], g.outputs[i]->type);
       if (!want.ok()) return {Outcome::kFail, want.status().message()};
-      std::string r = compare_value((*outs)[i], *want, fmt::format("{} output '{}'", set.filename().string(), g.outputs[i]->name));
+      std::string r =
+          compare_value((*outs)[i], *want, fmt::format("{} output '{}'", set.filename().string(), g.outputs[i]->name));
       if (!r.empty()) return {Outcome::kFail, r};
     }
   }
@@ -208,12 +209,18 @@ Outcome finish(Child& c, bool timed_out) {
   waitpid(c.pid, &status, 0);
   close(c.fd);
   if (timed_out) return {Outcome::kFail, "timed out"};
-  if (WIFSIGNALED(status)) return {Outcome::kFail, fmt::format("crashed with signal {} ({})", WTERMSIG(status), strsignal(WTERMSIG(status)))};
+  if (WIFSIGNALED(status))
+    return {Outcome::kFail, fmt::format("crashed with signal {} ({})", WTERMSIG(status), strsignal(WTERMSIG(status)))};
   auto nl = c.buffer.find('\n');
   if (nl == std::string::npos) return {Outcome::kFail, "the test process ended without a result"};
   Outcome o;
   o.kind = static_cast<Outcome::Kind>(std::atoi(c.buffer.substr(0, nl).c_str()));
   o.reason = c.buffer.substr(nl + 1);
+  // One line per failure: multi-line importer messages are joined.
+  for (size_t p = o.reason.find("\n"); p != std::string::npos; p = o.reason.find("\n", p)) {
+    size_t end = o.reason.find_first_not_of(" ", p + 1);
+    o.reason.replace(p, (end == std::string::npos ? o.reason.size() : end) - p, " ");
+  }
   return o;
 }
 
@@ -346,8 +353,8 @@ int run(const ConfArgs& a) {
   }
   const int total = static_cast<int>(results.size());
   if (a.json) {
-    nlohmann::json j{{"passed", passed}, {"failed", failed}, {"skipped", skipped}, {"total", total},
-                     {"failures", failures}, {"skips", skips}};
+    nlohmann::json j{{"passed", passed}, {"failed", failed},     {"skipped", skipped},
+                     {"total", total},   {"failures", failures}, {"skips", skips}};
     std::printf("%s\n", j.dump(1).c_str());
   } else {
     for (const auto& f : failures) {
@@ -367,7 +374,8 @@ int run(const ConfArgs& a) {
 }  // namespace
 
 Action add_conformance_command(CLI::App& app) {
-  auto* cmd = app.add_subcommand("conformance", "Run ONNX backend test folders and compare against their expected outputs");
+  auto* cmd =
+      app.add_subcommand("conformance", "Run ONNX backend test folders and compare against their expected outputs");
   auto a = std::make_shared<ConfArgs>();
   cmd->add_option("DIR", a->dirs, "Test folders, folders of test folders, or roots holding such folders")->required();
   cmd->add_option("--filter", a->filter, "Only tests whose folder name matches this regular expression");

@@ -103,7 +103,8 @@ Action add_info_command(CLI::App& app) {
     for (const Value* v : g.inputs) std::printf("  %-30s %s\n", v->name.c_str(), v->type.to_string().c_str());
     std::printf("outputs:\n");
     for (const Value* v : g.outputs) std::printf("  %-30s %s\n", v->name.c_str(), v->type.to_string().c_str());
-    std::printf("parameters: %lld (%lld bytes)\n", static_cast<long long>(params.count), static_cast<long long>(params.bytes));
+    std::printf("parameters: %lld (%lld bytes)\n", static_cast<long long>(params.count),
+                static_cast<long long>(params.bytes));
     std::printf("nodes:      %lld\n", static_cast<long long>(g.total_node_count()));
     std::vector<std::pair<std::string, int64_t>> sorted(hist.begin(), hist.end());
     std::stable_sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) { return a.second > b.second; });

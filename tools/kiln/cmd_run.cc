@@ -106,13 +106,15 @@ int run(const RunArgs& a) {
   for (const auto& s : a.inputs) {
     auto kv = split_assignment(s, "--input");
     if (!kv.ok()) return report_error(kv.status());
-    if (!known(kv->first)) return report_error(usage_error("--input names '{}', which is not an input of the model", kv->first));
+    if (!known(kv->first))
+      return report_error(usage_error("--input names '{}', which is not an input of the model", kv->first));
     files[kv->first] = kv->second;
   }
   for (const auto& s : a.shapes) {
     auto kv = split_assignment(s, "--shape");
     if (!kv.ok()) return report_error(kv.status());
-    if (!known(kv->first)) return report_error(usage_error("--shape names '{}', which is not an input of the model", kv->first));
+    if (!known(kv->first))
+      return report_error(usage_error("--shape names '{}', which is not an input of the model", kv->first));
     auto d = parse_dims(kv->second);
     if (!d.ok()) return report_error(d.status());
     shapes[kv->first] = *d;
@@ -134,7 +136,8 @@ int run(const RunArgs& a) {
       dims = shapes[v->name];
     } else {
       if (!v->type.shape.rank_known) {
-        return report_error(usage_error("input '{}' has no declared shape: give it with --shape {}=...", v->name, v->name));
+        return report_error(
+            usage_error("input '{}' has no declared shape: give it with --shape {}=...", v->name, v->name));
       }
       for (const Dim& d : v->type.shape.dims) {
         if (!d.known()) {
@@ -190,7 +193,8 @@ int run(const RunArgs& a) {
       std::printf("%-24s %-8s %-16s", o["name"].get<std::string>().c_str(),
                   o.contains("dtype") ? o["dtype"].get<std::string>().c_str() : "none", shape.c_str());
       if (o.contains("min")) {
-        std::printf(" min %.6g max %.6g mean %.6g", o["min"].get<double>(), o["max"].get<double>(), o["mean"].get<double>());
+        std::printf(" min %.6g max %.6g mean %.6g", o["min"].get<double>(), o["max"].get<double>(),
+                    o["mean"].get<double>());
       }
       std::printf("\n");
     }
