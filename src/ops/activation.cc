@@ -228,7 +228,13 @@ Status shrink_kernel(OpContext& ctx) {
 
 Status prelu_kernel(OpContext& ctx) {
   const Tensor& x = ctx.input(0);
-  const Tensor& slope = ctx.input(1);
+  Tensor slope = ctx.input(1);
+  // Before opset 7 a 1-D slope of C values is per channel (axis 1), not numpy-broadcast.
+  if (ctx.opset() < 7 && slope.rank() == 1 && slope.numel() > 1 && x.rank() >= 2 && x.dim(1) == slope.numel()) {
+    Dims d(static_cast<size_t>(x.rank() - 1), 1);
+    d[0] = slope.numel();
+    slope = slope.reshaped(d);
+  }
   if (slope.dtype() != x.dtype()) {
     return invalid("PRelu slope dtype {} differs from X dtype {}", dtype_name(slope.dtype()), dtype_name(x.dtype()));
   }
