@@ -33,8 +33,12 @@ namespace {
 std::atomic<int64_t> g_max_tensor_bytes{kMaxTensorBytes};
 }  // namespace
 
-int64_t max_tensor_bytes() { return g_max_tensor_bytes.load(std::memory_order_relaxed); }
-void set_max_tensor_bytes(int64_t bytes) { g_max_tensor_bytes.store(bytes, std::memory_order_relaxed); }
+int64_t max_tensor_bytes() {
+  return g_max_tensor_bytes.load(std::memory_order_relaxed);
+}
+void set_max_tensor_bytes(int64_t bytes) {
+  g_max_tensor_bytes.store(bytes, std::memory_order_relaxed);
+}
 
 Result<Tensor> Tensor::create(DataType dtype, Dims dims) {
   if (dtype == DataType::kUndefined || !dtype_valid(static_cast<int32_t>(dtype))) {

@@ -24,7 +24,9 @@ void set(InferContext& ctx, size_t i, DataType dt, Shape s) {
   ctx.output_types[i] = TypeInfo::tensor(dt, std::move(s));
 }
 
-Shape shape_of(const TypeInfo* t) { return t ? t->shape : Shape::unknown(); }
+Shape shape_of(const TypeInfo* t) {
+  return t ? t->shape : Shape::unknown();
+}
 
 Shape with_last_dim(const Shape& in, Dim last, bool replace) {
   if (!in.rank_known) return Shape::unknown();
@@ -133,7 +135,7 @@ Status optimizer_infer(InferContext& ctx) {
   const size_t n = (ctx.input_types.size() - 2) / groups;
   ctx.output_types.resize(ctx.node.outputs.size());
   for (size_t o = 0; o < ctx.output_types.size(); ++o) {
-    size_t group = o / n;                           // 0: X, 1: V or H, 2: H (Adam)
+    size_t group = o / n;                              // 0: X, 1: V or H, 2: H (Adam)
     size_t source_group = group == 0 ? 0 : group + 1;  // skip the gradients
     const TypeInfo* t = tensor_input(ctx, 2 + source_group * n + o % n);
     if (t) ctx.output_types[o] = *t;
