@@ -15,5 +15,5 @@ python3 scripts/gen_onnx_tests.py build-fuzz/onnx-tests
 python3 scripts/make_fuzz_corpus.py build-fuzz/onnx-tests/node build-fuzz/corpus-seed
 mkdir -p build-fuzz/corpus
 # -rss_limit_mb and -malloc_limit_mb turn absurd allocations into findings instead of OOM kills.
-build-fuzz/fuzz_importer build-fuzz/corpus build-fuzz/corpus-seed -max_total_time="$SECONDS_TO_RUN" \
+build-fuzz/tests/fuzz/fuzz_importer build-fuzz/corpus build-fuzz/corpus-seed -max_total_time="$SECONDS_TO_RUN" \
   -max_len=65536 -timeout=10 -rss_limit_mb=4096 -print_final_stats=1
