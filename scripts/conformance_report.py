@@ -27,6 +27,7 @@ def main():
     ap.add_argument("--kiln", required=True)
     ap.add_argument("--data", required=True)
     ap.add_argument("--exclude", required=True)
+    ap.add_argument("--model-exclude", help="exclusion file for the model-level folders")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     node_dir = os.path.join(a.data, "node")
@@ -72,7 +73,8 @@ def main():
         "python3 scripts/gen_onnx_tests.py build/onnx-tests",
         "build/bin/kiln conformance build/onnx-tests/node --exclude tests/conformance/node_exclusions.txt",
         "python3 scripts/conformance_report.py --kiln build/bin/kiln --data build/onnx-tests \\",
-        "    --exclude tests/conformance/node_exclusions.txt --out docs/conformance.md   # this page",
+        "    --exclude tests/conformance/node_exclusions.txt \\",
+        "    --model-exclude tests/conformance/model_exclusions.txt --out docs/conformance.md   # this page",
         "```",
         "",
         "For comparison, ONNX Runtime's public backend scoreboard (onnx 1.22) passes 1,458 of 1,765 node",
@@ -89,7 +91,28 @@ def main():
     for op in sorted(by_op):
         p_, f_, s_ = by_op[op]
         lines.append(f"| {op} | {p_} | {f_} | {s_} |")
-    lines += ["", "## Excluded tests", "", "| test | reason |", "|---|---|"]
+    model_dirs = [os.path.join(a.data, k) for k in ("simple", "pytorch-converted", "pytorch-operator")]
+    model_dirs = [d for d in model_dirs if os.path.isdir(d)]
+    if model_dirs and a.model_exclude:
+        mp = subprocess.run([a.kiln, "conformance", *model_dirs, "--exclude", a.model_exclude, "--json", "-j", "2"],
+                            capture_output=True, text=True)
+        mr = json.loads(mp.stdout)
+        lines += [
+            "",
+            "## Model-level tests",
+            "",
+            f"The `simple`, `pytorch-converted` and `pytorch-operator` folders of the same package: "
+            f"**{mr['passed']} of {mr['total']} pass**, {mr['failed']} fail, {mr['skipped']} excluded "
+            f"(`tests/conformance/model_exclusions.txt`):",
+            "",
+            "| test | reason |",
+            "|---|---|",
+        ]
+        for s_ in mr["skips"]:
+            lines.append(f"| {s_['test']} | {s_['reason'].removeprefix('excluded: ')} |")
+        for f_ in mr["failures"]:
+            lines.append(f"| {f_['test']} | failed: {f_['reason'][:200]} |")
+    lines += ["", "## Excluded node tests", "", "| test | reason |", "|---|---|"]
     for s in sorted(r["skips"], key=lambda x: x["test"]):
         lines.append(f"| {s['test']} | {s['reason'].removeprefix('excluded: ')} |")
     if r["failures"]:

@@ -78,6 +78,14 @@ Status check_node_against_schema(const Node& node, const SchemaRow& row) {
   if (row.max_input >= 0 && nin > row.max_input) {
     return invalid("node {}: has {} inputs, at most {} expected", node.describe(), nin, row.max_input);
   }
+  // A required input may not be omitted (an empty name) even where a later one is given; the
+  // last formal parameter repeats when it is variadic.
+  const std::string kinds = row.input_kinds;
+  for (int i = 0; i < nin; ++i) {
+    if (node.inputs[static_cast<size_t>(i)]) continue;
+    char k = i < static_cast<int>(kinds.size()) ? kinds[static_cast<size_t>(i)] : (kinds.empty() ? 'O' : kinds.back());
+    if (k == 'S') return invalid("node {}: required input {} is missing (empty name)", node.describe(), i);
+  }
   int nout = static_cast<int>(node.outputs.size());
   if (row.max_output >= 0 && nout > row.max_output) {
     return invalid("node {}: has {} outputs, at most {} expected", node.describe(), nout, row.max_output);

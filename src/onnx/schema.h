@@ -21,6 +21,7 @@ struct SchemaRow {
   int min_input, max_input;    // max -1: unbounded
   int min_output, max_output;  // max -1: unbounded
   int first_attr, num_attrs;   // range in the attribute table
+  const char* input_kinds;     // per formal input: 'S' required, 'O' optional, 'V' variadic
 };
 
 // The schema in force for (domain, op) at `opset`: the newest version not above it. nullptr when

@@ -188,6 +188,13 @@ def main():
     expect_error(kiln, "no verb", [], 2, [])
     expect_error(kiln, "conformance on a missing folder", ["conformance", os.path.join(tmp, "nothing")], 2, ["nothing"])
 
+    # Inputs the fuzzer once crashed on: now each must end in a clean error or a clean run.
+    reg = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fuzz", "regressions")
+    for f in sorted(os.listdir(reg)) if os.path.isdir(reg) else []:
+        for verb in ("info", "run"):
+            rc, _, err = run(kiln, verb, os.path.join(reg, f))
+            check(f"fuzz regression {f} ({verb})", rc in (0, 1, 2, 3) and "kiln: error" in err or rc == 0, f"rc={rc} {err[:200]}")
+
     print(f"{PASSED} passed, {len(FAILURES)} failed")
     return 1 if FAILURES else 0
 

@@ -106,6 +106,15 @@ TEST(Importer, AttributeOfTheWrongType) {
   expect_error(import(m), "required attribute 'axis' is missing");
 }
 
+TEST(Importer, OmittedRequiredInput) {
+  onnx::ModelProto m = make_model(19);
+  auto* g = m.mutable_graph();
+  add_tensor_info(g->mutable_input(), "scales", onnx::TensorProto::FLOAT, {4});
+  add_node(g, "Resize", {"", "", "scales"}, {"y"}, "resize");
+  add_tensor_info(g->mutable_output(), "y", onnx::TensorProto::FLOAT, {1, 1, 4, 4});
+  expect_error(import(m), "required input 0 is missing");
+}
+
 TEST(Importer, InitializerWithBadDataOrAbsurdSize) {
   onnx::ModelProto m = add_relu_model();
   auto* g = m.mutable_graph();
