@@ -5,6 +5,7 @@
 
 #include "core/dispatch.h"
 #include "ops/attention_common.h"
+#include "ops/misc_infer.h"
 #include "ops/registry.h"
 
 namespace kiln {
@@ -217,7 +218,7 @@ Status flex_attention_infer(InferContext& ic) {
 }  // namespace
 
 void register_attention_extra_ops(OpRegistry& r) {
-  r.add({"", "LinearAttention", 27, linear_attention_kernel, nullptr});
+  r.add({"", "LinearAttention", 27, linear_attention_kernel, linear_attention_infer});
   r.add({"ai.onnx.preview", "FlexAttention", 1, flex_attention_kernel, flex_attention_infer});
 }
 

@@ -2,6 +2,7 @@
 // outer-scope names itself; these kernels only feed the body's formal inputs and collect outputs.
 #include <algorithm>
 
+#include "ops/misc_infer.h"
 #include "ops/registry.h"
 
 namespace kiln {
@@ -376,7 +377,7 @@ Status loop_infer(InferContext& ic) {
 void register_control_ops(OpRegistry& r) {
   r.add({"", "If", 1, if_kernel, if_infer});
   r.add({"", "Loop", 1, loop_kernel, loop_infer});
-  r.add({"", "Scan", 8, scan_kernel, nullptr});
+  r.add({"", "Scan", 8, scan_kernel, scan_infer});
 }
 
 }  // namespace kiln

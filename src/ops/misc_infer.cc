@@ -1,4 +1,5 @@
-// Type and shape inference for the string, ai.onnx.ml, training and random operators.
+// Type and shape inference for the string, ai.onnx.ml, training and random operators, and for a
+// few operators of other families whose outputs follow from attributes or subgraphs.
 #include "ops/misc_infer.h"
 
 #include <algorithm>
@@ -167,6 +168,115 @@ Status multinomial_infer(InferContext& ctx) {
   s.dims = {x && x->shape.rank_known && x->shape.rank() == 2 ? x->shape.dims[0] : Dim{},
             Dim::of(attr_i(ctx.node, "sample_size", 1))};
   set(ctx, 0, static_cast<DataType>(attr_i(ctx.node, "dtype", static_cast<int64_t>(DataType::kInt32))), s);
+  return {};
+}
+
+namespace {
+
+const Tensor* constant_input(const InferContext& ctx, size_t i) {
+  return i < ctx.input_constants.size() ? ctx.input_constants[i] : nullptr;
+}
+
+Dim scalar_dim(const InferContext& ctx, size_t i) {
+  const Tensor* t = constant_input(ctx, i);
+  return t && t->numel() == 1 ? Dim::of(t->get_int64(0)) : Dim{};
+}
+
+}  // namespace
+
+Status linear_attention_infer(InferContext& ctx) {
+  const TypeInfo* q = tensor_input(ctx, 0);
+  Shape s;
+  if (q && q->shape.rank_known) {
+    s = q->shape;
+    if (!s.dims.empty()) s.dims.back() = Dim{};  // the value head size decides the last dimension
+  }
+  set(ctx, 0, q ? q->dtype : DataType::kUndefined, s);
+  if (ctx.node.outputs.size() > 1) {
+    if (const TypeInfo* st = tensor_input(ctx, 3)) set(ctx, 1, st->dtype, st->shape);
+  }
+  return {};
+}
+
+Status stft_infer(InferContext& ctx) {
+  const TypeInfo* x = tensor_input(ctx, 0);
+  Dim frame_len = scalar_dim(ctx, 3);
+  if (!frame_len.known()) {
+    if (const TypeInfo* w = tensor_input(ctx, 2); w && w->shape.rank_known && w->shape.rank() == 1)
+      frame_len = w->shape.dims[0];
+  }
+  Dim step = scalar_dim(ctx, 1);
+  Shape s;
+  s.rank_known = true;
+  Dim batch, frames, bins;
+  if (x && x->shape.rank_known && x->shape.rank() >= 2) {
+    batch = x->shape.dims[0];
+    const Dim& len = x->shape.dims[1];
+    if (len.known() && frame_len.known() && step.known() && step.value > 0 && len.value >= frame_len.value) {
+      frames = Dim::of((len.value - frame_len.value) / step.value + 1);
+    }
+  }
+  if (frame_len.known()) bins = Dim::of(attr_i(ctx.node, "onesided", 1) ? frame_len.value / 2 + 1 : frame_len.value);
+  s.dims = {batch, frames, bins, Dim::of(2)};
+  set(ctx, 0, x ? x->dtype : DataType::kUndefined, s);
+  return {};
+}
+
+Status mel_weight_matrix_infer(InferContext& ctx) {
+  Dim bins = scalar_dim(ctx, 0);
+  Dim dft = scalar_dim(ctx, 1);
+  Shape s;
+  s.rank_known = true;
+  s.dims = {dft.known() ? Dim::of(dft.value / 2 + 1) : Dim{}, bins};
+  set(ctx, 0, static_cast<DataType>(attr_i(ctx.node, "output_datatype", 1)), s);
+  return {};
+}
+
+Status optional_infer(InferContext& ctx) {
+  TypeInfo t;
+  t.kind = TypeInfo::Kind::kOptional;
+  if (!ctx.input_types.empty() && ctx.input_types[0]) {
+    t.elem = std::make_shared<TypeInfo>(*ctx.input_types[0]);
+  } else if (const Attribute* a = ctx.node.attr("type"); a && a->type == AttrType::kTypeProto) {
+    t.elem = std::make_shared<TypeInfo>(a->tp);
+  }
+  ctx.output_types.resize(std::max<size_t>(ctx.output_types.size(), 1));
+  ctx.output_types[0] = std::move(t);
+  return {};
+}
+
+// Scan: the first outputs are the final state variables (typed like the initial states); the
+// others stack a body output along the scan axis (dtype from the body, length from the inputs).
+Status scan_infer(InferContext& ctx) {
+  const Attribute* body = ctx.node.attr("body");
+  const int64_t num_scan_inputs = attr_i(ctx.node, "num_scan_inputs", 0);
+  const size_t first = ctx.node.opset < 9 ? 1 : 0;  // opset 8 starts with sequence_lens
+  const int64_t states = static_cast<int64_t>(ctx.input_types.size() - first) - num_scan_inputs;
+  ctx.output_types.resize(ctx.node.outputs.size());
+  for (size_t o = 0; o < ctx.output_types.size(); ++o) {
+    if (static_cast<int64_t>(o) < states) {
+      if (const TypeInfo* t = tensor_input(ctx, first + o)) ctx.output_types[o] = *t;
+    } else if (body && body->g && o < body->g->outputs.size()) {
+      const TypeInfo& bt = body->g->outputs[o]->type;
+      if (bt.kind == TypeInfo::Kind::kTensor) ctx.output_types[o] = TypeInfo::tensor(bt.dtype);
+    }
+  }
+  return {};
+}
+
+Status sequence_map_infer(InferContext& ctx) {
+  const Attribute* body = ctx.node.attr("body");
+  ctx.output_types.resize(ctx.node.outputs.size());
+  for (size_t o = 0; o < ctx.output_types.size(); ++o) {
+    TypeInfo t;
+    t.kind = TypeInfo::Kind::kSequence;
+    if (body && body->g && o < body->g->outputs.size()) {
+      TypeInfo e = body->g->outputs[o]->type;
+      if (e.kind == TypeInfo::Kind::kTensor) e.shape = Shape::unknown();  // elements may differ in shape
+      t.elem = std::make_shared<TypeInfo>(std::move(e));
+    }
+    ctx.output_types[o] = std::move(t);
+  }
   return {};
 }
 

@@ -1,5 +1,6 @@
 #pragma once
-// Inference functions of the string, ai.onnx.ml, training and random operators (misc_infer.cc).
+// Inference functions of the string, ai.onnx.ml, training and random operators, and of a few
+// operators of other families (misc_infer.cc).
 #include "ops/registry.h"
 
 namespace kiln {
@@ -16,5 +17,11 @@ Status same_as_input0_infer(InferContext& ctx);
 Status optimizer_infer(InferContext& ctx);
 Status random_infer(InferContext& ctx);
 Status multinomial_infer(InferContext& ctx);
+Status linear_attention_infer(InferContext& ctx);
+Status stft_infer(InferContext& ctx);
+Status mel_weight_matrix_infer(InferContext& ctx);
+Status optional_infer(InferContext& ctx);
+Status scan_infer(InferContext& ctx);
+Status sequence_map_infer(InferContext& ctx);
 
 }  // namespace kiln

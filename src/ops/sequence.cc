@@ -3,6 +3,7 @@
 // kNone and a present optional is just its element.
 #include <algorithm>
 
+#include "ops/misc_infer.h"
 #include "ops/registry.h"
 
 namespace kiln {
@@ -399,8 +400,8 @@ void register_sequence_ops(OpRegistry& r) {
   r.add({"", "SequenceLength", 11, sequence_length_kernel, sequence_length_infer});
   r.add({"", "SplitToSequence", 11, split_to_sequence_kernel, split_to_sequence_infer});
   r.add({"", "ConcatFromSequence", 11, concat_from_sequence_kernel, concat_from_sequence_infer});
-  r.add({"", "SequenceMap", 17, sequence_map_kernel, nullptr});
-  r.add({"", "Optional", 15, optional_kernel, nullptr});
+  r.add({"", "SequenceMap", 17, sequence_map_kernel, sequence_map_infer});
+  r.add({"", "Optional", 15, optional_kernel, optional_infer});
   r.add({"", "OptionalHasElement", 15, optional_has_element_kernel, optional_has_element_infer});
   r.add({"", "OptionalGetElement", 15, optional_get_element_kernel, optional_get_element_infer});
 }

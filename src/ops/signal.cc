@@ -8,6 +8,7 @@
 #include <string>
 
 #include "core/dispatch.h"
+#include "ops/misc_infer.h"
 #include "ops/registry.h"
 
 namespace kiln {
@@ -383,11 +384,11 @@ Status mel_weight_kernel(OpContext& ctx) {
 
 void register_signal_ops(OpRegistry& r) {
   r.add({"", "DFT", 17, dft_kernel, dft_infer});
-  r.add({"", "STFT", 17, stft_kernel, nullptr});
+  r.add({"", "STFT", 17, stft_kernel, stft_infer});
   r.add({"", "HannWindow", 17, [](OpContext& c) { return window_kernel(c, WindowKind::kHann); }, window_infer});
   r.add({"", "HammingWindow", 17, [](OpContext& c) { return window_kernel(c, WindowKind::kHamming); }, window_infer});
   r.add({"", "BlackmanWindow", 17, [](OpContext& c) { return window_kernel(c, WindowKind::kBlackman); }, window_infer});
-  r.add({"", "MelWeightMatrix", 17, mel_weight_kernel, nullptr});
+  r.add({"", "MelWeightMatrix", 17, mel_weight_kernel, mel_weight_matrix_infer});
 }
 
 }  // namespace kiln

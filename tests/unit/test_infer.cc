@@ -3,6 +3,7 @@
 #include "model_builder.h"
 #include "onnx/importer.h"
 #include "ops/infer.h"
+#include "ops/registry.h"
 
 namespace kiln {
 namespace {
@@ -60,6 +61,24 @@ TEST(ShapeInference, MergeFillsUnknownParts) {
   EXPECT_EQ(declared.to_string(), "float[nx4]");
   inferred.shape.dims[1] = Dim::of(5);
   EXPECT_FALSE(merge_types(declared, inferred, "v").ok());
+}
+
+}  // namespace
+}  // namespace kiln
+
+namespace kiln {
+namespace {
+
+// Every operator with a reference kernel also has type/shape inference.
+TEST(ShapeInference, EveryRegisteredOpHasInference) {
+  std::vector<std::string> missing;
+  for (const OpDef* d : OpRegistry::global().all()) {
+    if (!d->infer) missing.push_back((d->domain.empty() ? "" : d->domain + ".") + d->op_type);
+  }
+  std::string list;
+  for (const auto& m : missing) list += m + " ";
+  EXPECT_TRUE(missing.empty()) << "ops without inference: " << list;
+  EXPECT_GT(OpRegistry::global().all().size(), 180u);
 }
 
 }  // namespace
