@@ -40,6 +40,15 @@ void set_max_tensor_bytes(int64_t bytes) {
   g_max_tensor_bytes.store(bytes, std::memory_order_relaxed);
 }
 
+Status check_allocation(std::span<const int64_t> dims, size_t elem_bytes, const char* what) {
+  const int64_t n = shape_numel(dims);
+  const int64_t limit = max_tensor_bytes();
+  if (n < 0 || (elem_bytes && n > limit / static_cast<int64_t>(elem_bytes))) {
+    return invalid("{} of shape {} exceeds the {} byte limit", what, shape_to_string(dims), limit);
+  }
+  return {};
+}
+
 Result<Tensor> Tensor::create(DataType dtype, Dims dims) {
   if (dtype == DataType::kUndefined || !dtype_valid(static_cast<int32_t>(dtype))) {
     return invalid("cannot create a tensor of undefined dtype");

@@ -23,6 +23,9 @@ std::string shape_to_string(std::span<const int64_t> dims);  // "1x3x224x224", "
 constexpr int64_t kMaxTensorBytes = int64_t{1} << 40;
 int64_t max_tensor_bytes();
 void set_max_tensor_bytes(int64_t bytes);
+// Checks that a buffer of `dims` elements of `elem_bytes` each stays within max_tensor_bytes();
+// kernels call it before sizing scratch buffers from attributes or input data.
+Status check_allocation(std::span<const int64_t> dims, size_t elem_bytes, const char* what);
 
 class Tensor {
  public:

@@ -241,6 +241,11 @@ class Importer {
     if (n.opset == 0) return;
     const OpDef* def = OpRegistry::global().find(n.domain, n.op_type);
     const SchemaRow* row = find_schema(n.domain, n.op_type, n.opset);
+    if (!row && schema_exists(n.domain, n.op_type)) {
+      error(fmt::format("node {}: operator {} does not exist at opset {} of domain '{}'", n.describe(), n.op_type,
+                        n.opset, n.domain.empty() ? "ai.onnx" : n.domain));
+      return;
+    }
     if (!row && !def) {
       if (schema_exists(n.domain, n.op_type)) {
         error(fmt::format("node {}: operator {} does not exist at opset {} of domain '{}'", n.describe(), n.op_type,

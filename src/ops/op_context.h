@@ -28,7 +28,12 @@ class OpContext {
   const RValue* input_value(size_t i) const { return i < inputs_.size() ? inputs_[i] : nullptr; }
   // Input i as a tensor; the executor has checked that tensor inputs are tensors. Precondition:
   // has_input(i) (use has_input first for optional inputs).
-  const Tensor& input(size_t i) const { return inputs_[i]->tensor; }
+  // An absent input yields an undefined tensor (dtype kUndefined) rather than undefined behaviour;
+  // the importer's schema check keeps required inputs present, this is the second line of defence.
+  const Tensor& input(size_t i) const {
+    static const Tensor kAbsent;
+    return i < inputs_.size() && inputs_[i] ? inputs_[i]->tensor : kAbsent;
+  }
 
   size_t num_outputs() const { return outputs_.size(); }
   // False when output i is an omitted optional output (kernels may skip computing it).

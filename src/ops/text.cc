@@ -248,6 +248,8 @@ Status tfidf_kernel(OpContext& ctx) {
     return invalid("TfIdfVectorizer: weights has {} entries, need {}", weights.size(), out_size);
   }
 
+  const Dims out_dims = {rows, out_size};
+  KILN_RETURN_IF_ERROR(check_allocation(out_dims, sizeof(int64_t), "TfIdfVectorizer output"));
   std::vector<int64_t> freq(static_cast<size_t>(rows * out_size), 0);
   if (x.numel() > 0) {
     if (x.dtype() == DataType::kString) {
