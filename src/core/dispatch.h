@@ -51,6 +51,18 @@ Status visit_float(DataType t, F&& f) {
     default: return unsupported_dtype(t, "floating-point");
   }
 }
+// the four wide floats and the four float8 formats (IsNaN, IsInf and Dropout from opset 19/20)
+template <typename F>
+Status visit_float_or_float8(DataType t, F&& f) {
+  switch (t) {
+    KILN_VISIT_FLOATS
+    KILN_VISIT_CASE(kFloat8E4M3FN, Float8E4M3FN)
+    KILN_VISIT_CASE(kFloat8E4M3FNUZ, Float8E4M3FNUZ)
+    KILN_VISIT_CASE(kFloat8E5M2, Float8E5M2)
+    KILN_VISIT_CASE(kFloat8E5M2FNUZ, Float8E5M2FNUZ)
+    default: return unsupported_dtype(t, "floating-point");
+  }
+}
 // int8..int64, uint8..uint64
 template <typename F>
 Status visit_int(DataType t, F&& f) {

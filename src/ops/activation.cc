@@ -287,20 +287,6 @@ Status swiglu_kernel(OpContext& ctx) {
   ctx.set_output(0, std::move(y));
   return Status();
 }
-
-// Dropout's types: the float types and, from opset 19, the float8 formats.
-template <typename F>
-Status visit_dropout(DataType t, F&& f) {
-  switch (t) {
-    KILN_VISIT_FLOATS
-    KILN_VISIT_CASE(kFloat8E4M3FN, Float8E4M3FN)
-    KILN_VISIT_CASE(kFloat8E4M3FNUZ, Float8E4M3FNUZ)
-    KILN_VISIT_CASE(kFloat8E5M2, Float8E5M2)
-    KILN_VISIT_CASE(kFloat8E5M2FNUZ, Float8E5M2FNUZ)
-    default: return unsupported_dtype(t, "floating-point");
-  }
-}
-
 // A uniform double in [0, 1) drawn exactly as NumPy's legacy RandomState does (53 bits from two
 // MT19937 outputs), so that a seeded Dropout reproduces the ONNX reference masks.
 double numpy_uniform(std::mt19937& gen) {
@@ -354,7 +340,7 @@ Status dropout_kernel(OpContext& ctx) {
   Tensor y(x.dtype(), x.dims());
   Tensor mask(DataType::kBool, x.dims());
   bool* mp = mask.data<bool>();
-  KILN_RETURN_IF_ERROR(visit_dropout(x.dtype(), [&]<typename T>() -> Status {
+  KILN_RETURN_IF_ERROR(visit_float_or_float8(x.dtype(), [&]<typename T>() -> Status {
     using A = Compute<T>;
     const T* xp = x.data<T>();
     T* yp = y.data<T>();

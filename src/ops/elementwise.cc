@@ -158,20 +158,6 @@ KernelFn numeric_unary(NumUnary op) {
     return Status();
   };
 }
-
-// IsNaN and IsInf also take the float8 formats (opset 20).
-template <typename F>
-Status visit_float_or_float8(DataType t, F&& f) {
-  switch (t) {
-    KILN_VISIT_FLOATS
-    KILN_VISIT_CASE(kFloat8E4M3FN, Float8E4M3FN)
-    KILN_VISIT_CASE(kFloat8E4M3FNUZ, Float8E4M3FNUZ)
-    KILN_VISIT_CASE(kFloat8E5M2, Float8E5M2)
-    KILN_VISIT_CASE(kFloat8E5M2FNUZ, Float8E5M2FNUZ)
-    default: return unsupported_dtype(t, "floating-point");
-  }
-}
-
 template <typename Pred>
 Status float_predicate(OpContext& ctx, Pred pred) {
   const Tensor& x = ctx.input(0);

@@ -487,11 +487,6 @@ Status nonzero_infer(InferContext& c) {
   return Status();
 }
 
-Status same_shape_infer(InferContext& c) {
-  const Shape* in = known_rank_shape(c, 0);
-  return infer_same_dtype(c, in ? *in : Shape::unknown());
-}
-
 }  // namespace
 
 void register_movement_index_ops(OpRegistry& r) {

@@ -664,11 +664,6 @@ Status reverse_sequence_kernel(OpContext& ctx) {
   return Status();
 }
 
-Status same_shape_infer(InferContext& c) {
-  const Shape* in = known_rank_shape(c, 0);
-  return infer_same_dtype(c, in ? *in : Shape::unknown());
-}
-
 }  // namespace
 
 void register_movement_layout_ops(OpRegistry& r) {

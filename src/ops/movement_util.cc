@@ -134,4 +134,9 @@ Status infer_same_dtype(InferContext& c, Shape s) {
   return Status();
 }
 
+Status same_shape_infer(InferContext& c) {
+  const Shape* in = known_rank_shape(c, 0);
+  return infer_same_dtype(c, in ? *in : Shape::unknown());
+}
+
 }  // namespace kiln

@@ -126,5 +126,7 @@ int64_t node_attr_int(const Node& n, const std::string& key, int64_t def);
 std::vector<int64_t> node_attr_ints(const Node& n, const std::string& key);
 // Output 0 has input 0's dtype and the given shape.
 Status infer_same_dtype(InferContext& c, Shape s);
+// Output 0 has input 0's dtype and shape.
+Status same_shape_infer(InferContext& c);
 
 }  // namespace kiln
