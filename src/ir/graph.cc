@@ -89,6 +89,52 @@ Node* Graph::add_node(std::string op_type, std::string node_name) {
   return n;
 }
 
+Node* Graph::insert_node(size_t position, std::string op_type, std::string node_name) {
+  position = std::min(position, nodes_.size());
+  auto node = std::make_unique<Node>();
+  Node* n = node.get();
+  n->op_type = std::move(op_type);
+  n->name = std::move(node_name);
+  nodes_.insert(nodes_.begin() + static_cast<std::ptrdiff_t>(position), std::move(node));
+  renumber();
+  return n;
+}
+
+std::string Graph::unique_name(const std::string& base) const {
+  if (!base.empty() && !by_name_.count(base)) return base;
+  for (int64_t i = 1;; ++i) {
+    std::string candidate = base + "_" + std::to_string(i);
+    if (!by_name_.count(candidate)) return candidate;
+  }
+}
+
+void Graph::rename_value(Value* v, std::string new_name) {
+  auto it = by_name_.find(v->name);
+  if (it != by_name_.end() && it->second == v) by_name_.erase(it);
+  v->name = std::move(new_name);
+  if (!v->name.empty()) by_name_[v->name] = v;
+}
+
+void Graph::prune_values() {
+  std::set<const Value*> used(inputs.begin(), inputs.end());
+  used.insert(outputs.begin(), outputs.end());
+  used.insert(initializers.begin(), initializers.end());
+  for (const auto& n : nodes_) {
+    used.insert(n->inputs.begin(), n->inputs.end());
+    used.insert(n->outputs.begin(), n->outputs.end());
+  }
+  std::vector<std::unique_ptr<Value>> kept;
+  for (auto& v : values_) {
+    if (v->outer_scope || used.count(v.get())) {
+      kept.push_back(std::move(v));
+      continue;
+    }
+    auto it = by_name_.find(v->name);
+    if (it != by_name_.end() && it->second == v.get()) by_name_.erase(it);
+  }
+  values_ = std::move(kept);
+}
+
 Value* Graph::find_value(const std::string& value_name) const {
   auto it = by_name_.find(value_name);
   return it == by_name_.end() ? nullptr : it->second;

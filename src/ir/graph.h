@@ -135,6 +135,36 @@ class Graph {
 
   Value* add_value(std::string value_name);
   Node* add_node(std::string op_type, std::string node_name = {});
+  // Inserts a node at `position` in the node list (before the node now there) and renumbers;
+  // passes put a replacement where the replaced node was, so the schedule stays close.
+  Node* insert_node(size_t position, std::string op_type, std::string node_name = {});
+  // Removes the nodes for which `pred` is true; their outputs lose their producer. Returns how
+  // many were removed.
+  template <typename Pred>
+  size_t erase_nodes_if(Pred pred) {
+    size_t before = nodes_.size();
+    std::vector<std::unique_ptr<Node>> kept;
+    kept.reserve(nodes_.size());
+    for (auto& n : nodes_) {
+      if (pred(*n)) {
+        for (Value* v : n->outputs) {
+          if (v && v->producer == n.get()) v->producer = nullptr;
+        }
+      } else {
+        kept.push_back(std::move(n));
+      }
+    }
+    nodes_ = std::move(kept);
+    renumber();
+    return before - nodes_.size();
+  }
+  // A value name not yet used in this graph, derived from `base`.
+  std::string unique_name(const std::string& base) const;
+  // Renames a value (keeps the name index right).
+  void rename_value(Value* v, std::string new_name);
+  // Drops values nothing refers to: not a graph input, output or initializer, not an input or
+  // output of any node, and not an outer-scope reference.
+  void prune_values();
   Value* find_value(const std::string& value_name) const;  // this graph only
   const std::vector<std::unique_ptr<Node>>& nodes() const { return nodes_; }
   std::vector<std::unique_ptr<Node>>& mutable_nodes() { return nodes_; }

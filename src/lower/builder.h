@@ -1,0 +1,34 @@
+#pragma once
+// The builder: imported model -> optimization passes -> lowering (precision, layout, tactic per
+// node on the chosen backend) -> plan with weights and a memory plan.
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "backends/backend.h"
+#include "ir/graph.h"
+#include "passes/pipeline.h"
+#include "plan/plan.h"
+
+namespace kiln {
+
+struct BuildOptions {
+  std::string device = "cpu";  // "cpu" or "cuda"
+  // Input shapes. `shapes` fixes an input (min = opt = max); min/opt/max give a range. Inputs not
+  // named keep their declared shape, which must then be static.
+  std::map<std::string, Dims> shapes, min_shapes, opt_shapes, max_shapes;
+  bool fp16 = false;  // allow FP16 tactics where the backend has them
+  bool bf16 = false;  // allow BF16 tactics where the backend has them
+  std::string timing_cache;  // file to read and update with tactic timings ("" = none)
+  PipelineOptions pipeline = default_pipeline_options();
+  // Progress: called with a phase name ("optimize", "lower", "plan") and a fraction in [0, 1].
+  std::function<void(const std::string& phase, double fraction)> progress;
+};
+
+// Builds a plan for `model`. Errors name the input, node or option at fault.
+Result<std::shared_ptr<Plan>> build_plan(const Model& model, const BuildOptions& options);
+
+}  // namespace kiln

@@ -1,0 +1,32 @@
+#pragma once
+// The pass interface. A pass rewrites a Graph in place and says whether it changed anything;
+// the pipeline (pipeline.cc) runs the passes in order, repeated to a fixed point.
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+
+#include "core/status.h"
+#include "ir/graph.h"
+
+namespace kiln {
+
+class OpRegistry;
+
+struct PassContext {
+  const OpRegistry* registry = nullptr;
+  // How often each pass rewrote something, by pass name ("fuse-conv-bn": 20). Passes call
+  // record() once per rewrite so `kiln inspect` can report what fired.
+  std::map<std::string, int64_t> fired;
+  void record(const std::string& pass, int64_t count = 1) { fired[pass] += count; }
+};
+
+using PassFn = std::function<Result<bool>(Graph&, PassContext&)>;
+
+struct PassInfo {
+  std::string name;         // kebab-case, unique: used by --disable-pass / --dump-after
+  std::string description;  // one line for `kiln passes`
+  PassFn run;
+};
+
+}  // namespace kiln

@@ -1,0 +1,123 @@
+#include "passes/pipeline.h"
+
+#include <cstdlib>
+
+#include "ops/infer.h"
+#include "ops/registry.h"
+#include "passes/passes.h"
+
+namespace kiln {
+
+// The order matters where one pass creates the pattern another looks for:
+// - Constant folding first: exporters compute shapes at run time (Shape -> Gather -> Concat ->
+//   Reshape); once they are constants, the structural passes see plain Reshapes.
+// - Identity/no-op elimination and CSE next, so patterns are not hidden behind Identity nodes or
+//   split across duplicate subexpressions (two copies of the same ReduceMean in a LayerNorm).
+// - Transpose/reshape folding before attention recognition: attention is matched on the
+//   simplified Transpose/Reshape chains.
+// - BatchNorm folding before bias/activation fusion: the folded BN becomes the conv's bias, and
+//   the activation after the BN is then adjacent to the conv.
+// - GELU/SiLU recognition before bias/activation fusion, so MatMul+bias+GELU fuses as one step.
+// - LayerNorm/RMSNorm and attention recognition before elementwise fusion, which would otherwise
+//   swallow their Sub/Pow/Div/Mul pieces into generic fused chains.
+// - Elementwise fusion last: it takes whatever elementwise ops remain.
+// - Dead-code elimination last in each sweep to drop what the rewrites left unused.
+const std::vector<PassInfo>& all_passes() {
+  static const std::vector<PassInfo> passes = {
+      constant_folding_pass(),       identity_elimination_pass(),   cse_pass(),
+      transpose_reshape_pass(),      batchnorm_folding_pass(),      gelu_recognition_pass(),
+      silu_recognition_pass(),       layernorm_recognition_pass(),  attention_recognition_pass(),
+      bias_activation_fusion_pass(), elementwise_fusion_pass(),     dead_code_pass(),
+  };
+  return passes;
+}
+
+Status check_pass_names(const std::vector<std::string>& names) {
+  for (const std::string& name : names) {
+    bool found = false;
+    for (const PassInfo& p : all_passes()) found = found || p.name == name;
+    if (!found) {
+      std::string known;
+      for (const PassInfo& p : all_passes()) known += (known.empty() ? "" : ", ") + p.name;
+      return usage_error("unknown pass '{}' (passes: {})", name, known);
+    }
+  }
+  return {};
+}
+
+PipelineOptions default_pipeline_options() {
+  PipelineOptions o;
+#ifdef KILN_VERIFY_PASSES
+  o.verify = true;
+#endif
+  const char* env = std::getenv("KILN_VERIFY_PASSES");
+  if (env && env[0] == '1') o.verify = true;
+  return o;
+}
+
+static void collect_subgraphs(Graph& g, std::vector<Graph*>& out) {
+  for (const auto& n : g.nodes()) {
+    for (auto& [k, a] : n->attrs) {
+      if (a.g) collect_subgraphs(*a.g, out);
+      for (auto& sg : a.graphs) collect_subgraphs(*sg, out);
+    }
+  }
+  out.push_back(&g);
+}
+
+// Runs one pass on every graph, innermost subgraphs first.
+static Result<bool> run_pass_everywhere(const PassInfo& pass, Graph& g, PassContext& ctx, bool verify) {
+  std::vector<Graph*> graphs;
+  collect_subgraphs(g, graphs);
+  bool changed = false;
+  for (Graph* sg : graphs) {
+    Result<bool> r = pass.run(*sg, ctx);
+    if (!r.ok()) return r.status().with_context("pass " + pass.name);
+    if (*r) {
+      changed = true;
+      sg->prune_values();
+    }
+    if (verify) {
+      Status s = sg->verify();
+      if (!s.ok()) return runtime_error("pass {} left an invalid graph: {}", pass.name, s.message());
+    }
+  }
+  if (changed) {
+    Status s = infer_graph_types(g);
+    if (!s.ok()) return runtime_error("type inference after pass {} failed: {}", pass.name, s.message());
+  }
+  return changed;
+}
+
+Result<PipelineReport> run_pipeline(Graph& g, const PipelineOptions& options) {
+  std::vector<std::string> named(options.disabled.begin(), options.disabled.end());
+  named.insert(named.end(), options.dump_after.begin(), options.dump_after.end());
+  KILN_RETURN_IF_ERROR(check_pass_names(named));
+
+  PipelineReport report;
+  report.nodes_before = g.total_node_count();
+  PassContext ctx;
+  ctx.registry = &OpRegistry::global();
+  bool changed = true;
+  while (changed) {
+    if (report.iterations == options.max_iterations) {
+      report.hit_limit = true;
+      break;
+    }
+    changed = false;
+    ++report.iterations;
+    for (const PassInfo& pass : all_passes()) {
+      if (options.disabled.count(pass.name)) continue;
+      KILN_ASSIGN_OR_RETURN(bool c, run_pass_everywhere(pass, g, ctx, options.verify));
+      if (c && options.dump && options.dump_after.count(pass.name)) {
+        KILN_RETURN_IF_ERROR(options.dump(g, pass.name, report.iterations));
+      }
+      changed = changed || c;
+    }
+  }
+  report.fired = ctx.fired;
+  report.nodes_after = g.total_node_count();
+  return report;
+}
+
+}  // namespace kiln

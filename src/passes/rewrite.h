@@ -1,0 +1,69 @@
+#pragma once
+// Helpers that passes share to read and edit a graph: who uses a value, replacing a value
+// everywhere, constants, new initializers and nodes.
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "ir/graph.h"
+
+namespace kiln {
+
+// Use information for one graph (not its subgraphs), computed once; rebuild it after edits.
+class Uses {
+ public:
+  explicit Uses(const Graph& g);
+  struct Use {
+    Node* node;
+    size_t input_index;
+  };
+  const std::vector<Use>& consumers(const Value* v) const;
+  bool is_graph_output(const Value* v) const { return outputs_.count(v) > 0; }
+  // Referenced by name from inside a subgraph of some node of this graph.
+  bool used_by_subgraph(const Value* v) const { return subgraph_refs_.count(v->name) > 0; }
+  // The one node that reads `v` (at a single input), when nothing else (graph output, subgraph,
+  // another input of the same or another node) does; nullptr otherwise. Fusion passes use it to
+  // know that an intermediate can disappear.
+  Node* sole_consumer(const Value* v) const;
+  // Number of reads: node inputs + graph output + subgraph reference.
+  size_t use_count(const Value* v) const;
+
+ private:
+  std::map<const Value*, std::vector<Use>> consumers_;
+  std::set<const Value*> outputs_;
+  std::set<std::string> subgraph_refs_;
+};
+
+// Makes every reader of `from` (node inputs in this graph, graph outputs, subgraph references by
+// name) read `to` instead. When `from` is a graph output or referenced by a subgraph, `to` takes
+// over its name so the model's interface is unchanged; that is impossible when `to` is itself a
+// graph input, initializer, output or subgraph reference, and then nothing changes and the
+// function returns false.
+bool replace_value(Graph& g, Value* from, Value* to);
+
+// The constant data of a value (an initializer), or nullptr.
+inline const Tensor* constant_of(const Value* v) { return v && v->initializer ? v->initializer.get() : nullptr; }
+// True when `v` is a constant whose elements all equal `x` (any numeric dtype).
+bool constant_is(const Value* v, double x);
+// A constant scalar (or one-element tensor) as double; false when `v` is not one.
+bool constant_scalar(const Value* v, double* out);
+
+// Adds an initializer named after `base` (made unique) holding `t`.
+Value* add_constant(Graph& g, const std::string& base, Tensor t);
+
+// Adds a node at `position` with the given inputs and fresh output values named after `name`.
+// The node's opset is the graph's opset for `domain` unless `opset` is given.
+Node* add_node_at(Graph& g, size_t position, const std::string& op_type, const std::string& name,
+                  std::vector<Value*> inputs, size_t num_outputs, const std::string& domain = "", int opset = 0);
+
+// Opset of `domain` in force in `g` (searching enclosing graphs), 0 when not imported.
+int graph_opset(const Graph& g, const std::string& domain);
+
+// Removes nodes whose outputs nobody reads (no node input, graph output or subgraph reference),
+// repeatedly, then unused values and initializers. Returns the number of nodes removed. Nodes
+// with side effects do not exist in ONNX inference graphs, so every node is removable.
+int64_t remove_dead_nodes(Graph& g);
+
+}  // namespace kiln
