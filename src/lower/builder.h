@@ -20,8 +20,8 @@ struct BuildOptions {
   // Input shapes. `shapes` fixes an input (min = opt = max); min/opt/max give a range. Inputs not
   // named keep their declared shape, which must then be static.
   std::map<std::string, Dims> shapes, min_shapes, opt_shapes, max_shapes;
-  bool fp16 = false;  // allow FP16 tactics where the backend has them
-  bool bf16 = false;  // allow BF16 tactics where the backend has them
+  bool fp16 = false;         // allow FP16 tactics where the backend has them
+  bool bf16 = false;         // allow BF16 tactics where the backend has them
   std::string timing_cache;  // file to read and update with tactic timings ("" = none)
   PipelineOptions pipeline = default_pipeline_options();
   // Progress: called with a phase name ("optimize", "lower", "plan") and a fraction in [0, 1].

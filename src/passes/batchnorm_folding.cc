@@ -4,7 +4,8 @@
 namespace kiln {
 
 PassInfo batchnorm_folding_pass() {
-  return {"fold-batchnorm", "Folds BatchNormalization into the weights of a preceding Conv, ConvTranspose, Gemm or MatMul",
+  return {"fold-batchnorm",
+          "Folds BatchNormalization into the weights of a preceding Conv, ConvTranspose, Gemm or MatMul",
           [](Graph&, PassContext&) -> Result<bool> { return false; }};
 }
 

@@ -4,17 +4,17 @@
 
 namespace kiln {
 
-PassInfo constant_folding_pass();         // constant_folding.cc
-PassInfo dead_code_pass();                // dead_code.cc
-PassInfo identity_elimination_pass();     // identity_elimination.cc
-PassInfo cse_pass();                      // cse.cc
-PassInfo transpose_reshape_pass();        // transpose_reshape.cc
-PassInfo batchnorm_folding_pass();        // batchnorm_folding.cc
-PassInfo gelu_recognition_pass();         // recognize_gelu.cc
-PassInfo silu_recognition_pass();         // recognize_silu.cc
-PassInfo layernorm_recognition_pass();    // recognize_layernorm.cc (LayerNorm and RMSNorm)
-PassInfo attention_recognition_pass();    // recognize_attention.cc
-PassInfo bias_activation_fusion_pass();   // fuse_bias_activation.cc
-PassInfo elementwise_fusion_pass();       // fuse_elementwise.cc
+PassInfo constant_folding_pass();        // constant_folding.cc
+PassInfo dead_code_pass();               // dead_code.cc
+PassInfo identity_elimination_pass();    // identity_elimination.cc
+PassInfo cse_pass();                     // cse.cc
+PassInfo transpose_reshape_pass();       // transpose_reshape.cc
+PassInfo batchnorm_folding_pass();       // batchnorm_folding.cc
+PassInfo gelu_recognition_pass();        // recognize_gelu.cc
+PassInfo silu_recognition_pass();        // recognize_silu.cc
+PassInfo layernorm_recognition_pass();   // recognize_layernorm.cc (LayerNorm and RMSNorm)
+PassInfo attention_recognition_pass();   // recognize_attention.cc
+PassInfo bias_activation_fusion_pass();  // fuse_bias_activation.cc
+PassInfo elementwise_fusion_pass();      // fuse_elementwise.cc
 
 }  // namespace kiln

@@ -4,7 +4,8 @@
 namespace kiln {
 
 PassInfo attention_recognition_pass() {
-  return {"recognize-attention", "Replaces MatMul-scale-mask-Softmax-MatMul (with its Transpose/Reshape chains) by Attention",
+  return {"recognize-attention",
+          "Replaces MatMul-scale-mask-Softmax-MatMul (with its Transpose/Reshape chains) by Attention",
           [](Graph&, PassContext&) -> Result<bool> { return false; }};
 }
 

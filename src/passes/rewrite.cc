@@ -71,7 +71,8 @@ bool replace_value(Graph& g, Value* from, Value* to) {
 
 bool constant_is(const Value* v, double x) {
   const Tensor* t = constant_of(v);
-  if (!t || !(is_float(t->dtype()) || is_integer(t->dtype()) || t->dtype() == DataType::kBool) || t->numel() == 0) return false;
+  if (!t || !(is_float(t->dtype()) || is_integer(t->dtype()) || t->dtype() == DataType::kBool) || t->numel() == 0)
+    return false;
   for (int64_t i = 0; i < t->numel(); ++i) {
     if (t->get_double(i) != x) return false;
   }
@@ -80,7 +81,8 @@ bool constant_is(const Value* v, double x) {
 
 bool constant_scalar(const Value* v, double* out) {
   const Tensor* t = constant_of(v);
-  if (!t || !(is_float(t->dtype()) || is_integer(t->dtype()) || t->dtype() == DataType::kBool) || t->numel() != 1) return false;
+  if (!t || !(is_float(t->dtype()) || is_integer(t->dtype()) || t->dtype() == DataType::kBool) || t->numel() != 1)
+    return false;
   *out = t->get_double(0);
   return true;
 }
@@ -108,7 +110,8 @@ Node* add_node_at(Graph& g, size_t position, const std::string& op_type, const s
   n->opset = opset > 0 ? opset : graph_opset(g, domain);
   n->inputs = std::move(inputs);
   for (size_t i = 0; i < num_outputs; ++i) {
-    Value* v = g.add_value(g.unique_name((name.empty() ? op_type : name) + (num_outputs > 1 ? "_out" + std::to_string(i) : "_out")));
+    Value* v = g.add_value(
+        g.unique_name((name.empty() ? op_type : name) + (num_outputs > 1 ? "_out" + std::to_string(i) : "_out")));
     v->producer = n;
     n->outputs.push_back(v);
   }

@@ -44,7 +44,9 @@ class Uses {
 bool replace_value(Graph& g, Value* from, Value* to);
 
 // The constant data of a value (an initializer), or nullptr.
-inline const Tensor* constant_of(const Value* v) { return v && v->initializer ? v->initializer.get() : nullptr; }
+inline const Tensor* constant_of(const Value* v) {
+  return v && v->initializer ? v->initializer.get() : nullptr;
+}
 // True when `v` is a constant whose elements all equal `x` (any numeric dtype).
 bool constant_is(const Value* v, double x);
 // A constant scalar (or one-element tensor) as double; false when `v` is not one.

@@ -4,7 +4,8 @@
 namespace kiln {
 
 PassInfo transpose_reshape_pass() {
-  return {"fold-transposes-reshapes", "Merges chains of Transpose and of Reshape/Flatten/Squeeze/Unsqueeze, drops identity permutations",
+  return {"fold-transposes-reshapes",
+          "Merges chains of Transpose and of Reshape/Flatten/Squeeze/Unsqueeze, drops identity permutations",
           [](Graph&, PassContext&) -> Result<bool> { return false; }};
 }
 

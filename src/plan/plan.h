@@ -23,34 +23,34 @@ std::string_view slot_kind_name(SlotKind k);
 struct Slot {
   std::string name;
   SlotKind kind = SlotKind::kActivation;
-  TypeInfo type;      // as inferred for the largest shapes of the profile
+  TypeInfo type;       // as inferred for the largest shapes of the profile
   int64_t bytes = -1;  // size at the profile's largest shapes; -1 when not a tensor of bounded size
   // Arena placement for activations (and outputs, which are copied out): byte offset, or -1 when
   // the slot is allocated when produced (unbounded size, sequences, optionals).
   int64_t offset = -1;
-  int weight = -1;            // index into Plan::weights for kWeight slots
-  int first_step = -1;        // step that produces it (-1: input or weight)
-  int last_step = -1;         // last step that reads it (-1: never read by a step)
-  int in_place_of = -1;       // slot whose arena bytes it reuses in place, or -1
+  int weight = -1;       // index into Plan::weights for kWeight slots
+  int first_step = -1;   // step that produces it (-1: input or weight)
+  int last_step = -1;    // last step that reads it (-1: never read by a step)
+  int in_place_of = -1;  // slot whose arena bytes it reuses in place, or -1
 };
 
 struct Step {
   std::string name;
-  Node* node = nullptr;              // in Plan::graph: op, domain, attributes, subgraphs
-  std::vector<int> inputs;           // slot ids, -1 for an omitted optional input
-  std::vector<int> outputs;          // slot ids, -1 for an omitted optional output
-  std::vector<std::string> fused;    // names of the source-model nodes this step computes
+  Node* node = nullptr;            // in Plan::graph: op, domain, attributes, subgraphs
+  std::vector<int> inputs;         // slot ids, -1 for an omitted optional input
+  std::vector<int> outputs;        // slot ids, -1 for an omitted optional output
+  std::vector<std::string> fused;  // names of the source-model nodes this step computes
   DataType precision = DataType::kFloat;
   Layout layout = Layout::kPlain;
-  std::string tactic;                // backend tactic name, "reference" on the reference backend
+  std::string tactic;  // backend tactic name, "reference" on the reference backend
 };
 
 struct MemoryStats {
-  int64_t weights = 0;      // bytes of weight blobs
-  int64_t arena = 0;        // planned activation peak (arena size)
-  int64_t naive = 0;        // every activation in its own buffer
-  int64_t lower_bound = 0;  // most bytes live at any one step
-  int64_t workspace = 0;    // scratch the tactics asked for
+  int64_t weights = 0;        // bytes of weight blobs
+  int64_t arena = 0;          // planned activation peak (arena size)
+  int64_t naive = 0;          // every activation in its own buffer
+  int64_t lower_bound = 0;    // most bytes live at any one step
+  int64_t workspace = 0;      // scratch the tactics asked for
   int64_t dynamic_slots = 0;  // activations left out of the arena (unbounded size, non-tensors)
 };
 
@@ -65,11 +65,11 @@ struct Profile {
 
 struct BuildInfo {
   std::string kiln_version;
-  std::string device;        // "cpu", "cuda"
-  std::string device_name;   // "Intel(R) Xeon ...", "NVIDIA H100 80GB HBM3"
-  std::string device_arch;   // CPU ISA ("x86_64+avx2+fma") or compute capability ("sm_90")
-  std::string backend;       // "reference", "cpu", "cuda"
-  std::vector<std::string> precisions;  // allowed: "fp32", "fp16", "bf16"
+  std::string device;                            // "cpu", "cuda"
+  std::string device_name;                       // "Intel(R) Xeon ...", "NVIDIA H100 80GB HBM3"
+  std::string device_arch;                       // CPU ISA ("x86_64+avx2+fma") or compute capability ("sm_90")
+  std::string backend;                           // "reference", "cpu", "cuda"
+  std::vector<std::string> precisions;           // allowed: "fp32", "fp16", "bf16"
   std::map<std::string, std::string> options;    // build options as given
   std::map<std::string, std::string> libraries;  // library -> version the engine was built with
 };
@@ -78,8 +78,8 @@ struct Plan {
   std::shared_ptr<Graph> graph;  // the optimized graph; steps point at its nodes
   std::vector<Slot> slots;
   std::vector<Step> steps;
-  std::vector<int> inputs;   // slot ids, graph input order
-  std::vector<int> outputs;  // slot ids, graph output order
+  std::vector<int> inputs;                       // slot ids, graph input order
+  std::vector<int> outputs;                      // slot ids, graph output order
   std::vector<std::shared_ptr<Tensor>> weights;  // constant data, referenced by kWeight slots
   MemoryStats memory;
   std::vector<Profile> profiles;  // empty: the model's declared input shapes, which must be static
