@@ -88,6 +88,15 @@ Tensor::Tensor(DataType dtype, Dims dims) {
   *this = std::move(r).value();
 }
 
+Tensor Tensor::wrap(DataType dtype, Dims dims, std::shared_ptr<uint8_t[]> bytes) {
+  Tensor t;
+  t.dtype_ = dtype;
+  t.numel_ = shape_numel(dims);
+  t.dims_ = std::move(dims);
+  t.bytes_ = std::move(bytes);
+  return t;
+}
+
 Tensor Tensor::reshaped(Dims dims) const {
   Tensor t = *this;
   t.dims_ = std::move(dims);

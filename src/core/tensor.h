@@ -35,6 +35,11 @@ class Tensor {
   // Same, for internal use where sizes are known to be sane; aborts on failure.
   Tensor(DataType dtype, Dims dims);
 
+  // A tensor over memory someone else owns (a memory-mapped engine file, an arena): `bytes` must
+  // hold numel * dtype_size bytes and stay alive as long as the tensor; pass an aliasing
+  // shared_ptr that keeps the owner alive. Not for strings.
+  static Tensor wrap(DataType dtype, Dims dims, std::shared_ptr<uint8_t[]> bytes);
+
   template <typename T>
   static Tensor scalar(T value) {
     Tensor t(TypeToDType<T>::value, {});

@@ -1,0 +1,96 @@
+#pragma once
+// Shared by the pass tests: build a tiny model, run one pass, assert the rewritten structure and
+// that outputs before and after agree.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "model_builder.h"
+#include "onnx/importer.h"
+#include "passes/pipeline.h"
+#include "runtime/executor.h"
+
+namespace kiln::testing {
+
+inline Model import_proto(const onnx::ModelProto& proto) {
+  std::string bytes;
+  proto.SerializeToString(&bytes);
+  auto m = import_onnx_bytes(bytes, ".", "test model");
+  EXPECT_TRUE(m.ok()) << m.status().message();
+  return m.ok() ? std::move(m).value() : Model{};
+}
+
+// Deep copy through serialization is not available for the IR, so tests import twice.
+inline const PassInfo& find_pass(const std::string& name) {
+  for (const PassInfo& p : all_passes()) {
+    if (p.name == name) return p;
+  }
+  ADD_FAILURE() << "no pass " << name;
+  static PassInfo none;
+  return none;
+}
+
+// Runs one pass repeatedly until it changes nothing (at most 8 times), verifying and re-inferring
+// types after each run. Returns how often it reported a change.
+inline int run_pass(Graph& g, const std::string& name, PassContext* ctx_out = nullptr) {
+  PipelineOptions o;
+  o.verify = true;
+  for (const PassInfo& p : all_passes()) {
+    if (p.name != name) o.disabled.insert(p.name);
+  }
+  o.max_iterations = 8;
+  auto r = run_pipeline(g, o);
+  EXPECT_TRUE(r.ok()) << r.status().message();
+  if (!r.ok()) return 0;
+  if (ctx_out) ctx_out->fired = r->fired;
+  auto it = r->fired.find(name);
+  return it == r->fired.end() ? 0 : static_cast<int>(it->second);
+}
+
+inline int count_ops(const Graph& g, const std::string& op_type, const std::string& domain = "") {
+  int n = 0;
+  for (const auto& node : g.nodes()) n += node->op_type == op_type && node->domain == domain;
+  return n;
+}
+
+// Random inputs for every graph input with a static tensor type (float in [-2, 2], ints in
+// [0, 4)), fixed seed.
+inline std::vector<RValue> random_inputs(const Graph& g, uint32_t seed = 7) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<double> u(-2.0, 2.0);
+  std::vector<RValue> in;
+  for (const Value* v : g.inputs) {
+    Tensor t(v->type.dtype, v->type.shape.static_dims());
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      double x = is_float(t.dtype()) ? u(rng) : std::floor((u(rng) + 2.0));
+      t.set_double(i, x);
+    }
+    in.push_back(RValue::of(std::move(t)));
+  }
+  return in;
+}
+
+// Runs both graphs on the same inputs and compares every output within rtol/atol.
+inline void expect_same_outputs(const Graph& before, const Graph& after, const std::vector<RValue>& inputs,
+                                double rtol = 1e-5, double atol = 1e-6) {
+  auto a = Executor(before).run(inputs);
+  auto b = Executor(after).run(inputs);
+  ASSERT_TRUE(a.ok()) << a.status().message();
+  ASSERT_TRUE(b.ok()) << b.status().message();
+  ASSERT_EQ(a->size(), b->size());
+  for (size_t k = 0; k < a->size(); ++k) {
+    const Tensor& x = (*a)[k].tensor;
+    const Tensor& y = (*b)[k].tensor;
+    ASSERT_EQ(x.dtype(), y.dtype()) << "output " << k;
+    ASSERT_EQ(x.dims(), y.dims()) << "output " << k;
+    for (int64_t i = 0; i < x.numel(); ++i) {
+      double p = x.get_double(i), q = y.get_double(i);
+      ASSERT_LE(std::abs(p - q), atol + rtol * std::abs(p)) << "output " << k << " element " << i;
+    }
+  }
+}
+
+}  // namespace kiln::testing
