@@ -114,6 +114,9 @@ class Node {
   std::vector<Value*> inputs;   // nullptr: optional input omitted
   std::vector<Value*> outputs;  // nullptr: optional output not requested
   std::map<std::string, Attribute> attrs;
+  // Names of the source-model nodes this node computes, when optimization passes merged several
+  // into it (empty: just this node). `kiln inspect` shows it per step.
+  std::vector<std::string> fused_from;
 
   const Attribute* attr(const std::string& key) const {
     auto it = attrs.find(key);

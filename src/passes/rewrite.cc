@@ -95,6 +95,28 @@ Value* add_constant(Graph& g, const std::string& base, Tensor t) {
   return v;
 }
 
+static void append_sources(std::vector<std::string>& out, const Node& n) {
+  if (!n.fused_from.empty()) {
+    out.insert(out.end(), n.fused_from.begin(), n.fused_from.end());
+  } else {
+    out.push_back(n.name.empty() ? n.op_type + "#" + std::to_string(n.index) : n.name);
+  }
+}
+
+void absorb_provenance(Node* into, const Node& from) {
+  if (into == &from) return;
+  std::vector<std::string> merged;
+  append_sources(merged, *into);
+  // A brand-new node (no name, nothing absorbed yet) starts from the nodes it replaces only.
+  if (into->fused_from.empty() && into->name.empty()) merged.clear();
+  append_sources(merged, from);
+  std::vector<std::string> unique;
+  for (auto& s : merged) {
+    if (std::find(unique.begin(), unique.end(), s) == unique.end()) unique.push_back(std::move(s));
+  }
+  into->fused_from = std::move(unique);
+}
+
 int graph_opset(const Graph& g, const std::string& domain) {
   for (const Graph* p = &g; p; p = p->parent) {
     auto it = p->opsets.find(domain);

@@ -60,6 +60,10 @@ Value* add_constant(Graph& g, const std::string& base, Tensor t);
 Node* add_node_at(Graph& g, size_t position, const std::string& op_type, const std::string& name,
                   std::vector<Value*> inputs, size_t num_outputs, const std::string& domain = "", int opset = 0);
 
+// Records that `into` now also computes `from` (and whatever `from` had absorbed), for
+// provenance (Node::fused_from). Call it for every node a rewrite replaces.
+void absorb_provenance(Node* into, const Node& from);
+
 // Opset of `domain` in force in `g` (searching enclosing graphs), 0 when not imported.
 int graph_opset(const Graph& g, const std::string& domain);
 
