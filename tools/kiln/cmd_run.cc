@@ -1,14 +1,20 @@
-// `kiln run MODEL.onnx [--input NAME=FILE.npy]... [--shape NAME=1x3x224x224]... [--output-dir DIR]`
+// `kiln run MODEL.onnx|ENGINE.kiln [--input NAME=FILE.npy]... [--shape NAME=1x3x224x224]...
+// [--output-dir DIR]`. An ONNX model runs node by node on the reference kernels, as imported (the
+// oracle); with --optimize, or given an engine, the optimized plan runs.
 #include <filesystem>
 #include <map>
 #include <random>
 
 #include <nlohmann/json.hpp>
 
+#include "cli_util.h"
 #include "commands.h"
 #include "core/npy.h"
+#include "engine/engine.h"
 #include "onnx/importer.h"
 #include "runtime/executor.h"
+#include "runtime/open_plan.h"
+#include "runtime/plan_executor.h"
 
 namespace kiln::cli {
 namespace fs = std::filesystem;
@@ -21,80 +27,40 @@ struct RunArgs {
   std::string output_dir;
   uint64_t seed = 0;
   bool json = false;
+  bool optimize = false;
+  BuildArgs build;
 };
 
-Result<std::pair<std::string, std::string>> split_assignment(const std::string& s, const char* flag) {
-  auto eq = s.rfind('=');
-  if (eq == std::string::npos || eq == 0 || eq + 1 == s.size()) {
-    return usage_error("{} expects NAME=VALUE, got '{}'", flag, s);
+Result<std::vector<RValue>> run_plan(const RunArgs& a, std::vector<std::string>* names) {
+  KILN_ASSIGN_OR_RETURN(BuildOptions options, to_build_options(a.build, false, nullptr));
+  KILN_ASSIGN_OR_RETURN(OpenedPlan opened, open_plan(a.model, options));
+  const Plan& plan = *opened.plan;
+  std::map<std::string, std::string> files;
+  std::map<std::string, Dims> shapes;
+  for (const auto& s : a.inputs) {
+    KILN_ASSIGN_OR_RETURN(auto kv, split_assignment(s, "--input"));
+    files[kv.first] = kv.second;
   }
-  return std::make_pair(s.substr(0, eq), s.substr(eq + 1));
+  for (const auto& s : a.shapes) {
+    KILN_ASSIGN_OR_RETURN(auto kv, split_assignment(s, "--shape"));
+    KILN_ASSIGN_OR_RETURN(shapes[kv.first], parse_dims(kv.second));
+  }
+  KILN_ASSIGN_OR_RETURN(std::vector<RValue> inputs, plan_inputs(plan, files, shapes, a.seed));
+  KILN_ASSIGN_OR_RETURN(std::shared_ptr<Backend> backend, make_backend(plan.info.device));
+  KILN_ASSIGN_OR_RETURN(auto exec, PlanExecutor::create(opened.plan, backend));
+  for (int id : plan.outputs) names->push_back(plan.slots[static_cast<size_t>(id)].name);
+  return exec->run(std::move(inputs));
 }
 
-Result<Dims> parse_dims(const std::string& s) {
-  Dims d;
-  if (s == "scalar") return d;
-  size_t pos = 0;
-  while (pos <= s.size()) {
-    size_t x = s.find_first_of("x,", pos);
-    std::string part = s.substr(pos, x == std::string::npos ? std::string::npos : x - pos);
-    char* end = nullptr;
-    long long v = std::strtoll(part.c_str(), &end, 10);
-    if (part.empty() || *end != '\0' || v < 0) return usage_error("bad shape '{}' (expected e.g. 1x3x224x224)", s);
-    d.push_back(v);
-    if (x == std::string::npos) break;
-    pos = x + 1;
-  }
-  return d;
-}
-
-// Seeded random data: floats uniform in [-1, 1), integers in [0, 10), bools fair.
-Tensor random_tensor(DataType dt, const Dims& dims, std::mt19937_64& rng) {
-  Tensor t(dt, dims);
-  std::uniform_real_distribution<double> uf(-1.0, 1.0);
-  std::uniform_int_distribution<int> ui(0, 9);
-  for (int64_t i = 0; i < t.numel(); ++i) {
-    if (is_float(dt)) {
-      t.set_double(i, uf(rng));
-    } else if (dt == DataType::kBool) {
-      t.set_double(i, ui(rng) % 2);
-    } else {
-      t.set_double(i, ui(rng));
-    }
-  }
-  return t;
-}
-
-std::string safe_file_name(const std::string& name) {
-  std::string s = name;
-  for (char& c : s) {
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) c = '_';
-  }
-  if (s.empty() || s == "." || s == "..") s = "_" + s;
-  return s;
-}
-
-nlohmann::json summarize(const std::string& name, const Tensor& t) {
-  nlohmann::json j;
-  j["name"] = name;
-  j["dtype"] = std::string(dtype_name(t.dtype()));
-  j["shape"] = t.dims();
-  if (t.dtype() != DataType::kString && t.numel() > 0) {
-    double mn = t.get_double(0), mx = mn, sum = 0;
-    for (int64_t i = 0; i < t.numel(); ++i) {
-      double v = t.get_double(i);
-      mn = std::min(mn, v);
-      mx = std::max(mx, v);
-      sum += v;
-    }
-    j["min"] = mn;
-    j["max"] = mx;
-    j["mean"] = sum / static_cast<double>(t.numel());
-  }
-  return j;
-}
+int report_outputs(const RunArgs& a, const std::vector<std::string>& names, const std::vector<RValue>& outs);
 
 int run(const RunArgs& a) {
+  if (a.optimize || is_engine_file(a.model)) {
+    std::vector<std::string> names;
+    auto outs = run_plan(a, &names);
+    if (!outs.ok()) return report_error(outs.status());
+    return report_outputs(a, names, *outs);
+  }
   auto m = import_onnx_file(a.model);
   if (!m.ok()) return report_error(m.status());
   const Graph& g = *m->graph;
@@ -159,16 +125,21 @@ int run(const RunArgs& a) {
   if (!s.ok()) return report_error(s);
   auto outs = exec.run(std::move(inputs));
   if (!outs.ok()) return report_error(outs.status());
+  std::vector<std::string> names;
+  for (const Value* v : g.outputs) names.push_back(v->name);
+  return report_outputs(a, names, *outs);
+}
 
+int report_outputs(const RunArgs& a, const std::vector<std::string>& names, const std::vector<RValue>& outs) {
   if (!a.output_dir.empty()) {
     std::error_code ec;
     fs::create_directories(a.output_dir, ec);
     if (ec) return report_error(runtime_error("cannot create output folder '{}': {}", a.output_dir, ec.message()));
   }
   nlohmann::json summary = nlohmann::json::array();
-  for (size_t i = 0; i < outs->size(); ++i) {
-    const std::string& name = g.outputs[i]->name;
-    const RValue& r = (*outs)[i];
+  for (size_t i = 0; i < outs.size(); ++i) {
+    const std::string& name = names[i];
+    const RValue& r = outs[i];
     std::vector<std::pair<std::string, const Tensor*>> parts;
     if (r.is_tensor()) {
       parts.push_back({name, &r.tensor});
@@ -205,14 +176,16 @@ int run(const RunArgs& a) {
 }  // namespace
 
 Action add_run_command(CLI::App& app) {
-  auto* cmd = app.add_subcommand("run", "Run a model on the reference backend and summarize (or save) its outputs");
+  auto* cmd = app.add_subcommand("run", "Run a model or an engine and summarize (or save) its outputs");
   auto a = std::make_shared<RunArgs>();
-  cmd->add_option("MODEL", a->model, "ONNX model file")->required();
+  cmd->add_option("MODEL", a->model, "ONNX model or Kiln engine file")->required();
   cmd->add_option("--input", a->inputs, "NAME=FILE.npy: an input from a NumPy file (repeatable)");
   cmd->add_option("--shape", a->shapes, "NAME=1x3x224x224: shape of a randomly filled input (repeatable)");
   cmd->add_option("--output-dir", a->output_dir, "Write each output as DIR/<name>.npy");
   cmd->add_option("--seed", a->seed, "Seed for randomly filled inputs (default 0)");
   cmd->add_flag("--json", a->json, "Print the output summary as JSON");
+  cmd->add_flag("--optimize", a->optimize, "Build the ONNX model in memory (passes, plan) and run the plan");
+  add_build_flags(cmd, a->build, false);
   return [a]() { return run(*a); };
 }
 

@@ -24,5 +24,9 @@ using Action = std::function<int()>;
 Action add_info_command(CLI::App& app);
 Action add_run_command(CLI::App& app);
 Action add_conformance_command(CLI::App& app);
+Action add_passes_command(CLI::App& app);
+Action add_build_command(CLI::App& app);
+Action add_inspect_command(CLI::App& app);
+Action add_bench_command(CLI::App& app);
 
 }  // namespace kiln::cli

@@ -29,7 +29,11 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("kiln ") + KILN_VERSION);
   std::vector<std::pair<CLI::App*, Action>> verbs;
   Action info = add_info_command(app);
+  Action build = add_build_command(app);
   Action run = add_run_command(app);
+  Action inspect = add_inspect_command(app);
+  Action bench = add_bench_command(app);
+  Action passes = add_passes_command(app);
   Action conformance = add_conformance_command(app);
   try {
     app.parse(argc, argv);
@@ -38,7 +42,11 @@ int main(int argc, char** argv) {
     return rc == 0 ? 0 : kExitUsage;
   }
   if (app.got_subcommand("info")) return info();
+  if (app.got_subcommand("build")) return build();
   if (app.got_subcommand("run")) return run();
+  if (app.got_subcommand("inspect")) return inspect();
+  if (app.got_subcommand("bench")) return bench();
+  if (app.got_subcommand("passes")) return passes();
   if (app.got_subcommand("conformance")) return conformance();
   return kExitUsage;
 }

@@ -1,0 +1,210 @@
+#!/usr/bin/env python3
+"""Command-line tests for the builder verbs: `kiln passes`, `build`, `inspect`, `bench`, and `run`
+on an engine, with good input and bad (corrupt or truncated engines, shapes outside the profile,
+unknown passes, unwritable outputs). Bad input must end in a clear error with the documented exit
+code and leave no partial engine file behind.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+FAILURES = []
+PASSED = 0
+
+
+def run(kiln, *args):
+    p = subprocess.run([kiln, *args], capture_output=True, text=True, timeout=300)
+    return p.returncode, p.stdout, p.stderr
+
+
+def check(name, cond, detail=""):
+    global PASSED
+    if cond:
+        PASSED += 1
+    else:
+        FAILURES.append(f"{name}: {detail}")
+        print(f"FAIL {name}: {detail}")
+
+
+def expect_error(kiln, name, args, code, needles, must_not_exist=None):
+    rc, out, err = run(kiln, *args)
+    low = err.lower()
+    ok = rc == code and all(n.lower() in low for n in needles) and "Traceback" not in err
+    check(name, ok, f"rc={rc} (want {code}), stderr={err.strip()[:300]!r}, want {needles}")
+    if must_not_exist is not None:
+        check(name + " (no partial file)", not os.path.exists(must_not_exist), f"{must_not_exist} exists")
+
+
+def small_cnn(path):
+    """Conv -> BatchNormalization -> Relu -> Conv + residual -> Relu -> Flatten(Shape-computed) -> Gemm."""
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * 0.3, "w1"),
+        numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b1"),
+        numpy_helper.from_array(rng.random(4).astype(np.float32) + 0.5, "bn_scale"),
+        numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "bn_bias"),
+        numpy_helper.from_array(rng.standard_normal(4).astype(np.float32) * 0.1, "bn_mean"),
+        numpy_helper.from_array(rng.random(4).astype(np.float32) + 0.5, "bn_var"),
+        numpy_helper.from_array(rng.standard_normal((4, 4, 3, 3)).astype(np.float32) * 0.3, "w2"),
+        numpy_helper.from_array(rng.standard_normal((5, 4 * 8 * 8)).astype(np.float32) * 0.1, "fc_w"),
+        numpy_helper.from_array(rng.standard_normal(5).astype(np.float32), "fc_b"),
+        numpy_helper.from_array(np.array([0], np.int64), "zero"),
+        numpy_helper.from_array(np.array([-1], np.int64), "minus_one"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c1", "bn_scale", "bn_bias", "bn_mean", "bn_var"], ["n1"], name="bn1"),
+        helper.make_node("Relu", ["n1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c2", "r1"], ["s2"], name="residual"),
+        helper.make_node("Relu", ["s2"], ["r2"], name="relu2"),
+        helper.make_node("Shape", ["r2"], ["shape"], name="shape"),
+        helper.make_node("Gather", ["shape", "zero"], ["batch"], name="gather", axis=0),
+        helper.make_node("Concat", ["batch", "minus_one"], ["flat_shape"], name="concat", axis=0),
+        helper.make_node("Reshape", ["r2", "flat_shape"], ["flat"], name="reshape"),
+        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["y"], name="fc", transB=1),
+    ]
+    g = helper.make_graph(nodes, "small_cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 5])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], producer_name="kiln-tests")
+    onnx.checker.check_model(m)
+    onnx.save(m, path)
+    return path
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--kiln", required=True)
+    kiln = ap.parse_args().kiln
+    tmp = tempfile.mkdtemp(prefix="kiln_engine_cli_")
+    model = small_cnn(os.path.join(tmp, "small_cnn.onnx"))
+    x = np.random.default_rng(1).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    np.save(os.path.join(tmp, "x.npy"), x)
+
+    # --- passes -----------------------------------------------------------------------------
+    rc, so, se = run(kiln, "passes", "--json")
+    names = [p["name"] for p in json.loads(so)["passes"]] if rc == 0 else []
+    check("passes --json", rc == 0 and "fold-constants" in names and "fuse-bias-activation" in names, so[:300])
+    rc, so, se = run(kiln, "passes")
+    check("passes text", rc == 0 and all(n in so for n in names), so[:300])
+
+    # --- build / run / inspect round trip ---------------------------------------------------
+    engine = os.path.join(tmp, "small_cnn.kiln")
+    rc, so, se = run(kiln, "build", model, "-o", engine, "--shapes", "x:2x3x8x8", "--json")
+    check("build", rc == 0 and os.path.exists(engine), f"rc={rc} {se[:300]}")
+    summary = json.loads(so) if rc == 0 else {}
+    check("build --json", summary.get("engine") == engine and summary.get("nodes_before") == 11
+          and summary.get("step_count", 99) < 11 and "memory" in summary and "passes" in summary, so[:500])
+    check("build prints plain progress lines when not on a terminal", "kiln:" in se and "\r" not in se, se[:300])
+
+    ref_dir, eng_dir = os.path.join(tmp, "ref"), os.path.join(tmp, "eng")
+    rc1, _, se1 = run(kiln, "run", model, "--input", f"x={tmp}/x.npy", "--output-dir", ref_dir)
+    rc2, _, se2 = run(kiln, "run", engine, "--input", f"x={tmp}/x.npy", "--output-dir", eng_dir)
+    check("run model and engine", rc1 == 0 and rc2 == 0, f"{se1[:200]} {se2[:200]}")
+    if rc1 == 0 and rc2 == 0:
+        a, b = np.load(os.path.join(ref_dir, "y.npy")), np.load(os.path.join(eng_dir, "y.npy"))
+        check("engine output equals the model's", a.shape == b.shape and np.allclose(a, b, rtol=1e-5, atol=1e-6),
+              f"max diff {np.abs(a - b).max()}")
+    rc, so, se = run(kiln, "run", model, "--optimize", "--input", f"x={tmp}/x.npy", "--json")
+    check("run --optimize", rc == 0 and json.loads(so)["outputs"][0]["shape"] == [2, 5], se[:300])
+
+    rc, so, se = run(kiln, "inspect", engine, "--json")
+    info = json.loads(so) if rc == 0 else {"steps": []}
+    keys = {"name", "op", "fused", "precision", "layout", "tactic", "inputs", "outputs"}
+    check("inspect --json steps", rc == 0 and info["steps"] and all(keys <= set(s) for s in info["steps"]), so[:300])
+    fused = [set(s["fused"]) for s in info["steps"] if s["op"] == "kiln.FusedConv"]
+    check("inspect shows conv+bn+relu fused", {"conv1", "bn1", "relu1"} in fused, str(fused))
+    check("inspect shows conv+residual+relu fused", {"conv2", "residual", "relu2"} in fused, str(fused))
+    check("inspect shows the shape chain folded", not any(s["op"] in ("Shape", "Gather", "Concat") for s in info["steps"]),
+          str([s["op"] for s in info["steps"]]))
+    mem = info.get("memory", {})
+    check("inspect memory figures", mem.get("activations_lower_bound_bytes", -1) > 0
+          and mem["activations_lower_bound_bytes"] <= mem["activations_planned_bytes"] <= mem["activations_naive_bytes"]
+          and mem.get("weights_bytes", 0) > 0, str(mem))
+    check("inspect passes fired", info.get("passes", {}).get("fold-batchnorm", 0) >= 1, str(info.get("passes")))
+    rc, so, se = run(kiln, "inspect", engine)
+    check("inspect text", rc == 0 and "conv1" in so and "memory:" in so, so[:300])
+    rc, so, se = run(kiln, "inspect", model, "--shapes", "x:1x3x8x8", "--json")
+    check("inspect an ONNX model", rc == 0 and len(json.loads(so)["steps"]) == len(info["steps"]), se[:300])
+    rc, so, se = run(kiln, "inspect", model, "--shapes", "x:1x3x8x8", "--disable-pass", "fold-batchnorm", "--json")
+    ops = [s["op"] for s in json.loads(so)["steps"]] if rc == 0 else []
+    check("--disable-pass keeps BatchNormalization", "BatchNormalization" in ops, str(ops))
+
+    # --- dump after a pass ------------------------------------------------------------------
+    dump_dir = os.path.join(tmp, "dumps")
+    rc, so, se = run(kiln, "build", model, "-o", os.path.join(tmp, "d.kiln"), "--shapes", "x:1x3x8x8", "--dump-after",
+                     "fold-constants", "--dump-dir", dump_dir)
+    dumps = sorted(os.listdir(dump_dir)) if os.path.isdir(dump_dir) else []
+    check("--dump-after writes ONNX", rc == 0 and dumps and dumps[0].endswith(".onnx"), f"{dumps} {se[:300]}")
+    if dumps:
+        dumped = onnx.load(os.path.join(dump_dir, dumps[0]))
+        check("dumped graph has the shape chain folded", not any(n.op_type == "Shape" for n in dumped.graph.node),
+              str([n.op_type for n in dumped.graph.node]))
+
+    # --- bench ------------------------------------------------------------------------------
+    times = os.path.join(tmp, "times.json")
+    rc, so, se = run(kiln, "bench", engine, "--iterations", "7", "--warmup", "1", "--json", "--export-times", times)
+    b = json.loads(so) if rc == 0 else {}
+    lat = b.get("latency_ms", {})
+    check("bench --json", rc == 0 and b.get("throughput_per_s", 0) > 0 and b.get("iterations") == 7
+          and lat.get("min", -1) <= lat.get("median", -2) <= lat.get("max", -3) and "p99" in lat and "p90" in lat, so[:400])
+    t = json.load(open(times)) if os.path.exists(times) else []
+    check("bench --export-times", len(t) == 7 and all("latency_ms" in e for e in t), str(t)[:200])
+    rc, so, se = run(kiln, "bench", model, "--shapes", "x:1x3x8x8", "--duration", "0.2", "--profile")
+    check("bench a model with --duration and --profile", rc == 0 and "throughput" in so and "conv1" in so, so[:300] + se[:300])
+    expect_error(kiln, "bench with --iterations and --duration", ["bench", engine, "--iterations", "3", "--duration", "1"],
+                 2, [])
+
+    # --- dynamic shapes ---------------------------------------------------------------------
+    dyn = os.path.join(tmp, "dyn.kiln")
+    rc, so, se = run(kiln, "build", model, "-o", dyn, "--min-shapes", "x:1x3x8x8", "--opt-shapes", "x:2x3x8x8",
+                     "--max-shapes", "x:4x3x8x8")
+    check("build with a profile", rc == 0, se[:300])
+    for batch in (1, 3, 4):
+        rc, so, se = run(kiln, "run", dyn, "--shape", f"x={batch}x3x8x8", "--json")
+        check(f"profile batch {batch}", rc == 0 and json.loads(so)["outputs"][0]["shape"] == [batch, 5], se[:300])
+    expect_error(kiln, "shape above the profile", ["run", dyn, "--shape", "x=5x3x8x8"], 3, ["'x'", "5x3x8x8", "4x3x8x8"])
+    expect_error(kiln, "shape of the wrong rank", ["run", dyn, "--shape", "x=1x3x8"], 3, ["'x'"])
+
+    # --- bad build options ------------------------------------------------------------------
+    bad = os.path.join(tmp, "bad.kiln")
+    expect_error(kiln, "unknown pass", ["build", model, "-o", bad, "--disable-pass", "nope"], 2, ["nope"], bad)
+    expect_error(kiln, "--shapes names no input", ["build", model, "-o", bad, "--shapes", "nope:1x3x8x8"], 2, ["nope"], bad)
+    expect_error(kiln, "min above max", ["build", model, "-o", bad, "--min-shapes", "x:4x3x8x8", "--max-shapes",
+                                         "x:2x3x8x8"], 2, ["'x'"], bad)
+    expect_error(kiln, "malformed --shapes", ["build", model, "-o", bad, "--shapes", "x=1x3x8x8"], 2, ["--shapes"], bad)
+    expect_error(kiln, "dynamic input without shapes", ["build", model, "-o", bad], 2, ["'x'"], bad)
+    expect_error(kiln, "unwritable output", ["build", model, "-o", os.path.join(tmp, "no", "dir", "e.kiln"), "--shapes",
+                                             "x:1x3x8x8"], 1, ["e.kiln"], os.path.join(tmp, "no", "dir", "e.kiln"))
+    expect_error(kiln, "build an engine again", ["build", engine, "-o", bad], 2, ["engine"], bad)
+    rc, so, se = run(kiln, "build", model, "-o", bad, "--shapes", "x:1x3x8x8", "--device", "cuda")
+    check("cuda build without a CUDA backend fails cleanly", rc in (1, 2) and "cuda" in se.lower() and not os.path.exists(bad),
+          f"rc={rc} {se[:300]}")
+
+    # --- bad engine files -------------------------------------------------------------------
+    data = open(engine, "rb").read()
+    trunc = os.path.join(tmp, "truncated.kiln")
+    open(trunc, "wb").write(data[: len(data) // 2])
+    expect_error(kiln, "truncated engine", ["run", trunc], 3, ["truncated.kiln", "truncated"])
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0x5A
+    corrupt = os.path.join(tmp, "corrupt.kiln")
+    open(corrupt, "wb").write(bytes(flipped))
+    expect_error(kiln, "corrupt engine", ["inspect", corrupt], 3, ["corrupt.kiln", "checksum"])
+    notengine = os.path.join(tmp, "not_engine.kiln")
+    open(notengine, "wb").write(b"\x00" * 256)
+    expect_error(kiln, "not an engine", ["bench", notengine], 3, ["not_engine.kiln", "not a kiln engine"])
+
+    print(f"{PASSED} passed, {len(FAILURES)} failed")
+    return 1 if FAILURES else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+#include "cli_util.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+
+#include "core/npy.h"
+#include "onnx/exporter.h"
+
+namespace kiln::cli {
+
+Result<std::pair<std::string, std::string>> split_assignment(const std::string& s, const char* flag) {
+  auto eq = s.rfind('=');
+  if (eq == std::string::npos || eq == 0 || eq + 1 == s.size()) {
+    return usage_error("{} expects NAME=VALUE, got '{}'", flag, s);
+  }
+  return std::make_pair(s.substr(0, eq), s.substr(eq + 1));
+}
+
+Result<Dims> parse_dims(const std::string& s) {
+  Dims d;
+  if (s == "scalar") return d;
+  size_t pos = 0;
+  while (pos <= s.size()) {
+    size_t x = s.find_first_of("x,", pos);
+    std::string part = s.substr(pos, x == std::string::npos ? std::string::npos : x - pos);
+    char* end = nullptr;
+    long long v = std::strtoll(part.c_str(), &end, 10);
+    if (part.empty() || *end != '\0' || v < 0) return usage_error("bad shape '{}' (expected e.g. 1x3x224x224)", s);
+    d.push_back(v);
+    if (x == std::string::npos) break;
+    pos = x + 1;
+  }
+  return d;
+}
+
+Result<std::map<std::string, Dims>> parse_shape_list(const std::vector<std::string>& specs, const char* flag) {
+  std::map<std::string, Dims> out;
+  for (const std::string& spec : specs) {
+    // Entries are separated by commas that are followed by a NAME: (dims themselves use 'x').
+    size_t pos = 0;
+    while (pos < spec.size()) {
+      size_t comma = spec.find(',', pos);
+      std::string entry = spec.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+      pos = comma == std::string::npos ? spec.size() : comma + 1;
+      auto colon = entry.rfind(':');
+      if (colon == std::string::npos || colon == 0 || colon + 1 == entry.size()) {
+        return usage_error("{} expects NAME:DIMS[,NAME:DIMS...] (e.g. input:1x3x224x224), got '{}'", flag, entry);
+      }
+      KILN_ASSIGN_OR_RETURN(Dims d, parse_dims(entry.substr(colon + 1)));
+      std::string name = entry.substr(0, colon);
+      if (out.count(name)) return usage_error("{} gives input '{}' twice", flag, name);
+      out[name] = std::move(d);
+    }
+  }
+  return out;
+}
+
+Tensor random_tensor(DataType dt, const Dims& dims, std::mt19937_64& rng) {
+  Tensor t(dt, dims);
+  std::uniform_real_distribution<double> uf(-1.0, 1.0);
+  std::uniform_int_distribution<int> ui(0, 9);
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    if (is_float(dt)) {
+      t.set_double(i, uf(rng));
+    } else if (dt == DataType::kBool) {
+      t.set_double(i, ui(rng) % 2);
+    } else {
+      t.set_double(i, ui(rng));
+    }
+  }
+  return t;
+}
+
+std::string safe_file_name(const std::string& name) {
+  std::string s = name;
+  for (char& c : s) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) c = '_';
+  }
+  if (s.empty() || s == "." || s == "..") s = "_" + s;
+  return s;
+}
+
+nlohmann::json summarize(const std::string& name, const Tensor& t) {
+  nlohmann::json j;
+  j["name"] = name;
+  j["dtype"] = std::string(dtype_name(t.dtype()));
+  j["shape"] = t.dims();
+  if (t.dtype() != DataType::kString && t.numel() > 0) {
+    double mn = t.get_double(0), mx = mn, sum = 0;
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      double v = t.get_double(i);
+      mn = std::min(mn, v);
+      mx = std::max(mx, v);
+      sum += v;
+    }
+    j["min"] = mn;
+    j["max"] = mx;
+    j["mean"] = sum / static_cast<double>(t.numel());
+  }
+  return j;
+}
+
+void add_build_flags(CLI::App* cmd, BuildArgs& a, bool with_dump) {
+  cmd->add_option("--device", a.device, "Device to build for: cpu or cuda")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->group("Build");
+  cmd->add_option("--shapes", a.shapes, "Fixed input shapes, NAME:1x3x224x224[,NAME:...]")->group("Build");
+  cmd->add_option("--min-shapes", a.min_shapes, "Smallest input shapes of the profile")->group("Build");
+  cmd->add_option("--opt-shapes", a.opt_shapes, "Input shapes to tune for")->group("Build");
+  cmd->add_option("--max-shapes", a.max_shapes, "Largest input shapes of the profile")->group("Build");
+  cmd->add_flag("--fp16", a.fp16, "Allow FP16 tactics where the backend has them")->group("Build");
+  cmd->add_flag("--bf16", a.bf16, "Allow BF16 tactics where the backend has them")->group("Build");
+  cmd->add_option("--timing-cache", a.timing_cache, "Read and update tactic timings in FILE")->group("Build");
+  cmd->add_option("--disable-pass", a.disable_pass, "Do not run the optimization pass NAME (see `kiln passes`)")
+      ->group("Build");
+  if (with_dump) {
+    cmd->add_option("--dump-after", a.dump_after, "Write the graph as ONNX after pass NAME fires")->group("Build");
+    cmd->add_option("--dump-dir", a.dump_dir, "Folder for --dump-after files (default .)")->group("Build");
+  }
+}
+
+bool stderr_is_terminal() {
+  return isatty(fileno(stderr)) != 0;
+}
+
+Result<BuildOptions> to_build_options(const BuildArgs& a, bool progress, const Model* model_for_dump) {
+  BuildOptions o;
+  o.device = a.device;
+  KILN_ASSIGN_OR_RETURN(o.shapes, parse_shape_list(a.shapes, "--shapes"));
+  KILN_ASSIGN_OR_RETURN(o.min_shapes, parse_shape_list(a.min_shapes, "--min-shapes"));
+  KILN_ASSIGN_OR_RETURN(o.opt_shapes, parse_shape_list(a.opt_shapes, "--opt-shapes"));
+  KILN_ASSIGN_OR_RETURN(o.max_shapes, parse_shape_list(a.max_shapes, "--max-shapes"));
+  o.fp16 = a.fp16;
+  o.bf16 = a.bf16;
+  o.timing_cache = a.timing_cache;
+  KILN_RETURN_IF_ERROR(check_pass_names(a.disable_pass));
+  KILN_RETURN_IF_ERROR(check_pass_names(a.dump_after));
+  o.pipeline.disabled.insert(a.disable_pass.begin(), a.disable_pass.end());
+  o.pipeline.dump_after.insert(a.dump_after.begin(), a.dump_after.end());
+  if (!a.dump_after.empty() && model_for_dump) {
+    std::error_code ec;
+    std::filesystem::create_directories(a.dump_dir, ec);
+    if (ec) return usage_error("cannot create --dump-dir '{}': {}", a.dump_dir, ec.message());
+    Model meta = *model_for_dump;
+    std::string dir = a.dump_dir;
+    o.pipeline.dump = [meta, dir](const Graph& g, const std::string& pass, int iteration) -> Status {
+      Model m = meta;
+      // The dump does not own the graph being optimized.
+      m.graph = std::shared_ptr<Graph>(std::shared_ptr<Graph>{}, const_cast<Graph*>(&g));
+      std::string path = (std::filesystem::path(dir) / fmt::format("after_{}_{}.onnx", pass, iteration)).string();
+      KILN_RETURN_IF_ERROR(save_onnx(m, path));
+      std::fprintf(stderr, "kiln: wrote %s\n", path.c_str());
+      return {};
+    };
+  }
+  if (progress) {
+    bool tty = stderr_is_terminal();
+    auto last = std::make_shared<std::string>();
+    o.progress = [tty, last](const std::string& phase, double fraction) {
+      if (tty) {
+        int width = 30, filled = static_cast<int>(fraction * width + 0.5);
+        std::fprintf(stderr, "\r%-10s [%s%s] %3d%%", phase.c_str(), std::string(filled, '#').c_str(),
+                     std::string(width - filled, ' ').c_str(), static_cast<int>(fraction * 100 + 0.5));
+        if (fraction >= 1.0) std::fprintf(stderr, "\n");
+      } else if (phase != *last) {
+        // Plain lines for logs: one line per phase.
+        std::fprintf(stderr, "kiln: %s\n", phase.c_str());
+        *last = phase;
+      }
+      std::fflush(stderr);
+    };
+  }
+  return o;
+}
+
+Result<std::vector<RValue>> plan_inputs(const Plan& plan, const std::map<std::string, std::string>& files,
+                                        const std::map<std::string, Dims>& shapes, uint64_t seed) {
+  auto is_input = [&](const std::string& n) {
+    for (int id : plan.inputs) {
+      if (plan.slots[static_cast<size_t>(id)].name == n) return true;
+    }
+    return false;
+  };
+  for (const auto& [name, f] : files) {
+    if (!is_input(name)) return usage_error("--input names '{}', which is not an input of the model", name);
+  }
+  for (const auto& [name, d] : shapes) {
+    if (!is_input(name)) return usage_error("a shape is given for '{}', which is not an input of the model", name);
+  }
+  std::mt19937_64 rng(seed);
+  std::vector<RValue> inputs;
+  for (int id : plan.inputs) {
+    const Slot& slot = plan.slots[static_cast<size_t>(id)];
+    if (auto f = files.find(slot.name); f != files.end()) {
+      auto t = read_npy(f->second);
+      if (!t.ok()) return t.status().with_context("input '" + slot.name + "'");
+      inputs.push_back(RValue::of(std::move(t).value()));
+      continue;
+    }
+    if (slot.type.kind != TypeInfo::Kind::kTensor || slot.type.dtype == DataType::kString) {
+      return usage_error("input '{}' is a {}: give it with --input", slot.name, slot.type.to_string());
+    }
+    Dims dims;
+    if (auto s = shapes.find(slot.name); s != shapes.end()) {
+      dims = s->second;
+    } else {
+      bool from_profile = false;
+      for (const Profile& p : plan.profiles) {
+        for (const ShapeRange& r : p.ranges) {
+          if (r.input == slot.name && !from_profile) {
+            dims = r.opt;
+            from_profile = true;
+          }
+        }
+      }
+      if (!from_profile) {
+        if (!slot.type.shape.fully_known()) {
+          return usage_error("input '{}' has dynamic shape {}: give it with --shapes {}:...", slot.name,
+                             slot.type.shape.to_string(), slot.name);
+        }
+        dims = slot.type.shape.static_dims();
+      }
+    }
+    auto probe = Tensor::create(slot.type.dtype, dims);
+    if (!probe.ok()) return probe.status().with_context("input '" + slot.name + "'");
+    inputs.push_back(RValue::of(random_tensor(slot.type.dtype, dims, rng)));
+  }
+  return inputs;
+}
+
+}  // namespace kiln::cli

@@ -1,0 +1,184 @@
+// `kiln bench ENGINE.kiln|MODEL.onnx [--device] [--shapes ...] [--warmup N] [--iterations N |
+// --duration S] [--threads N] [--json] [--export-times FILE] [--profile]`: latency and throughput
+// of an engine (an ONNX model is built in memory first), reported the way trtexec reports them.
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <numeric>
+
+#include "cli_util.h"
+#include "commands.h"
+#include "plan_report.h"
+#include "runtime/open_plan.h"
+#include "runtime/plan_executor.h"
+
+namespace kiln::cli {
+namespace {
+
+struct Args {
+  std::string path;
+  BuildArgs build;
+  int warmup = 5;
+  int iterations = 0;
+  double duration = 0;
+  int threads = 0;
+  bool json = false;
+  bool profile = false;
+  std::string export_times;
+  uint64_t seed = 0;
+};
+
+using Clock = std::chrono::steady_clock;
+
+double percentile(const std::vector<double>& sorted, double p) {
+  // Nearest-rank on the sorted sample (what trtexec reports as percentile(p%)).
+  size_t rank = static_cast<size_t>(std::ceil(p / 100.0 * static_cast<double>(sorted.size())));
+  return sorted[std::clamp<size_t>(rank, 1, sorted.size()) - 1];
+}
+
+int bench(const Args& a) {
+  if (a.iterations < 0 || a.duration < 0 || a.warmup < 0 || a.threads < 0) {
+    return report_error(usage_error("--warmup, --iterations, --duration and --threads must not be negative"));
+  }
+  if (a.iterations > 0 && a.duration > 0) {
+    return report_error(usage_error("give either --iterations or --duration, not both"));
+  }
+  if (a.threads > 0) omp_set_num_threads(a.threads);
+  auto options = to_build_options(a.build, false, nullptr);
+  if (!options.ok()) return report_error(options.status());
+  auto opened = open_plan(a.path, *options);
+  if (!opened.ok()) return report_error(opened.status());
+  const Plan& plan = *opened->plan;
+  auto shapes = parse_shape_list(a.build.shapes, "--shapes");
+  if (!shapes.ok()) return report_error(shapes.status());
+  auto inputs = plan_inputs(plan, {}, *shapes, a.seed);
+  if (!inputs.ok()) return report_error(inputs.status());
+  auto backend = make_backend(plan.info.device);
+  if (!backend.ok()) return report_error(backend.status());
+  auto exec = PlanExecutor::create(opened->plan, *backend);
+  if (!exec.ok()) return report_error(exec.status());
+  PlanExecutor& ex = **exec;
+
+  for (int i = 0; i < a.warmup; ++i) {
+    auto r = ex.run(*inputs);
+    if (!r.ok()) return report_error(r.status());
+  }
+  ex.set_profiling(a.profile);
+  const int min_iterations = a.iterations > 0 ? a.iterations : 10;
+  const double duration = a.iterations > 0 ? 0.0 : (a.duration > 0 ? a.duration : 3.0);
+  std::vector<double> latencies, starts;
+  std::vector<double> step_totals(plan.steps.size(), 0.0);
+  const auto t_begin = Clock::now();
+  for (;;) {
+    double elapsed = std::chrono::duration<double>(Clock::now() - t_begin).count();
+    bool enough = static_cast<int>(latencies.size()) >= min_iterations && elapsed >= duration;
+    if (a.iterations > 0) enough = static_cast<int>(latencies.size()) >= a.iterations;
+    if (a.duration > 0) enough = !latencies.empty() && elapsed >= duration;
+    if (enough) break;
+    auto t0 = Clock::now();
+    auto r = ex.run(*inputs);
+    auto t1 = Clock::now();
+    if (!r.ok()) return report_error(r.status());
+    starts.push_back(std::chrono::duration<double, std::milli>(t0 - t_begin).count());
+    latencies.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+    if (a.profile) {
+      const auto& st = ex.step_times_ms();
+      for (size_t i = 0; i < st.size() && i < step_totals.size(); ++i) step_totals[i] += st[i];
+    }
+  }
+  const double wall_s = std::chrono::duration<double>(Clock::now() - t_begin).count();
+  std::vector<double> sorted = latencies;
+  std::sort(sorted.begin(), sorted.end());
+  const double n = static_cast<double>(sorted.size());
+  const double mean = std::accumulate(sorted.begin(), sorted.end(), 0.0) / n;
+  const double median =
+      sorted.size() % 2 ? sorted[sorted.size() / 2] : 0.5 * (sorted[sorted.size() / 2 - 1] + sorted[sorted.size() / 2]);
+  const double throughput = n / wall_s;
+  const int threads = a.threads > 0 ? a.threads : omp_get_max_threads();
+  nlohmann::json latency = {
+      {"min", sorted.front()},         {"mean", mean},        {"median", median}, {"p90", percentile(sorted, 90)},
+      {"p99", percentile(sorted, 99)}, {"max", sorted.back()}};
+
+  if (!a.export_times.empty()) {
+    nlohmann::json times = nlohmann::json::array();
+    for (size_t i = 0; i < latencies.size(); ++i) {
+      times.push_back({{"iteration", i},
+                       {"start_ms", starts[i]},
+                       {"end_ms", starts[i] + latencies[i]},
+                       {"latency_ms", latencies[i]},
+                       {"compute_ms", latencies[i]}});
+    }
+    std::ofstream f(a.export_times);
+    f << times.dump(1) << "\n";
+    if (!f) return report_error(runtime_error("cannot write --export-times file '{}'", a.export_times));
+  }
+  nlohmann::json profile = nlohmann::json::array();
+  if (a.profile) {
+    for (size_t i = 0; i < plan.steps.size(); ++i) {
+      const Step& st = plan.steps[i];
+      profile.push_back({{"name", st.name},
+                         {"op", st.node ? st.node->op_type : ""},
+                         {"average_ms", step_totals[i] / n},
+                         {"percent", 100.0 * step_totals[i] / std::max(1e-12, mean * n)}});
+    }
+  }
+  if (a.json) {
+    nlohmann::json j = {{"device", plan.info.device},
+                        {"backend", plan.info.backend},
+                        {"threads", threads},
+                        {"warmup", a.warmup},
+                        {"iterations", latencies.size()},
+                        {"wall_seconds", wall_s},
+                        {"throughput_per_s", throughput},
+                        {"latency_ms", latency},
+                        {"compute_ms", latency},
+                        // A CPU engine's inputs and outputs are already in host memory.
+                        {"h2d_ms", nullptr},
+                        {"d2h_ms", nullptr}};
+    if (a.profile) j["profile"] = profile;
+    std::printf("%s\n", j.dump(2).c_str());
+    return kExitOk;
+  }
+  std::printf("device: %s (%s backend, %d threads)\n", plan.info.device.c_str(), plan.info.backend.c_str(), threads);
+  std::printf("iterations: %zu in %.3f s after %d warm-up\n", latencies.size(), wall_s, a.warmup);
+  std::printf("throughput: %.3f inferences/s\n", throughput);
+  std::printf(
+      "latency: min = %.4f ms, max = %.4f ms, mean = %.4f ms, median = %.4f ms, percentile(90%%) = %.4f ms, "
+      "percentile(99%%) = %.4f ms\n",
+      sorted.front(), sorted.back(), mean, median, percentile(sorted, 90), percentile(sorted, 99));
+  std::printf("host-to-device: n/a (cpu), device-to-host: n/a (cpu); compute = latency\n");
+  if (a.profile) {
+    std::printf("\n%-4s %-32s %-20s %12s %8s\n", "#", "step", "op", "avg ms", "%");
+    for (size_t i = 0; i < profile.size(); ++i) {
+      std::printf("%-4zu %-32s %-20s %12.4f %8.2f\n", i, profile[i]["name"].get<std::string>().c_str(),
+                  profile[i]["op"].get<std::string>().c_str(), profile[i]["average_ms"].get<double>(),
+                  profile[i]["percent"].get<double>());
+    }
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+Action add_bench_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("bench", "Measure latency and throughput of an engine or model");
+  auto a = std::make_shared<Args>();
+  cmd->add_option("ENGINE_OR_MODEL", a->path, "Kiln engine (.kiln) or ONNX model")->required();
+  add_build_flags(cmd, a->build, false);
+  cmd->add_option("--warmup", a->warmup, "Untimed runs before measuring (default 5)")->group("Inference");
+  auto* it =
+      cmd->add_option("--iterations", a->iterations, "Timed runs (default: at least 10 and 3 s)")->group("Inference");
+  cmd->add_option("--duration", a->duration, "Measure for S seconds")->group("Inference")->excludes(it);
+  cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)")->group("Inference");
+  cmd->add_option("--seed", a->seed, "Seed for the random inputs")->group("Inference");
+  cmd->add_flag("--json", a->json, "Print the results as JSON")->group("Reporting");
+  cmd->add_option("--export-times", a->export_times, "Write each iteration's timing to FILE as JSON")
+      ->group("Reporting");
+  cmd->add_flag("--profile", a->profile, "Time each step and print the per-step average")->group("Reporting");
+  return [a]() { return bench(*a); };
+}
+
+}  // namespace kiln::cli

@@ -1,0 +1,139 @@
+#include "plan_report.h"
+
+#include <cstdio>
+
+namespace kiln::cli {
+
+namespace {
+
+std::string op_name(const Node& n) {
+  return n.domain.empty() ? n.op_type : n.domain + "." + n.op_type;
+}
+
+nlohmann::json slot_json(const Plan& plan, int id) {
+  if (id < 0) return nullptr;
+  const Slot& s = plan.slots[static_cast<size_t>(id)];
+  nlohmann::json j;
+  j["name"] = s.name;
+  j["kind"] = std::string(slot_kind_name(s.kind));
+  j["type"] = s.type.to_string();
+  if (s.type.kind == TypeInfo::Kind::kTensor) {
+    j["dtype"] = std::string(dtype_name(s.type.dtype));
+    j["shape"] = s.type.shape.to_string();
+  }
+  if (s.bytes >= 0) j["bytes"] = s.bytes;
+  if (s.offset >= 0) j["offset"] = s.offset;
+  return j;
+}
+
+std::vector<std::string> fused_names(const Step& st) {
+  if (st.node && !st.node->fused_from.empty()) return st.fused.empty() ? st.node->fused_from : st.fused;
+  if (!st.fused.empty()) return st.fused;
+  return {st.name};
+}
+
+}  // namespace
+
+std::string human_bytes(int64_t bytes) {
+  if (bytes < 0) return "?";
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  return u == 0 ? fmt::format("{} B", bytes) : fmt::format("{:.2f} {}", v, units[u]);
+}
+
+nlohmann::json plan_json(const Plan& plan) {
+  nlohmann::json steps = nlohmann::json::array();
+  for (const Step& st : plan.steps) {
+    nlohmann::json j;
+    j["name"] = st.name;
+    j["op"] = st.node ? op_name(*st.node) : "";
+    j["fused"] = fused_names(st);
+    j["precision"] = std::string(dtype_name(st.precision));
+    j["layout"] = std::string(layout_name(st.layout));
+    j["tactic"] = st.tactic;
+    nlohmann::json ins = nlohmann::json::array(), outs = nlohmann::json::array();
+    for (int id : st.inputs) ins.push_back(slot_json(plan, id));
+    for (int id : st.outputs) outs.push_back(slot_json(plan, id));
+    j["inputs"] = ins;
+    j["outputs"] = outs;
+    steps.push_back(j);
+  }
+  const MemoryStats& m = plan.memory;
+  nlohmann::json memory = {{"weights_bytes", m.weights},         {"activations_planned_bytes", m.arena},
+                           {"activations_naive_bytes", m.naive}, {"activations_lower_bound_bytes", m.lower_bound},
+                           {"workspace_bytes", m.workspace},     {"dynamic_slots", m.dynamic_slots}};
+  nlohmann::json profiles = nlohmann::json::array();
+  for (const Profile& p : plan.profiles) {
+    nlohmann::json pj = nlohmann::json::array();
+    for (const ShapeRange& r : p.ranges) {
+      pj.push_back({{"input", r.input}, {"min", r.min}, {"opt", r.opt}, {"max", r.max}});
+    }
+    profiles.push_back(pj);
+  }
+  const BuildInfo& b = plan.info;
+  nlohmann::json build = {{"kiln_version", b.kiln_version}, {"device", b.device},      {"device_name", b.device_name},
+                          {"device_arch", b.device_arch},   {"backend", b.backend},    {"precisions", b.precisions},
+                          {"options", b.options},           {"libraries", b.libraries}};
+  nlohmann::json passes = nlohmann::json::object();
+  for (const auto& [k, v] : plan.passes_fired) passes[k] = v;
+  return {{"steps", steps},
+          {"memory", memory},
+          {"passes", passes},
+          {"nodes_before", plan.source_nodes},
+          {"step_count", plan.steps.size()},
+          {"profiles", profiles},
+          {"build", build}};
+}
+
+void print_plan(const Plan& plan, bool show_steps) {
+  const BuildInfo& b = plan.info;
+  std::printf("engine: kiln %s, device %s (%s%s%s), backend %s\n", b.kiln_version.c_str(), b.device.c_str(),
+              b.device_arch.c_str(), b.device_name.empty() ? "" : ", ", b.device_name.c_str(), b.backend.c_str());
+  std::printf("graph: %lld source nodes -> %zu steps\n", static_cast<long long>(plan.source_nodes), plan.steps.size());
+  for (const Profile& p : plan.profiles) {
+    for (const ShapeRange& r : p.ranges) {
+      std::printf("profile: %s min %s opt %s max %s\n", r.input.c_str(), shape_to_string(r.min).c_str(),
+                  shape_to_string(r.opt).c_str(), shape_to_string(r.max).c_str());
+    }
+  }
+  if (show_steps) {
+    std::printf("\n%-4s %-28s %-22s %-8s %-6s %-10s %s\n", "#", "step", "op", "prec", "layout", "tactic",
+                "outputs / fused");
+    for (size_t i = 0; i < plan.steps.size(); ++i) {
+      const Step& st = plan.steps[i];
+      std::string outs;
+      for (int id : st.outputs) {
+        if (id < 0) continue;
+        const Slot& s = plan.slots[static_cast<size_t>(id)];
+        outs += (outs.empty() ? "" : ", ") + s.type.to_string();
+      }
+      std::printf("%-4zu %-28s %-22s %-8s %-6s %-10s %s\n", i, st.name.c_str(),
+                  st.node ? op_name(*st.node).c_str() : "?", std::string(dtype_name(st.precision)).c_str(),
+                  std::string(layout_name(st.layout)).c_str(), st.tactic.c_str(), outs.c_str());
+      std::vector<std::string> fused = fused_names(st);
+      if (fused.size() > 1) {
+        std::string list;
+        for (const auto& f : fused) list += (list.empty() ? "" : " + ") + f;
+        std::printf("%-4s %-28s fused: %s\n", "", "", list.c_str());
+      }
+    }
+  }
+  const MemoryStats& m = plan.memory;
+  std::printf("\nmemory: weights %s, activations planned %s (naive %s, lower bound %s), workspace %s",
+              human_bytes(m.weights).c_str(), human_bytes(m.arena).c_str(), human_bytes(m.naive).c_str(),
+              human_bytes(m.lower_bound).c_str(), human_bytes(m.workspace).c_str());
+  if (m.dynamic_slots > 0) std::printf(", %lld values allocated at run time", static_cast<long long>(m.dynamic_slots));
+  std::printf("\n");
+  if (!plan.passes_fired.empty()) {
+    std::printf("passes:");
+    for (const auto& [k, v] : plan.passes_fired) std::printf(" %s x%lld", k.c_str(), static_cast<long long>(v));
+    std::printf("\n");
+  }
+}
+
+}  // namespace kiln::cli
