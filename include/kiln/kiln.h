@@ -39,12 +39,39 @@ struct IoInfo {
   bool shape_known = false;
 };
 
-/// A model loaded from an ONNX file, run on Kiln's reference CPU backend.
+/// The range of shapes an engine accepts for one input: any shape with min <= dims <= max
+/// (element-wise); `opt` is the shape to tune for.
+struct InputProfile {
+  std::string name;
+  std::vector<int64_t> min, opt, max;
+};
+
+/// How to build an engine (the options of `kiln build`).
+struct BuildConfig {
+  std::string device = "cpu";  ///< "cpu" or "cuda"
+  /// Shapes for inputs whose declared shape is not static (or to override a declared one).
+  std::vector<InputProfile> profiles;
+  bool fp16 = false;                         ///< allow FP16 kernels where the backend has them
+  bool bf16 = false;                         ///< allow BF16 kernels where the backend has them
+  std::vector<std::string> disabled_passes;  ///< pass names, as `kiln passes` lists them
+  std::string timing_cache;                  ///< file of tactic timings to reuse and update
+};
+
+/// Optimizes the ONNX model at `onnx_path` and writes an engine file to `engine_path`. Returns
+/// false and fills `error` on failure; no file is left at `engine_path` then.
+bool build_engine(const std::string& onnx_path, const std::string& engine_path, const BuildConfig& config,
+                  Error* error);
+
+/// A model ready to run: an engine file, or an ONNX model (run as imported, node by node, or
+/// optimized in memory when opened with a BuildConfig).
 class Session {
  public:
-  /// Loads and checks `onnx_path`. Returns nullptr and fills `error` when the file is unreadable,
-  /// invalid, or uses an operator Kiln cannot run.
-  static std::unique_ptr<Session> open(const std::string& onnx_path, Error* error);
+  /// Loads and checks an engine file (.kiln) or an ONNX model. Returns nullptr and fills `error`
+  /// when the file is unreadable, invalid, built for another device, or uses an operator Kiln
+  /// cannot run.
+  static std::unique_ptr<Session> open(const std::string& path, Error* error);
+  /// Opens an ONNX model and builds it in memory with `config` (an engine file is loaded as is).
+  static std::unique_ptr<Session> open(const std::string& path, const BuildConfig& config, Error* error);
   ~Session();
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;

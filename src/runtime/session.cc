@@ -1,28 +1,50 @@
-// The public API (include/kiln/kiln.h) over the importer and the reference executor.
+// The public API (include/kiln/kiln.h) over the importer, the builder, the engine loader and the
+// executors.
 #include <cstring>
 
+#include "engine/engine.h"
 #include "kiln/kiln.h"
 #include "onnx/importer.h"
 #include "runtime/executor.h"
+#include "runtime/open_plan.h"
+#include "runtime/plan_executor.h"
 
 namespace kiln {
 
 struct Session::Impl {
   Model model;
-  std::unique_ptr<Executor> exec;
+  std::unique_ptr<Executor> exec;  // an ONNX model run as imported
+  std::shared_ptr<Plan> plan;      // or a built / loaded plan
+  std::unique_ptr<PlanExecutor> plan_exec;
   std::vector<IoInfo> inputs;
   std::vector<IoInfo> outputs;
 };
 
 namespace {
 
-IoInfo io_info(const Value& v) {
+IoInfo io_info(const std::string& name, const TypeInfo& type) {
   IoInfo io;
-  io.name = v.name;
-  io.dtype = static_cast<int32_t>(v.type.dtype);
-  io.shape_known = v.type.shape.rank_known;
-  io.shape = v.type.shape.static_dims();
+  io.name = name;
+  io.dtype = static_cast<int32_t>(type.dtype);
+  io.shape_known = type.shape.rank_known;
+  io.shape = type.shape.static_dims();
   return io;
+}
+
+Result<BuildOptions> to_options(const BuildConfig& c) {
+  BuildOptions o;
+  o.device = c.device;
+  for (const InputProfile& p : c.profiles) {
+    if (!p.min.empty()) o.min_shapes[p.name] = p.min;
+    if (!p.opt.empty()) o.opt_shapes[p.name] = p.opt;
+    if (!p.max.empty()) o.max_shapes[p.name] = p.max;
+  }
+  o.fp16 = c.fp16;
+  o.bf16 = c.bf16;
+  o.timing_cache = c.timing_cache;
+  KILN_RETURN_IF_ERROR(check_pass_names(c.disabled_passes));
+  o.pipeline.disabled.insert(c.disabled_passes.begin(), c.disabled_passes.end());
+  return o;
 }
 
 void fill_error(Error* error, const Status& s) {
@@ -71,7 +93,68 @@ HostTensor to_host(const Tensor& t) {
 Session::Session(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Session::~Session() = default;
 
+bool build_engine(const std::string& onnx_path, const std::string& engine_path, const BuildConfig& config,
+                  Error* error) {
+  auto options = to_options(config);
+  if (!options.ok()) {
+    fill_error(error, options.status());
+    return false;
+  }
+  auto m = import_onnx_file(onnx_path);
+  if (!m.ok()) {
+    fill_error(error, m.status());
+    return false;
+  }
+  auto plan = build_plan(*m, *options);
+  Status s = plan.ok() ? save_engine(**plan, engine_path) : plan.status();
+  if (!s.ok()) fill_error(error, s);
+  return s.ok();
+}
+
+std::unique_ptr<Session> Session::open(const std::string& path, const BuildConfig& config, Error* error) {
+  auto options = to_options(config);
+  if (!options.ok()) {
+    fill_error(error, options.status());
+    return nullptr;
+  }
+  auto opened = open_plan(path, *options);
+  if (!opened.ok()) {
+    fill_error(error, opened.status());
+    return nullptr;
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->plan = opened->plan;
+  auto backend = make_backend(impl->plan->info.device);
+  auto exec = backend.ok() ? PlanExecutor::create(impl->plan, *backend)
+                           : Result<std::unique_ptr<PlanExecutor>>(backend.status());
+  if (!exec.ok()) {
+    fill_error(error, exec.status());
+    return nullptr;
+  }
+  impl->plan_exec = std::move(exec).value();
+  for (int id : impl->plan->inputs) {
+    const Slot& slot = impl->plan->slots[static_cast<size_t>(id)];
+    IoInfo io = io_info(slot.name, slot.type);
+    // Dims that vary within a profile are reported as unknown (-1), not as the profile's maximum.
+    for (const Profile& p : impl->plan->profiles) {
+      for (const ShapeRange& r : p.ranges) {
+        if (r.input != slot.name) continue;
+        for (size_t d = 0; d < io.shape.size() && d < r.min.size() && d < r.max.size(); ++d) {
+          if (r.min[d] != r.max[d]) io.shape[d] = -1;
+        }
+      }
+    }
+    impl->inputs.push_back(std::move(io));
+  }
+  for (int id : impl->plan->outputs) {
+    const Slot& slot = impl->plan->slots[static_cast<size_t>(id)];
+    impl->outputs.push_back(io_info(slot.name, slot.type));
+  }
+  return std::unique_ptr<Session>(new Session(std::move(impl)));
+}
+
 std::unique_ptr<Session> Session::open(const std::string& onnx_path, Error* error) {
+  if (is_engine_file(onnx_path)) return open(onnx_path, BuildConfig{}, error);
   auto m = import_onnx_file(onnx_path);
   if (!m.ok()) {
     fill_error(error, m.status());
@@ -80,8 +163,8 @@ std::unique_ptr<Session> Session::open(const std::string& onnx_path, Error* erro
   auto impl = std::make_unique<Impl>();
   impl->model = std::move(m).value();
   impl->exec = std::make_unique<Executor>(*impl->model.graph);
-  for (const Value* v : impl->model.graph->inputs) impl->inputs.push_back(io_info(*v));
-  for (const Value* v : impl->model.graph->outputs) impl->outputs.push_back(io_info(*v));
+  for (const Value* v : impl->model.graph->inputs) impl->inputs.push_back(io_info(v->name, v->type));
+  for (const Value* v : impl->model.graph->outputs) impl->outputs.push_back(io_info(v->name, v->type));
   return std::unique_ptr<Session>(new Session(std::move(impl)));
 }
 
@@ -103,12 +186,17 @@ bool Session::run(std::span<const HostTensor> inputs, std::vector<HostTensor>* o
     }
     in.push_back(RValue::of(std::move(t).value()));
   }
-  Status s = impl_->exec->check_inputs(in);
-  if (!s.ok()) {
-    fill_error(error, s);
-    return false;
+  Result<std::vector<RValue>> out = std::vector<RValue>{};
+  if (impl_->plan_exec) {
+    out = impl_->plan_exec->run(std::move(in));
+  } else {
+    Status s = impl_->exec->check_inputs(in);
+    if (!s.ok()) {
+      fill_error(error, s);
+      return false;
+    }
+    out = impl_->exec->run(std::move(in));
   }
-  auto out = impl_->exec->run(std::move(in));
   if (!out.ok()) {
     fill_error(error, out.status());
     return false;
