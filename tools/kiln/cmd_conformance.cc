@@ -18,9 +18,11 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "lower/builder.h"
 #include "onnx/importer.h"
 #include "onnx/tensor_proto.h"
 #include "runtime/executor.h"
+#include "runtime/plan_executor.h"
 
 namespace kiln::cli {
 namespace fs = std::filesystem;
@@ -131,6 +133,22 @@ std::vector<fs::path> sorted_files(const fs::path& dir, const std::string& prefi
   return out;
 }
 
+// With --optimize each test's model is built into a plan (passes, lowering, memory plan) for the
+// shapes of its inputs and run by the plan executor instead of node by node.
+bool g_optimize = false;
+
+Result<std::vector<RValue>> run_optimized(const Model& m, std::vector<RValue> inputs) {
+  BuildOptions options;
+  const Graph& g = *m.graph;
+  for (size_t i = 0; i < inputs.size() && i < g.inputs.size(); ++i) {
+    if (inputs[i].is_tensor()) options.shapes[g.inputs[i]->name] = inputs[i].tensor.dims();
+  }
+  KILN_ASSIGN_OR_RETURN(std::shared_ptr<Plan> plan, build_plan(m, options));
+  KILN_ASSIGN_OR_RETURN(std::shared_ptr<Backend> backend, make_backend(plan->info.device));
+  KILN_ASSIGN_OR_RETURN(auto exec, PlanExecutor::create(plan, backend));
+  return exec->run(std::move(inputs));
+}
+
 Outcome run_one(const fs::path& test_dir) {
   auto m = import_onnx_file(test_dir / "model.onnx");
   if (!m.ok()) return {Outcome::kFail, m.status().message()};
@@ -152,7 +170,7 @@ Outcome run_one(const fs::path& test_dir) {
     }
     // Inputs not given (trailing optional graph inputs) are empty optionals.
     while (inputs.size() < g.inputs.size()) inputs.push_back(RValue::none());
-    auto outs = exec.run(std::move(inputs));
+    auto outs = g_optimize ? run_optimized(*m, std::move(inputs)) : exec.run(std::move(inputs));
     if (!outs.ok()) return {Outcome::kFail, outs.status().message()};
     if (out_files.size() != g.outputs.size()) {
       return {Outcome::kFail, fmt::format("{} output files for {} model outputs", out_files.size(), g.outputs.size())};
@@ -384,6 +402,7 @@ Action add_conformance_command(CLI::App& app) {
   cmd->add_option("--timeout", a->timeout_s, "Seconds before a test counts as hung (default 60)");
   cmd->add_flag("--verbose,-v", a->verbose, "Print every test as it finishes, and the skipped ones");
   cmd->add_flag("--json", a->json, "Print machine-readable JSON");
+  cmd->add_flag("--optimize", g_optimize, "Build each model into an optimized plan and run that");
   return [a]() { return run(*a); };
 }
 
