@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Builds every model of the whole-model test set and writes docs/optimizer.md: for each model the
+"""Builds every model of the whole-model test set and updates the figures in docs/optimizer.md: for each model the
 node count before optimization and the step count after, the planned activation memory against
 the naive sum and the lower bound, the passes that fired, and the fused steps by kind.
 
@@ -50,9 +50,7 @@ def main():
         details.append(f"- **{name}**: passes fired: {fired or 'none'}. Fused steps: {steps or 'none'}.")
     today = datetime.date.today().isoformat()
     cpu = platform.processor() or platform.machine()
-    text = f"""# Optimizer figures
-
-What `kiln build` does to each model of the whole-model test set (FP32, reference backend, the
+    text = f"""What `kiln build` does to each model of the whole-model test set (FP32, reference backend, the
 input shapes of the exported models). Node count is the imported model's (subgraphs included);
 steps are what the engine runs. Activation memory: *naive* gives every intermediate tensor its
 own buffer, *planned* is the arena the memory planner lays out (lifetimes over the step list,
@@ -73,8 +71,15 @@ Produced on {today} ({cpu}, {platform.system()}) with:
 
 The per-step view of any model: `kiln inspect MODEL.onnx` (or an engine file); `--json` for tools.
 """
+    # The figures replace the part of the document between the markers; the rest is hand-written.
+    begin, end = "<!-- figures: begin -->", "<!-- figures: end -->"
+    doc = open(a.out).read() if os.path.exists(a.out) else f"# Optimizer\n\n{begin}\n{end}\n"
+    if begin not in doc or end not in doc:
+        print(f"{a.out} lacks the {begin} / {end} markers", file=sys.stderr)
+        return 1
+    doc = doc[:doc.index(begin) + len(begin)] + "\n" + text + doc[doc.index(end):]
     with open(a.out, "w") as f:
-        f.write(text)
+        f.write(doc)
     print(text)
     return 0
 
