@@ -24,6 +24,8 @@ struct BuildOptions {
   bool bf16 = false;         // allow BF16 tactics where the backend has them
   std::string timing_cache;  // file to read and update with tactic timings ("" = none)
   PipelineOptions pipeline = default_pipeline_options();
+  // The backend to build for; when empty, make_backend(device). Embedders and tests pass their own.
+  std::shared_ptr<Backend> backend;
   // Progress: called with a phase name ("optimize", "lower", "plan") and a fraction in [0, 1].
   std::function<void(const std::string& phase, double fraction)> progress;
 };

@@ -8,10 +8,11 @@ namespace kiln {
 // outer-scope references resolve by name up the chain.
 class Scope {
  public:
-  Scope(const Graph& g, const Scope* parent) : graph_(g), parent_(parent) {}
+  Scope(const Graph& g, const Scope* parent, OuterLookup outer = nullptr)
+      : graph_(g), parent_(parent), outer_(std::move(outer)) {}
 
   const RValue* lookup(const Value* v) const {
-    if (v->outer_scope) return parent_ ? parent_->lookup_name(v->name) : nullptr;
+    if (v->outer_scope) return parent_ ? parent_->lookup_name(v->name) : (outer_ ? outer_(v->name) : nullptr);
     auto it = values_.find(v);
     return it == values_.end() ? nullptr : &it->second;
   }
@@ -21,7 +22,7 @@ class Scope {
       auto it = values_.find(v);
       if (it != values_.end()) return &it->second;
     }
-    return parent_ ? parent_->lookup_name(name) : nullptr;
+    return parent_ ? parent_->lookup_name(name) : (outer_ ? outer_(name) : nullptr);
   }
   void set(const Value* v, RValue r) { values_[v] = std::move(r); }
   void erase(const Value* v) { values_.erase(v); }
@@ -34,6 +35,7 @@ class Scope {
  private:
   const Graph& graph_;
   const Scope* parent_;
+  OuterLookup outer_;  // resolves names when there is no enclosing Scope (a plan's step)
   std::unordered_map<const Value*, RValue> values_;
 };
 
@@ -101,16 +103,17 @@ Status check_value(const Value& decl, const RValue& got, const char* what) {
 
 }  // namespace
 
-Result<std::vector<RValue>> run_graph(const Graph& g, std::vector<RValue> inputs, const Scope* parent,
-                                      const OpRegistry& registry) {
-  Scope scope(g, parent);
+static Result<std::vector<RValue>> run_graph_in(const Graph& g, std::vector<RValue> inputs, const Scope* parent,
+                                                OuterLookup outer, const OpRegistry& registry) {
+  const bool nested = parent || outer;
+  Scope scope(g, parent, std::move(outer));
   if (inputs.size() > g.inputs.size()) {
     return invalid("graph '{}' takes {} inputs, {} given", g.name, g.inputs.size(), inputs.size());
   }
   for (size_t i = 0; i < g.inputs.size(); ++i) {
     if (i < inputs.size()) {
       scope.set(g.inputs[i], std::move(inputs[i]));
-    } else if (!parent) {
+    } else if (!nested) {
       return invalid("graph input '{}' was not given", g.inputs[i]->name);
     } else {
       scope.set(g.inputs[i], RValue::none());  // omitted optional subgraph input
@@ -162,6 +165,16 @@ Result<std::vector<RValue>> run_graph(const Graph& g, std::vector<RValue> inputs
     outs.push_back(*r);
   }
   return outs;
+}
+
+Result<std::vector<RValue>> run_graph(const Graph& g, std::vector<RValue> inputs, const Scope* parent,
+                                      const OpRegistry& registry) {
+  return run_graph_in(g, std::move(inputs), parent, nullptr, registry);
+}
+
+Result<std::vector<RValue>> run_subgraph_with(const Graph& g, std::vector<RValue> inputs, OuterLookup outer,
+                                              const OpRegistry& registry) {
+  return run_graph_in(g, std::move(inputs), nullptr, std::move(outer), registry);
 }
 
 Executor::Executor(const Graph& graph, const OpRegistry& registry) : graph_(graph), registry_(registry) {}

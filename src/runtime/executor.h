@@ -1,6 +1,7 @@
 #pragma once
 // The reference executor: runs a graph node by node in topological order on the reference
 // kernels, freeing each intermediate value after its last use.
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -13,6 +14,9 @@
 namespace kiln {
 
 class Scope;
+
+// Resolves an outer-scope name to its value (nullptr when unknown).
+using OuterLookup = std::function<const RValue*(const std::string&)>;
 
 class Executor {
  public:
@@ -36,5 +40,10 @@ class Executor {
 // through OpContext::run_subgraph.
 Result<std::vector<RValue>> run_graph(const Graph& g, std::vector<RValue> inputs, const Scope* parent,
                                       const OpRegistry& registry);
+
+// Runs a subgraph whose outer-scope names are resolved by `outer` (for steps of a plan, whose
+// values live in the plan executor's slots rather than in a Scope).
+Result<std::vector<RValue>> run_subgraph_with(const Graph& g, std::vector<RValue> inputs, OuterLookup outer,
+                                              const OpRegistry& registry = OpRegistry::global());
 
 }  // namespace kiln
