@@ -5,13 +5,16 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "plan/plan.h"
 
 namespace kiln {
 
 // Writes `plan` to `path` atomically (a temporary file renamed into place): on any error no
-// file is left at `path`.
+// file is left at `path`. The plan must be consistent: steps point at nodes of Plan::graph, every
+// weight belongs to exactly one slot, and every top-level initializer of the graph is a weight of
+// the same dtype and dims (the graph section stores initializers without data).
 Status save_engine(const Plan& plan, const std::string& path);
 // Serializes to memory (for tests and the fuzz target).
 Result<std::vector<uint8_t>> serialize_engine(const Plan& plan);

@@ -283,6 +283,51 @@ Result<TypeInfo> type_from_proto(const onnx::TypeProto& p) {
   return t;
 }
 
+void type_to_proto(const TypeInfo& t, onnx::TypeProto* p) {
+  p->Clear();
+  auto write_shape = [](const Shape& s, onnx::TensorShapeProto* sp) {
+    for (const Dim& d : s.dims) {
+      auto* dp = sp->add_dim();
+      if (d.known()) {
+        dp->set_dim_value(d.value);
+      } else if (!d.symbol.empty()) {
+        dp->set_dim_param(d.symbol);
+      }
+    }
+  };
+  switch (t.kind) {
+    case TypeInfo::Kind::kTensor: {
+      auto* tt = p->mutable_tensor_type();
+      tt->set_elem_type(static_cast<int32_t>(t.dtype));
+      if (t.shape.rank_known) write_shape(t.shape, tt->mutable_shape());
+      break;
+    }
+    case TypeInfo::Kind::kSparseTensor: {
+      auto* st = p->mutable_sparse_tensor_type();
+      st->set_elem_type(static_cast<int32_t>(t.dtype));
+      if (t.shape.rank_known) write_shape(t.shape, st->mutable_shape());
+      break;
+    }
+    case TypeInfo::Kind::kSequence: {
+      auto* sq = p->mutable_sequence_type();
+      if (t.elem) type_to_proto(*t.elem, sq->mutable_elem_type());
+      break;
+    }
+    case TypeInfo::Kind::kOptional: {
+      auto* op = p->mutable_optional_type();
+      if (t.elem) type_to_proto(*t.elem, op->mutable_elem_type());
+      break;
+    }
+    case TypeInfo::Kind::kMap: {
+      auto* mp = p->mutable_map_type();
+      mp->set_key_type(static_cast<int32_t>(t.key_type));
+      if (t.elem) type_to_proto(*t.elem, mp->mutable_value_type());
+      break;
+    }
+    case TypeInfo::Kind::kUnknown: break;
+  }
+}
+
 Result<RValue> sequence_from_proto(const onnx::SequenceProto& p) {
   std::vector<Tensor> items;
   if (p.elem_type() == onnx::SequenceProto::TENSOR || p.tensor_values_size() > 0) {

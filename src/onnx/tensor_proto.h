@@ -24,6 +24,9 @@ Result<Tensor> tensor_from_proto(const onnx::TensorProto& p, const std::filesyst
 void tensor_to_proto(const Tensor& t, const std::string& name, onnx::TensorProto* p);
 
 Result<TypeInfo> type_from_proto(const onnx::TypeProto& p);
+// The inverse of type_from_proto: known dims as dim_value, symbols as dim_param, unknown dims
+// empty; an unknown type leaves `p` empty.
+void type_to_proto(const TypeInfo& t, onnx::TypeProto* p);
 
 Result<RValue> sequence_from_proto(const onnx::SequenceProto& p);
 Result<RValue> optional_from_proto(const onnx::OptionalProto& p);
