@@ -335,7 +335,7 @@ Result<std::shared_ptr<Plan>> build_plan(const Model& model, const BuildOptions&
   }
 
   // Lifetimes: the last step reading each slot (subgraph references included); outputs live to
-  // the end.
+  // the last step.
   progress("plan", 0.0);
   const int end = static_cast<int>(plan->steps.size());
   for (size_t i = 0; i < plan->steps.size(); ++i) {
@@ -353,7 +353,7 @@ Result<std::shared_ptr<Plan>> build_plan(const Model& model, const BuildOptions&
       }
     }
   }
-  for (int id : plan->outputs) plan->slots[static_cast<size_t>(id)].last_step = end;
+  for (int id : plan->outputs) plan->slots[static_cast<size_t>(id)].last_step = end - 1;
 
   // Memory plan over activations and outputs of known size.
   std::vector<TensorLife> lives;
