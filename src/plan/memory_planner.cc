@@ -24,18 +24,6 @@ MemoryPlan plan_memory(const std::vector<TensorLife>& tensors, int64_t alignment
     size[i] = align_up(std::max<int64_t>(tensors[i].bytes, 0), alignment);
     plan.naive += size[i];
   }
-  // Lower bound: the most bytes alive at any step (a sweep over lifetime endpoints).
-  std::map<int, int64_t> delta;
-  for (size_t i = 0; i < n; ++i) {
-    delta[tensors[i].first] += size[i];
-    delta[tensors[i].last + 1] -= size[i];
-  }
-  int64_t live = 0;
-  for (const auto& [step, d] : delta) {
-    live += d;
-    plan.lower_bound = std::max(plan.lower_bound, live);
-  }
-
   // In place: a tensor and the input it overwrites become one placement unit whose lifetime
   // spans both (the input dies where the output is born, so the two never hold different data).
   std::vector<int> unit(n);
@@ -55,6 +43,25 @@ MemoryPlan plan_memory(const std::vector<TensorLife>& tensors, int64_t alignment
     unit[i] = root;
     plan.in_place_of[i] = src;
     unit_life[static_cast<size_t>(root)].last = std::max(unit_life[static_cast<size_t>(root)].last, tensors[i].last);
+  }
+
+  // Lower bound: the most bytes alive at any step (a sweep over lifetime endpoints). A tensor
+  // written in place over its input shares that input's bytes at the step where one dies and the
+  // other is born, so it counts once there.
+  std::map<int, int64_t> delta;
+  for (size_t i = 0; i < n; ++i) {
+    delta[tensors[i].first] += size[i];
+    delta[tensors[i].last + 1] -= size[i];
+  }
+  for (size_t i = 0; i < n; ++i) {
+    if (plan.in_place_of[i] < 0) continue;
+    delta[tensors[i].first] -= size[i];
+    delta[tensors[i].first + 1] += size[i];
+  }
+  int64_t live = 0;
+  for (const auto& [step, d] : delta) {
+    live += d;
+    plan.lower_bound = std::max(plan.lower_bound, live);
   }
 
   std::vector<size_t> order;

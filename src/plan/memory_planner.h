@@ -19,7 +19,7 @@ struct MemoryPlan {
   std::vector<int> in_place_of;  // per tensor: the tensor whose bytes it took over, or -1
   int64_t arena = 0;             // bytes
   int64_t naive = 0;             // sum of every tensor's aligned size
-  int64_t lower_bound = 0;       // most aligned bytes live at any one step
+  int64_t lower_bound = 0;       // most aligned bytes live at any one step (in-place pairs once)
 };
 
 constexpr int64_t kArenaAlignment = 64;

@@ -33,6 +33,21 @@ struct RunArgs {
 
 Result<std::vector<RValue>> run_plan(const RunArgs& a, std::vector<std::string>* names) {
   KILN_ASSIGN_OR_RETURN(BuildOptions options, to_build_options(a.build, false, nullptr));
+  // Building an ONNX model in memory: inputs given as files or --shape fix the shapes to build for.
+  if (!is_engine_file(a.model)) {
+    for (const auto& s : a.shapes) {
+      KILN_ASSIGN_OR_RETURN(auto kv, split_assignment(s, "--shape"));
+      if (!options.shapes.count(kv.first) && !options.max_shapes.count(kv.first)) {
+        KILN_ASSIGN_OR_RETURN(options.shapes[kv.first], parse_dims(kv.second));
+      }
+    }
+    for (const auto& s : a.inputs) {
+      KILN_ASSIGN_OR_RETURN(auto kv, split_assignment(s, "--input"));
+      if (options.shapes.count(kv.first) || options.max_shapes.count(kv.first)) continue;
+      auto t = read_npy(kv.second);
+      if (t.ok()) options.shapes[kv.first] = t->dims();
+    }
+  }
   KILN_ASSIGN_OR_RETURN(OpenedPlan opened, open_plan(a.model, options));
   const Plan& plan = *opened.plan;
   std::map<std::string, std::string> files;
