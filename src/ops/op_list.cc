@@ -17,6 +17,7 @@ void register_rnn_ops(OpRegistry& r);          // rnn.cc: RNN, GRU, LSTM, Attent
 void register_image_ops(OpRegistry& r);        // image.cc: Resize, GridSample, RoiAlign, NMS ...
 void register_signal_ops(OpRegistry& r);       // signal.cc: DFT, STFT, windows, MelWeightMatrix
 void register_attention_ops(OpRegistry& r);    // attention.cc: Attention, RotaryEmbedding ...
+void register_fused_ops(OpRegistry& r);        // fused.cc: kiln.FusedConv/Gemm/MatMul/Elementwise
 
 void register_all_ops(OpRegistry& r) {
   register_elementwise_ops(r);
@@ -32,6 +33,7 @@ void register_all_ops(OpRegistry& r) {
   register_image_ops(r);
   register_signal_ops(r);
   register_attention_ops(r);
+  register_fused_ops(r);
 }
 
 }  // namespace kiln

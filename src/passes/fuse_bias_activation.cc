@@ -1,11 +1,150 @@
-// Placeholder: this pass is not written yet and changes nothing.
+// Fuses what follows a Conv, Gemm or MatMul into it: a constant bias Add, then a residual Add,
+// then an activation, giving kiln.FusedConv / kiln.FusedGemm / kiln.FusedMatMul (src/ops/fused.h).
+#include <set>
+
+#include "ops/fused.h"
 #include "passes/passes.h"
+#include "passes/rewrite.h"
 
 namespace kiln {
+namespace {
+
+constexpr const char* kName = "fuse-bias-activation";
+
+bool static_dims(const Value* v, Dims* d) {
+  if (!v || v->type.kind != TypeInfo::Kind::kTensor || !v->type.shape.fully_known()) return false;
+  *d = v->type.shape.static_dims();
+  return true;
+}
+
+// The other operand of a two-input Add that reads `v`.
+Value* other_operand(const Node& add, const Value* v) {
+  if (add.op_type != "Add" || !add.domain.empty() || add.inputs.size() != 2) return nullptr;
+  if (add.inputs[0] == v && add.inputs[1] != v) return add.inputs[1];
+  if (add.inputs[1] == v && add.inputs[0] != v) return add.inputs[0];
+  return nullptr;
+}
+
+// A constant that adds one value per output channel: numel == channels, and broadcasting it
+// against the output only varies along `axis` (from the end: 1 for the last axis).
+bool per_channel(const Tensor& b, int64_t channels, int64_t out_rank, int64_t axis_from_end) {
+  if (b.numel() != channels || b.rank() > out_rank) return false;
+  if (channels == 1) return true;
+  // The one dimension equal to `channels` must sit at axis_from_end counted from the right.
+  int64_t pos = -1;
+  for (int64_t i = 0; i < b.rank(); ++i) {
+    if (b.dim(i) == channels)
+      pos = b.rank() - i;
+    else if (b.dim(i) != 1)
+      return false;
+  }
+  return pos == axis_from_end;
+}
+
+struct Fusion {
+  Node* anchor = nullptr;
+  std::vector<Node*> absorbed;  // in order
+  Value* bias = nullptr;        // new bias input (Conv B / Gemm C / MatMul bias)
+  Value* residual = nullptr;
+  std::string activation;
+  std::vector<float> params;
+  Value* out = nullptr;  // the value the fused node produces
+};
+
+}  // namespace
 
 PassInfo bias_activation_fusion_pass() {
-  return {"fuse-bias-activation", "Fuses bias, residual Add and activation into Conv, Gemm and MatMul",
-          [](Graph&, PassContext&) -> Result<bool> { return false; }};
+  return {
+      kName, "Fuses bias, residual Add and activation into Conv, Gemm and MatMul",
+      [](Graph& g, PassContext& ctx) -> Result<bool> {
+        bool changed = false;
+        for (size_t i = 0; i < g.nodes().size(); ++i) {
+          Node& p = *g.nodes()[i];
+          if (!p.domain.empty() || (p.op_type != "Conv" && p.op_type != "Gemm" && p.op_type != "MatMul")) continue;
+          if (p.outputs.size() != 1 || !p.outputs[0]) continue;
+          Uses uses(g);
+          Fusion f;
+          f.anchor = &p;
+          f.out = p.outputs[0];
+          Dims out_dims;
+          const bool known = static_dims(f.out, &out_dims);
+
+          // 1. Bias: Add of a per-channel constant.
+          if (Node* c = uses.sole_consumer(f.out); c && known) {
+            Value* b = other_operand(*c, f.out);
+            const Tensor* bt = constant_of(b);
+            const int64_t rank = static_cast<int64_t>(out_dims.size());
+            bool has_bias = p.inputs.size() > 2 && p.inputs[2];
+            if (bt && bt->dtype() == f.out->type.dtype && !has_bias && rank >= 2) {
+              int64_t ch = p.op_type == "Conv" ? out_dims[1] : out_dims.back();
+              int64_t axis_from_end = p.op_type == "Conv" ? rank - 1 : 1;
+              if (per_channel(*bt, ch, rank, axis_from_end)) {
+                Tensor flat = bt->reshaped({ch});
+                f.bias = add_constant(g, b->name + "_flat", flat);
+                f.absorbed.push_back(c);
+                f.out = c->outputs[0];
+              }
+            }
+          }
+          // 2. Residual: Add of another tensor of exactly the output's shape.
+          if (Node* c = uses.sole_consumer(f.out); c && known) {
+            Value* r = other_operand(*c, f.out);
+            Dims rd;
+            if (r && static_dims(r, &rd) && rd == out_dims && r->type.dtype == f.out->type.dtype) {
+              f.residual = r;
+              f.absorbed.push_back(c);
+              f.out = c->outputs[0];
+            }
+          }
+          // 3. Activation.
+          if (Node* c = uses.sole_consumer(f.out); c && !c->inputs.empty() && c->inputs[0] == f.out &&
+                                                   c->outputs.size() == 1 &&
+                                                   activation_from_node(*c, &f.activation, &f.params)) {
+            f.absorbed.push_back(c);
+            f.out = c->outputs[0];
+          }
+          if (f.absorbed.empty()) continue;
+
+          // The fused node goes where the last absorbed node was: its inputs (a residual
+          // included) are all available there.
+          size_t pos = static_cast<size_t>(f.absorbed.back()->index) + 1;
+          const char* fused_op = p.op_type == "Conv" ? "FusedConv" : p.op_type == "Gemm" ? "FusedGemm" : "FusedMatMul";
+          Node* n = g.insert_node(pos, fused_op, p.name);
+          n->domain = kKilnDomain;
+          n->opset = 1;
+          n->attrs = p.attrs;
+          n->inputs = {p.inputs[0], p.inputs[1]};
+          Value* bias_in = p.inputs.size() > 2 ? p.inputs[2] : nullptr;
+          if (f.bias) bias_in = f.bias;
+          n->inputs.push_back(bias_in);
+          n->inputs.push_back(f.residual);
+          while (!n->inputs.empty() && !n->inputs.back()) n->inputs.pop_back();
+          if (!f.activation.empty()) {
+            Attribute a;
+            a.type = AttrType::kString;
+            a.s = f.activation;
+            n->attrs["activation"] = a;
+            Attribute ps;
+            ps.type = AttrType::kFloats;
+            ps.floats = f.params;
+            n->attrs["activation_params"] = ps;
+          }
+          n->outputs = {f.out};
+          f.out->producer = n;
+          absorb_provenance(n, p);
+          for (Node* c : f.absorbed) absorb_provenance(n, *c);
+          std::set<const Node*> gone(f.absorbed.begin(), f.absorbed.end());
+          gone.insert(&p);
+          // The absorbed nodes' intermediate outputs lose their producer; the final output
+          // now belongs to the fused node.
+          g.erase_nodes_if([&](const Node& x) { return gone.count(&x) > 0; });
+          f.out->producer = n;
+          ctx.record(kName);
+          changed = true;
+          i = static_cast<size_t>(n->index);
+        }
+        return changed;
+      }};
 }
 
 }  // namespace kiln

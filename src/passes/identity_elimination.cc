@@ -1,12 +1,113 @@
-// Placeholder: this pass is not written yet and changes nothing.
+// Removes nodes that pass their input through unchanged: Identity, inference Dropout, and ops
+// whose parameters make them no-ops (same-type Cast, same-shape Reshape, x+0, x*1, ...).
+#include <set>
+
 #include "passes/passes.h"
+#include "passes/rewrite.h"
 
 namespace kiln {
+namespace {
+
+constexpr const char* kName = "eliminate-identity";
+
+bool same_static_tensor_type(const Value* a, const Value* b) {
+  return a && b && a->type.kind == TypeInfo::Kind::kTensor && b->type.kind == TypeInfo::Kind::kTensor &&
+         a->type.dtype == b->type.dtype && a->type.dtype != DataType::kUndefined && a->type.shape.fully_known() &&
+         b->type.shape.fully_known() && a->type.shape.static_dims() == b->type.shape.static_dims();
+}
+
+bool output_unused(const Uses& uses, const Node& n, size_t k) {
+  return k >= n.outputs.size() || !n.outputs[k] || uses.use_count(n.outputs[k]) == 0;
+}
+
+// The input that a no-op node passes through, or nullptr when the node does real work.
+Value* pass_through(const Node& n, const Uses& uses) {
+  if (!n.domain.empty() || n.outputs.empty() || !n.outputs[0]) return nullptr;
+  for (size_t k = 1; k < n.outputs.size(); ++k) {
+    if (!output_unused(uses, n, k)) return nullptr;
+  }
+  Value* out = n.outputs[0];
+  Value* x = n.inputs.empty() ? nullptr : n.inputs[0];
+  if (!x) return nullptr;
+  const std::string& op = n.op_type;
+  if (op == "Identity") return x;
+  if (op == "Dropout") {
+    // Inference unless training_mode (opset 12+) is given and not a constant false; opsets
+    // before 7 have is_test.
+    if (const Attribute* a = n.attr("is_test"); a && a->i == 0) return nullptr;
+    if (n.inputs.size() > 2 && n.inputs[2] && !constant_is(n.inputs[2], 0)) return nullptr;
+    return x;
+  }
+  if (op == "Cast" || op == "CastLike") {
+    return same_static_tensor_type(x, out) ||
+                   (x->type.dtype == out->type.dtype && x->type.dtype != DataType::kUndefined &&
+                    x->type.kind == TypeInfo::Kind::kTensor)
+               ? x
+               : nullptr;
+  }
+  if (op == "Reshape" || op == "Expand" || op == "Flatten" || op == "Squeeze" || op == "Unsqueeze" || op == "Tile") {
+    return same_static_tensor_type(x, out) ? x : nullptr;
+  }
+  if (op == "Transpose") {
+    const Attribute* perm = n.attr("perm");
+    if (!perm) return x->type.shape.rank_known && x->type.shape.rank() <= 1 ? x : nullptr;
+    for (size_t i = 0; i < perm->ints.size(); ++i) {
+      if (perm->ints[i] != static_cast<int64_t>(i)) return nullptr;
+    }
+    return x;
+  }
+  if (op == "Slice") {
+    // Same shape in and out with unit steps takes everything.
+    if (n.inputs.size() > 4 && n.inputs[4] && !constant_is(n.inputs[4], 1)) return nullptr;
+    if (const Attribute* s = n.attr("steps")) {
+      for (int64_t v : s->ints) {
+        if (v != 1) return nullptr;
+      }
+    }
+    return same_static_tensor_type(x, out) ? x : nullptr;
+  }
+  if (op == "Pad") {
+    if (n.inputs.size() > 1 && n.inputs[1])
+      return constant_is(n.inputs[1], 0) && same_static_tensor_type(x, out) ? x : nullptr;
+    if (const Attribute* p = n.attr("pads")) {
+      for (int64_t v : p->ints) {
+        if (v != 0) return nullptr;
+      }
+      return x;
+    }
+    return nullptr;
+  }
+  if ((op == "Concat" || op == "Sum" || op == "Max" || op == "Min" || op == "Mean") && n.inputs.size() == 1) {
+    return same_static_tensor_type(x, out) || op == "Concat" ? x : nullptr;
+  }
+  if (n.inputs.size() == 2 && (op == "Add" || op == "Sub" || op == "Mul" || op == "Div")) {
+    const double unit = (op == "Add" || op == "Sub") ? 0.0 : 1.0;
+    const bool commutes = op == "Add" || op == "Mul";
+    // The neutral constant must not change the output's shape (by broadcasting) or type.
+    if (constant_is(n.inputs[1], unit) && same_static_tensor_type(n.inputs[0], out)) return n.inputs[0];
+    if (commutes && constant_is(n.inputs[0], unit) && same_static_tensor_type(n.inputs[1], out)) return n.inputs[1];
+  }
+  return nullptr;
+}
+
+}  // namespace
 
 PassInfo identity_elimination_pass() {
-  return {"eliminate-identity",
-          "Removes Identity, inference Dropout and no-op ops (same-type Cast, same-shape Reshape, x+0, x*1 ...)",
-          [](Graph&, PassContext&) -> Result<bool> { return false; }};
+  return {kName, "Removes Identity, inference Dropout and no-op ops (same-type Cast, same-shape Reshape, x+0, x*1 ...)",
+          [](Graph& g, PassContext& ctx) -> Result<bool> {
+            std::set<const Node*> removed;
+            for (const auto& node : g.nodes()) {
+              Uses uses(g);
+              Value* x = pass_through(*node, uses);
+              if (!x) continue;
+              if (!replace_value(g, node->outputs[0], x)) continue;
+              removed.insert(node.get());
+              ctx.record(kName);
+            }
+            if (removed.empty()) return false;
+            g.erase_nodes_if([&](const Node& n) { return removed.count(&n) > 0; });
+            return true;
+          }};
 }
 
 }  // namespace kiln
