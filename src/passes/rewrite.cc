@@ -117,6 +117,16 @@ void absorb_provenance(Node* into, const Node& from) {
   into->fused_from = std::move(unique);
 }
 
+void set_provenance(Node* into, const std::vector<Node*>& from) {
+  std::vector<std::string> merged;
+  for (const Node* n : from) append_sources(merged, *n);
+  std::vector<std::string> unique;
+  for (auto& s : merged) {
+    if (std::find(unique.begin(), unique.end(), s) == unique.end()) unique.push_back(std::move(s));
+  }
+  into->fused_from = std::move(unique);
+}
+
 int graph_opset(const Graph& g, const std::string& domain) {
   for (const Graph* p = &g; p; p = p->parent) {
     auto it = p->opsets.find(domain);

@@ -63,6 +63,8 @@ Node* add_node_at(Graph& g, size_t position, const std::string& op_type, const s
 // Records that `into` now also computes `from` (and whatever `from` had absorbed), for
 // provenance (Node::fused_from). Call it for every node a rewrite replaces.
 void absorb_provenance(Node* into, const Node& from);
+// For a node a pass created to replace `from`: its sources are exactly theirs.
+void set_provenance(Node* into, const std::vector<Node*>& from);
 
 // Opset of `domain` in force in `g` (searching enclosing graphs), 0 when not imported.
 int graph_opset(const Graph& g, const std::string& domain);
