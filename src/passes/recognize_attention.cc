@@ -1,12 +1,169 @@
-// Placeholder: this pass is not written yet and changes nothing.
+// Recognizes scaled dot-product attention,
+//   O = MatMul(Softmax(scale * MatMul(Q', Kt) [+ mask], axis = -1), V)
+// where Q' is Q optionally multiplied or divided by a constant, Kt is K with its last two axes
+// swapped (a Transpose, whose other axes are kept as a Transpose of K), and scale an optional
+// constant Mul/Div on the scores. It becomes Attention (opset 23) on 4-D [batch, heads, seq, dim]
+// tensors: 3-D [batch*heads, seq, dim] operands, as PyTorch's MultiheadAttention exports them,
+// are unsqueezed to batch 1 and the output squeezed back.
+#include <cmath>
+#include <set>
+
 #include "passes/passes.h"
+#include "passes/pattern.h"
 
 namespace kiln {
+namespace {
+
+constexpr const char* kName = "recognize-attention";
+
+int64_t static_rank(const Value* v) {
+  return v && v->type.kind == TypeInfo::Kind::kTensor && v->type.shape.rank_known ? v->type.shape.rank() : -1;
+}
+
+// A constant Mul/Div of `v`'s producer: returns the unscaled input and multiplies *factor.
+Value* strip_scale(Value* v, const Uses& uses, double* factor, std::vector<Node*>* nodes) {
+  Node* n = v ? v->producer : nullptr;
+  if (!n || !n->domain.empty() || n->inputs.size() != 2 || uses.sole_consumer(v) == nullptr) return v;
+  double c = 0;
+  if (n->op_type == "Div" && constant_scalar(n->inputs[1], &c) && c != 0) {
+    *factor /= c;
+    nodes->push_back(n);
+    return n->inputs[0];
+  }
+  if (n->op_type == "Mul") {
+    for (int k = 0; k < 2; ++k) {
+      if (constant_scalar(n->inputs[static_cast<size_t>(k)], &c)) {
+        *factor *= c;
+        nodes->push_back(n);
+        return n->inputs[static_cast<size_t>(1 - k)];
+      }
+    }
+  }
+  return v;
+}
+
+Value* unsqueeze0(Graph& g, size_t pos, Value* v, const std::string& base) {
+  Value* axes = add_constant(g, base + "_axes", Tensor::from_vector<int64_t>({0}, {1}));
+  Node* n = add_node_at(g, pos, "Unsqueeze", base + "_unsqueeze", {v, axes}, 1, "", 13);
+  return n->outputs[0];
+}
+
+bool try_attention(Graph& g, Node& softmax, PassContext& ctx) {
+  Uses uses(g);
+  Value* scores = softmax.inputs[0];
+  const int64_t rank = static_rank(scores);
+  if (rank != 3 && rank != 4) return false;
+  int64_t axis = softmax.attr("axis") ? softmax.attr("axis")->i : (softmax.opset >= 13 ? -1 : 1);
+  if (axis < 0) axis += rank;
+  if (axis != rank - 1) return false;
+  Node* pv = sole_consumer_is(uses, softmax.outputs[0], "MatMul");
+  if (!pv || pv->inputs[0] != softmax.outputs[0]) return false;
+  Value* v = pv->inputs[1];
+
+  std::vector<Node*> nodes;
+  double factor = 1.0;
+  // Optional additive mask after the scaling.
+  Value* mask = nullptr;
+  if (Node* add = producer_is(scores, "Add"); add && uses.sole_consumer(scores) == &softmax) {
+    Node* mm0 = nullptr;
+    for (int k = 0; k < 2 && !mask; ++k) {
+      Value* s = add->inputs[static_cast<size_t>(k)];
+      Node* p = s ? s->producer : nullptr;
+      if (p && p->domain.empty() && (p->op_type == "MatMul" || p->op_type == "Div" || p->op_type == "Mul")) {
+        mask = add->inputs[static_cast<size_t>(1 - k)];
+        mm0 = p;
+        scores = s;
+      }
+    }
+    if (!mask || !mm0 || static_rank(mask) < 0 || static_rank(mask) > rank) return false;
+    nodes.push_back(add);
+  }
+  scores = strip_scale(scores, uses, &factor, &nodes);
+  Node* qk = producer_is(scores, "MatMul");
+  if (!qk || uses.sole_consumer(scores) == nullptr) return false;
+  nodes.push_back(qk);
+  Value* q = strip_scale(qk->inputs[0], uses, &factor, &nodes);
+  Value* kt = qk->inputs[1];
+  if (static_rank(q) != rank || static_rank(kt) != rank || static_rank(v) != rank) return false;
+
+  // K from Kt: undo the swap of the last two axes.
+  Value* k = nullptr;
+  std::vector<int64_t> perm;
+  Node* tr = producer_is(kt, "Transpose");
+  if (tr && tr->attr("perm") && uses.sole_consumer(kt) == qk) {
+    perm = tr->attr("perm")->ints;
+    std::swap(perm[perm.size() - 1], perm[perm.size() - 2]);
+    nodes.push_back(tr);
+    k = tr->inputs[0];
+  } else {
+    perm.resize(static_cast<size_t>(rank));
+    for (int64_t i = 0; i < rank; ++i) perm[static_cast<size_t>(i)] = i;
+    std::swap(perm[perm.size() - 1], perm[perm.size() - 2]);
+    k = kt;
+  }
+  const int64_t head_dim = q->type.shape.dims.back().value;
+  if (head_dim <= 0) return false;
+
+  nodes.push_back(&softmax);
+  nodes.push_back(pv);
+  size_t pos = 0;
+  for (Node* n : nodes) pos = std::max(pos, static_cast<size_t>(n->index) + 1);
+  const std::string base = pv->name.empty() ? "attention" : pv->name;
+  bool identity = true;
+  for (size_t i = 0; i < perm.size(); ++i) identity = identity && perm[i] == static_cast<int64_t>(i);
+  if (!identity) {
+    Node* t = add_node_at(g, pos++, "Transpose", base + "_k", {k}, 1, "", 13);
+    Attribute p;
+    p.type = AttrType::kInts;
+    p.ints = perm;
+    t->attrs["perm"] = p;
+    k = t->outputs[0];
+  }
+  if (rank == 3) {
+    q = unsqueeze0(g, pos++, q, base + "_q");
+    k = unsqueeze0(g, pos++, k, base + "_k");
+    v = unsqueeze0(g, pos++, v, base + "_v");
+  }
+  std::vector<Value*> inputs = {q, k, v};
+  if (mask) inputs.push_back(mask);
+  Value* out = pv->outputs[0];
+  Node* att = add_node_at(g, pos++, "Attention", base, inputs, rank == 3 ? 1 : 0, "", 23);
+  Attribute s;
+  s.type = AttrType::kFloat;
+  s.f = static_cast<float>(factor);
+  att->attrs["scale"] = s;
+  set_provenance(att, nodes);
+  if (rank == 3) {
+    Value* axes = add_constant(g, base + "_out_axes", Tensor::from_vector<int64_t>({0}, {1}));
+    Node* sq = add_node_at(g, pos, "Squeeze", base + "_squeeze", {att->outputs[0], axes}, 0, "", 13);
+    sq->outputs = {out};
+  } else {
+    att->outputs = {out};
+  }
+  Node* producer = rank == 3 ? g.nodes()[pos].get() : att;
+  std::set<const Node*> gone(nodes.begin(), nodes.end());
+  g.erase_nodes_if([&](const Node& n) { return gone.count(&n) > 0; });
+  out->producer = producer;
+  ctx.record(kName);
+  return true;
+}
+
+}  // namespace
 
 PassInfo attention_recognition_pass() {
-  return {"recognize-attention",
-          "Replaces MatMul-scale-mask-Softmax-MatMul (with its Transpose/Reshape chains) by Attention",
-          [](Graph&, PassContext&) -> Result<bool> { return false; }};
+  return {kName, "Replaces MatMul-scale-mask-Softmax-MatMul (with its Transpose/Reshape chains) by Attention",
+          [](Graph& g, PassContext& ctx) -> Result<bool> {
+            bool changed = false;
+            for (size_t i = 0; i < g.nodes().size(); ++i) {
+              Node& n = *g.nodes()[i];
+              if (n.op_type != "Softmax" || !n.domain.empty() || n.inputs.empty() || n.outputs.size() != 1) continue;
+              if (try_attention(g, n, ctx)) {
+                changed = true;
+                i = 0;
+              }
+            }
+            return changed;
+          }};
 }
 
 }  // namespace kiln
