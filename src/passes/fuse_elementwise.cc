@@ -1,11 +1,127 @@
-// Placeholder: this pass is not written yet and changes nothing.
+// Fuses connected regions of elementwise ops into one kiln.FusedElementwise whose `body`
+// attribute holds the region as a subgraph: one pass over memory instead of one per op once a
+// backend compiles the body into a single kernel.
+#include <map>
+#include <set>
+
+#include "ops/fused.h"
 #include "passes/passes.h"
+#include "passes/rewrite.h"
 
 namespace kiln {
+namespace {
+
+constexpr const char* kName = "fuse-elementwise";
+constexpr const char* kBodyName = "kiln_fused_elementwise_body";
+
+bool elementwise(const Node& n) {
+  static const std::set<std::string> ops = {"Add",        "Sub",         "Mul",
+                                            "Div",        "Pow",         "Max",
+                                            "Min",        "Abs",         "Neg",
+                                            "Exp",        "Log",         "Sqrt",
+                                            "Reciprocal", "Sigmoid",     "Tanh",
+                                            "Erf",        "Relu",        "LeakyRelu",
+                                            "Clip",       "Floor",       "Ceil",
+                                            "Round",      "Sin",         "Cos",
+                                            "Softplus",   "Softsign",    "Elu",
+                                            "Selu",       "HardSigmoid", "HardSwish",
+                                            "Gelu",       "Swish",       "Sign",
+                                            "Where",      "Equal",       "Less",
+                                            "Greater",    "LessOrEqual", "GreaterOrEqual",
+                                            "And",        "Or",          "Not",
+                                            "PRelu"};
+  if (!n.domain.empty() || !ops.count(n.op_type) || n.outputs.size() != 1 || !n.outputs[0]) return false;
+  if ((n.op_type == "Max" || n.op_type == "Min") && n.inputs.size() != 2) return false;
+  for (const Value* v : n.inputs) {
+    if (!v || v->type.kind != TypeInfo::Kind::kTensor) return false;
+  }
+  return true;
+}
+
+bool static_dims(const Value* v, Dims* d) {
+  if (!v || v->type.kind != TypeInfo::Kind::kTensor || !v->type.shape.fully_known()) return false;
+  *d = v->type.shape.static_dims();
+  return true;
+}
+
+}  // namespace
 
 PassInfo elementwise_fusion_pass() {
-  return {"fuse-elementwise", "Fuses chains of elementwise ops into one FusedElementwise",
-          [](Graph&, PassContext&) -> Result<bool> { return false; }};
+  return {kName, "Fuses chains of elementwise ops into one FusedElementwise",
+          [](Graph& g, PassContext& ctx) -> Result<bool> {
+            // A fused body is itself a graph the pipeline visits; fusing inside it would nest forever.
+            if (g.name == kBodyName) return false;
+            bool changed = false;
+            for (size_t i = g.nodes().size(); i-- > 0;) {
+              Node& root = *g.nodes()[i];
+              Dims out_dims;
+              if (!elementwise(root) || !static_dims(root.outputs[0], &out_dims)) continue;
+              Uses uses(g);
+              // Grow the region upward through values read only by the region.
+              std::vector<Node*> region = {&root};
+              std::set<const Node*> in_region = {&root};
+              for (size_t k = 0; k < region.size(); ++k) {
+                for (Value* v : region[k]->inputs) {
+                  Node* p = v->producer;
+                  Dims d;
+                  if (!p || in_region.count(p) || !elementwise(*p) || uses.sole_consumer(v) != region[k]) continue;
+                  if (!static_dims(v, &d) || d != out_dims) continue;
+                  region.push_back(p);
+                  in_region.insert(p);
+                }
+              }
+              if (region.size() < 2) continue;
+              std::sort(region.begin(), region.end(), [](const Node* a, const Node* b) { return a->index < b->index; });
+
+              auto body = std::make_shared<Graph>();
+              body->name = kBodyName;
+              body->parent = &g;
+              body->opsets = g.opsets;
+              std::map<const Value*, Value*> inner;
+              std::vector<Value*> outer_inputs;
+              for (Node* n : region) {
+                for (Value* v : n->inputs) {
+                  if (inner.count(v) || (v->producer && in_region.count(v->producer))) continue;
+                  Value* b = body->add_value(v->name);
+                  b->type = v->type;
+                  body->inputs.push_back(b);
+                  inner[v] = b;
+                  outer_inputs.push_back(v);
+                }
+              }
+              for (Node* n : region) {
+                Node* c = body->add_node(n->op_type, n->name);
+                c->domain = n->domain;
+                c->opset = n->opset;
+                c->attrs = n->attrs;
+                for (Value* v : n->inputs) c->inputs.push_back(inner.at(v));
+                Value* o = body->add_value(n->outputs[0]->name);
+                o->type = n->outputs[0]->type;
+                o->producer = c;
+                c->outputs.push_back(o);
+                inner[n->outputs[0]] = o;
+              }
+              body->outputs.push_back(inner.at(root.outputs[0]));
+
+              Node* f = g.insert_node(static_cast<size_t>(root.index) + 1, "FusedElementwise", root.name);
+              f->domain = kKilnDomain;
+              f->opset = 1;
+              f->inputs = outer_inputs;
+              Attribute a;
+              a.type = AttrType::kGraph;
+              a.g = body;
+              f->attrs["body"] = a;
+              Value* out = root.outputs[0];
+              f->outputs = {out};
+              set_provenance(f, region);
+              g.erase_nodes_if([&](const Node& n) { return in_region.count(&n) > 0; });
+              out->producer = f;
+              ctx.record(kName);
+              changed = true;
+              i = static_cast<size_t>(f->index);
+            }
+            return changed;
+          }};
 }
 
 }  // namespace kiln

@@ -115,7 +115,8 @@ PassInfo gelu_recognition_pass() {
               if (!f.domain.empty() || (!erf && !tanh) || f.outputs.size() != 1) continue;
               Uses uses(g);
               std::vector<Node*> nodes;
-              Value* x = erf ? match_scaled_input(f.inputs[0], uses, &nodes) : match_tanh_arg(f.inputs[0], uses, &nodes);
+              Value* x =
+                  erf ? match_scaled_input(f.inputs[0], uses, &nodes) : match_tanh_arg(f.inputs[0], uses, &nodes);
               if (!x) continue;
               nodes.push_back(&f);
               Node* add = sole_consumer_is(uses, f.outputs[0], "Add");
