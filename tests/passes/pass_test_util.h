@@ -11,6 +11,7 @@
 #include "model_builder.h"
 #include "onnx/importer.h"
 #include "passes/pipeline.h"
+#include "passes/rewrite.h"
 #include "runtime/executor.h"
 
 namespace kiln::testing {
@@ -91,6 +92,92 @@ inline void expect_same_outputs(const Graph& before, const Graph& after, const s
       ASSERT_LE(std::abs(p - q), atol + rtol * std::abs(p)) << "output " << k << " element " << i;
     }
   }
+}
+
+// A terse builder for test models (ai.onnx, float tensors unless told otherwise).
+struct Proto {
+  onnx::ModelProto m;
+  onnx::GraphProto* g;
+  explicit Proto(int opset = 17) : m(make_model(opset)), g(m.mutable_graph()) {}
+  void input(const std::string& name, const std::vector<int64_t>& dims, int elem = 1) {
+    add_tensor_info(g->mutable_input(), name, elem, dims);
+  }
+  // An output with only its element type declared; inference fills the shape.
+  void output(const std::string& name, int elem = 1) {
+    auto* vi = g->add_output();
+    vi->set_name(name);
+    vi->mutable_type()->mutable_tensor_type()->set_elem_type(elem);
+  }
+  void init(const std::string& name, const std::vector<int64_t>& dims, const std::vector<float>& values) {
+    auto* t = g->add_initializer();
+    t->set_name(name);
+    t->set_data_type(1);
+    for (int64_t d : dims) t->add_dims(d);
+    for (float v : values) t->add_float_data(v);
+  }
+  // Deterministic pseudo-random values in [-1, 1) for weights.
+  void init_random(const std::string& name, const std::vector<int64_t>& dims, uint32_t seed, float lo = -1,
+                   float hi = 1) {
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<float> u(lo, hi);
+    int64_t n = 1;
+    for (int64_t d : dims) n *= d;
+    std::vector<float> v(static_cast<size_t>(n));
+    for (float& x : v) x = u(rng);
+    init(name, dims, v);
+  }
+  void init_i64(const std::string& name, const std::vector<int64_t>& dims, const std::vector<int64_t>& values) {
+    auto* t = g->add_initializer();
+    t->set_name(name);
+    t->set_data_type(7);
+    for (int64_t d : dims) t->add_dims(d);
+    for (int64_t v : values) t->add_int64_data(v);
+  }
+  onnx::NodeProto* node(const std::string& op, const std::vector<std::string>& in, const std::vector<std::string>& out,
+                        const std::string& name = "") {
+    return add_node(g, op, in, out, name.empty() ? out[0] : name);
+  }
+};
+
+inline void attr_i(onnx::NodeProto* n, const std::string& k, int64_t v) {
+  add_int_attr(n, k, v);
+}
+inline void attr_f(onnx::NodeProto* n, const std::string& k, float v) {
+  auto* a = n->add_attribute();
+  a->set_name(k);
+  a->set_type(onnx::AttributeProto::FLOAT);
+  a->set_f(v);
+}
+inline void attr_s(onnx::NodeProto* n, const std::string& k, const std::string& v) {
+  auto* a = n->add_attribute();
+  a->set_name(k);
+  a->set_type(onnx::AttributeProto::STRING);
+  a->set_s(v);
+}
+inline void attr_ints(onnx::NodeProto* n, const std::string& k, const std::vector<int64_t>& v) {
+  auto* a = n->add_attribute();
+  a->set_name(k);
+  a->set_type(onnx::AttributeProto::INTS);
+  for (int64_t x : v) a->add_ints(x);
+}
+
+// Imports `p` twice, runs pass `name` on the second copy, checks outputs against the first and
+// returns the optimized model (and the number of rewrites through *fired).
+inline Model optimize(const Proto& p, const std::string& name, int* fired = nullptr, double rtol = 1e-5) {
+  Model before = import_proto(p.m);
+  Model after = import_proto(p.m);
+  if (!after.graph) return after;
+  int n = run_pass(*after.graph, name);
+  if (fired) *fired = n;
+  expect_same_outputs(*before.graph, *after.graph, random_inputs(*before.graph), rtol);
+  return after;
+}
+
+inline const Node* find_op(const Graph& g, const std::string& op, const std::string& domain = "") {
+  for (const auto& n : g.nodes()) {
+    if (n->op_type == op && n->domain == domain) return n.get();
+  }
+  return nullptr;
 }
 
 }  // namespace kiln::testing

@@ -1,0 +1,67 @@
+#include "pass_test_util.h"
+
+namespace kiln::testing {
+namespace {
+
+// x.view(x.size(0), -1) as PyTorch exports it: Shape -> Gather -> Unsqueeze -> Concat -> Reshape.
+TEST(ConstantFolding, FoldsTheShapeChainOfAFlatten) {
+  Proto p(13);
+  p.input("x", {2, 3, 4});
+  p.output("y");
+  p.init_i64("zero", {}, {0});
+  p.init_i64("axes", {1}, {0});
+  p.init_i64("minus_one", {1}, {-1});
+  p.node("Shape", {"x"}, {"shape"});
+  attr_i(p.node("Gather", {"shape", "zero"}, {"batch"}), "axis", 0);
+  p.node("Unsqueeze", {"batch", "axes"}, {"batch1"});
+  attr_i(p.node("Concat", {"batch1", "minus_one"}, {"target"}), "axis", 0);
+  p.node("Reshape", {"x", "target"}, {"flat"});
+  p.node("Relu", {"flat"}, {"y"});
+  int fired = 0;
+  Model m = optimize(p, "fold-constants", &fired);
+  const Graph& g = *m.graph;
+  EXPECT_EQ(fired, 4);
+  EXPECT_EQ(g.nodes().size(), 2u);
+  const Node* r = find_op(g, "Reshape");
+  ASSERT_NE(r, nullptr);
+  const Tensor* shape = constant_of(r->inputs[1]);
+  ASSERT_NE(shape, nullptr);
+  EXPECT_EQ(shape->to_int64_vector(), (std::vector<int64_t>{2, -1}));
+  EXPECT_EQ(find_op(g, "Shape"), nullptr);
+}
+
+TEST(ConstantFolding, FoldsConstantSubgraphsButNotRandomOps) {
+  Proto p;
+  p.input("x", {4});
+  p.output("y");
+  p.output("z");
+  p.init("a", {4}, {1, 2, 3, 4});
+  p.init("b", {4}, {0.5f, 0.5f, 0.5f, 0.5f});
+  p.node("Mul", {"a", "b"}, {"ab"});
+  p.node("Add", {"x", "ab"}, {"y"});
+  auto* r = p.node("RandomUniformLike", {"a"}, {"noise"});
+  attr_f(r, "seed", 1.0f);
+  p.node("Add", {"x", "noise"}, {"z"});
+  Model m = import_proto(p.m);
+  EXPECT_EQ(run_pass(*m.graph, "fold-constants"), 1);
+  EXPECT_EQ(find_op(*m.graph, "Mul"), nullptr);
+  EXPECT_NE(find_op(*m.graph, "RandomUniformLike"), nullptr);
+  const Node* add = find_op(*m.graph, "Add");
+  ASSERT_NE(add, nullptr);
+  const Tensor* ab = constant_of(add->inputs[1]);
+  ASSERT_NE(ab, nullptr);
+  EXPECT_EQ(ab->to_double_vector(), (std::vector<double>{0.5, 1, 1.5, 2}));
+}
+
+TEST(ConstantFolding, DynamicShapesAreNotFolded) {
+  Proto p;
+  add_tensor_info(p.g->mutable_input(), "x", 1, {0, 3}, {"batch", ""});
+  p.output("s", 7);
+  p.node("Shape", {"x"}, {"s"});
+  Model m = import_proto(p.m);
+  EXPECT_EQ(run_pass(*m.graph, "fold-constants"), 0);
+  EXPECT_NE(find_op(*m.graph, "Shape"), nullptr);
+}
+
+}  // namespace
+}  // namespace kiln::testing

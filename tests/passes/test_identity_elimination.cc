@@ -1,0 +1,63 @@
+#include "pass_test_util.h"
+
+namespace kiln::testing {
+namespace {
+
+TEST(IdentityElimination, RemovesNoOps) {
+  Proto p(13);
+  p.input("x", {2, 3});
+  p.output("y");
+  p.init("zero", {1}, {0});
+  p.init("one", {}, {1});
+  p.init_i64("same", {2}, {2, 3});
+  p.node("Identity", {"x"}, {"a"});
+  p.node("Dropout", {"a"}, {"b"});
+  p.node("Add", {"b", "zero"}, {"c"});
+  p.node("Mul", {"one", "c"}, {"d"});
+  attr_i(p.node("Cast", {"d"}, {"e"}), "to", 1);
+  p.node("Reshape", {"e", "same"}, {"f"});
+  attr_ints(p.node("Transpose", {"f"}, {"g"}), "perm", {0, 1});
+  p.node("Relu", {"g"}, {"y"});
+  int fired = 0;
+  Model m = optimize(p, "eliminate-identity", &fired);
+  EXPECT_EQ(fired, 7);
+  ASSERT_EQ(m.graph->nodes().size(), 1u);
+  EXPECT_EQ(m.graph->nodes()[0]->op_type, "Relu");
+  EXPECT_EQ(m.graph->nodes()[0]->inputs[0], m.graph->inputs[0]);
+}
+
+TEST(IdentityElimination, KeepsOpsThatDoWork) {
+  Proto p(13);
+  p.input("x", {2, 3});
+  p.output("y");
+  p.output("z");
+  p.init("zero", {4, 1, 1}, {0, 0, 0, 0});  // x + 0 broadcasts to 4x2x3: not a no-op
+  p.init("two", {}, {2});
+  p.node("Add", {"x", "zero"}, {"y"});
+  p.node("Mul", {"x", "two"}, {"m"});
+  attr_ints(p.node("Transpose", {"m"}, {"z"}), "perm", {1, 0});
+  int fired = 0;
+  optimize(p, "eliminate-identity", &fired);
+  EXPECT_EQ(fired, 0);
+}
+
+TEST(IdentityElimination, KeepsTrainingDropoutAndInputToOutputIdentity) {
+  Proto p(13);
+  p.input("x", {4});
+  p.output("y");
+  p.output("z");
+  p.node("Identity", {"x"}, {"y"});  // the graph output cannot become the graph input
+  auto* c = p.g->add_initializer();
+  c->set_name("train");
+  c->set_data_type(9);
+  c->add_int32_data(1);
+  p.init("ratio", {}, {0.0f});
+  p.node("Dropout", {"x", "ratio", "train"}, {"z"});
+  Model m = import_proto(p.m);
+  EXPECT_EQ(run_pass(*m.graph, "eliminate-identity"), 0);
+  EXPECT_EQ(m.graph->nodes().size(), 2u);
+  EXPECT_EQ(m.graph->outputs[0]->name, "y");
+}
+
+}  // namespace
+}  // namespace kiln::testing
