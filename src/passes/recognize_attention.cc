@@ -75,7 +75,7 @@ bool try_attention(Graph& g, Node& softmax, PassContext& ctx) {
         scores = s;
       }
     }
-    if (!mask || !mm0 || static_rank(mask) < 0 || static_rank(mask) > rank) return false;
+    if (!mask || !mm0 || static_rank(mask) < 1 || static_rank(mask) > rank) return false;
     nodes.push_back(add);
   }
   scores = strip_scale(scores, uses, &factor, &nodes);

@@ -141,7 +141,9 @@ Result<std::vector<RValue>> run_optimized(const Model& m, std::vector<RValue> in
   BuildOptions options;
   const Graph& g = *m.graph;
   for (size_t i = 0; i < inputs.size() && i < g.inputs.size(); ++i) {
-    if (inputs[i].is_tensor()) options.shapes[g.inputs[i]->name] = inputs[i].tensor.dims();
+    if (inputs[i].is_tensor() && g.inputs[i]->type.kind == TypeInfo::Kind::kTensor) {
+      options.shapes[g.inputs[i]->name] = inputs[i].tensor.dims();
+    }
   }
   KILN_ASSIGN_OR_RETURN(std::shared_ptr<Plan> plan, build_plan(m, options));
   KILN_ASSIGN_OR_RETURN(std::shared_ptr<Backend> backend, make_backend(plan->info.device));
