@@ -1,0 +1,73 @@
+#include "pass_test_util.h"
+
+namespace kiln::testing {
+namespace {
+
+// HF style: q, k, v [B, H, S, D]; q @ k^T / sqrt(D) + mask -> softmax -> @ v.
+TEST(RecognizeAttention, FourDimensionalWithMask) {
+  Proto p(13);
+  p.input("q", {2, 3, 5, 4});
+  p.input("k", {2, 3, 5, 4});
+  p.input("v", {2, 3, 5, 4});
+  p.output("y");
+  p.init("sqrt_d", {}, {2});
+  std::vector<float> mask(25);
+  for (int i = 0; i < 5; ++i) {
+    for (int j = 0; j < 5; ++j) mask[static_cast<size_t>(i * 5 + j)] = j > i ? -1e9f : 0.0f;
+  }
+  p.init("mask", {5, 5}, mask);
+  attr_ints(p.node("Transpose", {"k"}, {"kt"}), "perm", {0, 1, 3, 2});
+  p.node("MatMul", {"q", "kt"}, {"s"});
+  p.node("Div", {"s", "sqrt_d"}, {"ss"});
+  p.node("Add", {"ss", "mask"}, {"sm"});
+  attr_i(p.node("Softmax", {"sm"}, {"pr"}), "axis", -1);
+  p.node("MatMul", {"pr", "v"}, {"y"});
+  int fired = 0;
+  Model m = optimize(p, "recognize-attention", &fired);
+  EXPECT_EQ(fired, 1);
+  ASSERT_EQ(m.graph->nodes().size(), 1u);
+  const Node& a = *m.graph->nodes()[0];
+  EXPECT_EQ(a.op_type, "Attention");
+  EXPECT_EQ(a.inputs.size(), 4u);
+  EXPECT_FLOAT_EQ(a.attr("scale")->f, 0.5f);
+  EXPECT_EQ(a.fused_from.size(), 6u);
+}
+
+// PyTorch MultiheadAttention: [B*H, S, D] with q scaled before the product and K transposed
+// from [S, B*H, D].
+TEST(RecognizeAttention, ThreeDimensionalScaledQuery) {
+  Proto p(13);
+  p.input("q", {6, 5, 4});
+  p.input("k", {5, 6, 4});
+  p.input("v", {6, 5, 4});
+  p.output("y");
+  p.init("scale", {}, {0.5f});
+  p.node("Mul", {"q", "scale"}, {"qs"});
+  attr_ints(p.node("Transpose", {"k"}, {"kt"}), "perm", {1, 2, 0});
+  p.node("MatMul", {"qs", "kt"}, {"s"});
+  attr_i(p.node("Softmax", {"s"}, {"pr"}), "axis", 2);
+  p.node("MatMul", {"pr", "v"}, {"y"});
+  int fired = 0;
+  Model m = optimize(p, "recognize-attention", &fired);
+  EXPECT_EQ(fired, 1);
+  EXPECT_EQ(count_ops(*m.graph, "Attention"), 1);
+  EXPECT_EQ(count_ops(*m.graph, "Softmax"), 0);
+  EXPECT_EQ(count_ops(*m.graph, "Unsqueeze"), 3);
+  EXPECT_EQ(count_ops(*m.graph, "Squeeze"), 1);
+}
+
+TEST(RecognizeAttention, SoftmaxOverAnotherAxisIsNotAttention) {
+  Proto p(13);
+  p.input("q", {2, 5, 4});
+  p.input("k", {2, 4, 5});
+  p.input("v", {2, 5, 4});
+  p.output("y");
+  p.node("MatMul", {"q", "k"}, {"s"});
+  attr_i(p.node("Softmax", {"s"}, {"pr"}), "axis", 1);
+  p.node("MatMul", {"pr", "v"}, {"y"});
+  Model m = import_proto(p.m);
+  EXPECT_EQ(run_pass(*m.graph, "recognize-attention"), 0);
+}
+
+}  // namespace
+}  // namespace kiln::testing
