@@ -1,0 +1,193 @@
+// The builder and the plan executor: plans run to the same outputs as the imported graph,
+// subgraphs see their outer values, profiles accept the shapes inside them and refuse the rest.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "lower/builder.h"
+#include "model_builder.h"
+#include "onnx/importer.h"
+#include "runtime/executor.h"
+#include "runtime/plan_executor.h"
+
+namespace kiln {
+namespace {
+
+Model import(const onnx::ModelProto& p) {
+  std::string bytes;
+  p.SerializeToString(&bytes);
+  auto m = import_onnx_bytes(bytes, ".", "test");
+  EXPECT_TRUE(m.ok()) << m.status().message();
+  return std::move(m).value();
+}
+
+Tensor random_float(Dims dims, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(-1, 1);
+  Tensor t(DataType::kFloat, std::move(dims));
+  for (float& x : t.span<float>()) x = u(rng);
+  return t;
+}
+
+Result<std::vector<RValue>> run_plan(std::shared_ptr<Plan> plan, std::vector<RValue> in) {
+  KILN_ASSIGN_OR_RETURN(auto backend, make_backend("cpu"));
+  KILN_ASSIGN_OR_RETURN(auto exec, PlanExecutor::create(plan, backend));
+  return exec->run(std::move(in));
+}
+
+void expect_equal(const std::vector<RValue>& a, const std::vector<RValue>& b) {
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t k = 0; k < a.size(); ++k) {
+    ASSERT_EQ(a[k].tensor.dims(), b[k].tensor.dims());
+    for (int64_t i = 0; i < a[k].tensor.numel(); ++i) {
+      double x = a[k].tensor.get_double(i), y = b[k].tensor.get_double(i);
+      ASSERT_NEAR(x, y, 1e-6 + 1e-5 * std::abs(x)) << "output " << k << " element " << i;
+    }
+  }
+}
+
+// x [batch, 4] -> MatMul w -> Add b -> Relu -> Mul 2 -> Sigmoid -> y
+onnx::ModelProto mlp(bool dynamic_batch) {
+  onnx::ModelProto m = testing::make_model(17);
+  auto* g = m.mutable_graph();
+  testing::add_tensor_info(g->mutable_input(), "x", 1, {3, 4},
+                           dynamic_batch ? std::vector<std::string>{"batch", ""} : std::vector<std::string>{});
+  auto* y = g->add_output();
+  y->set_name("y");
+  y->mutable_type()->mutable_tensor_type()->set_elem_type(1);
+  auto init = [&](const std::string& name, std::vector<int64_t> dims, float scale) {
+    auto* t = g->add_initializer();
+    t->set_name(name);
+    t->set_data_type(1);
+    int64_t n = 1;
+    for (int64_t d : dims) {
+      t->add_dims(d);
+      n *= d;
+    }
+    for (int64_t i = 0; i < n; ++i) t->add_float_data(scale * static_cast<float>((i * 7) % 11 - 5));
+  };
+  init("w", {4, 8}, 0.1f);
+  init("b", {8}, 0.05f);
+  init("two", {}, 0.4f);
+  testing::add_node(g, "MatMul", {"x", "w"}, {"m"}, "mm");
+  testing::add_node(g, "Add", {"m", "b"}, {"mb"}, "bias");
+  testing::add_node(g, "Relu", {"mb"}, {"r"}, "relu");
+  testing::add_node(g, "Mul", {"r", "two"}, {"s"}, "scale");
+  testing::add_node(g, "Sigmoid", {"s"}, {"y"}, "sigmoid");
+  return m;
+}
+
+TEST(Builder, PlanMatchesTheImportedGraph) {
+  Model model = import(mlp(false));
+  auto plan = build_plan(model, BuildOptions{});
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  const Plan& p = **plan;
+  EXPECT_EQ(p.source_nodes, 5);
+  EXPECT_LT(p.steps.size(), 5u);  // MatMul+bias+Relu fuse
+  EXPECT_GE(p.memory.naive, p.memory.arena);
+  EXPECT_GT(p.memory.weights, 0);
+  EXPECT_EQ(p.info.device, "cpu");
+  EXPECT_EQ(p.info.backend, "reference");
+  for (const Step& st : p.steps) EXPECT_EQ(st.tactic, "reference");
+  std::vector<RValue> in = {RValue::of(random_float({3, 4}, 1))};
+  auto want = Executor(*model.graph).run(in);
+  auto got = run_plan(*plan, in);
+  ASSERT_TRUE(want.ok() && got.ok()) << got.status().message();
+  expect_equal(*want, *got);
+  // A second run reuses the arena and gives the same answer.
+  auto again = run_plan(*plan, in);
+  ASSERT_TRUE(again.ok());
+  expect_equal(*got, *again);
+}
+
+TEST(Builder, ProfilesAcceptShapesInsideAndRefuseOthers) {
+  Model model = import(mlp(true));
+  BuildOptions o;
+  o.min_shapes["x"] = {1, 4};
+  o.opt_shapes["x"] = {2, 4};
+  o.max_shapes["x"] = {4, 4};
+  auto plan = build_plan(model, o);
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  ASSERT_EQ((*plan)->profiles.size(), 1u);
+  auto backend = make_backend("cpu");
+  auto exec = PlanExecutor::create(*plan, *backend);
+  ASSERT_TRUE(exec.ok());
+  for (int64_t batch : {1, 3, 4}) {
+    std::vector<RValue> in = {RValue::of(random_float({batch, 4}, 2))};
+    auto want = Executor(*model.graph).run(in);
+    auto got = (*exec)->run(in);
+    ASSERT_TRUE(got.ok()) << got.status().message();
+    expect_equal(*want, *got);
+  }
+  auto bad = (*exec)->run({RValue::of(random_float({5, 4}, 3))});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidModel);
+  EXPECT_NE(bad.status().message().find("'x'"), std::string::npos);
+  EXPECT_NE(bad.status().message().find("5x4"), std::string::npos);
+  EXPECT_NE(bad.status().message().find("max 4x4"), std::string::npos) << bad.status().message();
+  auto wrong_rank = (*exec)->run({RValue::of(random_float({4}, 3))});
+  EXPECT_FALSE(wrong_rank.ok());
+}
+
+TEST(Builder, ShapeOptionsAreChecked) {
+  Model model = import(mlp(true));
+  auto expect_usage = [&](BuildOptions o, const std::string& needle) {
+    auto r = build_plan(model, o);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), StatusCode::kUsage) << r.status().message();
+    EXPECT_NE(r.status().message().find(needle), std::string::npos) << r.status().message();
+  };
+  expect_usage(BuildOptions{}, "'x' has dynamic shape");
+  BuildOptions o;
+  o.shapes["nope"] = {1, 4};
+  expect_usage(o, "nope");
+  o = {};
+  o.shapes["x"] = {1, 4, 1};
+  expect_usage(o, "rank");
+  o = {};
+  o.shapes["x"] = {2, 5};
+  expect_usage(o, "fixed to 4");
+  o = {};
+  o.min_shapes["x"] = {4, 4};
+  o.max_shapes["x"] = {2, 4};
+  expect_usage(o, "min <= opt <= max");
+  o = {};
+  o.min_shapes["x"] = {1, 4};
+  expect_usage(o, "--max-shapes");
+}
+
+// An If whose branches read a value of the main graph by name, and a Loop accumulating it.
+TEST(Builder, SubgraphsSeeOuterValues) {
+  onnx::ModelProto m = testing::make_model(17);
+  auto* g = m.mutable_graph();
+  testing::add_tensor_info(g->mutable_input(), "x", 1, {4});
+  testing::add_tensor_info(g->mutable_input(), "cond", 9, {});
+  testing::add_tensor_info(g->mutable_output(), "y", 1, {4});
+  testing::add_node(g, "Relu", {"x"}, {"rx"}, "relu");
+  auto* ifn = testing::add_node(g, "If", {"cond"}, {"y"}, "if");
+  auto branch = [&](const char* op, const char* name) {
+    auto* a = ifn->add_attribute();
+    a->set_name(name);
+    a->set_type(onnx::AttributeProto::GRAPH);
+    auto* b = a->mutable_g();
+    b->set_name(name);
+    testing::add_tensor_info(b->mutable_output(), std::string(name) + "_out", 1, {4});
+    testing::add_node(b, op, {"rx"}, {std::string(name) + "_out"});
+  };
+  branch("Neg", "then_branch");
+  branch("Exp", "else_branch");
+  Model model = import(m);
+  auto plan = build_plan(model, BuildOptions{});
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  for (bool c : {true, false}) {
+    std::vector<RValue> in = {RValue::of(random_float({4}, 4)), RValue::of(Tensor::scalar<bool>(c))};
+    auto want = Executor(*model.graph).run(in);
+    auto got = run_plan(*plan, in);
+    ASSERT_TRUE(want.ok()) << want.status().message();
+    ASSERT_TRUE(got.ok()) << got.status().message();
+    expect_equal(*want, *got);
+  }
+}
+
+}  // namespace
+}  // namespace kiln
