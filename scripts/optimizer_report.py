@@ -15,6 +15,9 @@ import subprocess
 import sys
 import tempfile
 
+import numpy as np
+import onnx
+
 
 def mib(b):
     return f"{b / 2**20:.2f}"
@@ -31,7 +34,11 @@ def main():
     for name in names:
         with tempfile.TemporaryDirectory() as d:
             engine = os.path.join(d, name + ".kiln")
-            p = subprocess.run([a.kiln, "build", os.path.join(a.models, name + ".onnx"), "-o", engine],
+            # Build for the shape of the model's test input (the digits model has a dynamic batch).
+            x = np.load(os.path.join(a.models, name + ".input.npy"))
+            in_name = onnx.load(os.path.join(a.models, name + ".onnx"), load_external_data=False).graph.input[0].name
+            shapes = f"{in_name}:" + "x".join(str(d) for d in x.shape)
+            p = subprocess.run([a.kiln, "build", os.path.join(a.models, name + ".onnx"), "-o", engine, "--shapes", shapes],
                                capture_output=True, text=True)
             if p.returncode != 0:
                 print(f"{name}: build failed: {p.stderr}", file=sys.stderr)
@@ -49,7 +56,12 @@ def main():
         steps = ", ".join(f"{v} x {k}" for k, v in sorted(kinds.items()))
         details.append(f"- **{name}**: passes fired: {fired or 'none'}. Fused steps: {steps or 'none'}.")
     today = datetime.date.today().isoformat()
-    cpu = platform.processor() or platform.machine()
+    cpu = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
+    except OSError:
+        pass
     text = f"""What `kiln build` does to each model of the whole-model test set (FP32, reference backend, the
 input shapes of the exported models). Node count is the imported model's (subgraphs included);
 steps are what the engine runs. Activation memory: *naive* gives every intermediate tensor its
