@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the bundled example: installs dependencies, builds Kiln, trains and exports the
-# example digit classifier, runs it with `kiln run` and checks the predictions.
+# example digit classifier, builds an engine from it with `kiln build`, shows it with
+# `kiln inspect`, runs it with `kiln run` and checks the predictions, then measures it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KILN_WITH_TORCH=0 scripts/install_deps.sh
@@ -12,6 +13,13 @@ if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
 fi
 echo "+ build/bin/kiln info examples/digits/digits.onnx"
 build/bin/kiln info examples/digits/digits.onnx
-echo "+ build/bin/kiln run examples/digits/digits.onnx --input image=examples/digits/images.npy --output-dir examples/digits/out"
-build/bin/kiln run examples/digits/digits.onnx --input image=examples/digits/images.npy --output-dir examples/digits/out
+run() {
+  echo "+ $*"
+  "$@"
+}
+run build/bin/kiln build examples/digits/digits.onnx -o examples/digits/digits.kiln --min-shapes image:1x1x8x8 \
+  --opt-shapes image:64x1x8x8 --max-shapes image:512x1x8x8
+run build/bin/kiln inspect examples/digits/digits.kiln
+run build/bin/kiln run examples/digits/digits.kiln --input image=examples/digits/images.npy --output-dir examples/digits/out
 "$PY" scripts/make_digits_example.py examples/digits --check examples/digits/out/probabilities.npy
+run build/bin/kiln bench examples/digits/digits.kiln --shapes image:64x1x8x8 --duration 1
