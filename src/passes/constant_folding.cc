@@ -54,8 +54,14 @@ bool fold_shape(const Node& n, std::vector<Tensor>* out) {
   return true;
 }
 
+// QuantizeLinear/DequantizeLinear of constant weights stay: the pairs mark what INT8 lowering
+// quantizes, and folding them would turn quantized weights back into float ones.
+bool quantization_marker(const Node& n) {
+  return n.domain.empty() && (n.op_type == "QuantizeLinear" || n.op_type == "DequantizeLinear");
+}
+
 Result<bool> evaluate(const Node& n, const OpRegistry& registry, std::vector<Tensor>* out) {
-  if (nondeterministic(n) || has_subgraph(n)) return false;
+  if (nondeterministic(n) || has_subgraph(n) || quantization_marker(n)) return false;
   int64_t in_bytes = 0;
   std::vector<RValue> values;
   for (const Value* v : n.inputs) {

@@ -65,3 +65,39 @@ TEST(ConstantFolding, DynamicShapesAreNotFolded) {
 
 }  // namespace
 }  // namespace kiln::testing
+
+namespace kiln::testing {
+namespace {
+
+// A QDQ model: quantized weights with a DequantizeLinear, activations through Q/DQ pairs. The
+// whole pipeline keeps every pair for INT8 lowering.
+TEST(ConstantFolding, KeepsQuantizeDequantizePairs) {
+  Proto p(13);
+  p.input("x", {1, 2, 4, 4});
+  p.output("y");
+  auto* w = p.g->add_initializer();
+  w->set_name("wq");
+  w->set_data_type(3);  // int8
+  for (int64_t d : {3, 2, 1, 1}) w->add_dims(d);
+  for (int i = 0; i < 6; ++i) w->add_int32_data(i * 7 - 20);
+  p.init("ws", {}, {0.05f});
+  p.init("xs", {}, {0.02f});
+  auto* z = p.g->add_initializer();
+  z->set_name("xz");
+  z->set_data_type(3);
+  z->add_int32_data(0);
+  p.node("DequantizeLinear", {"wq", "ws"}, {"w"});
+  p.node("QuantizeLinear", {"x", "xs", "xz"}, {"xq"});
+  p.node("DequantizeLinear", {"xq", "xs", "xz"}, {"xd"});
+  p.node("Conv", {"xd", "w"}, {"y"});
+  Model before = import_proto(p.m);
+  Model after = import_proto(p.m);
+  auto r = run_pipeline(*after.graph, default_pipeline_options());
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(count_ops(*after.graph, "DequantizeLinear"), 2);
+  EXPECT_EQ(count_ops(*after.graph, "QuantizeLinear"), 1);
+  expect_same_outputs(*before.graph, *after.graph, random_inputs(*before.graph));
+}
+
+}  // namespace
+}  // namespace kiln::testing
