@@ -2,7 +2,11 @@
 // subgraphs see their outer values, profiles accept the shapes inside them and refuse the rest.
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <random>
+#include <thread>
 
 #include "lower/builder.h"
 #include "model_builder.h"
@@ -187,6 +191,67 @@ TEST(Builder, SubgraphsSeeOuterValues) {
     ASSERT_TRUE(got.ok()) << got.status().message();
     expect_equal(*want, *got);
   }
+}
+
+}  // namespace
+}  // namespace kiln
+
+namespace kiln {
+namespace {
+
+// A backend with two tactics for Relu, one slower: the builder times them, keeps the faster,
+// and records the choice in the timing cache, which a later build reuses without timing.
+class TwoTacticBackend : public Backend {
+ public:
+  std::string name() const override { return "two-tactic"; }
+  DeviceInfo device() const override { return make_backend("cpu").value()->device(); }
+  Allocator& allocator() override { return make_backend("cpu").value()->allocator(); }
+  bool supports(const Node& n, DataType p, Layout l) const override { return reference()->supports(n, p, l); }
+  std::vector<std::string> tactics(const Node& n, DataType p, Layout l) const override {
+    if (n.op_type == "Relu") return {"slow", "fast"};
+    return reference()->tactics(n, p, l);
+  }
+  Status run(const Step& step, OpContext& ctx) const override {
+    ++runs;
+    if (step.tactic == "slow") std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    return reference()->run(step, ctx);
+  }
+  static std::shared_ptr<Backend> reference() { return make_backend("cpu").value(); }
+  mutable int runs = 0;
+};
+
+TEST(Builder, TimesTacticsAndUsesTheTimingCache) {
+  Model model = import(mlp(false));
+  auto backend = std::make_shared<TwoTacticBackend>();
+  std::string cache = (std::filesystem::temp_directory_path() / "kiln_timing_cache_test.json").string();
+  std::filesystem::remove(cache);
+  BuildOptions o;
+  o.backend = backend;
+  o.timing_cache = cache;
+  o.pipeline.disabled = {"fuse-bias-activation", "fuse-elementwise"};  // keep the Relu a step of its own
+  auto plan = build_plan(model, o);
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  bool found = false;
+  for (const Step& st : (*plan)->steps) {
+    if (st.node->op_type == "Relu") {
+      EXPECT_EQ(st.tactic, "fast");
+      found = true;
+    }
+  }
+  EXPECT_TRUE(found);
+  EXPECT_GT(backend->runs, 0);
+  ASSERT_TRUE(std::filesystem::exists(cache));
+  // Rebuilding with the cache does not time again.
+  backend->runs = 0;
+  plan = build_plan(model, o);
+  ASSERT_TRUE(plan.ok());
+  EXPECT_EQ(backend->runs, 0);
+  // A malformed cache is an error naming the file.
+  std::ofstream(cache) << "{ not json";
+  auto bad = build_plan(model, o);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("kiln_timing_cache_test.json"), std::string::npos);
+  std::filesystem::remove(cache);
 }
 
 }  // namespace
