@@ -158,17 +158,21 @@ static void collect_outer_refs(const Graph& g, std::set<std::string>& names) {
   }
 }
 
+std::set<std::string> subgraph_outer_names(const Node& n) {
+  std::set<std::string> names;
+  for (const auto& [k, a] : n.attrs) {
+    if (a.g) collect_outer_refs(*a.g, names);
+    for (const auto& sg : a.graphs) collect_outer_refs(*sg, names);
+  }
+  return names;
+}
+
 static std::vector<Value*> node_dependencies(const Graph& g, const Node& n) {
   std::vector<Value*> deps;
   for (Value* v : n.inputs) {
     if (v) deps.push_back(v);
   }
-  std::set<std::string> outer;
-  for (const auto& [k, a] : n.attrs) {
-    if (a.g) collect_outer_refs(*a.g, outer);
-    for (const auto& sg : a.graphs) collect_outer_refs(*sg, outer);
-  }
-  for (const std::string& name : outer) {
+  for (const std::string& name : subgraph_outer_names(n)) {
     if (Value* v = g.find_value(name)) deps.push_back(v);
   }
   return deps;

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -188,6 +189,10 @@ class Graph {
   std::vector<std::unique_ptr<Value>> values_;
   std::map<std::string, Value*> by_name_;
 };
+
+// Names that the subgraphs of `n` (at any depth) read from enclosing scopes: implicit inputs of
+// `n` for scheduling, liveness and use counting.
+std::set<std::string> subgraph_outer_names(const Node& n);
 
 struct Model {
   int64_t ir_version = 0;

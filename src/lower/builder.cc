@@ -135,18 +135,6 @@ DataType node_precision(const Node& node) {
   return DataType::kUndefined;
 }
 
-void collect_outer_names(const Graph& g, std::set<std::string>& names) {
-  for (const auto& v : g.values()) {
-    if (v->outer_scope) names.insert(v->name);
-  }
-  for (const auto& n : g.nodes()) {
-    for (const auto& [k, a] : n->attrs) {
-      if (a.g) collect_outer_names(*a.g, names);
-      for (const auto& sg : a.graphs) collect_outer_names(*sg, names);
-    }
-  }
-}
-
 // Ops whose output may overwrite their (dying) first input: elementwise and data-preserving ops
 // that read each input element before writing the same output element.
 bool may_run_in_place(const Node& n) {
@@ -342,12 +330,7 @@ Result<std::shared_ptr<Plan>> build_plan(const Model& model, const BuildOptions&
     for (int id : plan->steps[i].inputs) {
       if (id >= 0) plan->slots[static_cast<size_t>(id)].last_step = static_cast<int>(i);
     }
-    std::set<std::string> outer;
-    for (const auto& [k, a] : plan->steps[i].node->attrs) {
-      if (a.g) collect_outer_names(*a.g, outer);
-      for (const auto& sg : a.graphs) collect_outer_names(*sg, outer);
-    }
-    for (const std::string& name : outer) {
+    for (const std::string& name : subgraph_outer_names(*plan->steps[i].node)) {
       if (const Value* v = g->find_value(name); v && slot_of.count(v)) {
         plan->slots[static_cast<size_t>(slot_of[v])].last_step = static_cast<int>(i);
       }

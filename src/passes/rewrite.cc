@@ -4,27 +4,12 @@
 
 namespace kiln {
 
-static void collect_outer_refs(const Graph& g, std::set<std::string>& names) {
-  for (const auto& v : g.values()) {
-    if (v->outer_scope) names.insert(v->name);
-  }
-  for (const auto& n : g.nodes()) {
-    for (const auto& [k, a] : n->attrs) {
-      if (a.g) collect_outer_refs(*a.g, names);
-      for (const auto& sg : a.graphs) collect_outer_refs(*sg, names);
-    }
-  }
-}
-
 Uses::Uses(const Graph& g) {
   for (const auto& n : g.nodes()) {
     for (size_t i = 0; i < n->inputs.size(); ++i) {
       if (n->inputs[i]) consumers_[n->inputs[i]].push_back({n.get(), i});
     }
-    for (const auto& [k, a] : n->attrs) {
-      if (a.g) collect_outer_refs(*a.g, subgraph_refs_);
-      for (const auto& sg : a.graphs) collect_outer_refs(*sg, subgraph_refs_);
-    }
+    subgraph_refs_.merge(subgraph_outer_names(*n));
   }
   outputs_.insert(g.outputs.begin(), g.outputs.end());
 }

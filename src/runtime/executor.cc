@@ -41,18 +41,6 @@ class Scope {
 
 namespace {
 
-void collect_outer_names(const Graph& g, std::set<std::string>& names) {
-  for (const auto& v : g.values()) {
-    if (v->outer_scope) names.insert(v->name);
-  }
-  for (const auto& n : g.nodes()) {
-    for (const auto& [k, a] : n->attrs) {
-      if (a.g) collect_outer_names(*a.g, names);
-      for (const auto& sg : a.graphs) collect_outer_names(*sg, names);
-    }
-  }
-}
-
 // For each value, the index of the last node that reads it (directly or from a subgraph).
 std::unordered_map<const Value*, size_t> last_uses(const Graph& g) {
   std::unordered_map<const Value*, size_t> last;
@@ -61,12 +49,7 @@ std::unordered_map<const Value*, size_t> last_uses(const Graph& g) {
     for (const Value* v : nodes[i]->inputs) {
       if (v) last[v] = i;
     }
-    std::set<std::string> outer;
-    for (const auto& [k, a] : nodes[i]->attrs) {
-      if (a.g) collect_outer_names(*a.g, outer);
-      for (const auto& sg : a.graphs) collect_outer_names(*sg, outer);
-    }
-    for (const auto& name : outer) {
+    for (const auto& name : subgraph_outer_names(*nodes[i])) {
       if (const Value* v = g.find_value(name)) last[v] = i;
     }
   }

@@ -7,7 +7,6 @@ documented exit code (2 usage, 3 invalid model or input), no crash, and no parti
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -15,31 +14,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-FAILURES = []
-PASSED = 0
-
-
-def run(kiln, *args):
-    p = subprocess.run([kiln, *args], capture_output=True, text=True, timeout=120)
-    return p.returncode, p.stdout, p.stderr
-
-
-def check(name, cond, detail=""):
-    global PASSED
-    if cond:
-        PASSED += 1
-    else:
-        FAILURES.append(f"{name}: {detail}")
-        print(f"FAIL {name}: {detail}")
-
-
-def expect_error(kiln, name, args, code, needles, outdir=None):
-    rc, out, err = run(kiln, *args)
-    ok = rc == code and all(n in err for n in needles) and "Traceback" not in err and rc >= 0
-    check(name, ok, f"rc={rc} (want {code}), stderr={err.strip()[:300]!r}, want {needles}")
-    if outdir is not None:
-        left = os.listdir(outdir) if os.path.isdir(outdir) else []
-        check(name + " (no partial output)", not left, f"left behind: {left}")
+import cli_common
+from cli_common import check, expect_error, run
 
 
 def save(model, path, check_model=False):
@@ -195,8 +171,7 @@ def main():
             rc, _, err = run(kiln, verb, os.path.join(reg, f))
             check(f"fuzz regression {f} ({verb})", rc in (0, 1, 2, 3) and "kiln: error" in err or rc == 0, f"rc={rc} {err[:200]}")
 
-    print(f"{PASSED} passed, {len(FAILURES)} failed")
-    return 1 if FAILURES else 0
+    return cli_common.summary()
 
 
 if __name__ == "__main__":

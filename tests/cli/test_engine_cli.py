@@ -7,7 +7,6 @@ code and leave no partial engine file behind.
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -15,31 +14,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-FAILURES = []
-PASSED = 0
-
-
-def run(kiln, *args):
-    p = subprocess.run([kiln, *args], capture_output=True, text=True, timeout=300)
-    return p.returncode, p.stdout, p.stderr
-
-
-def check(name, cond, detail=""):
-    global PASSED
-    if cond:
-        PASSED += 1
-    else:
-        FAILURES.append(f"{name}: {detail}")
-        print(f"FAIL {name}: {detail}")
-
-
-def expect_error(kiln, name, args, code, needles, must_not_exist=None):
-    rc, out, err = run(kiln, *args)
-    low = err.lower()
-    ok = rc == code and all(n.lower() in low for n in needles) and "Traceback" not in err
-    check(name, ok, f"rc={rc} (want {code}), stderr={err.strip()[:300]!r}, want {needles}")
-    if must_not_exist is not None:
-        check(name + " (no partial file)", not os.path.exists(must_not_exist), f"{must_not_exist} exists")
+import cli_common
+from cli_common import check, expect_error, run
 
 
 def small_cnn(path):
@@ -175,15 +151,15 @@ def main():
 
     # --- bad build options ------------------------------------------------------------------
     bad = os.path.join(tmp, "bad.kiln")
-    expect_error(kiln, "unknown pass", ["build", model, "-o", bad, "--disable-pass", "nope"], 2, ["nope"], bad)
-    expect_error(kiln, "--shapes names no input", ["build", model, "-o", bad, "--shapes", "nope:1x3x8x8"], 2, ["nope"], bad)
+    expect_error(kiln, "unknown pass", ["build", model, "-o", bad, "--disable-pass", "nope"], 2, ["nope"], absent=bad)
+    expect_error(kiln, "--shapes names no input", ["build", model, "-o", bad, "--shapes", "nope:1x3x8x8"], 2, ["nope"], absent=bad)
     expect_error(kiln, "min above max", ["build", model, "-o", bad, "--min-shapes", "x:4x3x8x8", "--max-shapes",
-                                         "x:2x3x8x8"], 2, ["'x'"], bad)
-    expect_error(kiln, "malformed --shapes", ["build", model, "-o", bad, "--shapes", "x=1x3x8x8"], 2, ["--shapes"], bad)
-    expect_error(kiln, "dynamic input without shapes", ["build", model, "-o", bad], 2, ["'x'"], bad)
+                                         "x:2x3x8x8"], 2, ["'x'"], absent=bad)
+    expect_error(kiln, "malformed --shapes", ["build", model, "-o", bad, "--shapes", "x=1x3x8x8"], 2, ["--shapes"], absent=bad)
+    expect_error(kiln, "dynamic input without shapes", ["build", model, "-o", bad], 2, ["'x'"], absent=bad)
     expect_error(kiln, "unwritable output", ["build", model, "-o", os.path.join(tmp, "no", "dir", "e.kiln"), "--shapes",
-                                             "x:1x3x8x8"], 1, ["e.kiln"], os.path.join(tmp, "no", "dir", "e.kiln"))
-    expect_error(kiln, "build an engine again", ["build", engine, "-o", bad], 2, ["engine"], bad)
+                                             "x:1x3x8x8"], 1, ["e.kiln"], absent=os.path.join(tmp, "no", "dir", "e.kiln"))
+    expect_error(kiln, "build an engine again", ["build", engine, "-o", bad], 2, ["engine"], absent=bad)
     rc, so, se = run(kiln, "build", model, "-o", bad, "--shapes", "x:1x3x8x8", "--device", "cuda")
     check("cuda build without a CUDA backend fails cleanly", rc in (1, 2) and "cuda" in se.lower() and not os.path.exists(bad),
           f"rc={rc} {se[:300]}")
@@ -202,8 +178,7 @@ def main():
     open(notengine, "wb").write(b"\x00" * 256)
     expect_error(kiln, "not an engine", ["bench", notengine], 3, ["not_engine.kiln", "not a kiln engine"])
 
-    print(f"{PASSED} passed, {len(FAILURES)} failed")
-    return 1 if FAILURES else 0
+    return cli_common.summary()
 
 
 if __name__ == "__main__":
