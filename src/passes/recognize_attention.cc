@@ -2,9 +2,9 @@
 //   O = MatMul(Softmax(scale * MatMul(Q', Kt) [+ mask], axis = -1), V)
 // where Q' is Q optionally multiplied or divided by a constant, Kt is K with its last two axes
 // swapped (a Transpose, whose other axes are kept as a Transpose of K), and scale an optional
-// constant Mul/Div on the scores. It becomes Attention (opset 23) on 4-D [batch, heads, seq, dim]
-// tensors: 3-D [batch*heads, seq, dim] operands, as PyTorch's MultiheadAttention exports them,
-// are unsqueezed to batch 1 and the output squeezed back.
+// constant Mul/Div on the scores. It becomes Attention (opset 23): 4-D operands are [batch, heads,
+// seq, dim]; 3-D [batch*heads, seq, dim] operands, as PyTorch's MultiheadAttention exports them,
+// use Attention's 3-D form with one head (each of the batch*heads rows is its own batch entry).
 #include <cmath>
 #include <set>
 
@@ -40,12 +40,6 @@ Value* strip_scale(Value* v, const Uses& uses, double* factor, std::vector<Node*
     }
   }
   return v;
-}
-
-Value* unsqueeze0(Graph& g, size_t pos, Value* v, const std::string& base) {
-  Value* axes = add_constant(g, base + "_axes", Tensor::from_vector<int64_t>({0}, {1}));
-  Node* n = add_node_at(g, pos, "Unsqueeze", base + "_unsqueeze", {v, axes}, 1, "", 13);
-  return n->outputs[0];
 }
 
 bool try_attention(Graph& g, Node& softmax, PassContext& ctx) {
@@ -119,31 +113,27 @@ bool try_attention(Graph& g, Node& softmax, PassContext& ctx) {
     t->attrs["perm"] = p;
     k = t->outputs[0];
   }
-  if (rank == 3) {
-    q = unsqueeze0(g, pos++, q, base + "_q");
-    k = unsqueeze0(g, pos++, k, base + "_k");
-    v = unsqueeze0(g, pos++, v, base + "_v");
-  }
   std::vector<Value*> inputs = {q, k, v};
   if (mask) inputs.push_back(mask);
   Value* out = pv->outputs[0];
-  Node* att = add_node_at(g, pos++, "Attention", base, inputs, rank == 3 ? 1 : 0, "", 23);
+  Node* att = add_node_at(g, pos, "Attention", base, inputs, 0, "", 23);
   Attribute s;
   s.type = AttrType::kFloat;
   s.f = static_cast<float>(factor);
   att->attrs["scale"] = s;
-  set_provenance(att, nodes);
   if (rank == 3) {
-    Value* axes = add_constant(g, base + "_out_axes", Tensor::from_vector<int64_t>({0}, {1}));
-    Node* sq = add_node_at(g, pos, "Squeeze", base + "_squeeze", {att->outputs[0], axes}, 0, "", 13);
-    sq->outputs = {out};
-  } else {
-    att->outputs = {out};
+    for (const char* key : {"q_num_heads", "kv_num_heads"}) {
+      Attribute h;
+      h.type = AttrType::kInt;
+      h.i = 1;
+      att->attrs[key] = h;
+    }
   }
-  Node* producer = rank == 3 ? g.nodes()[pos].get() : att;
+  set_provenance(att, nodes);
+  att->outputs = {out};
   std::set<const Node*> gone(nodes.begin(), nodes.end());
   g.erase_nodes_if([&](const Node& n) { return gone.count(&n) > 0; });
-  out->producer = producer;
+  out->producer = att;
   ctx.record(kName);
   return true;
 }
