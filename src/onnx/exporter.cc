@@ -49,8 +49,9 @@ class Exporter {
       }
       tensor_to_proto(*v->initializer, v->name, tp);
     }
-    // IR versions before 4 require every initializer to be a graph input as well.
-    if (ir_version_ < 4) {
+    // IR versions before 4 require every initializer of the main graph to be a graph input as
+    // well (not in subgraphs, whose inputs are positional: a Loop body's are its loop variables).
+    if (ir_version_ < 4 && top_level) {
       for (const Value* v : g.initializers) write_value_info(*v, gp->add_input());
     }
     for (const Value* v : g.inputs) {

@@ -371,8 +371,9 @@ TEST_F(EngineFile, BadWeights) {
   }
   const SectionRef w = section_of(image_, ef::kWeights);
   const int64_t section_size = static_cast<int64_t>(w.size);
-  expect_refused(with_json(image_, ef::kPlan, [&](json& j) { j["weights"][0]["offset"] = (section_size / 64 + 2) * 64; }),
-                 "lies outside the weights section");
+  expect_refused(
+      with_json(image_, ef::kPlan, [&](json& j) { j["weights"][0]["offset"] = (section_size / 64 + 2) * 64; }),
+      "lies outside the weights section");
   expect_refused(with_json(image_, ef::kPlan, [&](json& j) { j["weights"][0]["offset"] = 8; }), "is not aligned");
   expect_refused(with_json(image_, ef::kPlan, [&](json& j) { j["weights"][1]["offset"] = j["weights"][0]["offset"]; }),
                  "weights overlap");

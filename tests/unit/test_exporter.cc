@@ -303,6 +303,13 @@ TEST(Exporter, OldIrVersionsListInitializersAsInputs) {
   onnx::ModelProto p = parse(export_ok(a));
   EXPECT_EQ(p.ir_version(), 3);
   EXPECT_EQ(p.graph().input_size(), 2 + p.graph().initializer_size());
+  // Subgraph inputs are positional and stay as they were.
+  for (const auto& n : p.graph().node()) {
+    for (const auto& at : n.attribute()) {
+      if (at.name() == "else_branch") EXPECT_EQ(at.g().input_size(), 0);
+      if (at.name() == "body") EXPECT_EQ(at.g().input_size(), 3);
+    }
+  }
   Model b = import_ok(p.SerializeAsString());
   ASSERT_TRUE(b.graph);
   expect_same_graph(*a.graph, *b.graph);
