@@ -67,6 +67,7 @@ inline constexpr size_t kTableOffsetOffset = 24;
 inline constexpr size_t kSectionCountOffset = 32;
 inline constexpr size_t kFlagsOffset = 36;
 inline constexpr size_t kBodyChecksumOffset = 40;
+inline constexpr size_t kReservedOffset = 48;
 inline constexpr size_t kHeaderChecksumOffset = 56;
 
 constexpr uint32_t fourcc(char a, char b, char c, char d) {

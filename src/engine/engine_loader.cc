@@ -122,7 +122,7 @@ class Loader {
     }
     const uint32_t flags = get32(h + ef::kFlagsOffset);
     if (flags != 0) return fail("uses features this Kiln does not know (flags 0x{:x}); rebuild it", flags);
-    if (get64(h + 48) != 0) return fail("corrupt: reserved header bytes are not zero");
+    if (get64(h + ef::kReservedOffset) != 0) return fail("corrupt: reserved header bytes are not zero");
     return {};
   }
 

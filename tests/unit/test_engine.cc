@@ -269,6 +269,10 @@ TEST_F(EngineFile, UnknownFlagsAndTrailingBytes) {
   flagged[ef::kFlagsOffset] = 1;
   ef::reseal(flagged);
   expect_refused(flagged, "flags 0x1");
+  std::vector<uint8_t> reserved = image_;
+  reserved[ef::kReservedOffset] = 1;
+  ef::reseal(reserved);
+  expect_refused(reserved, "reserved header bytes are not zero");
   std::vector<uint8_t> longer = image_;
   longer.push_back(0);
   ef::reseal(longer);
