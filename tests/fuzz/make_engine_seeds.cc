@@ -1,6 +1,8 @@
 // Writes the seed corpus for fuzz_engine: an engine for each small ONNX node test model that
-// imports (the plan made by hand, as the engine unit tests make it), and for the engine unit
-// tests' own model built for the CPU and for CUDA.
+// imports — built by the real builder where the model's shapes are static (the expanded function
+// tests give fused and recognized ops, FusedElementwise bodies included), else with the plan made
+// by hand as the engine unit tests make it — and for the engine unit tests' own model built for
+// the CPU and for CUDA.
 // Usage: make_engine_seeds NODE_DIR OUT_DIR
 #include <algorithm>
 #include <cstdio>
@@ -9,6 +11,7 @@
 
 #include "engine/engine.h"
 #include "engine_test_util.h"
+#include "lower/builder.h"
 #include "onnx/importer.h"
 #include "plan_test_util.h"
 
@@ -44,7 +47,8 @@ int main(int argc, char** argv) {
     if (!fs::exists(model, ec) || fs::file_size(model, ec) >= 4096) continue;
     auto m = import_onnx_file(model);
     if (!m.ok()) continue;
-    written += write(*testing::plan_by_hand(*m), out / (t.filename().string() + ".kiln"));
+    auto built = build_plan(*m, BuildOptions{});
+    written += write(built.ok() ? **built : *testing::plan_by_hand(*m), out / (t.filename().string() + ".kiln"));
   }
   Model own = testing::engine_test_model();
   if (own.graph) {
