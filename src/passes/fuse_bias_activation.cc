@@ -1,5 +1,6 @@
 // Fuses what follows a Conv, Gemm or MatMul into it: a constant bias Add, then a residual Add,
 // then an activation, giving kiln.FusedConv / kiln.FusedGemm / kiln.FusedMatMul (src/ops/fused.h).
+#include <optional>
 #include <set>
 
 #include "ops/fused.h"
@@ -58,11 +59,13 @@ PassInfo bias_activation_fusion_pass() {
       kName, "Fuses bias, residual Add and activation into Conv, Gemm and MatMul",
       [](Graph& g, PassContext& ctx) -> Result<bool> {
         bool changed = false;
+        std::optional<Uses> cached;  // rebuilt only after the graph changed
         for (size_t i = 0; i < g.nodes().size(); ++i) {
           Node& p = *g.nodes()[i];
           if (!p.domain.empty() || (p.op_type != "Conv" && p.op_type != "Gemm" && p.op_type != "MatMul")) continue;
           if (p.outputs.size() != 1 || !p.outputs[0]) continue;
-          Uses uses(g);
+          if (!cached) cached.emplace(g);
+          const Uses& uses = *cached;
           Fusion f;
           f.anchor = &p;
           f.out = p.outputs[0];
@@ -141,6 +144,7 @@ PassInfo bias_activation_fusion_pass() {
           f.out->producer = n;
           ctx.record(kName);
           changed = true;
+          cached.reset();
           i = static_cast<size_t>(n->index);
         }
         return changed;

@@ -2,6 +2,7 @@
 // attribute holds the region as a subgraph: one pass over memory instead of one per op once a
 // backend compiles the body into a single kernel.
 #include <map>
+#include <optional>
 #include <set>
 
 #include "ops/fused.h"
@@ -52,11 +53,13 @@ PassInfo elementwise_fusion_pass() {
             // A fused body is itself a graph the pipeline visits; fusing inside it would nest forever.
             if (g.name == kBodyName) return false;
             bool changed = false;
+            std::optional<Uses> cached;  // rebuilt only after the graph changed
             for (size_t i = g.nodes().size(); i-- > 0;) {
               Node& root = *g.nodes()[i];
               Dims out_dims;
               if (!elementwise(root) || !static_dims(root.outputs[0], &out_dims)) continue;
-              Uses uses(g);
+              if (!cached) cached.emplace(g);
+              const Uses& uses = *cached;
               // Grow the region upward through values read only by the region.
               std::vector<Node*> region = {&root};
               std::set<const Node*> in_region = {&root};
@@ -118,6 +121,7 @@ PassInfo elementwise_fusion_pass() {
               out->producer = f;
               ctx.record(kName);
               changed = true;
+              cached.reset();
               i = static_cast<size_t>(f->index);
             }
             return changed;

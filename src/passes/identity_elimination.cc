@@ -1,5 +1,6 @@
 // Removes nodes that pass their input through unchanged: Identity, inference Dropout, and ops
 // whose parameters make them no-ops (same-type Cast, same-shape Reshape, x+0, x*1, ...).
+#include <optional>
 #include <set>
 
 #include "passes/passes.h"
@@ -96,11 +97,13 @@ PassInfo identity_elimination_pass() {
   return {kName, "Removes Identity, inference Dropout and no-op ops (same-type Cast, same-shape Reshape, x+0, x*1 ...)",
           [](Graph& g, PassContext& ctx) -> Result<bool> {
             std::set<const Node*> removed;
+            std::optional<Uses> uses;  // rebuilt only after the graph changed
             for (const auto& node : g.nodes()) {
-              Uses uses(g);
-              Value* x = pass_through(*node, uses);
+              if (!uses) uses.emplace(g);
+              Value* x = pass_through(*node, *uses);
               if (!x) continue;
               if (!replace_value(g, node->outputs[0], x)) continue;
+              uses.reset();
               removed.insert(node.get());
               ctx.record(kName);
             }

@@ -1,5 +1,6 @@
 // Merges chains of layout ops: Transpose(Transpose(x)) becomes one Transpose (or nothing), and a
 // chain of Reshape/Flatten/Squeeze/Unsqueeze with a static result becomes one Reshape.
+#include <optional>
 #include <set>
 
 #include "passes/passes.h"
@@ -28,10 +29,13 @@ PassInfo transpose_reshape_pass() {
   return {kName, "Merges chains of Transpose and of Reshape/Flatten/Squeeze/Unsqueeze, drops identity permutations",
           [](Graph& g, PassContext& ctx) -> Result<bool> {
             bool changed = false;
+            std::optional<Uses> cached;  // rebuilt only after the graph changed
             for (size_t i = 0; i < g.nodes().size(); ++i) {
               Node& n = *g.nodes()[i];
               if (n.inputs.empty() || !n.inputs[0] || n.outputs.size() != 1 || !n.outputs[0]) continue;
-              Uses uses(g);
+              if (!(n.op_type == "Transpose" && n.domain.empty()) && !reshape_like(n)) continue;
+              if (!cached) cached.emplace(g);
+              const Uses& uses = *cached;
               Value* mid = n.inputs[0];
               Node* p = mid->producer;
               if (!p || uses.sole_consumer(mid) != &n || p->inputs.empty() || !p->inputs[0]) continue;
@@ -61,6 +65,7 @@ PassInfo transpose_reshape_pass() {
                 }
                 ctx.record(kName);
                 changed = true;
+                cached.reset();
                 i = 0;
                 continue;
               }
@@ -83,6 +88,7 @@ PassInfo transpose_reshape_pass() {
                 out->producer = r;
                 ctx.record(kName);
                 changed = true;
+                cached.reset();
                 i = 0;
               }
             }
