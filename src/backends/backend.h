@@ -58,6 +58,9 @@ class Backend {
   virtual Status run(const Step& step, OpContext& ctx) const = 0;
 };
 
+// The element type a node computes in: its first tensor output's (kUndefined when it has none).
+DataType node_precision(const Node& node);
+
 // The backends this build has: "reference" always; "cpu" and "cuda" when built. Returns an
 // error naming the device when it is not available here.
 Result<std::shared_ptr<Backend>> make_backend(const std::string& device);

@@ -15,16 +15,6 @@ constexpr uint64_t kP3 = 0x165667B19E3779F9ull;
 constexpr uint64_t kP4 = 0x85EBCA77C2B2AE63ull;
 constexpr uint64_t kP5 = 0x27D4EB2F165667C5ull;
 
-uint64_t read64(const uint8_t* p) {
-  uint64_t v;
-  std::memcpy(&v, p, 8);
-  return v;
-}
-uint32_t read32(const uint8_t* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
 uint64_t round(uint64_t acc, uint64_t input) {
   acc += input * kP2;
   acc = std::rotl(acc, 31);
@@ -47,10 +37,10 @@ uint64_t hash64(std::span<const uint8_t> bytes) {
     uint64_t v1 = kP1 + kP2, v2 = kP2, v3 = 0, v4 = 0 - kP1;
     const uint8_t* limit = end - 32;
     do {
-      v1 = round(v1, read64(p));
-      v2 = round(v2, read64(p + 8));
-      v3 = round(v3, read64(p + 16));
-      v4 = round(v4, read64(p + 24));
+      v1 = round(v1, load64(p));
+      v2 = round(v2, load64(p + 8));
+      v3 = round(v3, load64(p + 16));
+      v4 = round(v4, load64(p + 24));
       p += 32;
     } while (p <= limit);
     h = std::rotl(v1, 1) + std::rotl(v2, 7) + std::rotl(v3, 12) + std::rotl(v4, 18);
@@ -63,11 +53,11 @@ uint64_t hash64(std::span<const uint8_t> bytes) {
   }
   h += static_cast<uint64_t>(n);
   for (; p + 8 <= end; p += 8) {
-    h ^= round(0, read64(p));
+    h ^= round(0, load64(p));
     h = std::rotl(h, 27) * kP1 + kP4;
   }
   if (p + 4 <= end) {
-    h ^= static_cast<uint64_t>(read32(p)) * kP1;
+    h ^= static_cast<uint64_t>(load32(p)) * kP1;
     h = std::rotl(h, 23) * kP2 + kP3;
     p += 4;
   }

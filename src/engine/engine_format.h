@@ -47,6 +47,7 @@
 // MemoryStats::arena.
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <span>
 
 namespace kiln::engine_format {
@@ -78,6 +79,19 @@ inline constexpr uint32_t kMeta = fourcc('M', 'E', 'T', 'A');
 inline constexpr uint32_t kGraph = fourcc('G', 'R', 'P', 'H');
 inline constexpr uint32_t kPlan = fourcc('P', 'L', 'A', 'N');
 inline constexpr uint32_t kWeights = fourcc('W', 'G', 'H', 'T');
+
+// Little-endian loads from an engine image (the format is little-endian; so are the hosts Kiln
+// targets).
+inline uint32_t load32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+inline uint64_t load64(const uint8_t* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
 
 // XXH64 with seed 0, as xxHash's specification defines it (so any xxHash implementation can check
 // a file).

@@ -21,17 +21,6 @@ using engine_detail::WeightEntry;
 
 namespace {
 
-uint32_t get32(const uint8_t* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
-uint64_t get64(const uint8_t* p) {
-  uint64_t v;
-  std::memcpy(&v, p, 8);
-  return v;
-}
-
 std::string section_name(uint32_t kind) {
   std::string s(4, ' ');
   for (int i = 0; i < 4; ++i) {
@@ -100,36 +89,36 @@ class Loader {
       return fail("not a Kiln engine file (no KILNENG magic at the start)");
     }
     if (n < ef::kVersionOffset + 4) return fail("truncated: expected {} bytes, file has {}", ef::kHeaderSize, n);
-    const uint32_t version = get32(bytes_.data() + ef::kVersionOffset);
+    const uint32_t version = ef::load32(bytes_.data() + ef::kVersionOffset);
     if (version > ef::kFormatVersion) {
       return fail("built by a newer Kiln: format version {}, this Kiln reads up to {}", version, ef::kFormatVersion);
     }
     if (version == 0) return fail("corrupt: format version 0");
     if (n < ef::kHeaderSize) return fail("truncated: expected {} bytes, file has {}", ef::kHeaderSize, n);
     const uint8_t* h = bytes_.data();
-    if (get64(h + ef::kHeaderChecksumOffset) != ef::hash64(bytes_.first(ef::kHeaderChecksumOffset))) {
+    if (ef::load64(h + ef::kHeaderChecksumOffset) != ef::hash64(bytes_.first(ef::kHeaderChecksumOffset))) {
       return fail("corrupt: header checksum mismatch");
     }
-    if (get32(h + ef::kHeaderSizeOffset) != ef::kHeaderSize) {
-      return fail("corrupt: header size {} (format version 1 has {})", get32(h + ef::kHeaderSizeOffset),
+    if (ef::load32(h + ef::kHeaderSizeOffset) != ef::kHeaderSize) {
+      return fail("corrupt: header size {} (format version 1 has {})", ef::load32(h + ef::kHeaderSizeOffset),
                   ef::kHeaderSize);
     }
-    const uint64_t file_size = get64(h + ef::kFileSizeOffset);
+    const uint64_t file_size = ef::load64(h + ef::kFileSizeOffset);
     if (n < file_size) return fail("truncated: expected {} bytes, file has {}", file_size, n);
     if (n > file_size) return fail("corrupt: the file has {} bytes but its header says {}", n, file_size);
-    if (get64(h + ef::kBodyChecksumOffset) != ef::hash64(bytes_.subspan(ef::kHeaderSize))) {
+    if (ef::load64(h + ef::kBodyChecksumOffset) != ef::hash64(bytes_.subspan(ef::kHeaderSize))) {
       return fail("corrupt: checksum mismatch");
     }
-    const uint32_t flags = get32(h + ef::kFlagsOffset);
+    const uint32_t flags = ef::load32(h + ef::kFlagsOffset);
     if (flags != 0) return fail("uses features this Kiln does not know (flags 0x{:x}); rebuild it", flags);
-    if (get64(h + ef::kReservedOffset) != 0) return fail("corrupt: reserved header bytes are not zero");
+    if (ef::load64(h + ef::kReservedOffset) != 0) return fail("corrupt: reserved header bytes are not zero");
     return {};
   }
 
   Status read_section_table() {
     const uint64_t size = bytes_.size();
-    const uint64_t table = get64(bytes_.data() + ef::kTableOffsetOffset);
-    const uint32_t count = get32(bytes_.data() + ef::kSectionCountOffset);
+    const uint64_t table = ef::load64(bytes_.data() + ef::kTableOffsetOffset);
+    const uint32_t count = ef::load32(bytes_.data() + ef::kSectionCountOffset);
     if (count == 0 || count > kMaxSections) return fail("corrupt: {} sections", count);
     if (table < ef::kHeaderSize || table % 8 != 0 || table > size || count * ef::kSectionEntrySize > size - table) {
       return fail("corrupt: the section table [{}, +{} entries) lies outside the file", table, count);
@@ -138,13 +127,13 @@ class Loader {
     std::vector<std::pair<uint64_t, uint64_t>> ranges;  // [offset, end)
     for (uint32_t i = 0; i < count; ++i) {
       const uint8_t* e = bytes_.data() + table + i * ef::kSectionEntrySize;
-      const uint32_t kind = get32(e);
+      const uint32_t kind = ef::load32(e);
       const std::string name = section_name(kind);
-      Section s{get64(e + 8), get64(e + 16)};
+      Section s{ef::load64(e + 8), ef::load64(e + 16)};
       if (kind != ef::kMeta && kind != ef::kGraph && kind != ef::kPlan && kind != ef::kWeights) {
         return fail("corrupt: unknown section '{}'", name);
       }
-      if (get32(e + 4) != 0 || get64(e + 24) != 0)
+      if (ef::load32(e + 4) != 0 || ef::load64(e + 24) != 0)
         return fail("corrupt: section {}: reserved fields are not zero", name);
       if (sections_.count(kind)) return fail("corrupt: section {} appears twice", name);
       const uint64_t alignment = kind == ef::kWeights ? ef::kWeightsAlignment : ef::kSectionAlignment;
@@ -245,7 +234,7 @@ class Loader {
     const uint64_t size = static_cast<uint64_t>(e.size);
     for (std::string& s : t->strings()) {
       if (size - at < 8) return fail("corrupt: string weight '{}' is truncated", e.name);
-      const uint64_t len = get64(data + at);
+      const uint64_t len = ef::load64(data + at);
       at += 8;
       if (len > size - at) return fail("corrupt: string weight '{}' is truncated", e.name);
       s.assign(reinterpret_cast<const char*>(data + at), len);

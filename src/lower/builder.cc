@@ -128,13 +128,6 @@ void clear_intermediate_types(Graph& g) {
   }
 }
 
-DataType node_precision(const Node& node) {
-  for (const Value* v : node.outputs) {
-    if (v && v->type.kind == TypeInfo::Kind::kTensor && v->type.dtype != DataType::kUndefined) return v->type.dtype;
-  }
-  return DataType::kUndefined;
-}
-
 // Ops whose output may overwrite their (dying) first input: elementwise and data-preserving ops
 // that read each input element before writing the same output element.
 bool may_run_in_place(const Node& n) {

@@ -291,29 +291,11 @@ class Reader {
     };
     switch (ap.type()) {
       case onnx::AttributeProto::FLOAT:
-        a.type = AttrType::kFloat;
-        a.f = ap.f();
-        break;
       case onnx::AttributeProto::INT:
-        a.type = AttrType::kInt;
-        a.i = ap.i();
-        break;
       case onnx::AttributeProto::STRING:
-        a.type = AttrType::kString;
-        a.s = ap.s();
-        break;
       case onnx::AttributeProto::FLOATS:
-        a.type = AttrType::kFloats;
-        a.floats.assign(ap.floats().begin(), ap.floats().end());
-        break;
       case onnx::AttributeProto::INTS:
-        a.type = AttrType::kInts;
-        a.ints.assign(ap.ints().begin(), ap.ints().end());
-        break;
-      case onnx::AttributeProto::STRINGS:
-        a.type = AttrType::kStrings;
-        a.strings.assign(ap.strings().begin(), ap.strings().end());
-        break;
+      case onnx::AttributeProto::STRINGS: plain_attribute_from_proto(ap, ap.type(), &a); break;
       case onnx::AttributeProto::TENSOR: {
         a.type = AttrType::kTensor;
         KILN_ASSIGN_OR_RETURN(a.t, tensor(ap.t()));

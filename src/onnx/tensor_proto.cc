@@ -411,4 +411,34 @@ Result<RValue> read_value_file(const fs::path& file, const TypeInfo& expected) {
   }
 }
 
+void plain_attribute_from_proto(const onnx::AttributeProto& ap, int type, Attribute* a) {
+  switch (type) {
+    case onnx::AttributeProto::FLOAT:
+      a->type = AttrType::kFloat;
+      a->f = ap.f();
+      break;
+    case onnx::AttributeProto::INT:
+      a->type = AttrType::kInt;
+      a->i = ap.i();
+      break;
+    case onnx::AttributeProto::STRING:
+      a->type = AttrType::kString;
+      a->s = ap.s();
+      break;
+    case onnx::AttributeProto::FLOATS:
+      a->type = AttrType::kFloats;
+      a->floats.assign(ap.floats().begin(), ap.floats().end());
+      break;
+    case onnx::AttributeProto::INTS:
+      a->type = AttrType::kInts;
+      a->ints.assign(ap.ints().begin(), ap.ints().end());
+      break;
+    case onnx::AttributeProto::STRINGS:
+      a->type = AttrType::kStrings;
+      a->strings.assign(ap.strings().begin(), ap.strings().end());
+      break;
+    default: break;
+  }
+}
+
 }  // namespace kiln

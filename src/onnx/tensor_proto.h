@@ -14,6 +14,7 @@ class TypeProto;
 class SequenceProto;
 class OptionalProto;
 class MapProto;
+class AttributeProto;
 }  // namespace onnx
 
 namespace kiln {
@@ -22,6 +23,10 @@ namespace kiln {
 // Errors name the tensor.
 Result<Tensor> tensor_from_proto(const onnx::TensorProto& p, const std::filesystem::path& base_dir);
 void tensor_to_proto(const Tensor& t, const std::string& name, onnx::TensorProto* p);
+
+// Fills `a` from an attribute of one of the plain kinds (FLOAT, INT, STRING and their lists),
+// read as `type` (the importer infers it for old files that leave it unset).
+void plain_attribute_from_proto(const onnx::AttributeProto& ap, int type, Attribute* a);
 
 Result<TypeInfo> type_from_proto(const onnx::TypeProto& p);
 // The inverse of type_from_proto: known dims as dim_value, symbols as dim_param, unknown dims

@@ -70,8 +70,12 @@ std::map<std::string, Attribute> pick_attrs(const Node& n, std::initializer_list
   return out;
 }
 
+// The part after the anchor op: + bias (FusedMatMul's input 2; Conv and Gemm take theirs inside
+// the anchor: kNoBias), + Z, then the activation.
+constexpr size_t kNoBias = SIZE_MAX;
+
 Status epilogue(OpContext& ctx, Tensor y, size_t bias_index, size_t z_index) {
-  if (bias_index < ctx.num_inputs() && ctx.has_input(bias_index)) {
+  if (bias_index != kNoBias && ctx.has_input(bias_index)) {
     KILN_ASSIGN_OR_RETURN(y, run_onnx_op("Add", 14, {}, {&y, &ctx.input(bias_index)}));
   }
   if (ctx.has_input(z_index)) {
@@ -93,14 +97,14 @@ Status fused_conv(OpContext& ctx) {
       Tensor y,
       run_onnx_op("Conv", 11, pick_attrs(n, {"auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"}),
                   {&ctx.input(0), &ctx.input(1), opt(ctx, 2)}));
-  return epilogue(ctx, std::move(y), 99, 3);
+  return epilogue(ctx, std::move(y), kNoBias, 3);
 }
 
 Status fused_gemm(OpContext& ctx) {
   const Node& n = ctx.node();
   KILN_ASSIGN_OR_RETURN(Tensor y, run_onnx_op("Gemm", 13, pick_attrs(n, {"alpha", "beta", "transA", "transB"}),
                                               {&ctx.input(0), &ctx.input(1), opt(ctx, 2)}));
-  return epilogue(ctx, std::move(y), 99, 3);
+  return epilogue(ctx, std::move(y), kNoBias, 3);
 }
 
 Status fused_matmul(OpContext& ctx) {

@@ -104,9 +104,7 @@ bool fold_into(Graph& g, Node& p, const std::vector<double>& s, const std::vecto
       if (const Attribute* a = p.attr("transB")) trans_b = a->i != 0;
       if (const Attribute* a = p.attr("alpha")) alpha = a->f;
       if (const Attribute* a = p.attr("beta")) beta = a->f;
-      if (const Attribute* a = p.attr("transA"); a && a->i != 0) {
-        // fine: transA does not change the output columns
-      }
+      // transA does not change which output column a weight feeds.
     }
     int64_t rows = w.dim(0), cols = w.dim(1);
     int64_t m = trans_b ? rows : cols;

@@ -15,19 +15,6 @@ constexpr const char* kName = "fold-constants";
 // make megabytes that are cheaper to compute at run time than to store in the engine.
 constexpr int64_t kMaxGrowthBytes = int64_t{1} << 20;
 
-bool nondeterministic(const Node& n) {
-  static const std::set<std::string> ops = {"RandomNormal",      "RandomNormalLike", "RandomUniform",
-                                            "RandomUniformLike", "Multinomial",      "Bernoulli"};
-  return ops.count(n.op_type) > 0;
-}
-
-bool has_subgraph(const Node& n) {
-  for (const auto& [k, a] : n.attrs) {
-    if (a.g || !a.graphs.empty()) return true;
-  }
-  return false;
-}
-
 // Shape and Size need only the input's static shape, not its data.
 bool fold_shape(const Node& n, std::vector<Tensor>* out) {
   if ((n.op_type != "Shape" && n.op_type != "Size") || !n.domain.empty() || n.inputs.empty() || !n.inputs[0]) {
@@ -61,7 +48,7 @@ bool quantization_marker(const Node& n) {
 }
 
 Result<bool> evaluate(const Node& n, const OpRegistry& registry, std::vector<Tensor>* out) {
-  if (nondeterministic(n) || has_subgraph(n) || quantization_marker(n)) return false;
+  if (is_nondeterministic(n) || has_subgraph(n) || quantization_marker(n)) return false;
   int64_t in_bytes = 0;
   std::vector<RValue> values;
   for (const Value* v : n.inputs) {

@@ -15,13 +15,7 @@ constexpr const char* kName = "eliminate-common-subexpressions";
 constexpr size_t kMaxMergedConstantBytes = 4096;
 
 bool mergeable(const Node& n) {
-  static const std::set<std::string> random = {"RandomNormal",      "RandomNormalLike", "RandomUniform",
-                                               "RandomUniformLike", "Multinomial",      "Bernoulli"};
-  if (random.count(n.op_type) || n.outputs.empty()) return false;
-  for (const auto& [k, a] : n.attrs) {
-    if (a.g || !a.graphs.empty()) return false;
-  }
-  return true;
+  return !is_nondeterministic(n) && !has_subgraph(n) && !n.outputs.empty();
 }
 
 void write_tensor(std::ostringstream& s, const Tensor& t) {

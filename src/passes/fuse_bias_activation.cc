@@ -12,12 +12,6 @@ namespace {
 
 constexpr const char* kName = "fuse-bias-activation";
 
-bool static_dims(const Value* v, Dims* d) {
-  if (!v || v->type.kind != TypeInfo::Kind::kTensor || !v->type.shape.fully_known()) return false;
-  *d = v->type.shape.static_dims();
-  return true;
-}
-
 // The other operand of a two-input Add that reads `v`.
 Value* other_operand(const Node& add, const Value* v) {
   if (add.op_type != "Add" || !add.domain.empty() || add.inputs.size() != 2) return nullptr;

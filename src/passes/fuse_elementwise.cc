@@ -39,12 +39,6 @@ bool elementwise(const Node& n) {
   return true;
 }
 
-bool static_dims(const Value* v, Dims* d) {
-  if (!v || v->type.kind != TypeInfo::Kind::kTensor || !v->type.shape.fully_known()) return false;
-  *d = v->type.shape.static_dims();
-  return true;
-}
-
 }  // namespace
 
 PassInfo elementwise_fusion_pass() {

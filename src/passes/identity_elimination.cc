@@ -40,11 +40,9 @@ Value* pass_through(const Node& n, const Uses& uses) {
     return x;
   }
   if (op == "Cast" || op == "CastLike") {
-    return same_static_tensor_type(x, out) ||
-                   (x->type.dtype == out->type.dtype && x->type.dtype != DataType::kUndefined &&
-                    x->type.kind == TypeInfo::Kind::kTensor)
-               ? x
-               : nullptr;
+    const bool same = x->type.kind == TypeInfo::Kind::kTensor && x->type.dtype != DataType::kUndefined &&
+                      x->type.dtype == out->type.dtype;
+    return same ? x : nullptr;
   }
   if (op == "Reshape" || op == "Expand" || op == "Flatten" || op == "Squeeze" || op == "Unsqueeze" || op == "Tile") {
     return same_static_tensor_type(x, out) ? x : nullptr;

@@ -109,9 +109,7 @@ void replace_with(Graph& g, const std::string& op, int opset, std::vector<Value*
 }
 
 bool static_tensor(const Value* x, Dims* dims) {
-  if (!x || x->type.kind != TypeInfo::Kind::kTensor || !x->type.shape.fully_known()) return false;
-  *dims = x->type.shape.static_dims();
-  return is_float(x->type.dtype);
+  return static_dims(x, dims) && is_float(x->type.dtype);
 }
 
 bool try_layernorm(Graph& g, Node& m1, PassContext& ctx) {

@@ -72,6 +72,25 @@ bool constant_scalar(const Value* v, double* out) {
   return true;
 }
 
+bool static_dims(const Value* v, Dims* dims) {
+  if (!v || v->type.kind != TypeInfo::Kind::kTensor || !v->type.shape.fully_known()) return false;
+  *dims = v->type.shape.static_dims();
+  return true;
+}
+
+bool is_nondeterministic(const Node& n) {
+  static const std::set<std::string> ops = {"RandomNormal",      "RandomNormalLike", "RandomUniform",
+                                            "RandomUniformLike", "Multinomial",      "Bernoulli"};
+  return n.domain.empty() && ops.count(n.op_type) > 0;
+}
+
+bool has_subgraph(const Node& n) {
+  for (const auto& [k, a] : n.attrs) {
+    if (a.g || !a.graphs.empty()) return true;
+  }
+  return false;
+}
+
 Value* add_constant(Graph& g, const std::string& base, Tensor t) {
   Value* v = g.add_value(g.unique_name(base));
   v->type = TypeInfo::tensor(t.dtype(), Shape::of(t.dims()));
@@ -88,6 +107,15 @@ static void append_sources(std::vector<std::string>& out, const Node& n) {
   }
 }
 
+// Source names in first-seen order, each once.
+static std::vector<std::string> first_occurrences(std::vector<std::string> names) {
+  std::vector<std::string> unique;
+  for (auto& s : names) {
+    if (std::find(unique.begin(), unique.end(), s) == unique.end()) unique.push_back(std::move(s));
+  }
+  return unique;
+}
+
 void absorb_provenance(Node* into, const Node& from) {
   if (into == &from) return;
   std::vector<std::string> merged;
@@ -95,21 +123,13 @@ void absorb_provenance(Node* into, const Node& from) {
   // A brand-new node (no name, nothing absorbed yet) starts from the nodes it replaces only.
   if (into->fused_from.empty() && into->name.empty()) merged.clear();
   append_sources(merged, from);
-  std::vector<std::string> unique;
-  for (auto& s : merged) {
-    if (std::find(unique.begin(), unique.end(), s) == unique.end()) unique.push_back(std::move(s));
-  }
-  into->fused_from = std::move(unique);
+  into->fused_from = first_occurrences(std::move(merged));
 }
 
 void set_provenance(Node* into, const std::vector<Node*>& from) {
   std::vector<std::string> merged;
   for (const Node* n : from) append_sources(merged, *n);
-  std::vector<std::string> unique;
-  for (auto& s : merged) {
-    if (std::find(unique.begin(), unique.end(), s) == unique.end()) unique.push_back(std::move(s));
-  }
-  into->fused_from = std::move(unique);
+  into->fused_from = first_occurrences(std::move(merged));
 }
 
 int graph_opset(const Graph& g, const std::string& domain) {

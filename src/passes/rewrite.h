@@ -52,6 +52,14 @@ bool constant_is(const Value* v, double x);
 // A constant scalar (or one-element tensor) as double; false when `v` is not one.
 bool constant_scalar(const Value* v, double* out);
 
+// The dims of a tensor value whose shape is fully known; false otherwise.
+bool static_dims(const Value* v, Dims* dims);
+
+// Ops whose results differ from run to run (RandomNormal, Bernoulli ...): never folded or merged.
+bool is_nondeterministic(const Node& n);
+// Whether a node carries subgraphs (If, Loop, Scan, FusedElementwise bodies).
+bool has_subgraph(const Node& n);
+
 // Adds an initializer named after `base` (made unique) holding `t`.
 Value* add_constant(Graph& g, const std::string& base, Tensor t);
 

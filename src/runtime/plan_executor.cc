@@ -26,6 +26,7 @@ class ArenaPlanExecutor : public PlanExecutor {
       KILN_ASSIGN_OR_RETURN(void* mem, alloc->allocate(static_cast<size_t>(p.memory.arena), 64));
       arena_ = std::shared_ptr<uint8_t[]>(static_cast<uint8_t*>(mem), [alloc](uint8_t* q) { alloc->deallocate(q); });
     }
+    for (size_t id = 0; id < p.slots.size(); ++id) slot_by_name_[p.slots[id].name] = static_cast<int>(id);
     // After each step, the slots whose last reader it was (outputs and weights stay).
     frees_.resize(p.steps.size());
     for (size_t id = 0; id < p.slots.size(); ++id) {
@@ -97,11 +98,9 @@ class ArenaPlanExecutor : public PlanExecutor {
       }
     }
     // Subgraphs resolve outer-scope names to the current slot values.
-    std::map<std::string, int> by_name;
-    for (size_t id = 0; id < p.slots.size(); ++id) by_name[p.slots[id].name] = static_cast<int>(id);
     OuterLookup outer = [&](const std::string& name) -> const RValue* {
-      auto it = by_name.find(name);
-      return it == by_name.end() ? nullptr : &values[static_cast<size_t>(it->second)];
+      auto it = slot_by_name_.find(name);
+      return it == slot_by_name_.end() ? nullptr : &values[static_cast<size_t>(it->second)];
     };
     SubgraphRunner runner = [&](const Graph& sg, std::vector<RValue> in) {
       return run_subgraph_with(sg, std::move(in), outer);
@@ -146,6 +145,7 @@ class ArenaPlanExecutor : public PlanExecutor {
   std::shared_ptr<Backend> backend_;
   std::shared_ptr<uint8_t[]> arena_;
   std::vector<std::vector<int>> frees_;
+  std::map<std::string, int> slot_by_name_;  // for subgraphs' outer-scope references
   std::vector<double> times_;
   bool profiling_ = false;
 };

@@ -80,14 +80,6 @@ class ReferenceBackend : public Backend {
     return def->kernel(ctx);
   }
 
-  // The element type a node computes in: its first tensor output's.
-  static DataType node_precision(const Node& node) {
-    for (const Value* v : node.outputs) {
-      if (v && v->type.kind == TypeInfo::Kind::kTensor && v->type.dtype != DataType::kUndefined) return v->type.dtype;
-    }
-    return DataType::kUndefined;
-  }
-
  private:
   AlignedAllocator allocator_;
 };
