@@ -128,16 +128,34 @@ void clear_intermediate_types(Graph& g) {
   }
 }
 
-// Ops whose output may overwrite their (dying) first input: elementwise and data-preserving ops
-// that read each input element before writing the same output element.
+// Ops whose output may overwrite their (dying) first input: elementwise ops that read each input
+// element before writing the same output element, and views.
 bool may_run_in_place(const Node& n) {
-  static const std::set<std::string> ops = {
-      "Relu",      "LeakyRelu", "Sigmoid", "Tanh",     "Clip",       "HardSigmoid", "HardSwish",
-      "Swish",     "Gelu",      "Elu",     "Selu",     "Softplus",   "Softsign",    "Abs",
-      "Neg",       "Exp",       "Log",     "Sqrt",     "Reciprocal", "Erf",         "Floor",
-      "Ceil",      "Round",     "Sign",    "Identity", "Reshape",    "Flatten",     "Squeeze",
-      "Unsqueeze", "Dropout",   "Add",     "Sub",      "Mul",        "Div",         "FusedElementwise"};
-  return ops.count(n.op_type) > 0 && (n.domain.empty() || n.domain == "kiln");
+  static const std::set<std::string> ops = {"Relu",       "LeakyRelu", "Sigmoid", "Tanh", "Clip",  "HardSigmoid",
+                                            "HardSwish",  "Swish",     "Gelu",    "Elu",  "Selu",  "Softplus",
+                                            "Softsign",   "Abs",       "Neg",     "Exp",  "Log",   "Sqrt",
+                                            "Reciprocal", "Erf",       "Floor",   "Ceil", "Round", "Sign",
+                                            "Dropout",    "Add",       "Sub",     "Mul",  "Div",   "FusedElementwise"};
+  return is_view_op(n) || (ops.count(n.op_type) > 0 && (n.domain.empty() || n.domain == "kiln"));
+}
+
+// Whether two shapes are equal for every input shape of the profile: same rank, and each dim the
+// same known value or the same symbol (inputs declaring one symbol are checked to agree at run
+// time). An elementwise step may overwrite its input only then: with broadcasting, an output
+// element written over the input could still be read for another output element.
+bool same_shape_always(const TypeInfo& a, const TypeInfo& b) {
+  if (a.kind != TypeInfo::Kind::kTensor || b.kind != TypeInfo::Kind::kTensor) return false;
+  if (!a.shape.rank_known || !b.shape.rank_known || a.shape.rank() != b.shape.rank()) return false;
+  for (size_t i = 0; i < a.shape.dims.size(); ++i) {
+    const Dim& x = a.shape.dims[i];
+    const Dim& y = b.shape.dims[i];
+    if (x.known() || y.known()) {
+      if (x.value != y.value) return false;
+    } else if (x.symbol.empty() || x.symbol != y.symbol) {
+      return false;
+    }
+  }
+  return true;
 }
 
 // Times each tactic of a node on random inputs (best of 3) and returns the fastest.
@@ -302,7 +320,15 @@ Result<std::shared_ptr<Plan>> build_plan(const Model& model, const BuildOptions&
         continue;
       }
       int id = add_slot(v, outputs.count(v) ? SlotKind::kOutput : SlotKind::kActivation);
-      plan->slots[static_cast<size_t>(id)].first_step = static_cast<int>(i);
+      Slot& out = plan->slots[static_cast<size_t>(id)];
+      out.first_step = static_cast<int>(i);
+      // A view's size is its input's even where inference cannot tell its shape (a Reshape to a
+      // shape computed at run time): it gets a place in the arena like any other value.
+      if (out.bytes < 0 && is_view_op(*n) && out.type.kind == TypeInfo::Kind::kTensor && !st.inputs.empty() &&
+          st.inputs[0] >= 0) {
+        const Slot& in = plan->slots[static_cast<size_t>(st.inputs[0])];
+        if (in.type.kind == TypeInfo::Kind::kTensor && in.type.dtype == out.type.dtype) out.bytes = in.bytes;
+      }
       st.outputs.push_back(id);
     }
     plan->steps.push_back(std::move(st));
@@ -361,6 +387,7 @@ Result<std::shared_ptr<Plan>> build_plan(const Model& model, const BuildOptions&
     int reads = 0;
     for (int id : st.inputs) reads += id == st.inputs[0];
     if (src.kind == SlotKind::kOutput || src.last_step != s.first_step || reads != 1) continue;
+    if (!is_view_op(*st.node) && !same_shape_always(st.node->inputs[0]->type, st.node->outputs[0]->type)) continue;
     lives[k].in_place_of = in->second;
   }
   MemoryPlan mp = plan_memory(lives);

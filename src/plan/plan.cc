@@ -1,5 +1,7 @@
 #include "plan/plan.h"
 
+#include <set>
+
 namespace kiln {
 
 std::string_view layout_name(Layout l) {
@@ -19,6 +21,11 @@ std::string_view slot_kind_name(SlotKind k) {
     case SlotKind::kActivation: return "activation";
   }
   return "activation";
+}
+
+bool is_view_op(const Node& n) {
+  static const std::set<std::string> ops = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze"};
+  return n.domain.empty() && ops.count(n.op_type) > 0;
 }
 
 }  // namespace kiln

@@ -19,6 +19,11 @@ std::string_view layout_name(Layout l);
 enum class SlotKind { kInput, kOutput, kWeight, kActivation };
 std::string_view slot_kind_name(SlotKind k);
 
+// Ops whose output holds exactly their first input's elements in another shape (Identity,
+// Reshape, Flatten, Squeeze, Unsqueeze): the output has the input's byte size whatever the
+// shapes, and may share its storage.
+bool is_view_op(const Node& n);
+
 // One value of the optimized graph's top level.
 struct Slot {
   std::string name;

@@ -1,6 +1,7 @@
 #pragma once
-// Runs a plan: binds inputs (checking them against the plan's profiles), runs each step on the
-// backend, places activations in the planned arena, and returns the outputs.
+// Runs a plan: binds inputs (checking them against the plan's profiles), prepares the step shapes
+// once per new input shape, runs each step on the backend, places activations in the planned
+// arena, and returns the outputs.
 #include <memory>
 #include <vector>
 
@@ -10,18 +11,35 @@
 
 namespace kiln {
 
+struct ShapeCacheStats {
+  int64_t hits = 0;            // runs whose input shapes were prepared already
+  int64_t misses = 0;          // runs (or prepare calls) that inferred the step shapes anew
+  double last_prepare_ms = 0;  // time the last miss spent inferring step shapes
+};
+
 class PlanExecutor {
  public:
   // The plan must outlive the executor. One executor per thread; many may share a plan.
   static Result<std::unique_ptr<PlanExecutor>> create(std::shared_ptr<const Plan> plan,
                                                       std::shared_ptr<Backend> backend);
   virtual ~PlanExecutor() = default;
-  // `inputs` follow Plan::inputs. An input whose shape lies outside every profile is an error
-  // naming the input, its shape and the allowed range.
+  // `inputs` follow Plan::inputs. An input whose shape lies outside every profile, or whose dims
+  // disagree with another input's that the model names with the same symbol, is an error naming
+  // the input, its shape and what was expected.
   virtual Result<std::vector<RValue>> run(std::vector<RValue> inputs) = 0;
+  // Checks the inputs and computes the shape of every step for their shapes, unless done before
+  // for the same shapes (run() calls it; calling it ahead moves the cost out of the first run).
+  virtual Status prepare(const std::vector<RValue>& inputs) = 0;
+  virtual ShapeCacheStats shape_cache_stats() const = 0;
   // Time spent in each step during the last run, in milliseconds (for `kiln bench --export-times`).
   virtual const std::vector<double>& step_times_ms() const = 0;
   virtual void set_profiling(bool on) = 0;
+  // Guard checks: before a step's result is written to the arena, no other live value may occupy
+  // the bytes it goes to (an in-place input of the same shape excepted); the result must fit its
+  // slot and have the shape prepare() inferred. A violation is an error naming the step and both
+  // values. On in builds with tests (KILN_CHECK_PLAN) and when the environment sets
+  // KILN_CHECK_PLAN=1; KILN_CHECK_PLAN=0 turns them off.
+  virtual void set_guard_checks(bool on) = 0;
 };
 
 }  // namespace kiln
