@@ -346,5 +346,43 @@ TEST(PlanSafety, InPlaceOnlyOverInputsOfTheOutputsShape) {
   }
 }
 
+// Step shapes are inferred once per new input shape: runs at a shape seen before only look them
+// up. Inputs naming the same symbol must agree, since the optimizer relies on it.
+TEST(PlanSafety, ShapesArePreparedOncePerShapeAndSymbolsAgree) {
+  onnx::ModelProto m = make_model(17);
+  auto* g = m.mutable_graph();
+  add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, 8}, {"batch", ""});
+  add_tensor_info(g->mutable_input(), "y", onnx::TensorProto::FLOAT, {0, 8}, {"batch", ""});
+  add_node(g, "Add", {"x", "y"}, {"s"}, "add");
+  add_node(g, "Shape", {"s"}, {"shape"}, "shape");
+  add_node(g, "Reshape", {"s", "shape"}, {"z"}, "reshape");
+  add_tensor_info(g->mutable_output(), "z", onnx::TensorProto::FLOAT, {0, 8}, {"batch", ""});
+  Model model = import(m);
+  BuildOptions o;
+  o.min_shapes = {{"x", {1, 8}}, {"y", {1, 8}}};
+  o.max_shapes = {{"x", {5, 8}}, {"y", {5, 8}}};
+  o.pipeline.disabled = {"fold-constants"};
+  auto plan = build_plan(model, o);
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  auto backend = make_backend("cpu");
+  auto exec = PlanExecutor::create(*plan, *backend);
+  ASSERT_TRUE(exec.ok());
+  auto in = [](int64_t bx, int64_t by) {
+    return std::vector<RValue>{RValue::of(random_float({bx, 8}, 1)), RValue::of(random_float({by, 8}, 2))};
+  };
+  ASSERT_TRUE((*exec)->run(in(2, 2)).ok());
+  ASSERT_TRUE((*exec)->run(in(2, 2)).ok());
+  ASSERT_TRUE((*exec)->prepare(in(3, 3)).ok());
+  ASSERT_TRUE((*exec)->run(in(3, 3)).ok());
+  ShapeCacheStats st = (*exec)->shape_cache_stats();
+  EXPECT_EQ(st.misses, 2);
+  EXPECT_EQ(st.hits, 2);
+  auto bad = (*exec)->run(in(2, 1));  // broadcasting would accept it; the symbol says batch == batch
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("'batch'"), std::string::npos) << bad.status().message();
+  EXPECT_NE(bad.status().message().find("'x'"), std::string::npos) << bad.status().message();
+  EXPECT_NE(bad.status().message().find("'y'"), std::string::npos) << bad.status().message();
+}
+
 }  // namespace
 }  // namespace kiln

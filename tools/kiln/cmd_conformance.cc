@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "ir/clone.h"
 #include "lower/builder.h"
 #include "onnx/importer.h"
 #include "onnx/tensor_proto.h"
@@ -151,6 +152,70 @@ Result<std::vector<RValue>> run_optimized(const Model& m, std::vector<RValue> in
   return exec->run(std::move(inputs));
 }
 
+// With --profile each test's model is built with a shape profile around its inputs' shapes, every
+// input dimension made symbolic: the passes see symbolic shapes, slots are sized at the profile's
+// largest shapes, and the test runs below them. Not every model accepts every shape (a Conv's
+// channels must match its weights), so the widest profile that builds is used: every dimension
+// in 1..2d, else the first dimension only in 1..2d, else every dimension in 1..d.
+bool g_profile = false;
+
+enum class ProfileTier { kAllDoubled, kFirstDoubled, kAllUpToTest };
+const char* tier_name(ProfileTier t) {
+  switch (t) {
+    case ProfileTier::kAllDoubled: return "every dim 1..2d";
+    case ProfileTier::kFirstDoubled: return "first dim 1..2d";
+    case ProfileTier::kAllUpToTest: return "every dim 1..d";
+  }
+  return "";
+}
+
+// The model with every tensor input's dims symbolic (a declared symbol is kept).
+Model with_symbolic_inputs(const Model& m) {
+  Model out = m;
+  out.graph = clone_graph(*m.graph);
+  for (Value* v : out.graph->inputs) {
+    if (v->type.kind != TypeInfo::Kind::kTensor || !v->type.shape.rank_known) continue;
+    for (size_t k = 0; k < v->type.shape.dims.size(); ++k) {
+      Dim& d = v->type.shape.dims[k];
+      if (d.known() || d.symbol.empty()) d = Dim::sym(v->name + "_d" + std::to_string(k));
+    }
+  }
+  return out;
+}
+
+Result<std::vector<RValue>> run_profiled(const Model& m, std::vector<RValue> inputs, ProfileTier* used) {
+  const Model sym = with_symbolic_inputs(m);
+  const Graph& g = *sym.graph;
+  Status first_error;
+  for (ProfileTier tier : {ProfileTier::kAllDoubled, ProfileTier::kFirstDoubled, ProfileTier::kAllUpToTest}) {
+    BuildOptions options;
+    for (size_t i = 0; i < inputs.size() && i < g.inputs.size(); ++i) {
+      if (!inputs[i].is_tensor() || g.inputs[i]->type.kind != TypeInfo::Kind::kTensor) continue;
+      const Dims& d = inputs[i].tensor.dims();
+      Dims lo = d, hi = d;
+      for (size_t k = 0; k < d.size(); ++k) {
+        if (d[k] == 0) continue;  // a zero-size dimension stays what it is
+        const bool vary = tier != ProfileTier::kFirstDoubled || k == 0;
+        if (!vary) continue;
+        lo[k] = 1;
+        hi[k] = tier == ProfileTier::kAllUpToTest ? d[k] : 2 * d[k];
+      }
+      options.min_shapes[g.inputs[i]->name] = lo;
+      options.max_shapes[g.inputs[i]->name] = hi;
+    }
+    auto plan = build_plan(sym, options);
+    if (!plan.ok()) {
+      if (first_error.ok()) first_error = plan.status();
+      continue;
+    }
+    *used = tier;
+    KILN_ASSIGN_OR_RETURN(std::shared_ptr<Backend> backend, make_backend((*plan)->info.device));
+    KILN_ASSIGN_OR_RETURN(auto exec, PlanExecutor::create(*plan, backend));
+    return exec->run(std::move(inputs));
+  }
+  return first_error.with_context("building with a profile");
+}
+
 Outcome run_one(const fs::path& test_dir) {
   auto m = import_onnx_file(test_dir / "model.onnx");
   if (!m.ok()) return {Outcome::kFail, m.status().message()};
@@ -158,6 +223,7 @@ Outcome run_one(const fs::path& test_dir) {
   auto sets = sorted_files(test_dir, "test_data_set_");
   if (sets.empty()) return {Outcome::kSkip, "no test_data_set_* folder"};
   Executor exec(g);
+  std::string profile_note;  // with --profile, the profile a passing test was built with
   for (const auto& set : sets) {
     auto in_files = sorted_files(set, "input_");
     auto out_files = sorted_files(set, "output_");
@@ -172,7 +238,11 @@ Outcome run_one(const fs::path& test_dir) {
     }
     // Inputs not given (trailing optional graph inputs) are empty optionals.
     while (inputs.size() < g.inputs.size()) inputs.push_back(RValue::none());
-    auto outs = g_optimize ? run_optimized(*m, std::move(inputs)) : exec.run(std::move(inputs));
+    ProfileTier tier = ProfileTier::kAllDoubled;
+    auto outs = g_profile    ? run_profiled(*m, std::move(inputs), &tier)
+                : g_optimize ? run_optimized(*m, std::move(inputs))
+                             : exec.run(std::move(inputs));
+    if (g_profile) profile_note = tier_name(tier);
     if (!outs.ok()) return {Outcome::kFail, outs.status().message()};
     if (out_files.size() != g.outputs.size()) {
       return {Outcome::kFail, fmt::format("{} output files for {} model outputs", out_files.size(), g.outputs.size())};
@@ -185,7 +255,7 @@ Outcome run_one(const fs::path& test_dir) {
       if (!r.empty()) return {Outcome::kFail, r};
     }
   }
-  return {Outcome::kPass, {}};
+  return {Outcome::kPass, profile_note};
 }
 
 // Runs run_one in a child process; the child writes "<kind>\n<reason>" to a pipe.
@@ -358,9 +428,13 @@ int run(const ConfArgs& a) {
   int passed = 0, failed = 0, skipped = 0;
   nlohmann::json failures = nlohmann::json::array();
   nlohmann::json skips = nlohmann::json::array();
+  std::map<std::string, int> profiles;  // --profile: passing tests per profile kind
   for (const auto& [name, o] : results) {
     switch (o.kind) {
-      case Outcome::kPass: ++passed; break;
+      case Outcome::kPass:
+        ++passed;
+        if (g_profile) ++profiles[o.reason];
+        break;
       case Outcome::kFail:
         ++failed;
         failures.push_back({{"test", name}, {"reason", o.reason}});
@@ -375,6 +449,7 @@ int run(const ConfArgs& a) {
   if (a.json) {
     nlohmann::json j{{"passed", passed}, {"failed", failed},     {"skipped", skipped},
                      {"total", total},   {"failures", failures}, {"skips", skips}};
+    if (g_profile) j["profiles"] = profiles;
     std::printf("%s\n", j.dump(1).c_str());
   } else {
     for (const auto& f : failures) {
@@ -387,6 +462,7 @@ int run(const ConfArgs& a) {
     }
     std::printf("%d passed, %d failed, %d skipped, %d total (%.1f%% passed)\n", passed, failed, skipped, total,
                 total ? 100.0 * passed / total : 0.0);
+    for (const auto& [kind, n] : profiles) std::printf("  %d passed with a profile of %s\n", n, kind.c_str());
   }
   return failed == 0 ? kExitOk : kExitRuntime;
 }
@@ -405,6 +481,8 @@ Action add_conformance_command(CLI::App& app) {
   cmd->add_flag("--verbose,-v", a->verbose, "Print every test as it finishes, and the skipped ones");
   cmd->add_flag("--json", a->json, "Print machine-readable JSON");
   cmd->add_flag("--optimize", g_optimize, "Build each model into an optimized plan and run that");
+  cmd->add_flag("--profile", g_profile,
+                "Build each model with a shape profile around its inputs' shapes (symbolic dims) and run that");
   return [a]() { return run(*a); };
 }
 
