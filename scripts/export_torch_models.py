@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Exports the whole-model test set with PyTorch: torchvision classifiers and a small transformer
-encoder, with seeded random weights, each with a seeded input.
+encoder, with seeded random weights and dynamic batch (and sequence) axes, each with a seeded input.
 
 Run with the Python that has torch and torchvision (Debian's python3-torch installs into
 /usr/bin/python3). Writes OUT/<name>.onnx and OUT/<name>.input.npy.
@@ -28,9 +28,10 @@ class EncoderClassifier(torch.nn.Module):
 
 
 def models():
-    yield "resnet18", lambda: torchvision.models.resnet18(), (1, 3, 224, 224)
-    yield "mobilenet_v2", lambda: torchvision.models.mobilenet_v2(), (1, 3, 224, 224)
-    yield "transformer_encoder", lambda: EncoderClassifier(), (2, 16, 64)
+    # name, constructor, test input shape, dynamic axes of the input (as deployers export them)
+    yield "resnet18", lambda: torchvision.models.resnet18(), (1, 3, 224, 224), {0: "batch"}
+    yield "mobilenet_v2", lambda: torchvision.models.mobilenet_v2(), (1, 3, 224, 224), {0: "batch"}
+    yield "transformer_encoder", lambda: EncoderClassifier(), (2, 16, 64), {0: "batch", 1: "sequence"}
 
 
 def randomize_batchnorm(model, gen):
@@ -47,7 +48,7 @@ def main():
     ap.add_argument("--only", help="comma-separated model names")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
-    for name, make, shape in models():
+    for name, make, shape, axes in models():
         if a.only and name not in a.only.split(","):
             continue
         path = os.path.join(a.out, name + ".onnx")
@@ -64,7 +65,8 @@ def main():
         # PRESERVE keeps BatchNormalization nodes (the model is in eval mode, so they are inference
         # BNs): folding them is the optimizer's job, and the tests should see it done.
         torch.onnx.export(model, (x,), tmp, input_names=["input"], output_names=["output"], opset_version=14,
-                          do_constant_folding=False, training=torch.onnx.TrainingMode.PRESERVE)
+                          do_constant_folding=False, training=torch.onnx.TrainingMode.PRESERVE,
+                          dynamic_axes={"input": axes, "output": {0: "batch"}})
         os.replace(tmp, path)
         np.save(os.path.join(a.out, name + ".input.npy"), x.numpy())
         print(f"exported {path}")

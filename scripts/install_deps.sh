@@ -23,6 +23,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The BERT whole-model test is exported with Hugging Face transformers beside the distribution's
+# PyTorch (which lives in /usr/bin/python3).
+if [ "${KILN_WITH_TORCH:-1}" = "1" ] && ! /usr/bin/python3 -c "import transformers" >/dev/null 2>&1; then
+  echo "kiln: installing transformers for /usr/bin/python3 (the BERT whole-model test)"
+  /usr/bin/python3 -m pip install -q --disable-pip-version-check transformers==4.40.2 \
+    || /usr/bin/python3 -m pip install -q --disable-pip-version-check --break-system-packages transformers==4.40.2
+fi
+
 PY="${PYTHON:-python3}"
 if ! "$PY" -c "import onnx, onnxruntime, numpy, sklearn; assert onnx.__version__ == '1.23.2'" >/dev/null 2>&1; then
   echo "kiln: installing Python packages (onnx, onnxruntime, numpy, scikit-learn)"

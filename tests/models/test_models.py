@@ -1,13 +1,19 @@
 #!/usr/bin/env python3
-"""Whole-model tests: Kiln's outputs against onnxruntime's, within 1e-4 relative, and optimized
-engines against the unoptimized graph.
+"""Whole-model tests: every model run four ways by Kiln, each compared with onnxruntime.
 
-Models come from scripts/export_torch_models.py (run with the Python that has torch) and from the
-bundled digits example. Each model's output from `kiln run` must satisfy
-|kiln - ort| <= 1e-4 * |ort| + 1e-5 (the absolute term covers values that are zero up to
-rounding). Then `kiln build` makes an engine; its outputs (`kiln run ENGINE`) must match the
-unoptimized graph's within 1e-5 relative (+1e-6 absolute: folding BatchNorm into weights and fusing
-reassociates float sums), and `kiln inspect` must show the fusions the model's structure allows.
+Models come from scripts/export_torch_models.py and scripts/export_bert.py (run with the Python
+that has torch) and from the bundled digits example: <name>.onnx with its test input in
+<name>.input.npy (the first input) or <name>.inputs.npz (every input by name).
+
+The four ways:
+  imported     `kiln run MODEL.onnx`: the imported graph, node by node;
+  fixed        an engine built for the test input's shapes (`--shapes`);
+  profile      an engine built with a profile: min 1 on every dynamic dimension, max twice the test
+               shape; run at the test shape and at the smallest shape (dynamic dims cut to 1);
+  profile-raw  the same profile with every optimization pass disabled.
+Each output must satisfy |kiln - ort| <= 1e-4 * |ort| + 1e-5 (the absolute term covers values that
+are zero up to rounding). The fixed and profile engines must show the fusions the model's
+structure allows, and the profile engine may have at most 10% more steps than the fixed one.
 """
 import argparse
 import json
@@ -22,8 +28,7 @@ import onnxruntime as ort
 
 RTOL = 1e-4
 ATOL = 1e-5
-ENGINE_RTOL = 1e-5
-ENGINE_ATOL = 1e-6
+MAX_PROFILE_STEP_RATIO = 1.10
 
 # Steps the optimizer must produce on each model: (step op, op types that must all be among the
 # source nodes fused into one such step).
@@ -35,99 +40,173 @@ EXPECTED_FUSIONS = {
     "transformer_encoder": [("LayerNormalization", {"ReduceMean", "Sub", "Sqrt", "Div"}),
                             ("kiln.FusedMatMul", {"MatMul", "Add", "Erf"}),
                             ("Attention", {"MatMul", "Softmax"})],
+    "bert_encoder": [("Attention", {"MatMul", "Softmax"}),
+                     ("kiln.FusedMatMul", {"MatMul", "Add"})],
     "digits": [("kiln.FusedGemm", {"Gemm", "Relu"})],
 }
 
 
-def check_engine(kiln, name, model, in_arg, shape, reference_dir, onnx_ops):
-    """Builds an engine, runs it, compares with the unoptimized outputs, checks fusions."""
-    with tempfile.TemporaryDirectory() as d:
-        engine = os.path.join(d, name + ".kiln")
-        in_name = in_arg.split("=")[0]
-        shape_arg = f"{in_name}:" + "x".join(str(d) for d in shape)
-        p = subprocess.run([kiln, "build", model, "-o", engine, "--shapes", shape_arg, "--json"], capture_output=True,
-                           text=True, timeout=600)
+def safe_name(name):
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def load_inputs(models, name, model):
+    npz = os.path.join(models, name + ".inputs.npz")
+    if os.path.exists(npz):
+        with np.load(npz) as d:
+            return {k: d[k] for k in d.files}
+    return {model.graph.input[0].name: np.load(os.path.join(models, name + ".input.npy"))}
+
+
+def dynamic_axes(model):
+    """Input name -> indices of the dimensions the model leaves dynamic."""
+    out = {}
+    for vi in model.graph.input:
+        dims = vi.type.tensor_type.shape.dim
+        out[vi.name] = [i for i, d in enumerate(dims) if not d.HasField("dim_value")]
+    return out
+
+
+def shape_arg(shapes):
+    return ",".join(f"{n}:" + "x".join(str(d) for d in s) for n, s in shapes.items())
+
+
+class Kiln:
+    def __init__(self, binary, workdir):
+        self.binary = binary
+        self.workdir = workdir
+        self.count = 0
+
+    def call(self, *args):
+        p = subprocess.run([self.binary, *args], capture_output=True, text=True, timeout=1200)
         if p.returncode != 0:
-            return [f"kiln build exited {p.returncode}: {p.stderr.strip()[:500]}"]
-        out = os.path.join(d, "out")
-        p = subprocess.run([kiln, "run", engine, "--input", in_arg, "--output-dir", out], capture_output=True, text=True,
-                           timeout=600)
-        if p.returncode != 0:
-            return [f"kiln run ENGINE exited {p.returncode}: {p.stderr.strip()[:500]}"]
-        errors = []
-        for f in sorted(os.listdir(reference_dir)):
-            ref = np.load(os.path.join(reference_dir, f))
-            got = np.load(os.path.join(out, f))
-            err = np.abs(got.astype(np.float64) - ref)
-            bad = err > ENGINE_ATOL + ENGINE_RTOL * np.abs(ref)
-            if got.shape != ref.shape or bad.any():
-                errors.append(f"engine output {f}: {int(bad.sum())} of {ref.size} values differ from the unoptimized "
-                              f"graph, max abs diff {float(err.max()):.3e}")
-        p = subprocess.run([kiln, "inspect", engine, "--json"], capture_output=True, text=True, timeout=600)
-        if p.returncode != 0:
-            return errors + [f"kiln inspect exited {p.returncode}: {p.stderr.strip()[:500]}"]
-        info = json.loads(p.stdout)
-        steps = info["steps"]
-        for op, needed in EXPECTED_FUSIONS.get(name, []):
-            found = any(st["op"] == op and needed <= {onnx_ops.get(f, "?") for f in st["fused"]} for st in steps)
-            if not found:
-                errors.append(f"no {op} step fusing {sorted(needed)}")
-        mem = info["memory"]
-        print(f"     {name}: {info['nodes_before']} nodes -> {len(steps)} steps; activations planned "
-              f"{mem['activations_planned_bytes']} B, naive {mem['activations_naive_bytes']} B, lower bound "
-              f"{mem['activations_lower_bound_bytes']} B; passes {info['passes']}")
-        return errors
+            raise RuntimeError(f"kiln {args[0]} exited {p.returncode}: {p.stderr.strip()[:600]}")
+        return p.stdout
+
+    def run(self, target, inputs, output_names):
+        self.count += 1
+        d = os.path.join(self.workdir, f"run{self.count}")
+        os.makedirs(d)
+        args = ["run", target, "--output-dir", os.path.join(d, "out")]
+        for n, a in inputs.items():
+            f = os.path.join(d, safe_name(n) + ".npy")
+            np.save(f, a)
+            args += ["--input", f"{n}={f}"]
+        self.call(*args)
+        return [np.load(os.path.join(d, "out", safe_name(o) + ".npy")) for o in output_names]
+
+    def build(self, model, tag, *flags):
+        engine = os.path.join(self.workdir, tag + ".kiln")
+        self.call("build", model, "-o", engine, *flags)
+        return engine
+
+    def inspect(self, engine):
+        return json.loads(self.call("inspect", engine, "--json"))
+
+
+def compare(what, got, want):
+    err = np.abs(got.astype(np.float64) - want.astype(np.float64))
+    bad = err > ATOL + RTOL * np.abs(want.astype(np.float64))
+    if got.shape != want.shape:
+        return f"{what}: shape {list(got.shape)}, onnxruntime gives {list(want.shape)}", 0.0
+    if bad.any():
+        return (f"{what}: {int(bad.sum())} of {want.size} values outside tolerance, max abs diff "
+                f"{float(err.max()):.3e}"), float(err.max())
+    return None, float(err.max()) if err.size else 0.0
+
+
+def check_fusions(name, info, onnx_ops, tag):
+    errors = []
+    for op, needed in EXPECTED_FUSIONS.get(name, []):
+        if not any(st["op"] == op and needed <= {onnx_ops.get(f, "?") for f in st["fused"]} for st in info["steps"]):
+            errors.append(f"{tag} engine: no {op} step fusing {sorted(needed)}")
+    return errors
+
+
+def test_model(kiln, models, name, all_passes):
+    path = os.path.join(models, name + ".onnx")
+    model = onnx.load(path, load_external_data=False)
+    onnx_ops = {n.name: n.op_type for n in model.graph.node}
+    inputs = load_inputs(models, name, model)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    out_names = [o.name for o in sess.get_outputs()]
+    expected = sess.run(None, inputs)
+    axes = dynamic_axes(model)
+    shapes = {n: list(a.shape) for n, a in inputs.items()}
+    min_shapes = {n: [1 if i in axes[n] else d for i, d in enumerate(s)] for n, s in shapes.items()}
+    max_shapes = {n: [2 * d if i in axes[n] else d for i, d in enumerate(s)] for n, s in shapes.items()}
+    smallest = {n: a[tuple(slice(0, 1) if i in axes[n] else slice(None) for i in range(a.ndim))]
+                for n, a in inputs.items()}
+    expected_smallest = sess.run(None, smallest)
+
+    errors, report = [], []
+
+    def check(way, target, feed, want):
+        try:
+            got = kiln.run(target, feed, out_names)
+        except RuntimeError as e:
+            errors.append(f"{way}: {e}")
+            return
+        worst = 0.0
+        for o, g, w in zip(out_names, got, want):
+            e, m = compare(f"{way} output {o}", g, w)
+            worst = max(worst, m)
+            if e:
+                errors.append(e)
+        report.append(f"{way} {worst:.1e}")
+
+    check("imported", path, inputs, expected)
+    steps = {}
+    profile = ["--min-shapes", shape_arg(min_shapes), "--max-shapes", shape_arg(max_shapes)]
+    for way, flags in [("fixed", ["--shapes", shape_arg(shapes)]), ("profile", profile),
+                       ("profile-raw", profile + [f for p in all_passes for f in ("--disable-pass", p)])]:
+        try:
+            engine = kiln.build(path, f"{name}-{way}", *flags)
+            info = kiln.inspect(engine)
+        except RuntimeError as e:
+            errors.append(f"{way}: {e}")
+            continue
+        steps[way] = info["step_count"]
+        check(way, engine, inputs, expected)
+        if way == "profile":
+            check("profile at the smallest shape", engine, smallest, expected_smallest)
+        if way in ("fixed", "profile"):
+            errors += check_fusions(name, info, onnx_ops, way)
+    if "fixed" in steps and "profile" in steps and steps["profile"] > MAX_PROFILE_STEP_RATIO * steps["fixed"]:
+        errors.append(f"the profile engine has {steps['profile']} steps, more than {MAX_PROFILE_STEP_RATIO:.2f} x "
+                      f"the fixed-shape engine's {steps['fixed']}")
+    dyn = {n: a for n, a in axes.items() if a}
+    print(f"     {name}: max abs diff vs onnxruntime: {', '.join(report)}; steps fixed {steps.get('fixed')}, "
+          f"profile {steps.get('profile')}, profile-raw {steps.get('profile-raw')}; dynamic axes {dyn or 'none'}")
+    return errors
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--kiln", required=True)
-    ap.add_argument("--models", required=True, help="folder of <name>.onnx + <name>.input.npy")
+    ap.add_argument("--models", required=True, help="folder of <name>.onnx + <name>.input.npy or .inputs.npz")
+    ap.add_argument("--only", help="comma-separated model names")
     a = ap.parse_args()
     names = sorted(f[:-5] for f in os.listdir(a.models) if f.endswith(".onnx"))
+    if a.only:
+        names = [n for n in names if n in a.only.split(",")]
     if not names:
         print("no models found in", a.models)
         return 1
-    passed = failed = 0
+    passes = json.loads(subprocess.run([a.kiln, "passes", "--json"], capture_output=True, text=True,
+                                       check=True).stdout)["passes"]
+    all_passes = [p["name"] for p in passes]
+    failed = 0
     for name in names:
-        model = os.path.join(a.models, name + ".onnx")
-        x = np.load(os.path.join(a.models, name + ".input.npy"))
-        sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-        in_name = sess.get_inputs()[0].name
-        expected = sess.run(None, {in_name: x})
-        with tempfile.TemporaryDirectory() as out:
-            p = subprocess.run([a.kiln, "run", model, "--input", f"{in_name}={a.models}/{name}.input.npy", "--output-dir", out],
-                               capture_output=True, text=True, timeout=600)
-            if p.returncode != 0:
-                print(f"FAIL {name}: kiln run exited {p.returncode}: {p.stderr.strip()[:500]}")
-                failed += 1
-                continue
-            ok = True
-            for o, ref in zip(sess.get_outputs(), expected):
-                fname = "".join(c if c.isalnum() or c in "-_." else "_" for c in o.name) + ".npy"
-                got = np.load(os.path.join(out, fname))
-                err = np.abs(got - ref)
-                bad = err > ATOL + RTOL * np.abs(ref)
-                rel = float((err / (np.abs(ref) + ATOL)).max())
-                if got.shape != ref.shape or bad.any():
-                    print(f"FAIL {name}: output {o.name}: {int(bad.sum())} of {ref.size} values outside tolerance, "
-                          f"max abs diff {float(err.max()):.3e}")
-                    ok = False
-                else:
-                    print(f"ok   {name}: output {o.name} {list(ref.shape)} max abs diff {float(err.max()):.3e}, "
-                          f"max rel {rel:.3e}")
-            if ok:
-                onnx_ops = {n.name: n.op_type for n in onnx.load(model, load_external_data=False).graph.node}
-                errors = check_engine(a.kiln, name, model, f"{in_name}={a.models}/{name}.input.npy", x.shape, out,
-                                      onnx_ops)
-                for e in errors:
-                    print(f"FAIL {name}: {e}")
-                ok = not errors
-                if ok:
-                    print(f"ok   {name}: engine matches the unoptimized graph and has the expected fusions")
-            passed += ok
-            failed += not ok
-    print(f"{passed} passed, {failed} failed")
+        with tempfile.TemporaryDirectory() as d:
+            errors = test_model(Kiln(a.kiln, d), a.models, name, all_passes)
+        for e in errors:
+            print(f"FAIL {name}: {e}")
+        if not errors:
+            print(f"ok   {name}: imported graph, fixed-shape engine, profile engine and profile engine without "
+                  f"passes match onnxruntime")
+        failed += bool(errors)
+    print(f"{len(names) - failed} passed, {failed} failed")
     return 1 if failed else 0
 
 
