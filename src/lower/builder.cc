@@ -10,6 +10,7 @@
 #include "lower/timing_cache.h"
 #include "ops/infer.h"
 #include "plan/memory_planner.h"
+#include "runtime/step_shapes.h"
 
 namespace kiln {
 namespace {
@@ -339,6 +340,27 @@ Result<std::shared_ptr<Plan>> build_plan(const Model& model, const BuildOptions&
     auto s = slot_of.find(v);
     if (s == slot_of.end()) return runtime_error("graph output '{}' has no slot", v->name);
     plan->outputs.push_back(s->second);
+  }
+
+  // Sizes that depend on shape computations (a Reshape to Concat(Shape(x)[0], 4, 64)) are known
+  // only once those are evaluated: the step shapes at the profile's largest input shapes, as the
+  // runtime prepares them, fill in what graph inference left open.
+  plan->graph = g;
+  {
+    std::vector<TypeInfo> max_inputs;
+    for (int id : plan->inputs) max_inputs.push_back(plan->slots[static_cast<size_t>(id)].type);
+    // In builds that verify passes, a symbolic type that contradicts the shapes at max is an
+    // error: the passes may have relied on it.
+    StepShapeChecks checks;
+    checks.conflicts = options.pipeline.verify;
+    KILN_ASSIGN_OR_RETURN(StepShapes at_max, infer_step_shapes(*plan, max_inputs, checks));
+    for (size_t id = 0; id < plan->slots.size(); ++id) {
+      Slot& s = plan->slots[id];
+      if ((s.kind == SlotKind::kActivation || s.kind == SlotKind::kOutput) && s.bytes < 0 && at_max.bytes[id] >= 0) {
+        s.type = at_max.types[id];
+        s.bytes = at_max.bytes[id];
+      }
+    }
   }
 
   // Lifetimes: the last step reading each slot (subgraph references included); outputs live to

@@ -331,8 +331,20 @@ Status slice_infer(InferContext& c) {
       auto plan, slice_plan(in->static_dims(), starts, ends, has_axes ? &axes : nullptr, has_steps ? &steps : nullptr));
   Shape out = *in;
   for (size_t d = 0; d < plan.size(); ++d) {
-    const bool untouched = plan[d].start == 0 && plan[d].step == 1 && plan[d].count == in->dims[d].value;
-    if (!untouched) out.dims[d] = plan[d].count >= 0 ? Dim::of(plan[d].count) : Dim{};
+    if (in->dims[d].known()) {
+      const bool untouched = plan[d].start == 0 && plan[d].step == 1 && plan[d].count == in->dims[d].value;
+      if (!untouched) out.dims[d] = Dim::of(plan[d].count);
+    }
+  }
+  // A sliced dimension of unknown size keeps its symbol only when the slice takes all of it, from
+  // 0 (or before) to past any end with step 1; [0:2] of a dim that may be 1 is not 2.
+  for (size_t i = 0; i < starts.size(); ++i) {
+    int64_t axis = has_axes ? axes[i] : static_cast<int64_t>(i);
+    if (axis < 0) axis += in->rank();
+    if (axis < 0 || axis >= in->rank() || in->dims[static_cast<size_t>(axis)].known()) continue;
+    const int64_t step = has_steps ? steps[i] : 1;
+    const bool whole = step == 1 && (starts[i] == 0 || starts[i] <= INT32_MIN) && ends[i] >= INT32_MAX;
+    if (!whole) out.dims[static_cast<size_t>(axis)] = Dim{};
   }
   return infer_same_dtype(c, out);
 }

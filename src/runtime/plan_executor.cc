@@ -154,7 +154,9 @@ class ArenaPlanExecutor : public PlanExecutor {
       return &it->second;
     }
     auto t0 = std::chrono::steady_clock::now();
-    KILN_ASSIGN_OR_RETURN(StepShapes s, infer_step_shapes(*plan_, inputs));
+    StepShapeChecks checks;
+    checks.conflicts = guard_checks_;
+    KILN_ASSIGN_OR_RETURN(StepShapes s, infer_step_shapes(*plan_, inputs, checks));
     if (guard_checks_) {
       const Plan& p = *plan_;
       for (size_t id = 0; id < p.slots.size(); ++id) {

@@ -3,7 +3,6 @@
 #include <map>
 #include <optional>
 
-#include "ops/infer.h"
 #include "ops/registry.h"
 #include "passes/rewrite.h"  // is_nondeterministic, has_subgraph
 
@@ -41,6 +40,39 @@ std::optional<Tensor> shape_data(const Node& n, const TypeInfo& in) {
   return Tensor::from_vector(part, {static_cast<int64_t>(part.size())});
 }
 
+// The build-time type, its symbols given values, against inference at these shapes.
+Status agree(const TypeInfo& inferred, const TypeInfo& built, const Step& st, const std::string& slot) {
+  if (inferred.kind != TypeInfo::Kind::kTensor || built.kind != TypeInfo::Kind::kTensor) return {};
+  if (!inferred.shape.rank_known || !built.shape.rank_known) return {};
+  bool same = inferred.shape.rank() == built.shape.rank();
+  for (size_t i = 0; same && i < inferred.shape.dims.size(); ++i) {
+    const Dim& a = inferred.shape.dims[i];
+    const Dim& b = built.shape.dims[i];
+    same = !a.known() || !b.known() || a.value == b.value;
+  }
+  if (same) return {};
+  return runtime_error("step {} output '{}' is {} for these input shapes, but the optimized graph's types say {}",
+                       st.name, slot, inferred.to_string(), built.to_string());
+}
+
+void fill_unknown(TypeInfo& inferred, const TypeInfo& built) {
+  if (inferred.kind == TypeInfo::Kind::kUnknown) {
+    inferred = built;
+    return;
+  }
+  if (inferred.kind != TypeInfo::Kind::kTensor || built.kind != TypeInfo::Kind::kTensor) return;
+  if (inferred.dtype == DataType::kUndefined) inferred.dtype = built.dtype;
+  if (!built.shape.rank_known) return;
+  if (!inferred.shape.rank_known) {
+    inferred.shape = built.shape;
+    return;
+  }
+  if (inferred.shape.rank() != built.shape.rank()) return;
+  for (size_t i = 0; i < inferred.shape.dims.size(); ++i) {
+    if (!inferred.shape.dims[i].known() && built.shape.dims[i].known()) inferred.shape.dims[i] = built.shape.dims[i];
+  }
+}
+
 }  // namespace
 
 std::string shape_key(const std::vector<RValue>& inputs) {
@@ -57,7 +89,19 @@ std::string shape_key(const std::vector<RValue>& inputs) {
   return key;
 }
 
-Result<StepShapes> infer_step_shapes(const Plan& plan, const std::vector<RValue>& inputs) {
+Result<StepShapes> infer_step_shapes(const Plan& plan, const std::vector<RValue>& inputs, StepShapeChecks checks) {
+  std::vector<TypeInfo> types;
+  types.reserve(inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const RValue& v = inputs[i];
+    types.push_back(v.is_tensor()            ? TypeInfo::tensor(v.tensor.dtype(), Shape::of(v.tensor.dims()))
+                    : i < plan.inputs.size() ? plan.slots[static_cast<size_t>(plan.inputs[i])].type
+                                             : TypeInfo{});
+  }
+  return infer_step_shapes(plan, types, checks);
+}
+
+Result<StepShapes> infer_step_shapes(const Plan& plan, const std::vector<TypeInfo>& inputs, StepShapeChecks checks) {
   const OpRegistry& reg = OpRegistry::global();
   const size_t n = plan.slots.size();
   StepShapes out;
@@ -69,18 +113,15 @@ Result<StepShapes> infer_step_shapes(const Plan& plan, const std::vector<RValue>
   std::map<std::string, int64_t> symbols;
   for (size_t i = 0; i < plan.inputs.size() && i < inputs.size(); ++i) {
     const size_t id = static_cast<size_t>(plan.inputs[i]);
-    const RValue& v = inputs[i];
-    if (v.is_tensor()) {
-      out.types[id] = TypeInfo::tensor(v.tensor.dtype(), Shape::of(v.tensor.dims()));
-      const Value* decl = plan.graph ? plan.graph->find_value(plan.slots[id].name) : nullptr;
-      if (decl && decl->type.shape.rank_known && decl->type.shape.rank() == v.tensor.rank()) {
-        for (size_t k = 0; k < decl->type.shape.dims.size(); ++k) {
-          const Dim& d = decl->type.shape.dims[k];
-          if (!d.known() && !d.symbol.empty()) symbols.emplace(d.symbol, v.tensor.dims()[k]);
-        }
+    const TypeInfo& t = inputs[i];
+    out.types[id] = t;
+    const Value* decl = plan.graph ? plan.graph->find_value(plan.slots[id].name) : nullptr;
+    if (t.kind == TypeInfo::Kind::kTensor && t.shape.fully_known() && decl && decl->type.shape.rank_known &&
+        decl->type.shape.rank() == t.shape.rank()) {
+      for (size_t k = 0; k < decl->type.shape.dims.size(); ++k) {
+        const Dim& d = decl->type.shape.dims[k];
+        if (!d.known() && !d.symbol.empty()) symbols.emplace(d.symbol, t.shape.dims[k].value);
       }
-    } else {
-      out.types[id] = plan.slots[id].type;
     }
   }
   for (size_t id = 0; id < n; ++id) {
@@ -111,8 +152,13 @@ Result<StepShapes> infer_step_shapes(const Plan& plan, const std::vector<RValue>
       if (d) in_elements += d->numel();
     }
     ctx.output_types.resize(node.outputs.size());
-    // Inference errors are not reported here: the kernel names the problem when the step runs.
-    const bool inferred = def && def->infer && def->infer(ctx).ok();
+    bool inferred = false;
+    if (def && def->infer) {
+      Status s = def->infer(ctx);
+      // At run time the kernel names the problem when the step runs.
+      if (!s.ok() && checks.infer_errors) return s.with_context("step " + st.name + " (" + node.describe() + ")");
+      inferred = s.ok();
+    }
     for (size_t k = 0; k < st.outputs.size(); ++k) {
       const int id = st.outputs[k];
       if (id < 0) continue;
@@ -121,11 +167,9 @@ Result<StepShapes> infer_step_shapes(const Plan& plan, const std::vector<RValue>
       if (inferred && k < ctx.output_types.size()) {
         TypeInfo inf = ctx.output_types[k];
         // Inference at these shapes knows at least as much as the build did; where it knows less,
-        // the build-time type (its symbols given values) fills in. A contradiction means one of
-        // the two is wrong, and is reported.
-        Status s =
-            merge_types(inf, t, "step " + st.name + " output '" + plan.slots[static_cast<size_t>(id)].name + "'");
-        if (!s.ok()) return s;
+        // the build-time type (its symbols given values) fills in.
+        if (checks.conflicts) KILN_RETURN_IF_ERROR(agree(inf, t, st, plan.slots[static_cast<size_t>(id)].name));
+        fill_unknown(inf, t);
         t = std::move(inf);
       }
       out.types[static_cast<size_t>(id)] = t;

@@ -19,11 +19,20 @@ struct StepShapes {
   int64_t unknown_slots = 0;  // activation and output slots whose size stays unknown
 };
 
-// Infers each step's output types in step order from the inputs' shapes, the weights, and the
-// data of small integer tensors computed from shapes (Shape -> Gather -> Concat ...), which it
-// evaluates with the reference kernels. An inference failure leaves that step's outputs unknown:
-// the kernel reports the problem when the step runs.
-Result<StepShapes> infer_step_shapes(const Plan& plan, const std::vector<RValue>& inputs);
+// Infers each step's output types in step order from the inputs' types (Plan::inputs order), the
+// weights, and the data of small integer tensors computed from shapes (Shape -> Gather -> Concat
+// ...), which it evaluates with the reference kernels. The builder sizes slots with it at the
+// profile's largest shapes; at run time an inference failure leaves that step's outputs unknown
+// and the kernel reports the problem when the step runs.
+struct StepShapeChecks {
+  bool infer_errors = false;  // an op's inference error is an error (else its outputs stay unknown)
+  // A dim the build-time (symbolic) types give that contradicts inference at these shapes is an
+  // error: a symbolic inference the optimizer relied on was wrong. Else the inferred dim wins.
+  bool conflicts = false;
+};
+Result<StepShapes> infer_step_shapes(const Plan& plan, const std::vector<TypeInfo>& inputs,
+                                     StepShapeChecks checks = {});
+Result<StepShapes> infer_step_shapes(const Plan& plan, const std::vector<RValue>& inputs, StepShapeChecks checks = {});
 
 // The key under which a set of inputs' shapes is cached: each input's dims (sequences and
 // non-tensors contribute their kind only).

@@ -38,6 +38,39 @@ TEST(ShapeInference, SymbolicDimsFlowThroughAChain) {
   EXPECT_EQ(graph.outputs[0]->type.to_string(), "float[batchx3]");
 }
 
+// Slicing a symbolic dim keeps its symbol only when the slice takes all of it: x[:, 0:2] of an
+// [n, d] input is min(2, d) wide, not d (nor 2, when d may be 1).
+TEST(ShapeInference, SlicingASymbolicDimKeepsItsSymbolOnlyWhenWhole) {
+  onnx::ModelProto m = make_model(17);
+  auto* g = m.mutable_graph();
+  add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, 0}, {"n", "d"});
+  auto vec = [&](const std::string& name, int64_t v) {
+    auto* t = g->add_initializer();
+    t->set_name(name);
+    t->set_data_type(onnx::TensorProto::INT64);
+    t->add_dims(1);
+    t->add_int64_data(v);
+  };
+  vec("zero", 0);
+  vec("two", 2);
+  vec("one", 1);
+  vec("end", INT64_MAX);
+  add_node(g, "Slice", {"x", "zero", "two", "one"}, {"part"}, "part");
+  add_node(g, "Slice", {"x", "zero", "end", "one"}, {"whole"}, "whole");
+  add_node(g, "Concat", {"part", "whole"}, {"y"}, "concat")->add_attribute()->CopyFrom([] {
+    onnx::AttributeProto a;
+    a.set_name("axis");
+    a.set_type(onnx::AttributeProto::INT);
+    a.set_i(1);
+    return a;
+  }());
+  g->add_output()->set_name("y");
+  auto r = import(m);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->graph->find_value("part")->type.to_string(), "float[nx?]");
+  EXPECT_EQ(r->graph->find_value("whole")->type.to_string(), "float[nxd]");
+}
+
 TEST(ShapeInference, ContradictionWithDeclaredTypeIsAnError) {
   onnx::ModelProto m = make_model(17);
   auto* g = m.mutable_graph();
