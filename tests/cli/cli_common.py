@@ -36,3 +36,25 @@ def expect_error(kiln, name, args, code, needles, empty_dir=None, absent=None):
 def summary():
     print(f"{PASSED[0]} passed, {len(FAILURES)} failed")
     return 1 if FAILURES else 0
+
+
+def gather_model(path, ids_shape=("batch", "seq"), rows=2, with_mask=False):
+    """out = table[ids] with a `rows`-row float table: any index outside 0..rows-1 fails the
+    Gather step. With `with_mask`, a float input 'mask' of the same declared shape feeds a Relu."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = numpy_helper.from_array(np.arange(rows * 4, dtype=np.float32).reshape(rows, 4), "table")
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["out"], name="embed", axis=0)]
+    inputs = [helper.make_tensor_value_info("ids", TensorProto.INT64, ids_shape)]
+    outputs = [helper.make_tensor_value_info("out", TensorProto.FLOAT, [*ids_shape, 4])]
+    if with_mask:
+        nodes.append(helper.make_node("Relu", ["mask"], ["mask_out"], name="mask_relu"))
+        inputs.append(helper.make_tensor_value_info("mask", TensorProto.FLOAT, ids_shape))
+        outputs.append(helper.make_tensor_value_info("mask_out", TensorProto.FLOAT, ids_shape))
+    g = helper.make_graph(nodes, "gather", inputs, outputs, [table])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], producer_name="kiln-tests")
+    onnx.checker.check_model(m)
+    onnx.save(m, path)
+    return path

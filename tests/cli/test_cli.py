@@ -68,9 +68,58 @@ def main():
 
     dyn = add_relu(shape=("batch", 3))
     dynp = save(dyn, os.path.join(tmp, "dyn.onnx"))
-    expect_error(kiln, "dynamic dims need --shape", ["run", dynp], 2, ["'x'", "--shape"])
+    rc, so, se = run(kiln, "run", dynp, "--json")
+    outs = json.loads(so)["outputs"] if rc == 0 else []
+    check("dynamic dims without --shape run at 1", outs and outs[0]["shape"] == [1, 3], f"rc={rc} {se[:300]}")
+    check("the default shape is announced on stderr", all(
+        f"input '{n}' has dynamic shape batch x 3; running with 1x3" in se for n in ("x", "y")) and "--shape" in se, se[:400])
     rc, so, se = run(kiln, "run", dynp, "--shape", "x=4x3", "--shape", "y=4x3", "--json")
     check("dynamic with --shape", rc == 0 and json.loads(so)["outputs"][0]["shape"] == [4, 3], se)
+    check("no notice when every shape is given", "dynamic shape" not in se, se[:300])
+    rc, so, se = run(kiln, "run", dynp, "--shape", "x=4x3", "--json")
+    check("an input left out follows the batch size another input gives", rc == 0
+          and json.loads(so)["outputs"][0]["shape"] == [4, 3] and "input 'y'" in se and "running with 4x3" in se,
+          f"rc={rc} {se[:300]}")
+    norank = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="relu")], "norank",
+                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    norankp = save(helper.make_model(norank), os.path.join(tmp, "norank.onnx"))
+    expect_error(kiln, "an input of unknown rank needs a shape", ["run", norankp], 2, ["'x'", "no declared shape", "--shape"])
+    expect_error(kiln, "an input of unknown rank needs a shape (--optimize)", ["run", norankp, "--optimize"], 2,
+                 ["'x'", "no declared shape"])
+
+    # --- random integers --------------------------------------------------------------------
+    gat = cli_common.gather_model(os.path.join(tmp, "gather.onnx"))
+    for extra in ([], ["--optimize"]):
+        what = " ".join(["run"] + extra)
+        rc, so, se = run(kiln, "run", gat, *extra, "--json")
+        check(f"{what}: random indices stay inside a 2-row table by default", rc == 0
+              and json.loads(so)["outputs"][0]["shape"] == [1, 1, 4], f"rc={rc} {se[:300]}")
+        expect_error(kiln, f"{what}: --int-range 0,100 overruns the table", ["run", gat, *extra, "--int-range", "0,100",
+                     "--shape", "ids=4x16"], 3, ["embed", "out of range", "input 'ids' held random integers in 0..100",
+                     "--input NAME=FILE.npy", "--int-range"])
+    np.save(os.path.join(tmp, "bad_ids.npy"), np.array([[5]], np.int64))
+    rc, _, se = run(kiln, "run", gat, "--input", f"ids={tmp}/bad_ids.npy")
+    check("an index from a file keeps the plain message", rc == 3 and "out of range" in se and "random" not in se,
+          f"rc={rc} {se[:300]}")
+    ident = helper.make_graph([helper.make_node("Identity", ["i"], ["o"], name="id")], "ident",
+                              [helper.make_tensor_value_info("i", TensorProto.INT32, [500])],
+                              [helper.make_tensor_value_info("o", TensorProto.INT32, [500])])
+    identp = save(helper.make_model(ident), os.path.join(tmp, "ident.onnx"))
+    rc, so, se = run(kiln, "run", identp, "--json")
+    o = json.loads(so)["outputs"][0] if rc == 0 else {}
+    check("random integers are 0 or 1 by default", o.get("min") == 0 and o.get("max") == 1, str(o))
+    rc, so, se = run(kiln, "run", identp, "--int-range", "-3,7", "--json")
+    o = json.loads(so)["outputs"][0] if rc == 0 else {}
+    check("--int-range sets the random integers' range", o.get("min") == -3 and o.get("max") == 7, f"{o} {se[:200]}")
+    rc, so, se = run(kiln, "run", identp, "--int-range", "4,4", "--json")
+    o = json.loads(so)["outputs"][0] if rc == 0 else {}
+    check("--int-range of one value", o.get("min") == 4 and o.get("max") == 4, f"{o} {se[:200]}")
+    for bad in ("5", "3,1", "a,b", "1,", ",1", "1,2,3", "0x1,2", "1,99999999999999999999"):
+        why = "is above hi" if bad == "3,1" else "LO,HI"
+        expect_error(kiln, f"--int-range {bad!r}", ["run", identp, f"--int-range={bad}"], 2, ["--int-range", bad, why])
+    expect_error(kiln, "--int-range beyond the input's type", ["run", identp, "--int-range", "0,3000000000"], 2,
+                 ["--int-range", "'i'", "int32"])
 
     # --- bad model files --------------------------------------------------------------------
     empty = os.path.join(tmp, "empty.onnx")

@@ -55,6 +55,118 @@ def small_cnn(path):
     return path
 
 
+def fixed(dims):
+    return {"min": dims, "opt": dims, "max": dims}
+
+
+def dynamic_defaults(kiln, tmp, model):
+    """Dynamic inputs given no shapes are built at 1 per dynamic dim, with a notice on stderr."""
+    notice = "input 'x' has dynamic shape batch x 3 x 8 x 8; building for 1x3x8x8"
+    want = {"x": fixed([1, 3, 8, 8])}
+    engine = os.path.join(tmp, "default.kiln")
+    rc, so, se = run(kiln, "build", model, "-o", engine, "--json")
+    j = json.loads(so) if rc == 0 else {}
+    check("build a dynamic model without shapes", rc == 0 and os.path.exists(engine), f"rc={rc} {se[:300]}")
+    check("build announces the default shape", notice in se and "--shapes x:" in se, se[:300])
+    check("build --json reports the shapes built for", j.get("shapes") == want, str(j.get("shapes")))
+    rc, so, se = run(kiln, "inspect", engine, "--json")
+    j = json.loads(so) if rc == 0 else {}
+    check("inspect an engine reports its shapes, without a notice", j.get("shapes") == want and "dynamic" not in se,
+          f"{j.get('shapes')} {se[:200]}")
+    rc, so, se = run(kiln, "inspect", model, "--json")
+    j = json.loads(so) if rc == 0 else {}
+    check("inspect a dynamic model without shapes", rc == 0 and notice in se and j.get("shapes") == want,
+          f"rc={rc} {se[:300]} {j.get('shapes')}")
+    rc, so, se = run(kiln, "bench", model, "--iterations", "2", "--warmup", "0", "--json")
+    j = json.loads(so) if rc == 0 else {}
+    check("bench a dynamic model without shapes", rc == 0 and notice in se and j.get("shapes") == want,
+          f"rc={rc} {se[:300]} {j.get('shapes')}")
+    rc, so, se = run(kiln, "run", model, "--optimize", "--json")
+    check("run --optimize a dynamic model without shapes", rc == 0 and json.loads(so)["outputs"][0]["shape"] == [1, 5]
+          and "input 'x' has dynamic shape batch x 3 x 8 x 8; running with 1x3x8x8" in se, f"rc={rc} {se[:300]}")
+    rc, so, se = run(kiln, "build", model, "-o", engine, "--shapes", "x:2x3x8x8", "--json")
+    j = json.loads(so) if rc == 0 else {}
+    check("build --json with --shapes", j.get("shapes", {}).get("x", {}).get("opt") == [2, 3, 8, 8] and "dynamic" not in se,
+          f"{j.get('shapes')} {se[:200]}")
+    rc, so, se = run(kiln, "inspect", model, "--min-shapes", "x:1x3x8x8", "--opt-shapes", "x:2x3x8x8", "--max-shapes",
+                     "x:4x3x8x8", "--json")
+    j = json.loads(so) if rc == 0 else {}
+    check("inspect --json with a profile", j.get("shapes") == {"x": {"min": [1, 3, 8, 8], "opt": [2, 3, 8, 8],
+                                                                   "max": [4, 3, 8, 8]}}, str(j.get("shapes")))
+
+    static = cli_common.gather_model(os.path.join(tmp, "static_gather.onnx"), ids_shape=[2, 3])
+    rc, so, se = run(kiln, "build", static, "-o", os.path.join(tmp, "static.kiln"), "--json")
+    j = json.loads(so) if rc == 0 else {}
+    check("build --json reports a static input's shape", j.get("shapes") == {"ids": fixed([2, 3])} and "dynamic" not in se,
+          f"{j.get('shapes')} {se[:200]}")
+
+    # Dims the model names alike ('batch', 'seq') follow the shapes given for another input.
+    two = cli_common.gather_model(os.path.join(tmp, "two_inputs.onnx"), with_mask=True)
+    rc, so, se = run(kiln, "inspect", two, "--shapes", "ids:2x5", "--json")
+    j = json.loads(so) if rc == 0 else {}
+    check("an input left out follows the named dims of a fixed shape", j.get("shapes", {}).get("mask", {}).get("max")
+          == [2, 5] and "input 'mask' has dynamic shape batch x seq; building for 2x5" in se, f"{j.get('shapes')} {se[:300]}")
+    rc, so, se = run(kiln, "inspect", two, "--min-shapes", "ids:1x5", "--max-shapes", "ids:4x5", "--json")
+    j = json.loads(so) if rc == 0 else {}
+    check("an input left out follows the named dims of a profile", j.get("shapes", {}).get("mask") ==
+          {"min": [1, 5], "opt": [4, 5], "max": [4, 5]} and "min 1x5, opt 4x5, max 4x5" in se, f"{j.get('shapes')} {se[:300]}")
+
+    norank = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="relu")], "norank",
+                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    norankp = os.path.join(tmp, "norank.onnx")
+    onnx.save(helper.make_model(norank), norankp)
+    bad = os.path.join(tmp, "norank.kiln")
+    for verb in (["build", norankp, "-o", bad], ["inspect", norankp], ["bench", norankp]):
+        expect_error(kiln, f"{verb[0]}: an input of unknown rank needs shapes", verb, 2,
+                     ["'x'", "no declared shape", "--shapes x:"], absent=bad)
+    rc, so, se = run(kiln, "build", norankp, "-o", bad, "--shapes", "x:3x2", "--json")
+    j = json.loads(so) if rc == 0 else {}
+    check("an input of unknown rank builds with --shapes", j.get("shapes", {}).get("x", {}).get("opt") == [3, 2],
+          f"rc={rc} {se[:300]}")
+
+
+def bench_inputs(kiln, tmp):
+    """bench --input takes the data from a file; --int-range bounds the random integers."""
+    gat = cli_common.gather_model(os.path.join(tmp, "bench_gather.onnx"))
+    fast = ["--iterations", "2", "--warmup", "1", "--json"]
+    rc, so, se = run(kiln, "bench", gat, *fast)
+    check("bench: random indices stay inside a 2-row table by default", rc == 0, f"rc={rc} {se[:300]}")
+    wide = ["--int-range", "0,100", "--shapes", "ids:4x16"]
+    expect_error(kiln, "bench: --int-range 0,100 overruns the table", ["bench", gat, *fast, *wide], 3,
+                 ["embed", "out of range", "input 'ids' held random integers in 0..100", "--input NAME=FILE.npy"])
+    np.save(os.path.join(tmp, "ids.npy"), np.array([[0, 1, 1, 0, 1], [1, 1, 0, 0, 0]], np.int64))
+    rc, so, se = run(kiln, "bench", gat, *fast, "--int-range", "0,100", "--input", f"ids={tmp}/ids.npy")
+    j = json.loads(so) if rc == 0 else {}
+    check("bench --input uses the file, not random data", rc == 0, f"rc={rc} {se[:300]}")
+    check("bench builds a model for the --input file's shape", j.get("shapes") == {"ids": fixed([2, 5])}
+          and "dynamic" not in se, f"{j.get('shapes')} {se[:300]}")
+    np.save(os.path.join(tmp, "ids_bad.npy"), np.array([[0, 7]], np.int64))
+    rc, so, se = run(kiln, "bench", gat, *fast, "--input", f"ids={tmp}/ids_bad.npy")
+    check("bench --input with a bad index fails without blaming random data", rc == 3 and "out of range" in se
+          and "random" not in se, f"rc={rc} {se[:300]}")
+    two = cli_common.gather_model(os.path.join(tmp, "bench_two.onnx"), with_mask=True)
+    rc, so, se = run(kiln, "bench", two, *fast, "--input", f"ids={tmp}/ids.npy")
+    j = json.loads(so) if rc == 0 else {}
+    check("bench: a random input follows the file's named dims", j.get("shapes", {}).get("mask", {}).get("opt") == [2, 5],
+          f"{j.get('shapes')} {se[:300]}")
+    engine = os.path.join(tmp, "gather_profile.kiln")
+    rc, _, se = run(kiln, "build", gat, "-o", engine, "--min-shapes", "ids:1x1", "--max-shapes", "ids:4x8")
+    check("build the gather model with a profile", rc == 0, f"rc={rc} {se[:300]}")
+    rc, so, se = run(kiln, "bench", engine, *fast, "--int-range", "0,100", "--input", f"ids={tmp}/ids.npy")
+    check("bench --input on an engine", rc == 0, f"rc={rc} {se[:300]}")
+    expect_error(kiln, "bench: --int-range 0,100 on an engine", ["bench", engine, *fast, "--int-range", "0,100"], 3,
+                 ["embed", "'ids'", "0..100", "--input"])
+    expect_error(kiln, "bench --input names no input", ["bench", gat, "--input", f"nope={tmp}/ids.npy"], 2, ["'nope'"])
+    expect_error(kiln, "bench --input names no input of an engine", ["bench", engine, "--input", f"nope={tmp}/ids.npy"],
+                 2, ["'nope'"])
+    expect_error(kiln, "bench --input of a missing file", ["bench", gat, "--input", f"ids={tmp}/none.npy"], 3,
+                 ["'ids'", "none.npy"])
+    for bad in ("5", "3,1", "x,y"):
+        why = "is above hi" if bad == "3,1" else "LO,HI"
+        expect_error(kiln, f"bench --int-range {bad!r}", ["bench", gat, f"--int-range={bad}"], 2, ["--int-range", bad, why])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--kiln", required=True)
@@ -149,6 +261,9 @@ def main():
     expect_error(kiln, "shape above the profile", ["run", dyn, "--shape", "x=5x3x8x8"], 3, ["'x'", "5x3x8x8", "4x3x8x8"])
     expect_error(kiln, "shape of the wrong rank", ["run", dyn, "--shape", "x=1x3x8"], 3, ["'x'"])
 
+    dynamic_defaults(kiln, tmp, model)
+    bench_inputs(kiln, tmp)
+
     # --- bad build options ------------------------------------------------------------------
     bad = os.path.join(tmp, "bad.kiln")
     expect_error(kiln, "unknown pass", ["build", model, "-o", bad, "--disable-pass", "nope"], 2, ["nope"], absent=bad)
@@ -156,7 +271,6 @@ def main():
     expect_error(kiln, "min above max", ["build", model, "-o", bad, "--min-shapes", "x:4x3x8x8", "--max-shapes",
                                          "x:2x3x8x8"], 2, ["'x'"], absent=bad)
     expect_error(kiln, "malformed --shapes", ["build", model, "-o", bad, "--shapes", "x=1x3x8x8"], 2, ["--shapes"], absent=bad)
-    expect_error(kiln, "dynamic input without shapes", ["build", model, "-o", bad], 2, ["'x'"], absent=bad)
     expect_error(kiln, "unwritable output", ["build", model, "-o", os.path.join(tmp, "no", "dir", "e.kiln"), "--shapes",
                                              "x:1x3x8x8"], 1, ["e.kiln"], absent=os.path.join(tmp, "no", "dir", "e.kiln"))
     expect_error(kiln, "build an engine again", ["build", engine, "-o", bad], 2, ["engine"], absent=bad)

@@ -5,7 +5,6 @@
 #include <cstdio>
 #include <filesystem>
 
-#include "core/npy.h"
 #include "onnx/exporter.h"
 
 namespace kiln::cli {
@@ -57,22 +56,6 @@ Result<std::map<std::string, Dims>> parse_shape_list(const std::vector<std::stri
   return out;
 }
 
-Tensor random_tensor(DataType dt, const Dims& dims, std::mt19937_64& rng) {
-  Tensor t(dt, dims);
-  std::uniform_real_distribution<double> uf(-1.0, 1.0);
-  std::uniform_int_distribution<int> ui(0, 9);
-  for (int64_t i = 0; i < t.numel(); ++i) {
-    if (is_float(dt)) {
-      t.set_double(i, uf(rng));
-    } else if (dt == DataType::kBool) {
-      t.set_double(i, ui(rng) % 2);
-    } else {
-      t.set_double(i, ui(rng));
-    }
-  }
-  return t;
-}
-
 std::string safe_file_name(const std::string& name) {
   std::string s = name;
   for (char& c : s) {
@@ -106,7 +89,9 @@ void add_build_flags(CLI::App* cmd, BuildArgs& a, bool with_dump) {
   cmd->add_option("--device", a.device, "Device to build for: cpu or cuda")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->group("Build");
-  cmd->add_option("--shapes", a.shapes, "Fixed input shapes, NAME:1x3x224x224[,NAME:...]")->group("Build");
+  cmd->add_option("--shapes", a.shapes,
+                  "Fixed input shapes, NAME:1x3x224x224[,NAME:...] (inputs not named: dynamic dims at 1)")
+      ->group("Build");
   cmd->add_option("--min-shapes", a.min_shapes, "Smallest input shapes of the profile")->group("Build");
   cmd->add_option("--opt-shapes", a.opt_shapes, "Input shapes to tune for")->group("Build");
   cmd->add_option("--max-shapes", a.max_shapes, "Largest input shapes of the profile")->group("Build");
@@ -173,61 +158,6 @@ Result<BuildOptions> to_build_options(const BuildArgs& a, bool progress, const M
     };
   }
   return o;
-}
-
-Result<std::vector<RValue>> plan_inputs(const Plan& plan, const std::map<std::string, std::string>& files,
-                                        const std::map<std::string, Dims>& shapes, uint64_t seed) {
-  auto is_input = [&](const std::string& n) {
-    for (int id : plan.inputs) {
-      if (plan.slots[static_cast<size_t>(id)].name == n) return true;
-    }
-    return false;
-  };
-  for (const auto& [name, f] : files) {
-    if (!is_input(name)) return usage_error("--input names '{}', which is not an input of the model", name);
-  }
-  for (const auto& [name, d] : shapes) {
-    if (!is_input(name)) return usage_error("a shape is given for '{}', which is not an input of the model", name);
-  }
-  std::mt19937_64 rng(seed);
-  std::vector<RValue> inputs;
-  for (int id : plan.inputs) {
-    const Slot& slot = plan.slots[static_cast<size_t>(id)];
-    if (auto f = files.find(slot.name); f != files.end()) {
-      auto t = read_npy(f->second);
-      if (!t.ok()) return t.status().with_context("input '" + slot.name + "'");
-      inputs.push_back(RValue::of(std::move(t).value()));
-      continue;
-    }
-    if (slot.type.kind != TypeInfo::Kind::kTensor || slot.type.dtype == DataType::kString) {
-      return usage_error("input '{}' is a {}: give it with --input", slot.name, slot.type.to_string());
-    }
-    Dims dims;
-    if (auto s = shapes.find(slot.name); s != shapes.end()) {
-      dims = s->second;
-    } else {
-      bool from_profile = false;
-      for (const Profile& p : plan.profiles) {
-        for (const ShapeRange& r : p.ranges) {
-          if (r.input == slot.name && !from_profile) {
-            dims = r.opt;
-            from_profile = true;
-          }
-        }
-      }
-      if (!from_profile) {
-        if (!slot.type.shape.fully_known()) {
-          return usage_error("input '{}' has dynamic shape {}: give it with --shapes {}:...", slot.name,
-                             slot.type.shape.to_string(), slot.name);
-        }
-        dims = slot.type.shape.static_dims();
-      }
-    }
-    auto probe = Tensor::create(slot.type.dtype, dims);
-    if (!probe.ok()) return probe.status().with_context("input '" + slot.name + "'");
-    inputs.push_back(RValue::of(random_tensor(slot.type.dtype, dims, rng)));
-  }
-  return inputs;
 }
 
 }  // namespace kiln::cli

@@ -1,8 +1,7 @@
 #pragma once
 // Pieces the verbs share: parsing NAME=VALUE and shape lists, the build options (same flags on
-// build, inspect, bench and run), input generation, output summaries.
+// build, inspect, bench and run), output summaries.
 #include <map>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -21,8 +20,6 @@ Result<Dims> parse_dims(const std::string& s);
 // trtexec style: "in1:1x3x224x224,in2:1x10" (repeatable flags are concatenated).
 Result<std::map<std::string, Dims>> parse_shape_list(const std::vector<std::string>& specs, const char* flag);
 
-// Seeded random data: floats uniform in [-1, 1), integers in [0, 10), bools fair.
-Tensor random_tensor(DataType dt, const Dims& dims, std::mt19937_64& rng);
 std::string safe_file_name(const std::string& name);
 nlohmann::json summarize(const std::string& name, const Tensor& t);
 
@@ -39,11 +36,6 @@ struct BuildArgs {
 void add_build_flags(CLI::App* cmd, BuildArgs& a, bool with_dump);
 // The options for the builder, with a progress display on stderr when `progress` is set.
 Result<BuildOptions> to_build_options(const BuildArgs& a, bool progress, const Model* model_for_dump);
-
-// Inputs for a plan: from .npy files where given, else random with the shape from `shapes`, else
-// the profile's opt shape, else the input's static shape.
-Result<std::vector<RValue>> plan_inputs(const Plan& plan, const std::map<std::string, std::string>& files,
-                                        const std::map<std::string, Dims>& shapes, uint64_t seed);
 
 // Whether stderr is a terminal (progress bars) or a pipe/file (plain lines).
 bool stderr_is_terminal();

@@ -1,6 +1,7 @@
-// `kiln bench ENGINE.kiln|MODEL.onnx [--device] [--shapes ...] [--warmup N] [--iterations N |
-// --duration S] [--threads N] [--json] [--export-times FILE] [--profile]`: latency and throughput
-// of an engine (an ONNX model is built in memory first), reported the way trtexec reports them.
+// `kiln bench ENGINE.kiln|MODEL.onnx [--device] [--shapes ...] [--input NAME=FILE.npy]...
+// [--int-range LO,HI] [--warmup N] [--iterations N | --duration S] [--threads N] [--json]
+// [--export-times FILE] [--profile]`: latency and throughput of an engine (an ONNX model is built
+// in memory first), reported the way trtexec reports them.
 #include <omp.h>
 
 #include <algorithm>
@@ -9,10 +10,10 @@
 #include <fstream>
 #include <numeric>
 
+#include "cli_inputs.h"
 #include "cli_util.h"
 #include "commands.h"
 #include "plan_report.h"
-#include "runtime/open_plan.h"
 #include "runtime/plan_executor.h"
 
 namespace kiln::cli {
@@ -21,6 +22,8 @@ namespace {
 struct Args {
   std::string path;
   BuildArgs build;
+  std::vector<std::string> inputs;
+  std::string int_range = "0,1";
   int warmup = 5;
   int iterations = 0;
   double duration = 0;
@@ -46,15 +49,22 @@ int bench(const Args& a) {
   if (a.iterations > 0 && a.duration > 0) {
     return report_error(usage_error("give either --iterations or --duration, not both"));
   }
+  auto range = parse_int_range(a.int_range);
+  if (!range.ok()) return report_error(range.status());
   if (a.threads > 0) omp_set_num_threads(a.threads);
   auto options = to_build_options(a.build, false, nullptr);
   if (!options.ok()) return report_error(options.status());
-  auto opened = open_plan(a.path, *options);
+  auto files = read_input_files(a.inputs);
+  if (!files.ok()) return report_error(files.status());
+  std::map<std::string, Dims> given;
+  for (const auto& [name, t] : *files) given[name] = t.dims();
+  auto opened = open_plan_with_defaults(a.path, *options, given, ShapeFlags::kBuild);
   if (!opened.ok()) return report_error(opened.status());
   const Plan& plan = *opened->plan;
   auto shapes = parse_shape_list(a.build.shapes, "--shapes");
   if (!shapes.ok()) return report_error(shapes.status());
-  auto inputs = plan_inputs(plan, {}, *shapes, a.seed);
+  RandomInputs random;
+  auto inputs = plan_inputs(plan, std::move(files).value(), *shapes, a.seed, *range, &random);
   if (!inputs.ok()) return report_error(inputs.status());
   auto backend = make_backend(plan.info.device);
   if (!backend.ok()) return report_error(backend.status());
@@ -64,7 +74,7 @@ int bench(const Args& a) {
 
   for (int i = 0; i < a.warmup; ++i) {
     auto r = ex.run(*inputs);
-    if (!r.ok()) return report_error(r.status());
+    if (!r.ok()) return report_error(random.explain(r.status(), *range));
   }
   ex.set_profiling(a.profile);
   const int min_iterations = a.iterations > 0 ? a.iterations : 10;
@@ -81,7 +91,7 @@ int bench(const Args& a) {
     auto t0 = Clock::now();
     auto r = ex.run(*inputs);
     auto t1 = Clock::now();
-    if (!r.ok()) return report_error(r.status());
+    if (!r.ok()) return report_error(random.explain(r.status(), *range));
     starts.push_back(std::chrono::duration<double, std::milli>(t0 - t_begin).count());
     latencies.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
     if (a.profile) {
@@ -133,6 +143,7 @@ int bench(const Args& a) {
                         {"iterations", latencies.size()},
                         {"wall_seconds", wall_s},
                         {"throughput_per_s", throughput},
+                        {"shapes", shapes_json(plan)},
                         {"latency_ms", latency},
                         {"compute_ms", latency},
                         // A CPU engine's inputs and outputs are already in host memory.
@@ -173,6 +184,10 @@ Action add_bench_command(CLI::App& app) {
       cmd->add_option("--iterations", a->iterations, "Timed runs (default: at least 10 and 3 s)")->group("Inference");
   cmd->add_option("--duration", a->duration, "Measure for S seconds")->group("Inference")->excludes(it);
   cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)")->group("Inference");
+  cmd->add_option("--input", a->inputs, "NAME=FILE.npy: an input from a NumPy file (repeatable; others are random)")
+      ->group("Inference");
+  cmd->add_option("--int-range", a->int_range, "LO,HI: random integer inputs lie in LO..HI inclusive (default 0,1)")
+      ->group("Inference");
   cmd->add_option("--seed", a->seed, "Seed for the random inputs")->group("Inference");
   cmd->add_flag("--json", a->json, "Print the results as JSON")->group("Reporting");
   cmd->add_option("--export-times", a->export_times, "Write each iteration's timing to FILE as JSON")

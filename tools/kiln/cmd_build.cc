@@ -1,6 +1,7 @@
 // `kiln build MODEL.onnx -o ENGINE.kiln [build options] [--json]`: optimize, plan and serialize.
 #include <chrono>
 
+#include "cli_inputs.h"
 #include "cli_util.h"
 #include "commands.h"
 #include "engine/engine.h"
@@ -26,6 +27,8 @@ int build(const Args& a) {
   if (!model.ok()) return report_error(model.status());
   auto options = to_build_options(a.build, true, &*model);
   if (!options.ok()) return report_error(options.status());
+  Status defaults = default_dynamic_shapes(*model->graph, *options, ShapeFlags::kBuild);
+  if (!defaults.ok()) return report_error(defaults);
   auto plan = build_plan(*model, *options);
   if (!plan.ok()) return report_error(plan.status());
   if (options->progress) options->progress("serialize", 0.0);

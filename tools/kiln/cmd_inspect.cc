@@ -1,9 +1,9 @@
 // `kiln inspect ENGINE.kiln|MODEL.onnx [build options] [--json]`: the steps of an engine (an ONNX
 // model is built in memory first) with what was fused into each, memory and the passes that fired.
+#include "cli_inputs.h"
 #include "cli_util.h"
 #include "commands.h"
 #include "plan_report.h"
-#include "runtime/open_plan.h"
 
 namespace kiln::cli {
 namespace {
@@ -17,7 +17,7 @@ struct Args {
 int inspect(const Args& a) {
   auto options = to_build_options(a.build, false, nullptr);
   if (!options.ok()) return report_error(options.status());
-  auto opened = open_plan(a.path, *options);
+  auto opened = open_plan_with_defaults(a.path, *options, {}, ShapeFlags::kBuild);
   if (!opened.ok()) return report_error(opened.status());
   if (a.json) {
     std::printf("%s\n", plan_json(*opened->plan).dump(2).c_str());

@@ -1,12 +1,14 @@
 // `kiln run MODEL.onnx|ENGINE.kiln [--input NAME=FILE.npy]... [--shape NAME=1x3x224x224]...
-// [--output-dir DIR]`. An ONNX model runs node by node on the reference kernels, as imported (the
-// oracle); with --optimize, or given an engine, the optimized plan runs.
+// [--int-range LO,HI] [--seed N] [--output-dir DIR]`. An ONNX model runs node by node on the
+// reference kernels, as imported (the oracle); with --optimize, or given an engine, the optimized
+// plan runs.
+#include <algorithm>
 #include <filesystem>
 #include <map>
-#include <random>
 
 #include <nlohmann/json.hpp>
 
+#include "cli_inputs.h"
 #include "cli_util.h"
 #include "commands.h"
 #include "core/npy.h"
@@ -25,123 +27,86 @@ struct RunArgs {
   std::vector<std::string> inputs;
   std::vector<std::string> shapes;
   std::string output_dir;
+  std::string int_range = "0,1";
   uint64_t seed = 0;
   bool json = false;
   bool optimize = false;
   BuildArgs build;
 };
 
-Result<std::vector<RValue>> run_plan(const RunArgs& a, std::vector<std::string>* names) {
-  KILN_ASSIGN_OR_RETURN(BuildOptions options, to_build_options(a.build, false, nullptr));
-  // Building an ONNX model in memory: inputs given as files or --shape fix the shapes to build for.
-  if (!is_engine_file(a.model)) {
-    for (const auto& s : a.shapes) {
-      KILN_ASSIGN_OR_RETURN(auto kv, split_assignment(s, "--shape"));
-      if (!options.shapes.count(kv.first) && !options.max_shapes.count(kv.first)) {
-        KILN_ASSIGN_OR_RETURN(options.shapes[kv.first], parse_dims(kv.second));
-      }
-    }
-    for (const auto& s : a.inputs) {
-      KILN_ASSIGN_OR_RETURN(auto kv, split_assignment(s, "--input"));
-      if (options.shapes.count(kv.first) || options.max_shapes.count(kv.first)) continue;
-      auto t = read_npy(kv.second);
-      if (t.ok()) options.shapes[kv.first] = t->dims();
-    }
-  }
-  KILN_ASSIGN_OR_RETURN(OpenedPlan opened, open_plan(a.model, options));
-  const Plan& plan = *opened.plan;
-  std::map<std::string, std::string> files;
+// The dims of --shape NAME=DIMS.
+Result<std::map<std::string, Dims>> shape_assignments(const std::vector<std::string>& specs) {
   std::map<std::string, Dims> shapes;
-  for (const auto& s : a.inputs) {
-    KILN_ASSIGN_OR_RETURN(auto kv, split_assignment(s, "--input"));
-    files[kv.first] = kv.second;
-  }
-  for (const auto& s : a.shapes) {
+  for (const auto& s : specs) {
     KILN_ASSIGN_OR_RETURN(auto kv, split_assignment(s, "--shape"));
+    if (shapes.count(kv.first)) return usage_error("--shape gives input '{}' twice", kv.first);
     KILN_ASSIGN_OR_RETURN(shapes[kv.first], parse_dims(kv.second));
   }
-  KILN_ASSIGN_OR_RETURN(std::vector<RValue> inputs, plan_inputs(plan, files, shapes, a.seed));
+  return shapes;
+}
+
+Result<std::vector<RValue>> run_plan(const RunArgs& a, const IntRange& range, std::vector<std::string>* names) {
+  KILN_ASSIGN_OR_RETURN(BuildOptions options, to_build_options(a.build, false, nullptr));
+  KILN_ASSIGN_OR_RETURN(auto files, read_input_files(a.inputs));
+  KILN_ASSIGN_OR_RETURN(auto shapes, shape_assignments(a.shapes));
+  // Building an ONNX model in memory: inputs given as files or --shape fix the shapes to build for.
+  std::map<std::string, Dims> given = shapes;
+  for (const auto& [name, t] : files) given.emplace(name, t.dims());
+  KILN_ASSIGN_OR_RETURN(OpenedPlan opened, open_plan_with_defaults(a.model, options, given, ShapeFlags::kRun));
+  const Plan& plan = *opened.plan;
+  RandomInputs random;
+  KILN_ASSIGN_OR_RETURN(std::vector<RValue> inputs,
+                        plan_inputs(plan, std::move(files), shapes, a.seed, range, &random));
   KILN_ASSIGN_OR_RETURN(std::shared_ptr<Backend> backend, make_backend(plan.info.device));
   KILN_ASSIGN_OR_RETURN(auto exec, PlanExecutor::create(opened.plan, backend));
   for (int id : plan.outputs) names->push_back(plan.slots[static_cast<size_t>(id)].name);
-  return exec->run(std::move(inputs));
+  auto outs = exec->run(std::move(inputs));
+  if (!outs.ok()) return random.explain(outs.status(), range);
+  return outs;
+}
+
+// Runs the ONNX model node by node on the reference kernels, as imported.
+Result<std::vector<RValue>> run_model(const RunArgs& a, const IntRange& range, std::vector<std::string>* names) {
+  KILN_ASSIGN_OR_RETURN(Model m, import_onnx_file(a.model));
+  const Graph& g = *m.graph;
+  std::vector<InputDecl> decls;
+  for (const Value* v : g.inputs) decls.push_back({v->name, v->type});
+  KILN_ASSIGN_OR_RETURN(auto files, read_input_files(a.inputs));
+  KILN_ASSIGN_OR_RETURN(auto shapes, shape_assignments(a.shapes));
+  // Checked before the defaults, which would otherwise print notices for a run that cannot start.
+  auto known = [&](const std::string& name) {
+    return std::any_of(decls.begin(), decls.end(), [&](const InputDecl& i) { return i.name == name; });
+  };
+  for (const auto& [name, t] : files) {
+    if (!known(name)) return usage_error("--input names '{}', which is not an input of the model", name);
+  }
+  for (const auto& [name, d] : shapes) {
+    if (!known(name)) return usage_error("--shape names '{}', which is not an input of the model", name);
+  }
+  BuildOptions o;
+  o.shapes = shapes;
+  for (const auto& [name, t] : files) o.shapes.emplace(name, t.dims());
+  KILN_RETURN_IF_ERROR(default_dynamic_shapes(g, o, ShapeFlags::kRun));
+  for (const auto& [name, t] : files) o.shapes.erase(name);
+  RandomInputs random;
+  KILN_ASSIGN_OR_RETURN(std::vector<RValue> inputs,
+                        make_inputs(decls, std::move(files), o.shapes, a.seed, range, ShapeFlags::kRun, &random));
+  Executor exec(g);
+  KILN_RETURN_IF_ERROR(exec.check_inputs(inputs));
+  for (const Value* v : g.outputs) names->push_back(v->name);
+  auto outs = exec.run(std::move(inputs));
+  if (!outs.ok()) return random.explain(outs.status(), range);
+  return outs;
 }
 
 int report_outputs(const RunArgs& a, const std::vector<std::string>& names, const std::vector<RValue>& outs);
 
 int run(const RunArgs& a) {
-  if (a.optimize || is_engine_file(a.model)) {
-    std::vector<std::string> names;
-    auto outs = run_plan(a, &names);
-    if (!outs.ok()) return report_error(outs.status());
-    return report_outputs(a, names, *outs);
-  }
-  auto m = import_onnx_file(a.model);
-  if (!m.ok()) return report_error(m.status());
-  const Graph& g = *m->graph;
-  std::map<std::string, std::string> files;
-  std::map<std::string, Dims> shapes;
-  auto known = [&](const std::string& n) {
-    return std::any_of(g.inputs.begin(), g.inputs.end(), [&](const Value* v) { return v->name == n; });
-  };
-  for (const auto& s : a.inputs) {
-    auto kv = split_assignment(s, "--input");
-    if (!kv.ok()) return report_error(kv.status());
-    if (!known(kv->first))
-      return report_error(usage_error("--input names '{}', which is not an input of the model", kv->first));
-    files[kv->first] = kv->second;
-  }
-  for (const auto& s : a.shapes) {
-    auto kv = split_assignment(s, "--shape");
-    if (!kv.ok()) return report_error(kv.status());
-    if (!known(kv->first))
-      return report_error(usage_error("--shape names '{}', which is not an input of the model", kv->first));
-    auto d = parse_dims(kv->second);
-    if (!d.ok()) return report_error(d.status());
-    shapes[kv->first] = *d;
-  }
-  std::mt19937_64 rng(a.seed);
-  std::vector<RValue> inputs;
-  for (const Value* v : g.inputs) {
-    if (files.count(v->name)) {
-      auto t = read_npy(files[v->name]);
-      if (!t.ok()) return report_error(t.status().with_context("input '" + v->name + "'"));
-      inputs.push_back(RValue::of(std::move(t).value()));
-      continue;
-    }
-    if (v->type.kind != TypeInfo::Kind::kTensor) {
-      return report_error(usage_error("input '{}' is a {}: give it with --input", v->name, v->type.to_string()));
-    }
-    Dims dims;
-    if (shapes.count(v->name)) {
-      dims = shapes[v->name];
-    } else {
-      if (!v->type.shape.rank_known) {
-        return report_error(
-            usage_error("input '{}' has no declared shape: give it with --shape {}=...", v->name, v->name));
-      }
-      for (const Dim& d : v->type.shape.dims) {
-        if (!d.known()) {
-          return report_error(usage_error("input '{}' has dynamic shape {}: give it with --shape {}=...", v->name,
-                                          v->type.shape.to_string(), v->name));
-        }
-        dims.push_back(d.value);
-      }
-    }
-    if (v->type.dtype == DataType::kString) {
-      return report_error(usage_error("input '{}' holds strings: give it with --input", v->name));
-    }
-    auto probe = Tensor::create(v->type.dtype, dims);
-    if (!probe.ok()) return report_error(probe.status().with_context("input '" + v->name + "'"));
-    inputs.push_back(RValue::of(random_tensor(v->type.dtype, dims, rng)));
-  }
-  Executor exec(g);
-  Status s = exec.check_inputs(inputs);
-  if (!s.ok()) return report_error(s);
-  auto outs = exec.run(std::move(inputs));
-  if (!outs.ok()) return report_error(outs.status());
+  auto range = parse_int_range(a.int_range);
+  if (!range.ok()) return report_error(range.status());
   std::vector<std::string> names;
-  for (const Value* v : g.outputs) names.push_back(v->name);
+  auto outs = a.optimize || is_engine_file(a.model) ? run_plan(a, *range, &names) : run_model(a, *range, &names);
+  if (!outs.ok()) return report_error(outs.status());
   return report_outputs(a, names, *outs);
 }
 
@@ -198,6 +163,7 @@ Action add_run_command(CLI::App& app) {
   cmd->add_option("--shape", a->shapes, "NAME=1x3x224x224: shape of a randomly filled input (repeatable)");
   cmd->add_option("--output-dir", a->output_dir, "Write each output as DIR/<name>.npy");
   cmd->add_option("--seed", a->seed, "Seed for randomly filled inputs (default 0)");
+  cmd->add_option("--int-range", a->int_range, "LO,HI: random integer inputs lie in LO..HI inclusive (default 0,1)");
   cmd->add_flag("--json", a->json, "Print the output summary as JSON");
   cmd->add_flag("--optimize", a->optimize, "Build the ONNX model in memory (passes, plan) and run the plan");
   add_build_flags(cmd, a->build, false);

@@ -46,6 +46,22 @@ std::string human_bytes(int64_t bytes) {
   return u == 0 ? fmt::format("{} B", bytes) : fmt::format("{:.2f} {}", v, units[u]);
 }
 
+nlohmann::json shapes_json(const Plan& plan) {
+  nlohmann::json shapes = nlohmann::json::object();
+  for (const Profile& p : plan.profiles) {
+    for (const ShapeRange& r : p.ranges) {
+      if (!shapes.contains(r.input)) shapes[r.input] = {{"min", r.min}, {"opt", r.opt}, {"max", r.max}};
+    }
+  }
+  for (int id : plan.inputs) {
+    const Slot& s = plan.slots[static_cast<size_t>(id)];
+    if (shapes.contains(s.name) || s.type.kind != TypeInfo::Kind::kTensor || !s.type.shape.fully_known()) continue;
+    Dims d = s.type.shape.static_dims();
+    shapes[s.name] = {{"min", d}, {"opt", d}, {"max", d}};
+  }
+  return shapes;
+}
+
 nlohmann::json plan_json(const Plan& plan) {
   nlohmann::json steps = nlohmann::json::array();
   for (const Step& st : plan.steps) {
@@ -87,6 +103,7 @@ nlohmann::json plan_json(const Plan& plan) {
           {"nodes_before", plan.source_nodes},
           {"step_count", plan.steps.size()},
           {"profiles", profiles},
+          {"shapes", shapes_json(plan)},
           {"build", build}};
 }
 
