@@ -8,6 +8,7 @@ arena while sharing the bytes of `a`, which died at the Reshape, and Neg was pla
 y came out wrong by up to 6. Run at several shapes of one engine, fixed-shape too.
 """
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -69,6 +70,22 @@ def main():
                 want = sess.run(None, {"x": x})[0]
                 diff = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
                 check(f"{tag} n={n}: matches onnxruntime", diff <= 1e-5, f"max abs diff {diff}")
+        # A profile engine's benchmark reports what a change of shape costs: the step shapes for
+        # the new shapes are prepared once, and the run goes to the profile's min.
+        engine = os.path.join(d, "profile.kiln")
+        if os.path.exists(engine):
+            rc, out, err = run(a.kiln, "bench", engine, "--shapes", "x:4x64", "--iterations", "3", "--warmup", "1",
+                               "--json")
+            check("bench: runs", rc == 0, err.strip()[:300])
+            if rc == 0:
+                j = json.loads(out)
+                sc = j.get("shape_change", {})
+                check("bench: shape change to the profile's min", sc.get("to") == {"x": [1, 64]}, str(sc))
+                check("bench: prepare timed", j.get("prepare_ms", -1) >= 0 and sc.get("prepare_ms", -1) >= 0, str(j))
+                check("bench: two shapes prepared", sc.get("shapes_prepared") == 2, str(sc))
+            rc, out, err = run(a.kiln, "bench", os.path.join(d, "fixed.kiln"), "--iterations", "2", "--json")
+            check("bench: no shape change without a profile", rc == 0 and "shape_change" not in json.loads(out or "{}"),
+                  out[:300])
     return summary()
 
 

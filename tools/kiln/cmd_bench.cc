@@ -42,6 +42,60 @@ double percentile(const std::vector<double>& sorted, double p) {
   return sorted[std::clamp<size_t>(rank, 1, sorted.size()) - 1];
 }
 
+double median_of(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+
+// What a change of input shape costs an engine with a profile: the shapes are moved to the
+// profile's min (or max, when the benchmark already runs at min), the step shapes prepared for
+// them timed, then the first and later runs at the new shapes, then one run back at the first
+// shapes (cached: no prepare). Null for an engine without a range of shapes.
+Result<nlohmann::json> measure_shape_change(const Plan& plan, PlanExecutor& ex, const std::vector<RValue>& inputs,
+                                            uint64_t seed, const IntRange& range) {
+  std::map<std::string, Dims> other;
+  std::string text;
+  for (size_t i = 0; i < plan.inputs.size() && i < inputs.size(); ++i) {
+    const std::string& name = plan.slots[static_cast<size_t>(plan.inputs[i])].name;
+    if (!inputs[i].is_tensor()) continue;
+    Dims dims = inputs[i].tensor.dims();
+    for (const Profile& p : plan.profiles) {
+      for (const ShapeRange& r : p.ranges) {
+        if (r.input == name && r.min != r.max) dims = dims == r.min ? r.max : r.min;
+      }
+    }
+    if (dims != inputs[i].tensor.dims()) text += (text.empty() ? "" : ", ") + name + " " + shape_to_string(dims);
+    other[name] = dims;
+  }
+  if (text.empty()) return nlohmann::json();
+  RandomInputs random;
+  KILN_ASSIGN_OR_RETURN(auto moved, plan_inputs(plan, {}, other, seed + 1, range, &random));
+  auto ms_since = [](Clock::time_point t) {
+    return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+  };
+  auto t = Clock::now();
+  KILN_RETURN_IF_ERROR(ex.prepare(moved));
+  const double prepare_ms = ms_since(t);
+  std::vector<double> runs;
+  for (int i = 0; i < 4; ++i) {
+    t = Clock::now();
+    KILN_RETURN_IF_ERROR(ex.run(moved).status());
+    runs.push_back(ms_since(t));
+  }
+  t = Clock::now();
+  KILN_RETURN_IF_ERROR(ex.run(inputs).status());
+  const double back_ms = ms_since(t);
+  nlohmann::json to;
+  for (const auto& [name, d] : other) to[name] = d;
+  return nlohmann::json{{"to", to},
+                        {"to_text", text},
+                        {"prepare_ms", prepare_ms},
+                        {"first_run_ms", runs.front()},
+                        {"run_ms", median_of(std::vector<double>(runs.begin() + 1, runs.end()))},
+                        {"back_ms", back_ms},
+                        {"shapes_prepared", ex.shape_cache_stats().misses}};
+}
+
 int bench(const Args& a) {
   if (a.iterations < 0 || a.duration < 0 || a.warmup < 0 || a.threads < 0) {
     return report_error(usage_error("--warmup, --iterations, --duration and --threads must not be negative"));
@@ -72,6 +126,10 @@ int bench(const Args& a) {
   if (!exec.ok()) return report_error(exec.status());
   PlanExecutor& ex = **exec;
 
+  // The step shapes of the first input shapes, inferred once and cached (what a new shape costs).
+  auto tp = Clock::now();
+  if (Status s = ex.prepare(*inputs); !s.ok()) return report_error(s);
+  const double first_prepare_ms = std::chrono::duration<double, std::milli>(Clock::now() - tp).count();
   for (int i = 0; i < a.warmup; ++i) {
     auto r = ex.run(*inputs);
     if (!r.ok()) return report_error(random.explain(r.status(), *range));
@@ -112,6 +170,9 @@ int bench(const Args& a) {
       {"min", sorted.front()},         {"mean", mean},        {"median", median}, {"p90", percentile(sorted, 90)},
       {"p99", percentile(sorted, 99)}, {"max", sorted.back()}};
 
+  auto change = measure_shape_change(plan, ex, *inputs, a.seed, *range);
+  if (!change.ok()) return report_error(random.explain(change.status(), *range));
+
   if (!a.export_times.empty()) {
     nlohmann::json times = nlohmann::json::array();
     for (size_t i = 0; i < latencies.size(); ++i) {
@@ -150,6 +211,8 @@ int bench(const Args& a) {
                         {"h2d_ms", nullptr},
                         {"d2h_ms", nullptr}};
     if (a.profile) j["profile"] = profile;
+    j["prepare_ms"] = first_prepare_ms;
+    if (!change->is_null()) j["shape_change"] = *change;
     std::printf("%s\n", j.dump(2).c_str());
     return kExitOk;
   }
@@ -161,6 +224,16 @@ int bench(const Args& a) {
       "percentile(99%%) = %.4f ms\n",
       sorted.front(), sorted.back(), mean, median, percentile(sorted, 90), percentile(sorted, 99));
   std::printf("host-to-device: n/a (cpu), device-to-host: n/a (cpu); compute = latency\n");
+  std::printf("prepare: step shapes inferred in %.4f ms for the first input shapes (once per new shape)\n",
+              first_prepare_ms);
+  if (!change->is_null()) {
+    const auto& c = *change;
+    std::printf(
+        "shape change to %s: prepare %.4f ms, first run %.4f ms, later runs %.4f ms (median); back to the first "
+        "shapes: %.4f ms (prepared already)\n",
+        c["to_text"].get<std::string>().c_str(), c["prepare_ms"].get<double>(), c["first_run_ms"].get<double>(),
+        c["run_ms"].get<double>(), c["back_ms"].get<double>());
+  }
   if (a.profile) {
     std::printf("\n%-4s %-32s %-20s %12s %8s\n", "#", "step", "op", "avg ms", "%");
     for (size_t i = 0; i < profile.size(); ++i) {
