@@ -11,26 +11,16 @@
 #include "lower/builder.h"
 #include "model_builder.h"
 #include "onnx/importer.h"
+#include "plan_run_util.h"
 #include "runtime/executor.h"
 #include "runtime/plan_executor.h"
 
 namespace kiln {
 namespace {
 
+using testing::random_float;
 Model import(const onnx::ModelProto& p) {
-  std::string bytes;
-  p.SerializeToString(&bytes);
-  auto m = import_onnx_bytes(bytes, ".", "test");
-  EXPECT_TRUE(m.ok()) << m.status().message();
-  return std::move(m).value();
-}
-
-Tensor random_float(Dims dims, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(-1, 1);
-  Tensor t(DataType::kFloat, std::move(dims));
-  for (float& x : t.span<float>()) x = u(rng);
-  return t;
+  return testing::import_model(p);
 }
 
 Result<std::vector<RValue>> run_plan(std::shared_ptr<Plan> plan, std::vector<RValue> in) {

@@ -10,6 +10,7 @@
 #include "lower/builder.h"
 #include "model_builder.h"
 #include "onnx/importer.h"
+#include "plan_run_util.h"
 #include "runtime/executor.h"
 #include "runtime/plan_executor.h"
 
@@ -17,18 +18,9 @@ namespace kiln {
 namespace {
 using namespace kiln::testing;
 
+using testing::random_float;
 Model import(const onnx::ModelProto& p) {
-  auto m = import_onnx_bytes(p.SerializeAsString(), ".", "test");
-  EXPECT_TRUE(m.ok()) << m.status().message();
-  return std::move(m).value();
-}
-
-Tensor random_float(Dims dims, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(-1, 1);
-  Tensor t(DataType::kFloat, std::move(dims));
-  for (float& x : t.span<float>()) x = u(rng);
-  return t;
+  return testing::import_model(p);
 }
 
 double max_abs_diff(const Tensor& a, const Tensor& b) {

@@ -1,0 +1,28 @@
+#pragma once
+// Shared by the builder and plan tests: import a model made with model_builder.h, and seeded
+// random inputs.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "model_builder.h"
+#include "onnx/importer.h"
+
+namespace kiln::testing {
+
+inline Model import_model(const onnx::ModelProto& p) {
+  auto m = import_onnx_bytes(p.SerializeAsString(), ".", "test");
+  EXPECT_TRUE(m.ok()) << m.status().message();
+  return std::move(m).value();
+}
+
+// Uniform in [-1, 1), the same for the same seed.
+inline Tensor random_float(Dims dims, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(-1, 1);
+  Tensor t(DataType::kFloat, std::move(dims));
+  for (float& x : t.span<float>()) x = u(rng);
+  return t;
+}
+
+}  // namespace kiln::testing
