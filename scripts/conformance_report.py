@@ -112,6 +112,23 @@ def main():
             lines.append(f"| {s_['test']} | {s_['reason'].removeprefix('excluded: ')} |")
         for f_ in mr["failures"]:
             lines.append(f"| {f_['test']} | failed: {f_['reason'][:200]} |")
+    # The same suites through the optimizer and with shape profiles around each test's inputs.
+    lines += ["", "## Through the optimizer and with shape profiles", "",
+              "`--optimize` builds each test into an engine for its input shapes (passes, plan, memory arena); "
+              "`--profile` builds it with every input dimension symbolic and a profile around the test's shapes "
+              "(the widest that builds: every dim in 1..2d, else the first dim in 1..2d, else every dim in 1..d), "
+              "so the passes see symbolic shapes and slots are sized above the shapes that run.", "",
+              "| suite | mode | passed | failed | excluded | profiles used |", "|---|---|---:|---:|---:|---|"]
+    suites = [("node", [node_dir], a.exclude)]
+    if model_dirs and a.model_exclude:
+        suites.append(("model-level", model_dirs, a.model_exclude))
+    for suite, dirs, excl in suites:
+        for mode in ("--optimize", "--profile"):
+            q = subprocess.run([a.kiln, "conformance", *dirs, mode, "--exclude", excl, "--json", "-j", "2"],
+                               capture_output=True, text=True)
+            qr = json.loads(q.stdout)
+            used = ", ".join(f"{v} {k}" for k, v in sorted(qr.get("profiles", {}).items(), key=lambda x: -x[1]))
+            lines.append(f"| {suite} | `{mode}` | {qr['passed']} | {qr['failed']} | {qr['skipped']} | {used or '-'} |")
     lines += ["", "## Excluded node tests", "", "| test | reason |", "|---|---|"]
     for s in sorted(r["skips"], key=lambda x: x["test"]):
         lines.append(f"| {s['test']} | {s['reason'].removeprefix('excluded: ')} |")
