@@ -38,6 +38,13 @@ class Backend {
 
   // Whether some tactic runs `node` with `precision` arithmetic in `layout`.
   virtual bool supports(const Node& node, DataType precision, Layout layout) const = 0;
+  // The layouts `node` runs in at `precision`, best first (the layout stage picks among those
+  // supported the one that saves reformats). The default: plain only.
+  virtual std::vector<Layout> layouts(const Node& node, DataType precision) const {
+    (void)node;
+    (void)precision;
+    return {Layout::kPlain};
+  }
   // The tactics able to run `node` (first is the default when nothing is timed).
   virtual std::vector<std::string> tactics(const Node& node, DataType precision, Layout layout) const = 0;
   // Build time: repacks the constant inputs of `node` for `tactic` (e.g. blocked conv weights).

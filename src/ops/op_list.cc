@@ -18,6 +18,7 @@ void register_image_ops(OpRegistry& r);        // image.cc: Resize, GridSample, 
 void register_signal_ops(OpRegistry& r);       // signal.cc: DFT, STFT, windows, MelWeightMatrix
 void register_attention_ops(OpRegistry& r);    // attention.cc: Attention, RotaryEmbedding ...
 void register_fused_ops(OpRegistry& r);        // fused.cc: kiln.FusedConv/Gemm/MatMul/Elementwise
+void register_transition_ops(OpRegistry& r);   // transition.cc: kiln.Reformat, kiln.Copy
 
 void register_all_ops(OpRegistry& r) {
   register_elementwise_ops(r);
@@ -34,6 +35,7 @@ void register_all_ops(OpRegistry& r) {
   register_signal_ops(r);
   register_attention_ops(r);
   register_fused_ops(r);
+  register_transition_ops(r);
 }
 
 }  // namespace kiln

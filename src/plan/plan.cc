@@ -2,6 +2,8 @@
 
 #include <set>
 
+#include <fmt/format.h>
+
 namespace kiln {
 
 std::string_view layout_name(Layout l) {
@@ -21,6 +23,10 @@ std::string_view slot_kind_name(SlotKind k) {
     case SlotKind::kActivation: return "activation";
   }
   return "activation";
+}
+
+std::string storage_name(const Storage& s) {
+  return fmt::format("{}/{}/{}", dtype_name(s.dtype), layout_name(s.layout), s.device);
 }
 
 bool is_view_op(const Node& n) {

@@ -16,6 +16,18 @@ namespace kiln {
 enum class Layout { kPlain, kNHWC, kBlocked };  // kPlain: row-major, as ONNX defines the tensor
 std::string_view layout_name(Layout l);
 
+// What a slot's bytes hold: the element type (fp32, fp16, bf16, int8, ... : the logical ONNX
+// dtype, or a lower precision a backend computes in), the layout, and the device whose memory
+// holds them. A change of storage between two steps is an explicit step: kiln.Reformat (element
+// type or layout) or kiln.Copy (device).
+struct Storage {
+  DataType dtype = DataType::kUndefined;
+  Layout layout = Layout::kPlain;
+  std::string device = "cpu";  // "cpu" or "cuda"
+  bool operator==(const Storage& o) const = default;
+};
+std::string storage_name(const Storage& s);  // "float16/nhwc/cuda"
+
 enum class SlotKind { kInput, kOutput, kWeight, kActivation };
 std::string_view slot_kind_name(SlotKind k);
 
@@ -28,7 +40,8 @@ bool is_view_op(const Node& n);
 struct Slot {
   std::string name;
   SlotKind kind = SlotKind::kActivation;
-  TypeInfo type;       // as inferred for the largest shapes of the profile
+  TypeInfo type;       // logical type, as inferred for the largest shapes of the profile
+  Storage storage;     // how its bytes are held (storage.dtype: the logical dtype unless lowered)
   int64_t bytes = -1;  // size at the profile's largest shapes; -1 when not a tensor of bounded size
   // Arena placement for activations (and outputs, which are copied out): byte offset, or -1 when
   // the slot is allocated when produced (unbounded size, sequences, optionals).
@@ -47,7 +60,8 @@ struct Step {
   std::vector<std::string> fused;  // names of the source-model nodes this step computes
   DataType precision = DataType::kFloat;
   Layout layout = Layout::kPlain;
-  std::string tactic;  // backend tactic name, "reference" on the reference backend
+  std::string backend = "reference";  // the backend that runs it: "reference", "cpu", "cuda"
+  std::string tactic;                 // backend tactic name, "reference" on the reference backend
 };
 
 struct MemoryStats {

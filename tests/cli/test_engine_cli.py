@@ -155,6 +155,11 @@ def bench_inputs(kiln, tmp):
     check("build the gather model with a profile", rc == 0, f"rc={rc} {se[:300]}")
     rc, so, se = run(kiln, "bench", engine, *fast, "--int-range", "0,100", "--input", f"ids={tmp}/ids.npy")
     check("bench --input on an engine", rc == 0, f"rc={rc} {se[:300]}")
+    sc = json.loads(so).get("shape_change", {}) if rc == 0 else {}
+    # The change of shape to the profile's min keeps the leading block of the given data, so it
+    # runs where random integers in 0..100 would overrun the table.
+    check("bench: a shape change on given data shrinks it", sc.get("to") == {"ids": [1, 1]} and "error" not in sc
+          and sc.get("prepare_ms", -1) >= 0, str(sc))
     expect_error(kiln, "bench: --int-range 0,100 on an engine", ["bench", engine, *fast, "--int-range", "0,100"], 3,
                  ["embed", "'ids'", "0..100", "--input"])
     expect_error(kiln, "bench --input names no input", ["bench", gat, "--input", f"nope={tmp}/ids.npy"], 2, ["'nope'"])

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <numeric>
 
@@ -47,53 +48,88 @@ double median_of(std::vector<double> v) {
   return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
 }
 
+// The leading block of `t` with `dims` (each at most t's): real data keeps its meaning (indices
+// stay in range, masks stay masks) when a benchmark moves to a smaller shape.
+Tensor leading_block(const Tensor& t, const Dims& dims) {
+  Tensor out(t.dtype(), dims);
+  const size_t es = dtype_size(t.dtype());
+  const int64_t n = out.numel();
+  const size_t rank = dims.size();
+  Dims idx(rank, 0);
+  const auto* src = static_cast<const uint8_t*>(t.raw());
+  auto* dst = static_cast<uint8_t*>(out.raw());
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t off = 0;
+    for (size_t d = 0; d < rank; ++d) off = off * t.dims()[d] + idx[d];
+    std::memcpy(dst + static_cast<size_t>(i) * es, src + static_cast<size_t>(off) * es, es);
+    for (size_t d = rank; d-- > 0;) {
+      if (++idx[d] < dims[d]) break;
+      idx[d] = 0;
+    }
+  }
+  return out;
+}
+
 // What a change of input shape costs an engine with a profile: the shapes are moved to the
 // profile's min (or max, when the benchmark already runs at min), the step shapes prepared for
 // them timed, then the first and later runs at the new shapes, then one run back at the first
-// shapes (cached: no prepare). Null for an engine without a range of shapes.
+// shapes (cached: no prepare). Inputs that shrink keep the leading block of their data, the
+// others are random; when the new shapes cannot run on such data, the change is reported as not
+// measured. Null for an engine without a range of shapes.
 Result<nlohmann::json> measure_shape_change(const Plan& plan, PlanExecutor& ex, const std::vector<RValue>& inputs,
                                             uint64_t seed, const IntRange& range) {
   std::map<std::string, Dims> other;
+  std::map<std::string, Tensor> kept;
   std::string text;
   for (size_t i = 0; i < plan.inputs.size() && i < inputs.size(); ++i) {
     const std::string& name = plan.slots[static_cast<size_t>(plan.inputs[i])].name;
     if (!inputs[i].is_tensor()) continue;
-    Dims dims = inputs[i].tensor.dims();
+    const Tensor& t = inputs[i].tensor;
+    Dims dims = t.dims();
     for (const Profile& p : plan.profiles) {
       for (const ShapeRange& r : p.ranges) {
         if (r.input == name && r.min != r.max) dims = dims == r.min ? r.max : r.min;
       }
     }
-    if (dims != inputs[i].tensor.dims()) text += (text.empty() ? "" : ", ") + name + " " + shape_to_string(dims);
+    bool shrinks = t.dtype() != DataType::kString && dims.size() == t.dims().size();
+    for (size_t d = 0; shrinks && d < dims.size(); ++d) shrinks = dims[d] <= t.dims()[d];
+    if (dims != t.dims()) text += (text.empty() ? "" : ", ") + name + " " + shape_to_string(dims);
+    if (shrinks) kept[name] = dims == t.dims() ? t : leading_block(t, dims);
     other[name] = dims;
   }
   if (text.empty()) return nlohmann::json();
+  nlohmann::json to;
+  for (const auto& [name, d] : other) to[name] = d;
+  nlohmann::json out{{"to", to}, {"to_text", text}};
   RandomInputs random;
-  KILN_ASSIGN_OR_RETURN(auto moved, plan_inputs(plan, {}, other, seed + 1, range, &random));
+  KILN_ASSIGN_OR_RETURN(auto moved, plan_inputs(plan, std::move(kept), other, seed + 1, range, &random));
   auto ms_since = [](Clock::time_point t) {
     return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
   };
   auto t = Clock::now();
-  KILN_RETURN_IF_ERROR(ex.prepare(moved));
+  if (Status s = ex.prepare(moved); !s.ok()) {
+    out["error"] = random.explain(s, range).message();
+    return out;
+  }
   const double prepare_ms = ms_since(t);
   std::vector<double> runs;
   for (int i = 0; i < 4; ++i) {
     t = Clock::now();
-    KILN_RETURN_IF_ERROR(ex.run(moved).status());
+    if (Status s = ex.run(moved).status(); !s.ok()) {
+      out["error"] = random.explain(s, range).message();
+      return out;
+    }
     runs.push_back(ms_since(t));
   }
   t = Clock::now();
   KILN_RETURN_IF_ERROR(ex.run(inputs).status());
   const double back_ms = ms_since(t);
-  nlohmann::json to;
-  for (const auto& [name, d] : other) to[name] = d;
-  return nlohmann::json{{"to", to},
-                        {"to_text", text},
-                        {"prepare_ms", prepare_ms},
-                        {"first_run_ms", runs.front()},
-                        {"run_ms", median_of(std::vector<double>(runs.begin() + 1, runs.end()))},
-                        {"back_ms", back_ms},
-                        {"shapes_prepared", ex.shape_cache_stats().misses}};
+  out["prepare_ms"] = prepare_ms;
+  out["first_run_ms"] = runs.front();
+  out["run_ms"] = median_of(std::vector<double>(runs.begin() + 1, runs.end()));
+  out["back_ms"] = back_ms;
+  out["shapes_prepared"] = ex.shape_cache_stats().misses;
+  return out;
 }
 
 int bench(const Args& a) {
@@ -226,7 +262,10 @@ int bench(const Args& a) {
   std::printf("host-to-device: n/a (cpu), device-to-host: n/a (cpu); compute = latency\n");
   std::printf("prepare: step shapes inferred in %.4f ms for the first input shapes (once per new shape)\n",
               first_prepare_ms);
-  if (!change->is_null()) {
+  if (!change->is_null() && change->contains("error")) {
+    std::printf("shape change to %s: not measured: %s\n", (*change)["to_text"].get<std::string>().c_str(),
+                (*change)["error"].get<std::string>().c_str());
+  } else if (!change->is_null()) {
     const auto& c = *change;
     std::printf(
         "shape change to %s: prepare %.4f ms, first run %.4f ms, later runs %.4f ms (median); back to the first "

@@ -1,0 +1,44 @@
+#include <algorithm>
+
+#include "lower/stages.h"
+
+namespace kiln {
+namespace {
+
+// The layouts that apply to a tensor of `rank`: NHWC and blocked layouts describe 4-D images.
+bool layout_applies(Layout l, int64_t rank) {
+  return l == Layout::kPlain || rank == 4;
+}
+
+int64_t slot_rank(const Slot& s) {
+  return s.type.kind == TypeInfo::Kind::kTensor && s.type.shape.rank_known ? s.type.shape.rank() : -1;
+}
+
+}  // namespace
+
+Status choose_layouts(Plan& plan, const Backend& backend) {
+  for (Step& st : plan.steps) {
+    std::vector<Layout> offered;
+    for (Layout l : backend.layouts(*st.node, st.precision)) {
+      if (backend.supports(*st.node, st.precision, l)) offered.push_back(l);
+    }
+    if (offered.empty()) offered.push_back(Layout::kPlain);
+    st.layout = offered.front();
+    // The layout the data input already has saves a reformat, when the step offers it.
+    if (!st.inputs.empty() && st.inputs[0] >= 0) {
+      const Slot& in = plan.slots[static_cast<size_t>(st.inputs[0])];
+      if (layout_applies(in.storage.layout, slot_rank(in)) && in.storage.layout != Layout::kPlain &&
+          std::find(offered.begin(), offered.end(), in.storage.layout) != offered.end()) {
+        st.layout = in.storage.layout;
+      }
+    }
+    for (int id : st.outputs) {
+      if (id < 0) continue;
+      Slot& s = plan.slots[static_cast<size_t>(id)];
+      s.storage.layout = layout_applies(st.layout, slot_rank(s)) ? st.layout : Layout::kPlain;
+    }
+  }
+  return {};
+}
+
+}  // namespace kiln

@@ -1,0 +1,59 @@
+#pragma once
+// The lowering stages the builder runs in order, each in its own file:
+//
+//   profile.cc      shape options -> one profile; the graph's input types from it
+//   steps.cc        optimized graph -> steps and slots (logical types, default storage)
+//   precision.cc    each step's arithmetic precision; the element type its outputs are stored in
+//   layout.cc       each step's layout, chosen to save reformats; its outputs' storage layout
+//   transitions.cc  kiln.Reformat / kiln.Copy steps where a value's storage differs from what its
+//                   reader needs (graph outputs: the logical type, plain, in host memory)
+//   tactics.cc      a tactic per step, timed where a backend offers several, with a timing cache
+//   memory.cc       slot sizes at the profile's largest shapes, lifetimes, in-place pairs, arena
+//
+// Each stage reads and edits the Plan (and, for transitions, its graph) and is tested on its own.
+#include <string>
+
+#include "backends/backend.h"
+#include "lower/builder.h"
+#include "plan/plan.h"
+
+namespace kiln {
+
+// profile.cc: one range per tensor input from the shape options, checked against the model.
+Result<Profile> resolve_profile(const Graph& g, const BuildOptions& options);
+// Sets the graph's input types from the profile: dims equal at min and max (or all dims, with
+// `at_max`) become static, the others symbolic (named after the model's symbol, or <input>_dim<i>).
+void apply_profile(Graph& g, const Profile& profile, bool at_max);
+// Clears the types of values computed by nodes, so inference derives them from the inputs alone.
+void clear_intermediate_types(Graph& g);
+
+// steps.cc: a step per top-level node of plan.graph, in order, and a slot per value (inputs,
+// weights, node outputs). Storage is the logical type, plain, on `backend`'s device (graph inputs
+// in host memory); precision is the node's own; the tactic is left to select_tactics.
+Status lower_to_steps(Plan& plan, const Backend& backend);
+
+// precision.cc: with fp16/bf16 allowed, a float32 step computes in the lowest allowed precision the
+// backend supports for it; its floating-point outputs are stored in that precision.
+Status assign_precision(Plan& plan, const Backend& backend, bool fp16, bool bf16);
+
+// layout.cc: each step's layout among those the backend offers for it, preferring the layout its
+// data input is already stored in; 4-D outputs are stored in the step's layout.
+Status choose_layouts(Plan& plan, const Backend& backend);
+
+// transitions.cc: inserts kiln.Reformat (element type, layout) and kiln.Copy (device) steps and
+// their slots where a reader needs another storage, one per slot and storage however many read
+// it; graph outputs leave in their logical type, plain, in host memory, under their own names.
+Status insert_transitions(Plan& plan, const Backend& backend);
+// The storage step `st` reads its input `k` in.
+Storage wanted_storage(const Plan& plan, const Step& st, size_t k, const std::string& device);
+
+// tactics.cc: a tactic per step (timed on the backend when it offers several, the choice kept in
+// the timing cache at `timing_cache` when given) and the largest workspace any asks for.
+Status select_tactics(Plan& plan, const Backend& backend, const std::string& timing_cache);
+
+// memory.cc: sizes at the profile's largest shapes (shape computations evaluated), lifetimes,
+// in-place pairs and the arena placement. `check_types`: a build-time (symbolic) type that
+// contradicts the shapes at max is an error (builds that verify passes).
+Status plan_activations(Plan& plan, bool check_types);
+
+}  // namespace kiln
