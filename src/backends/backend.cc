@@ -1,8 +1,79 @@
 #include "backends/backend.h"
 
 #include "backends/reference/reference_backend.h"
+#include "plan/storage.h"
 
 namespace kiln {
+namespace {
+
+// Runs a step through Backend::run on logical values: each input read from its storage (a view
+// of the bytes where they already are logical), each output written into its view's storage.
+// The oracle's way onto the storage contract; it allocates while converting, as the reference
+// kernels do.
+class LogicalKernel : public StepKernel {
+ public:
+  LogicalKernel(const Backend& backend, const Step& step) : backend_(backend), step_(step) {}
+
+  Status enqueue(std::span<const TensorView> inputs, std::span<TensorView> outputs, const KernelContext& ctx) override {
+    std::vector<RValue> values(inputs.size());
+    std::vector<const RValue*> in(inputs.size(), nullptr);
+    for (size_t k = 0; k < inputs.size(); ++k) {
+      const TensorView& v = inputs[k];
+      if (v.value) {
+        in[k] = v.value;
+        continue;
+      }
+      if (v.omitted) continue;
+      if (storage_is_logical(v.storage, v.logical) && v.storage.device == "cpu") {
+        // The bytes are the tensor: wrap them without copying (the view outlives the step).
+        values[k] = RValue::of(Tensor::wrap(
+            v.logical, v.dims, std::shared_ptr<uint8_t[]>(std::shared_ptr<void>(), static_cast<uint8_t*>(v.data))));
+      } else {
+        KILN_ASSIGN_OR_RETURN(Tensor t, read_storage(v.data, v.storage, v.logical, v.dims));
+        values[k] = RValue::of(std::move(t));
+      }
+      in[k] = &values[k];
+    }
+    OpContext op(*step_.node, std::move(in), ctx.run_subgraph);
+    KILN_RETURN_IF_ERROR(backend_.run(step_, op));
+    for (size_t k = 0; k < outputs.size(); ++k) {
+      TensorView& v = outputs[k];
+      if (v.omitted) continue;
+      RValue& r = op.outputs()[k];
+      if (v.value) {
+        *v.value = std::move(r);
+        continue;
+      }
+      if (!r.is_tensor()) {
+        return runtime_error("output {} is a {}, its slot holds a tensor", k, r.is_sequence() ? "sequence" : "none");
+      }
+      const Tensor& t = r.tensor;
+      bool same = !v.rank_known || t.dims().size() == v.dims.size();
+      for (size_t d = 0; v.rank_known && same && d < v.dims.size(); ++d) {
+        same = v.dims[d] < 0 || v.dims[d] == t.dims()[d];
+      }
+      if (!same || (v.logical != DataType::kUndefined && t.dtype() != v.logical)) {
+        return runtime_error("output {} came out as {}[{}], its shapes were prepared as {}[{}]", k,
+                             dtype_name(t.dtype()), shape_to_string(t.dims()), dtype_name(v.logical),
+                             shape_to_string(v.dims));
+      }
+      v.dims = t.dims();
+      KILN_RETURN_IF_ERROR(write_storage(t, v.storage, v.data, v.capacity));
+    }
+    return {};
+  }
+
+ private:
+  const Backend& backend_;
+  const Step& step_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<StepKernel>> Backend::make_kernel(const Plan& plan, const Step& step) const {
+  (void)plan;
+  return std::unique_ptr<StepKernel>(std::make_unique<LogicalKernel>(*this, step));
+}
 
 DataType node_precision(const Node& node) {
   for (const Value* v : node.outputs) {

@@ -5,6 +5,7 @@
 // runtime only calls run().
 #include <cstddef>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,46 @@ class Allocator {
   // Returns nullptr-free memory or an error naming the size.
   virtual Result<void*> allocate(size_t bytes, size_t alignment) = 0;
   virtual void deallocate(void* p) = 0;
+};
+
+// What a kernel sees of a tensor slot: its bytes in the slot's storage, placed by the plan (in
+// the arena, a weight, the caller's input). Dims are ONNX's (logical). A slot whose size is known
+// only once computed (data-dependent shapes, sequences, maps) has no bytes but a `value` instead:
+// an input's to read, an output's for the kernel to set. Graph inputs and weights carry both.
+struct TensorView {
+  void* data = nullptr;
+  int64_t capacity = 0;  // bytes available at `data` (the slot's size at the profile's max)
+  Storage storage;
+  DataType logical = DataType::kUndefined;
+  Dims dims;               // for an output: the shape prepared for these inputs; -1 where it depends on data
+  bool rank_known = true;  // false: not even the rank is known before the step runs
+  RValue* value = nullptr;
+  bool omitted = false;  // an optional input or output the node leaves out
+};
+
+struct KernelContext {
+  void* workspace = nullptr;  // the bytes the tactic asked for at build
+  int64_t workspace_bytes = 0;
+  void* stream = nullptr;       // the context's stream (cudaStream_t) on a device
+  SubgraphRunner run_subgraph;  // If/Loop/Scan bodies
+};
+
+// A step's kernel in one execution context. Kernels never allocate their outputs: they write the
+// views they are given (a dynamic output's value excepted) and return a Status.
+class StepKernel {
+ public:
+  virtual ~StepKernel() = default;
+  // Once per new input shape, before the first enqueue at it: shape-dependent set-up (library
+  // plans). Reads no data.
+  virtual Status prepare(std::span<const TensorView> inputs, std::span<const TensorView> outputs) {
+    (void)inputs;
+    (void)outputs;
+    return {};
+  }
+  // Runs the step (on a device: launches it on ctx.stream, without waiting). An output whose
+  // prepared dims have a -1 gets its dims set here.
+  virtual Status enqueue(std::span<const TensorView> inputs, std::span<TensorView> outputs,
+                         const KernelContext& ctx) = 0;
 };
 
 class Backend {
@@ -61,8 +102,12 @@ class Backend {
     (void)tactic;
     return 0;
   }
-  // Runs one step; `ctx` holds the step's node, inputs and (on return) outputs.
+  // Runs one step on logical values; `ctx` holds the step's node, inputs and (on return)
+  // outputs. The default kernel (make_kernel) adapts it to the storage contract.
   virtual Status run(const Step& step, OpContext& ctx) const = 0;
+  // The kernel of `step` for one execution context. The default wraps run(): inputs read from
+  // their storage into logical tensors, outputs converted into their views' storage, on the host.
+  virtual Result<std::unique_ptr<StepKernel>> make_kernel(const Plan& plan, const Step& step) const;
 };
 
 // The element type a node computes in: its first tensor output's (kUndefined when it has none).

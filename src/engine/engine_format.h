@@ -1,9 +1,9 @@
 #pragma once
-// The engine file layout, format version 1. All integers are little-endian.
+// The engine file layout, format version 2. All integers are little-endian.
 //
 //   offset  size  header (kHeaderSize = 64 bytes)
 //   0       8     magic "KILNENG\0"
-//   8       4     u32 format version (1)
+//   8       4     u32 format version (2; version 1 files, before storage, are refused: rebuild)
 //   12      4     u32 header size (64)
 //   16      8     u64 file size: the file ends exactly here
 //   24      8     u64 section table offset (64: right after the header)
@@ -27,11 +27,12 @@
 //            initializer data omitted; read back by read_exported_onnx (node order, per-node
 //            opsets and types preserved).
 //   PLAN     JSON object:
-//              "slots":   [{name, kind ("input"|"output"|"weight"|"activation"), type, bytes,
-//                           offset, weight, first_step, last_step, in_place_of}]
+//              "slots":   [{name, kind ("input"|"output"|"weight"|"activation"), type,
+//                           storage {dtype, layout, device ("cpu"|"cuda")}, bytes, offset,
+//                           weight, first_step, last_step, in_place_of}]
 //              "steps":   [{name, node (index into the graph's top-level node list), inputs[],
 //                           outputs[] (slot ids, -1 omitted), fused[], precision (dtype name),
-//                           layout ("plain"|"nhwc"|"blocked"), tactic}]
+//                           layout ("plain"|"nhwc"|"blocked"), backend, tactic}]
 //              "inputs", "outputs": slot ids in graph input / output order
 //              "weights": [{name, dtype, dims[], offset, size}]: offset relative to the WEIGHTS
 //                         section start, a multiple of kBlobAlignment
@@ -53,7 +54,7 @@
 namespace kiln::engine_format {
 
 inline constexpr char kMagic[8] = {'K', 'I', 'L', 'N', 'E', 'N', 'G', '\0'};
-inline constexpr uint32_t kFormatVersion = 1;
+inline constexpr uint32_t kFormatVersion = 2;
 inline constexpr size_t kHeaderSize = 64;
 inline constexpr size_t kSectionEntrySize = 32;
 inline constexpr size_t kSectionAlignment = 64;

@@ -211,6 +211,12 @@ Result<Slot> read_slot(const In& in, int64_t nslots, int64_t nsteps, int64_t nwe
   KILN_ASSIGN_OR_RETURN(s.kind, slot_kind_from_json(kind));
   KILN_ASSIGN_OR_RETURN(In type, in.at("type"));
   KILN_ASSIGN_OR_RETURN(s.type, type_from_json(type, 0));
+  KILN_ASSIGN_OR_RETURN(In storage, in.at("storage"));
+  KILN_FIELD(s.storage.dtype, storage, "dtype", dtype(true));
+  KILN_ASSIGN_OR_RETURN(In layout, storage.at("layout"));
+  KILN_ASSIGN_OR_RETURN(s.storage.layout, layout_from_json(layout));
+  KILN_FIELD(s.storage.device, storage, "device", string());
+  if (s.storage.device != "cpu" && s.storage.device != "cuda") return storage.fail("a device, \"cpu\" or \"cuda\"");
   KILN_FIELD(s.bytes, in, "bytes", integer(-1));
   KILN_FIELD(s.offset, in, "offset", integer(-1));
   int64_t v = 0;
@@ -235,6 +241,7 @@ Result<Step> read_step(const In& in, int64_t nslots, int64_t* node) {
   KILN_FIELD(s.precision, in, "precision", dtype(false));
   KILN_ASSIGN_OR_RETURN(In layout, in.at("layout"));
   KILN_ASSIGN_OR_RETURN(s.layout, layout_from_json(layout));
+  KILN_FIELD(s.backend, in, "backend", string());
   KILN_FIELD(s.tactic, in, "tactic", string());
   return s;
 }
@@ -311,6 +318,10 @@ Result<std::string> write_plan(const Plan& plan, const std::vector<WeightEntry>&
     slots.push_back({{"name", s.name},
                      {"kind", slot_kind_name(s.kind)},
                      {"type", type_to_json(s.type)},
+                     {"storage",
+                      {{"dtype", dtype_name(s.storage.dtype)},
+                       {"layout", layout_name(s.storage.layout)},
+                       {"device", s.storage.device}}},
                      {"bytes", s.bytes},
                      {"offset", s.offset},
                      {"weight", s.weight},
@@ -327,6 +338,7 @@ Result<std::string> write_plan(const Plan& plan, const std::vector<WeightEntry>&
                      {"fused", s.fused},
                      {"precision", dtype_name(s.precision)},
                      {"layout", layout_name(s.layout)},
+                     {"backend", s.backend},
                      {"tactic", s.tactic}});
   }
   json ws = json::array();

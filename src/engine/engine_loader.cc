@@ -94,6 +94,10 @@ class Loader {
       return fail("built by a newer Kiln: format version {}, this Kiln reads up to {}", version, ef::kFormatVersion);
     }
     if (version == 0) return fail("corrupt: format version 0");
+    if (version < ef::kFormatVersion) {
+      return fail("built by an older Kiln: format version {}, this Kiln reads version {}; rebuild the engine", version,
+                  ef::kFormatVersion);
+    }
     if (n < ef::kHeaderSize) return fail("truncated: expected {} bytes, file has {}", ef::kHeaderSize, n);
     const uint8_t* h = bytes_.data();
     if (ef::load64(h + ef::kHeaderChecksumOffset) != ef::hash64(bytes_.first(ef::kHeaderChecksumOffset))) {

@@ -80,20 +80,23 @@ struct Inserter {
   int convert(int from, const Storage& to, const Node* reader) {
     const Storage have = plan.slots[static_cast<size_t>(from)].storage;
     if (have == to) return from;
-    auto key = std::make_pair(from, storage_name(to));
-    if (auto it = converted.find(key); it != converted.end()) return it->second;
-    int id;
-    if (have.device == to.device) {
-      id = convert_once(from, to, reader);
-    } else if (to.device != "cpu") {
+    if (have.device == to.device) return once(from, to, reader);
+    if (to.device != "cpu") {
       Storage moved = have;
       moved.device = to.device;
-      id = convert(convert(from, moved, reader), to, reader);
-    } else {
-      Storage formatted = to;
-      formatted.device = have.device;
-      id = convert_once(convert(from, formatted, reader), to, reader);
+      return convert(once(from, moved, reader), to, reader);
     }
+    Storage formatted = to;
+    formatted.device = have.device;
+    return once(convert(from, formatted, reader), to, reader);
+  }
+
+  // One conversion step, made once per (slot, storage).
+  int once(int from, const Storage& to, const Node* reader) {
+    if (plan.slots[static_cast<size_t>(from)].storage == to) return from;
+    auto key = std::make_pair(from, storage_name(to));
+    if (auto it = converted.find(key); it != converted.end()) return it->second;
+    const int id = convert_once(from, to, reader);
     converted[key] = id;
     return id;
   }

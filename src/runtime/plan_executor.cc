@@ -6,6 +6,7 @@
 #include <set>
 #include <unordered_map>
 
+#include "plan/storage.h"
 #include "runtime/executor.h"
 #include "runtime/step_shapes.h"
 
@@ -56,6 +57,13 @@ struct SymbolicDim {
   std::string symbol;
 };
 
+// Everything that depends on the input shapes, computed once per shape: the step shapes and each
+// slot's view (bytes placed by the plan, dims for these shapes).
+struct PreparedShape {
+  StepShapes shapes;
+  std::vector<TensorView> views;
+};
+
 constexpr size_t kMaxCachedShapes = 256;
 
 class ArenaPlanExecutor : public PlanExecutor {
@@ -65,15 +73,21 @@ class ArenaPlanExecutor : public PlanExecutor {
 
   Status init() {
     const Plan& p = *plan_;
+    Allocator* alloc = &backend_->allocator();
     if (p.memory.arena > 0) {
       KILN_RETURN_IF_ERROR(check_allocation(Dims{p.memory.arena}, 1, "activation arena"));
-      Allocator* alloc = &backend_->allocator();
       KILN_ASSIGN_OR_RETURN(void* mem, alloc->allocate(static_cast<size_t>(p.memory.arena), 64));
       arena_ = std::shared_ptr<uint8_t[]>(static_cast<uint8_t*>(mem), [alloc](uint8_t* q) { alloc->deallocate(q); });
     }
+    if (p.memory.workspace > 0) {
+      KILN_RETURN_IF_ERROR(check_allocation(Dims{p.memory.workspace}, 1, "workspace"));
+      KILN_ASSIGN_OR_RETURN(void* mem, alloc->allocate(static_cast<size_t>(p.memory.workspace), 64));
+      workspace_ =
+          std::shared_ptr<uint8_t[]>(static_cast<uint8_t*>(mem), [alloc](uint8_t* q) { alloc->deallocate(q); });
+    }
     for (size_t id = 0; id < p.slots.size(); ++id) slot_by_name_[p.slots[id].name] = static_cast<int>(id);
-    // After each step, the slots whose last reader it was (outputs and weights stay; so does an
-    // input that is also a graph output).
+    // After each step, the dynamic values whose last reader it was (outputs and weights stay; so
+    // does an input that is also a graph output).
     frees_.resize(p.steps.size());
     std::set<int> outputs(p.outputs.begin(), p.outputs.end());
     for (size_t id = 0; id < p.slots.size(); ++id) {
@@ -91,6 +105,21 @@ class ArenaPlanExecutor : public PlanExecutor {
         if (!d.known() && !d.symbol.empty()) symbolic_dims_.push_back({i, k, d.symbol});
       }
     }
+    weights_.resize(p.slots.size());
+    for (size_t id = 0; id < p.slots.size(); ++id) {
+      const Slot& s = p.slots[id];
+      if (s.kind != SlotKind::kWeight) continue;
+      if (s.weight < 0 || static_cast<size_t>(s.weight) >= p.weights.size() ||
+          !p.weights[static_cast<size_t>(s.weight)]) {
+        return runtime_error("weight '{}' has no data", s.name);
+      }
+      weights_[id] = RValue::of(*p.weights[static_cast<size_t>(s.weight)]);
+    }
+    for (const Step& st : p.steps) {
+      KILN_ASSIGN_OR_RETURN(auto k, backend_->make_kernel(p, st));
+      kernels_.push_back(std::move(k));
+    }
+    dynamic_.resize(p.slots.size());
     return {};
   }
 
@@ -146,33 +175,88 @@ class ArenaPlanExecutor : public PlanExecutor {
     return {};
   }
 
-  // The step shapes for these inputs' shapes, from the cache or inferred now.
-  Result<const StepShapes*> shapes_for(const std::vector<RValue>& inputs) {
+  // The views of every slot for these shapes: arena slots at their offsets, weights where they
+  // are, dynamic slots through their values; graph inputs are bound per run.
+  std::vector<TensorView> make_views(const StepShapes& shapes) {
+    const Plan& p = *plan_;
+    std::vector<TensorView> views(p.slots.size());
+    for (size_t id = 0; id < p.slots.size(); ++id) {
+      const Slot& s = p.slots[id];
+      TensorView& v = views[id];
+      v.storage = s.storage;
+      v.logical = s.type.kind == TypeInfo::Kind::kTensor ? s.type.dtype : DataType::kUndefined;
+      const TypeInfo& t = shapes.types[id];
+      v.rank_known = t.kind == TypeInfo::Kind::kTensor && t.shape.rank_known;
+      if (v.rank_known) v.dims = t.shape.static_dims();
+      if (t.kind == TypeInfo::Kind::kTensor && t.dtype != DataType::kUndefined) v.logical = t.dtype;
+      if (s.kind == SlotKind::kWeight) {
+        v.value = &weights_[id];
+        v.data = weights_[id].tensor.raw();
+        v.capacity = static_cast<int64_t>(weights_[id].tensor.nbytes());
+      } else if (s.offset >= 0 && arena_) {
+        v.data = arena_.get() + s.offset;
+        v.capacity = s.bytes;
+      } else if (s.kind != SlotKind::kInput) {
+        v.value = &dynamic_[id];
+      }
+    }
+    return views;
+  }
+
+  // The prepared shape for these inputs' shapes, from the cache or made now.
+  Result<PreparedShape*> shapes_for(const std::vector<RValue>& inputs) {
     std::string key = shape_key(inputs);
     if (auto it = shape_cache_.find(key); it != shape_cache_.end()) {
       ++stats_.hits;
+      if (key != last_key_) KILN_RETURN_IF_ERROR(prepare_kernels(it->second));
+      last_key_ = key;
       return &it->second;
     }
     auto t0 = std::chrono::steady_clock::now();
     StepShapeChecks checks;
     checks.conflicts = guard_checks_;
-    KILN_ASSIGN_OR_RETURN(StepShapes s, infer_step_shapes(*plan_, inputs, checks));
+    PreparedShape prep;
+    KILN_ASSIGN_OR_RETURN(prep.shapes, infer_step_shapes(*plan_, inputs, checks));
     if (guard_checks_) {
       const Plan& p = *plan_;
       for (size_t id = 0; id < p.slots.size(); ++id) {
         const Slot& slot = p.slots[id];
-        if (slot.offset >= 0 && s.bytes[id] > slot.bytes) {
+        if (slot.offset >= 0 && prep.shapes.bytes[id] > slot.bytes) {
           return runtime_error(
               "slot '{}' is {} ({} bytes) for these input shapes, more than the {} bytes the plan gives it at the "
               "profile's largest shapes",
-              slot.name, s.types[id].to_string(), s.bytes[id], slot.bytes);
+              slot.name, prep.shapes.types[id].to_string(), prep.shapes.bytes[id], slot.bytes);
         }
       }
     }
+    prep.views = make_views(prep.shapes);
+    KILN_RETURN_IF_ERROR(prepare_kernels(prep));
     stats_.last_prepare_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     ++stats_.misses;
     if (shape_cache_.size() >= kMaxCachedShapes) shape_cache_.clear();
-    return &shape_cache_.emplace(std::move(key), std::move(s)).first->second;
+    last_key_ = key;
+    return &shape_cache_.emplace(std::move(key), std::move(prep)).first->second;
+  }
+
+  Status prepare_kernels(const PreparedShape& prep) {
+    const Plan& p = *plan_;
+    std::vector<TensorView> in, out;
+    for (size_t i = 0; i < p.steps.size(); ++i) {
+      gather(p.steps[i], prep.views, in, out);
+      Status s = kernels_[i]->prepare(in, out);
+      if (!s.ok()) return s.with_context("preparing step " + p.steps[i].name);
+    }
+    return {};
+  }
+
+  static void gather(const Step& st, const std::vector<TensorView>& views, std::vector<TensorView>& in,
+                     std::vector<TensorView>& out) {
+    in.clear();
+    out.clear();
+    TensorView none;
+    none.omitted = true;
+    for (int id : st.inputs) in.push_back(id >= 0 ? views[static_cast<size_t>(id)] : none);
+    for (int id : st.outputs) out.push_back(id >= 0 ? views[static_cast<size_t>(id)] : none);
   }
 
   Status prepare(const std::vector<RValue>& inputs) override {
@@ -205,120 +289,147 @@ class ArenaPlanExecutor : public PlanExecutor {
     return v;
   }
 
-  // Before a result is written at `offset` in the arena: no live value but the in-place input
-  // (of the same shape, read for the last time here) may hold those bytes.
-  Status guard(size_t step, int out_id, const Tensor& t, const std::vector<RValue>& values) const {
+  // The arena bytes a view's tensor takes at its current dims (its capacity where unknown).
+  static int64_t view_bytes(const TensorView& v) {
+    if (!v.rank_known) return v.capacity;
+    for (int64_t d : v.dims) {
+      if (d < 0) return v.capacity;
+    }
+    return std::max<int64_t>(storage_bytes(v.dims, v.storage), 0);
+  }
+
+  // Before step `i` writes its arena outputs: no value still live may hold those bytes, but the
+  // in-place input (of the same shape, read for the last time here).
+  Status guard(size_t i, const std::vector<TensorView>& views) const {
     const Plan& p = *plan_;
-    const Step& st = p.steps[step];
-    const Slot& out = p.slots[static_cast<size_t>(out_id)];
-    const int64_t lo = out.offset, hi = out.offset + static_cast<int64_t>(t.nbytes());
-    for (size_t id = 0; id < values.size(); ++id) {
-      if (static_cast<int>(id) == out_id || values[id].is_none()) continue;
-      Status bad;
-      for_each_storage(values[id], [&](const uint8_t* b, const uint8_t* e) {
-        if (!bad.ok() || !in_arena(b)) return;
-        const int64_t vlo = b - arena_.get(), vhi = e - arena_.get();
-        if (vhi <= lo || hi <= vlo) return;
+    const Step& st = p.steps[i];
+    const int step = static_cast<int>(i);
+    for (int out_id : st.outputs) {
+      if (out_id < 0) continue;
+      const Slot& out = p.slots[static_cast<size_t>(out_id)];
+      if (out.offset < 0 || !arena_) continue;
+      const int64_t lo = out.offset, hi = out.offset + view_bytes(views[static_cast<size_t>(out_id)]);
+      for (size_t id = 0; id < p.slots.size(); ++id) {
+        if (static_cast<int>(id) == out_id) continue;
         const Slot& other = p.slots[id];
-        if (out.in_place_of == static_cast<int>(id)) {
-          if (other.last_step > static_cast<int>(step)) {
-            bad = runtime_error("plan check: step {} writes '{}' in place over '{}', which step {} still reads",
-                                st.name, out.name, other.name, p.steps[static_cast<size_t>(other.last_step)].name);
-          } else if (!is_view_op(*st.node) && values[id].is_tensor() && values[id].tensor.dims() != t.dims()) {
-            bad = runtime_error(
-                "plan check: step {} writes '{}' ({}) in place over '{}' ({}): an input broadcast to a larger "
-                "output cannot be overwritten",
-                st.name, out.name, shape_to_string(t.dims()), other.name, shape_to_string(values[id].tensor.dims()));
+        auto overlap = [&](int64_t vlo, int64_t vhi) -> Status {
+          if (vhi <= lo || hi <= vlo) return {};
+          if (out.in_place_of == static_cast<int>(id)) {
+            if (other.last_step > step) {
+              return runtime_error("plan check: step {} writes '{}' in place over '{}', which step {} still reads",
+                                   st.name, out.name, other.name, p.steps[static_cast<size_t>(other.last_step)].name);
+            }
+            const TensorView& a = views[static_cast<size_t>(out_id)];
+            const TensorView& b = views[id];
+            if (!is_view_op(*st.node) && a.dims != b.dims) {
+              return runtime_error(
+                  "plan check: step {} writes '{}' ({}) in place over '{}' ({}): an input broadcast to a larger "
+                  "output cannot be overwritten",
+                  st.name, out.name, shape_to_string(a.dims), other.name, shape_to_string(b.dims));
+            }
+            return {};
           }
-          return;
+          return runtime_error(
+              "plan check: step {} writes '{}' to arena bytes [{}, {}) over live value '{}' (bytes [{}, {}), read "
+              "until step {})",
+              st.name, out.name, lo, hi, other.name, vlo, vhi,
+              other.last_step >= 0 ? p.steps[static_cast<size_t>(other.last_step)].name : std::string("the end"));
+        };
+        // Arena slots live from after their step to their last reader (outputs to the end); the
+        // step's other outputs are written by the same launch.
+        const bool produced = other.first_step < step || (other.first_step == step && other.offset >= 0);
+        const bool live = other.kind == SlotKind::kOutput || other.last_step >= step;
+        if (other.offset >= 0 && produced && live) {
+          KILN_RETURN_IF_ERROR(overlap(other.offset, other.offset + view_bytes(views[id])));
         }
-        bad = runtime_error(
-            "plan check: step {} writes '{}' to arena bytes [{}, {}) over live value '{}' (bytes [{}, {}), read until "
-            "step {})",
-            st.name, out.name, lo, hi, other.name, vlo, vhi,
-            other.last_step >= 0 ? p.steps[static_cast<size_t>(other.last_step)].name : std::string("the end"));
-      });
-      KILN_RETURN_IF_ERROR(bad);
+        // Values outside the arena may not reach into it at all.
+        Status bad;
+        for_each_storage(dynamic_[id], [&](const uint8_t* b, const uint8_t* e) {
+          if (bad.ok() && in_arena(b)) bad = overlap(b - arena_.get(), e - arena_.get());
+        });
+        KILN_RETURN_IF_ERROR(bad);
+      }
     }
     return {};
   }
 
-  // Stores a step's result in its slot: copied into the arena at the planned offset when it has
-  // one and fits, else kept where the kernel put it (never sharing arena bytes).
-  Result<RValue> place(size_t step, int id, RValue v, const StepShapes& shapes, const std::vector<RValue>& values) {
-    const Slot& slot = plan_->slots[static_cast<size_t>(id)];
-    if (guard_checks_ && v.is_tensor()) {
-      const TypeInfo& want = shapes.types[static_cast<size_t>(id)];
-      if (want.kind == TypeInfo::Kind::kTensor && want.shape.fully_known() &&
-          (v.tensor.dims() != want.shape.static_dims() || v.tensor.dtype() != want.dtype)) {
-        return runtime_error("plan check: step {} produced '{}' as {}[{}], its shapes were prepared as {}",
-                             plan_->steps[step].name, slot.name, dtype_name(v.tensor.dtype()),
-                             shape_to_string(v.tensor.dims()), want.to_string());
-      }
-      if (slot.offset >= 0 && static_cast<int64_t>(v.tensor.nbytes()) > slot.bytes) {
-        return runtime_error("plan check: step {} produced {} bytes for '{}', planned for at most {}",
-                             plan_->steps[step].name, v.tensor.nbytes(), slot.name, slot.bytes);
-      }
+  // A slot's current value as a logical tensor: subgraphs read outer values this way.
+  const RValue* outer_value(int id, const std::vector<TensorView>& views) {
+    const TensorView& v = views[static_cast<size_t>(id)];
+    if (v.value) return v.value;
+    RValue& cached = outer_[static_cast<size_t>(id)];
+    if (cached.is_none() && v.data) {
+      auto t = read_storage(v.data, v.storage, v.logical, v.dims);
+      if (!t.ok()) return nullptr;
+      cached = RValue::of(std::move(t).value());
     }
-    if (!arena_ || slot.offset < 0 || !v.is_tensor() || v.tensor.dtype() == DataType::kString ||
-        static_cast<int64_t>(v.tensor.nbytes()) > slot.bytes) {
-      return detach(std::move(v));
-    }
-    const Tensor& t = v.tensor;
-    if (guard_checks_) KILN_RETURN_IF_ERROR(guard(step, id, t, values));
-    uint8_t* dst = arena_.get() + slot.offset;
-    if (t.nbytes() && t.raw() != dst) std::memmove(dst, t.raw(), t.nbytes());
-    return RValue::of(Tensor::wrap(t.dtype(), t.dims(), std::shared_ptr<uint8_t[]>(arena_, dst)));
+    return &cached;
   }
 
   Result<std::vector<RValue>> run(std::vector<RValue> inputs) override {
     const Plan& p = *plan_;
     KILN_RETURN_IF_ERROR(check_inputs(inputs));
-    KILN_ASSIGN_OR_RETURN(const StepShapes* shapes, shapes_for(inputs));
-    std::vector<RValue> values(p.slots.size());
-    for (size_t i = 0; i < inputs.size(); ++i) values[static_cast<size_t>(p.inputs[i])] = std::move(inputs[i]);
-    for (size_t id = 0; id < p.slots.size(); ++id) {
-      const Slot& s = p.slots[id];
-      if (s.kind == SlotKind::kWeight) {
-        if (s.weight < 0 || static_cast<size_t>(s.weight) >= p.weights.size() ||
-            !p.weights[static_cast<size_t>(s.weight)]) {
-          return runtime_error("weight '{}' has no data", s.name);
-        }
-        values[id] = RValue::of(*p.weights[static_cast<size_t>(s.weight)]);
+    KILN_ASSIGN_OR_RETURN(PreparedShape * prep, shapes_for(inputs));
+    std::vector<TensorView> views = prep->views;
+    for (RValue& v : dynamic_) v = RValue{};
+    outer_.assign(p.slots.size(), RValue{});
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      TensorView& v = views[static_cast<size_t>(p.inputs[i])];
+      v.value = &inputs[i];
+      if (inputs[i].is_tensor()) {
+        v.data = inputs[i].tensor.raw();
+        v.capacity = static_cast<int64_t>(inputs[i].tensor.nbytes());
+        v.dims = inputs[i].tensor.dims();
       }
     }
     // Subgraphs resolve outer-scope names to the current slot values.
     OuterLookup outer = [&](const std::string& name) -> const RValue* {
       auto it = slot_by_name_.find(name);
-      return it == slot_by_name_.end() ? nullptr : &values[static_cast<size_t>(it->second)];
+      return it == slot_by_name_.end() ? nullptr : outer_value(it->second, views);
     };
-    SubgraphRunner runner = [&](const Graph& sg, std::vector<RValue> in) {
+    KernelContext ctx;
+    ctx.workspace = workspace_.get();
+    ctx.workspace_bytes = p.memory.workspace;
+    ctx.run_subgraph = [&](const Graph& sg, std::vector<RValue> in) {
       return run_subgraph_with(sg, std::move(in), outer);
     };
     times_.assign(profiling_ ? p.steps.size() : 0, 0.0);
+    std::vector<TensorView> in, out;
     for (size_t i = 0; i < p.steps.size(); ++i) {
       const Step& st = p.steps[i];
-      std::vector<const RValue*> in;
-      in.reserve(st.inputs.size());
-      for (int id : st.inputs) in.push_back(id >= 0 ? &values[static_cast<size_t>(id)] : nullptr);
-      OpContext ctx(*st.node, std::move(in), runner);
+      if (guard_checks_) KILN_RETURN_IF_ERROR(guard(i, views));
+      gather(st, views, in, out);
       auto t0 = std::chrono::steady_clock::now();
-      Status s = backend_->run(st, ctx);
+      Status s = kernels_[i]->enqueue(in, out, ctx);
       if (!s.ok()) return s.with_context("step " + st.name + " (" + st.node->describe() + ")");
       if (profiling_)
         times_[i] = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       for (size_t k = 0; k < st.outputs.size(); ++k) {
-        int id = st.outputs[k];
+        const int id = st.outputs[k];
         if (id < 0) continue;
-        KILN_ASSIGN_OR_RETURN(values[static_cast<size_t>(id)],
-                              place(i, id, std::move(ctx.outputs()[k]), *shapes, values));
+        TensorView& v = views[static_cast<size_t>(id)];
+        v.dims = out[k].dims;
+        v.rank_known = true;
+        if (v.value) *v.value = detach(std::move(*v.value));
+        outer_[static_cast<size_t>(id)] = RValue{};
       }
-      for (int id : frees_[i]) values[static_cast<size_t>(id)] = RValue{};
+      for (int id : frees_[i]) {
+        dynamic_[static_cast<size_t>(id)] = RValue{};
+        outer_[static_cast<size_t>(id)] = RValue{};
+      }
     }
     std::vector<RValue> outs;
     outs.reserve(p.outputs.size());
-    // Outputs leave the arena: the next run reuses it.
-    for (int id : p.outputs) outs.push_back(detach(values[static_cast<size_t>(id)]));
+    // Outputs leave the arena, as ONNX defines them: the next run reuses it.
+    for (int id : p.outputs) {
+      const TensorView& v = views[static_cast<size_t>(id)];
+      if (v.value) {
+        outs.push_back(detach(*v.value));
+        continue;
+      }
+      KILN_ASSIGN_OR_RETURN(Tensor t, read_storage(v.data, v.storage, v.logical, v.dims));
+      outs.push_back(RValue::of(std::move(t)));
+    }
     return outs;
   }
 
@@ -331,10 +442,16 @@ class ArenaPlanExecutor : public PlanExecutor {
   std::shared_ptr<const Plan> plan_;
   std::shared_ptr<Backend> backend_;
   std::shared_ptr<uint8_t[]> arena_;
+  std::shared_ptr<uint8_t[]> workspace_;
+  std::vector<std::unique_ptr<StepKernel>> kernels_;
   std::vector<std::vector<int>> frees_;
   std::map<std::string, int> slot_by_name_;  // for subgraphs' outer-scope references
   std::vector<SymbolicDim> symbolic_dims_;
-  std::unordered_map<std::string, StepShapes> shape_cache_;
+  std::vector<RValue> weights_;  // per slot: the weight's tensor (weight slots only)
+  std::vector<RValue> dynamic_;  // per slot: values held outside the arena during a run
+  std::vector<RValue> outer_;    // per slot: logical copies handed to subgraphs during a run
+  std::unordered_map<std::string, PreparedShape> shape_cache_;
+  std::string last_key_;
   ShapeCacheStats stats_;
   std::vector<double> times_;
   bool profiling_ = false;

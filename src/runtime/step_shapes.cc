@@ -202,7 +202,10 @@ Result<StepShapes> infer_step_shapes(const Plan& plan, const std::vector<TypeInf
     const TypeInfo& t = out.types[id];
     if (t.kind == TypeInfo::Kind::kTensor && t.shape.fully_known() && t.dtype != DataType::kString &&
         t.dtype != DataType::kUndefined) {
-      out.bytes[id] = shape_numel(t.shape.static_dims()) * static_cast<int64_t>(dtype_size(t.dtype));
+      // Bytes in the slot's storage: a float32 value stored as float16 takes half.
+      const DataType stored =
+          plan.slots[id].storage.dtype == DataType::kUndefined ? t.dtype : plan.slots[id].storage.dtype;
+      out.bytes[id] = shape_numel(t.shape.static_dims()) * static_cast<int64_t>(dtype_size(stored));
     } else if (plan.slots[id].kind == SlotKind::kActivation || plan.slots[id].kind == SlotKind::kOutput) {
       ++out.unknown_slots;
     }

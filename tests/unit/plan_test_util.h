@@ -29,6 +29,7 @@ inline std::shared_ptr<Plan> plan_by_hand(const Model& model) {
     s.name = v->name;
     s.kind = kind;
     s.type = v->type;
+    if (v->type.kind == TypeInfo::Kind::kTensor) s.storage.dtype = v->type.dtype;
     const bool sized =
         v->type.kind == TypeInfo::Kind::kTensor && v->type.shape.fully_known() && dtype_size(v->type.dtype) > 0;
     if (sized) s.bytes = shape_numel(v->type.shape.static_dims()) * static_cast<int64_t>(dtype_size(v->type.dtype));

@@ -27,6 +27,10 @@ std::shared_ptr<Plan> test_plan() {
   plan->steps[1].layout = Layout::kNHWC;
   plan->steps[1].precision = DataType::kFloat16;
   plan->steps[2].tactic = "relu_f32_avx2";
+  plan->steps[2].backend = "cpu";
+  for (Slot& sl : plan->slots) {
+    if (sl.name == "r") sl.storage = {DataType::kFloat16, Layout::kNHWC, "cuda"};
+  }
   plan->profiles.push_back(plan->profiles[0]);
   plan->profiles[1].ranges[0].max = {4, 3};
   plan->info.device_arch = "x86_64+avx2+fma";
@@ -62,6 +66,7 @@ void expect_same_slot(const Slot& a, const Slot& b) {
   EXPECT_EQ(a.first_step, b.first_step) << a.name;
   EXPECT_EQ(a.last_step, b.last_step) << a.name;
   EXPECT_EQ(a.in_place_of, b.in_place_of) << a.name;
+  EXPECT_EQ(storage_name(a.storage), storage_name(b.storage)) << a.name;
 }
 
 void expect_same_plan(const Plan& a, const Plan& b) {
@@ -83,6 +88,7 @@ void expect_same_plan(const Plan& a, const Plan& b) {
     EXPECT_EQ(x.precision, y.precision) << x.name;
     EXPECT_EQ(x.layout, y.layout) << x.name;
     EXPECT_EQ(x.tactic, y.tactic) << x.name;
+    EXPECT_EQ(x.backend, y.backend) << x.name;
   }
   EXPECT_EQ(a.inputs, b.inputs);
   EXPECT_EQ(a.outputs, b.outputs);
@@ -186,7 +192,7 @@ TEST_F(EngineFile, LoadedPlanSerializesToTheSameBytes) {
 
 TEST_F(EngineFile, LayoutFollowsTheFormat) {
   EXPECT_EQ(std::memcmp(image_.data(), "KILNENG\0", 8), 0);
-  EXPECT_EQ(read_u32(image_, ef::kVersionOffset), 1u);
+  EXPECT_EQ(read_u32(image_, ef::kVersionOffset), 2u);
   EXPECT_EQ(read_u64(image_, ef::kFileSizeOffset), image_.size());
   auto secs = sections_of(image_);
   ASSERT_EQ(secs.size(), 4u);
@@ -259,9 +265,16 @@ TEST_F(EngineFile, FlippedByteInEachSection) {
 
 TEST_F(EngineFile, NewerFormatVersion) {
   std::vector<uint8_t> newer = image_;
-  newer[ef::kVersionOffset] = 2;
+  newer[ef::kVersionOffset] = 3;
   ASSERT_TRUE(ef::reseal(newer));
-  expect_refused(newer, "built by a newer Kiln: format version 2, this Kiln reads up to 1");
+  expect_refused(newer, "built by a newer Kiln: format version 3, this Kiln reads up to 2");
+}
+
+TEST_F(EngineFile, OlderFormatVersion) {
+  std::vector<uint8_t> older = image_;
+  older[ef::kVersionOffset] = 1;
+  ASSERT_TRUE(ef::reseal(older));
+  expect_refused(older, "built by an older Kiln: format version 1, this Kiln reads version 2; rebuild the engine");
 }
 
 TEST_F(EngineFile, UnknownFlagsAndTrailingBytes) {
@@ -357,6 +370,12 @@ TEST_F(EngineFile, MalformedJson) {
                  "steps[0].layout: expected a layout name");
   expect_refused(with_json(image_, ef::kPlan, [](json& j) { j["slots"][0]["type"]["dtype"] = "float128"; }),
                  "slots[0].type.dtype");
+  expect_refused(with_json(image_, ef::kPlan, [](json& j) { j["slots"][0]["storage"]["device"] = "tpu"; }),
+                 "slots[0].storage");
+  expect_refused(with_json(image_, ef::kPlan, [](json& j) { j["slots"][0]["storage"]["layout"] = "nchw16"; }),
+                 "slots[0].storage.layout: expected a layout name");
+  expect_refused(with_json(image_, ef::kPlan, [](json& j) { j["steps"][0].erase("backend"); }),
+                 "steps[0].backend: missing");
   expect_refused(with_json(image_, ef::kPlan,
                            [](json& j) { j["slots"][0]["bytes"] = json::number_unsigned_t{18446744073709551615ull}; }),
                  "slots[0].bytes");

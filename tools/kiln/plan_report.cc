@@ -21,9 +21,26 @@ nlohmann::json slot_json(const Plan& plan, int id) {
     j["dtype"] = std::string(dtype_name(s.type.dtype));
     j["shape"] = s.type.shape.to_string();
   }
+  j["storage"] = {{"dtype", std::string(dtype_name(s.storage.dtype))},
+                  {"layout", std::string(layout_name(s.storage.layout))},
+                  {"device", s.storage.device}};
   if (s.bytes >= 0) j["bytes"] = s.bytes;
   if (s.offset >= 0) j["offset"] = s.offset;
   return j;
+}
+
+bool is_transition(const Step& st, const char* op) {
+  return st.node && st.node->domain == "kiln" && st.node->op_type == op;
+}
+
+// Storage changes the builder inserted: reformats (element type or layout) and device copies.
+nlohmann::json transitions_json(const Plan& plan) {
+  int64_t reformats = 0, copies = 0;
+  for (const Step& st : plan.steps) {
+    reformats += is_transition(st, "Reformat");
+    copies += is_transition(st, "Copy");
+  }
+  return {{"reformats", reformats}, {"copies", copies}};
 }
 
 std::vector<std::string> fused_names(const Step& st) {
@@ -71,6 +88,7 @@ nlohmann::json plan_json(const Plan& plan) {
     j["fused"] = fused_names(st);
     j["precision"] = std::string(dtype_name(st.precision));
     j["layout"] = std::string(layout_name(st.layout));
+    j["backend"] = st.backend;
     j["tactic"] = st.tactic;
     nlohmann::json ins = nlohmann::json::array(), outs = nlohmann::json::array();
     for (int id : st.inputs) ins.push_back(slot_json(plan, id));
@@ -102,6 +120,7 @@ nlohmann::json plan_json(const Plan& plan) {
           {"passes", passes},
           {"nodes_before", plan.source_nodes},
           {"step_count", plan.steps.size()},
+          {"transitions", transitions_json(plan)},
           {"profiles", profiles},
           {"shapes", shapes_json(plan)},
           {"build", build}};
@@ -119,7 +138,7 @@ void print_plan(const Plan& plan, bool show_steps) {
     }
   }
   if (show_steps) {
-    std::printf("\n%-4s %-28s %-22s %-8s %-6s %-10s %s\n", "#", "step", "op", "prec", "layout", "tactic",
+    std::printf("\n%-4s %-28s %-22s %-8s %-6s %-20s %s\n", "#", "step", "op", "prec", "layout", "backend:tactic",
                 "outputs / fused");
     for (size_t i = 0; i < plan.steps.size(); ++i) {
       const Step& st = plan.steps[i];
@@ -128,10 +147,15 @@ void print_plan(const Plan& plan, bool show_steps) {
         if (id < 0) continue;
         const Slot& s = plan.slots[static_cast<size_t>(id)];
         outs += (outs.empty() ? "" : ", ") + s.type.to_string();
+        // Storage other than the logical type, plain, on the plan's device is worth showing.
+        if (s.type.kind == TypeInfo::Kind::kTensor &&
+            !(s.storage == Storage{s.type.dtype, Layout::kPlain, plan.info.device})) {
+          outs += " as " + storage_name(s.storage);
+        }
       }
-      std::printf("%-4zu %-28s %-22s %-8s %-6s %-10s %s\n", i, st.name.c_str(),
+      std::printf("%-4zu %-28s %-22s %-8s %-6s %-20s %s\n", i, st.name.c_str(),
                   st.node ? op_name(*st.node).c_str() : "?", std::string(dtype_name(st.precision)).c_str(),
-                  std::string(layout_name(st.layout)).c_str(), st.tactic.c_str(), outs.c_str());
+                  std::string(layout_name(st.layout)).c_str(), (st.backend + ":" + st.tactic).c_str(), outs.c_str());
       std::vector<std::string> fused = fused_names(st);
       if (fused.size() > 1) {
         std::string list;
@@ -140,8 +164,11 @@ void print_plan(const Plan& plan, bool show_steps) {
       }
     }
   }
+  const nlohmann::json t = transitions_json(plan);
+  std::printf("\nstorage changes: %lld reformat steps, %lld copy steps\n", t["reformats"].get<long long>(),
+              t["copies"].get<long long>());
   const MemoryStats& m = plan.memory;
-  std::printf("\nmemory: weights %s, activations planned %s (naive %s, lower bound %s), workspace %s",
+  std::printf("memory: weights %s, activations planned %s (naive %s, lower bound %s), workspace %s",
               human_bytes(m.weights).c_str(), human_bytes(m.arena).c_str(), human_bytes(m.naive).c_str(),
               human_bytes(m.lower_bound).c_str(), human_bytes(m.workspace).c_str());
   if (m.dynamic_slots > 0) std::printf(", %lld values allocated at run time", static_cast<long long>(m.dynamic_slots));

@@ -1,0 +1,249 @@
+// The lowering stages on their own: precision assignment, layout choice and the storage
+// transitions they call for (kiln.Reformat, kiln.Copy), with backends that offer NHWC, FP16 or a
+// device of their own. The reference kernels compute every step, so a lowered plan must still
+// give the imported graph's results.
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "graph_compare.h"
+#include "lower/builder.h"
+#include "lower/stages.h"
+#include "model_builder.h"
+#include "plan_run_util.h"
+#include "runtime/executor.h"
+#include "runtime/plan_executor.h"
+
+namespace kiln {
+namespace {
+using namespace kiln::testing;
+
+// A CPU backend that runs Conv and Relu in NHWC (and, when `fp16`, in FP16), everything else
+// plain FP32, computing all of it with the reference kernels. `device` renames its device.
+class LayoutBackend : public Backend {
+ public:
+  explicit LayoutBackend(bool fp16, std::string device = "cpu") : fp16_(fp16), device_(std::move(device)) {}
+  std::string name() const override { return "layout-test"; }
+  DeviceInfo device() const override {
+    DeviceInfo d = reference()->device();
+    d.kind = device_;
+    return d;
+  }
+  Allocator& allocator() override { return reference()->allocator(); }
+  bool image_op(const Node& n) const { return n.domain.empty() && (n.op_type == "Conv" || n.op_type == "Relu"); }
+  bool supports(const Node& n, DataType p, Layout l) const override {
+    if (n.domain == "kiln" && (n.op_type == "Reformat" || n.op_type == "Copy")) return true;
+    if (image_op(n)) {
+      return (p == node_precision(n) || (fp16_ && p == DataType::kFloat16)) &&
+             (l == Layout::kPlain || l == Layout::kNHWC);
+    }
+    return reference()->supports(n, p, l);
+  }
+  std::vector<Layout> layouts(const Node& n, DataType p) const override {
+    if (image_op(n)) return {Layout::kNHWC, Layout::kPlain};
+    return {Layout::kPlain};
+  }
+  std::vector<std::string> tactics(const Node& n, DataType p, Layout l) const override {
+    return supports(n, p, l) ? std::vector<std::string>{"test"} : std::vector<std::string>{};
+  }
+  Status run(const Step& step, OpContext& ctx) const override { return reference()->run(step, ctx); }
+  static std::shared_ptr<Backend> reference() { return make_backend("cpu").value(); }
+
+ private:
+  bool fp16_;
+  std::string device_;
+};
+
+// x[1,3,8,8] -> Conv -> Relu -> Conv -> GlobalAveragePool -> Flatten -> Gemm -> y; the first
+// Conv's output is also read by an Add with the second Conv's (two readers of one value).
+onnx::ModelProto small_convnet() {
+  onnx::ModelProto m = make_model(17);
+  auto* g = m.mutable_graph();
+  add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {1, 3, 8, 8});
+  auto init = [&](const std::string& name, std::vector<int64_t> dims) {
+    auto* t = g->add_initializer();
+    t->set_name(name);
+    t->set_data_type(onnx::TensorProto::FLOAT);
+    int64_t n = 1;
+    for (int64_t d : dims) {
+      t->add_dims(d);
+      n *= d;
+    }
+    for (int64_t i = 0; i < n; ++i) t->add_float_data(0.05f * static_cast<float>((i * 7) % 13 - 6));
+  };
+  init("w1", {4, 3, 3, 3});
+  init("w2", {4, 4, 3, 3});
+  init("wf", {4, 5});
+  auto pads = [](onnx::NodeProto* n) {
+    auto* a = n->add_attribute();
+    a->set_name("pads");
+    a->set_type(onnx::AttributeProto::INTS);
+    for (int k = 0; k < 4; ++k) a->add_ints(1);
+  };
+  pads(add_node(g, "Conv", {"x", "w1"}, {"c1"}, "conv1"));
+  add_node(g, "Relu", {"c1"}, {"r1"}, "relu1");
+  pads(add_node(g, "Conv", {"r1", "w2"}, {"c2"}, "conv2"));
+  add_node(g, "Add", {"c2", "c1"}, {"s"}, "add");
+  add_node(g, "GlobalAveragePool", {"s"}, {"p"}, "pool");
+  add_node(g, "Flatten", {"p"}, {"f"}, "flatten");
+  add_node(g, "Gemm", {"f", "wf"}, {"y"}, "fc");
+  add_tensor_info(g->mutable_output(), "y", onnx::TensorProto::FLOAT, {1, 5});
+  return m;
+}
+
+BuildOptions no_fusion(std::shared_ptr<Backend> b) {
+  BuildOptions o;
+  o.backend = std::move(b);
+  // Keep the graph as written so the stages, not the passes, decide the steps.
+  o.pipeline.disabled = {"fuse-bias-activation", "fuse-elementwise"};
+  return o;
+}
+
+std::map<std::string, int> count_ops(const Plan& p) {
+  std::map<std::string, int> n;
+  for (const Step& st : p.steps) ++n[(st.node->domain.empty() ? "" : st.node->domain + ".") + st.node->op_type];
+  return n;
+}
+
+const Step& step_named(const Plan& p, const std::string& name) {
+  for (const Step& st : p.steps) {
+    if (st.name == name) return st;
+  }
+  ADD_FAILURE() << "no step " << name;
+  static Step none;
+  return none;
+}
+
+const Slot& slot_named(const Plan& p, const std::string& name) {
+  for (const Slot& s : p.slots) {
+    if (s.name == name) return s;
+  }
+  ADD_FAILURE() << "no slot " << name;
+  static Slot none;
+  return none;
+}
+
+void expect_runs_like_the_graph(const Model& model, std::shared_ptr<Plan> plan, std::shared_ptr<Backend> backend,
+                                double tolerance = 1e-5) {
+  auto exec = PlanExecutor::create(plan, backend);
+  ASSERT_TRUE(exec.ok()) << exec.status().message();
+  std::vector<RValue> in = {RValue::of(random_float({1, 3, 8, 8}, 5))};
+  auto want = Executor(*model.graph).run(in);
+  auto got = (*exec)->run(in);
+  ASSERT_TRUE(want.ok() && got.ok()) << got.status().message();
+  const Tensor& w = (*want)[0].tensor;
+  const Tensor& g = (*got)[0].tensor;
+  ASSERT_EQ(w.dims(), g.dims());
+  for (int64_t i = 0; i < w.numel(); ++i) {
+    EXPECT_NEAR(w.get_double(i), g.get_double(i), tolerance * (1 + std::abs(w.get_double(i)))) << i;
+  }
+}
+
+TEST(Lowering, LayoutRegionsGetReformatsOnlyAtTheirEdges) {
+  Model model = import_model(small_convnet());
+  auto backend = std::make_shared<LayoutBackend>(false);
+  auto plan = build_plan(model, no_fusion(backend));
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  const Plan& p = **plan;
+  EXPECT_EQ(step_named(p, "conv1").layout, Layout::kNHWC);
+  EXPECT_EQ(step_named(p, "relu1").layout, Layout::kNHWC);  // follows its input: no reformat between
+  EXPECT_EQ(step_named(p, "conv2").layout, Layout::kNHWC);
+  EXPECT_EQ(step_named(p, "pool").layout, Layout::kPlain);
+  EXPECT_EQ(slot_named(p, "c1").storage.layout, Layout::kNHWC);
+  EXPECT_EQ(slot_named(p, "y").storage.layout, Layout::kPlain);
+  // x into NHWC once; c1 and c2 back to plain for the Add (c1 has two readers: conv's relu reads
+  // it in NHWC as stored, the Add in plain, through one reformat).
+  auto ops = count_ops(p);
+  EXPECT_EQ(ops["kiln.Reformat"], 3) << "x, c1 and c2 change layout once each";
+  EXPECT_EQ(ops["kiln.Copy"], 0);
+  for (const Step& st : p.steps) {
+    if (st.node->domain == "kiln") continue;  // a transition reads the storage it converts from
+    for (size_t k = 0; k < st.inputs.size(); ++k) {
+      if (st.inputs[k] < 0) continue;
+      const Slot& s = p.slots[static_cast<size_t>(st.inputs[k])];
+      if (s.kind == SlotKind::kWeight) continue;
+      EXPECT_EQ(storage_name(s.storage), storage_name(wanted_storage(p, st, k, "cpu")))
+          << st.name << " input " << k << " is read in a storage it does not want";
+    }
+  }
+  // Steps follow the graph's node order, and every reformat precedes its reader.
+  for (size_t i = 0; i < p.steps.size(); ++i) EXPECT_EQ(p.steps[i].node->index, static_cast<int>(i));
+  expect_runs_like_the_graph(model, *plan, backend);
+}
+
+TEST(Lowering, LowerPrecisionStoresResultsInItAndConvertsAtTheEdges) {
+  Model model = import_model(small_convnet());
+  auto backend = std::make_shared<LayoutBackend>(true);
+  BuildOptions o = no_fusion(backend);
+  o.fp16 = true;
+  auto plan = build_plan(model, o);
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  const Plan& p = **plan;
+  EXPECT_EQ(step_named(p, "conv1").precision, DataType::kFloat16);
+  EXPECT_EQ(step_named(p, "pool").precision, DataType::kFloat);  // no FP16 kernel: stays FP32
+  EXPECT_EQ(slot_named(p, "c1").storage.dtype, DataType::kFloat16);
+  EXPECT_EQ(slot_named(p, "c1").type.dtype, DataType::kFloat);  // the logical type is ONNX's
+  EXPECT_EQ(slot_named(p, "y").storage.dtype, DataType::kFloat);
+  // Slots are sized in their storage type: c1 is 1x4x8x8 halves.
+  EXPECT_EQ(slot_named(p, "c1").bytes, 4 * 8 * 8 * 2);
+  bool to_half = false;
+  for (const Step& st : p.steps) {
+    if (st.node->op_type == "Reformat" && st.node->attr("to_dtype") && st.node->attr("to_dtype")->s == "float16") {
+      to_half = true;
+    }
+  }
+  EXPECT_TRUE(to_half) << "x must be converted to float16 for conv1";
+  // Values stored in float16 round to 11 significant bits.
+  expect_runs_like_the_graph(model, *plan, backend, 5e-3);
+}
+
+TEST(Lowering, ADeviceBackendCopiesInputsInAndOutputsOutUnderTheirNames) {
+  Model model = import_model(small_convnet());
+  auto backend = std::make_shared<LayoutBackend>(false, "cuda");
+  auto plan = build_plan(model, no_fusion(backend));
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  const Plan& p = **plan;
+  auto ops = count_ops(p);
+  EXPECT_EQ(ops["kiln.Copy"], 2) << "x to the device, y back";
+  const Slot& x = p.slots[static_cast<size_t>(p.inputs[0])];
+  const Slot& y = p.slots[static_cast<size_t>(p.outputs[0])];
+  EXPECT_EQ(x.name, "x");
+  EXPECT_EQ(x.storage.device, "cpu");
+  EXPECT_EQ(y.name, "y");
+  EXPECT_EQ(y.storage.device, "cpu");
+  EXPECT_EQ(p.graph->outputs[0]->name, "y");
+  EXPECT_EQ(step_named(p, "conv1").inputs.size(), 2u);
+  EXPECT_EQ(p.slots[static_cast<size_t>(step_named(p, "conv1").inputs[0])].storage.device, "cuda");
+  // The copy to the device goes in the input's format, the reformat to NHWC after it, on the
+  // device.
+  const Step& first = p.steps[0];
+  const Step& second = p.steps[1];
+  EXPECT_EQ(first.node->op_type, "Copy");
+  EXPECT_EQ(second.node->op_type, "Reformat");
+  EXPECT_EQ(p.slots[static_cast<size_t>(second.outputs[0])].storage.layout, Layout::kNHWC);
+  // The optimized graph with its transition nodes still verifies and computes the same function.
+  EXPECT_TRUE(p.graph->verify().ok());
+  auto want = Executor(*model.graph).run({RValue::of(random_float({1, 3, 8, 8}, 9))});
+  auto got = Executor(*p.graph).run({RValue::of(random_float({1, 3, 8, 8}, 9))});
+  ASSERT_TRUE(want.ok() && got.ok()) << got.status().message();
+  EXPECT_EQ(tensor_difference((*want)[0].tensor, (*got)[0].tensor), "");
+}
+
+TEST(Lowering, TheReferenceBackendNeedsNoTransitions) {
+  Model model = import_model(small_convnet());
+  auto plan = build_plan(model, BuildOptions{});
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  for (const Step& st : (*plan)->steps) {
+    EXPECT_FALSE(st.node->domain == "kiln" && (st.node->op_type == "Reformat" || st.node->op_type == "Copy"));
+    EXPECT_EQ(st.backend, "reference");
+  }
+  for (const Slot& s : (*plan)->slots) {
+    if (s.type.kind != TypeInfo::Kind::kTensor) continue;
+    EXPECT_EQ(s.storage.dtype, s.type.dtype) << s.name;
+    EXPECT_EQ(s.storage.layout, Layout::kPlain) << s.name;
+    EXPECT_EQ(s.storage.device, "cpu") << s.name;
+  }
+}
+
+}  // namespace
+}  // namespace kiln
