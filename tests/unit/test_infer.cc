@@ -198,6 +198,40 @@ TEST(ShapeInference, ShapeConsumersKeepSymbols) {
   EXPECT_EQ(type_of(*r, "flat"), "float[batchx3]");
 }
 
+// Convolutions and pools with stride 1 whose padding makes up for the kernel keep symbolic spatial
+// dims; others cannot name their output size.
+TEST(ShapeInference, SamePaddedConvKeepsSpatialSymbols) {
+  onnx::ModelProto m = make_model(17);
+  auto* g = m.mutable_graph();
+  add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, 3, 0, 0}, {"batch", "", "h", "w"});
+  auto* w = g->add_initializer();
+  w->set_name("w");
+  w->set_data_type(onnx::TensorProto::FLOAT);
+  for (int64_t d : {4, 3, 3, 3}) w->add_dims(d);
+  for (int i = 0; i < 4 * 3 * 3 * 3; ++i) w->add_float_data(0.1f);
+  auto* same = add_node(g, "Conv", {"x", "w"}, {"same"});
+  auto* pads = same->add_attribute();
+  pads->set_name("pads");
+  pads->set_type(onnx::AttributeProto::INTS);
+  for (int64_t v : {1, 1, 1, 1}) pads->add_ints(v);
+  add_node(g, "Conv", {"x", "w"}, {"valid"});
+  auto* pool = add_node(g, "MaxPool", {"x"}, {"pooled"});
+  auto* ks = pool->add_attribute();
+  ks->set_name("kernel_shape");
+  ks->set_type(onnx::AttributeProto::INTS);
+  for (int64_t v : {3, 3}) ks->add_ints(v);
+  auto* ap = pool->add_attribute();
+  ap->set_name("auto_pad");
+  ap->set_type(onnx::AttributeProto::STRING);
+  ap->set_s("SAME_UPPER");
+  for (const char* o : {"same", "valid", "pooled"}) g->add_output()->set_name(o);
+  auto r = import(m);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(type_of(*r, "same"), "float[batchx4xhxw]");
+  EXPECT_EQ(type_of(*r, "valid"), "float[batchx4x?x?]");
+  EXPECT_EQ(type_of(*r, "pooled"), "float[batchx3xhxw]");
+}
+
 }  // namespace
 }  // namespace kiln
 
