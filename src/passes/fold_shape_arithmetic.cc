@@ -8,9 +8,9 @@
 //  - a value whose elements are all constant becomes a constant;
 //  - Reshape(x, s) gets a constant shape: 0 where an element equals x's dim at that axis, -1 for
 //    one other element when the remaining elements are surely non-zero (so -1 is exact);
-//  - other readers (Expand, ConstantOfShape, Tile, Slice, Range, a Reshape that needs more) read the
-//    value as Shape(x, start, end) slices concatenated with constants, times constant factors,
-//    when that takes fewer nodes than the chain that computes it now.
+//  - other readers (Expand, ConstantOfShape, Tile, Slice, a Reshape that needs more) read the value
+//    as Shape(x, start, end) slices concatenated with constants, times constant factors, when that
+//    takes fewer nodes than the chain that computes it now.
 // A Slice ending at a dim that the build's dim ranges keep within the sliced axis also gets that
 // dim in its output type, which inference alone cannot know.
 #include <algorithm>
@@ -285,14 +285,13 @@ bool fold_constant_values(Graph& g, const Tracker& t, PassContext& ctx) {
 
 // 2. Reshape(x, s) with a constant shape: the elements equal to x's dim at their axis become 0
 // (copy), one other element -1 when every other element is surely non-zero; nullopt when more
-// remains. `copies` marks the 0s.
-std::optional<std::vector<int64_t>> constant_reshape(const Node& r, const SymValue& s, const DimRanges& ranges,
-                                                     std::vector<bool>* copies) {
+// remains.
+std::optional<std::vector<int64_t>> constant_reshape(const Node& r, const SymValue& s, const DimRanges& ranges) {
   const Value* x = r.inputs[0];
   const int64_t xr = known_rank(x);
   const bool allowzero = r.opset >= 14 && attr_int(r, "allowzero", 0) != 0;
   std::vector<int64_t> shape(s.size(), 0);
-  copies->assign(s.size(), false);
+  std::vector<bool> copies(s.size(), false);
   std::vector<size_t> rest;
   bool has_minus_one = false;
   for (size_t i = 0; i < s.size(); ++i) {
@@ -303,9 +302,9 @@ std::optional<std::vector<int64_t>> constant_reshape(const Node& r, const SymVal
       if (e.coef < -1 || (e.coef == 0 && (allowzero || !in_x))) return std::nullopt;
       shape[i] = e.coef;
       has_minus_one = has_minus_one || e.coef == -1;
-      (*copies)[i] = e.coef == 0;
+      copies[i] = e.coef == 0;
     } else if (in_x && dim_term(x, i) == e) {
-      (*copies)[i] = true;
+      copies[i] = true;
     } else {
       rest.push_back(i);
     }
@@ -315,7 +314,7 @@ std::optional<std::vector<int64_t>> constant_reshape(const Node& r, const SymVal
   // -1 is numel / product(others): exact when that product is never 0.
   for (size_t i = 0; i < s.size(); ++i) {
     if (i == rest[0]) continue;
-    if ((*copies)[i] ? min_size(x->type.shape.dims[i], ranges) < 1 : shape[i] < 1) return std::nullopt;
+    if (copies[i] ? min_size(x->type.shape.dims[i], ranges) < 1 : shape[i] < 1) return std::nullopt;
   }
   shape[rest[0]] = -1;
   return shape;
@@ -475,15 +474,14 @@ Value* emit_build(Graph& g, const Build& b, const std::string& base) {
   return out;
 }
 
-// Ops whose shape-like input this pass rewrites (input index -> kind of reading); the others only
-// see constants once folding is done.
+// The 1-D inputs that ops read as shapes, sizes or bounds, which this pass may recompute from
+// Shape slices. (Scalars, like Range's, stay as they are: Gather(Shape(x), i) is already short.)
 bool reads_shape(const Node& n, size_t i) {
   if (!n.domain.empty()) return false;
   const std::string& op = n.op_type;
   if (op == "Reshape" || op == "Expand" || op == "Tile") return i == 1;
   if (op == "ConstantOfShape") return i == 0;
   if (op == "Slice") return i >= 1;
-  if (op == "Range") return true;
   return false;
 }
 
@@ -535,8 +533,7 @@ PassInfo shape_arithmetic_pass() {
               if (r.op_type != "Reshape" || !r.domain.empty() || r.opset < 5 || r.inputs.size() < 2) continue;
               const SymValue* s = t.value(r.inputs[1]);
               if (!s || constant_of(r.inputs[1]) || !r.inputs[0]) continue;
-              std::vector<bool> copies;
-              std::optional<std::vector<int64_t>> shape = constant_reshape(r, *s, ctx.dim_ranges, &copies);
+              std::optional<std::vector<int64_t>> shape = constant_reshape(r, *s, ctx.dim_ranges);
               if (!shape) continue;
               r.inputs[1] = add_constant(g, (r.name.empty() ? "reshape" : r.name) + "_shape",
                                          int_tensor(DataType::kInt64, *shape, false));
