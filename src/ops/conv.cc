@@ -394,6 +394,10 @@ Status conv_infer_common(InferContext& ctx, size_t x_index, size_t w_index, Data
       KILN_ASSIGN_OR_RETURN(ConvSetup cs, conv_setup(ctx.node, xd, wd));
       shape = nn::shape_from_dims(cs.out_dims);
       if (!x->shape.dims.empty() && !x->shape.dims[0].known()) shape.dims[0] = x->shape.dims[0];
+      for (size_t d = 0; d < cs.win.rank(); ++d) {
+        const Dim& in = x->shape.dims[d + 2];
+        if (!in.known() && nn::window_keeps_size(ctx.node, cs.win, d)) shape.dims[d + 2] = in;
+      }
     }
   }
   ctx.output_types[0] = TypeInfo::tensor(out_type, shape);

@@ -137,6 +137,7 @@ Status infer_like(InferContext& ic, const char* op_type, int opset, size_t ancho
   for (size_t i = 0; i < anchor_inputs && i < ic.input_types.size(); ++i) {
     sub.input_types.push_back(ic.input_types[i]);
     sub.input_constants.push_back(i < ic.input_constants.size() ? ic.input_constants[i] : nullptr);
+    sub.input_values.push_back(i < ic.input_values.size() ? ic.input_values[i] : nullptr);
   }
   sub.output_types.resize(1);
   KILN_RETURN_IF_ERROR(def->infer(sub));

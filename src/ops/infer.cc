@@ -1,5 +1,8 @@
 #include "ops/infer.h"
 
+#include <map>
+#include <optional>
+
 #include "ops/registry.h"
 
 namespace kiln {
@@ -55,13 +58,13 @@ void infer_subgraphs(Node& n, InferStats* stats) {
 
 Status infer_graph_types(Graph& g, InferStats* stats) {
   const OpRegistry& reg = OpRegistry::global();
+  // Elements of the small integer tensors computed so far (data propagation, ops/shape_value.h).
+  std::map<const Value*, ShapeValue> values;
   for (const auto& np : g.nodes()) {
     Node& n = *np;
     if (stats) ++stats->nodes;
     infer_subgraphs(n, stats);
     const OpDef* def = reg.find(n.domain, n.op_type);
-    if (!def || !def->infer) continue;
-    if (stats) ++stats->inferred;
     InferContext ctx{n, {}, {}, {}};
     for (Value* v : n.inputs) {
       ctx.input_types.push_back(v ? &v->type : nullptr);
@@ -72,13 +75,31 @@ Status infer_graph_types(Graph& g, InferStats* stats) {
         if (a && a->type == AttrType::kTensor) c = &a->t;
       }
       ctx.input_constants.push_back(c);
+      auto it = v ? values.find(v) : values.end();
+      if (it == values.end() && c) {
+        if (std::optional<ShapeValue> k = shape_value_of_constant(*c)) it = values.emplace(v, std::move(*k)).first;
+      }
+      ctx.input_values.push_back(it == values.end() ? nullptr : &it->second);
     }
+    if (!def || !def->infer) continue;
+    if (stats) ++stats->inferred;
     ctx.output_types.resize(n.outputs.size());
     KILN_RETURN_IF_ERROR(def->infer(ctx).with_context("node " + n.describe()));
     for (size_t i = 0; i < n.outputs.size() && i < ctx.output_types.size(); ++i) {
       if (!n.outputs[i]) continue;
       KILN_RETURN_IF_ERROR(merge_types(n.outputs[i]->type, ctx.output_types[i],
                                        "node " + n.describe() + " output '" + n.outputs[i]->name + "'"));
+    }
+    if (n.outputs.size() == 1 && n.outputs[0]) {
+      const TypeInfo& t = n.outputs[0]->type;
+      const bool small_int = t.kind == TypeInfo::Kind::kTensor &&
+                             (t.dtype == DataType::kInt64 || t.dtype == DataType::kInt32) &&
+                             (!t.shape.rank_known || t.shape.rank() <= 1);
+      if (small_int) {
+        if (std::optional<ShapeValue> v = propagate_shape_value(n, ctx.input_values, ctx.input_types)) {
+          values[n.outputs[0]] = std::move(*v);
+        }
+      }
     }
   }
   return {};

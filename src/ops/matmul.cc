@@ -7,6 +7,9 @@
 #include "ops/nn_common.h"
 
 namespace kiln {
+
+Result<Shape> broadcast_infer_shape(const std::vector<const Shape*>& shapes);  // elementwise.cc
+
 namespace {
 
 struct MatMulPlan {
@@ -246,6 +249,21 @@ Status matmul_infer_common(InferContext& ctx, size_t ai, size_t bi, DataType out
   if (a && b && a->shape.rank_known && b->shape.rank_known) {
     KILN_ASSIGN_OR_RETURN(MatMulPlan p, plan_matmul(a->shape.static_dims(), b->shape.static_dims(), false));
     shape = nn::shape_from_dims(p.out);
+    // The same shape with symbols kept: M from A, N from B, batch dims broadcast like elementwise
+    // operands.
+    if (a->shape.rank() >= 1 && b->shape.rank() >= 1) {
+      std::vector<Dim> ad = a->shape.dims, bd = b->shape.dims;
+      const bool a_vec = ad.size() == 1, b_vec = bd.size() == 1;
+      if (a_vec) ad.insert(ad.begin(), Dim::of(1));
+      if (b_vec) bd.push_back(Dim::of(1));
+      Shape ab = nn::shape_from_dims({}), bb = nn::shape_from_dims({});
+      ab.dims.assign(ad.begin(), ad.end() - 2);
+      bb.dims.assign(bd.begin(), bd.end() - 2);
+      KILN_ASSIGN_OR_RETURN(Shape batch, broadcast_infer_shape({&ab, &bb}));
+      if (!a_vec) batch.dims.push_back(ad[ad.size() - 2]);
+      if (!b_vec) batch.dims.push_back(bd.back());
+      shape = std::move(batch);
+    }
   }
   ctx.output_types[0] = TypeInfo::tensor(out_type, shape);
   return Status();

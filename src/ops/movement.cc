@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <optional>
+#include <set>
 
 #include "core/dispatch.h"
 #include "ops/broadcast.h"
@@ -94,6 +95,11 @@ Status constant_of_shape_infer(InferContext& c) {
   Shape s;
   if (const Tensor* k = infer_constant(c, 0); k && k->rank() == 1) {
     s = Shape::of(k->to_int64_vector());
+  } else if (const ShapeValue* v = infer_value(c, 0);
+             v && known_rank_shape(c, 0) && known_rank_shape(c, 0)->rank() == 1) {
+    std::vector<Dim> dims;
+    for (const ShapeElem& e : *v) dims.push_back(e.to_dim());
+    s = shape_from_dims(std::move(dims));
   } else if (const Shape* in = known_rank_shape(c, 0); in && in->rank() == 1 && in->dims[0].known()) {
     s = shape_of_rank(in->dims[0].value);
   }
@@ -196,15 +202,63 @@ Status reshape_kernel(OpContext& ctx) {
   return Status();
 }
 
+// A product of dims as a coefficient and factors: symbols, and the input's unknown dims by position.
+struct DimProduct {
+  int64_t coef = 1;
+  std::multiset<std::pair<int, std::string>> factors;  // (0, symbol) or (1, input position)
+  bool ok = true;
+  void mul(const Dim& d, size_t in_pos, bool from_input) {
+    if (d.known()) {
+      ok = ok && !__builtin_mul_overflow(coef, d.value, &coef);
+    } else if (!d.symbol.empty()) {
+      factors.insert({0, d.symbol});
+    } else if (from_input) {
+      factors.insert({1, std::to_string(in_pos)});
+    } else {
+      ok = false;
+    }
+  }
+};
+
+// The -1 of a Reshape from `in` to `out` (out[at] the -1; copy_of[i] the input position a 0 copied,
+// or -1): numel(in) / product(out without at) when the symbols cancel to a number or to one symbol.
+// Wherever the kernel succeeds it computes this value.
+Dim reshape_minus_one(const Shape& in, const std::vector<Dim>& out, size_t at, const std::vector<int64_t>& copy_of) {
+  DimProduct num, den;
+  for (size_t j = 0; j < in.dims.size(); ++j) num.mul(in.dims[j], j, true);
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (i == at) continue;
+    if (copy_of[i] >= 0) {
+      den.mul(in.dims[static_cast<size_t>(copy_of[i])], static_cast<size_t>(copy_of[i]), true);
+    } else {
+      den.mul(out[i], 0, false);
+    }
+  }
+  if (!num.ok || !den.ok || den.coef == 0 || num.coef % den.coef != 0) return Dim{};
+  for (const auto& f : den.factors) {
+    auto it = num.factors.find(f);
+    if (it == num.factors.end()) return Dim{};
+    num.factors.erase(it);
+  }
+  const int64_t q = num.coef / den.coef;
+  if (num.factors.empty()) return Dim::of(q);
+  if (num.factors.size() == 1 && q == 1 && num.factors.begin()->first == 0)
+    return Dim::sym(num.factors.begin()->second);
+  return Dim{};
+}
+
 Status reshape_infer(InferContext& c) {
   const Shape* in = known_rank_shape(c, 0);
-  std::vector<int64_t> shape;
+  ShapeValue shape;
   bool have_shape = false;
   if (c.node.opset < 5) {
-    shape = node_attr_ints(c.node, "shape");
+    for (int64_t v : node_attr_ints(c.node, "shape")) shape.push_back(ShapeElem::of(v));
+    have_shape = true;
+  } else if (const ShapeValue* v = infer_value(c, 1)) {
+    shape = *v;
     have_shape = true;
   } else if (const Tensor* k = infer_constant(c, 1)) {
-    shape = k->to_int64_vector();
+    for (int64_t v : k->to_int64_vector()) shape.push_back(ShapeElem::of(v));
     have_shape = true;
   }
   if (!have_shape) {
@@ -213,17 +267,32 @@ Status reshape_infer(InferContext& c) {
         c, ss && ss->rank() == 1 && ss->dims[0].known() ? shape_of_rank(ss->dims[0].value) : Shape::unknown());
   }
   bool allowzero = c.node.opset >= 14 && node_attr_int(c.node, "allowzero", 0) != 0;
-  if (in && in->fully_known()) {
-    KILN_ASSIGN_OR_RETURN(Dims d, reshape_dims(in->static_dims(), shape, allowzero));
+  const bool all_const = std::all_of(shape.begin(), shape.end(), [](const ShapeElem& e) { return e.is_const; });
+  if (in && in->fully_known() && all_const) {
+    std::vector<int64_t> k;
+    for (const ShapeElem& e : shape) k.push_back(e.value);
+    KILN_ASSIGN_OR_RETURN(Dims d, reshape_dims(in->static_dims(), k, allowzero));
     return infer_same_dtype(c, Shape::of(d));
   }
   Shape s = shape_of_rank(static_cast<int64_t>(shape.size()));
+  std::vector<int64_t> copy_of(shape.size(), -1);
+  int64_t minus_one = -1, minus_ones = 0;
   for (size_t i = 0; i < shape.size(); ++i) {
-    if (shape[i] > 0 || (shape[i] == 0 && allowzero)) {
-      s.dims[i] = Dim::of(shape[i]);
-    } else if (shape[i] == 0 && in && static_cast<int64_t>(i) < in->rank()) {
+    const ShapeElem& e = shape[i];
+    if (!e.is_const) {
+      s.dims[i] = e.to_dim();
+    } else if (e.value > 0 || (e.value == 0 && allowzero)) {
+      s.dims[i] = Dim::of(e.value);
+    } else if (e.value == 0 && in && static_cast<int64_t>(i) < in->rank()) {
       s.dims[i] = in->dims[i];
+      copy_of[i] = static_cast<int64_t>(i);
+    } else if (e.value == -1) {
+      minus_one = static_cast<int64_t>(i);
+      ++minus_ones;
     }
+  }
+  if (in && minus_ones == 1) {
+    s.dims[static_cast<size_t>(minus_one)] = reshape_minus_one(*in, s.dims, static_cast<size_t>(minus_one), copy_of);
   }
   return infer_same_dtype(c, s);
 }
@@ -251,13 +320,22 @@ Status flatten_infer(InferContext& c) {
     int64_t axis = node_attr_int(c.node, "axis", 1);
     if (axis < -r || axis > r) return invalid("Flatten axis {} is out of range for rank {}", axis, r);
     if (axis < 0) axis += r;
+    // A product of known sizes, or one symbol times ones.
     auto product = [&](int64_t lo, int64_t hi) {
       int64_t p = 1;
+      const Dim* symbolic = nullptr;
       for (int64_t d = lo; d < hi; ++d) {
-        if (!in->dims[static_cast<size_t>(d)].known()) return Dim{};
-        p *= in->dims[static_cast<size_t>(d)].value;
+        const Dim& x = in->dims[static_cast<size_t>(d)];
+        if (x.known()) {
+          p *= x.value;
+        } else if (!x.symbol.empty() && !symbolic) {
+          symbolic = &x;
+        } else {
+          return Dim{};
+        }
       }
-      return Dim::of(p);
+      if (!symbolic) return Dim::of(p);
+      return p == 1 ? *symbolic : Dim{};
     };
     s.dims[0] = product(0, axis);
     s.dims[1] = product(axis, r);
@@ -401,15 +479,18 @@ Status expand_kernel(OpContext& ctx) {
 
 Status expand_infer(InferContext& c) {
   const Shape* in = known_rank_shape(c, 0);
-  const Tensor* k = infer_constant(c, 1);
-  if (!k) {
+  ShapeValue shape;
+  if (const ShapeValue* v = infer_value(c, 1)) {
+    shape = *v;
+  } else if (const Tensor* k = infer_constant(c, 1)) {
+    for (int64_t v : k->to_int64_vector()) shape.push_back(ShapeElem::of(v));
+  } else {
     const Shape* ss = known_rank_shape(c, 1);
     if (in && ss && ss->rank() == 1 && ss->dims[0].known()) {
       return infer_same_dtype(c, shape_of_rank(std::max(in->rank(), ss->dims[0].value)));
     }
     return infer_same_dtype(c, Shape::unknown());
   }
-  std::vector<int64_t> shape = k->to_int64_vector();
   if (!in) return infer_same_dtype(c, Shape::unknown());
   const size_t rank = std::max(shape.size(), in->dims.size());
   std::vector<Dim> out(rank);
@@ -417,14 +498,19 @@ Status expand_infer(InferContext& c) {
     const bool has_in = i >= rank - in->dims.size();
     const bool has_s = i >= rank - shape.size();
     Dim a = has_in ? in->dims[i - (rank - in->dims.size())] : Dim::of(1);
-    int64_t b = has_s ? shape[i - (rank - shape.size())] : 1;
-    if (b != 1) {
-      if (a.known() && a.value != 1 && a.value != b) {
-        return invalid("Expand cannot broadcast dimension {} to {}", a.value, b);
+    ShapeElem b = has_s ? shape[i - (rank - shape.size())] : ShapeElem::of(1);
+    // The broadcast of a and b: where one is 1 the other, else they are equal.
+    if (b.is_const && b.value != 1) {
+      if (a.known() && a.value != 1 && a.value != b.value) {
+        return invalid("Expand cannot broadcast dimension {} to {}", a.value, b.value);
       }
-      out[i] = Dim::of(b);
-    } else {
+      out[i] = b.value >= 0 ? Dim::of(b.value) : Dim{};
+    } else if (b.is_const) {
       out[i] = a;
+    } else if (a.known() && a.value != 1) {
+      out[i] = a;
+    } else if ((a.known() && a.value == 1) || (!a.symbol.empty() && a.symbol == b.symbol)) {
+      out[i] = b.to_dim();
     }
   }
   return infer_same_dtype(c, shape_from_dims(std::move(out)));
@@ -494,6 +580,10 @@ Status range_infer(InferContext& c) {
   if (s && l && d && s->numel() == 1 && l->numel() == 1 && d->numel() == 1) {
     KILN_ASSIGN_OR_RETURN(int64_t n, range_count(*s, *l, *d));
     out.dims[0] = Dim::of(n);
+  } else if (s && d && s->numel() == 1 && d->numel() == 1 && is_integer(s->dtype()) && s->get_int64(0) == 0 &&
+             d->get_int64(0) == 1) {
+    // Range(0, n, 1) of a dim n (never negative) has n elements.
+    if (const ShapeValue* lv = infer_value(c, 1); lv && lv->size() == 1) out.dims[0] = (*lv)[0].to_dim();
   }
   return infer_same_dtype(c, out);
 }

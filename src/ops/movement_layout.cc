@@ -304,47 +304,73 @@ Status slice_kernel(OpContext& ctx) {
   return Status();
 }
 
+// Slice ends at or beyond this take the whole axis whatever its size (exporters write INT64_MAX).
+constexpr int64_t kSliceToEnd = int64_t{1} << 62;
+
 Status slice_infer(InferContext& c) {
   const Shape* in = known_rank_shape(c, 0);
   if (!in) return infer_same_dtype(c, Shape::unknown());
   std::vector<int64_t> starts, ends, axes, steps;
   bool has_axes = false, has_steps = false;
+  // Ends given as dims (a Shape result): the symbol of each, where it is one.
+  std::vector<std::string> end_symbols;
   if (c.node.opset < 10) {
     starts = node_attr_ints(c.node, "starts");
     ends = node_attr_ints(c.node, "ends");
     has_axes = c.node.attr("axes") != nullptr;
     axes = node_attr_ints(c.node, "axes");
   } else {
-    const Tensor* ks = infer_constant(c, 1);
-    const Tensor* ke = infer_constant(c, 2);
-    const Tensor* ka = infer_constant(c, 3);
-    const Tensor* kp = infer_constant(c, 4);
-    if (!ks || !ke || (infer_input(c, 3) && !ka) || (infer_input(c, 4) && !kp)) {
+    auto consts = [&](size_t i, std::vector<int64_t>* out, std::vector<std::string>* symbols) {
+      const ShapeValue* v = infer_value(c, i);
+      if (!v) {
+        const Tensor* k = infer_constant(c, i);
+        if (!k) return false;
+        *out = k->to_int64_vector();
+        return true;
+      }
+      for (const ShapeElem& e : *v) {
+        if (!e.is_const && (!symbols || e.symbol.empty())) return false;
+        out->push_back(e.is_const ? e.value : 0);
+        if (symbols) symbols->push_back(e.is_const ? std::string() : e.symbol);
+      }
+      return true;
+    };
+    if (!consts(1, &starts, nullptr) || !consts(2, &ends, &end_symbols) ||
+        (infer_input(c, 3) && !consts(3, &axes, nullptr)) || (infer_input(c, 4) && !consts(4, &steps, nullptr))) {
       return infer_same_dtype(c, shape_of_rank(in->rank()));
     }
-    starts = ks->to_int64_vector();
-    ends = ke->to_int64_vector();
-    if (ka) axes = ka->to_int64_vector(), has_axes = true;
-    if (kp) steps = kp->to_int64_vector(), has_steps = true;
+    has_axes = infer_input(c, 3) != nullptr;
+    has_steps = infer_input(c, 4) != nullptr;
   }
-  KILN_ASSIGN_OR_RETURN(
-      auto plan, slice_plan(in->static_dims(), starts, ends, has_axes ? &axes : nullptr, has_steps ? &steps : nullptr));
+  // The static plan where every sliced axis has a known size and a constant end; the other axes
+  // are decided below.
+  Dims dims = in->static_dims();
+  std::vector<int64_t> norm_axes;
+  for (size_t i = 0; i < starts.size(); ++i) {
+    int64_t a = has_axes && i < axes.size() ? axes[i] : static_cast<int64_t>(i);
+    if (a < 0) a += in->rank();
+    norm_axes.push_back(a);
+    const bool symbolic_end = i < end_symbols.size() && !end_symbols[i].empty();
+    if (symbolic_end && a >= 0 && a < in->rank()) dims[static_cast<size_t>(a)] = -1;
+  }
+  KILN_ASSIGN_OR_RETURN(auto plan,
+                        slice_plan(dims, starts, ends, has_axes ? &axes : nullptr, has_steps ? &steps : nullptr));
   Shape out = *in;
   for (size_t d = 0; d < plan.size(); ++d) {
-    if (in->dims[d].known()) {
-      const bool untouched = plan[d].start == 0 && plan[d].step == 1 && plan[d].count == in->dims[d].value;
+    if (dims[d] >= 0) {
+      const bool untouched = plan[d].start == 0 && plan[d].step == 1 && plan[d].count == dims[d];
       if (!untouched) out.dims[d] = Dim::of(plan[d].count);
     }
   }
-  // A sliced dimension of unknown size keeps its symbol only when the slice takes all of it, from
-  // 0 (or before) to past any end with step 1; [0:2] of a dim that may be 1 is not 2.
-  for (size_t i = 0; i < starts.size(); ++i) {
-    int64_t axis = has_axes ? axes[i] : static_cast<int64_t>(i);
-    if (axis < 0) axis += in->rank();
-    if (axis < 0 || axis >= in->rank() || in->dims[static_cast<size_t>(axis)].known()) continue;
-    const int64_t step = has_steps ? steps[i] : 1;
-    const bool whole = step == 1 && (starts[i] == 0 || starts[i] <= INT32_MIN) && ends[i] >= INT32_MAX;
-    if (!whole) out.dims[static_cast<size_t>(axis)] = Dim{};
+  // Axes of unknown size, or with an end given as a dim: whole (keeping the dim) when sliced from
+  // 0 with step 1 to an end that is surely past it, else unknown.
+  for (size_t i = 0; i < norm_axes.size(); ++i) {
+    const size_t a = static_cast<size_t>(norm_axes[i]);
+    if (dims[a] >= 0) continue;
+    const int64_t step = has_steps && i < steps.size() ? steps[i] : 1;
+    const bool symbolic_end = i < end_symbols.size() && !end_symbols[i].empty();
+    const bool to_end = symbolic_end ? end_symbols[i] == in->dims[a].symbol : ends[i] >= kSliceToEnd;
+    if (!(starts[i] == 0 && step == 1 && to_end)) out.dims[a] = Dim{};
   }
   return infer_same_dtype(c, out);
 }
@@ -390,17 +416,19 @@ Status tile_kernel(OpContext& ctx) {
 
 Status tile_infer(InferContext& c) {
   const Shape* in = known_rank_shape(c, 0);
-  const Tensor* k = infer_constant(c, 1);
   if (!in) return infer_same_dtype(c, Shape::unknown());
   Shape out = shape_of_rank(in->rank());
-  if (c.node.opset >= 6 && k && k->numel() == in->rank()) {
+  const ShapeValue* reps = infer_value(c, 1);
+  if (c.node.opset >= 6 && reps && static_cast<int64_t>(reps->size()) == in->rank()) {
     for (int64_t d = 0; d < in->rank(); ++d) {
       const Dim& v = in->dims[static_cast<size_t>(d)];
-      int64_t r = k->get_int64(d);
-      if (r == 1) {
+      const ShapeElem& r = (*reps)[static_cast<size_t>(d)];
+      if (r.is_const && r.value == 1) {
         out.dims[static_cast<size_t>(d)] = v;
-      } else if (v.known()) {
-        out.dims[static_cast<size_t>(d)] = Dim::of(v.value * r);
+      } else if (r.is_const && v.known()) {
+        out.dims[static_cast<size_t>(d)] = Dim::of(v.value * r.value);
+      } else if (!r.is_const && v.known() && v.value == 1) {
+        out.dims[static_cast<size_t>(d)] = r.to_dim();  // one element repeated n times
       }
     }
   }

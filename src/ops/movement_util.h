@@ -95,6 +95,10 @@ inline const TypeInfo* infer_input(const InferContext& c, size_t i) {
 inline const Tensor* infer_constant(const InferContext& c, size_t i) {
   return i < c.input_constants.size() ? c.input_constants[i] : nullptr;
 }
+// The elements of input i when data propagation knows them (constants included), else null.
+inline const ShapeValue* infer_value(const InferContext& c, size_t i) {
+  return i < c.input_values.size() ? c.input_values[i] : nullptr;
+}
 inline TypeInfo& infer_output(InferContext& c, size_t i) {
   if (c.output_types.size() <= i) c.output_types.resize(i + 1);
   return c.output_types[i];

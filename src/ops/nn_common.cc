@@ -194,6 +194,14 @@ Result<Window> make_window(const Node& n, const Dims& in_spatial, const Dims& ke
   return w;
 }
 
+bool window_keeps_size(const Node& n, const Window& w, size_t d) {
+  Result<AutoPad> ap = parse_auto_pad(n);
+  if (!ap.ok() || d >= w.rank() || w.strides[d] != 1) return false;
+  const int64_t span = (w.kernel[d] - 1) * w.dilations[d] + 1;
+  if (*ap == AutoPad::kSameUpper || *ap == AutoPad::kSameLower) return true;
+  return w.pads[d] + w.pads[w.rank() + d] == span - 1;
+}
+
 std::vector<int64_t> tap_offsets(const Window& w) {
   const size_t r = w.rank();
   const int64_t ks = w.kernel_size(), os = w.out_size();

@@ -67,6 +67,11 @@ struct Window {
 Result<Window> make_window(const Node& n, const Dims& in_spatial, const Dims& kernel, bool ceil_mode,
                            bool use_dilations = true);
 
+// Whether the window's output dim d equals its input dim whatever the input size: stride 1 and
+// padding that makes up for the kernel's span (SAME, or pads summing to span - 1). Inference uses it
+// to keep symbolic spatial dims.
+bool window_keeps_size(const Node& n, const Window& w, size_t d);
+
 // Splits total padding per auto_pad (SAME_UPPER puts the extra at the end).
 void split_same_pad(AutoPad ap, int64_t total, int64_t* begin, int64_t* end);
 

@@ -349,6 +349,10 @@ Status pool_infer(InferContext& ctx, bool with_indices, bool ceil_allowed, bool 
     for (size_t i = 0; i < 2; ++i) {
       if (!x->shape.dims[i].known()) shape.dims[i] = x->shape.dims[i];
     }
+    for (size_t d = 0; d < ps.win.rank(); ++d) {
+      const Dim& in = x->shape.dims[d + 2];
+      if (!in.known() && nn::window_keeps_size(ctx.node, ps.win, d)) shape.dims[d + 2] = in;
+    }
   }
   ctx.output_types[0] = TypeInfo::tensor(x->dtype, shape);
   if (with_indices && ctx.output_types.size() > 1) ctx.output_types[1] = TypeInfo::tensor(DataType::kInt64, shape);

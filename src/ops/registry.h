@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "ops/op_context.h"
+#include "ops/shape_value.h"
 
 namespace kiln {
 
@@ -15,12 +16,15 @@ using KernelFn = std::function<Status(OpContext&)>;
 
 // Inference: given the node and its input types (nullptr for omitted inputs) and, where they are
 // constants, their data (nullptr otherwise), fill the output types. Returning an error means the
-// node is invalid (e.g. incompatible shapes).
+// node is invalid (e.g. incompatible shapes). Where an input is a small integer tensor whose
+// elements are known as numbers or dim symbols (a constant, or a shape computed with Shape, Gather,
+// Concat ...), input_values holds them (nullptr otherwise), for ops that read a shape from data.
 struct InferContext {
   const Node& node;
   std::vector<const TypeInfo*> input_types;
   std::vector<const Tensor*> input_constants;
   std::vector<TypeInfo> output_types;
+  std::vector<const ShapeValue*> input_values = {};
 };
 using InferFn = std::function<Status(InferContext&)>;
 

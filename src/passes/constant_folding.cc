@@ -1,5 +1,8 @@
 // Evaluates nodes whose inputs are all constants with the reference kernels, and Shape/Size of
-// values whose shape is static, turning their outputs into initializers.
+// values whose shape is static, turning their outputs into initializers. A Gather of a constant
+// table by a Slice of constant indices whose bounds are not constant becomes a Slice of the folded
+// Gather.
+#include <optional>
 #include <set>
 
 #include "ops/registry.h"
@@ -95,10 +98,81 @@ Result<bool> evaluate(const Node& n, const OpRegistry& registry, std::vector<Ten
   return out_bytes <= in_bytes + kMaxGrowthBytes;
 }
 
+// Gather(T, Slice(C, starts, ends, axes, steps)) with constant T and C, but bounds that are not
+// constant (position ids sliced to the sequence length, an HF embedding pattern), is
+// Slice(Gather(T, C), starts, ends, axes + Gather's axis, steps): Gather puts the index dims at its
+// axis, in order. The Gather then folds and only the Slice runs. Returns whether it rewrote.
+Result<bool> gather_through_slice(Graph& g, Node& gather, const Uses& uses, const OpRegistry& registry) {
+  if (gather.op_type != "Gather" || !gather.domain.empty() || gather.inputs.size() != 2 || gather.outputs.size() != 1)
+    return false;
+  const Tensor* table = constant_of(gather.inputs[0]);
+  Value* idx = gather.inputs[1];
+  Node* slice = idx ? idx->producer : nullptr;
+  if (!table || table->rank() < 1 || !slice || slice->op_type != "Slice" || !slice->domain.empty() ||
+      slice->opset < 10 || slice->inputs.size() < 3 || uses.sole_consumer(idx) != &gather) {
+    return false;
+  }
+  const Tensor* c = constant_of(slice->inputs[0]);
+  if (!c || c->rank() < 1) return false;
+  std::vector<int64_t> axes;
+  const bool has_axes = slice->inputs.size() > 3 && slice->inputs[3];
+  if (has_axes) {
+    const Tensor* a = constant_of(slice->inputs[3]);
+    if (!a) return false;
+    axes = a->to_int64_vector();
+  }
+  const Attribute* ga = gather.attr("axis");
+  int64_t axis = ga ? ga->i : 0;
+  if (axis < 0) axis += table->rank();
+  if (axis < 0 || axis >= table->rank()) return false;
+
+  Node whole;  // Gather(T, C), evaluated like any constant node
+  whole.op_type = "Gather";
+  whole.opset = gather.opset;
+  whole.attrs = gather.attrs;
+  whole.inputs = {gather.inputs[0], slice->inputs[0]};
+  Value out;
+  out.type = TypeInfo::tensor(table->dtype());
+  whole.outputs = {&out};
+  std::vector<Tensor> folded;
+  KILN_ASSIGN_OR_RETURN(bool ok, evaluate(whole, registry, &folded));
+  if (!ok) return false;
+
+  std::vector<Value*> inputs = {nullptr, slice->inputs[1], slice->inputs[2]};
+  if (has_axes || axis != 0) {
+    if (!has_axes) {
+      // Without axes, Slice takes the first len(starts) axes; len(starts) must then be known.
+      const Shape& starts = slice->inputs[1]->type.shape;
+      if (!starts.rank_known || starts.rank() != 1 || !starts.dims[0].known()) return false;
+      const int64_t n = starts.dims[0].value;
+      for (int64_t i = 0; i < n; ++i) axes.push_back(i);
+    }
+    for (int64_t& a : axes) {
+      if (a < -c->rank() || a >= c->rank()) return false;
+      a = (a < 0 ? a + c->rank() : a) + axis;
+    }
+    inputs.push_back(add_constant(g, gather.outputs[0]->name + "_axes",
+                                  Tensor::from_vector(axes, {static_cast<int64_t>(axes.size())})));
+  } else {
+    inputs.push_back(nullptr);
+  }
+  inputs.push_back(slice->inputs.size() > 4 ? slice->inputs[4] : nullptr);
+  while (!inputs.back()) inputs.pop_back();
+  inputs[0] = add_constant(g, gather.outputs[0]->name + "_table", std::move(folded[0]));
+  absorb_provenance(&gather, *slice);
+  gather.op_type = "Slice";
+  gather.opset = slice->opset;
+  gather.attrs.clear();
+  gather.inputs = std::move(inputs);
+  return true;
+}
+
 }  // namespace
 
 PassInfo constant_folding_pass() {
-  return {kName, "Evaluates nodes whose inputs are all constant, and Shape/Size of static shapes",
+  return {kName,
+          "Evaluates nodes whose inputs are all constant, and Shape/Size of static shapes; a Gather of constants "
+          "through a Slice of constant indices becomes a Slice of the folded Gather",
           [](Graph& g, PassContext& ctx) -> Result<bool> {
             const OpRegistry& registry = ctx.registry ? *ctx.registry : OpRegistry::global();
             std::set<const Node*> folded;
@@ -123,9 +197,18 @@ PassInfo constant_folding_pass() {
               folded.insert(&n);
               ctx.record(kName);
             }
-            if (folded.empty()) return false;
-            g.erase_nodes_if([&](const Node& n) { return folded.count(&n) > 0; });
-            return true;
+            bool changed = !folded.empty();
+            if (changed) g.erase_nodes_if([&](const Node& n) { return folded.count(&n) > 0; });
+            std::optional<Uses> uses;  // rebuilt only after the graph changed
+            for (const auto& node : g.nodes()) {
+              if (!uses) uses.emplace(g);
+              KILN_ASSIGN_OR_RETURN(bool moved, gather_through_slice(g, *node, *uses, registry));
+              if (!moved) continue;
+              uses.reset();
+              ctx.record(kName);
+              changed = true;
+            }
+            return changed;
           }};
 }
 

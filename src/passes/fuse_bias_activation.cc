@@ -6,6 +6,7 @@
 #include "ops/fused.h"
 #include "passes/passes.h"
 #include "passes/rewrite.h"
+#include "passes/symbolic.h"
 
 namespace kiln {
 namespace {
@@ -63,17 +64,18 @@ PassInfo bias_activation_fusion_pass() {
           Fusion f;
           f.anchor = &p;
           f.out = p.outputs[0];
-          Dims out_dims;
-          const bool known = static_dims(f.out, &out_dims);
+          // Symbolic shapes are fine: the bias needs only the rank and the channel dim, the
+          // residual an operand whose dims equal the output's one by one.
+          const int64_t rank = known_rank(f.out);
+          const Dim* channel = rank >= 2 ? dim_at(f.out, p.op_type == "Conv" ? 1 : -1) : nullptr;
 
           // 1. Bias: Add of a per-channel constant.
-          if (Node* c = uses.sole_consumer(f.out); c && known) {
+          if (Node* c = uses.sole_consumer(f.out); c && channel && channel->known()) {
             Value* b = other_operand(*c, f.out);
             const Tensor* bt = constant_of(b);
-            const int64_t rank = static_cast<int64_t>(out_dims.size());
             bool has_bias = p.inputs.size() > 2 && p.inputs[2];
-            if (bt && bt->dtype() == f.out->type.dtype && !has_bias && rank >= 2) {
-              int64_t ch = p.op_type == "Conv" ? out_dims[1] : out_dims.back();
+            if (bt && bt->dtype() == f.out->type.dtype && !has_bias) {
+              int64_t ch = channel->value;
               int64_t axis_from_end = p.op_type == "Conv" ? rank - 1 : 1;
               if (per_channel(*bt, ch, rank, axis_from_end)) {
                 Tensor flat = bt->reshaped({ch});
@@ -84,10 +86,9 @@ PassInfo bias_activation_fusion_pass() {
             }
           }
           // 2. Residual: Add of another tensor of exactly the output's shape.
-          if (Node* c = uses.sole_consumer(f.out); c && known) {
+          if (Node* c = uses.sole_consumer(f.out); c && rank >= 0) {
             Value* r = other_operand(*c, f.out);
-            Dims rd;
-            if (r && static_dims(r, &rd) && rd == out_dims && r->type.dtype == f.out->type.dtype) {
+            if (r && same_tensor_type(r, f.out)) {
               f.residual = r;
               f.absorbed.push_back(c);
               f.out = c->outputs[0];

@@ -8,6 +8,7 @@
 #include "ops/fused.h"
 #include "passes/passes.h"
 #include "passes/rewrite.h"
+#include "passes/symbolic.h"
 
 namespace kiln {
 namespace {
@@ -50,8 +51,9 @@ PassInfo elementwise_fusion_pass() {
             std::optional<Uses> cached;  // rebuilt only after the graph changed
             for (size_t i = g.nodes().size(); i-- > 0;) {
               Node& root = *g.nodes()[i];
-              Dims out_dims;
-              if (!elementwise(root) || !static_dims(root.outputs[0], &out_dims)) continue;
+              // Every value inside the region has the root's shape (symbolic dims compared
+              // symbol for symbol), so the body is one loop over the output.
+              if (!elementwise(root) || known_rank(root.outputs[0]) < 0) continue;
               if (!cached) cached.emplace(g);
               const Uses& uses = *cached;
               // Grow the region upward through values read only by the region.
@@ -60,9 +62,8 @@ PassInfo elementwise_fusion_pass() {
               for (size_t k = 0; k < region.size(); ++k) {
                 for (Value* v : region[k]->inputs) {
                   Node* p = v->producer;
-                  Dims d;
                   if (!p || in_region.count(p) || !elementwise(*p) || uses.sole_consumer(v) != region[k]) continue;
-                  if (!static_dims(v, &d) || d != out_dims) continue;
+                  if (!same_shape(v, root.outputs[0])) continue;
                   region.push_back(p);
                   in_region.insert(p);
                 }

@@ -1,21 +1,17 @@
 // Removes nodes that pass their input through unchanged: Identity, inference Dropout, and ops
-// whose parameters make them no-ops (same-type Cast, same-shape Reshape, x+0, x*1, ...).
+// whose parameters make them no-ops (same-type Cast, same-shape Reshape, x+0, x*1, ...). Shapes
+// compare symbol for symbol (passes/symbolic.h), so no-ops on symbolic shapes go too.
 #include <optional>
 #include <set>
 
 #include "passes/passes.h"
 #include "passes/rewrite.h"
+#include "passes/symbolic.h"
 
 namespace kiln {
 namespace {
 
 constexpr const char* kName = "eliminate-identity";
-
-bool same_static_tensor_type(const Value* a, const Value* b) {
-  return a && b && a->type.kind == TypeInfo::Kind::kTensor && b->type.kind == TypeInfo::Kind::kTensor &&
-         a->type.dtype == b->type.dtype && a->type.dtype != DataType::kUndefined && a->type.shape.fully_known() &&
-         b->type.shape.fully_known() && a->type.shape.static_dims() == b->type.shape.static_dims();
-}
 
 bool output_unused(const Uses& uses, const Node& n, size_t k) {
   return k >= n.outputs.size() || !n.outputs[k] || uses.use_count(n.outputs[k]) == 0;
@@ -45,7 +41,7 @@ Value* pass_through(const Node& n, const Uses& uses) {
     return same ? x : nullptr;
   }
   if (op == "Reshape" || op == "Expand" || op == "Flatten" || op == "Squeeze" || op == "Unsqueeze" || op == "Tile") {
-    return same_static_tensor_type(x, out) ? x : nullptr;
+    return same_tensor_type(x, out) ? x : nullptr;
   }
   if (op == "Transpose") {
     const Attribute* perm = n.attr("perm");
@@ -63,11 +59,11 @@ Value* pass_through(const Node& n, const Uses& uses) {
         if (v != 1) return nullptr;
       }
     }
-    return same_static_tensor_type(x, out) ? x : nullptr;
+    return same_tensor_type(x, out) ? x : nullptr;
   }
   if (op == "Pad") {
     if (n.inputs.size() > 1 && n.inputs[1])
-      return constant_is(n.inputs[1], 0) && same_static_tensor_type(x, out) ? x : nullptr;
+      return constant_is(n.inputs[1], 0) && same_tensor_type(x, out) ? x : nullptr;
     if (const Attribute* p = n.attr("pads")) {
       for (int64_t v : p->ints) {
         if (v != 0) return nullptr;
@@ -77,14 +73,14 @@ Value* pass_through(const Node& n, const Uses& uses) {
     return nullptr;
   }
   if ((op == "Concat" || op == "Sum" || op == "Max" || op == "Min" || op == "Mean") && n.inputs.size() == 1) {
-    return same_static_tensor_type(x, out) || op == "Concat" ? x : nullptr;
+    return same_tensor_type(x, out) || op == "Concat" ? x : nullptr;
   }
   if (n.inputs.size() == 2 && (op == "Add" || op == "Sub" || op == "Mul" || op == "Div")) {
     const double unit = (op == "Add" || op == "Sub") ? 0.0 : 1.0;
     const bool commutes = op == "Add" || op == "Mul";
     // The neutral constant must not change the output's shape (by broadcasting) or type.
-    if (constant_is(n.inputs[1], unit) && same_static_tensor_type(n.inputs[0], out)) return n.inputs[0];
-    if (commutes && constant_is(n.inputs[0], unit) && same_static_tensor_type(n.inputs[1], out)) return n.inputs[1];
+    if (constant_is(n.inputs[1], unit) && same_tensor_type(n.inputs[0], out)) return n.inputs[0];
+    if (commutes && constant_is(n.inputs[0], unit) && same_tensor_type(n.inputs[1], out)) return n.inputs[1];
   }
   return nullptr;
 }

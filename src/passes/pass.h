@@ -8,6 +8,7 @@
 
 #include "core/status.h"
 #include "ir/graph.h"
+#include "passes/symbolic.h"
 
 namespace kiln {
 
@@ -19,6 +20,10 @@ struct PassContext {
   // record() once per rewrite so `kiln inspect` can report what fired.
   std::map<std::string, int64_t> fired;
   void record(const std::string& pass, int64_t count = 1) { fired[pass] += count; }
+  // The sizes each symbolic dim of the graph's inputs takes in this build (a profile's min and
+  // max), by symbol. Passes that rewrite symbolic shapes use it to know a dim is never 0 or never
+  // exceeds a size; a symbol without an entry may take any size, 0 included.
+  DimRanges dim_ranges;
 };
 
 using PassFn = std::function<Result<bool>(Graph&, PassContext&)>;

@@ -5,6 +5,7 @@
 namespace kiln {
 
 PassInfo constant_folding_pass();        // constant_folding.cc
+PassInfo shape_arithmetic_pass();        // fold_shape_arithmetic.cc
 PassInfo dead_code_pass();               // dead_code.cc
 PassInfo identity_elimination_pass();    // identity_elimination.cc
 PassInfo cse_pass();                     // cse.cc

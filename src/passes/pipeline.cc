@@ -11,6 +11,9 @@ namespace kiln {
 // The order matters where one pass creates the pattern another looks for:
 // - Constant folding first: exporters compute shapes at run time (Shape -> Gather -> Concat ->
 //   Reshape); once they are constants, the structural passes see plain Reshapes.
+// - Shape arithmetic right after it, for the shapes that stay symbolic under a profile: it turns
+//   what it can into constants (which folding then finishes) and Reshapes into constant 0/-1
+//   shapes, before the structural passes look for plain Reshapes.
 // - Identity/no-op elimination and CSE next, so patterns are not hidden behind Identity nodes or
 //   split across duplicate subexpressions (two copies of the same ReduceMean in a LayerNorm).
 // - Transpose/reshape folding before attention recognition: attention is matched on the
@@ -24,10 +27,19 @@ namespace kiln {
 // - Dead-code elimination last in each sweep to drop what the rewrites left unused.
 const std::vector<PassInfo>& all_passes() {
   static const std::vector<PassInfo> passes = {
-      constant_folding_pass(),       identity_elimination_pass(),  cse_pass(),
-      transpose_reshape_pass(),      batchnorm_folding_pass(),     gelu_recognition_pass(),
-      silu_recognition_pass(),       layernorm_recognition_pass(), attention_recognition_pass(),
-      bias_activation_fusion_pass(), elementwise_fusion_pass(),    dead_code_pass(),
+      constant_folding_pass(),
+      shape_arithmetic_pass(),
+      identity_elimination_pass(),
+      cse_pass(),
+      transpose_reshape_pass(),
+      batchnorm_folding_pass(),
+      gelu_recognition_pass(),
+      silu_recognition_pass(),
+      layernorm_recognition_pass(),
+      attention_recognition_pass(),
+      bias_activation_fusion_pass(),
+      elementwise_fusion_pass(),
+      dead_code_pass(),
   };
   return passes;
 }
@@ -98,6 +110,7 @@ Result<PipelineReport> run_pipeline(Graph& g, const PipelineOptions& options) {
   report.nodes_before = g.total_node_count();
   PassContext ctx;
   ctx.registry = &OpRegistry::global();
+  ctx.dim_ranges = options.dim_ranges;
   bool changed = true;
   while (changed) {
     if (report.iterations == options.max_iterations) {

@@ -20,6 +20,8 @@ struct PipelineOptions {
   std::set<std::string> dump_after;  // pass names after which `dump` is called
   // Called with the graph after a pass in dump_after changed it (once per firing iteration).
   std::function<Status(const Graph&, const std::string& pass, int iteration)> dump;
+  // Sizes each symbolic input dim takes in this build, by symbol (PassContext::dim_ranges).
+  DimRanges dim_ranges;
   int max_iterations = 8;  // fixed-point step limit: full sweeps over the pass list
   // Runs Graph::verify() after every pass. On by default in builds with tests (KILN_VERIFY_PASSES)
   // and when the environment variable KILN_VERIFY_PASSES=1 is set.

@@ -7,6 +7,7 @@
 
 #include "passes/passes.h"
 #include "passes/pattern.h"
+#include "passes/symbolic.h"
 
 namespace kiln {
 namespace {
@@ -53,12 +54,19 @@ Node* mean_eps_sqrt(const Uses& uses, Node& mean, double* eps, std::vector<Node*
   return sq;
 }
 
-// y [* gamma] [+ beta] with gamma/beta holding one value per normalized element.
-Value* affine_tail(const Uses& uses, Value* y, int64_t norm_numel, bool with_beta, Value** gamma, Value** beta,
-                   std::vector<Node*>* nodes) {
+Dims without_leading_ones(const Dims& d) {
+  size_t i = 0;
+  while (i < d.size() && d[i] == 1) ++i;
+  return Dims(d.begin() + static_cast<std::ptrdiff_t>(i), d.end());
+}
+
+// y [* gamma] [+ beta] with gamma/beta holding one value per normalized element, laid out like
+// the normalized dims (so that broadcasting them against y neither grows nor reorders it).
+Value* affine_tail(const Uses& uses, Value* y, const Dims& norm_dims, int64_t rank, bool with_beta, Value** gamma,
+                   Value** beta, std::vector<Node*>* nodes) {
   auto fits = [&](const Value* v) {
     const Tensor* t = constant_of(v);
-    return t && t->numel() == norm_numel;
+    return t && t->rank() <= rank && without_leading_ones(t->dims()) == without_leading_ones(norm_dims);
   };
   if (Node* m = sole_consumer_is(uses, y, "Mul"); m && fits(other_input(*m, y))) {
     *gamma = other_input(*m, y);
@@ -108,17 +116,27 @@ void replace_with(Graph& g, const std::string& op, int opset, std::vector<Value*
   ctx.record(kName);
 }
 
-bool static_tensor(const Value* x, Dims* dims) {
-  return static_dims(x, dims) && is_float(x->type.dtype);
+// A float tensor of known rank; *dims holds its sizes, -1 where symbolic or unknown. The
+// normalized (trailing) dims must be known sizes; the leading ones may be anything.
+bool float_tensor(const Value* x, Dims* dims) {
+  if (known_rank(x) < 0 || !is_float(x->type.dtype)) return false;
+  *dims = x->type.shape.static_dims();
+  return true;
+}
+
+// The trailing dims from axes.front() on, when all are known sizes.
+bool norm_dims_of(const Dims& dims, const std::vector<int64_t>& axes, Dims* norm) {
+  norm->assign(dims.end() - static_cast<std::ptrdiff_t>(axes.size()), dims.end());
+  return std::all_of(norm->begin(), norm->end(), [](int64_t d) { return d >= 0; });
 }
 
 bool try_layernorm(Graph& g, Node& m1, PassContext& ctx) {
   Value* x = m1.inputs.empty() ? nullptr : m1.inputs[0];
-  Dims dims;
-  if (!static_tensor(x, &dims)) return false;
+  Dims dims, norm_dims;
+  if (!float_tensor(x, &dims)) return false;
   const int64_t rank = static_cast<int64_t>(dims.size());
   std::vector<int64_t> axes = mean_axes(m1, rank);
-  if (axes.empty()) return false;
+  if (axes.empty() || !norm_dims_of(dims, axes, &norm_dims)) return false;
   Uses uses(g);
   Node* sub = sole_consumer_is(uses, m1.outputs[0], "Sub");
   if (!sub || sub->inputs[0] != x || sub->inputs[1] != m1.outputs[0]) return false;
@@ -142,9 +160,8 @@ bool try_layernorm(Graph& g, Node& m1, PassContext& ctx) {
   Node* sq = mean_eps_sqrt(uses, *m2, &eps, &nodes);
   if (!sq || uses.sole_consumer(sq->outputs[0]) != div || div->inputs[1] != sq->outputs[0]) return false;
   nodes.push_back(div);
-  Dims norm_dims(dims.end() - static_cast<std::ptrdiff_t>(axes.size()), dims.end());
   Value *gamma = nullptr, *beta = nullptr;
-  Value* out = affine_tail(uses, div->outputs[0], shape_numel(norm_dims), true, &gamma, &beta, &nodes);
+  Value* out = affine_tail(uses, div->outputs[0], norm_dims, rank, true, &gamma, &beta, &nodes);
   std::vector<Value*> inputs = {x, norm_param(g, gamma, norm_dims, x->type.dtype, 1.0)};
   if (beta) inputs.push_back(norm_param(g, beta, norm_dims, x->type.dtype, 0.0));
   replace_with(g, "LayerNormalization", 17, inputs, out, nodes, axes.front(), eps, ctx);
@@ -156,12 +173,12 @@ bool try_rmsnorm(Graph& g, Node& m, PassContext& ctx) {
   Node* sqr = q ? q->producer : nullptr;
   if (!sqr || sqr->inputs.empty()) return false;
   Value* x = sqr->inputs[0];
-  Dims dims;
-  if (!squares(*sqr, x) || !static_tensor(x, &dims)) return false;
+  Dims dims, norm_dims;
+  if (!squares(*sqr, x) || !float_tensor(x, &dims)) return false;
   const int64_t rank = static_cast<int64_t>(dims.size());
   std::vector<int64_t> axes = mean_axes(m, rank);
   Uses uses(g);
-  if (axes.empty() || uses.sole_consumer(q) != &m) return false;
+  if (axes.empty() || !norm_dims_of(dims, axes, &norm_dims) || uses.sole_consumer(q) != &m) return false;
   std::vector<Node*> nodes = {sqr};
   double eps = 0;
   Node* sq = mean_eps_sqrt(uses, m, &eps, &nodes);
@@ -179,9 +196,8 @@ bool try_rmsnorm(Graph& g, Node& m, PassContext& ctx) {
   } else {
     return false;
   }
-  Dims norm_dims(dims.end() - static_cast<std::ptrdiff_t>(axes.size()), dims.end());
   Value *gamma = nullptr, *beta = nullptr;
-  Value* out = affine_tail(uses, y, shape_numel(norm_dims), false, &gamma, &beta, &nodes);
+  Value* out = affine_tail(uses, y, norm_dims, rank, false, &gamma, &beta, &nodes);
   replace_with(g, "RMSNormalization", 23, {x, norm_param(g, gamma, norm_dims, x->type.dtype, 1.0)}, out, nodes,
                axes.front(), eps, ctx);
   return true;

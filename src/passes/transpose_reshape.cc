@@ -1,10 +1,13 @@
 // Merges chains of layout ops: Transpose(Transpose(x)) becomes one Transpose (or nothing), and a
-// chain of Reshape/Flatten/Squeeze/Unsqueeze with a static result becomes one Reshape.
+// chain of Reshape/Flatten/Squeeze/Unsqueeze becomes one Reshape: with the static result as its
+// shape, or for symbolic results with 0 for the dims copied from x and -1 where exact; two
+// Unsqueezes become one Unsqueeze.
 #include <optional>
 #include <set>
 
 #include "passes/passes.h"
 #include "passes/pattern.h"
+#include "passes/symbolic.h"
 
 namespace kiln {
 namespace {
@@ -14,6 +17,44 @@ constexpr const char* kName = "fold-transposes-reshapes";
 bool reshape_like(const Node& n) {
   return n.domain.empty() &&
          (n.op_type == "Reshape" || n.op_type == "Flatten" || n.op_type == "Squeeze" || n.op_type == "Unsqueeze");
+}
+
+// Constant Unsqueeze axes (attribute before opset 13, input since), normalized for `out_rank`.
+bool unsqueeze_axes(const Node& u, int64_t out_rank, std::vector<int64_t>* axes) {
+  if (u.op_type != "Unsqueeze" || !u.domain.empty()) return false;
+  if (u.opset < 13) {
+    const Attribute* a = u.attr("axes");
+    if (!a) return false;
+    *axes = a->ints;
+  } else {
+    const Tensor* t = u.inputs.size() > 1 ? constant_of(u.inputs[1]) : nullptr;
+    if (!t) return false;
+    *axes = t->to_int64_vector();
+  }
+  std::set<int64_t> seen;
+  for (int64_t& a : *axes) {
+    if (a < 0) a += out_rank;
+    if (a < 0 || a >= out_rank || !seen.insert(a).second) return false;
+  }
+  return true;
+}
+
+// Unsqueeze(Unsqueeze(x, a1), a2) as Unsqueeze(x, axes): the output positions where either
+// inserted a 1.
+bool merged_unsqueeze(const Node& first, const Node& second, int64_t rank, std::vector<int64_t>* axes) {
+  const int64_t mid = known_rank(first.outputs[0]), out = known_rank(second.outputs[0]);
+  std::vector<int64_t> a1, a2;
+  if (rank < 0 || mid < 0 || out < 0 || !unsqueeze_axes(first, mid, &a1) || !unsqueeze_axes(second, out, &a2) ||
+      mid != rank + static_cast<int64_t>(a1.size()) || out != mid + static_cast<int64_t>(a2.size())) {
+    return false;
+  }
+  std::set<int64_t> s1(a1.begin(), a1.end()), s2(a2.begin(), a2.end());
+  axes->clear();
+  int64_t j = 0;  // position in the first Unsqueeze's output
+  for (int64_t k = 0; k < out; ++k) {
+    if (s2.count(k) || s1.count(j++)) axes->push_back(k);
+  }
+  return true;
 }
 
 std::vector<int64_t> perm_of(const Node& t, int64_t rank) {
@@ -26,7 +67,9 @@ std::vector<int64_t> perm_of(const Node& t, int64_t rank) {
 }  // namespace
 
 PassInfo transpose_reshape_pass() {
-  return {kName, "Merges chains of Transpose and of Reshape/Flatten/Squeeze/Unsqueeze, drops identity permutations",
+  return {kName,
+          "Merges chains of Transpose and of Reshape/Flatten/Squeeze/Unsqueeze (0/-1 shapes for symbolic dims), "
+          "drops identity permutations",
           [](Graph& g, PassContext& ctx) -> Result<bool> {
             bool changed = false;
             std::optional<Uses> cached;  // rebuilt only after the graph changed
@@ -71,16 +114,34 @@ PassInfo transpose_reshape_pass() {
               }
               if (reshape_like(n) && reshape_like(*p)) {
                 const TypeInfo& t = n.outputs[0]->type;
-                if (t.kind != TypeInfo::Kind::kTensor || !t.shape.fully_known()) continue;
-                Dims dims = t.shape.static_dims();
-                Value* shape = add_constant(g, n.outputs[0]->name + "_shape",
-                                            Tensor::from_vector(dims, {static_cast<int64_t>(dims.size())}));
-                Node* r = add_node_at(g, static_cast<size_t>(n.index), "Reshape", n.name, {x, shape}, 0, "", 14);
-                // allowzero: a 0 in the shape means a zero-size dimension, not "copy the input's".
-                Attribute az;
-                az.type = AttrType::kInt;
-                az.i = 1;
-                r->attrs["allowzero"] = az;
+                if (t.kind != TypeInfo::Kind::kTensor || !t.shape.rank_known) continue;
+                std::vector<int64_t> merged_axes;
+                std::optional<std::vector<int64_t>> symbolic;
+                Node* r = nullptr;
+                if (t.shape.fully_known()) {
+                  Dims dims = t.shape.static_dims();
+                  Value* shape = add_constant(g, n.outputs[0]->name + "_shape",
+                                              Tensor::from_vector(dims, {static_cast<int64_t>(dims.size())}));
+                  r = add_node_at(g, static_cast<size_t>(n.index), "Reshape", n.name, {x, shape}, 0, "", 14);
+                  // allowzero: a 0 in the shape means a zero-size dimension, not "copy the input's".
+                  Attribute az;
+                  az.type = AttrType::kInt;
+                  az.i = 1;
+                  r->attrs["allowzero"] = az;
+                } else if (merged_unsqueeze(*p, n, known_rank(x), &merged_axes)) {
+                  // Unsqueeze of Unsqueeze: one Unsqueeze, exact whatever the dims.
+                  Value* axes =
+                      add_constant(g, n.outputs[0]->name + "_axes",
+                                   Tensor::from_vector(merged_axes, {static_cast<int64_t>(merged_axes.size())}));
+                  r = add_node_at(g, static_cast<size_t>(n.index), "Unsqueeze", n.name, {x, axes}, 0, "", 13);
+                } else if ((symbolic = constant_reshape_shape(x, t.shape, ctx.dim_ranges))) {
+                  // Symbolic result: 0 copies x's dims, -1 where exact (passes/symbolic.h).
+                  Value* shape = add_constant(g, n.outputs[0]->name + "_shape",
+                                              Tensor::from_vector(*symbolic, {static_cast<int64_t>(symbolic->size())}));
+                  r = add_node_at(g, static_cast<size_t>(n.index), "Reshape", n.name, {x, shape}, 0, "", 14);
+                } else {
+                  continue;
+                }
                 Value* out = n.outputs[0];
                 r->outputs = {out};
                 set_provenance(r, {p, &n});

@@ -36,9 +36,11 @@ inline const PassInfo& find_pass(const std::string& name) {
 
 // Runs one pass repeatedly until it changes nothing (at most 8 times), verifying and re-inferring
 // types after each run. Returns how often it reported a change.
-inline int run_pass(Graph& g, const std::string& name, PassContext* ctx_out = nullptr) {
+// `ranges` are the dim ranges a build would pass (PassContext::dim_ranges).
+inline int run_pass(Graph& g, const std::string& name, PassContext* ctx_out = nullptr, const DimRanges& ranges = {}) {
   PipelineOptions o;
   o.verify = true;
+  o.dim_ranges = ranges;
   for (const PassInfo& p : all_passes()) {
     if (p.name != name) o.disabled.insert(p.name);
   }
@@ -57,14 +59,15 @@ inline int count_ops(const Graph& g, const std::string& op_type, const std::stri
   return n;
 }
 
-// Random inputs for every graph input with a static tensor type (float in [-2, 2], ints in
-// [0, 4)), fixed seed.
-inline std::vector<RValue> random_inputs(const Graph& g, uint32_t seed = 7) {
+// Random inputs (float in [-2, 2], ints in [0, 4)), fixed seed, with the given shape for each graph
+// input in order (symbolic inputs), or each input's static shape when `shapes` is empty.
+inline std::vector<RValue> random_inputs(const Graph& g, uint32_t seed = 7, const std::vector<Dims>& shapes = {}) {
   std::mt19937 rng(seed);
   std::uniform_real_distribution<double> u(-2.0, 2.0);
   std::vector<RValue> in;
-  for (const Value* v : g.inputs) {
-    Tensor t(v->type.dtype, v->type.shape.static_dims());
+  for (size_t k = 0; k < g.inputs.size(); ++k) {
+    const Value* v = g.inputs[k];
+    Tensor t(v->type.dtype, k < shapes.size() ? shapes[k] : v->type.shape.static_dims());
     for (int64_t i = 0; i < t.numel(); ++i) {
       double x = is_float(t.dtype()) ? u(rng) : std::floor((u(rng) + 2.0));
       t.set_double(i, x);
@@ -99,8 +102,10 @@ struct Proto {
   onnx::ModelProto m;
   onnx::GraphProto* g;
   explicit Proto(int opset = 17) : m(make_model(opset)), g(m.mutable_graph()) {}
-  void input(const std::string& name, const std::vector<int64_t>& dims, int elem = 1) {
-    add_tensor_info(g->mutable_input(), name, elem, dims);
+  // `symbols` name symbolic dims (an empty name keeps the size from `dims`).
+  void input(const std::string& name, const std::vector<int64_t>& dims, int elem = 1,
+             const std::vector<std::string>& symbols = {}) {
+    add_tensor_info(g->mutable_input(), name, elem, dims, symbols);
   }
   // An output with only its element type declared; inference fills the shape.
   void output(const std::string& name, int elem = 1) {
@@ -171,6 +176,29 @@ inline Model optimize(const Proto& p, const std::string& name, int* fired = null
   if (fired) *fired = n;
   expect_same_outputs(*before.graph, *after.graph, random_inputs(*before.graph), rtol);
   return after;
+}
+
+// For graphs with symbolic inputs: imports `p` twice, runs pass `name` on the second copy with the
+// dim ranges `ranges`, and checks outputs against the first for each set of concrete input shapes
+// (one Dims per graph input).
+inline Model optimize_symbolic(const Proto& p, const std::string& name, const std::vector<std::vector<Dims>>& shapes,
+                               int* fired = nullptr, const DimRanges& ranges = {}, double rtol = 1e-5) {
+  Model before = import_proto(p.m);
+  Model after = import_proto(p.m);
+  if (!after.graph) return after;
+  int n = run_pass(*after.graph, name, nullptr, ranges);
+  if (fired) *fired = n;
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    SCOPED_TRACE("input shapes #" + std::to_string(i));
+    expect_same_outputs(*before.graph, *after.graph, random_inputs(*before.graph, 7, shapes[i]), rtol);
+  }
+  return after;
+}
+
+// The type of a value as text ("float[batchxseqx8]").
+inline std::string type_of(const Graph& g, const std::string& value) {
+  const Value* v = g.find_value(value);
+  return v ? v->type.to_string() : "<no value " + value + ">";
 }
 
 inline const Node* find_op(const Graph& g, const std::string& op, const std::string& domain = "") {

@@ -84,5 +84,27 @@ TEST(BatchNormFolding, SkipsAConvOutputWithAnotherReader) {
   EXPECT_EQ(count_ops(*m.graph, "BatchNormalization"), 1);
 }
 
+// BN folding reads only the weights: a symbolic batch (and image size) changes nothing; on a
+// MatMul it needs only the output rank.
+TEST(BatchNormFolding, SymbolicShapes) {
+  Proto p;
+  p.input("x", {0, 3, 0, 0}, 1, {"batch", "", "height", "width"});
+  p.input("v", {0, 5}, 1, {"batch"});
+  p.output("y");
+  p.output("z");
+  p.init_random("w", {4, 3, 3, 3}, 1);
+  attr_ints(p.node("Conv", {"x", "w"}, {"c"}, "conv"), "pads", {1, 1, 1, 1});
+  add_bn(p, "c", "y", 4, 10);
+  p.init_random("m", {5, 2}, 3);
+  p.node("MatMul", {"v", "m"}, {"mm"}, "matmul");
+  add_bn(p, "mm", "z", 2, 20);
+  int fired = 0;
+  Model m = optimize_symbolic(p, "fold-batchnorm", {{{2, 3, 5, 4}, {2, 5}}, {{1, 3, 3, 3}, {1, 5}}}, &fired);
+  EXPECT_EQ(fired, 2);
+  EXPECT_EQ(count_ops(*m.graph, "BatchNormalization"), 0);
+  EXPECT_EQ(type_of(*m.graph, "y"), "float[batchx4xheightxwidth]");
+  EXPECT_EQ(type_of(*m.graph, "z"), "float[batchx2]");
+}
+
 }  // namespace
 }  // namespace kiln::testing

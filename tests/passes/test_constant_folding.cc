@@ -63,6 +63,63 @@ TEST(ConstantFolding, DynamicShapesAreNotFolded) {
   EXPECT_NE(find_op(*m.graph, "Shape"), nullptr);
 }
 
+// HF embeddings: position_ids[:, :seq] gathered from the position table. The Gather of the whole
+// id buffer folds; a Slice of the gathered table remains.
+TEST(ConstantFolding, GatherThroughASliceOfConstantIndices) {
+  Proto p(13);
+  p.input("len", {1}, 7);
+  p.output("y");
+  p.init_random("table", {6, 3}, 1);
+  p.init_i64("ids", {1, 6}, {0, 1, 2, 3, 4, 5});
+  p.init_i64("zero", {1}, {0});
+  p.init_i64("one", {1}, {1});
+  p.node("Slice", {"ids", "zero", "len", "one"}, {"positions"});
+  p.node("Gather", {"table", "positions"}, {"y"}, "embed");
+  int fired = 0;
+  Model m = optimize(p, "fold-constants", &fired);
+  EXPECT_EQ(fired, 1);
+  remove_dead_nodes(*m.graph);
+  ASSERT_EQ(m.graph->nodes().size(), 1u);
+  const Node& s = *m.graph->nodes()[0];
+  EXPECT_EQ(s.op_type, "Slice");
+  ASSERT_NE(constant_of(s.inputs[0]), nullptr);
+  EXPECT_EQ(constant_of(s.inputs[0])->dims(), (Dims{1, 6, 3}));
+  EXPECT_EQ(constant_of(s.inputs[3])->to_int64_vector(), (std::vector<int64_t>{1}));
+  EXPECT_EQ(s.fused_from, (std::vector<std::string>{"embed", "positions"}));
+  for (int64_t len : {0, 4, 9}) {
+    Tensor t(DataType::kInt64, {1});
+    t.set_double(0, static_cast<double>(len));
+    Model before = import_proto(p.m);
+    expect_same_outputs(*before.graph, *m.graph, {RValue::of(t)});
+  }
+}
+
+// Gather along axis 1 by a Slice with negative, implicit axes: the axes move to Gather's axis.
+TEST(ConstantFolding, GatherThroughASliceOnAnotherAxis) {
+  Proto p(13);
+  p.input("len", {1}, 7);
+  p.output("y");
+  p.init_random("table", {2, 5, 3}, 2);
+  p.init_i64("ids", {4}, {4, 0, 3, 1});
+  p.init_i64("zero", {1}, {0});
+  p.node("Slice", {"ids", "zero", "len"}, {"picked"});
+  attr_i(p.node("Gather", {"table", "picked"}, {"y"}), "axis", -2);
+  int fired = 0;
+  Model m = optimize(p, "fold-constants", &fired);
+  EXPECT_EQ(fired, 1);
+  remove_dead_nodes(*m.graph);
+  const Node* s = find_op(*m.graph, "Slice");
+  ASSERT_NE(s, nullptr);
+  EXPECT_EQ(constant_of(s->inputs[0])->dims(), (Dims{2, 4, 3}));
+  EXPECT_EQ(constant_of(s->inputs[3])->to_int64_vector(), (std::vector<int64_t>{1}));
+  for (int64_t len : {1, 3}) {
+    Tensor t(DataType::kInt64, {1});
+    t.set_double(0, static_cast<double>(len));
+    Model before = import_proto(p.m);
+    expect_same_outputs(*before.graph, *m.graph, {RValue::of(t)});
+  }
+}
+
 }  // namespace
 }  // namespace kiln::testing
 

@@ -101,5 +101,51 @@ TEST(FuseBiasActivation, LeavesWhatDoesNotFit) {
   expect_same_outputs(*before.graph, *m.graph, random_inputs(*before.graph));
 }
 
+// BERT-style [batch, seq, 4] @ W + b + residual -> Gelu with symbolic batch and sequence: the
+// bias needs only the known channel dim, the residual the same dims symbol for symbol.
+TEST(FuseBiasActivation, SymbolicBatchAndSequence) {
+  Proto p(20);
+  p.input("x", {0, 0, 4}, 1, {"batch", "seq"});
+  p.input("r", {0, 0, 5}, 1, {"batch", "seq"});
+  p.output("y");
+  p.init_random("w", {4, 5}, 3);
+  p.init_random("b", {5}, 4);
+  p.node("MatMul", {"x", "w"}, {"m"}, "mm");
+  p.node("Add", {"b", "m"}, {"mb"}, "bias");
+  p.node("Add", {"mb", "r"}, {"s"}, "residual");
+  p.node("Gelu", {"s"}, {"y"}, "act");
+  int fired = 0;
+  Model m = optimize_symbolic(p, "fuse-bias-activation", {{{2, 3, 4}, {2, 3, 5}}, {{1, 7, 4}, {1, 7, 5}}}, &fired);
+  EXPECT_EQ(fired, 1);
+  ASSERT_EQ(m.graph->nodes().size(), 1u);
+  const Node& f = *m.graph->nodes()[0];
+  EXPECT_EQ(f.op_type, "FusedMatMul");
+  ASSERT_EQ(f.inputs.size(), 4u);
+  EXPECT_EQ(f.inputs[3]->name, "r");
+  EXPECT_EQ(f.attr("activation")->s, "Gelu");
+  EXPECT_EQ(type_of(*m.graph, "y"), "float[batchxseqx5]");
+}
+
+// A residual whose dims are other symbols may broadcast: the bias fuses, the residual Add stays.
+TEST(FuseBiasActivation, ResidualWithOtherSymbolsStays) {
+  Proto p(20);
+  p.input("x", {0, 0, 4}, 1, {"batch", "seq"});
+  p.input("r", {0, 0, 5}, 1, {"batch", "other"});
+  p.output("y");
+  p.init_random("w", {4, 5}, 3);
+  p.init_random("b", {5}, 4);
+  p.node("MatMul", {"x", "w"}, {"m"}, "mm");
+  p.node("Add", {"m", "b"}, {"mb"}, "bias");
+  p.node("Add", {"mb", "r"}, {"y"}, "residual");
+  int fired = 0;
+  // other = 1 broadcasts r over the sequence.
+  Model m = optimize_symbolic(p, "fuse-bias-activation", {{{2, 3, 4}, {2, 1, 5}}, {{2, 3, 4}, {2, 3, 5}}}, &fired);
+  EXPECT_EQ(fired, 1);
+  const Node* f = find_op(*m.graph, "FusedMatMul", "kiln");
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->inputs.size(), 3u);
+  EXPECT_EQ(count_ops(*m.graph, "Add"), 1);
+}
+
 }  // namespace
 }  // namespace kiln::testing

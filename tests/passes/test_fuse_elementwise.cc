@@ -45,5 +45,35 @@ TEST(FuseElementwise, StopsAtSharedValuesAndShapeChanges) {
   EXPECT_EQ(f->attr("body")->g->nodes().size(), 2u);
 }
 
+// The BERT attention mask, (1 - float(mask)) * min, on [batch, 1, 1, seq]: values of equal
+// symbolic shape fuse; a value whose dims are other symbols (it may broadcast) stays outside.
+TEST(FuseElementwise, SymbolicShapesCompareSymbolForSymbol) {
+  Proto p;
+  p.input("mask", {0, 1, 1, 0}, 7, {"batch", "", "", "seq"});
+  p.input("other", {0, 1, 1, 0}, 1, {"batch", "", "", "other"});
+  p.output("y");
+  p.init("one", {}, {1});
+  p.init("low", {}, {-1e4f});
+  attr_i(p.node("Cast", {"mask"}, {"f"}), "to", 1);
+  p.node("Sub", {"one", "f"}, {"inv"});
+  p.node("Mul", {"inv", "low"}, {"m"});
+  p.node("Neg", {"other"}, {"n"});
+  p.node("Add", {"m", "n"}, {"y"});
+  int fired = 0;
+  // other = seq, and other = 1 (broadcast over the sequence).
+  Model m =
+      optimize_symbolic(p, "fuse-elementwise", {{{2, 1, 1, 5}, {2, 1, 1, 5}}, {{2, 1, 1, 5}, {2, 1, 1, 1}}}, &fired);
+  EXPECT_EQ(fired, 1);
+  ASSERT_EQ(count_ops(*m.graph, "FusedElementwise", "kiln"), 1);
+  EXPECT_EQ(count_ops(*m.graph, "Cast"), 1);  // not elementwise arithmetic
+  // The Add's output is [batch, 1, 1, ?] (seq against other): neither it nor Neg joins the region.
+  EXPECT_EQ(count_ops(*m.graph, "Neg"), 1);
+  EXPECT_EQ(count_ops(*m.graph, "Add"), 1);
+  const Node* f = find_op(*m.graph, "FusedElementwise", "kiln");
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->attr("body")->g->nodes().size(), 2u);  // Sub, Mul
+  EXPECT_EQ(f->outputs[0]->name, "m");
+}
+
 }  // namespace
 }  // namespace kiln::testing

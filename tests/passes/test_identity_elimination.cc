@@ -59,5 +59,43 @@ TEST(IdentityElimination, KeepsTrainingDropoutAndInputToOutputIdentity) {
   EXPECT_EQ(m.graph->outputs[0]->name, "y");
 }
 
+// Reshape and Expand to the input's own symbolic shape are no-ops; to other symbols they are not.
+TEST(IdentityElimination, SymbolicSameShape) {
+  Proto p(13);
+  p.input("x", {0, 0, 8}, 1, {"batch", "seq"});
+  p.input("r", {0, 0}, 1, {"batch", "other"});
+  p.output("y");
+  p.output("z");
+  p.init_i64("same", {3}, {0, 0, 8});
+  p.init_i64("lead", {2}, {0, 0});
+  p.node("Reshape", {"x", "same"}, {"a"});
+  p.node("Relu", {"a"}, {"y"});
+  p.node("Shape", {"r"}, {"rs"});
+  p.node("Reshape", {"r", "lead"}, {"b"});  // also a no-op
+  p.node("Expand", {"b", "rs"}, {"e"});     // the same shape: a no-op
+  p.node("Relu", {"e"}, {"z"});
+  int fired = 0;
+  Model m = optimize_symbolic(p, "eliminate-identity", {{{2, 3, 8}, {2, 4}}, {{1, 1, 8}, {1, 1}}}, &fired);
+  EXPECT_EQ(fired, 3);
+  EXPECT_EQ(count_ops(*m.graph, "Reshape"), 0);
+  EXPECT_EQ(count_ops(*m.graph, "Expand"), 0);
+  EXPECT_EQ(find_op(*m.graph, "Relu")->inputs[0]->name, "x");
+  EXPECT_EQ(m.graph->nodes().size(), 3u);  // two Relus and the Shape, which dead-code elimination drops
+}
+
+TEST(IdentityElimination, KeepsReshapesBetweenOtherSymbols) {
+  Proto p(13);
+  p.input("x", {0, 4}, 1, {"a"});
+  p.input("r", {0, 4}, 1, {"b"});
+  p.output("y");
+  p.node("Shape", {"r"}, {"rs"});
+  p.node("Expand", {"x", "rs"}, {"e"});  // a = 1 broadcasts to b rows
+  p.node("Relu", {"e"}, {"y"});
+  int fired = 0;
+  Model m = optimize_symbolic(p, "eliminate-identity", {{{3, 4}, {3, 4}}, {{1, 4}, {5, 4}}}, &fired);
+  EXPECT_EQ(fired, 0);
+  EXPECT_EQ(count_ops(*m.graph, "Expand"), 1);
+}
+
 }  // namespace
 }  // namespace kiln::testing

@@ -84,5 +84,99 @@ TEST(Rewrite, UsesCountsConsumersOutputsAndSubgraphs) {
   EXPECT_TRUE(uses.is_graph_output(g.outputs[0]));
 }
 
+// One HF BERT self-attention block as exported with dynamic batch and sequence: shapes computed
+// with Shape -> Gather -> Unsqueeze -> Concat, the mask extended with two Unsqueezes. With both
+// dims symbolic the pipeline leaves what it leaves with static shapes: no shape computation, one
+// Attention, the projections fused with their biases (and the residual), one mask step.
+TEST(Pipeline, SymbolicAttentionBlockOptimizesLikeAStaticOne) {
+  Proto p(17);
+  p.input("x", {0, 0, 8}, 1, {"batch", "seq"});
+  p.input("mask", {0, 0}, 7, {"batch", "seq"});
+  p.output("y");
+  p.init_i64("zero", {}, {0});
+  p.init_i64("one_i", {}, {1});
+  p.init_i64("axes0", {1}, {0});
+  p.init_i64("axes1", {1}, {1});
+  p.init_i64("axes2", {1}, {2});
+  p.init_i64("heads", {2}, {2, 4});
+  p.init_i64("hidden", {1}, {8});
+  p.init("one", {}, {1});
+  p.init("low", {}, {-1e4f});
+  p.init("sqrt_d", {}, {2});
+  p.init_random("ln_g", {8}, 9, 0.5f, 1.5f);
+  p.init_random("ln_b", {8}, 10);
+  p.node("Unsqueeze", {"mask", "axes1"}, {"m1"});
+  p.node("Unsqueeze", {"m1", "axes2"}, {"m2"});
+  attr_i(p.node("Cast", {"m2"}, {"mf"}), "to", 1);
+  p.node("Sub", {"one", "mf"}, {"minv"});
+  p.node("Mul", {"minv", "low"}, {"ext"});
+  // Splits a [batch, seq, 8] projection into [batch, seq, 2, 4] heads, as exported.
+  auto heads = [&](const std::string& t, const std::vector<int64_t>& perm) {
+    p.node("Shape", {t}, {t + "_shape"});
+    p.node("Gather", {t + "_shape", "zero"}, {t + "_b"});
+    p.node("Gather", {t + "_shape", "one_i"}, {t + "_s"});
+    p.node("Unsqueeze", {t + "_b", "axes0"}, {t + "_b1"});
+    p.node("Unsqueeze", {t + "_s", "axes0"}, {t + "_s1"});
+    attr_i(p.node("Concat", {t + "_b1", t + "_s1", "heads"}, {t + "_target"}), "axis", 0);
+    p.node("Reshape", {t, t + "_target"}, {t + "_r"});
+    attr_ints(p.node("Transpose", {t + "_r"}, {t + "_h"}), "perm", perm);
+  };
+  for (const std::string t : {"q", "k", "v"}) {
+    p.init_random("w" + t, {8, 8}, static_cast<uint32_t>(t[0]));
+    p.init_random("b" + t, {8}, static_cast<uint32_t>(t[0]) + 1);
+    p.node("MatMul", {"x", "w" + t}, {t + "_mm"});
+    p.node("Add", {"b" + t, t + "_mm"}, {t});
+    heads(t, t == "k" ? std::vector<int64_t>{0, 2, 3, 1} : std::vector<int64_t>{0, 2, 1, 3});
+  }
+  p.node("MatMul", {"q_h", "k_h"}, {"scores"});
+  p.node("Div", {"scores", "sqrt_d"}, {"scaled"});
+  p.node("Add", {"scaled", "ext"}, {"masked"});
+  attr_i(p.node("Softmax", {"masked"}, {"probs"}), "axis", -1);
+  p.node("MatMul", {"probs", "v_h"}, {"ctx"});
+  attr_ints(p.node("Transpose", {"ctx"}, {"ctx_t"}), "perm", {0, 2, 1, 3});
+  p.node("Shape", {"ctx_t"}, {"c_shape"});
+  p.node("Gather", {"c_shape", "zero"}, {"c_b"});
+  p.node("Gather", {"c_shape", "one_i"}, {"c_s"});
+  p.node("Unsqueeze", {"c_b", "axes0"}, {"c_b1"});
+  p.node("Unsqueeze", {"c_s", "axes0"}, {"c_s1"});
+  attr_i(p.node("Concat", {"c_b1", "c_s1", "hidden"}, {"c_target"}), "axis", 0);
+  p.node("Reshape", {"ctx_t", "c_target"}, {"merged"});
+  p.init_random("wo", {8, 8}, 7);
+  p.init_random("bo", {8}, 8);
+  p.node("MatMul", {"merged", "wo"}, {"o_mm"});
+  p.node("Add", {"bo", "o_mm"}, {"o"});
+  p.node("Add", {"o", "x"}, {"res"});
+  attr_f(p.node("LayerNormalization", {"res", "ln_g", "ln_b"}, {"y"}), "epsilon", 1e-12f);
+
+  for (bool ranges : {false, true}) {
+    SCOPED_TRACE(ranges ? "with dim ranges" : "without dim ranges");
+    Model before = import_proto(p.m);
+    Model after = import_proto(p.m);
+    PipelineOptions o = default_pipeline_options();
+    o.verify = true;
+    if (ranges) o.dim_ranges = {{"batch", {1, 4}}, {"seq", {1, 16}}};
+    auto r = run_pipeline(*after.graph, o);
+    ASSERT_TRUE(r.ok()) << r.status().message();
+    EXPECT_FALSE(r->hit_limit);
+    const Graph& g = *after.graph;
+    for (const char* op : {"Shape", "Gather", "Concat", "Softmax", "Add", "Sub", "Div"}) {
+      EXPECT_EQ(count_ops(g, op), 0) << op;
+    }
+    EXPECT_EQ(count_ops(g, "Attention"), 1);
+    EXPECT_EQ(count_ops(g, "FusedMatMul", "kiln"), 4);
+    EXPECT_EQ(count_ops(g, "Unsqueeze"), 1);
+    EXPECT_EQ(count_ops(g, "FusedElementwise", "kiln"), 1);
+    EXPECT_EQ(count_ops(g, "Reshape"), 4);
+    EXPECT_EQ(type_of(g, "y"), "float[batchxseqx8]");
+    for (const std::vector<Dims>& shapes :
+         {std::vector<Dims>{{2, 3, 8}, {2, 3}}, std::vector<Dims>{{1, 5, 8}, {1, 5}}}) {
+      std::vector<RValue> in = random_inputs(*before.graph, 3, shapes);
+      Tensor& m = in[1].tensor;
+      for (int64_t i = 0; i < m.numel(); ++i) m.set_double(i, i % 3 != 2);  // attend to most positions
+      expect_same_outputs(*before.graph, g, in, 1e-4, 1e-5);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace kiln::testing

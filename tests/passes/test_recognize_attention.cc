@@ -71,5 +71,32 @@ TEST(RecognizeAttention, SoftmaxOverAnotherAxisIsNotAttention) {
   EXPECT_EQ(run_pass(*m.graph, "recognize-attention"), 0);
 }
 
+// HF BERT with symbolic batch and sequence: Q, K, V [batch, 4, seq, 8] (head dim known), the
+// mask [batch, 1, 1, seq].
+TEST(RecognizeAttention, SymbolicBatchAndSequence) {
+  Proto p(13);
+  p.input("q", {0, 4, 0, 8}, 1, {"batch", "", "seq"});
+  p.input("k", {0, 4, 0, 8}, 1, {"batch", "", "seq"});
+  p.input("v", {0, 4, 0, 8}, 1, {"batch", "", "seq"});
+  p.input("mask", {0, 1, 1, 0}, 1, {"batch", "", "", "seq"});
+  p.output("y");
+  p.init("sqrt_d", {}, {2.828427f});
+  attr_ints(p.node("Transpose", {"k"}, {"kt"}), "perm", {0, 1, 3, 2});
+  p.node("MatMul", {"q", "kt"}, {"s"});
+  p.node("Div", {"s", "sqrt_d"}, {"ss"});
+  p.node("Add", {"ss", "mask"}, {"sm"});
+  attr_i(p.node("Softmax", {"sm"}, {"pr"}), "axis", -1);
+  p.node("MatMul", {"pr", "v"}, {"y"});
+  int fired = 0;
+  Model m = optimize_symbolic(p, "recognize-attention",
+                              {{{2, 4, 3, 8}, {2, 4, 3, 8}, {2, 4, 3, 8}, {2, 1, 1, 3}},
+                               {{1, 4, 7, 8}, {1, 4, 7, 8}, {1, 4, 7, 8}, {1, 1, 1, 7}}},
+                              &fired);
+  EXPECT_EQ(fired, 1);
+  ASSERT_EQ(m.graph->nodes().size(), 1u);
+  EXPECT_EQ(m.graph->nodes()[0]->op_type, "Attention");
+  EXPECT_EQ(type_of(*m.graph, "y"), "float[batchx4xseqx8]");
+}
+
 }  // namespace
 }  // namespace kiln::testing

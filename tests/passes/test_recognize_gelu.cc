@@ -64,5 +64,26 @@ TEST(RecognizeGelu, WrongConstantIsNotGelu) {
   EXPECT_EQ(run_pass(*m.graph, "recognize-gelu"), 0);
 }
 
+// GELU needs no shapes: symbolic ones are recognized as well.
+TEST(RecognizeGelu, SymbolicShapes) {
+  Proto p(20);
+  p.input("x", {0, 0, 8}, 1, {"batch", "seq"});
+  p.output("y");
+  p.init("sqrt2", {}, {1.4142135f});
+  p.init("one", {}, {1});
+  p.init("half", {}, {0.5f});
+  p.node("Div", {"x", "sqrt2"}, {"d"});
+  p.node("Erf", {"d"}, {"e"});
+  p.node("Add", {"e", "one"}, {"a"});
+  p.node("Mul", {"x", "a"}, {"m"});
+  p.node("Mul", {"m", "half"}, {"y"});
+  int fired = 0;
+  Model m = optimize_symbolic(p, "recognize-gelu", {{{2, 3, 8}}, {{1, 5, 8}}}, &fired);
+  EXPECT_EQ(fired, 1);
+  ASSERT_EQ(m.graph->nodes().size(), 1u);
+  EXPECT_EQ(m.graph->nodes()[0]->op_type, "Gelu");
+  EXPECT_EQ(type_of(*m.graph, "y"), "float[batchxseqx8]");
+}
+
 }  // namespace
 }  // namespace kiln::testing

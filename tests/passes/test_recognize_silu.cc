@@ -33,5 +33,20 @@ TEST(RecognizeSilu, SigmoidOfAnotherValueIsNotSilu) {
   EXPECT_EQ(run_pass(*m.graph, "recognize-silu"), 0);
 }
 
+// SiLU needs no shapes: symbolic ones are recognized as well.
+TEST(RecognizeSilu, SymbolicShapes) {
+  Proto p(24);
+  p.input("x", {0, 0, 8}, 1, {"batch", "seq"});
+  p.output("y");
+  p.node("Sigmoid", {"x"}, {"s"});
+  p.node("Mul", {"s", "x"}, {"y"});
+  int fired = 0;
+  Model m = optimize_symbolic(p, "recognize-silu", {{{2, 3, 8}}, {{1, 5, 8}}}, &fired);
+  EXPECT_EQ(fired, 1);
+  ASSERT_EQ(m.graph->nodes().size(), 1u);
+  EXPECT_EQ(m.graph->nodes()[0]->op_type, "Swish");
+  EXPECT_EQ(type_of(*m.graph, "y"), "float[batchxseqx8]");
+}
+
 }  // namespace
 }  // namespace kiln::testing

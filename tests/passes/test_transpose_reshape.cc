@@ -55,5 +55,48 @@ TEST(TransposeReshape, KeepsAnIntermediateOthersRead) {
   EXPECT_EQ(count_ops(*m.graph, "Transpose"), 2);
 }
 
+// The BERT mask: Unsqueeze(Unsqueeze(mask, 1), 2) on [batch, seq] is one Unsqueeze, exact for
+// every shape.
+TEST(TransposeReshape, MergesUnsqueezesOfSymbolicShapes) {
+  Proto p(13);
+  p.input("x", {0, 0}, 1, {"batch", "seq"});
+  p.output("y");
+  p.init_i64("a1", {1}, {1});
+  p.init_i64("a2", {1}, {2});
+  p.node("Unsqueeze", {"x", "a1"}, {"u1"});
+  p.node("Unsqueeze", {"u1", "a2"}, {"u2"});
+  p.node("Relu", {"u2"}, {"y"});
+  int fired = 0;
+  Model m = optimize_symbolic(p, "fold-transposes-reshapes", {{{2, 3}}, {{1, 1}}}, &fired);
+  EXPECT_EQ(fired, 1);
+  ASSERT_EQ(count_ops(*m.graph, "Unsqueeze"), 1);
+  const Node* u = find_op(*m.graph, "Unsqueeze");
+  EXPECT_EQ(constant_of(u->inputs[1])->to_int64_vector(), (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(type_of(*m.graph, "y"), "float[batchx1x1xseq]");
+}
+
+// [batch, seq, 8] -> [batch, seq, 2, 4] -> [batch, seq * 8]: one Reshape with 0 for batch and -1 for
+// the rest, which is exact only when batch is never 0 (the build's dim ranges say so).
+TEST(TransposeReshape, MergesSymbolicReshapeChainsWhereExact) {
+  Proto p(14);
+  p.input("x", {0, 0, 8}, 1, {"batch", "seq"});
+  p.output("y");
+  p.init_i64("split", {4}, {0, 0, 2, 4});
+  p.init_i64("flat", {2}, {0, -1});
+  p.node("Reshape", {"x", "split"}, {"r1"});
+  p.node("Reshape", {"r1", "flat"}, {"r2"});
+  p.node("Relu", {"r2"}, {"y"});
+  const std::vector<std::vector<Dims>> shapes = {{{2, 3, 8}}, {{1, 5, 8}}};
+  int fired = 0;
+  Model plain = optimize_symbolic(p, "fold-transposes-reshapes", shapes, &fired);
+  EXPECT_EQ(fired, 0);
+  Model ranged = optimize_symbolic(p, "fold-transposes-reshapes", shapes, &fired, {{"batch", {1, 8}}});
+  EXPECT_EQ(fired, 1);
+  ASSERT_EQ(count_ops(*ranged.graph, "Reshape"), 1);
+  const Node* r = find_op(*ranged.graph, "Reshape");
+  EXPECT_EQ(r->inputs[0]->name, "x");
+  EXPECT_EQ(constant_of(r->inputs[1])->to_int64_vector(), (std::vector<int64_t>{0, -1}));
+}
+
 }  // namespace
 }  // namespace kiln::testing
