@@ -34,6 +34,7 @@ Result<std::shared_ptr<Plan>> build_plan(const Model& model, const BuildOptions&
   // Optimize.
   progress("optimize", 0.0);
   PipelineOptions pipeline = options.pipeline;
+  KILN_ASSIGN_OR_RETURN(pipeline.dim_ranges, symbol_ranges(*g, profile));
   KILN_ASSIGN_OR_RETURN(PipelineReport report, run_pipeline(*g, pipeline));
   plan->passes_fired = report.fired;
   progress("optimize", 1.0);

@@ -1,3 +1,4 @@
+#include <map>
 #include <set>
 
 #include "lower/stages.h"
@@ -117,6 +118,32 @@ void clear_intermediate_types(Graph& g) {
       if (k == TypeInfo::Kind::kTensor) v->type = TypeInfo::tensor(dt);
     }
   }
+}
+
+Result<DimRanges> symbol_ranges(const Graph& g, const Profile& profile) {
+  DimRanges ranges;
+  std::map<std::string, std::string> first_input;
+  for (const Value* v : g.inputs) {
+    if (v->type.kind != TypeInfo::Kind::kTensor || !v->type.shape.rank_known) continue;
+    for (const ShapeRange& r : profile.ranges) {
+      if (r.input != v->name) continue;
+      for (size_t i = 0; i < v->type.shape.dims.size() && i < r.min.size(); ++i) {
+        const Dim& d = v->type.shape.dims[i];
+        if (d.known() || d.symbol.empty()) continue;
+        auto [it, fresh] = ranges.emplace(d.symbol, std::make_pair(r.min[i], r.max[i]));
+        first_input.emplace(d.symbol, v->name);
+        if (fresh) continue;
+        it->second = {std::max(it->second.first, r.min[i]), std::min(it->second.second, r.max[i])};
+        if (it->second.first > it->second.second) {
+          return usage_error(
+              "inputs '{}' and '{}' name a dimension '{}' alike, so it must be equal in both, but their shape ranges "
+              "for it do not overlap",
+              first_input[d.symbol], v->name, d.symbol);
+        }
+      }
+    }
+  }
+  return ranges;
 }
 
 }  // namespace kiln

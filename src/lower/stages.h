@@ -26,6 +26,10 @@ Result<Profile> resolve_profile(const Graph& g, const BuildOptions& options);
 void apply_profile(Graph& g, const Profile& profile, bool at_max);
 // Clears the types of values computed by nodes, so inference derives them from the inputs alone.
 void clear_intermediate_types(Graph& g);
+// The sizes each symbolic input dim takes in the profile, by symbol, for the passes: where
+// inputs share a symbol, the sizes all their ranges allow (an empty intersection is an error:
+// the inputs could never agree).
+Result<DimRanges> symbol_ranges(const Graph& g, const Profile& profile);
 
 // steps.cc: a step per top-level node of plan.graph, in order, and a slot per value (inputs,
 // weights, node outputs). Storage is the logical type, plain, on `backend`'s device (graph inputs

@@ -245,5 +245,32 @@ TEST(Lowering, TheReferenceBackendNeedsNoTransitions) {
   }
 }
 
+// The passes learn each symbolic dim's sizes: where inputs share a symbol, what all their ranges
+// allow; ranges that cannot meet are refused at build.
+TEST(Lowering, SymbolRangesIntersectAcrossInputs) {
+  onnx::ModelProto m = make_model(17);
+  auto* g = m.mutable_graph();
+  add_tensor_info(g->mutable_input(), "a", onnx::TensorProto::FLOAT, {0, 0}, {"batch", "seq"});
+  add_tensor_info(g->mutable_input(), "b", onnx::TensorProto::FLOAT, {0, 0}, {"batch", "seq"});
+  add_node(g, "Add", {"a", "b"}, {"y"}, "add");
+  g->add_output()->set_name("y");
+  Model model = import_model(m);
+  BuildOptions o;
+  o.min_shapes = {{"a", {1, 2}}, {"b", {2, 1}}};
+  o.max_shapes = {{"a", {8, 64}}, {"b", {4, 128}}};
+  auto profile = resolve_profile(*model.graph, o);
+  ASSERT_TRUE(profile.ok()) << profile.status().message();
+  auto ranges = symbol_ranges(*model.graph, *profile);
+  ASSERT_TRUE(ranges.ok()) << ranges.status().message();
+  EXPECT_EQ(ranges->at("batch"), std::make_pair(int64_t{2}, int64_t{4}));
+  EXPECT_EQ(ranges->at("seq"), std::make_pair(int64_t{2}, int64_t{64}));
+  o.min_shapes["b"] = {9, 1};
+  o.max_shapes["b"] = {12, 128};
+  auto bad = build_plan(model, o);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("'batch'"), std::string::npos) << bad.status().message();
+  EXPECT_EQ(bad.status().code(), StatusCode::kUsage);
+}
+
 }  // namespace
 }  // namespace kiln
