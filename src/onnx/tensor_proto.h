@@ -3,10 +3,10 @@
 #include <filesystem>
 #include <string>
 
+#include "core/rvalue.h"
 #include "core/status.h"
 #include "core/tensor.h"
 #include "ir/graph.h"
-#include "runtime/rvalue.h"
 
 namespace onnx {
 class TensorProto;

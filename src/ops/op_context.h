@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "core/rvalue.h"
 #include "ir/graph.h"
-#include "runtime/rvalue.h"
 
 namespace kiln {
 

@@ -7,9 +7,9 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/rvalue.h"
 #include "ir/graph.h"
 #include "ops/registry.h"
-#include "runtime/rvalue.h"
 
 namespace kiln {
 

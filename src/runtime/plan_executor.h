@@ -6,8 +6,8 @@
 #include <vector>
 
 #include "backends/backend.h"
+#include "core/rvalue.h"
 #include "plan/plan.h"
-#include "runtime/rvalue.h"
 
 namespace kiln {
 

@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "core/rvalue.h"
 #include "plan/plan.h"
-#include "runtime/rvalue.h"
 
 namespace kiln {
 

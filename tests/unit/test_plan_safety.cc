@@ -6,6 +6,7 @@
 #include <fstream>
 #include <random>
 #include <set>
+#include <thread>
 
 #include "lower/builder.h"
 #include "model_builder.h"
@@ -374,6 +375,62 @@ TEST(PlanSafety, ShapesArePreparedOncePerShapeAndSymbolsAgree) {
   EXPECT_NE(bad.status().message().find("'batch'"), std::string::npos) << bad.status().message();
   EXPECT_NE(bad.status().message().find("'x'"), std::string::npos) << bad.status().message();
   EXPECT_NE(bad.status().message().find("'y'"), std::string::npos) << bad.status().message();
+}
+
+// One engine, many execution contexts: a plan is read-only once built, and each context owns its
+// arena, shape cache and kernels, so contexts on several threads run at once and each gets its own
+// inputs' results.
+TEST(PlanSafety, ManyContextsShareOneEngine) {
+  RandomProgram prog(7);
+  Model model = import(prog.model());
+  BuildOptions o;
+  o.min_shapes = {{"x", {1, prog.channels()}}, {"col", {1, 1}}};
+  o.max_shapes = {{"x", {6, prog.channels()}}, {"col", {6, 1}}};
+  o.shapes = {{"row", {1, prog.channels()}}};
+  auto built = build_plan(model, o);
+  ASSERT_TRUE(built.ok()) << built.status().message();
+  std::shared_ptr<const Plan> plan = *built;
+  auto inputs = [&](int64_t n, uint32_t seed) {
+    return std::vector<RValue>{RValue::of(random_float({n, prog.channels()}, seed)),
+                               RValue::of(random_float({1, prog.channels()}, seed + 1)),
+                               RValue::of(random_float({n, 1}, seed + 2))};
+  };
+  constexpr int kThreads = 4, kRuns = 40;
+  std::vector<std::vector<RValue>> want(kThreads * kRuns);
+  for (int t = 0; t < kThreads; ++t) {
+    for (int r = 0; r < kRuns; ++r) {
+      auto w = Executor(*model.graph).run(inputs(1 + (t + r) % 6, static_cast<uint32_t>(100 * t + r)));
+      ASSERT_TRUE(w.ok());
+      want[static_cast<size_t>(t * kRuns + r)] = std::move(w).value();
+    }
+  }
+  std::vector<std::string> errors(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      auto exec = PlanExecutor::create(plan, make_backend("cpu").value());
+      if (!exec.ok()) {
+        errors[static_cast<size_t>(t)] = exec.status().message();
+        return;
+      }
+      for (int r = 0; r < kRuns && errors[static_cast<size_t>(t)].empty(); ++r) {
+        auto got = (*exec)->run(inputs(1 + (t + r) % 6, static_cast<uint32_t>(100 * t + r)));
+        if (!got.ok()) {
+          errors[static_cast<size_t>(t)] = got.status().message();
+          return;
+        }
+        const auto& w = want[static_cast<size_t>(t * kRuns + r)];
+        for (size_t k = 0; k < w.size(); ++k) {
+          if (max_abs_diff(w[k].tensor, (*got)[k].tensor) > 1e-5) {
+            errors[static_cast<size_t>(t)] = "thread " + std::to_string(t) + " run " + std::to_string(r) + " output " +
+                                             std::to_string(k) + " differs";
+          }
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (const auto& e : errors) EXPECT_EQ(e, "");
 }
 
 }  // namespace

@@ -8,10 +8,10 @@
 #include <string>
 #include <vector>
 
+#include "core/rvalue.h"
 #include "lower/builder.h"
 #include "plan/plan.h"
 #include "runtime/open_plan.h"
-#include "runtime/rvalue.h"
 
 namespace kiln::cli {
 

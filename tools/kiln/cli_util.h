@@ -8,9 +8,9 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "core/rvalue.h"
 #include "lower/builder.h"
 #include "plan/plan.h"
-#include "runtime/rvalue.h"
 
 namespace kiln::cli {
 
