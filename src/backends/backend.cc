@@ -14,6 +14,13 @@ class LogicalKernel : public StepKernel {
  public:
   LogicalKernel(const Backend& backend, const Step& step) : backend_(backend), step_(step) {}
 
+  // Host memory, or this backend's when the host sees it.
+  Status visible(const TensorView& v) const {
+    if (v.storage.device == "cpu" || (v.storage.device == backend_.device().kind && backend_.host_visible())) return {};
+    return invalid("the {} backend runs {} on logical values and cannot reach {} memory", backend_.name(),
+                   step_.node->op_type, v.storage.device);
+  }
+
   Status enqueue(std::span<const TensorView> inputs, std::span<TensorView> outputs, const KernelContext& ctx) override {
     std::vector<RValue> values(inputs.size());
     std::vector<const RValue*> in(inputs.size(), nullptr);
@@ -24,7 +31,8 @@ class LogicalKernel : public StepKernel {
         continue;
       }
       if (v.omitted) continue;
-      if (storage_is_logical(v.storage, v.logical) && v.storage.device == "cpu") {
+      KILN_RETURN_IF_ERROR(visible(v));
+      if (storage_is_logical(v.storage, v.logical)) {
         // The bytes are the tensor: wrap them without copying (the view outlives the step).
         values[k] = RValue::of(Tensor::wrap(
             v.logical, v.dims, std::shared_ptr<uint8_t[]>(std::shared_ptr<void>(), static_cast<uint8_t*>(v.data))));
@@ -58,6 +66,7 @@ class LogicalKernel : public StepKernel {
                              shape_to_string(v.dims));
       }
       v.dims = t.dims();
+      KILN_RETURN_IF_ERROR(visible(v));
       KILN_RETURN_IF_ERROR(write_storage(t, v.storage, v.data, v.capacity));
     }
     return {};
@@ -80,6 +89,14 @@ DataType node_precision(const Node& node) {
     if (v && v->type.kind == TypeInfo::Kind::kTensor && v->type.dtype != DataType::kUndefined) return v->type.dtype;
   }
   return DataType::kUndefined;
+}
+
+BackendSet backend_set(std::shared_ptr<Backend> primary) {
+  BackendSet set;
+  const bool on_cpu = primary && primary->device().kind == "cpu";
+  set.primary = std::move(primary);
+  if (!on_cpu) set.fallback = make_reference_backend();
+  return set;
 }
 
 Result<std::shared_ptr<Backend>> make_backend(const std::string& device) {

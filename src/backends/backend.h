@@ -76,6 +76,9 @@ class Backend {
   virtual std::string name() const = 0;  // "reference", "cpu", "cuda"
   virtual DeviceInfo device() const = 0;
   virtual Allocator& allocator() = 0;
+  // Whether the host can read and write this backend's memory directly (the CPU's; a test device
+  // that keeps its memory on the host). The default kernel adapter needs it.
+  virtual bool host_visible() const { return device().kind == "cpu"; }
 
   // Whether some tactic runs `node` with `precision` arithmetic in `layout`.
   virtual bool supports(const Node& node, DataType precision, Layout layout) const = 0;
@@ -96,6 +99,15 @@ class Backend {
     (void)tactic;
     return weights;
   }
+  // A stream for one execution context's work (cudaStream_t on CUDA; null on the CPU, where
+  // kernels run as they are enqueued), waited for at the end of a run and destroyed with the
+  // context.
+  virtual Result<void*> create_stream() { return static_cast<void*>(nullptr); }
+  virtual Status synchronize(void* stream) {
+    (void)stream;
+    return {};
+  }
+  virtual void destroy_stream(void* stream) { (void)stream; }
   // Extra scratch bytes a tactic needs while running `node`.
   virtual int64_t workspace_bytes(const Node& node, const std::string& tactic) const {
     (void)node;
@@ -109,6 +121,21 @@ class Backend {
   // their storage into logical tensors, outputs converted into their views' storage, on the host.
   virtual Result<std::unique_ptr<StepKernel>> make_kernel(const Plan& plan, const Step& step) const;
 };
+
+// The backends a plan's steps run on: the one it is built for, and the CPU backend that runs
+// what the first has no kernel for (through explicit copies, shown by `kiln inspect`).
+struct BackendSet {
+  std::shared_ptr<Backend> primary;
+  std::shared_ptr<Backend> fallback;  // null when the primary runs on the CPU itself
+  // The backend named `name` (a step's `backend`), or null.
+  Backend* get(const std::string& name) const {
+    if (primary && primary->name() == name) return primary.get();
+    if (fallback && fallback->name() == name) return fallback.get();
+    return nullptr;
+  }
+};
+// `primary` with the reference backend as its fallback when `primary` is not on the CPU.
+BackendSet backend_set(std::shared_ptr<Backend> primary);
 
 // The element type a node computes in: its first tensor output's (kUndefined when it has none).
 DataType node_precision(const Node& node);

@@ -305,8 +305,9 @@ Result<std::string> write_meta(const Plan& plan) {
     profiles.push_back({{"ranges", std::move(ranges)}});
   }
   const MemoryStats& m = plan.memory;
-  json memory = {{"weights", m.weights},         {"arena", m.arena},         {"naive", m.naive},
-                 {"lower_bound", m.lower_bound}, {"workspace", m.workspace}, {"dynamic_slots", m.dynamic_slots}};
+  json memory = {
+      {"weights", m.weights},         {"arena", m.arena},         {"host_arena", m.host_arena},      {"naive", m.naive},
+      {"lower_bound", m.lower_bound}, {"workspace", m.workspace}, {"dynamic_slots", m.dynamic_slots}};
   json j = {{"build", std::move(build)},         {"profiles", std::move(profiles)},   {"memory", std::move(memory)},
             {"passes_fired", plan.passes_fired}, {"source_nodes", plan.source_nodes}, {"opset", plan.opset}};
   return dump(j, "META");
@@ -381,6 +382,7 @@ Status read_meta(std::span<const uint8_t> bytes, Plan& out) {
     MemoryStats& ms = out.memory;
     KILN_FIELD(ms.weights, m, "weights", integer(0));
     KILN_FIELD(ms.arena, m, "arena", integer(0));
+    KILN_FIELD(ms.host_arena, m, "host_arena", integer(0));
     KILN_FIELD(ms.naive, m, "naive", integer(0));
     KILN_FIELD(ms.lower_bound, m, "lower_bound", integer(0));
     KILN_FIELD(ms.workspace, m, "workspace", integer(0));

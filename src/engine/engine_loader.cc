@@ -297,10 +297,17 @@ class Loader {
         }
       }
       if (s.in_place_of == i) return fail("corrupt: slot '{}' is in place of itself", s.name);
+      if (s.storage.device != "cpu" && s.storage.device != plan_->info.device) {
+        return fail("corrupt: slot '{}' is stored on {} in an engine for {}", s.name, s.storage.device,
+                    plan_->info.device);
+      }
       if (s.offset >= 0) {
-        if (s.bytes < 0 || s.bytes > plan_->memory.arena || s.offset > plan_->memory.arena - s.bytes) {
-          return fail("corrupt: slot '{}' [{}, +{}) lies outside the {} byte arena", s.name, s.offset, s.bytes,
-                      plan_->memory.arena);
+        // A device plan's host slots live in the host arena, the others in the device's.
+        const bool host = s.storage.device == "cpu" && plan_->info.device != "cpu";
+        const int64_t arena = host ? plan_->memory.host_arena : plan_->memory.arena;
+        if (s.bytes < 0 || s.bytes > arena || s.offset > arena - s.bytes) {
+          return fail("corrupt: slot '{}' [{}, +{}) lies outside the {} byte {}arena", s.name, s.offset, s.bytes, arena,
+                      host ? "host " : "");
         }
       }
     }

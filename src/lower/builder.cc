@@ -50,12 +50,13 @@ Result<std::shared_ptr<Plan>> build_plan(const Model& model, const BuildOptions&
   // Lower: steps, precision, layout, storage transitions, tactics; then the memory plan.
   progress("lower", 0.0);
   plan->graph = g;
-  KILN_RETURN_IF_ERROR(lower_to_steps(*plan, *backend));
-  KILN_RETURN_IF_ERROR(assign_precision(*plan, *backend, options.fp16, options.bf16));
-  KILN_RETURN_IF_ERROR(choose_layouts(*plan, *backend));
-  KILN_RETURN_IF_ERROR(insert_transitions(*plan, *backend));
+  const BackendSet backends = backend_set(backend);
+  KILN_RETURN_IF_ERROR(lower_to_steps(*plan, backends));
+  KILN_RETURN_IF_ERROR(assign_precision(*plan, backends, options.fp16, options.bf16));
+  KILN_RETURN_IF_ERROR(choose_layouts(*plan, backends));
+  KILN_RETURN_IF_ERROR(insert_transitions(*plan, backends));
   progress("lower", 0.5);
-  KILN_RETURN_IF_ERROR(select_tactics(*plan, *backend, options.timing_cache));
+  KILN_RETURN_IF_ERROR(select_tactics(*plan, backends, options.timing_cache));
   progress("lower", 1.0);
   progress("plan", 0.0);
   // In builds that verify passes, a symbolic type that contradicts the shapes at max is an

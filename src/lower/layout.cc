@@ -16,11 +16,13 @@ int64_t slot_rank(const Slot& s) {
 
 }  // namespace
 
-Status choose_layouts(Plan& plan, const Backend& backend) {
+Status choose_layouts(Plan& plan, const BackendSet& backends) {
   for (Step& st : plan.steps) {
+    const Backend* backend = backends.get(st.backend);
+    if (!backend) return invalid("step {}: no backend '{}'", st.name, st.backend);
     std::vector<Layout> offered;
-    for (Layout l : backend.layouts(*st.node, st.precision)) {
-      if (backend.supports(*st.node, st.precision, l)) offered.push_back(l);
+    for (Layout l : backend->layouts(*st.node, st.precision)) {
+      if (backend->supports(*st.node, st.precision, l)) offered.push_back(l);
     }
     if (offered.empty()) offered.push_back(Layout::kPlain);
     st.layout = offered.front();

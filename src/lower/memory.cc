@@ -46,6 +46,48 @@ int64_t storage_bytes(const TypeInfo& t, const Storage& s) {
   return n < 0 ? -1 : n * static_cast<int64_t>(dtype_size(dt));
 }
 
+// Places the activation and output slots stored on `device` (of known size) in one arena.
+MemoryPlan place_arena(Plan& plan, const std::string& device) {
+  std::vector<TensorLife> lives;
+  std::vector<int> life_slot;
+  std::map<int, int> life_of_slot;
+  for (size_t id = 0; id < plan.slots.size(); ++id) {
+    const Slot& s = plan.slots[id];
+    if (s.kind != SlotKind::kActivation && s.kind != SlotKind::kOutput) continue;
+    if (s.bytes < 0 || s.storage.device != device) continue;
+    TensorLife l;
+    l.bytes = s.bytes;
+    l.first = s.first_step;
+    l.last = std::max(s.last_step, s.first_step);  // an unread value still needs its step's write
+    life_of_slot[static_cast<int>(id)] = static_cast<int>(lives.size());
+    lives.push_back(l);
+    life_slot.push_back(static_cast<int>(id));
+  }
+  for (size_t k = 0; k < lives.size(); ++k) {
+    const Slot& s = plan.slots[static_cast<size_t>(life_slot[k])];
+    const Step& st = plan.steps[static_cast<size_t>(s.first_step)];
+    if (!may_run_in_place(*st.node) || st.outputs.size() != 1 || st.inputs.empty() || st.inputs[0] < 0) continue;
+    auto in = life_of_slot.find(st.inputs[0]);
+    if (in == life_of_slot.end()) continue;
+    const Slot& src = plan.slots[static_cast<size_t>(st.inputs[0])];
+    // The input must die at this step, be read only once here, not be a graph output, and hold
+    // the same storage.
+    int reads = 0;
+    for (int id : st.inputs) reads += id == st.inputs[0];
+    if (src.kind == SlotKind::kOutput || src.last_step != s.first_step || reads != 1) continue;
+    if (!(src.storage == s.storage)) continue;
+    if (!is_view_op(*st.node) && !same_shape_always(st.node->inputs[0]->type, st.node->outputs[0]->type)) continue;
+    lives[k].in_place_of = in->second;
+  }
+  MemoryPlan mp = plan_memory(lives);
+  for (size_t k = 0; k < lives.size(); ++k) {
+    Slot& s = plan.slots[static_cast<size_t>(life_slot[k])];
+    s.offset = mp.offsets[k];
+    if (mp.in_place_of[k] >= 0) s.in_place_of = life_slot[static_cast<size_t>(mp.in_place_of[k])];
+  }
+  return mp;
+}
+
 }  // namespace
 
 Status plan_activations(Plan& plan, bool check_types) {
@@ -97,53 +139,25 @@ Status plan_activations(Plan& plan, bool check_types) {
   }
   for (int id : plan.outputs) plan.slots[static_cast<size_t>(id)].last_step = end - 1;
 
-  // Memory plan over activations and outputs of known size.
-  std::vector<TensorLife> lives;
-  std::vector<int> life_slot;
-  std::map<int, int> life_of_slot;
+  // Memory plan over activations and outputs of known size, one arena per device: the plan's
+  // (the device of its non-host slots, else the CPU) and, for a device plan, the host's.
+  std::string device = "cpu";
+  for (const Slot& s : plan.slots) {
+    if ((s.kind == SlotKind::kActivation || s.kind == SlotKind::kOutput) && s.storage.device != "cpu") {
+      device = s.storage.device;
+    }
+  }
   plan.memory.dynamic_slots = 0;
-  for (size_t id = 0; id < plan.slots.size(); ++id) {
-    Slot& s = plan.slots[id];
+  for (Slot& s : plan.slots) {
     s.offset = -1;
     s.in_place_of = -1;
-    if (s.kind != SlotKind::kActivation && s.kind != SlotKind::kOutput) continue;
-    if (s.bytes < 0) {
-      ++plan.memory.dynamic_slots;
-      continue;
-    }
-    TensorLife l;
-    l.bytes = s.bytes;
-    l.first = s.first_step;
-    l.last = std::max(s.last_step, s.first_step);  // an unread value still needs its step's write
-    life_of_slot[static_cast<int>(id)] = static_cast<int>(lives.size());
-    lives.push_back(l);
-    life_slot.push_back(static_cast<int>(id));
+    if ((s.kind == SlotKind::kActivation || s.kind == SlotKind::kOutput) && s.bytes < 0) ++plan.memory.dynamic_slots;
   }
-  for (size_t k = 0; k < lives.size(); ++k) {
-    const Slot& s = plan.slots[static_cast<size_t>(life_slot[k])];
-    const Step& st = plan.steps[static_cast<size_t>(s.first_step)];
-    if (!may_run_in_place(*st.node) || st.outputs.size() != 1 || st.inputs.empty() || st.inputs[0] < 0) continue;
-    auto in = life_of_slot.find(st.inputs[0]);
-    if (in == life_of_slot.end()) continue;
-    const Slot& src = plan.slots[static_cast<size_t>(st.inputs[0])];
-    // The input must die at this step, be read only once here, not be a graph output, and hold
-    // the same storage.
-    int reads = 0;
-    for (int id : st.inputs) reads += id == st.inputs[0];
-    if (src.kind == SlotKind::kOutput || src.last_step != s.first_step || reads != 1) continue;
-    if (!(src.storage == s.storage)) continue;
-    if (!is_view_op(*st.node) && !same_shape_always(st.node->inputs[0]->type, st.node->outputs[0]->type)) continue;
-    lives[k].in_place_of = in->second;
-  }
-  MemoryPlan mp = plan_memory(lives);
-  for (size_t k = 0; k < lives.size(); ++k) {
-    Slot& s = plan.slots[static_cast<size_t>(life_slot[k])];
-    s.offset = mp.offsets[k];
-    if (mp.in_place_of[k] >= 0) s.in_place_of = life_slot[static_cast<size_t>(mp.in_place_of[k])];
-  }
+  const MemoryPlan mp = place_arena(plan, device);
   plan.memory.arena = mp.arena;
   plan.memory.naive = mp.naive;
   plan.memory.lower_bound = mp.lower_bound;
+  plan.memory.host_arena = device == "cpu" ? 0 : place_arena(plan, "cpu").arena;
   return {};
 }
 

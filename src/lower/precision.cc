@@ -12,16 +12,18 @@ bool runs_at(const Backend& backend, const Node& node, DataType precision) {
 
 }  // namespace
 
-Status assign_precision(Plan& plan, const Backend& backend, bool fp16, bool bf16) {
+Status assign_precision(Plan& plan, const BackendSet& backends, bool fp16, bool bf16) {
   std::vector<DataType> lower;
   if (fp16) lower.push_back(DataType::kFloat16);
   if (bf16) lower.push_back(DataType::kBFloat16);
   for (Step& st : plan.steps) {
+    const Backend* backend = backends.get(st.backend);
+    if (!backend) return invalid("step {}: no backend '{}'", st.name, st.backend);
     const DataType own = node_precision(*st.node);
     st.precision = own;
     if (st.precision == DataType::kFloat) {
       for (DataType p : lower) {
-        if (runs_at(backend, *st.node, p)) {
+        if (runs_at(*backend, *st.node, p)) {
           st.precision = p;
           break;
         }

@@ -32,31 +32,34 @@ void clear_intermediate_types(Graph& g);
 Result<DimRanges> symbol_ranges(const Graph& g, const Profile& profile);
 
 // steps.cc: a step per top-level node of plan.graph, in order, and a slot per value (inputs,
-// weights, node outputs). Storage is the logical type, plain, on `backend`'s device (graph inputs
-// in host memory); precision is the node's own; the tactic is left to select_tactics.
-Status lower_to_steps(Plan& plan, const Backend& backend);
+// weights, node outputs). Each step runs on the primary backend when it has a kernel for the node,
+// else on the fallback (an error naming the node when neither has). Storage is the logical type,
+// plain, on the step's device (graph inputs in host memory); precision is the node's own; the
+// tactic is left to select_tactics.
+Status lower_to_steps(Plan& plan, const BackendSet& backends);
 
 // precision.cc: with fp16/bf16 allowed, a float32 step computes in the lowest allowed precision the
 // backend supports for it; its floating-point outputs are stored in that precision.
-Status assign_precision(Plan& plan, const Backend& backend, bool fp16, bool bf16);
+Status assign_precision(Plan& plan, const BackendSet& backends, bool fp16, bool bf16);
 
 // layout.cc: each step's layout among those the backend offers for it, preferring the layout its
 // data input is already stored in; 4-D outputs are stored in the step's layout.
-Status choose_layouts(Plan& plan, const Backend& backend);
+Status choose_layouts(Plan& plan, const BackendSet& backends);
 
 // transitions.cc: inserts kiln.Reformat (element type, layout) and kiln.Copy (device) steps and
 // their slots where a reader needs another storage, one per slot and storage however many read
 // it; graph outputs leave in their logical type, plain, in host memory, under their own names.
-Status insert_transitions(Plan& plan, const Backend& backend);
+Status insert_transitions(Plan& plan, const BackendSet& backends);
 // The storage step `st` reads its input `k` in.
 Storage wanted_storage(const Plan& plan, const Step& st, size_t k, const std::string& device);
 
 // tactics.cc: a tactic per step (timed on the backend when it offers several, the choice kept in
 // the timing cache at `timing_cache` when given) and the largest workspace any asks for.
-Status select_tactics(Plan& plan, const Backend& backend, const std::string& timing_cache);
+Status select_tactics(Plan& plan, const BackendSet& backends, const std::string& timing_cache);
 
 // memory.cc: sizes at the profile's largest shapes (shape computations evaluated), lifetimes,
-// in-place pairs and the arena placement. `check_types`: a build-time (symbolic) type that
+// in-place pairs and the arena placement: one arena on the plan's device and, when that is not
+// the CPU, one in host memory for the values copied in and out. `check_types`: a build-time (symbolic) type that
 // contradicts the shapes at max is an error (builds that verify passes).
 Status plan_activations(Plan& plan, bool check_types);
 

@@ -5,10 +5,25 @@
 
 namespace kiln {
 
-Status lower_to_steps(Plan& plan, const Backend& backend) {
+namespace {
+
+// Whether `backend` runs `node` at its own precision in some layout.
+bool runs(const Backend* backend, const Node& node) {
+  if (!backend) return false;
+  const DataType p = node_precision(node);
+  for (Layout l : backend->layouts(node, p)) {
+    if (backend->supports(node, p, l)) return true;
+  }
+  return backend->supports(node, p, Layout::kPlain);
+}
+
+}  // namespace
+
+Status lower_to_steps(Plan& plan, const BackendSet& backends) {
   if (!plan.graph) return invalid("the plan has no graph");
+  if (!backends.primary) return invalid("no backend to build for");
   const Graph& g = *plan.graph;
-  const std::string device = backend.device().kind;
+  const std::string device = backends.primary->device().kind;
   std::map<const Value*, int> slot_of;
   std::set<const Value*> outputs(g.outputs.begin(), g.outputs.end());
   auto add_slot = [&](const Value* v, SlotKind kind) {
@@ -47,7 +62,15 @@ Status lower_to_steps(Plan& plan, const Backend& backend) {
     st.fused = n->fused_from.empty() ? std::vector<std::string>{st.name} : n->fused_from;
     st.precision = node_precision(*n);
     st.layout = Layout::kPlain;
-    st.backend = backend.name();
+    const Backend* backend = runs(backends.primary.get(), *n)    ? backends.primary.get()
+                             : runs(backends.fallback.get(), *n) ? backends.fallback.get()
+                                                                 : nullptr;
+    if (!backend) {
+      return invalid("node {}: the {} backend cannot run {} in {}{}", n->describe(), backends.primary->name(),
+                     n->op_type, dtype_name(st.precision),
+                     backends.fallback ? ", nor can the " + backends.fallback->name() + " backend" : std::string());
+    }
+    st.backend = backend->name();
     for (const Value* v : n->inputs) {
       if (!v) {
         st.inputs.push_back(-1);
@@ -64,6 +87,7 @@ Status lower_to_steps(Plan& plan, const Backend& backend) {
       }
       int id = add_slot(v, outputs.count(v) ? SlotKind::kOutput : SlotKind::kActivation);
       plan.slots[static_cast<size_t>(id)].first_step = static_cast<int>(i);
+      plan.slots[static_cast<size_t>(id)].storage.device = backend->device().kind;
       st.outputs.push_back(id);
     }
     plan.steps.push_back(std::move(st));

@@ -55,10 +55,13 @@ Result<std::string> time_tactics(const Backend& backend, const Node& node, const
 
 }  // namespace
 
-Status select_tactics(Plan& plan, const Backend& backend, const std::string& timing_cache) {
+Status select_tactics(Plan& plan, const BackendSet& backends, const std::string& timing_cache) {
   KILN_ASSIGN_OR_RETURN(TimingCache cache, TimingCache::load(timing_cache));
-  const DeviceInfo device = backend.device();
   for (Step& st : plan.steps) {
+    const Backend* b = backends.get(st.backend);
+    if (!b) return invalid("step {}: no backend '{}'", st.name, st.backend);
+    const Backend& backend = *b;
+    const DeviceInfo device = backend.device();
     const Node& n = *st.node;
     std::vector<std::string> tactics = backend.tactics(n, st.precision, st.layout);
     if (tactics.empty()) {

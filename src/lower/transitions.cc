@@ -18,7 +18,7 @@ std::string storage_suffix(const Storage& s) {
 
 struct Inserter {
   Plan& plan;
-  const Backend& backend;
+  const BackendSet& backends;
   // (slot, storage) -> the slot holding that slot's value in that storage.
   std::map<std::pair<int, std::string>, int> converted;
   std::vector<Step> steps;  // the new step list, built in order
@@ -66,7 +66,12 @@ struct Inserter {
     st.fused = {};
     st.precision = to.dtype;
     st.layout = to.layout;
-    st.backend = backend.name();
+    // A copy runs on the device backend (it moves the bytes across), a reformat on the backend
+    // of the device whose memory it converts.
+    const std::string& where = copy ? (to.device != "cpu" ? to.device : src.storage.device) : to.device;
+    const Backend* b =
+        backends.primary && backends.primary->device().kind == where ? backends.primary.get() : backends.fallback.get();
+    st.backend = b ? b->name() : backends.primary->name();
     st.inputs = {from};
     st.outputs = {id};
     steps.push_back(std::move(st));
@@ -119,12 +124,14 @@ Storage wanted_storage(const Plan& plan, const Step& st, size_t k, const std::st
   return w;
 }
 
-Status insert_transitions(Plan& plan, const Backend& backend) {
+Status insert_transitions(Plan& plan, const BackendSet& backends) {
   if (!plan.graph) return invalid("the plan has no graph");
-  Inserter ins{plan, backend, {}, {}};
-  const std::string device = backend.device().kind;
+  Inserter ins{plan, backends, {}, {}};
   std::vector<Step> old = std::move(plan.steps);
   for (Step& st : old) {
+    const Backend* backend = backends.get(st.backend);
+    if (!backend) return invalid("step {}: no backend '{}'", st.name, st.backend);
+    const std::string device = backend->device().kind;
     for (size_t k = 0; k < st.inputs.size(); ++k) {
       const int id = st.inputs[k];
       if (id < 0) continue;

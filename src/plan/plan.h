@@ -45,6 +45,8 @@ struct Slot {
   int64_t bytes = -1;  // size at the profile's largest shapes; -1 when not a tensor of bounded size
   // Arena placement for activations (and outputs, which are copied out): byte offset, or -1 when
   // the slot is allocated when produced (unbounded size, sequences, optionals).
+  // (an offset into the arena of the slot's storage device: Plan::memory.arena, or host_arena for
+  // host slots of a device plan)
   int64_t offset = -1;
   int weight = -1;       // index into Plan::weights for kWeight slots
   int first_step = -1;   // step that produces it (-1: input or weight)
@@ -66,7 +68,8 @@ struct Step {
 
 struct MemoryStats {
   int64_t weights = 0;        // bytes of weight blobs
-  int64_t arena = 0;          // planned activation peak (arena size)
+  int64_t arena = 0;          // planned activation peak (arena size) on the plan's device
+  int64_t host_arena = 0;     // a device plan's host-side activations (values copied in and out)
   int64_t naive = 0;          // every activation in its own buffer
   int64_t lower_bound = 0;    // most bytes live at any one step
   int64_t workspace = 0;      // scratch the tactics asked for
@@ -94,6 +97,8 @@ struct BuildInfo {
 };
 
 struct Plan {
+  // The device whose memory holds Plan::memory.arena: the build's device (info.device).
+  const std::string& device() const { return info.device; }
   std::shared_ptr<Graph> graph;  // the optimized graph; steps point at its nodes
   std::vector<Slot> slots;
   std::vector<Step> steps;

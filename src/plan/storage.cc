@@ -30,7 +30,6 @@ bool storage_is_logical(const Storage& storage, DataType logical) {
 }
 
 Status write_storage(const Tensor& t, const Storage& storage, void* dst, int64_t capacity) {
-  if (storage.device != "cpu") return invalid("storage on {} is not host memory", storage.device);
   KILN_RETURN_IF_ERROR(check_layout(storage, t.dims()));
   const DataType dt = storage.dtype == DataType::kUndefined ? t.dtype() : storage.dtype;
   const int64_t bytes = storage_bytes(t.dims(), Storage{dt, storage.layout, storage.device});
@@ -53,7 +52,6 @@ Status write_storage(const Tensor& t, const Storage& storage, void* dst, int64_t
 }
 
 Result<Tensor> read_storage(const void* src, const Storage& storage, DataType logical, const Dims& dims) {
-  if (storage.device != "cpu") return invalid("storage on {} is not host memory", storage.device);
   KILN_RETURN_IF_ERROR(check_layout(storage, dims));
   const DataType dt = storage.dtype == DataType::kUndefined ? logical : storage.dtype;
   KILN_ASSIGN_OR_RETURN(Tensor out, Tensor::create(logical, dims));

@@ -14,6 +14,8 @@ int64_t storage_bytes(const Dims& dims, const Storage& storage);
 // Whether bytes in `storage` are exactly the logical tensor's (same element type, plain layout).
 bool storage_is_logical(const Storage& storage, DataType logical);
 
+// Both functions read and write host memory: the caller checks that the storage's device is
+// visible to the host.
 // Writes `t` (logical, row-major) into `dst` in `storage`; `capacity` bytes are available.
 Status write_storage(const Tensor& t, const Storage& storage, void* dst, int64_t capacity);
 

@@ -69,22 +69,28 @@ constexpr size_t kMaxCachedShapes = 256;
 class ArenaPlanExecutor : public PlanExecutor {
  public:
   ArenaPlanExecutor(std::shared_ptr<const Plan> plan, std::shared_ptr<Backend> backend)
-      : plan_(std::move(plan)), backend_(std::move(backend)), guard_checks_(guard_checks_default()) {}
+      : plan_(std::move(plan)), backends_(backend_set(std::move(backend))), guard_checks_(guard_checks_default()) {}
+
+  ~ArenaPlanExecutor() override {
+    if (stream_) backends_.primary->destroy_stream(stream_);
+  }
+
+  static Result<std::shared_ptr<uint8_t[]>> allocate(Allocator* alloc, int64_t bytes, const char* what) {
+    if (bytes <= 0) return std::shared_ptr<uint8_t[]>();
+    KILN_RETURN_IF_ERROR(check_allocation(Dims{bytes}, 1, what));
+    KILN_ASSIGN_OR_RETURN(void* mem, alloc->allocate(static_cast<size_t>(bytes), 256));
+    return std::shared_ptr<uint8_t[]>(static_cast<uint8_t*>(mem), [alloc](uint8_t* q) { alloc->deallocate(q); });
+  }
 
   Status init() {
     const Plan& p = *plan_;
-    Allocator* alloc = &backend_->allocator();
-    if (p.memory.arena > 0) {
-      KILN_RETURN_IF_ERROR(check_allocation(Dims{p.memory.arena}, 1, "activation arena"));
-      KILN_ASSIGN_OR_RETURN(void* mem, alloc->allocate(static_cast<size_t>(p.memory.arena), 64));
-      arena_ = std::shared_ptr<uint8_t[]>(static_cast<uint8_t*>(mem), [alloc](uint8_t* q) { alloc->deallocate(q); });
-    }
-    if (p.memory.workspace > 0) {
-      KILN_RETURN_IF_ERROR(check_allocation(Dims{p.memory.workspace}, 1, "workspace"));
-      KILN_ASSIGN_OR_RETURN(void* mem, alloc->allocate(static_cast<size_t>(p.memory.workspace), 64));
-      workspace_ =
-          std::shared_ptr<uint8_t[]>(static_cast<uint8_t*>(mem), [alloc](uint8_t* q) { alloc->deallocate(q); });
-    }
+    // The arena on the plan's device; a device plan's host-side values in a host arena.
+    Allocator* device = &backends_.primary->allocator();
+    Allocator* host = backends_.fallback ? &backends_.fallback->allocator() : device;
+    KILN_ASSIGN_OR_RETURN(arena_, allocate(device, p.memory.arena, "activation arena"));
+    KILN_ASSIGN_OR_RETURN(host_arena_, allocate(host, p.memory.host_arena, "host activation arena"));
+    KILN_ASSIGN_OR_RETURN(workspace_, allocate(device, p.memory.workspace, "workspace"));
+    KILN_ASSIGN_OR_RETURN(stream_, backends_.primary->create_stream());
     for (size_t id = 0; id < p.slots.size(); ++id) slot_by_name_[p.slots[id].name] = static_cast<int>(id);
     // After each step, the dynamic values whose last reader it was (outputs and weights stay; so
     // does an input that is also a graph output).
@@ -116,7 +122,9 @@ class ArenaPlanExecutor : public PlanExecutor {
       weights_[id] = RValue::of(*p.weights[static_cast<size_t>(s.weight)]);
     }
     for (const Step& st : p.steps) {
-      KILN_ASSIGN_OR_RETURN(auto k, backend_->make_kernel(p, st));
+      const Backend* b = backends_.get(st.backend);
+      if (!b) return invalid("step {} runs on the {} backend, which this build does not have", st.name, st.backend);
+      KILN_ASSIGN_OR_RETURN(auto k, b->make_kernel(p, st));
       kernels_.push_back(std::move(k));
     }
     dynamic_.resize(p.slots.size());
@@ -193,8 +201,8 @@ class ArenaPlanExecutor : public PlanExecutor {
         v.value = &weights_[id];
         v.data = weights_[id].tensor.raw();
         v.capacity = static_cast<int64_t>(weights_[id].tensor.nbytes());
-      } else if (s.offset >= 0 && arena_) {
-        v.data = arena_.get() + s.offset;
+      } else if (s.offset >= 0 && arena_of(s)) {
+        v.data = arena_of(s) + s.offset;
         v.capacity = s.bytes;
       } else if (s.kind != SlotKind::kInput) {
         v.value = &dynamic_[id];
@@ -264,10 +272,22 @@ class ArenaPlanExecutor : public PlanExecutor {
     return shapes_for(inputs).status();
   }
 
-  bool in_arena(const void* p) const {
-    const auto* b = static_cast<const uint8_t*>(p);
-    return arena_ && b >= arena_.get() && b < arena_.get() + plan_->memory.arena;
+  // The arena a slot's offset is in: the device's, or the host's for a device plan's host slots.
+  uint8_t* arena_of(const Slot& s) const {
+    return s.storage.device == "cpu" && plan_->device() != "cpu" ? host_arena_.get() : arena_.get();
   }
+
+  // Where `p` lies: the arena holding it and the offset there, or null.
+  std::pair<const uint8_t*, int64_t> arena_position(const void* p) const {
+    const auto* b = static_cast<const uint8_t*>(p);
+    for (const auto& [base, size] : {std::make_pair(arena_.get(), plan_->memory.arena),
+                                     std::make_pair(host_arena_.get(), plan_->memory.host_arena)}) {
+      if (base && b >= base && b < base + size) return {base, b - base};
+    }
+    return {nullptr, 0};
+  }
+
+  bool in_arena(const void* p) const { return arena_position(p).first != nullptr; }
 
   // A value outside the arena must not share the arena's bytes: the planner gives those bytes to
   // other slots once their own values die. Views into the arena are copied out.
@@ -307,7 +327,8 @@ class ArenaPlanExecutor : public PlanExecutor {
     for (int out_id : st.outputs) {
       if (out_id < 0) continue;
       const Slot& out = p.slots[static_cast<size_t>(out_id)];
-      if (out.offset < 0 || !arena_) continue;
+      const uint8_t* arena = arena_of(out);
+      if (out.offset < 0 || !arena) continue;
       const int64_t lo = out.offset, hi = out.offset + view_bytes(views[static_cast<size_t>(out_id)]);
       for (size_t id = 0; id < p.slots.size(); ++id) {
         if (static_cast<int>(id) == out_id) continue;
@@ -339,13 +360,14 @@ class ArenaPlanExecutor : public PlanExecutor {
         // step's other outputs are written by the same launch.
         const bool produced = other.first_step < step || (other.first_step == step && other.offset >= 0);
         const bool live = other.kind == SlotKind::kOutput || other.last_step >= step;
-        if (other.offset >= 0 && produced && live) {
+        if (other.offset >= 0 && arena_of(other) == arena && produced && live) {
           KILN_RETURN_IF_ERROR(overlap(other.offset, other.offset + view_bytes(views[id])));
         }
-        // Values outside the arena may not reach into it at all.
+        // Values outside the arenas may not reach into them at all.
         Status bad;
         for_each_storage(dynamic_[id], [&](const uint8_t* b, const uint8_t* e) {
-          if (bad.ok() && in_arena(b)) bad = overlap(b - arena_.get(), e - arena_.get());
+          auto [base, off] = arena_position(b);
+          if (bad.ok() && base == arena) bad = overlap(off, off + (e - b));
         });
         KILN_RETURN_IF_ERROR(bad);
       }
@@ -359,6 +381,7 @@ class ArenaPlanExecutor : public PlanExecutor {
     if (v.value) return v.value;
     RValue& cached = outer_[static_cast<size_t>(id)];
     if (cached.is_none() && v.data) {
+      if (v.storage.device != "cpu" && !backends_.primary->host_visible()) return nullptr;
       auto t = read_storage(v.data, v.storage, v.logical, v.dims);
       if (!t.ok()) return nullptr;
       cached = RValue::of(std::move(t).value());
@@ -388,6 +411,7 @@ class ArenaPlanExecutor : public PlanExecutor {
       return it == slot_by_name_.end() ? nullptr : outer_value(it->second, views);
     };
     KernelContext ctx;
+    ctx.stream = stream_;
     ctx.workspace = workspace_.get();
     ctx.workspace_bytes = p.memory.workspace;
     ctx.run_subgraph = [&](const Graph& sg, std::vector<RValue> in) {
@@ -418,6 +442,7 @@ class ArenaPlanExecutor : public PlanExecutor {
         outer_[static_cast<size_t>(id)] = RValue{};
       }
     }
+    KILN_RETURN_IF_ERROR(backends_.primary->synchronize(stream_));
     std::vector<RValue> outs;
     outs.reserve(p.outputs.size());
     // Outputs leave the arena, as ONNX defines them: the next run reuses it.
@@ -440,9 +465,11 @@ class ArenaPlanExecutor : public PlanExecutor {
 
  private:
   std::shared_ptr<const Plan> plan_;
-  std::shared_ptr<Backend> backend_;
-  std::shared_ptr<uint8_t[]> arena_;
+  BackendSet backends_;
+  std::shared_ptr<uint8_t[]> arena_;       // on the plan's device
+  std::shared_ptr<uint8_t[]> host_arena_;  // a device plan's host-side values
   std::shared_ptr<uint8_t[]> workspace_;
+  void* stream_ = nullptr;
   std::vector<std::unique_ptr<StepKernel>> kernels_;
   std::vector<std::vector<int>> frees_;
   std::map<std::string, int> slot_by_name_;  // for subgraphs' outer-scope references

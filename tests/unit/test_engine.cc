@@ -29,7 +29,7 @@ std::shared_ptr<Plan> test_plan() {
   plan->steps[2].tactic = "relu_f32_avx2";
   plan->steps[2].backend = "cpu";
   for (Slot& sl : plan->slots) {
-    if (sl.name == "r") sl.storage = {DataType::kFloat16, Layout::kNHWC, "cuda"};
+    if (sl.name == "r") sl.storage = {DataType::kFloat16, Layout::kNHWC, "cpu"};
   }
   plan->profiles.push_back(plan->profiles[0]);
   plan->profiles[1].ranges[0].max = {4, 3};
@@ -296,6 +296,9 @@ TEST_F(EngineFile, WrongDevice) {
   Plan cuda = *plan_;
   cuda.info.device = "cuda";
   cuda.info.device_arch = "sm_90";
+  for (Slot& s : cuda.slots) {
+    if (s.kind == SlotKind::kActivation || s.kind == SlotKind::kOutput) s.storage.device = "cuda";
+  }
   std::vector<uint8_t> image = serialize_ok(cuda);
   expect_refused(image, "built for cuda sm_90; this machine has no CUDA device");
   LoadOptions gpu;
@@ -372,6 +375,8 @@ TEST_F(EngineFile, MalformedJson) {
                  "slots[0].type.dtype");
   expect_refused(with_json(image_, ef::kPlan, [](json& j) { j["slots"][0]["storage"]["device"] = "tpu"; }),
                  "slots[0].storage");
+  expect_refused(with_json(image_, ef::kPlan, [](json& j) { j["slots"][0]["storage"]["device"] = "cuda"; }),
+                 "is stored on cuda in an engine for cpu");
   expect_refused(with_json(image_, ef::kPlan, [](json& j) { j["slots"][0]["storage"]["layout"] = "nchw16"; }),
                  "slots[0].storage.layout: expected a layout name");
   expect_refused(with_json(image_, ef::kPlan, [](json& j) { j["steps"][0].erase("backend"); }),

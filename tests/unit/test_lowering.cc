@@ -22,7 +22,12 @@ using namespace kiln::testing;
 // plain FP32, computing all of it with the reference kernels. `device` renames its device.
 class LayoutBackend : public Backend {
  public:
-  explicit LayoutBackend(bool fp16, std::string device = "cpu") : fp16_(fp16), device_(std::move(device)) {}
+  // `only_images`: the device runs Conv and Relu (and storage transitions) and nothing else, so
+  // the rest falls back to the CPU.
+  explicit LayoutBackend(bool fp16, std::string device = "cpu", bool only_images = false)
+      : fp16_(fp16), device_(std::move(device)), only_images_(only_images) {}
+  // Its memory is host memory, so the default kernels run its steps.
+  bool host_visible() const override { return true; }
   std::string name() const override { return "layout-test"; }
   DeviceInfo device() const override {
     DeviceInfo d = reference()->device();
@@ -37,7 +42,7 @@ class LayoutBackend : public Backend {
       return (p == node_precision(n) || (fp16_ && p == DataType::kFloat16)) &&
              (l == Layout::kPlain || l == Layout::kNHWC);
     }
-    return reference()->supports(n, p, l);
+    return !only_images_ && reference()->supports(n, p, l);
   }
   std::vector<Layout> layouts(const Node& n, DataType p) const override {
     if (image_op(n)) return {Layout::kNHWC, Layout::kPlain};
@@ -52,6 +57,7 @@ class LayoutBackend : public Backend {
  private:
   bool fp16_;
   std::string device_;
+  bool only_images_;
 };
 
 // x[1,3,8,8] -> Conv -> Relu -> Conv -> GlobalAveragePool -> Flatten -> Gemm -> y; the first
@@ -270,6 +276,32 @@ TEST(Lowering, SymbolRangesIntersectAcrossInputs) {
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("'batch'"), std::string::npos) << bad.status().message();
   EXPECT_EQ(bad.status().code(), StatusCode::kUsage);
+}
+
+// Steps the device has no kernel for run on the CPU backend, with copies at the edges of each
+// region, and the plan keeps two arenas: the device's and the host's for what crosses over.
+TEST(Lowering, StepsADeviceLacksRunOnTheCpuThroughCopies) {
+  Model model = import_model(small_convnet());
+  auto backend = std::make_shared<LayoutBackend>(false, "testdev", true);
+  auto plan = build_plan(model, no_fusion(backend));
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  const Plan& p = **plan;
+  EXPECT_EQ(step_named(p, "conv1").backend, "layout-test");
+  EXPECT_EQ(step_named(p, "relu1").backend, "layout-test");
+  EXPECT_EQ(step_named(p, "add").backend, "reference");
+  EXPECT_EQ(step_named(p, "fc").backend, "reference");
+  EXPECT_EQ(slot_named(p, "c1").storage.device, "testdev");
+  EXPECT_EQ(slot_named(p, "s").storage.device, "cpu");
+  // x goes to the device; c1 and c2 come back for the Add on the CPU. Nothing else crosses.
+  EXPECT_EQ(count_ops(p)["kiln.Copy"], 3);
+  EXPECT_GT(p.memory.arena, 0);
+  EXPECT_GT(p.memory.host_arena, 0);
+  for (const Slot& s : p.slots) {
+    if (s.offset < 0) continue;
+    const int64_t arena = s.storage.device == "cpu" ? p.memory.host_arena : p.memory.arena;
+    EXPECT_LE(s.offset + s.bytes, arena) << s.name;
+  }
+  expect_runs_like_the_graph(model, *plan, backend);
 }
 
 }  // namespace

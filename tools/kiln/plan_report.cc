@@ -40,7 +40,10 @@ nlohmann::json transitions_json(const Plan& plan) {
     reformats += is_transition(st, "Reformat");
     copies += is_transition(st, "Copy");
   }
-  return {{"reformats", reformats}, {"copies", copies}};
+  // Steps that run on another backend than the plan's (the CPU fallback of a device plan).
+  int64_t fallback = 0;
+  for (const Step& st : plan.steps) fallback += st.backend != plan.info.backend;
+  return {{"reformats", reformats}, {"copies", copies}, {"fallback_steps", fallback}};
 }
 
 std::vector<std::string> fused_names(const Step& st) {
@@ -98,9 +101,13 @@ nlohmann::json plan_json(const Plan& plan) {
     steps.push_back(j);
   }
   const MemoryStats& m = plan.memory;
-  nlohmann::json memory = {{"weights_bytes", m.weights},         {"activations_planned_bytes", m.arena},
-                           {"activations_naive_bytes", m.naive}, {"activations_lower_bound_bytes", m.lower_bound},
-                           {"workspace_bytes", m.workspace},     {"dynamic_slots", m.dynamic_slots}};
+  nlohmann::json memory = {{"weights_bytes", m.weights},
+                           {"activations_planned_bytes", m.arena},
+                           {"host_activations_planned_bytes", m.host_arena},
+                           {"activations_naive_bytes", m.naive},
+                           {"activations_lower_bound_bytes", m.lower_bound},
+                           {"workspace_bytes", m.workspace},
+                           {"dynamic_slots", m.dynamic_slots}};
   nlohmann::json profiles = nlohmann::json::array();
   for (const Profile& p : plan.profiles) {
     nlohmann::json pj = nlohmann::json::array();
@@ -165,12 +172,17 @@ void print_plan(const Plan& plan, bool show_steps) {
     }
   }
   const nlohmann::json t = transitions_json(plan);
-  std::printf("\nstorage changes: %lld reformat steps, %lld copy steps\n", t["reformats"].get<long long>(),
+  std::printf("\nstorage changes: %lld reformat steps, %lld copy steps", t["reformats"].get<long long>(),
               t["copies"].get<long long>());
+  if (t["fallback_steps"].get<long long>() > 0) {
+    std::printf("; %lld steps run on the CPU fallback", t["fallback_steps"].get<long long>());
+  }
+  std::printf("\n");
   const MemoryStats& m = plan.memory;
   std::printf("memory: weights %s, activations planned %s (naive %s, lower bound %s), workspace %s",
               human_bytes(m.weights).c_str(), human_bytes(m.arena).c_str(), human_bytes(m.naive).c_str(),
               human_bytes(m.lower_bound).c_str(), human_bytes(m.workspace).c_str());
+  if (m.host_arena > 0) std::printf(", host-side activations %s", human_bytes(m.host_arena).c_str());
   if (m.dynamic_slots > 0) std::printf(", %lld values allocated at run time", static_cast<long long>(m.dynamic_slots));
   std::printf("\n");
   if (!plan.passes_fired.empty()) {
