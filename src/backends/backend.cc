@@ -1,6 +1,9 @@
 #include "backends/backend.h"
 
 #include "backends/reference/reference_backend.h"
+#ifdef KILN_HAVE_CUDA
+#include "backends/cuda/cuda_backend.h"
+#endif
 #include "plan/storage.h"
 
 namespace kiln {
@@ -102,8 +105,20 @@ BackendSet backend_set(std::shared_ptr<Backend> primary) {
 Result<std::shared_ptr<Backend>> make_backend(const std::string& device) {
   // The reference backend is the CPU backend until a faster one is built; it runs everywhere.
   if (device == "cpu" || device == "reference") return make_reference_backend();
-  if (device == "cuda") {
-    return usage_error("device 'cuda': this build of Kiln has no CUDA backend (use --device cpu)");
+  if (device == "cuda" || device.rfind("cuda:", 0) == 0) {
+#ifdef KILN_HAVE_CUDA
+    int index = 0;
+    if (device.size() > 5) {
+      const std::string n = device.substr(5);
+      if (n.empty() || n.find_first_not_of("0123456789") != std::string::npos || n.size() > 4) {
+        return usage_error("device '{}': expected cuda or cuda:N", device);
+      }
+      index = std::stoi(n);
+    }
+    return make_cuda_backend(index);
+#else
+    return usage_error("device '{}': this build of Kiln has no CUDA backend (use --device cpu)", device);
+#endif
   }
   return usage_error("unknown device '{}' (devices: cpu, cuda)", device);
 }

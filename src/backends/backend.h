@@ -76,6 +76,9 @@ class Backend {
   virtual std::string name() const = 0;  // "reference", "cpu", "cuda"
   virtual DeviceInfo device() const = 0;
   virtual Allocator& allocator() = 0;
+  // Host memory for values a device plan keeps on the host (copies in and out): page-locked on
+  // CUDA so copies run asynchronously. Null: ordinary host memory.
+  virtual Allocator* host_allocator() { return nullptr; }
   // Whether the host can read and write this backend's memory directly (the CPU's; a test device
   // that keeps its memory on the host). The default kernel adapter needs it.
   virtual bool host_visible() const { return device().kind == "cpu"; }

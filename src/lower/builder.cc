@@ -61,7 +61,7 @@ Result<std::shared_ptr<Plan>> build_plan(const Model& model, const BuildOptions&
   progress("plan", 0.0);
   // In builds that verify passes, a symbolic type that contradicts the shapes at max is an
   // error: the passes may have relied on it.
-  KILN_RETURN_IF_ERROR(plan_activations(*plan, options.pipeline.verify));
+  KILN_RETURN_IF_ERROR(plan_activations(*plan, backend->device().kind, options.pipeline.verify));
   progress("plan", 1.0);
 
   // Build metadata.

@@ -90,7 +90,7 @@ MemoryPlan place_arena(Plan& plan, const std::string& device) {
 
 }  // namespace
 
-Status plan_activations(Plan& plan, bool check_types) {
+Status plan_activations(Plan& plan, const std::string& device, bool check_types) {
   if (!plan.graph) return invalid("the plan has no graph");
   const Graph& g = *plan.graph;
   std::map<std::string, int> slot_by_name;
@@ -139,14 +139,8 @@ Status plan_activations(Plan& plan, bool check_types) {
   }
   for (int id : plan.outputs) plan.slots[static_cast<size_t>(id)].last_step = end - 1;
 
-  // Memory plan over activations and outputs of known size, one arena per device: the plan's
-  // (the device of its non-host slots, else the CPU) and, for a device plan, the host's.
-  std::string device = "cpu";
-  for (const Slot& s : plan.slots) {
-    if ((s.kind == SlotKind::kActivation || s.kind == SlotKind::kOutput) && s.storage.device != "cpu") {
-      device = s.storage.device;
-    }
-  }
+  // Memory plan over activations and outputs of known size, one arena per device: the plan's and,
+  // for a device plan, the host's.
   plan.memory.dynamic_slots = 0;
   for (Slot& s : plan.slots) {
     s.offset = -1;

@@ -58,9 +58,9 @@ Storage wanted_storage(const Plan& plan, const Step& st, size_t k, const std::st
 Status select_tactics(Plan& plan, const BackendSet& backends, const std::string& timing_cache);
 
 // memory.cc: sizes at the profile's largest shapes (shape computations evaluated), lifetimes,
-// in-place pairs and the arena placement: one arena on the plan's device and, when that is not
+// in-place pairs and the arena placement: one arena on the plan's `device` and, when that is not
 // the CPU, one in host memory for the values copied in and out. `check_types`: a build-time (symbolic) type that
 // contradicts the shapes at max is an error (builds that verify passes).
-Status plan_activations(Plan& plan, bool check_types);
+Status plan_activations(Plan& plan, const std::string& device, bool check_types);
 
 }  // namespace kiln

@@ -9,7 +9,10 @@ namespace kiln {
 LoadOptions this_machine_load_options() {
   LoadOptions o;
   o.devices = {"cpu"};
-  if (make_backend("cuda").ok()) o.devices.push_back("cuda");
+  if (auto cuda = make_backend("cuda"); cuda.ok()) {
+    o.devices.push_back("cuda");
+    o.cuda_arch = (*cuda)->device().arch;
+  }
   return o;
 }
 

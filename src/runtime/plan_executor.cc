@@ -86,7 +86,8 @@ class ArenaPlanExecutor : public PlanExecutor {
     const Plan& p = *plan_;
     // The arena on the plan's device; a device plan's host-side values in a host arena.
     Allocator* device = &backends_.primary->allocator();
-    Allocator* host = backends_.fallback ? &backends_.fallback->allocator() : device;
+    Allocator* host = backends_.primary->host_allocator();
+    if (!host) host = backends_.fallback ? &backends_.fallback->allocator() : device;
     KILN_ASSIGN_OR_RETURN(arena_, allocate(device, p.memory.arena, "activation arena"));
     KILN_ASSIGN_OR_RETURN(host_arena_, allocate(host, p.memory.host_arena, "host activation arena"));
     KILN_ASSIGN_OR_RETURN(workspace_, allocate(device, p.memory.workspace, "workspace"));
@@ -419,12 +420,21 @@ class ArenaPlanExecutor : public PlanExecutor {
     };
     times_.assign(profiling_ ? p.steps.size() : 0, 0.0);
     std::vector<TensorView> in, out;
+    bool pending = false;  // device work enqueued and not yet waited for
     for (size_t i = 0; i < p.steps.size(); ++i) {
       const Step& st = p.steps[i];
       if (guard_checks_) KILN_RETURN_IF_ERROR(guard(i, views));
       gather(st, views, in, out);
+      // A step on another backend than the plan's (the CPU fallback) reads what the device wrote,
+      // copies included: the device's work so far must be done.
+      const bool on_primary = st.backend == backends_.primary->name();
+      if (!on_primary && pending) {
+        KILN_RETURN_IF_ERROR(backends_.primary->synchronize(stream_).with_context("before step " + st.name));
+        pending = false;
+      }
       auto t0 = std::chrono::steady_clock::now();
       Status s = kernels_[i]->enqueue(in, out, ctx);
+      pending = pending || (on_primary && stream_);
       if (!s.ok()) return s.with_context("step " + st.name + " (" + st.node->describe() + ")");
       if (profiling_)
         times_[i] = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();

@@ -304,5 +304,25 @@ TEST(Lowering, StepsADeviceLacksRunOnTheCpuThroughCopies) {
   expect_runs_like_the_graph(model, *plan, backend);
 }
 
+// A device plan whose every step falls back to the CPU keeps its values in the host arena (the
+// device's is empty), and runs.
+TEST(Lowering, ADevicePlanWhollyOnTheFallbackUsesTheHostArena) {
+  onnx::ModelProto m = make_model(17);
+  auto* g = m.mutable_graph();
+  add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {1, 3, 8, 8});
+  add_node(g, "Sigmoid", {"x"}, {"s"}, "sigmoid");
+  add_node(g, "Mul", {"s", "x"}, {"y"}, "mul");
+  add_tensor_info(g->mutable_output(), "y", onnx::TensorProto::FLOAT, {1, 3, 8, 8});
+  Model model = import_model(m);
+  auto backend = std::make_shared<LayoutBackend>(false, "testdev", true);
+  auto plan = build_plan(model, no_fusion(backend));
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  EXPECT_EQ((*plan)->info.device, "testdev");
+  EXPECT_EQ((*plan)->memory.arena, 0);
+  EXPECT_GT((*plan)->memory.host_arena, 0);
+  for (const Step& st : (*plan)->steps) EXPECT_EQ(st.backend, "reference") << st.name;
+  expect_runs_like_the_graph(model, *plan, backend);
+}
+
 }  // namespace
 }  // namespace kiln

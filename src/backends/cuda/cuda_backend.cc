@@ -1,0 +1,313 @@
+#include "backends/cuda/cuda_backend.h"
+
+#include <cuda_runtime_api.h>
+
+#include <map>
+#include <mutex>
+
+#include "backends/cuda/cuda_check.h"
+#include "backends/cuda/kernels/elementwise.h"
+#include "backends/cuda/kernels/reformat.h"
+#include "plan/storage.h"
+
+namespace kiln {
+namespace {
+
+class DeviceAllocator : public Allocator {
+ public:
+  explicit DeviceAllocator(int device) : device_(device) {}
+  Result<void*> allocate(size_t bytes, size_t alignment) override {
+    (void)alignment;  // cudaMalloc returns 256-byte aligned memory
+    KILN_CUDA_CHECK(cudaSetDevice(device_));
+    void* p = nullptr;
+    cudaError_t e = cudaMalloc(&p, bytes ? bytes : 1);
+    if (e != cudaSuccess) {
+      return runtime_error("cannot allocate {} bytes on CUDA device {}: {}", bytes, device_, cudaGetErrorString(e));
+    }
+    return p;
+  }
+  void deallocate(void* p) override { cudaFree(p); }
+
+ private:
+  int device_;
+};
+
+class PinnedAllocator : public Allocator {
+ public:
+  Result<void*> allocate(size_t bytes, size_t alignment) override {
+    (void)alignment;  // page-aligned
+    void* p = nullptr;
+    cudaError_t e = cudaMallocHost(&p, bytes ? bytes : 1);
+    if (e != cudaSuccess) {
+      return runtime_error("cannot allocate {} bytes of page-locked host memory: {}", bytes, cudaGetErrorString(e));
+    }
+    return p;
+  }
+  void deallocate(void* p) override { cudaFreeHost(p); }
+};
+
+// Weights on the device, uploaded the first time a kernel needs them and shared by every
+// execution context of every engine that holds the same weight tensor.
+class WeightCache {
+ public:
+  explicit WeightCache(int device) : device_(device) {}
+  ~WeightCache() {
+    for (auto& [k, e] : entries_) cudaFree(e.device);
+  }
+  Result<const void*> get(const std::shared_ptr<Tensor>& w) {
+    std::lock_guard<std::mutex> lock(mu_);
+    // Entries whose host tensor is gone (its engine was unloaded) are freed here.
+    for (auto it = entries_.begin(); it != entries_.end();) {
+      if (it->second.host.expired()) {
+        cudaFree(it->second.device);
+        it = entries_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (auto it = entries_.find(w.get()); it != entries_.end()) return static_cast<const void*>(it->second.device);
+    KILN_CUDA_CHECK(cudaSetDevice(device_));
+    void* d = nullptr;
+    const size_t n = w->nbytes();
+    KILN_CUDA_CHECK(cudaMalloc(&d, n ? n : 1));
+    if (n) {
+      cudaError_t e = cudaMemcpy(d, w->raw(), n, cudaMemcpyHostToDevice);
+      if (e != cudaSuccess) {
+        cudaFree(d);
+        return runtime_error("uploading a weight of {} bytes failed: {}", n, cudaGetErrorString(e));
+      }
+    }
+    entries_[w.get()] = Entry{w, d};
+    return static_cast<const void*>(d);
+  }
+
+ private:
+  struct Entry {
+    std::weak_ptr<Tensor> host;
+    void* device = nullptr;
+  };
+  int device_;
+  std::mutex mu_;
+  std::map<const Tensor*, Entry> entries_;
+};
+
+bool same_float_types(const Node& n) {
+  DataType dt = DataType::kUndefined;
+  for (const Value* v : n.inputs) {
+    if (!v || v->type.kind != TypeInfo::Kind::kTensor) return false;
+    if (dt == DataType::kUndefined) dt = v->type.dtype;
+    if (v->type.dtype != dt) return false;
+  }
+  for (const Value* v : n.outputs) {
+    if (!v || v->type.kind != TypeInfo::Kind::kTensor || v->type.dtype != dt) return false;
+  }
+  return cuda::elementwise_dtype(dt);
+}
+
+// Input views of weights carry host pointers; a device kernel reads the uploaded copies.
+class DeviceKernel : public StepKernel {
+ public:
+  void set_weights(std::vector<const void*> w) { weights_ = std::move(w); }
+
+ protected:
+  std::vector<const void*> weights_;  // per input: the device copy of a weight, or null
+
+  const void* input_data(const TensorView& v, size_t k) const {
+    return k < weights_.size() && weights_[k] ? weights_[k] : v.data;
+  }
+};
+
+class CopyKernel : public DeviceKernel {
+ public:
+  Status enqueue(std::span<const TensorView> in, std::span<TensorView> out, const KernelContext& ctx) override {
+    const TensorView& src = in[0];
+    TensorView& dst = out[0];
+    const void* from = src.data;
+    int64_t bytes = storage_bytes(src.dims, src.storage);
+    if (src.value && src.value->is_tensor()) {
+      from = src.value->tensor.raw();
+      bytes = static_cast<int64_t>(src.value->tensor.nbytes());
+    }
+    if (!dst.data) return invalid("a value of data-dependent size cannot be copied to or from the GPU yet");
+    if (bytes < 0 || bytes > dst.capacity) {
+      return runtime_error("copying {} bytes into a slot of {}", bytes, dst.capacity);
+    }
+    dst.dims = src.value && src.value->is_tensor() ? src.value->tensor.dims() : src.dims;
+    if (bytes) {
+      KILN_CUDA_CHECK(cudaMemcpyAsync(dst.data, from, static_cast<size_t>(bytes), cudaMemcpyDefault,
+                                      static_cast<cudaStream_t>(ctx.stream)));
+    }
+    return {};
+  }
+};
+
+class ReformatKernel : public DeviceKernel {
+ public:
+  Status enqueue(std::span<const TensorView> in, std::span<TensorView> out, const KernelContext& ctx) override {
+    const TensorView& src = in[0];
+    TensorView& dst = out[0];
+    dst.dims = src.dims;
+    for (const TensorView* v : {&src, static_cast<const TensorView*>(&dst)}) {
+      if (v->storage.layout != Layout::kPlain && v->storage.layout != Layout::kNHWC) {
+        return invalid("no CUDA reformat for the {} layout", layout_name(v->storage.layout));
+      }
+    }
+    return cuda::launch_reformat(input_data(src, 0), src.storage.dtype, src.storage.layout == Layout::kNHWC, dst.data,
+                                 dst.storage.dtype, dst.storage.layout == Layout::kNHWC, src.dims.data(),
+                                 static_cast<int>(src.dims.size()), ctx.stream);
+  }
+};
+
+class UnaryKernel : public DeviceKernel {
+ public:
+  explicit UnaryKernel(cuda::UnaryOp op) : op_(op) {}
+  Status enqueue(std::span<const TensorView> in, std::span<TensorView> out, const KernelContext& ctx) override {
+    out[0].dims = in[0].dims;
+    return cuda::launch_unary(op_, out[0].storage.dtype, input_data(in[0], 0), out[0].data, shape_numel(in[0].dims),
+                              ctx.stream);
+  }
+
+ private:
+  cuda::UnaryOp op_;
+};
+
+class BinaryKernel : public DeviceKernel {
+ public:
+  explicit BinaryKernel(cuda::BinaryOp op) : op_(op) {}
+  Status enqueue(std::span<const TensorView> in, std::span<TensorView> out, const KernelContext& ctx) override {
+    const Dims& a = in[0].dims;
+    const Dims& b = in[1].dims;
+    const size_t rank = std::max(a.size(), b.size());
+    if (rank > static_cast<size_t>(cuda::kMaxRank)) return invalid("rank {} is above {}", rank, cuda::kMaxRank);
+    int64_t ad[cuda::kMaxRank], bd[cuda::kMaxRank], od[cuda::kMaxRank];
+    Dims result(rank);
+    for (size_t d = 0; d < rank; ++d) {
+      ad[d] = d + a.size() >= rank ? a[d + a.size() - rank] : 1;
+      bd[d] = d + b.size() >= rank ? b[d + b.size() - rank] : 1;
+      if (ad[d] != bd[d] && ad[d] != 1 && bd[d] != 1) {
+        return invalid("shapes {} and {} do not broadcast", shape_to_string(a), shape_to_string(b));
+      }
+      od[d] = ad[d] == 1 ? bd[d] : ad[d];
+      result[d] = od[d];
+    }
+    out[0].dims = result;
+    return cuda::launch_binary(op_, out[0].storage.dtype, input_data(in[0], 0), ad, input_data(in[1], 1), bd,
+                               out[0].data, od, static_cast<int>(rank), ctx.stream);
+  }
+
+ private:
+  cuda::BinaryOp op_;
+};
+
+class CudaBackend : public Backend {
+ public:
+  CudaBackend(int index, cudaDeviceProp props) : index_(index), allocator_(index), weights_(index) {
+    info_.kind = "cuda";
+    info_.name = props.name;
+    info_.arch = "sm_" + std::to_string(props.major * 10 + props.minor);
+  }
+
+  std::string name() const override { return "cuda"; }
+  DeviceInfo device() const override { return info_; }
+  Allocator& allocator() override { return allocator_; }
+  Allocator* host_allocator() override { return &pinned_; }
+  bool host_visible() const override { return false; }
+
+  bool supports(const Node& n, DataType precision, Layout layout) const override {
+    if (n.domain == "kiln" && n.op_type == "Copy") return true;
+    if (n.domain == "kiln" && n.op_type == "Reformat") {
+      return cuda::reformat_dtype(precision) && (layout == Layout::kPlain || layout == Layout::kNHWC);
+    }
+    if (!n.domain.empty() || layout != Layout::kPlain || !cuda::elementwise_dtype(precision)) return false;
+    cuda::UnaryOp u;
+    cuda::BinaryOp b;
+    if (cuda::unary_op_of(n.op_type, &u)) return n.inputs.size() == 1 && same_float_types(n);
+    if (cuda::binary_op_of(n.op_type, &b)) return n.inputs.size() == 2 && same_float_types(n);
+    return false;
+  }
+  std::vector<std::string> tactics(const Node& n, DataType precision, Layout layout) const override {
+    if (!supports(n, precision, layout)) return {};
+    return {"cuda"};
+  }
+  Status run(const Step& step, OpContext& ctx) const override {
+    (void)ctx;
+    return invalid("step {}: CUDA steps run through their kernels on device memory", step.name);
+  }
+
+  Result<std::unique_ptr<StepKernel>> make_kernel(const Plan& plan, const Step& step) const override {
+    const Node& n = *step.node;
+    std::unique_ptr<DeviceKernel> k;
+    cuda::UnaryOp u;
+    cuda::BinaryOp b;
+    if (n.domain == "kiln" && n.op_type == "Copy") {
+      k = std::make_unique<CopyKernel>();
+    } else if (n.domain == "kiln" && n.op_type == "Reformat") {
+      k = std::make_unique<ReformatKernel>();
+    } else if (n.domain.empty() && cuda::unary_op_of(n.op_type, &u)) {
+      k = std::make_unique<UnaryKernel>(u);
+    } else if (n.domain.empty() && cuda::binary_op_of(n.op_type, &b)) {
+      k = std::make_unique<BinaryKernel>(b);
+    } else {
+      return invalid("step {}: no CUDA kernel for {}", step.name, n.describe());
+    }
+    // Weights read on the device come from the shared device copies.
+    std::vector<const void*> weights(step.inputs.size(), nullptr);
+    for (size_t i = 0; i < step.inputs.size(); ++i) {
+      if (step.inputs[i] < 0) continue;
+      const Slot& s = plan.slots[static_cast<size_t>(step.inputs[i])];
+      if (s.kind != SlotKind::kWeight || n.op_type == "Copy") continue;
+      KILN_ASSIGN_OR_RETURN(weights[i], weights_.get(plan.weights[static_cast<size_t>(s.weight)]));
+    }
+    k->set_weights(std::move(weights));
+    return std::unique_ptr<StepKernel>(std::move(k));
+  }
+
+  Result<void*> create_stream() override {
+    KILN_CUDA_CHECK(cudaSetDevice(index_));
+    cudaStream_t s = nullptr;
+    KILN_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    return static_cast<void*>(s);
+  }
+  Status synchronize(void* stream) override {
+    KILN_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)));
+    return {};
+  }
+  void destroy_stream(void* stream) override { cudaStreamDestroy(static_cast<cudaStream_t>(stream)); }
+
+ private:
+  int index_;
+  DeviceInfo info_;
+  DeviceAllocator allocator_;
+  PinnedAllocator pinned_;
+  mutable WeightCache weights_;
+};
+
+}  // namespace
+
+int cuda_device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no driver" error
+    return 0;
+  }
+  return n;
+}
+
+Result<std::shared_ptr<Backend>> make_cuda_backend(int index) {
+  static std::mutex mu;
+  static std::map<int, std::shared_ptr<Backend>> backends;
+  std::lock_guard<std::mutex> lock(mu);
+  if (auto it = backends.find(index); it != backends.end()) return it->second;
+  const int count = cuda_device_count();
+  if (count == 0) return runtime_error("device 'cuda': no CUDA device is visible to this process");
+  if (index < 0 || index >= count) {
+    return usage_error("device 'cuda:{}': this machine has {} CUDA device{}", index, count, count == 1 ? "" : "s");
+  }
+  cudaDeviceProp props{};
+  KILN_CUDA_CHECK(cudaGetDeviceProperties(&props, index));
+  auto b = std::make_shared<CudaBackend>(index, props);
+  backends[index] = b;
+  return std::shared_ptr<Backend>(b);
+}
+
+}  // namespace kiln
