@@ -73,6 +73,7 @@ Result<std::shared_ptr<Plan>> build_plan(const Model& model, const BuildOptions&
   info.device_arch = device.arch;
   info.backend = backend->name();
   info.precisions = {"fp32"};
+  if (options.tf32) info.precisions.push_back("tf32");
   if (options.fp16) info.precisions.push_back("fp16");
   if (options.bf16) info.precisions.push_back("bf16");
   for (const ShapeRange& r : profile.ranges) {

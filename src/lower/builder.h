@@ -22,6 +22,7 @@ struct BuildOptions {
   std::map<std::string, Dims> shapes, min_shapes, opt_shapes, max_shapes;
   bool fp16 = false;         // allow FP16 tactics where the backend has them
   bool bf16 = false;         // allow BF16 tactics where the backend has them
+  bool tf32 = true;          // FP32 matrix products may use TF32 tensor cores (as TensorRT does)
   std::string timing_cache;  // file to read and update with tactic timings ("" = none)
   PipelineOptions pipeline = default_pipeline_options();
   // The backend to build for; when empty, make_backend(device). Embedders and tests pass their own.

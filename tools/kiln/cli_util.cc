@@ -106,6 +106,7 @@ void add_build_flags(CLI::App* cmd, BuildArgs& a, bool with_dump) {
   cmd->add_option("--max-shapes", a.max_shapes, "Largest input shapes of the profile")->group("Build");
   cmd->add_flag("--fp16", a.fp16, "Allow FP16 tactics where the backend has them")->group("Build");
   cmd->add_flag("--bf16", a.bf16, "Allow BF16 tactics where the backend has them")->group("Build");
+  cmd->add_flag("--no-tf32", a.no_tf32, "Strict FP32: no TF32 tensor cores for FP32 matrix products")->group("Build");
   cmd->add_option("--timing-cache", a.timing_cache, "Read and update tactic timings in FILE")->group("Build");
   cmd->add_option("--disable-pass", a.disable_pass, "Do not run the optimization pass NAME (see `kiln passes`)")
       ->group("Build");
@@ -128,6 +129,7 @@ Result<BuildOptions> to_build_options(const BuildArgs& a, bool progress, const M
   KILN_ASSIGN_OR_RETURN(o.max_shapes, parse_shape_list(a.max_shapes, "--max-shapes"));
   o.fp16 = a.fp16;
   o.bf16 = a.bf16;
+  o.tf32 = !a.no_tf32;
   o.timing_cache = a.timing_cache;
   KILN_RETURN_IF_ERROR(check_pass_names(a.disable_pass));
   KILN_RETURN_IF_ERROR(check_pass_names(a.dump_after));

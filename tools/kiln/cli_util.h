@@ -27,7 +27,7 @@ nlohmann::json summarize(const std::string& name, const Tensor& t);
 struct BuildArgs {
   std::string device = "cpu";
   std::vector<std::string> shapes, min_shapes, opt_shapes, max_shapes;
-  bool fp16 = false, bf16 = false;
+  bool fp16 = false, bf16 = false, no_tf32 = false;
   std::string timing_cache;
   std::vector<std::string> disable_pass;
   std::vector<std::string> dump_after;

@@ -2,16 +2,21 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <map>
 #include <mutex>
 
 #include "backends/cuda/cuda_check.h"
+#include "backends/cuda/device_kernel.h"
 #include "backends/cuda/kernels/elementwise.h"
 #include "backends/cuda/kernels/reformat.h"
 #include "plan/storage.h"
 
 namespace kiln {
 namespace {
+
+using cuda::DeviceKernel;
+using cuda::WeightCache;
 
 class DeviceAllocator : public Allocator {
  public:
@@ -46,51 +51,6 @@ class PinnedAllocator : public Allocator {
   void deallocate(void* p) override { cudaFreeHost(p); }
 };
 
-// Weights on the device, uploaded the first time a kernel needs them and shared by every
-// execution context of every engine that holds the same weight tensor.
-class WeightCache {
- public:
-  explicit WeightCache(int device) : device_(device) {}
-  ~WeightCache() {
-    for (auto& [k, e] : entries_) cudaFree(e.device);
-  }
-  Result<const void*> get(const std::shared_ptr<Tensor>& w) {
-    std::lock_guard<std::mutex> lock(mu_);
-    // Entries whose host tensor is gone (its engine was unloaded) are freed here.
-    for (auto it = entries_.begin(); it != entries_.end();) {
-      if (it->second.host.expired()) {
-        cudaFree(it->second.device);
-        it = entries_.erase(it);
-      } else {
-        ++it;
-      }
-    }
-    if (auto it = entries_.find(w.get()); it != entries_.end()) return static_cast<const void*>(it->second.device);
-    KILN_CUDA_CHECK(cudaSetDevice(device_));
-    void* d = nullptr;
-    const size_t n = w->nbytes();
-    KILN_CUDA_CHECK(cudaMalloc(&d, n ? n : 1));
-    if (n) {
-      cudaError_t e = cudaMemcpy(d, w->raw(), n, cudaMemcpyHostToDevice);
-      if (e != cudaSuccess) {
-        cudaFree(d);
-        return runtime_error("uploading a weight of {} bytes failed: {}", n, cudaGetErrorString(e));
-      }
-    }
-    entries_[w.get()] = Entry{w, d};
-    return static_cast<const void*>(d);
-  }
-
- private:
-  struct Entry {
-    std::weak_ptr<Tensor> host;
-    void* device = nullptr;
-  };
-  int device_;
-  std::mutex mu_;
-  std::map<const Tensor*, Entry> entries_;
-};
-
 bool same_float_types(const Node& n) {
   DataType dt = DataType::kUndefined;
   for (const Value* v : n.inputs) {
@@ -103,19 +63,6 @@ bool same_float_types(const Node& n) {
   }
   return cuda::elementwise_dtype(dt);
 }
-
-// Input views of weights carry host pointers; a device kernel reads the uploaded copies.
-class DeviceKernel : public StepKernel {
- public:
-  void set_weights(std::vector<const void*> w) { weights_ = std::move(w); }
-
- protected:
-  std::vector<const void*> weights_;  // per input: the device copy of a weight, or null
-
-  const void* input_data(const TensorView& v, size_t k) const {
-    return k < weights_.size() && weights_[k] ? weights_[k] : v.data;
-  }
-};
 
 class CopyKernel : public DeviceKernel {
  public:
@@ -218,12 +165,18 @@ class CudaBackend : public Backend {
     if (n.domain == "kiln" && n.op_type == "Reformat") {
       return cuda::reformat_dtype(precision) && (layout == Layout::kPlain || layout == Layout::kNHWC);
     }
-    if (!n.domain.empty() || layout != Layout::kPlain || !cuda::elementwise_dtype(precision)) return false;
+    if (layout != Layout::kPlain || !cuda::elementwise_dtype(precision)) return false;
+    if (cuda::gemm_supports(n, precision)) return true;
+    if (!n.domain.empty()) return false;
     cuda::UnaryOp u;
     cuda::BinaryOp b;
     if (cuda::unary_op_of(n.op_type, &u)) return n.inputs.size() == 1 && same_float_types(n);
     if (cuda::binary_op_of(n.op_type, &b)) return n.inputs.size() == 2 && same_float_types(n);
     return false;
+  }
+  int64_t workspace_bytes(const Node& n, const std::string& tactic) const override {
+    (void)tactic;
+    return cuda::gemm_supports(n, node_precision(n)) ? cuda::kGemmWorkspace : 0;
   }
   std::vector<std::string> tactics(const Node& n, DataType precision, Layout layout) const override {
     if (!supports(n, precision, layout)) return {};
@@ -239,6 +192,12 @@ class CudaBackend : public Backend {
     std::unique_ptr<DeviceKernel> k;
     cuda::UnaryOp u;
     cuda::BinaryOp b;
+    if (cuda::gemm_supports(n, step.precision)) {
+      const auto& p = plan.info.precisions;
+      const bool tf32 = std::find(p.begin(), p.end(), "tf32") != p.end();
+      KILN_ASSIGN_OR_RETURN(auto gemm, cuda::make_gemm_kernel(plan, step, tf32, weights_));
+      return std::unique_ptr<StepKernel>(std::move(gemm));
+    }
     if (n.domain == "kiln" && n.op_type == "Copy") {
       k = std::make_unique<CopyKernel>();
     } else if (n.domain == "kiln" && n.op_type == "Reformat") {
@@ -256,7 +215,10 @@ class CudaBackend : public Backend {
       if (step.inputs[i] < 0) continue;
       const Slot& s = plan.slots[static_cast<size_t>(step.inputs[i])];
       if (s.kind != SlotKind::kWeight || n.op_type == "Copy") continue;
-      KILN_ASSIGN_OR_RETURN(weights[i], weights_.get(plan.weights[static_cast<size_t>(s.weight)]));
+      const auto& w = plan.weights[static_cast<size_t>(s.weight)];
+      // A float weight is read in the precision the step computes in.
+      const DataType as = is_float(w->dtype()) && is_float(step.precision) ? step.precision : w->dtype();
+      KILN_ASSIGN_OR_RETURN(weights[i], weights_.get(w, as));
     }
     k->set_weights(std::move(weights));
     return std::unique_ptr<StepKernel>(std::move(k));

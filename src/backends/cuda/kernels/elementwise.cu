@@ -117,8 +117,8 @@ Status unary_typed(UnaryOp op, const void* x, void* y, int64_t n, cudaStream_t s
 }
 
 template <typename T>
-Status binary_typed(BinaryOp op, const void* a, const int64_t* a_dims, const void* b, const int64_t* b_dims,
-                    void* out, const int64_t* out_dims, int rank, cudaStream_t s) {
+Status binary_typed(BinaryOp op, const void* a, const int64_t* a_dims, const void* b, const int64_t* b_dims, void* out,
+                    const int64_t* out_dims, int rank, cudaStream_t s) {
   int64_t n = 1;
   bool same = true;
   BroadcastIndex bi{};
@@ -164,10 +164,9 @@ bool unary_op_of(const std::string& t, UnaryOp* op) {
 }
 
 bool binary_op_of(const std::string& t, BinaryOp* op) {
-  static const std::pair<const char*, BinaryOp> table[] = {{"Add", BinaryOp::kAdd}, {"Sub", BinaryOp::kSub},
-                                                           {"Mul", BinaryOp::kMul}, {"Div", BinaryOp::kDiv},
-                                                           {"Max", BinaryOp::kMax}, {"Min", BinaryOp::kMin},
-                                                           {"Pow", BinaryOp::kPow}};
+  static const std::pair<const char*, BinaryOp> table[] = {
+      {"Add", BinaryOp::kAdd}, {"Sub", BinaryOp::kSub}, {"Mul", BinaryOp::kMul}, {"Div", BinaryOp::kDiv},
+      {"Max", BinaryOp::kMax}, {"Min", BinaryOp::kMin}, {"Pow", BinaryOp::kPow}};
   for (const auto& [name, o] : table) {
     if (t == name) {
       *op = o;

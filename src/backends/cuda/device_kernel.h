@@ -1,0 +1,61 @@
+#pragma once
+// What the CUDA kernels share: device copies of weights (uploaded once per engine, converted to
+// the precision a step computes in) and the base class that hands them to a kernel.
+#include <map>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "backends/backend.h"
+
+namespace kiln::cuda {
+
+// Weights on the device, uploaded the first time a kernel needs them and shared by every
+// execution context of every engine holding the same weight tensor. A weight is kept once per
+// element type and scale it is asked in (a float32 bias read by a float16 GEMM, a Gemm's C
+// scaled by beta). Entries whose host tensor is gone (its engine was unloaded) are freed.
+class WeightCache {
+ public:
+  explicit WeightCache(int device) : device_(device) {}
+  ~WeightCache();
+  Result<const void*> get(const std::shared_ptr<Tensor>& w, DataType as, float scale = 1.0f);
+
+ private:
+  struct Key {
+    const Tensor* tensor;
+    DataType dtype;
+    float scale;
+    bool operator<(const Key& o) const { return std::tie(tensor, dtype, scale) < std::tie(o.tensor, o.dtype, o.scale); }
+  };
+  struct Entry {
+    std::weak_ptr<Tensor> host;
+    void* device = nullptr;
+  };
+  int device_;
+  std::mutex mu_;
+  std::map<Key, Entry> entries_;
+};
+
+// Input views of weights carry host pointers; a device kernel reads the uploaded copies.
+class DeviceKernel : public StepKernel {
+ public:
+  void set_weights(std::vector<const void*> w) { weights_ = std::move(w); }
+
+ protected:
+  std::vector<const void*> weights_;  // per input: the device copy of a weight, or null
+
+  const void* input_data(const TensorView& v, size_t k) const {
+    return k < weights_.size() && weights_[k] ? weights_[k] : v.data;
+  }
+};
+
+// The GEMM steps: MatMul, Gemm and kiln.FusedMatMul / kiln.FusedGemm through cuBLASLt, with bias,
+// residual and activation fused where cuBLASLt can and an activation pass where it cannot.
+bool gemm_supports(const Node& n, DataType precision);
+// Its kernel; `tf32` lets float32 products use TF32 tensor cores. Weights come from `weights`.
+Result<std::unique_ptr<DeviceKernel>> make_gemm_kernel(const Plan& plan, const Step& step, bool tf32,
+                                                       WeightCache& weights);
+// Scratch a GEMM step may use.
+inline constexpr int64_t kGemmWorkspace = 32 << 20;
+
+}  // namespace kiln::cuda

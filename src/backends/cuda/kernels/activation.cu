@@ -1,0 +1,113 @@
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "backends/cuda/cuda_check.h"
+#include "backends/cuda/kernels/activation.h"
+
+namespace kiln::cuda {
+namespace {
+
+__device__ __forceinline__ float f32(float v) {
+  return v;
+}
+__device__ __forceinline__ float f32(__half v) {
+  return __half2float(v);
+}
+__device__ __forceinline__ float f32(__nv_bfloat16 v) {
+  return __bfloat162float(v);
+}
+template <typename T>
+__device__ __forceinline__ T cast(float v);
+template <>
+__device__ __forceinline__ float cast<float>(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ __half cast<__half>(float v) {
+  return __float2half_rn(v);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 cast<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
+__device__ __forceinline__ float act(Activation a, float p0, float p1, float x) {
+  switch (a) {
+    case Activation::kNone: return x;
+    case Activation::kRelu: return x > 0.f ? x : 0.f;
+    case Activation::kLeakyRelu: return x >= 0.f ? x : p0 * x;
+    case Activation::kClip: return fminf(fmaxf(x, p0), p1);
+    case Activation::kSigmoid: return 1.f / (1.f + __expf(-x));
+    case Activation::kHardSigmoid: return fminf(fmaxf(p0 * x + p1, 0.f), 1.f);
+    case Activation::kHardSwish: return x * fminf(fmaxf(x / 6.f + 0.5f, 0.f), 1.f);
+    case Activation::kSwish: return x / (1.f + __expf(-p0 * x));
+    case Activation::kGeluErf: return 0.5f * x * (1.f + erff(x * 0.70710678118654752f));
+    case Activation::kGeluTanh: return 0.5f * x * (1.f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));
+    case Activation::kTanh: return tanhf(x);
+  }
+  return x;
+}
+
+template <typename T>
+__global__ void activation_kernel(Activation a, float p0, float p1, const T* x, T* y, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    y[i] = cast<T>(act(a, p0, p1, f32(x[i])));
+  }
+}
+
+template <typename T>
+Status run(const ActivationSpec& a, const void* x, void* y, int64_t n, cudaStream_t s) {
+  constexpr int kThreads = 256;
+  int64_t blocks = (n + kThreads - 1) / kThreads;
+  if (blocks > 65535 * 32) blocks = 65535 * 32;
+  activation_kernel<T><<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(a.kind, a.p0, a.p1, static_cast<const T*>(x),
+                                                                          static_cast<T*>(y), n);
+  KILN_CUDA_CHECK_LAUNCH("the activation kernel");
+  return {};
+}
+
+}  // namespace
+
+bool activation_of(const std::string& name, const std::vector<float>& p, ActivationSpec* out) {
+  auto param = [&](size_t i, float def) { return i < p.size() ? p[i] : def; };
+  ActivationSpec a;
+  if (name.empty()) {
+    a.kind = Activation::kNone;
+  } else if (name == "Relu") {
+    a.kind = Activation::kRelu;
+  } else if (name == "LeakyRelu") {
+    a = {Activation::kLeakyRelu, param(0, 0.01f), 0};
+  } else if (name == "Clip") {
+    a = {Activation::kClip, param(0, -3.402823466e38f), param(1, 3.402823466e38f)};
+  } else if (name == "Sigmoid") {
+    a.kind = Activation::kSigmoid;
+  } else if (name == "HardSigmoid") {
+    a = {Activation::kHardSigmoid, param(0, 0.2f), param(1, 0.5f)};
+  } else if (name == "HardSwish") {
+    a.kind = Activation::kHardSwish;
+  } else if (name == "Swish") {
+    a = {Activation::kSwish, param(0, 1.0f), 0};
+  } else if (name == "Gelu") {
+    a.kind = param(0, 0.0f) != 0.0f ? Activation::kGeluTanh : Activation::kGeluErf;
+  } else if (name == "Tanh") {
+    a.kind = Activation::kTanh;
+  } else {
+    return false;
+  }
+  *out = a;
+  return true;
+}
+
+Status launch_activation(const ActivationSpec& a, DataType dt, const void* x, void* y, int64_t n, void* stream) {
+  if (n == 0 || a.kind == Activation::kNone) return {};
+  auto s = static_cast<cudaStream_t>(stream);
+  switch (dt) {
+    case DataType::kFloat: return run<float>(a, x, y, n, s);
+    case DataType::kFloat16: return run<__half>(a, x, y, n, s);
+    case DataType::kBFloat16: return run<__nv_bfloat16>(a, x, y, n, s);
+    default: return invalid("no CUDA activation kernel for {}", dtype_name(dt));
+  }
+}
+
+}  // namespace kiln::cuda

@@ -1,0 +1,37 @@
+#pragma once
+// The activations fused into Conv/Gemm/MatMul steps (kiln.Fused*), as one elementwise pass on
+// the device: float32, float16 and bfloat16, computed in float32, in place allowed.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/status.h"
+
+namespace kiln::cuda {
+
+enum class Activation {
+  kNone,
+  kRelu,
+  kLeakyRelu,
+  kClip,
+  kSigmoid,
+  kHardSigmoid,
+  kHardSwish,
+  kSwish,
+  kGeluErf,
+  kGeluTanh,
+  kTanh
+};
+
+struct ActivationSpec {
+  Activation kind = Activation::kNone;
+  float p0 = 0, p1 = 0;  // LeakyRelu alpha; Clip min, max; HardSigmoid alpha, beta; Swish alpha
+};
+
+// The activation a fused op names (attributes `activation` and `activation_params`), or false.
+bool activation_of(const std::string& name, const std::vector<float>& params, ActivationSpec* out);
+
+Status launch_activation(const ActivationSpec& act, DataType dt, const void* x, void* y, int64_t n, void* stream);
+
+}  // namespace kiln::cuda

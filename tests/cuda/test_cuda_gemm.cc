@@ -1,0 +1,171 @@
+// Matrix products on the GPU (cuBLASLt) against the reference kernels: MatMul with a weight matrix
+// (batch folded into rows), batched and broadcast MatMul, Gemm with transposes, alpha, beta and a
+// bias or full C, and the fused forms with bias, residual and activations, in strict FP32, TF32,
+// FP16 and BF16. Skipped where no GPU is visible.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "backends/cuda/cuda_backend.h"
+#include "lower/builder.h"
+#include "model_builder.h"
+#include "plan_run_util.h"
+#include "runtime/executor.h"
+#include "runtime/plan_executor.h"
+
+namespace kiln {
+namespace {
+using namespace kiln::testing;
+
+#define SKIP_WITHOUT_GPU() \
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device visible: the cuda tests run on the GPU machine"
+
+void add_weight(onnx::GraphProto* g, const std::string& name, const std::vector<int64_t>& dims, uint32_t seed) {
+  auto* t = g->add_initializer();
+  t->set_name(name);
+  t->set_data_type(onnx::TensorProto::FLOAT);
+  int64_t n = 1;
+  for (int64_t d : dims) {
+    t->add_dims(d);
+    n *= d;
+  }
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(-0.5f, 0.5f);
+  for (int64_t i = 0; i < n; ++i) t->add_float_data(u(rng));
+}
+
+void float_attr(onnx::NodeProto* n, const char* key, float v) {
+  auto* a = n->add_attribute();
+  a->set_name(key);
+  a->set_type(onnx::AttributeProto::FLOAT);
+  a->set_f(v);
+}
+
+// Relative L2 error of `got` against `want`.
+double rel_l2(const Tensor& got, const Tensor& want) {
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < want.numel(); ++i) {
+    const double d = got.get_double(i) - want.get_double(i);
+    num += d * d;
+    den += want.get_double(i) * want.get_double(i);
+  }
+  return std::sqrt(num / std::max(den, 1e-30));
+}
+
+struct Case {
+  std::string name;
+  onnx::ModelProto model;
+  std::vector<Dims> inputs;
+};
+
+std::vector<Case> cases() {
+  std::vector<Case> out;
+  {  // MatMul by a weight, + bias, Relu: one FusedMatMul with a folded batch
+    Case c{"matmul_weight_bias_relu", make_model(17), {{2, 3, 5, 7}}};
+    auto* g = c.model.mutable_graph();
+    add_tensor_info(g->mutable_input(), "a", onnx::TensorProto::FLOAT, {2, 3, 5, 7});
+    add_weight(g, "w", {7, 4}, 1);
+    add_weight(g, "bias", {4}, 2);
+    add_node(g, "MatMul", {"a", "w"}, {"m"});
+    add_node(g, "Add", {"m", "bias"}, {"s"});
+    add_node(g, "Relu", {"s"}, {"y"});
+    g->add_output()->set_name("y");
+    out.push_back(std::move(c));
+  }
+  {  // batched MatMul of two activations, and A broadcast against a batched B
+    Case c{"matmul_batched", make_model(17), {{2, 3, 5, 7}, {2, 3, 7, 257}, {5, 7}}};
+    auto* g = c.model.mutable_graph();
+    add_tensor_info(g->mutable_input(), "a", onnx::TensorProto::FLOAT, {2, 3, 5, 7});
+    add_tensor_info(g->mutable_input(), "b", onnx::TensorProto::FLOAT, {2, 3, 7, 257});
+    add_tensor_info(g->mutable_input(), "a2", onnx::TensorProto::FLOAT, {5, 7});
+    add_node(g, "MatMul", {"a", "b"}, {"y"});
+    add_node(g, "MatMul", {"a2", "b"}, {"z"});
+    g->add_output()->set_name("y");
+    g->add_output()->set_name("z");
+    out.push_back(std::move(c));
+  }
+  {  // Gemm with transposes, alpha, beta and a bias C; and one with a full C
+    Case c{"gemm_trans_alpha_beta", make_model(17), {{7, 3}, {3, 7}}};
+    auto* g = c.model.mutable_graph();
+    add_tensor_info(g->mutable_input(), "a", onnx::TensorProto::FLOAT, {7, 3});
+    add_tensor_info(g->mutable_input(), "cfull", onnx::TensorProto::FLOAT, {3, 7});
+    add_weight(g, "b", {7, 7}, 3);
+    add_weight(g, "c", {7}, 4);
+    auto* n = add_node(g, "Gemm", {"a", "b", "c"}, {"y"});
+    add_int_attr(n, "transA", 1);
+    add_int_attr(n, "transB", 1);
+    float_attr(n, "alpha", 0.5f);
+    float_attr(n, "beta", 2.0f);
+    auto* f = add_node(g, "Gemm", {"a", "b", "cfull"}, {"z"});
+    add_int_attr(f, "transA", 1);
+    float_attr(f, "beta", -1.0f);
+    g->add_output()->set_name("y");
+    g->add_output()->set_name("z");
+    out.push_back(std::move(c));
+  }
+  {  // MatMul + bias + residual + Sigmoid (FusedMatMul with the activation as a second pass)
+    Case c{"matmul_residual_sigmoid", make_model(17), {{16, 64}, {16, 32}}};
+    auto* g = c.model.mutable_graph();
+    add_tensor_info(g->mutable_input(), "a", onnx::TensorProto::FLOAT, {16, 64});
+    add_tensor_info(g->mutable_input(), "r", onnx::TensorProto::FLOAT, {16, 32});
+    add_weight(g, "w", {64, 32}, 5);
+    add_weight(g, "bias", {32}, 6);
+    add_node(g, "MatMul", {"a", "w"}, {"m"});
+    add_node(g, "Add", {"m", "bias"}, {"s"});
+    add_node(g, "Add", {"s", "r"}, {"t"});
+    add_node(g, "Sigmoid", {"t"}, {"y"});
+    g->add_output()->set_name("y");
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+// Each case in each precision: strict FP32 to 1e-5, TF32 and the half types to the error their
+// mantissas allow (relative L2), and every product step on the GPU.
+TEST(CudaGemm, MatchesTheReferenceInEveryPrecision) {
+  SKIP_WITHOUT_GPU();
+  struct Mode {
+    const char* name;
+    bool tf32, fp16, bf16;
+    double bound;
+  };
+  const Mode modes[] = {{"fp32", false, false, false, 1e-5},
+                        {"tf32", true, false, false, 5e-3},
+                        {"fp16", false, true, false, 5e-3},
+                        {"bf16", false, false, true, 3e-2}};
+  for (Case& c : cases()) {
+    Model model = import_model(c.model);
+    for (const Mode& m : modes) {
+      SCOPED_TRACE(c.name + " " + m.name);
+      BuildOptions o;
+      o.device = "cuda";
+      o.tf32 = m.tf32;
+      o.fp16 = m.fp16;
+      o.bf16 = m.bf16;
+      auto plan = build_plan(model, o);
+      ASSERT_TRUE(plan.ok()) << plan.status().message();
+      for (const Step& st : (*plan)->steps) {
+        const std::string& op = st.node->op_type;
+        if (op == "MatMul" || op == "Gemm" || op == "FusedMatMul" || op == "FusedGemm") {
+          EXPECT_EQ(st.backend, "cuda") << st.name << " (" << op << ") fell back to the CPU";
+          if (m.fp16) EXPECT_EQ(st.precision, DataType::kFloat16) << st.name;
+        }
+      }
+      auto exec = PlanExecutor::create(*plan, *make_backend("cuda"));
+      ASSERT_TRUE(exec.ok()) << exec.status().message();
+      std::vector<RValue> in;
+      for (size_t i = 0; i < c.inputs.size(); ++i) in.push_back(RValue::of(random_float(c.inputs[i], 10 + i)));
+      auto want = Executor(*model.graph).run(in);
+      auto got = (*exec)->run(in);
+      ASSERT_TRUE(want.ok() && got.ok()) << got.status().message();
+      for (size_t k = 0; k < want->size(); ++k) {
+        ASSERT_EQ((*want)[k].tensor.dims(), (*got)[k].tensor.dims()) << "output " << k;
+        EXPECT_LE(rel_l2((*got)[k].tensor, (*want)[k].tensor), m.bound) << "output " << k;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kiln
