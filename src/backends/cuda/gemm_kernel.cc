@@ -210,10 +210,11 @@ bool gemm_supports(const Node& n, DataType precision) {
   if (is_gemm(n)) {
     if (ra != 2 || rb != 2) return false;
     const Value* c = n.inputs.size() > 2 ? n.inputs[2] : nullptr;
-    // A bias C is added in the epilogue as beta * C: scaled once, so it must be a constant.
-    if (c && float_attr(n, "beta", 1.0f) != 1.0f && !c->initializer) return false;
-    // A full C together with a residual needs two accumulators.
     const bool full_c = c && rank_of(c) == 2 && !(c->type.shape.dims[0] == Dim::of(1));
+    // A bias C is added in the epilogue as beta * C: scaled once, so it must be a constant. A
+    // full C goes to the accumulator, where beta applies as it is.
+    if (c && !full_c && float_attr(n, "beta", 1.0f) != 1.0f && !c->initializer) return false;
+    // A full C together with a residual needs two accumulators.
     return !(full_c && n.inputs.size() > 3 && n.inputs[3]);
   }
   if (ra < 2 || rb < 2) return false;
