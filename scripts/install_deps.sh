@@ -37,3 +37,13 @@ if ! "$PY" -c "import onnx, onnxruntime, numpy, sklearn; assert onnx.__version__
   "$PY" -m pip install -q --disable-pip-version-check onnx==1.23.2 onnxruntime==1.31.1 numpy scikit-learn \
     || "$PY" -m pip install -q --disable-pip-version-check --break-system-packages onnx==1.23.2 onnxruntime==1.31.1 numpy scikit-learn
 fi
+
+# With the CUDA toolkit present, convolutions are built on cuDNN's graph API, whose C++ frontend
+# (headers only) ships in the nvidia-cudnn-frontend package.
+if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
+  if ! "$PY" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('cudnn') is None)" >/dev/null 2>&1; then
+    echo "kiln: installing the cuDNN frontend headers (nvidia-cudnn-frontend)"
+    "$PY" -m pip install -q --disable-pip-version-check nvidia-cudnn-frontend==1.16.0 \
+      || "$PY" -m pip install -q --disable-pip-version-check --break-system-packages nvidia-cudnn-frontend==1.16.0
+  fi
+fi

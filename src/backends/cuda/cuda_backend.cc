@@ -51,6 +51,16 @@ class PinnedAllocator : public Allocator {
   void deallocate(void* p) override { cudaFreeHost(p); }
 };
 
+// Two 4-D shapes equal for every input shape: each dim the same known size or the same symbol.
+bool same_shape_4d(const Shape& a, const Shape& b) {
+  if (!a.rank_known || !b.rank_known || a.rank() != 4 || b.rank() != 4) return false;
+  for (size_t i = 0; i < 4; ++i) {
+    const Dim &x = a.dims[i], &y = b.dims[i];
+    if (!(x == y) || (!x.known() && x.symbol.empty())) return false;
+  }
+  return true;
+}
+
 bool same_float_types(const Node& n) {
   DataType dt = DataType::kUndefined;
   for (const Value* v : n.inputs) {
@@ -165,17 +175,40 @@ class CudaBackend : public Backend {
     if (n.domain == "kiln" && n.op_type == "Reformat") {
       return cuda::reformat_dtype(precision) && (layout == Layout::kPlain || layout == Layout::kNHWC);
     }
-    if (layout != Layout::kPlain || !cuda::elementwise_dtype(precision)) return false;
-    if (cuda::gemm_supports(n, precision)) return true;
+    if (!cuda::elementwise_dtype(precision)) return false;
+#ifdef KILN_HAVE_CUDNN
+    if (cuda::conv_supports(n, precision)) return layout == Layout::kNHWC;
+#endif
+    if (layout != Layout::kPlain && layout != Layout::kNHWC) return false;
+    if (cuda::gemm_supports(n, precision)) return layout == Layout::kPlain;
     if (!n.domain.empty()) return false;
     cuda::UnaryOp u;
     cuda::BinaryOp b;
+    // Elementwise ops read and write element i alike in any layout: NHWC too, when both operands
+    // of a binary op have the output's shape (broadcasting is defined on the logical order).
     if (cuda::unary_op_of(n.op_type, &u)) return n.inputs.size() == 1 && same_float_types(n);
-    if (cuda::binary_op_of(n.op_type, &b)) return n.inputs.size() == 2 && same_float_types(n);
+    if (cuda::binary_op_of(n.op_type, &b)) {
+      if (n.inputs.size() != 2 || !same_float_types(n)) return false;
+      return layout == Layout::kPlain || same_shape_4d(n.inputs[0]->type.shape, n.inputs[1]->type.shape);
+    }
     return false;
+  }
+  std::vector<Layout> layouts(const Node& n, DataType precision) const override {
+#ifdef KILN_HAVE_CUDNN
+    if (cuda::conv_supports(n, precision)) return {Layout::kNHWC};
+#endif
+    cuda::UnaryOp u;
+    cuda::BinaryOp b;
+    if (n.domain.empty() && (cuda::unary_op_of(n.op_type, &u) || cuda::binary_op_of(n.op_type, &b))) {
+      return {Layout::kPlain, Layout::kNHWC};
+    }
+    return {Layout::kPlain};
   }
   int64_t workspace_bytes(const Node& n, const std::string& tactic) const override {
     (void)tactic;
+#ifdef KILN_HAVE_CUDNN
+    if (cuda::conv_supports(n, node_precision(n))) return cuda::kConvWorkspace;
+#endif
     return cuda::gemm_supports(n, node_precision(n)) ? cuda::kGemmWorkspace : 0;
   }
   std::vector<std::string> tactics(const Node& n, DataType precision, Layout layout) const override {
@@ -192,6 +225,12 @@ class CudaBackend : public Backend {
     std::unique_ptr<DeviceKernel> k;
     cuda::UnaryOp u;
     cuda::BinaryOp b;
+#ifdef KILN_HAVE_CUDNN
+    if (cuda::conv_supports(n, step.precision)) {
+      KILN_ASSIGN_OR_RETURN(auto conv, cuda::make_conv_kernel(plan, step, weights_));
+      return std::unique_ptr<StepKernel>(std::move(conv));
+    }
+#endif
     if (cuda::gemm_supports(n, step.precision)) {
       const auto& p = plan.info.precisions;
       const bool tf32 = std::find(p.begin(), p.end(), "tf32") != p.end();
@@ -234,7 +273,12 @@ class CudaBackend : public Backend {
     KILN_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)));
     return {};
   }
-  void destroy_stream(void* stream) override { cudaStreamDestroy(static_cast<cudaStream_t>(stream)); }
+  void destroy_stream(void* stream) override {
+#ifdef KILN_HAVE_CUDNN
+    cuda::release_cudnn_handle(stream);
+#endif
+    cudaStreamDestroy(static_cast<cudaStream_t>(stream));
+  }
 
  private:
   int index_;

@@ -10,7 +10,7 @@ WeightCache::~WeightCache() {
   for (auto& [k, e] : entries_) cudaFree(e.device);
 }
 
-Result<const void*> WeightCache::get(const std::shared_ptr<Tensor>& w, DataType as, float scale) {
+Result<const void*> WeightCache::get(const std::shared_ptr<Tensor>& w, DataType as, float scale, bool to_nhwc) {
   std::lock_guard<std::mutex> lock(mu_);
   for (auto it = entries_.begin(); it != entries_.end();) {
     if (it->second.host.expired()) {
@@ -20,13 +20,23 @@ Result<const void*> WeightCache::get(const std::shared_ptr<Tensor>& w, DataType 
       ++it;
     }
   }
-  const Key key{w.get(), as, scale};
+  to_nhwc = to_nhwc && w->rank() == 4;
+  const Key key{w.get(), as, scale, to_nhwc};
   if (auto it = entries_.find(key); it != entries_.end()) return static_cast<const void*>(it->second.device);
   // Converted on the host, once: weights are small next to what runs on them.
   Tensor host = *w;
-  if (as != w->dtype() || scale != 1.0f) {
+  if (as != w->dtype() || scale != 1.0f || to_nhwc) {
     KILN_ASSIGN_OR_RETURN(host, Tensor::create(as, w->dims()));
-    for (int64_t i = 0; i < w->numel(); ++i) host.set_double(i, w->get_double(i) * scale);
+    const Dims& d = w->dims();
+    for (int64_t i = 0; i < w->numel(); ++i) {
+      int64_t at = i;
+      if (to_nhwc) {  // element (k, c, r, s) of [K, C, R, S] sits at ((k*R + r)*S + s)*C + c
+        const int64_t sx = i % d[3], r = (i / d[3]) % d[2], c = (i / (d[3] * d[2])) % d[1],
+                      k = i / (d[3] * d[2] * d[1]);
+        at = ((k * d[2] + r) * d[3] + sx) * d[1] + c;
+      }
+      host.set_double(at, w->get_double(i) * scale);
+    }
   }
   KILN_CUDA_CHECK(cudaSetDevice(device_));
   void* d = nullptr;

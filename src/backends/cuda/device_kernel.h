@@ -4,6 +4,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <tuple>
 #include <vector>
 
 #include "backends/backend.h"
@@ -18,14 +19,18 @@ class WeightCache {
  public:
   explicit WeightCache(int device) : device_(device) {}
   ~WeightCache();
-  Result<const void*> get(const std::shared_ptr<Tensor>& w, DataType as, float scale = 1.0f);
+  // `to_nhwc`: a 4-D [K, C, R, S] filter goes up as [K, R, S, C].
+  Result<const void*> get(const std::shared_ptr<Tensor>& w, DataType as, float scale = 1.0f, bool to_nhwc = false);
 
  private:
   struct Key {
     const Tensor* tensor;
     DataType dtype;
     float scale;
-    bool operator<(const Key& o) const { return std::tie(tensor, dtype, scale) < std::tie(o.tensor, o.dtype, o.scale); }
+    bool nhwc;
+    bool operator<(const Key& o) const {
+      return std::tie(tensor, dtype, scale, nhwc) < std::tie(o.tensor, o.dtype, o.scale, o.nhwc);
+    }
   };
   struct Entry {
     std::weak_ptr<Tensor> host;
@@ -57,5 +62,13 @@ Result<std::unique_ptr<DeviceKernel>> make_gemm_kernel(const Plan& plan, const S
                                                        WeightCache& weights);
 // Scratch a GEMM step may use.
 inline constexpr int64_t kGemmWorkspace = 32 << 20;
+
+// Conv and kiln.FusedConv (2-D, NHWC, constant filter) through cuDNN's graph API, when this build
+// has cuDNN and its frontend headers.
+bool conv_supports(const Node& n, DataType precision);
+Result<std::unique_ptr<DeviceKernel>> make_conv_kernel(const Plan& plan, const Step& step, WeightCache& weights);
+// Frees the cuDNN handle bound to a stream that is being destroyed.
+void release_cudnn_handle(void* stream);
+inline constexpr int64_t kConvWorkspace = 64 << 20;
 
 }  // namespace kiln::cuda

@@ -1,0 +1,261 @@
+// Conv and kiln.FusedConv on cuDNN's graph API (cudnn-frontend): 2-D convolutions in NHWC with the
+// filter in KRSC, the bias, the residual and the activation in the same cuDNN graph where cuDNN
+// has the pointwise mode, the rest as one pass over the output. One graph per input shape, built
+// from cuDNN's heuristics when the shape is first prepared.
+#include <cudnn.h>
+#include <cudnn_frontend.h>
+
+#include <map>
+#include <mutex>
+
+#include "backends/cuda/cuda_check.h"
+#include "backends/cuda/device_kernel.h"
+#include "backends/cuda/kernels/activation.h"
+#include "backends/cuda/kernels/elementwise.h"
+#include "ops/fused.h"
+
+namespace fe = cudnn_frontend;
+
+namespace kiln::cuda {
+namespace {
+
+#define KILN_CUDNN_CHECK(call)                                                                                         \
+  do {                                                                                                                 \
+    cudnnStatus_t kiln_st_ = (call);                                                                                   \
+    if (kiln_st_ != CUDNN_STATUS_SUCCESS) return runtime_error("{} failed: {}", #call, cudnnGetErrorString(kiln_st_)); \
+  } while (0)
+
+#define KILN_FE_CHECK(call, what)                                                              \
+  do {                                                                                         \
+    auto kiln_fe_ = (call);                                                                    \
+    if (kiln_fe_.is_bad()) return runtime_error("cuDNN {}: {}", what, kiln_fe_.get_message()); \
+  } while (0)
+
+bool is_conv(const Node& n) {
+  return (n.domain.empty() && n.op_type == "Conv") || (n.domain == kKilnDomain && n.op_type == "FusedConv");
+}
+
+std::vector<int64_t> ints_attr(const Node& n, const char* key, std::vector<int64_t> def) {
+  const Attribute* a = n.attr(key);
+  return a ? a->ints : def;
+}
+
+fe::DataType_t fe_type(DataType dt) {
+  switch (dt) {
+    case DataType::kFloat16: return fe::DataType_t::HALF;
+    case DataType::kBFloat16: return fe::DataType_t::BFLOAT16;
+    default: return fe::DataType_t::FLOAT;
+  }
+}
+
+// NHWC strides of an [N, C, H, W] tensor.
+std::vector<int64_t> nhwc_strides(const std::vector<int64_t>& d) {
+  return {d[1] * d[2] * d[3], 1, d[3] * d[1], d[1]};
+}
+
+// One handle for building graphs (under a lock) and one per stream for running them.
+struct Handles {
+  std::mutex mu;
+  cudnnHandle_t build = nullptr;
+  std::map<void*, cudnnHandle_t> by_stream;
+};
+Handles& handles() {
+  static Handles h;
+  return h;
+}
+
+Result<cudnnHandle_t> handle_for_stream(void* stream) {
+  Handles& h = handles();
+  std::lock_guard<std::mutex> lock(h.mu);
+  if (auto it = h.by_stream.find(stream); it != h.by_stream.end()) return it->second;
+  cudnnHandle_t handle = nullptr;
+  KILN_CUDNN_CHECK(cudnnCreate(&handle));
+  KILN_CUDNN_CHECK(cudnnSetStream(handle, static_cast<cudaStream_t>(stream)));
+  h.by_stream[stream] = handle;
+  return handle;
+}
+
+class ConvKernel : public DeviceKernel {
+ public:
+  ConvKernel(const Node& n, DataType dt) : node_(n), dtype_(dt) {
+    const Attribute* a = n.attr("activation");
+    const Attribute* p = n.attr("activation_params");
+    activation_of(a ? a->s : "", p ? p->floats : std::vector<float>{}, &act_);
+  }
+
+  Status prepare(std::span<const TensorView> in, std::span<const TensorView> out) override {
+    (void)out;
+    return graph_for(in).status();
+  }
+
+  Status enqueue(std::span<const TensorView> in, std::span<TensorView> out, const KernelContext& ctx) override {
+    KILN_ASSIGN_OR_RETURN(Prepared * p, graph_for(in));
+    if (p->workspace > ctx.workspace_bytes) {
+      return runtime_error("the convolution needs {} bytes of workspace, {} given", p->workspace, ctx.workspace_bytes);
+    }
+    out[0].dims = p->out_dims;
+    std::unordered_map<std::shared_ptr<fe::graph::Tensor_attributes>, void*> pack;
+    pack[p->x] = const_cast<void*>(input_data(in[0], 0));
+    pack[p->w] = const_cast<void*>(input_data(in[1], 1));
+    if (p->b) pack[p->b] = const_cast<void*>(input_data(in[2], 2));
+    if (p->z) pack[p->z] = const_cast<void*>(input_data(in[3], 3));
+    pack[p->y] = out[0].data;
+    KILN_ASSIGN_OR_RETURN(cudnnHandle_t h, handle_for_stream(ctx.stream));
+    KILN_FE_CHECK(p->graph->execute(h, pack, ctx.workspace), "running a convolution");
+    if (p->post_activation) {
+      KILN_RETURN_IF_ERROR(
+          launch_activation(act_, dtype_, out[0].data, out[0].data, shape_numel(p->out_dims), ctx.stream));
+    }
+    return {};
+  }
+
+ private:
+  struct Prepared {
+    std::shared_ptr<fe::graph::Graph> graph;
+    std::shared_ptr<fe::graph::Tensor_attributes> x, w, b, z, y;
+    Dims out_dims;
+    int64_t workspace = 0;
+    bool post_activation = false;
+  };
+
+  Result<Prepared*> graph_for(std::span<const TensorView> in) {
+    const std::string key = shape_to_string(in[0].dims);
+    if (auto it = cache_.find(key); it != cache_.end()) return it->second.get();
+    const Dims& x = in[0].dims;
+    const Dims& w = in[1].dims;
+    if (x.size() != 4 || w.size() != 4) return invalid("the CUDA convolution takes 2-D images (rank 4)");
+    std::vector<int64_t> strides = ints_attr(node_, "strides", {1, 1});
+    std::vector<int64_t> dil = ints_attr(node_, "dilations", {1, 1});
+    std::vector<int64_t> pads = ints_attr(node_, "pads", {0, 0, 0, 0});
+    const std::string auto_pad = node_.attr("auto_pad") ? node_.attr("auto_pad")->s : "NOTSET";
+    std::vector<int64_t> out_hw(2);
+    for (int d = 0; d < 2; ++d) {
+      const int64_t size = x[static_cast<size_t>(2 + d)],
+                    k = (w[static_cast<size_t>(2 + d)] - 1) * dil[static_cast<size_t>(d)] + 1;
+      if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
+        const int64_t o = (size + strides[static_cast<size_t>(d)] - 1) / strides[static_cast<size_t>(d)];
+        const int64_t total = std::max<int64_t>((o - 1) * strides[static_cast<size_t>(d)] + k - size, 0);
+        pads[static_cast<size_t>(d)] = auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
+        pads[static_cast<size_t>(d + 2)] = total - pads[static_cast<size_t>(d)];
+      } else if (auto_pad == "VALID") {
+        pads[static_cast<size_t>(d)] = pads[static_cast<size_t>(d + 2)] = 0;
+      }
+      out_hw[static_cast<size_t>(d)] = (size + pads[static_cast<size_t>(d)] + pads[static_cast<size_t>(d + 2)] - k) /
+                                           strides[static_cast<size_t>(d)] +
+                                       1;
+    }
+    auto p = std::make_unique<Prepared>();
+    p->out_dims = {x[0], w[0], out_hw[0], out_hw[1]};
+    auto g = std::make_shared<fe::graph::Graph>();
+    g->set_io_data_type(fe_type(dtype_))
+        .set_intermediate_data_type(fe::DataType_t::FLOAT)
+        .set_compute_data_type(fe::DataType_t::FLOAT);
+    const std::vector<int64_t> xd(x.begin(), x.end()), wd(w.begin(), w.end());
+    const std::vector<int64_t> yd(p->out_dims.begin(), p->out_dims.end());
+    p->x = g->tensor(fe::graph::Tensor_attributes().set_name("x").set_dim(xd).set_stride(nhwc_strides(xd)));
+    p->w = g->tensor(fe::graph::Tensor_attributes().set_name("w").set_dim(wd).set_stride(nhwc_strides(wd)));
+    auto conv = fe::graph::Conv_fprop_attributes()
+                    .set_pre_padding({pads[0], pads[1]})
+                    .set_post_padding({pads[2], pads[3]})
+                    .set_stride({strides[0], strides[1]})
+                    .set_dilation({dil[0], dil[1]});
+    auto y = g->conv_fprop(p->x, p->w, conv);
+    y->set_dim(yd).set_stride(nhwc_strides(yd));
+    auto has = [&](size_t i) { return i < in.size() && !in[i].omitted; };
+    if (has(2)) {
+      const std::vector<int64_t> bd = {1, w[0], 1, 1};
+      p->b = g->tensor(fe::graph::Tensor_attributes().set_name("b").set_dim(bd).set_stride({w[0], 1, w[0], w[0]}));
+      y = g->pointwise(y, p->b, fe::graph::Pointwise_attributes().set_mode(fe::PointwiseMode_t::ADD));
+    }
+    if (has(3)) {
+      p->z = g->tensor(fe::graph::Tensor_attributes().set_name("z").set_dim(yd).set_stride(nhwc_strides(yd)));
+      y = g->pointwise(y, p->z, fe::graph::Pointwise_attributes().set_mode(fe::PointwiseMode_t::ADD));
+    }
+    // The activations cuDNN's pointwise modes express; the others run as one pass afterwards.
+    auto pw = fe::graph::Pointwise_attributes();
+    bool in_graph = true;
+    switch (act_.kind) {
+      case Activation::kNone: in_graph = false; break;
+      case Activation::kRelu: pw.set_mode(fe::PointwiseMode_t::RELU_FWD); break;
+      case Activation::kLeakyRelu: pw.set_mode(fe::PointwiseMode_t::RELU_FWD).set_relu_lower_clip_slope(act_.p0); break;
+      case Activation::kClip:
+        pw.set_mode(fe::PointwiseMode_t::RELU_FWD).set_relu_lower_clip(act_.p0).set_relu_upper_clip(act_.p1);
+        break;
+      case Activation::kSigmoid: pw.set_mode(fe::PointwiseMode_t::SIGMOID_FWD); break;
+      case Activation::kTanh: pw.set_mode(fe::PointwiseMode_t::TANH_FWD); break;
+      case Activation::kGeluErf: pw.set_mode(fe::PointwiseMode_t::GELU_FWD); break;
+      case Activation::kGeluTanh: pw.set_mode(fe::PointwiseMode_t::GELU_APPROX_TANH_FWD); break;
+      case Activation::kSwish: pw.set_mode(fe::PointwiseMode_t::SWISH_FWD).set_swish_beta(act_.p0); break;
+      default: in_graph = false; p->post_activation = true;
+    }
+    if (in_graph) y = g->pointwise(y, pw);
+    y->set_output(true).set_dim(yd).set_stride(nhwc_strides(yd)).set_data_type(fe_type(dtype_));
+    p->y = y;
+    {
+      Handles& h = handles();
+      std::lock_guard<std::mutex> lock(h.mu);
+      if (!h.build) KILN_CUDNN_CHECK(cudnnCreate(&h.build));
+      KILN_FE_CHECK(g->validate(), "validating a convolution graph");
+      KILN_FE_CHECK(g->build_operation_graph(h.build), "building a convolution graph");
+      KILN_FE_CHECK(g->create_execution_plans({fe::HeurMode_t::A}), "choosing convolution engines");
+      g->deselect_workspace_greater_than(kConvWorkspace);
+      KILN_FE_CHECK(g->check_support(h.build), "checking convolution support");
+      KILN_FE_CHECK(g->build_plans(h.build), "building convolution plans");
+    }
+    KILN_FE_CHECK(g->get_workspace_size(p->workspace), "reading the convolution workspace");
+    p->graph = std::move(g);
+    Prepared* raw = p.get();
+    cache_.emplace(key, std::move(p));
+    return raw;
+  }
+
+  const Node& node_;
+  DataType dtype_;
+  ActivationSpec act_;
+  std::map<std::string, std::unique_ptr<Prepared>> cache_;
+};
+
+}  // namespace
+
+bool conv_supports(const Node& n, DataType precision) {
+  if (!is_conv(n) || !elementwise_dtype(precision) || n.inputs.size() < 2 || !n.inputs[0] || !n.inputs[1]) return false;
+  const Value* x = n.inputs[0];
+  const Value* w = n.inputs[1];
+  if (!w->initializer || w->initializer->rank() != 4) return false;  // the filter is packed at load
+  if (x->type.kind != TypeInfo::Kind::kTensor || !x->type.shape.rank_known || x->type.shape.rank() != 4) return false;
+  for (const Value* v : n.inputs) {
+    if (v && v->type.kind == TypeInfo::Kind::kTensor && !elementwise_dtype(v->type.dtype)) return false;
+  }
+  if (n.inputs.size() > 2 && n.inputs[2] && (!n.inputs[2]->initializer || n.inputs[2]->initializer->rank() != 1)) {
+    return false;
+  }
+  ActivationSpec act;
+  return activation_of(n.attr("activation") ? n.attr("activation")->s : "",
+                       n.attr("activation_params") ? n.attr("activation_params")->floats : std::vector<float>{}, &act);
+}
+
+Result<std::unique_ptr<DeviceKernel>> make_conv_kernel(const Plan& plan, const Step& step, WeightCache& weights) {
+  auto k = std::make_unique<ConvKernel>(*step.node, step.precision);
+  std::vector<const void*> w(step.inputs.size(), nullptr);
+  for (size_t i = 0; i < step.inputs.size(); ++i) {
+    if (step.inputs[i] < 0) continue;
+    const Slot& s = plan.slots[static_cast<size_t>(step.inputs[i])];
+    if (s.kind != SlotKind::kWeight) continue;
+    // The filter [K, C, R, S] goes to the device as KRSC, the layout NHWC convolutions read.
+    KILN_ASSIGN_OR_RETURN(w[i], weights.get(plan.weights[static_cast<size_t>(s.weight)], step.precision, 1.0f,
+                                            /*to_nhwc=*/i == 1));
+  }
+  k->set_weights(std::move(w));
+  return std::unique_ptr<DeviceKernel>(std::move(k));
+}
+
+void release_cudnn_handle(void* stream) {
+  Handles& h = handles();
+  std::lock_guard<std::mutex> lock(h.mu);
+  if (auto it = h.by_stream.find(stream); it != h.by_stream.end()) {
+    cudnnDestroy(it->second);
+    h.by_stream.erase(it);
+  }
+}
+
+}  // namespace kiln::cuda

