@@ -4,6 +4,7 @@
 // weights for a tactic at build time, and runs steps. The builder chooses among tactics; the
 // runtime only calls run().
 #include <cstddef>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -17,9 +18,10 @@
 namespace kiln {
 
 struct DeviceInfo {
-  std::string kind;  // "cpu" or "cuda"
-  std::string name;  // marketing name where known
-  std::string arch;  // CPU ISA ("x86_64+avx2+fma") or compute capability ("sm_90")
+  std::string kind;                              // "cpu" or "cuda"
+  std::string name;                              // marketing name where known
+  std::string arch;                              // CPU ISA ("x86_64+avx2+fma") or compute capability ("sm_90")
+  std::map<std::string, std::string> libraries;  // runtime libraries loaded and their versions
 };
 
 class Allocator {
@@ -93,6 +95,13 @@ class Backend {
     return {Layout::kPlain};
   }
   // The tactics able to run `node` (first is the default when nothing is timed).
+  // Whether the step reads input `k` on the host whatever its device (a Reshape's shape, a Resize's
+  // sizes, a Slice's starts): such inputs stay in host memory, plain, and are not copied over.
+  virtual bool reads_on_host(const Node& node, size_t k) const {
+    (void)node;
+    (void)k;
+    return false;
+  }
   virtual std::vector<std::string> tactics(const Node& node, DataType precision, Layout layout) const = 0;
   // Build time: repacks the constant inputs of `node` for `tactic` (e.g. blocked conv weights).
   // The default keeps them as they are.
@@ -111,6 +120,22 @@ class Backend {
     return {};
   }
   virtual void destroy_stream(void* stream) { (void)stream; }
+  // Recording a stream's work once and replaying it as one launch (CUDA graphs): a backend that
+  // can returns true from can_capture; end_capture returns the replayable work.
+  virtual bool can_capture() const { return false; }
+  virtual Status begin_capture(void* stream) {
+    (void)stream;
+    return invalid("backend {} cannot capture work", name());
+  }
+  virtual Result<std::shared_ptr<void>> end_capture(void* stream) {
+    (void)stream;
+    return invalid("backend {} cannot capture work", name());
+  }
+  virtual Status replay(void* captured, void* stream) {
+    (void)captured;
+    (void)stream;
+    return invalid("backend {} cannot capture work", name());
+  }
   // Extra scratch bytes a tactic needs while running `node`.
   virtual int64_t workspace_bytes(const Node& node, const std::string& tactic) const {
     (void)node;

@@ -84,6 +84,7 @@ Result<std::shared_ptr<Plan>> build_plan(const Model& model, const BuildOptions&
   if (!options.timing_cache.empty()) info.options["timing-cache"] = options.timing_cache;
   info.libraries["protobuf"] = google::protobuf::internal::VersionString(GOOGLE_PROTOBUF_VERSION);
   info.libraries["onnx-ir"] = std::to_string(model.ir_version);
+  for (const auto& [lib, version] : device.libraries) info.libraries[lib] = version;
 #if defined(__clang__)
   info.libraries["compiler"] = std::string("clang ") + __clang_version__;
 #elif defined(__GNUC__)

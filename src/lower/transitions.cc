@@ -138,7 +138,9 @@ Status insert_transitions(Plan& plan, const BackendSet& backends) {
       const Slot& s = plan.slots[static_cast<size_t>(id)];
       // Weights are packed for their reader by the backend; non-tensors have no storage to change.
       if (s.kind == SlotKind::kWeight || s.type.kind != TypeInfo::Kind::kTensor) continue;
-      const int to = ins.convert(id, wanted_storage(plan, st, k, device), st.node);
+      Storage want = wanted_storage(plan, st, k, device);
+      if (backend->reads_on_host(*st.node, k)) want = Storage{s.type.dtype, Layout::kPlain, "cpu"};
+      const int to = ins.convert(id, want, st.node);
       if (to != id) {
         st.inputs[k] = to;
         st.node->inputs[k] = plan.graph->find_value(plan.slots[static_cast<size_t>(to)].name);

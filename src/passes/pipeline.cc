@@ -63,7 +63,7 @@ PipelineOptions default_pipeline_options() {
   o.verify = true;
 #endif
   const char* env = std::getenv("KILN_VERIFY_PASSES");
-  if (env && env[0] == '1') o.verify = true;
+  if (env) o.verify = env[0] == '1';
   return o;
 }
 

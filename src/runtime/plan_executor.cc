@@ -28,6 +28,11 @@ bool guard_checks_default() {
   return on;
 }
 
+bool graphs_default() {
+  const char* env = std::getenv("KILN_CUDA_GRAPHS");
+  return !env || std::strcmp(env, "0") != 0;
+}
+
 // The storage a value occupies: one byte range per tensor it holds.
 template <typename F>
 void for_each_storage(const RValue& v, F&& f) {
@@ -62,6 +67,9 @@ struct SymbolicDim {
 struct PreparedShape {
   StepShapes shapes;
   std::vector<TensorView> views;
+  int runs = 0;                       // runs at this shape so far
+  bool recordable = false;            // every view's dims known before the run
+  std::shared_ptr<void> recorded[2];  // the recorded runs, with transfers and without
 };
 
 constexpr size_t kMaxCachedShapes = 256;
@@ -129,7 +137,51 @@ class ArenaPlanExecutor : public PlanExecutor {
       kernels_.push_back(std::move(k));
     }
     dynamic_.resize(p.slots.size());
+    find_recordable_steps();
     return {};
+  }
+
+  // A run may be recorded once and replayed when every step runs on the device that records it,
+  // reads and writes only planned memory, and takes graph inputs only through copies (whose
+  // source is then the pinned staging buffer the recording reads).
+  void find_recordable_steps() {
+    const Plan& p = *plan_;
+    transfer_step_.assign(p.steps.size(), false);
+    reads_host_values_.assign(p.steps.size(), false);
+    staging_.assign(p.inputs.size(), nullptr);
+    staging_bytes_.assign(p.inputs.size(), 0);
+    recordable_ = backends_.primary->can_capture() && p.device() != "cpu";
+    std::set<int> inputs(p.inputs.begin(), p.inputs.end());
+    for (int id : p.outputs) recordable_ = recordable_ && !inputs.count(id);
+    for (size_t id = 0; id < p.slots.size(); ++id) {
+      const Slot& s = p.slots[id];
+      if (s.kind != SlotKind::kWeight && s.kind != SlotKind::kInput && s.offset < 0) recordable_ = false;
+    }
+    for (size_t i = 0; i < p.steps.size(); ++i) {
+      const Step& st = p.steps[i];
+      const bool copy = st.node->domain == "kiln" && st.node->op_type == "Copy";
+      if (st.backend != backends_.primary->name() || !subgraph_outer_names(*st.node).empty()) recordable_ = false;
+      for (const auto& [key, a] : st.node->attrs) {
+        if (a.type == AttrType::kGraph || a.type == AttrType::kGraphs) recordable_ = false;
+      }
+      for (int id : st.inputs) {
+        if (id >= 0 && inputs.count(id)) {
+          if (!copy) recordable_ = false;
+          transfer_step_[i] = true;
+        }
+        // A device step reading a value computed into host memory (a Slice's starts) reads it
+        // when it is launched: after the work producing it is done, and anew each run.
+        const Slot& in = p.slots[static_cast<size_t>(id >= 0 ? id : 0)];
+        if (id >= 0 && !copy && in.storage.device == "cpu" && in.kind != SlotKind::kWeight &&
+            in.kind != SlotKind::kInput && st.backend == backends_.primary->name()) {
+          recordable_ = false;
+          reads_host_values_[i] = true;
+        }
+      }
+      for (int id : st.outputs) {
+        if (copy && id >= 0 && p.slots[static_cast<size_t>(id)].kind == SlotKind::kOutput) transfer_step_[i] = true;
+      }
+    }
   }
 
   Status check_input(const Slot& slot, const RValue& v) const {
@@ -239,6 +291,11 @@ class ArenaPlanExecutor : public PlanExecutor {
       }
     }
     prep.views = make_views(prep.shapes);
+    prep.recordable = true;
+    for (const TensorView& v : prep.views) {
+      if (!v.rank_known) prep.recordable = false;
+      for (int64_t d : v.dims) prep.recordable = prep.recordable && d >= 0;
+    }
     KILN_RETURN_IF_ERROR(prepare_kernels(prep));
     stats_.last_prepare_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     ++stats_.misses;
@@ -394,6 +451,12 @@ class ArenaPlanExecutor : public PlanExecutor {
     const Plan& p = *plan_;
     KILN_RETURN_IF_ERROR(check_inputs(inputs));
     KILN_ASSIGN_OR_RETURN(PreparedShape * prep, shapes_for(inputs));
+    if (graphs_ && recordable_ && prep->recordable && !profiling_ && !guard_checks_ && prep->runs > 0) {
+      auto recorded = run_recorded(*prep, inputs);
+      if (recorded.ok() || recordable_) return recorded;
+      // The device would not record these steps: run them one by one from now on.
+    }
+    ++prep->runs;
     std::vector<TensorView> views = prep->views;
     for (RValue& v : dynamic_) v = RValue{};
     outer_.assign(p.slots.size(), RValue{});
@@ -423,12 +486,13 @@ class ArenaPlanExecutor : public PlanExecutor {
     bool pending = false;  // device work enqueued and not yet waited for
     for (size_t i = 0; i < p.steps.size(); ++i) {
       const Step& st = p.steps[i];
+      if (!transfers_ && transfer_step_[i]) continue;
       if (guard_checks_) KILN_RETURN_IF_ERROR(guard(i, views));
       gather(st, views, in, out);
       // A step on another backend than the plan's (the CPU fallback) reads what the device wrote,
       // copies included: the device's work so far must be done.
       const bool on_primary = st.backend == backends_.primary->name();
-      if (!on_primary && pending) {
+      if ((!on_primary || reads_host_values_[i]) && pending) {
         KILN_RETURN_IF_ERROR(backends_.primary->synchronize(stream_).with_context("before step " + st.name));
         pending = false;
       }
@@ -436,6 +500,10 @@ class ArenaPlanExecutor : public PlanExecutor {
       Status s = kernels_[i]->enqueue(in, out, ctx);
       pending = pending || (on_primary && stream_);
       if (!s.ok()) return s.with_context("step " + st.name + " (" + st.node->describe() + ")");
+      if (profiling_ && pending) {  // a device step's time is its work's, not its launch's
+        KILN_RETURN_IF_ERROR(backends_.primary->synchronize(stream_).with_context("after step " + st.name));
+        pending = false;
+      }
       if (profiling_)
         times_[i] = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       for (size_t k = 0; k < st.outputs.size(); ++k) {
@@ -468,6 +536,65 @@ class ArenaPlanExecutor : public PlanExecutor {
     return outs;
   }
 
+  // A run through the recording of this shape's steps (made now if there is none): inputs go
+  // through pinned staging buffers whose addresses the recording holds.
+  Result<std::vector<RValue>> run_recorded(PreparedShape& prep, const std::vector<RValue>& inputs) {
+    const Plan& p = *plan_;
+    std::vector<TensorView> views = prep.views;
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      const Tensor& t = inputs[i].tensor;
+      const int64_t bytes = static_cast<int64_t>(t.nbytes());
+      if (bytes > staging_bytes_[i]) {
+        Allocator* host = backends_.primary->host_allocator();
+        if (!host) return invalid("the device has no page-locked host memory for staging inputs");
+        KILN_ASSIGN_OR_RETURN(staging_[i], allocate(host, bytes, "input staging buffer"));
+        staging_bytes_[i] = bytes;
+        // Recordings read the old buffers.
+        for (auto& [key, other] : shape_cache_) other.recorded[0] = other.recorded[1] = nullptr;
+      }
+      if (transfers_ && bytes) std::memcpy(staging_[i].get(), t.raw(), static_cast<size_t>(bytes));
+      TensorView& v = views[static_cast<size_t>(p.inputs[i])];
+      v.value = nullptr;
+      v.data = staging_[i].get();
+      v.capacity = bytes;
+      v.dims = t.dims();
+    }
+    std::shared_ptr<void>& rec = prep.recorded[transfers_ ? 0 : 1];
+    if (!rec) {
+      KernelContext ctx;
+      ctx.stream = stream_;
+      ctx.workspace = workspace_.get();
+      ctx.workspace_bytes = p.memory.workspace;
+      KILN_RETURN_IF_ERROR(backends_.primary->begin_capture(stream_));
+      std::vector<TensorView> in, out;
+      Status failed;
+      for (size_t i = 0; i < p.steps.size() && failed.ok(); ++i) {
+        if (!transfers_ && transfer_step_[i]) continue;
+        gather(p.steps[i], views, in, out);
+        failed = kernels_[i]->enqueue(in, out, ctx);
+      }
+      auto made = backends_.primary->end_capture(stream_);
+      if (!failed.ok() || !made.ok()) {
+        recordable_ = false;
+        return failed.ok() ? made.status() : failed;
+      }
+      rec = std::move(made).value();
+    }
+    KILN_RETURN_IF_ERROR(backends_.primary->replay(rec.get(), stream_));
+    KILN_RETURN_IF_ERROR(backends_.primary->synchronize(stream_));
+    std::vector<RValue> outs;
+    outs.reserve(p.outputs.size());
+    for (int id : p.outputs) {
+      const TensorView& v = views[static_cast<size_t>(id)];
+      KILN_ASSIGN_OR_RETURN(Tensor t, read_storage(v.data, v.storage, v.logical, v.dims));
+      outs.push_back(RValue::of(std::move(t)));
+    }
+    return outs;
+  }
+
+  void set_graphs(bool on) override { graphs_ = on; }
+  void set_transfers(bool on) override { transfers_ = on; }
+
   ShapeCacheStats shape_cache_stats() const override { return stats_; }
   const std::vector<double>& step_times_ms() const override { return times_; }
   void set_profiling(bool on) override { profiling_ = on; }
@@ -493,6 +620,13 @@ class ArenaPlanExecutor : public PlanExecutor {
   std::vector<double> times_;
   bool profiling_ = false;
   bool guard_checks_ = false;
+  bool graphs_ = graphs_default();
+  bool transfers_ = true;
+  bool recordable_ = false;                          // the plan's steps may be recorded (find_recordable_steps)
+  std::vector<bool> reads_host_values_;              // per step: a device step reading values computed on the host
+  std::vector<bool> transfer_step_;                  // per step: copies a graph input in or a graph output out
+  std::vector<std::shared_ptr<uint8_t[]>> staging_;  // per input: pinned bytes recordings read
+  std::vector<int64_t> staging_bytes_;
 };
 
 }  // namespace

@@ -40,6 +40,13 @@ class PlanExecutor {
   // values. On in builds with tests (KILN_CHECK_PLAN) and when the environment sets
   // KILN_CHECK_PLAN=1; KILN_CHECK_PLAN=0 turns them off.
   virtual void set_guard_checks(bool on) = 0;
+  // On a device that can record work (CUDA graphs), the second run at a shape records every step
+  // and later runs at that shape replay the recording as one launch. On by default; off when
+  // profiling steps, with guard checks, or when the environment sets KILN_CUDA_GRAPHS=0.
+  virtual void set_graphs(bool on) { (void)on; }
+  // Off: the copies of inputs to the device and of outputs back are skipped (benchmarks of the
+  // device's compute alone; the outputs are then stale).
+  virtual void set_transfers(bool on) { (void)on; }
 };
 
 }  // namespace kiln

@@ -9,6 +9,7 @@
 #include <random>
 
 #include "backends/cuda/cuda_backend.h"
+#include "cuda_test_util.h"
 #include "lower/builder.h"
 #include "model_builder.h"
 #include "plan_run_util.h"
@@ -18,9 +19,6 @@
 namespace kiln {
 namespace {
 using namespace kiln::testing;
-
-#define SKIP_WITHOUT_GPU() \
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device visible: the cuda tests run on the GPU machine"
 
 void add_weight(onnx::GraphProto* g, const std::string& name, const std::vector<int64_t>& dims, uint32_t seed) {
   auto* t = g->add_initializer();
@@ -41,16 +39,6 @@ void ints(onnx::NodeProto* n, const char* key, std::vector<int64_t> v) {
   a->set_name(key);
   a->set_type(onnx::AttributeProto::INTS);
   for (int64_t x : v) a->add_ints(x);
-}
-
-double rel_l2(const Tensor& got, const Tensor& want) {
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < want.numel(); ++i) {
-    const double d = got.get_double(i) - want.get_double(i);
-    num += d * d;
-    den += want.get_double(i) * want.get_double(i);
-  }
-  return std::sqrt(num / std::max(den, 1e-30));
 }
 
 struct ConvCase {

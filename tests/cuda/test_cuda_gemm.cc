@@ -8,6 +8,7 @@
 #include <random>
 
 #include "backends/cuda/cuda_backend.h"
+#include "cuda_test_util.h"
 #include "lower/builder.h"
 #include "model_builder.h"
 #include "plan_run_util.h"
@@ -17,9 +18,6 @@
 namespace kiln {
 namespace {
 using namespace kiln::testing;
-
-#define SKIP_WITHOUT_GPU() \
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device visible: the cuda tests run on the GPU machine"
 
 void add_weight(onnx::GraphProto* g, const std::string& name, const std::vector<int64_t>& dims, uint32_t seed) {
   auto* t = g->add_initializer();
@@ -43,16 +41,6 @@ void float_attr(onnx::NodeProto* n, const char* key, float v) {
 }
 
 // Relative L2 error of `got` against `want`.
-double rel_l2(const Tensor& got, const Tensor& want) {
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < want.numel(); ++i) {
-    const double d = got.get_double(i) - want.get_double(i);
-    num += d * d;
-    den += want.get_double(i) * want.get_double(i);
-  }
-  return std::sqrt(num / std::max(den, 1e-30));
-}
-
 struct Case {
   std::string name;
   onnx::ModelProto model;
@@ -149,7 +137,9 @@ TEST(CudaGemm, MatchesTheReferenceInEveryPrecision) {
         const std::string& op = st.node->op_type;
         if (op == "MatMul" || op == "Gemm" || op == "FusedMatMul" || op == "FusedGemm") {
           EXPECT_EQ(st.backend, "cuda") << st.name << " (" << op << ") fell back to the CPU";
-          if (m.fp16) EXPECT_EQ(st.precision, DataType::kFloat16) << st.name;
+          if (m.fp16) {
+            EXPECT_EQ(st.precision, DataType::kFloat16) << st.name;
+          }
         }
       }
       auto exec = PlanExecutor::create(*plan, *make_backend("cuda"));

@@ -12,6 +12,7 @@
 #include "backends/cuda/cuda_backend.h"
 #include "backends/cuda/kernels/elementwise.h"
 #include "backends/cuda/kernels/reformat.h"
+#include "cuda_test_util.h"
 #include "engine/engine.h"
 #include "lower/builder.h"
 #include "model_builder.h"
@@ -23,34 +24,6 @@
 namespace kiln {
 namespace {
 using namespace kiln::testing;
-
-#define SKIP_WITHOUT_GPU() \
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device visible: the cuda tests run on the GPU machine"
-
-constexpr size_t kGuard = 256;
-constexpr uint8_t kPattern = 0xA5;
-
-// A device buffer with kGuard bytes of kPattern on each side of `bytes` usable ones.
-struct Guarded {
-  uint8_t* base = nullptr;
-  size_t bytes = 0;
-  explicit Guarded(size_t n) : bytes(n) {
-    EXPECT_EQ(cudaMalloc(reinterpret_cast<void**>(&base), n + 2 * kGuard), cudaSuccess);
-    EXPECT_EQ(cudaMemset(base, kPattern, n + 2 * kGuard), cudaSuccess);
-  }
-  ~Guarded() { cudaFree(base); }
-  void* data() { return base + kGuard; }
-  void upload(const void* host) { ASSERT_EQ(cudaMemcpy(data(), host, bytes, cudaMemcpyHostToDevice), cudaSuccess); }
-  std::vector<uint8_t> download() {
-    std::vector<uint8_t> all(bytes + 2 * kGuard);
-    EXPECT_EQ(cudaMemcpy(all.data(), base, all.size(), cudaMemcpyDeviceToHost), cudaSuccess);
-    for (size_t i = 0; i < kGuard; ++i) {
-      EXPECT_EQ(all[i], kPattern) << "guard byte " << i << " before the output was overwritten";
-      EXPECT_EQ(all[kGuard + bytes + i], kPattern) << "guard byte " << i << " after the output was overwritten";
-    }
-    return std::vector<uint8_t>(all.begin() + kGuard, all.begin() + static_cast<long>(kGuard + bytes));
-  }
-};
 
 Tensor random_of(DataType dt, Dims dims, uint32_t seed, double lo = -2, double hi = 2) {
   std::mt19937 rng(seed);
@@ -207,7 +180,7 @@ TEST(CudaKernels, ReformatRoundTripsThroughNhwcAndLowerPrecision) {
   }
 }
 
-// x[n, 8] -> Relu -> Add bias -> Sigmoid ... with a Softmax between (no CUDA kernel: CPU fallback).
+// x[n, 8] -> Relu -> Add bias -> Sigmoid ... with a Hardmax between (no CUDA kernel: CPU fallback).
 onnx::ModelProto mixed_model() {
   onnx::ModelProto m = make_model(17);
   auto* g = m.mutable_graph();
@@ -219,7 +192,7 @@ onnx::ModelProto mixed_model() {
   for (int i = 0; i < 8; ++i) b->add_float_data(0.1f * static_cast<float>(i - 4));
   add_node(g, "Relu", {"x"}, {"r"}, "relu");
   add_node(g, "Add", {"r", "bias"}, {"a"}, "add");
-  add_node(g, "Softmax", {"a"}, {"s"}, "softmax");
+  add_node(g, "Hardmax", {"a"}, {"s"}, "hardmax");
   add_node(g, "Mul", {"s", "x"}, {"m"}, "mul");
   add_node(g, "Sigmoid", {"m"}, {"y"}, "sigmoid");
   add_tensor_info(g->mutable_output(), "y", onnx::TensorProto::FLOAT, {0, 8}, {"n", ""});

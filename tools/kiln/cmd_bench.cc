@@ -33,6 +33,8 @@ struct Args {
   bool profile = false;
   std::string export_times;
   uint64_t seed = 0;
+  bool no_transfers = false;
+  bool no_graphs = false;
 };
 
 using Clock = std::chrono::steady_clock;
@@ -161,6 +163,9 @@ int bench(const Args& a) {
   auto exec = PlanExecutor::create(opened->plan, *backend);
   if (!exec.ok()) return report_error(exec.status());
   PlanExecutor& ex = **exec;
+  const bool device = plan.info.device != "cpu";
+  if (a.no_graphs) ex.set_graphs(false);
+  if (a.no_transfers) ex.set_transfers(false);
 
   // The step shapes of the first input shapes, inferred once and cached (what a new shape costs).
   auto tp = Clock::now();
@@ -206,6 +211,28 @@ int bench(const Args& a) {
       {"min", sorted.front()},         {"mean", mean},        {"median", median}, {"p90", percentile(sorted, 90)},
       {"p99", percentile(sorted, 99)}, {"max", sorted.back()}};
 
+  // On a device: the same runs without the copies in and out (the device's compute alone, what
+  // a caller keeping its data on the device sees); the copies take the difference.
+  double compute_median = median;
+  if (device && !a.no_transfers && !a.profile) {
+    ex.set_transfers(false);
+    std::vector<double> compute;
+    for (int i = 0; i < std::max(a.warmup, 2); ++i) {
+      if (auto r = ex.run(*inputs); !r.ok()) return report_error(r.status());
+    }
+    const auto tc = Clock::now();
+    while (compute.size() < std::max<size_t>(10, latencies.size() / 2) &&
+           (compute.size() < 10 || std::chrono::duration<double>(Clock::now() - tc).count() < 10.0)) {
+      auto t0 = Clock::now();
+      if (auto r = ex.run(*inputs); !r.ok()) return report_error(r.status());
+      compute.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+    }
+    std::sort(compute.begin(), compute.end());
+    compute_median = compute[compute.size() / 2];
+    ex.set_transfers(true);
+  }
+  const bool transfers_apart = device && !a.no_transfers && !a.profile;
+
   auto change = measure_shape_change(plan, ex, *inputs, a.seed, *range);
   if (!change.ok()) return report_error(random.explain(change.status(), *range));
 
@@ -244,8 +271,12 @@ int bench(const Args& a) {
                         {"latency_ms", latency},
                         {"compute_ms", latency},
                         // A CPU engine's inputs and outputs are already in host memory.
-                        {"h2d_ms", nullptr},
-                        {"d2h_ms", nullptr}};
+                        {"transfers_ms", nullptr},
+                        {"transfers", device && !a.no_transfers}};
+    if (transfers_apart) {
+      j["compute_ms"] = {{"median", compute_median}};
+      j["transfers_ms"] = {{"median", std::max(0.0, median - compute_median)}};
+    }
     if (a.profile) j["profile"] = profile;
     j["prepare_ms"] = first_prepare_ms;
     if (!change->is_null()) j["shape_change"] = *change;
@@ -259,7 +290,14 @@ int bench(const Args& a) {
       "latency: min = %.4f ms, max = %.4f ms, mean = %.4f ms, median = %.4f ms, percentile(90%%) = %.4f ms, "
       "percentile(99%%) = %.4f ms\n",
       sorted.front(), sorted.back(), mean, median, percentile(sorted, 90), percentile(sorted, 99));
-  std::printf("host-to-device: n/a (cpu), device-to-host: n/a (cpu); compute = latency\n");
+  if (!device) {
+    std::printf("host-to-device, device-to-host: n/a (cpu); compute = latency\n");
+  } else if (a.no_transfers) {
+    std::printf("transfers: skipped (--no-transfers); latency = compute on the device\n");
+  } else if (transfers_apart) {
+    std::printf("compute (no transfers): median = %.4f ms; host-to-device + device-to-host: median = %.4f ms\n",
+                compute_median, std::max(0.0, median - compute_median));
+  }
   std::printf("prepare: step shapes inferred in %.4f ms for the first input shapes (once per new shape)\n",
               first_prepare_ms);
   if (!change->is_null() && change->contains("error")) {
@@ -305,6 +343,11 @@ Action add_bench_command(CLI::App& app) {
   cmd->add_option("--export-times", a->export_times, "Write each iteration's timing to FILE as JSON")
       ->group("Reporting");
   cmd->add_flag("--profile", a->profile, "Time each step and print the per-step average")->group("Reporting");
+  cmd->add_flag("--no-transfers", a->no_transfers,
+                "On a device: leave out the copies of inputs to the device and outputs back (compute alone)")
+      ->group("Inference");
+  cmd->add_flag("--no-graphs", a->no_graphs, "On a device: launch each step rather than replaying a recorded run")
+      ->group("Inference");
   return [a]() { return bench(*a); };
 }
 

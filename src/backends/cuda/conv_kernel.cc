@@ -1,10 +1,14 @@
 // Conv and kiln.FusedConv on cuDNN's graph API (cudnn-frontend): 2-D convolutions in NHWC with the
 // filter in KRSC, the bias, the residual and the activation in the same cuDNN graph where cuDNN
 // has the pointwise mode, the rest as one pass over the output. One graph per input shape, built
-// from cuDNN's heuristics when the shape is first prepared.
+// when the shape is first prepared: the engine configurations cuDNN's heuristics rank first are
+// built and timed on the device and the fastest kept with KILN_CONV_AUTOTUNE=1; otherwise the
+// heuristics' first.
 #include <cudnn.h>
 #include <cudnn_frontend.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 
@@ -77,15 +81,37 @@ Result<cudnnHandle_t> handle_for_stream(void* stream) {
 
 class ConvKernel : public DeviceKernel {
  public:
-  ConvKernel(const Node& n, DataType dt) : node_(n), dtype_(dt) {
+  ConvKernel(const Node& n, DataType dt, bool tf32) : node_(n), dtype_(dt), tf32_(tf32) {
     const Attribute* a = n.attr("activation");
     const Attribute* p = n.attr("activation_params");
     activation_of(a ? a->s : "", p ? p->floats : std::vector<float>{}, &act_);
   }
 
   Status prepare(std::span<const TensorView> in, std::span<const TensorView> out) override {
-    (void)out;
-    return graph_for(in).status();
+    KILN_ASSIGN_OR_RETURN(Prepared * p, graph_for(in));
+    if (p->tuned || !autotune_enabled()) return {};
+    p->tuned = true;
+    // Timing runs on the prepared views' memory (the arena and the weights; nothing is live yet)
+    // with scratch of their own. A failure leaves the heuristics' choice.
+    auto pack = variant_pack(*p, in, out[0].data);
+    for (const auto& [t, ptr] : pack) {
+      if (!ptr) return {};  // memory placed only at run time: no timing
+    }
+    int64_t ws = 0;
+    Handles& h = handles();
+    std::lock_guard<std::mutex> lock(h.mu);
+    if (p->graph->build_plans(h.build, fe::BuildPlanPolicy_t::ALL).is_bad()) return {};
+    ws = p->graph->get_autotune_workspace_size();
+    void* scratch = nullptr;
+    if (cudaMalloc(&scratch, static_cast<size_t>(std::max<int64_t>(ws, 1))) != cudaSuccess) {
+      cudaGetLastError();
+      return {};
+    }
+    if (p->graph->autotune(h.build, pack, scratch).is_bad()) cudaGetLastError();
+    cudaDeviceSynchronize();
+    cudaFree(scratch);
+    KILN_FE_CHECK(p->graph->get_workspace_size(p->workspace), "reading the convolution workspace");
+    return {};
   }
 
   Status enqueue(std::span<const TensorView> in, std::span<TensorView> out, const KernelContext& ctx) override {
@@ -94,15 +120,15 @@ class ConvKernel : public DeviceKernel {
       return runtime_error("the convolution needs {} bytes of workspace, {} given", p->workspace, ctx.workspace_bytes);
     }
     out[0].dims = p->out_dims;
-    std::unordered_map<std::shared_ptr<fe::graph::Tensor_attributes>, void*> pack;
-    pack[p->x] = const_cast<void*>(input_data(in[0], 0));
-    pack[p->w] = const_cast<void*>(input_data(in[1], 1));
-    if (p->b) pack[p->b] = const_cast<void*>(input_data(in[2], 2));
-    if (p->z) pack[p->z] = const_cast<void*>(input_data(in[3], 3));
-    pack[p->y] = out[0].data;
+    auto pack = variant_pack(*p, in, out[0].data);
     KILN_ASSIGN_OR_RETURN(cudnnHandle_t h, handle_for_stream(ctx.stream));
     KILN_FE_CHECK(p->graph->execute(h, pack, ctx.workspace), "running a convolution");
-    if (p->post_activation) {
+    if (p->epilogue) {
+      const int64_t n = shape_numel(p->out_dims);
+      const void* bias = in.size() > 2 && !in[2].omitted ? input_data(in[2], 2) : nullptr;
+      const void* z = in.size() > 3 && !in[3].omitted ? input_data(in[3], 3) : nullptr;
+      KILN_RETURN_IF_ERROR(launch_epilogue(act_, dtype_, out[0].data, bias, z, n, p->out_dims[1], ctx.stream));
+    } else if (p->post_activation) {
       KILN_RETURN_IF_ERROR(
           launch_activation(act_, dtype_, out[0].data, out[0].data, shape_numel(p->out_dims), ctx.stream));
     }
@@ -110,17 +136,55 @@ class ConvKernel : public DeviceKernel {
   }
 
  private:
+  struct Prepared;
+  using Pack = std::unordered_map<std::shared_ptr<fe::graph::Tensor_attributes>, void*>;
+
+  Pack variant_pack(const Prepared& p, std::span<const TensorView> in, void* y) const {
+    Pack pack;
+    pack[p.x] = const_cast<void*>(input_data(in[0], 0));
+    pack[p.w] = const_cast<void*>(input_data(in[1], 1));
+    if (p.b) pack[p.b] = const_cast<void*>(input_data(in[2], 2));
+    if (p.z) pack[p.z] = const_cast<void*>(input_data(in[3], 3));
+    pack[p.y] = y;
+    return pack;
+  }
+
+  static bool autotune_enabled() {
+    static const bool on = [] {
+      const char* env = std::getenv("KILN_CONV_AUTOTUNE");
+      return env && env[0] == '1';
+    }();
+    return on;
+  }
+
   struct Prepared {
     std::shared_ptr<fe::graph::Graph> graph;
     std::shared_ptr<fe::graph::Tensor_attributes> x, w, b, z, y;
     Dims out_dims;
     int64_t workspace = 0;
     bool post_activation = false;
+    bool tuned = false;
+    bool epilogue = false;  // bias, residual and activation as one pass after the convolution  // engine configurations
+                            // timed on the device
   };
 
+  // The shape's graph: bias, residual and activation fused into cuDNN's graph where its engines
+  // take them (not for grouped convolutions, where few do), else the convolution alone and the
+  // rest as one pass over its output.
   Result<Prepared*> graph_for(std::span<const TensorView> in) {
     const std::string key = shape_to_string(in[0].dims);
     if (auto it = cache_.find(key); it != cache_.end()) return it->second.get();
+    const Attribute* group = node_.attr("group");
+    Result<std::unique_ptr<Prepared>> made = invalid("not fused");
+    if (!group || group->i == 1) made = make_graph(in, /*fuse=*/true);
+    if (!made.ok()) made = make_graph(in, /*fuse=*/false);
+    if (!made.ok()) return made.status();
+    Prepared* raw = made->get();
+    cache_.emplace(key, std::move(made).value());
+    return raw;
+  }
+
+  Result<std::unique_ptr<Prepared>> make_graph(std::span<const TensorView> in, bool fuse) {
     const Dims& x = in[0].dims;
     const Dims& w = in[1].dims;
     if (x.size() != 4 || w.size() != 4) return invalid("the CUDA convolution takes 2-D images (rank 4)");
@@ -162,18 +226,23 @@ class ConvKernel : public DeviceKernel {
     auto y = g->conv_fprop(p->x, p->w, conv);
     y->set_dim(yd).set_stride(nhwc_strides(yd));
     auto has = [&](size_t i) { return i < in.size() && !in[i].omitted; };
-    if (has(2)) {
+    if (!fuse) {
+      p->epilogue = has(2) || has(3) || act_.kind != Activation::kNone;
+      p->y = y;
+      y->set_output(true).set_data_type(fe_type(dtype_));
+    }
+    if (fuse && has(2)) {
       const std::vector<int64_t> bd = {1, w[0], 1, 1};
       p->b = g->tensor(fe::graph::Tensor_attributes().set_name("b").set_dim(bd).set_stride({w[0], 1, w[0], w[0]}));
       y = g->pointwise(y, p->b, fe::graph::Pointwise_attributes().set_mode(fe::PointwiseMode_t::ADD));
     }
-    if (has(3)) {
+    if (fuse && has(3)) {
       p->z = g->tensor(fe::graph::Tensor_attributes().set_name("z").set_dim(yd).set_stride(nhwc_strides(yd)));
       y = g->pointwise(y, p->z, fe::graph::Pointwise_attributes().set_mode(fe::PointwiseMode_t::ADD));
     }
     // The activations cuDNN's pointwise modes express; the others run as one pass afterwards.
     auto pw = fe::graph::Pointwise_attributes();
-    bool in_graph = true;
+    bool in_graph = fuse;
     switch (act_.kind) {
       case Activation::kNone: in_graph = false; break;
       case Activation::kRelu: pw.set_mode(fe::PointwiseMode_t::RELU_FWD); break;
@@ -186,31 +255,38 @@ class ConvKernel : public DeviceKernel {
       case Activation::kGeluErf: pw.set_mode(fe::PointwiseMode_t::GELU_FWD); break;
       case Activation::kGeluTanh: pw.set_mode(fe::PointwiseMode_t::GELU_APPROX_TANH_FWD); break;
       case Activation::kSwish: pw.set_mode(fe::PointwiseMode_t::SWISH_FWD).set_swish_beta(act_.p0); break;
-      default: in_graph = false; p->post_activation = true;
+      default: in_graph = false; p->post_activation = fuse;
     }
+    if (!fuse) in_graph = false;
     if (in_graph) y = g->pointwise(y, pw);
-    y->set_output(true).set_dim(yd).set_stride(nhwc_strides(yd)).set_data_type(fe_type(dtype_));
-    p->y = y;
+    if (fuse) {
+      y->set_output(true).set_dim(yd).set_stride(nhwc_strides(yd)).set_data_type(fe_type(dtype_));
+      p->y = y;
+    }
     {
       Handles& h = handles();
       std::lock_guard<std::mutex> lock(h.mu);
       if (!h.build) KILN_CUDNN_CHECK(cudnnCreate(&h.build));
       KILN_FE_CHECK(g->validate(), "validating a convolution graph");
       KILN_FE_CHECK(g->build_operation_graph(h.build), "building a convolution graph");
-      KILN_FE_CHECK(g->create_execution_plans({fe::HeurMode_t::A}), "choosing convolution engines");
+      KILN_FE_CHECK(g->create_execution_plans({fe::HeurMode_t::A, fe::HeurMode_t::FALLBACK}),
+                    "choosing convolution engines");
       g->deselect_workspace_greater_than(kConvWorkspace);
+      // Strict FP32: no engine that rounds the inputs to TF32 on tensor cores.
+      if (dtype_ == DataType::kFloat && !tf32_) {
+        g->deselect_numeric_notes({fe::NumericalNote_t::TENSOR_CORE, fe::NumericalNote_t::DOWN_CONVERT_INPUTS});
+      }
       KILN_FE_CHECK(g->check_support(h.build), "checking convolution support");
       KILN_FE_CHECK(g->build_plans(h.build), "building convolution plans");
     }
     KILN_FE_CHECK(g->get_workspace_size(p->workspace), "reading the convolution workspace");
     p->graph = std::move(g);
-    Prepared* raw = p.get();
-    cache_.emplace(key, std::move(p));
-    return raw;
+    return p;
   }
 
   const Node& node_;
   DataType dtype_;
+  bool tf32_;
   ActivationSpec act_;
   std::map<std::string, std::unique_ptr<Prepared>> cache_;
 };
@@ -234,8 +310,9 @@ bool conv_supports(const Node& n, DataType precision) {
                        n.attr("activation_params") ? n.attr("activation_params")->floats : std::vector<float>{}, &act);
 }
 
-Result<std::unique_ptr<DeviceKernel>> make_conv_kernel(const Plan& plan, const Step& step, WeightCache& weights) {
-  auto k = std::make_unique<ConvKernel>(*step.node, step.precision);
+Result<std::unique_ptr<DeviceKernel>> make_conv_kernel(const Plan& plan, const Step& step, bool tf32,
+                                                       WeightCache& weights) {
+  auto k = std::make_unique<ConvKernel>(*step.node, step.precision, tf32);
   std::vector<const void*> w(step.inputs.size(), nullptr);
   for (size_t i = 0; i < step.inputs.size(); ++i) {
     if (step.inputs[i] < 0) continue;
@@ -247,6 +324,11 @@ Result<std::unique_ptr<DeviceKernel>> make_conv_kernel(const Plan& plan, const S
   }
   k->set_weights(std::move(w));
   return std::unique_ptr<DeviceKernel>(std::move(k));
+}
+
+std::string cudnn_version() {
+  const size_t v = cudnnGetVersion();  // major * 10000 + minor * 100 + patch since cuDNN 9
+  return std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) + "." + std::to_string(v % 100);
 }
 
 void release_cudnn_handle(void* stream) {

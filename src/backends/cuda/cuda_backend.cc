@@ -1,5 +1,6 @@
 #include "backends/cuda/cuda_backend.h"
 
+#include <cublasLt.h>
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -8,6 +9,7 @@
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/device_kernel.h"
+#include "backends/cuda/kernel_family.h"
 #include "backends/cuda/kernels/elementwise.h"
 #include "backends/cuda/kernels/reformat.h"
 #include "plan/storage.h"
@@ -84,6 +86,14 @@ class CopyKernel : public DeviceKernel {
     if (src.value && src.value->is_tensor()) {
       from = src.value->tensor.raw();
       bytes = static_cast<int64_t>(src.value->tensor.nbytes());
+    }
+    if (bytes == 0) {  // nothing to move (a zero-size slot may have no bytes placed at all)
+      if (src.value && src.value->is_tensor()) {
+        dst.dims = src.value->tensor.dims();
+      } else if (src.rank_known && src.dims.size() == dst.dims.size()) {
+        dst.dims = src.dims;
+      }
+      return {};
     }
     if (!dst.data) return invalid("a value of data-dependent size cannot be copied to or from the GPU yet");
     if (bytes < 0 || bytes > dst.capacity) {
@@ -162,18 +172,41 @@ class CudaBackend : public Backend {
     info_.kind = "cuda";
     info_.name = props.name;
     info_.arch = "sm_" + std::to_string(props.major * 10 + props.minor);
+    int runtime = 0, driver = 0;
+    cudaRuntimeGetVersion(&runtime);
+    cudaDriverGetVersion(&driver);
+    auto version = [](int v) { return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10); };
+    info_.libraries["cuda-runtime"] = version(runtime);
+    info_.libraries["cuda-driver"] = version(driver);
+    info_.libraries["cublasLt"] = std::to_string(cublasLtGetVersion());
+#ifdef KILN_HAVE_CUDNN
+    info_.libraries["cudnn"] = cuda::cudnn_version();
+#endif
   }
 
-  std::string name() const override { return "cuda"; }
-  DeviceInfo device() const override { return info_; }
-  Allocator& allocator() override { return allocator_; }
-  Allocator* host_allocator() override { return &pinned_; }
-  bool host_visible() const override { return false; }
+  std::string name() const override {
+    return "cuda";
+  }
+  DeviceInfo device() const override {
+    return info_;
+  }
+  Allocator& allocator() override {
+    return allocator_;
+  }
+  Allocator* host_allocator() override {
+    return &pinned_;
+  }
+  bool host_visible() const override {
+    return false;
+  }
 
   bool supports(const Node& n, DataType precision, Layout layout) const override {
     if (n.domain == "kiln" && n.op_type == "Copy") return true;
     if (n.domain == "kiln" && n.op_type == "Reformat") {
       return cuda::reformat_dtype(precision) && (layout == Layout::kPlain || layout == Layout::kNHWC);
+    }
+    for (const cuda::KernelFamily& f : cuda::kernel_families()) {
+      if (f.supports(n, precision, layout)) return true;
     }
     if (!cuda::elementwise_dtype(precision)) return false;
 #ifdef KILN_HAVE_CUDNN
@@ -194,6 +227,12 @@ class CudaBackend : public Backend {
     return false;
   }
   std::vector<Layout> layouts(const Node& n, DataType precision) const override {
+    for (const cuda::KernelFamily& f : cuda::kernel_families()) {
+      std::vector<Layout> l = f.layouts(n, precision);
+      for (Layout x : l) {
+        if (f.supports(n, precision, x)) return l;
+      }
+    }
 #ifdef KILN_HAVE_CUDNN
     if (cuda::conv_supports(n, precision)) return {Layout::kNHWC};
 #endif
@@ -206,6 +245,11 @@ class CudaBackend : public Backend {
   }
   int64_t workspace_bytes(const Node& n, const std::string& tactic) const override {
     (void)tactic;
+    for (const cuda::KernelFamily& f : cuda::kernel_families()) {
+      if (f.supports(n, node_precision(n), Layout::kPlain) || f.supports(n, node_precision(n), Layout::kNHWC)) {
+        return f.workspace ? f.workspace(n) : 0;
+      }
+    }
 #ifdef KILN_HAVE_CUDNN
     if (cuda::conv_supports(n, node_precision(n))) return cuda::kConvWorkspace;
 #endif
@@ -214,6 +258,15 @@ class CudaBackend : public Backend {
   std::vector<std::string> tactics(const Node& n, DataType precision, Layout layout) const override {
     if (!supports(n, precision, layout)) return {};
     return {"cuda"};
+  }
+  bool reads_on_host(const Node& n, size_t k) const override {
+    for (const cuda::KernelFamily& f : cuda::kernel_families()) {
+      if (f.reads_on_host &&
+          (f.supports(n, node_precision(n), Layout::kPlain) || f.supports(n, node_precision(n), Layout::kNHWC))) {
+        return f.reads_on_host(n, k);
+      }
+    }
+    return false;
   }
   Status run(const Step& step, OpContext& ctx) const override {
     (void)ctx;
@@ -225,9 +278,17 @@ class CudaBackend : public Backend {
     std::unique_ptr<DeviceKernel> k;
     cuda::UnaryOp u;
     cuda::BinaryOp b;
+    for (const cuda::KernelFamily& f : cuda::kernel_families()) {
+      if (f.supports(n, step.precision, step.layout)) {
+        KILN_ASSIGN_OR_RETURN(auto fk, f.make(plan, step, weights_));
+        return std::unique_ptr<StepKernel>(std::move(fk));
+      }
+    }
 #ifdef KILN_HAVE_CUDNN
     if (cuda::conv_supports(n, step.precision)) {
-      KILN_ASSIGN_OR_RETURN(auto conv, cuda::make_conv_kernel(plan, step, weights_));
+      const auto& p = plan.info.precisions;
+      const bool tf32 = std::find(p.begin(), p.end(), "tf32") != p.end();
+      KILN_ASSIGN_OR_RETURN(auto conv, cuda::make_conv_kernel(plan, step, tf32, weights_));
       return std::unique_ptr<StepKernel>(std::move(conv));
     }
 #endif
@@ -271,6 +332,26 @@ class CudaBackend : public Backend {
   }
   Status synchronize(void* stream) override {
     KILN_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)));
+    return {};
+  }
+  bool can_capture() const override {
+    return true;
+  }
+  Status begin_capture(void* stream) override {
+    KILN_CUDA_CHECK(cudaStreamBeginCapture(static_cast<cudaStream_t>(stream), cudaStreamCaptureModeThreadLocal));
+    return {};
+  }
+  Result<std::shared_ptr<void>> end_capture(void* stream) override {
+    cudaGraph_t graph = nullptr;
+    KILN_CUDA_CHECK(cudaStreamEndCapture(static_cast<cudaStream_t>(stream), &graph));
+    cudaGraphExec_t exec = nullptr;
+    cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    if (e != cudaSuccess) return runtime_error("cudaGraphInstantiate failed: {}", cudaGetErrorString(e));
+    return std::shared_ptr<void>(exec, [](void* x) { cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(x)); });
+  }
+  Status replay(void* captured, void* stream) override {
+    KILN_CUDA_CHECK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(captured), static_cast<cudaStream_t>(stream)));
     return {};
   }
   void destroy_stream(void* stream) override {

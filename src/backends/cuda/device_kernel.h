@@ -66,9 +66,13 @@ inline constexpr int64_t kGemmWorkspace = 32 << 20;
 // Conv and kiln.FusedConv (2-D, NHWC, constant filter) through cuDNN's graph API, when this build
 // has cuDNN and its frontend headers.
 bool conv_supports(const Node& n, DataType precision);
-Result<std::unique_ptr<DeviceKernel>> make_conv_kernel(const Plan& plan, const Step& step, WeightCache& weights);
+// `tf32` as for GEMMs.
+Result<std::unique_ptr<DeviceKernel>> make_conv_kernel(const Plan& plan, const Step& step, bool tf32,
+                                                       WeightCache& weights);
 // Frees the cuDNN handle bound to a stream that is being destroyed.
 void release_cudnn_handle(void* stream);
+// The version of the cuDNN library loaded ("9.19.0").
+std::string cudnn_version();
 inline constexpr int64_t kConvWorkspace = 64 << 20;
 
 }  // namespace kiln::cuda

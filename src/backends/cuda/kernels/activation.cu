@@ -3,33 +3,10 @@
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels/activation.h"
+#include "backends/cuda/kernels/float_cast.cuh"
 
 namespace kiln::cuda {
 namespace {
-
-__device__ __forceinline__ float f32(float v) {
-  return v;
-}
-__device__ __forceinline__ float f32(__half v) {
-  return __half2float(v);
-}
-__device__ __forceinline__ float f32(__nv_bfloat16 v) {
-  return __bfloat162float(v);
-}
-template <typename T>
-__device__ __forceinline__ T cast(float v);
-template <>
-__device__ __forceinline__ float cast<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ __half cast<__half>(float v) {
-  return __float2half_rn(v);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 cast<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
 
 __device__ __forceinline__ float act(Activation a, float p0, float p1, float x) {
   switch (a) {
@@ -64,6 +41,31 @@ Status run(const ActivationSpec& a, const void* x, void* y, int64_t n, cudaStrea
   activation_kernel<T><<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(a.kind, a.p0, a.p1, static_cast<const T*>(x),
                                                                           static_cast<T*>(y), n);
   KILN_CUDA_CHECK_LAUNCH("the activation kernel");
+  return {};
+}
+
+// y = act(y + bias[channel] + z), the channel innermost (NHWC).
+template <typename T>
+__global__ void epilogue_kernel(Activation a, float p0, float p1, T* y, const T* bias, const T* z, int64_t n,
+                                int64_t channels) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    float v = f32(y[i]);
+    if (bias) v += f32(bias[i % channels]);
+    if (z) v += f32(z[i]);
+    y[i] = cast<T>(act(a, p0, p1, v));
+  }
+}
+
+template <typename T>
+Status run_epilogue(const ActivationSpec& a, void* y, const void* bias, const void* z, int64_t n, int64_t channels,
+                    cudaStream_t s) {
+  constexpr int kThreads = 256;
+  int64_t blocks = (n + kThreads - 1) / kThreads;
+  if (blocks > 65535 * 32) blocks = 65535 * 32;
+  epilogue_kernel<T><<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(
+      a.kind, a.p0, a.p1, static_cast<T*>(y), static_cast<const T*>(bias), static_cast<const T*>(z), n, channels);
+  KILN_CUDA_CHECK_LAUNCH("the bias/residual/activation kernel");
   return {};
 }
 
@@ -107,6 +109,22 @@ Status launch_activation(const ActivationSpec& a, DataType dt, const void* x, vo
     case DataType::kFloat16: return run<__half>(a, x, y, n, s);
     case DataType::kBFloat16: return run<__nv_bfloat16>(a, x, y, n, s);
     default: return invalid("no CUDA activation kernel for {}", dtype_name(dt));
+  }
+}
+
+}  // namespace kiln::cuda
+
+namespace kiln::cuda {
+
+Status launch_epilogue(const ActivationSpec& a, DataType dt, void* y, const void* bias, const void* z, int64_t n,
+                       int64_t channels, void* stream) {
+  if (n == 0 || channels <= 0) return {};
+  auto s = static_cast<cudaStream_t>(stream);
+  switch (dt) {
+    case DataType::kFloat: return run_epilogue<float>(a, y, bias, z, n, channels, s);
+    case DataType::kFloat16: return run_epilogue<__half>(a, y, bias, z, n, channels, s);
+    case DataType::kBFloat16: return run_epilogue<__nv_bfloat16>(a, y, bias, z, n, channels, s);
+    default: return invalid("no CUDA epilogue kernel for {}", dtype_name(dt));
   }
 }
 

@@ -34,4 +34,9 @@ bool activation_of(const std::string& name, const std::vector<float>& params, Ac
 
 Status launch_activation(const ActivationSpec& act, DataType dt, const void* x, void* y, int64_t n, void* stream);
 
+// In place over an NHWC output of `n` elements and `channels` channels: y = act(y + bias[c] + z),
+// bias and z optional (null). What a convolution could not fuse runs as this one pass.
+Status launch_epilogue(const ActivationSpec& act, DataType dt, void* y, const void* bias, const void* z, int64_t n,
+                       int64_t channels, void* stream);
+
 }  // namespace kiln::cuda

@@ -1,0 +1,303 @@
+// kiln.FusedElementwise regions, and single elementwise ops the plain unary/binary kernels do not
+// cover (activations with attributes, comparisons, Where, broadcasting in NHWC), as elementwise
+// programs: one kernel launch per region, each operand read once.
+#include <map>
+
+#include "backends/cuda/kernel_family.h"
+#include "backends/cuda/kernels/elementwise.h"
+#include "backends/cuda/kernels/program.h"
+#include "ops/fused.h"
+
+namespace kiln::cuda {
+namespace {
+
+bool is_fused(const Node& n) {
+  return n.domain == kKilnDomain && n.op_type == "FusedElementwise";
+}
+
+float attr_f(const Node& n, const char* key, float def) {
+  const Attribute* a = n.attr(key);
+  return a ? a->f : def;
+}
+
+// The instruction for one ONNX elementwise node, its inputs in registers `in`; false when the op
+// is not one a program runs.
+bool instr_of(const Node& n, const std::vector<uint8_t>& in, ProgInstr* out) {
+  static const std::map<std::string, ProgOp> ops = {
+      {"Add", ProgOp::kAdd},
+      {"Sub", ProgOp::kSub},
+      {"Mul", ProgOp::kMul},
+      {"Div", ProgOp::kDiv},
+      {"Pow", ProgOp::kPow},
+      {"Max", ProgOp::kMax},
+      {"Min", ProgOp::kMin},
+      {"Abs", ProgOp::kAbs},
+      {"Neg", ProgOp::kNeg},
+      {"Exp", ProgOp::kExp},
+      {"Log", ProgOp::kLog},
+      {"Sqrt", ProgOp::kSqrt},
+      {"Reciprocal", ProgOp::kReciprocal},
+      {"Sigmoid", ProgOp::kSigmoid},
+      {"Tanh", ProgOp::kTanh},
+      {"Erf", ProgOp::kErf},
+      {"Relu", ProgOp::kRelu},
+      {"LeakyRelu", ProgOp::kLeakyRelu},
+      {"Clip", ProgOp::kClip},
+      {"Floor", ProgOp::kFloor},
+      {"Ceil", ProgOp::kCeil},
+      {"Round", ProgOp::kRound},
+      {"Sin", ProgOp::kSin},
+      {"Cos", ProgOp::kCos},
+      {"Softplus", ProgOp::kSoftplus},
+      {"Softsign", ProgOp::kSoftsign},
+      {"Elu", ProgOp::kElu},
+      {"Selu", ProgOp::kSelu},
+      {"HardSigmoid", ProgOp::kHardSigmoid},
+      {"HardSwish", ProgOp::kHardSwish},
+      {"Gelu", ProgOp::kGeluErf},
+      {"Swish", ProgOp::kSwish},
+      {"Sign", ProgOp::kSign},
+      {"Where", ProgOp::kWhere},
+      {"Equal", ProgOp::kEqual},
+      {"Less", ProgOp::kLess},
+      {"Greater", ProgOp::kGreater},
+      {"LessOrEqual", ProgOp::kLessOrEqual},
+      {"GreaterOrEqual", ProgOp::kGreaterOrEqual},
+      {"And", ProgOp::kAnd},
+      {"Or", ProgOp::kOr},
+      {"Not", ProgOp::kNot},
+      {"PRelu", ProgOp::kPRelu},
+  };
+  if (!n.domain.empty()) return false;
+  auto it = ops.find(n.op_type);
+  if (it == ops.end() || in.empty()) return false;
+  ProgInstr p{it->second, 0, in[0], kProgNone, kProgNone, 0.f, 0.f};
+  const size_t arity = (p.op == ProgOp::kWhere || p.op == ProgOp::kClip) ? 3 : (in.size() > 1 ? 2 : 1);
+  if (p.op != ProgOp::kClip && in.size() != arity) return false;
+  if (arity >= 2 && in.size() > 1) p.b = in[1];
+  if (arity == 3 && in.size() > 2) p.c = in[2];
+  switch (p.op) {
+    case ProgOp::kLeakyRelu: p.p0 = attr_f(n, "alpha", 0.01f); break;
+    case ProgOp::kElu: p.p0 = attr_f(n, "alpha", 1.0f); break;
+    case ProgOp::kSelu:
+      p.p0 = attr_f(n, "alpha", 1.67326319217681884765625f);
+      p.p1 = attr_f(n, "gamma", 1.05070102214813232421875f);
+      break;
+    case ProgOp::kHardSigmoid:
+      p.p0 = attr_f(n, "alpha", 0.2f);
+      p.p1 = attr_f(n, "beta", 0.5f);
+      break;
+    case ProgOp::kSwish: p.p0 = attr_f(n, "alpha", 1.0f); break;
+    case ProgOp::kGeluErf: {
+      const Attribute* a = n.attr("approximate");
+      if (a && a->s == "tanh") p.op = ProgOp::kGeluTanh;
+      break;
+    }
+    case ProgOp::kClip:
+      // Before opset 11 the bounds are attributes; after, optional inputs (absent: unbounded).
+      p.p0 = attr_f(n, "min", -3.402823466e38f);
+      p.p1 = attr_f(n, "max", 3.402823466e38f);
+      break;
+    default: break;
+  }
+  *out = p;
+  return true;
+}
+
+// Registers hold the operands first, then one value per instruction.
+bool compile(const Node& n, Program* prog) {
+  Program p;
+  std::vector<const Node*> nodes;
+  std::map<const Value*, uint8_t> reg;
+  const Value* result = nullptr;
+  if (is_fused(n)) {
+    const Attribute* body = n.attr("body");
+    if (!body || !body->g || body->g->outputs.size() != 1 || body->g->inputs.size() != n.inputs.size()) return false;
+    for (size_t i = 0; i < body->g->inputs.size(); ++i) reg[body->g->inputs[i]] = static_cast<uint8_t>(i);
+    for (const auto& b : body->g->nodes()) nodes.push_back(b.get());
+    result = body->g->outputs[0];
+  } else {
+    for (size_t i = 0; i < n.inputs.size(); ++i) {
+      if (n.inputs[i]) reg[n.inputs[i]] = static_cast<uint8_t>(i);
+    }
+    nodes.push_back(&n);
+    result = n.outputs.empty() ? nullptr : n.outputs[0];
+  }
+  p.n_operands = static_cast<int>(n.inputs.size());
+  if (p.n_operands > kProgMaxOperands || nodes.size() > static_cast<size_t>(kProgMaxInstr) ||
+      p.n_operands + nodes.size() > static_cast<size_t>(kProgMaxRegs)) {
+    return false;
+  }
+  int next = p.n_operands;
+  for (const Node* b : nodes) {
+    std::vector<uint8_t> in;
+    for (const Value* v : b->inputs) {
+      if (!v) {
+        in.push_back(kProgNone);  // an optional input left out (Clip's min)
+        continue;
+      }
+      auto it = reg.find(v);
+      if (it == reg.end()) return false;
+      in.push_back(it->second);
+    }
+    if (b->outputs.size() != 1 || !b->outputs[0]) return false;
+    ProgInstr ins;
+    if (!instr_of(*b, in, &ins) || ins.a == kProgNone) return false;
+    ins.dst = static_cast<uint8_t>(next++);
+    p.code[p.n_instr++] = ins;
+    reg[b->outputs[0]] = ins.dst;
+  }
+  auto it = reg.find(result);
+  if (it == reg.end()) return false;
+  p.result = it->second;
+  *prog = p;
+  return true;
+}
+
+bool float_or_bool(DataType dt) {
+  return elementwise_dtype(dt) || dt == DataType::kBool;
+}
+
+// Ops the plain unary/binary kernels already run in this layout.
+bool simple_elsewhere(const Node& n, Layout layout) {
+  UnaryOp u;
+  BinaryOp b;
+  if (!n.domain.empty()) return false;
+  if (unary_op_of(n.op_type, &u)) return true;
+  if (!binary_op_of(n.op_type, &b) || n.inputs.size() != 2) return false;
+  if (layout == Layout::kPlain) return true;
+  const Shape& x = n.inputs[0]->type.shape;
+  const Shape& y = n.inputs[1]->type.shape;
+  return x.rank_known && y.rank_known && x.rank() == 4 && y.rank() == 4 && x.fully_known() && y.fully_known() &&
+         x.static_dims() == y.static_dims();
+}
+
+bool program_supports(const Node& n, DataType precision, Layout layout) {
+  if (!is_fused(n) && !n.domain.empty()) return false;
+  if (n.outputs.size() != 1 || !n.outputs[0] || n.inputs.empty()) return false;
+  (void)precision;  // a comparison's is its output's (bool); float operands are checked below
+  if (layout != Layout::kPlain && layout != Layout::kNHWC) return false;
+  const TypeInfo& out = n.outputs[0]->type;
+  if (out.kind != TypeInfo::Kind::kTensor || !out.shape.rank_known || out.shape.rank() > kProgMaxRank) return false;
+  if (!float_or_bool(out.dtype)) return false;
+  for (const Value* v : n.inputs) {
+    if (!v) continue;  // an optional input left out (Clip's min)
+    if (v->type.kind != TypeInfo::Kind::kTensor || !float_or_bool(v->type.dtype)) return false;
+    if (!v->type.shape.rank_known || v->type.shape.rank() > out.shape.rank()) return false;
+    if (elementwise_dtype(v->type.dtype) && v->type.dtype != n.inputs[0]->type.dtype) return false;
+  }
+  if (simple_elsewhere(n, layout) && out.dtype != DataType::kBool) return false;
+  Program p;
+  return compile(n, &p);
+}
+
+std::vector<Layout> program_layouts(const Node& n, DataType precision) {
+  (void)precision;
+  if (n.outputs.empty() || !n.outputs[0]) return {Layout::kPlain};
+  const TypeInfo& out = n.outputs[0]->type;
+  if (out.shape.rank_known && out.shape.rank() == 4) return {Layout::kPlain, Layout::kNHWC};
+  return {Layout::kPlain};
+}
+
+class ProgramKernel : public DeviceKernel {
+ public:
+  ProgramKernel(const Program& p, DataType dtype) : program_(p), dtype_(dtype) {}
+
+  Status enqueue(std::span<const TensorView> in, std::span<TensorView> out, const KernelContext& ctx) override {
+    TensorView& y = out[0];
+    const Dims& od = y.dims;
+    const int rank = static_cast<int>(od.size());
+    if (rank > kProgMaxRank) return invalid("rank {} is above {}", rank, kProgMaxRank);
+    for (int64_t d : od) {
+      if (d < 0) return invalid("the elementwise output's shape is not known before it runs");
+    }
+    // Iteration order: the order the output is stored in.
+    const bool nhwc = y.storage.layout == Layout::kNHWC && rank == 4;
+    int perm[kProgMaxRank];
+    for (int d = 0; d < rank; ++d) perm[d] = d;
+    if (nhwc) {
+      perm[1] = 2;
+      perm[2] = 3;
+      perm[3] = 1;
+    }
+    int64_t dims[kProgMaxRank];
+    for (int d = 0; d < rank; ++d) dims[d] = od[static_cast<size_t>(perm[d])];
+    ProgOperand ops[kProgMaxOperands];
+    for (size_t k = 0; k < in.size(); ++k) {
+      const TensorView& v = in[k];
+      if (v.omitted) continue;  // no register reads it
+      const int r = static_cast<int>(v.dims.size());
+      if (r > rank) return invalid("operand {} has more dims than the output", k);
+      // The operand's strides along its own logical dims, from how it is stored.
+      int64_t own[kProgMaxRank];
+      if (v.storage.layout == Layout::kNHWC && r == 4) {
+        const int64_t c = v.dims[1], h = v.dims[2], w = v.dims[3];
+        own[0] = h * w * c;
+        own[1] = 1;
+        own[2] = w * c;
+        own[3] = c;
+      } else {
+        int64_t s = 1;
+        for (int d = r - 1; d >= 0; --d) {
+          own[d] = s;
+          s *= v.dims[static_cast<size_t>(d)];
+        }
+      }
+      // Along the output's logical dims (right-aligned, 0 where broadcast), then in iteration order.
+      int64_t logical[kProgMaxRank];
+      for (int d = 0; d < rank; ++d) {
+        const int j = d - (rank - r);
+        if (j < 0) {
+          logical[d] = 0;
+          continue;
+        }
+        const int64_t size = v.dims[static_cast<size_t>(j)];
+        if (size != od[static_cast<size_t>(d)] && size != 1) {
+          return invalid("operand {} of shape {} does not broadcast to {}", k, shape_to_string(v.dims),
+                         shape_to_string(od));
+        }
+        logical[d] = size == 1 ? 0 : own[j];
+      }
+      ops[k].data = input_data(v, k);
+      ops[k].is_bool = v.storage.dtype == DataType::kBool;
+      for (int d = 0; d < rank; ++d) ops[k].strides[d] = logical[perm[d]];
+    }
+    // Float operands, weights included (uploaded in it), are in the step's precision.
+    const bool out_bool = y.storage.dtype == DataType::kBool;
+    return launch_program(program_, dtype_, out_bool, ops, y.data, dims, rank, ctx.stream);
+  }
+
+ private:
+  Program program_;
+  DataType dtype_;  // of float operands and a float output
+};
+
+Result<std::unique_ptr<DeviceKernel>> make_program(const Plan& plan, const Step& step, WeightCache& weights) {
+  Program p;
+  if (!compile(*step.node, &p)) return invalid("step {}: not an elementwise program", step.name);
+  // A float step computes in its precision; a comparison's step (bool) reads its float operands
+  // in the precision they were lowered to, which is the model's float type here.
+  DataType dt = step.precision;
+  if (!elementwise_dtype(dt)) {
+    dt = DataType::kFloat;
+    for (const Value* v : step.node->inputs) {
+      if (v && elementwise_dtype(v->type.dtype)) dt = v->type.dtype;
+    }
+  }
+  auto k = std::make_unique<ProgramKernel>(p, dt);
+  KILN_RETURN_IF_ERROR(bind_weights(*k, plan, step, weights));
+  return std::unique_ptr<DeviceKernel>(std::move(k));
+}
+
+}  // namespace
+
+KernelFamily fused_elementwise_family() {
+  KernelFamily f;
+  f.name = "elementwise program";
+  f.supports = program_supports;
+  f.layouts = program_layouts;
+  f.make = make_program;
+  return f;
+}
+
+}  // namespace kiln::cuda

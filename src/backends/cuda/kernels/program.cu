@@ -1,0 +1,190 @@
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "backends/cuda/cuda_check.h"
+#include "backends/cuda/kernels/program.h"
+
+namespace kiln::cuda {
+namespace {
+
+template <typename T>
+__device__ __forceinline__ float to_float(T v) {
+  return static_cast<float>(v);
+}
+template <>
+__device__ __forceinline__ float to_float<__half>(__half v) {
+  return __half2float(v);
+}
+template <>
+__device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 v) {
+  return __bfloat162float(v);
+}
+template <typename T>
+__device__ __forceinline__ T from_float(float v) {
+  return static_cast<T>(v);
+}
+template <>
+__device__ __forceinline__ __half from_float<__half>(float v) {
+  return __float2half_rn(v);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
+__device__ __forceinline__ float sigmoid(float x) {
+  return 1.f / (1.f + __expf(-x));
+}
+
+__device__ float eval(const ProgInstr& in, const float* r) {
+  const float a = r[in.a];
+  const float b = in.b == kProgNone ? 0.f : r[in.b];
+  switch (in.op) {
+    case ProgOp::kAdd: return a + b;
+    case ProgOp::kSub: return a - b;
+    case ProgOp::kMul: return a * b;
+    case ProgOp::kDiv: return a / b;
+    case ProgOp::kPow: return powf(a, b);
+    case ProgOp::kMax: return fmaxf(a, b);
+    case ProgOp::kMin: return fminf(a, b);
+    case ProgOp::kAbs: return fabsf(a);
+    case ProgOp::kNeg: return -a;
+    case ProgOp::kExp: return expf(a);
+    case ProgOp::kLog: return logf(a);
+    case ProgOp::kSqrt: return sqrtf(a);
+    case ProgOp::kReciprocal: return 1.f / a;
+    case ProgOp::kSigmoid: return sigmoid(a);
+    case ProgOp::kTanh: return tanhf(a);
+    case ProgOp::kErf: return erff(a);
+    case ProgOp::kRelu: return a > 0.f ? a : 0.f;
+    case ProgOp::kLeakyRelu: return a >= 0.f ? a : a * in.p0;
+    case ProgOp::kClip: {
+      const float lo = in.b == kProgNone ? in.p0 : r[in.b];
+      const float hi = in.c == kProgNone ? in.p1 : r[in.c];
+      return fminf(fmaxf(a, lo), hi);
+    }
+    case ProgOp::kFloor: return floorf(a);
+    case ProgOp::kCeil: return ceilf(a);
+    case ProgOp::kRound: return rintf(a);
+    case ProgOp::kSin: return sinf(a);
+    case ProgOp::kCos: return cosf(a);
+    case ProgOp::kSoftplus: return a > 20.f ? a : log1pf(expf(a));
+    case ProgOp::kSoftsign: return a / (1.f + fabsf(a));
+    case ProgOp::kElu: return a >= 0.f ? a : in.p0 * (expf(a) - 1.f);
+    case ProgOp::kSelu: return in.p1 * (a > 0.f ? a : in.p0 * (expf(a) - 1.f));
+    case ProgOp::kHardSigmoid: return fmaxf(0.f, fminf(1.f, in.p0 * a + in.p1));
+    case ProgOp::kHardSwish: return a * fmaxf(0.f, fminf(1.f, a / 6.f + 0.5f));
+    case ProgOp::kGeluErf: return 0.5f * a * (1.f + erff(a * 0.70710678118654752f));
+    case ProgOp::kGeluTanh: return 0.5f * a * (1.f + tanhf(0.79788456080286536f * (a + 0.044715f * a * a * a)));
+    case ProgOp::kSwish: return a * sigmoid(in.p0 * a);
+    case ProgOp::kSign: return a > 0.f ? 1.f : (a < 0.f ? -1.f : 0.f);
+    case ProgOp::kWhere: return a != 0.f ? b : r[in.c];
+    case ProgOp::kEqual: return a == b ? 1.f : 0.f;
+    case ProgOp::kLess: return a < b ? 1.f : 0.f;
+    case ProgOp::kGreater: return a > b ? 1.f : 0.f;
+    case ProgOp::kLessOrEqual: return a <= b ? 1.f : 0.f;
+    case ProgOp::kGreaterOrEqual: return a >= b ? 1.f : 0.f;
+    case ProgOp::kAnd: return (a != 0.f && b != 0.f) ? 1.f : 0.f;
+    case ProgOp::kOr: return (a != 0.f || b != 0.f) ? 1.f : 0.f;
+    case ProgOp::kNot: return a == 0.f ? 1.f : 0.f;
+    case ProgOp::kPRelu: return a >= 0.f ? a : a * b;
+  }
+  return a;
+}
+
+// How each operand is addressed: at i (same shape, contiguous), at 0 (one value), or by strides.
+enum : uint8_t { kAtIndex = 0, kAtZero = 1, kStrided = 2 };
+
+struct Launch {
+  Program p;
+  ProgOperand ops[kProgMaxOperands];
+  uint8_t mode[kProgMaxOperands];
+  int rank;
+  int64_t dims[kProgMaxRank];
+};
+
+template <typename T, typename O>
+__global__ void program_kernel(const __grid_constant__ Launch l, O* out, int64_t n) {
+  float r[kProgMaxRegs];
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    for (int k = 0; k < l.p.n_operands; ++k) {
+      if (!l.ops[k].data) continue;  // an optional operand left out: no instruction reads it
+      int64_t at = 0;
+      if (l.mode[k] == kAtIndex) {
+        at = i;
+      } else if (l.mode[k] == kStrided) {
+        int64_t rest = i;
+        for (int d = l.rank - 1; d >= 0; --d) {
+          const int64_t c = rest % l.dims[d];
+          rest /= l.dims[d];
+          at += c * l.ops[k].strides[d];
+        }
+      }
+      r[k] = l.ops[k].is_bool ? (static_cast<const uint8_t*>(l.ops[k].data)[at] ? 1.f : 0.f)
+                              : to_float(static_cast<const T*>(l.ops[k].data)[at]);
+    }
+    for (int j = 0; j < l.p.n_instr; ++j) r[l.p.code[j].dst] = eval(l.p.code[j], r);
+    const float v = r[l.p.result];
+    if constexpr (sizeof(O) == 1) {
+      out[i] = v != 0.f ? 1 : 0;
+    } else {
+      out[i] = from_float<O>(v);
+    }
+  }
+}
+
+constexpr int kThreads = 256;
+
+template <typename T>
+Status launch_typed(const Launch& l, bool out_bool, void* out, int64_t n, cudaStream_t s) {
+  int64_t blocks = (n + kThreads - 1) / kThreads;
+  if (blocks > 65535 * 32) blocks = 65535 * 32;
+  if (out_bool) {
+    program_kernel<T, uint8_t><<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(l, static_cast<uint8_t*>(out), n);
+  } else {
+    program_kernel<T, T><<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(l, static_cast<T*>(out), n);
+  }
+  KILN_CUDA_CHECK_LAUNCH("the elementwise program kernel");
+  return {};
+}
+
+}  // namespace
+
+Status launch_program(const Program& p, DataType dt, bool out_bool, const ProgOperand* operands, void* out,
+                      const int64_t* dims, int rank, void* stream) {
+  if (rank > kProgMaxRank) return invalid("elementwise programs take at most {} dims, not {}", kProgMaxRank, rank);
+  if (p.n_operands > kProgMaxOperands || p.n_instr > kProgMaxInstr) {
+    return invalid("an elementwise program of {} operands and {} instructions is too long", p.n_operands, p.n_instr);
+  }
+  Launch l;
+  l.p = p;
+  l.rank = rank;
+  int64_t n = 1;
+  int64_t contiguous[kProgMaxRank];
+  for (int d = rank - 1; d >= 0; --d) {
+    l.dims[d] = dims[d];
+    contiguous[d] = n;
+    n *= dims[d];
+  }
+  if (n == 0) return {};
+  for (int k = 0; k < p.n_operands; ++k) {
+    l.ops[k] = operands[k];
+    bool at_index = true, at_zero = true;
+    for (int d = 0; d < rank; ++d) {
+      if (dims[d] == 1) continue;  // any stride reads the same element
+      at_index = at_index && operands[k].strides[d] == contiguous[d];
+      at_zero = at_zero && operands[k].strides[d] == 0;
+    }
+    l.mode[k] = at_index ? kAtIndex : at_zero ? kAtZero : kStrided;
+  }
+  auto s = static_cast<cudaStream_t>(stream);
+  switch (dt) {
+    case DataType::kFloat: return launch_typed<float>(l, out_bool, out, n, s);
+    case DataType::kFloat16: return launch_typed<__half>(l, out_bool, out, n, s);
+    case DataType::kBFloat16: return launch_typed<__nv_bfloat16>(l, out_bool, out, n, s);
+    default: return invalid("no CUDA elementwise program for {}", dtype_name(dt));
+  }
+}
+
+}  // namespace kiln::cuda

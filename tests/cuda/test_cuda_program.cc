@@ -1,0 +1,158 @@
+// Elementwise programs on the GPU against the reference kernels: kiln.FusedElementwise regions
+// (broadcast weights, comparisons and Where inside), single activations with attributes, bool
+// outputs, and broadcasting in NHWC (a squeeze-excite scale after a convolution), in float32,
+// float16 and bfloat16.
+#include <gtest/gtest.h>
+
+#include "cuda_test_util.h"
+#include "model_builder.h"
+
+namespace kiln {
+namespace {
+using namespace kiln::testing;
+
+void float_attr(onnx::NodeProto* n, const char* key, float v) {
+  auto* a = n->add_attribute();
+  a->set_name(key);
+  a->set_type(onnx::AttributeProto::FLOAT);
+  a->set_f(v);
+}
+
+std::vector<std::vector<RValue>> batches(int64_t c, int64_t h, int64_t w, std::initializer_list<int64_t> ns) {
+  std::vector<std::vector<RValue>> sets;
+  uint32_t seed = 7;
+  for (int64_t n : ns) sets.push_back({RValue::of(random_float({n, c, h, w}, seed++))});
+  return sets;
+}
+
+TEST(CudaProgram, FusedRegionWithBroadcastWeights) {
+  SKIP_WITHOUT_GPU();
+  // Relu(x * a[C,1,1] + b[C,1,1]) - x / 3: one region of five ops over three operands.
+  for (auto [c, h, w] : {std::tuple{3, 7, 5}, std::tuple{1, 1, 1}, std::tuple{16, 9, 257}}) {
+    onnx::ModelProto m = make_model(17);
+    auto* g = m.mutable_graph();
+    add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, c, h, w}, {"n", "", "", ""});
+    add_random_weight(g, "a", {c, 1, 1}, 1);
+    add_random_weight(g, "b", {c, 1, 1}, 2);
+    add_random_weight(g, "third", {}, 3, 0.3f, 0.4f);
+    add_node(g, "Mul", {"x", "a"}, {"t0"});
+    add_node(g, "Add", {"t0", "b"}, {"t1"});
+    add_node(g, "Relu", {"t1"}, {"t2"});
+    add_node(g, "Mul", {"x", "third"}, {"t3"});
+    add_node(g, "Sub", {"t2", "t3"}, {"y"});
+    g->add_output()->set_name("y");
+    expect_cuda_matches_reference(m, {{"x", {1, c, h, w}}}, {{"x", {4, c, h, w}}}, batches(c, h, w, {1, 4, 3}),
+                                  {"FusedElementwise"});
+  }
+}
+
+TEST(CudaProgram, ComparisonsAndWhere) {
+  SKIP_WITHOUT_GPU();
+  // Where(x > y, x * 2, Exp(y)) with y broadcast along the rows.
+  onnx::ModelProto m = make_model(17);
+  auto* g = m.mutable_graph();
+  add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, 33}, {"n", ""});
+  add_random_weight(g, "y", {33}, 4);
+  add_random_weight(g, "two", {}, 5, 2.f, 2.f);
+  add_node(g, "Greater", {"x", "y"}, {"c"});
+  add_node(g, "Mul", {"x", "two"}, {"d"});
+  add_node(g, "Exp", {"y"}, {"e"});
+  add_node(g, "Where", {"c", "d", "e"}, {"z"});
+  add_node(g, "Tanh", {"z"}, {"out"});
+  g->add_output()->set_name("out");
+  std::vector<std::vector<RValue>> sets = {{RValue::of(random_float({1, 33}, 1))},
+                                           {RValue::of(random_float({257, 33}, 2))}};
+  // In bfloat16 (8 bits of mantissa) x > y flips for near-equal pairs once both are rounded,
+  // which moves whole elements between branches: the comparison is checked in float32 and float16.
+  expect_cuda_matches_reference(m, {{"x", {1, 33}}}, {{"x", {257, 33}}}, sets, {"FusedElementwise", "Where"},
+                                std::span<const PrecisionMode>(kAllPrecisions, 2));
+}
+
+TEST(CudaProgram, ActivationsWithAttributes) {
+  SKIP_WITHOUT_GPU();
+  struct Act {
+    const char* op;
+    std::vector<std::pair<const char*, float>> attrs;
+  };
+  const Act acts[] = {{"LeakyRelu", {{"alpha", 0.2f}}},
+                      {"Elu", {{"alpha", 0.7f}}},
+                      {"Selu", {}},
+                      {"HardSigmoid", {{"alpha", 0.3f}, {"beta", 0.4f}}},
+                      {"HardSwish", {}},
+                      {"Softplus", {}},
+                      {"Softsign", {}},
+                      {"Floor", {}},
+                      {"Sign", {}}};
+  for (const Act& a : acts) {
+    SCOPED_TRACE(a.op);
+    onnx::ModelProto m = make_model(17);
+    auto* g = m.mutable_graph();
+    add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, 257}, {"n", ""});
+    auto* n = add_node(g, a.op, {"x"}, {"y"});
+    for (auto [k, v] : a.attrs) float_attr(n, k, v);
+    g->add_output()->set_name("y");
+    std::vector<std::vector<RValue>> sets = {{RValue::of(random_float({3, 257}, 9))}};
+    // Floor and Sign are exact in every precision only on values the precision holds exactly;
+    // rounding the input to float16 may cross an integer, so they are checked in float32.
+    const bool exact = std::string(a.op) == "Floor" || std::string(a.op) == "Sign";
+    expect_cuda_matches_reference(
+        m, {{"x", {1, 257}}}, {{"x", {3, 257}}}, sets, {a.op},
+        exact ? std::span<const PrecisionMode>(kAllPrecisions, 1) : std::span<const PrecisionMode>(kAllPrecisions));
+  }
+}
+
+TEST(CudaProgram, ClipWithBoundInputsAndPRelu) {
+  SKIP_WITHOUT_GPU();
+  onnx::ModelProto m = make_model(17);
+  auto* g = m.mutable_graph();
+  add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, 5, 3, 3}, {"n", "", "", ""});
+  add_random_weight(g, "lo", {}, 1, -0.5f, -0.5f);
+  add_random_weight(g, "slope", {5, 1, 1}, 2, 0.f, 0.5f);
+  add_node(g, "Clip", {"x", "lo", ""}, {"c"});
+  add_node(g, "PRelu", {"x", "slope"}, {"p"});
+  g->add_output()->set_name("c");
+  g->add_output()->set_name("p");
+  expect_cuda_matches_reference(m, {{"x", {1, 5, 3, 3}}}, {{"x", {2, 5, 3, 3}}}, batches(5, 3, 3, {2, 1}),
+                                {"Clip", "PRelu"});
+}
+
+TEST(CudaProgram, BoolOutput) {
+  SKIP_WITHOUT_GPU();
+  onnx::ModelProto m = make_model(17);
+  auto* g = m.mutable_graph();
+  add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, 7}, {"n", ""});
+  add_random_weight(g, "t", {7}, 3);
+  add_node(g, "LessOrEqual", {"x", "t"}, {"y"});
+  g->add_output()->set_name("y");
+  std::vector<std::vector<RValue>> sets = {{RValue::of(random_float({3, 7}, 4))}};
+  expect_cuda_matches_reference(m, {{"x", {1, 7}}}, {{"x", {3, 7}}}, sets, {"LessOrEqual"},
+                                std::span<const PrecisionMode>(kAllPrecisions, 1));
+}
+
+TEST(CudaProgram, SqueezeExciteScaleInNHWC) {
+  SKIP_WITHOUT_GPU();
+  // conv(x) * Sigmoid(s) with s [N, C, 1, 1]: the product broadcasts over H and W while the
+  // convolution's output stays in NHWC.
+  const int64_t c = 24, h = 7, w = 9;
+  onnx::ModelProto m = make_model(17);
+  auto* g = m.mutable_graph();
+  add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, c, h, w}, {"n", "", "", ""});
+  add_tensor_info(g->mutable_input(), "s", onnx::TensorProto::FLOAT, {0, c, 1, 1}, {"n", "", "", ""});
+  add_random_weight(g, "w", {c, c, 1, 1}, 1, -0.3f, 0.3f);
+  add_node(g, "Conv", {"x", "w"}, {"y0"});
+  add_node(g, "Sigmoid", {"s"}, {"s1"});
+  add_node(g, "Mul", {"y0", "s1"}, {"y1"});
+  add_node(g, "Relu", {"y1"}, {"y"});
+  g->add_output()->set_name("y");
+  std::vector<std::vector<RValue>> sets;
+  for (int64_t n : {1, 3}) {
+    sets.push_back({RValue::of(random_float({n, c, h, w}, static_cast<uint32_t>(n))),
+                    RValue::of(random_float({n, c, 1, 1}, static_cast<uint32_t>(n + 10)))});
+  }
+  expect_cuda_matches_reference(m, {{"x", {1, c, h, w}}, {"s", {1, c, 1, 1}}},
+                                {{"x", {3, c, h, w}}, {"s", {3, c, 1, 1}}}, sets, {"FusedElementwise", "Mul"},
+                                kAllPrecisions, Layout::kNHWC);
+}
+
+}  // namespace
+}  // namespace kiln
