@@ -282,6 +282,10 @@ def main():
     rc, so, se = run(kiln, "build", model, "-o", bad, "--shapes", "x:1x3x8x8", "--device", "cuda")
     check("cuda build without a CUDA backend fails cleanly", rc in (1, 2) and "cuda" in se.lower() and not os.path.exists(bad),
           f"rc={rc} {se[:300]}")
+    expect_error(kiln, "conformance on a device that is not one", ["conformance", tmp, "--device", "gpu"], 2, ["gpu"])
+    rc, so, se = run(kiln, "conformance", tmp, "--device", "cuda")
+    check("conformance --device cuda without a GPU is one clear error",
+          rc == 0 or (rc == 1 and "cuda" in se.lower() and se.lower().count("error") == 1), f"rc={rc} {se[:300]}")
 
     # --- bad engine files -------------------------------------------------------------------
     data = open(engine, "rb").read()

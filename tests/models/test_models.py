@@ -14,6 +14,12 @@ The four ways:
 Each output must satisfy |kiln - ort| <= 1e-4 * |ort| + 1e-5 (the absolute term covers values that
 are zero up to rounding). The fixed and profile engines must show the fusions the model's
 structure allows, and the profile engine may have at most 10% more steps than the fixed one.
+
+With --device cuda, engines are built for the GPU instead: fixed and profile engines in strict FP32
+(--no-tf32) must match onnxruntime within 1e-3 relative (plus 1e-5 absolute), and fixed engines
+with TF32, FP16 and BF16 must stay within the relative L2 error bounds of GPU_BOUNDS. Every step
+must run on the GPU unless the model is listed in GPU_FALLBACK_ALLOWED. Where no GPU is visible
+the run says so and passes (the test is labelled cuda).
 """
 import argparse
 import json
@@ -29,6 +35,15 @@ import onnxruntime as ort
 RTOL = 1e-4
 ATOL = 1e-5
 MAX_PROFILE_STEP_RATIO = 1.10
+
+GPU_RTOL = 1e-3
+# Relative L2 error of the whole output against onnxruntime float32, per precision. FP16 is not
+# checked where the reference outputs lie below FP16's normal range (random weights can make
+# them that small), since any FP16 execution flushes them.
+GPU_BOUNDS = {"tf32": 5e-3, "fp16": 2e-2, "bf16": 6e-2}
+FP16_SMALLEST_NORMAL = 6.2e-5
+# Models whose ops may leave the GPU (each such step is listed by kiln inspect).
+GPU_FALLBACK_ALLOWED = {"transformer_encoder", "bert_encoder"}
 
 # Steps the optimizer must produce on each model: (step op, op types that must all be among the
 # source nodes fused into one such step).
@@ -181,11 +196,83 @@ def test_model(kiln, models, name, all_passes):
     return errors
 
 
+def rel_l2(got, want):
+    got, want = got.astype(np.float64), want.astype(np.float64)
+    return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30))
+
+
+def test_model_gpu(kiln, models, name):
+    path = os.path.join(models, name + ".onnx")
+    model = onnx.load(path, load_external_data=False)
+    inputs = load_inputs(models, name, model)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    out_names = [o.name for o in sess.get_outputs()]
+    expected = sess.run(None, inputs)
+    axes = dynamic_axes(model)
+    shapes = {n: list(a.shape) for n, a in inputs.items()}
+    min_shapes = {n: [1 if i in axes[n] else d for i, d in enumerate(s)] for n, s in shapes.items()}
+    max_shapes = {n: [2 * d if i in axes[n] else d for i, d in enumerate(s)] for n, s in shapes.items()}
+    errors, report = [], []
+    fixed = ["--device", "cuda", "--shapes", shape_arg(shapes)]
+    profile = ["--device", "cuda", "--min-shapes", shape_arg(min_shapes), "--max-shapes", shape_arg(max_shapes)]
+    ways = [("fp32 fixed", fixed + ["--no-tf32"], None), ("fp32 profile", profile + ["--no-tf32"], None),
+            ("tf32 fixed", fixed, "tf32"), ("fp16 fixed", fixed + ["--fp16"], "fp16"),
+            ("bf16 fixed", fixed + ["--bf16"], "bf16")]
+    for way, flags, bound_key in ways:
+        if bound_key == "fp16" and max(float(np.abs(w).max()) for w in expected if w.size) < FP16_SMALLEST_NORMAL:
+            report.append(f"{way} n/a (outputs below FP16's range)")
+            continue
+        try:
+            engine = kiln.build(path, f"{name}-{way.replace(' ', '-')}", *flags)
+            info = kiln.inspect(engine)
+            got = kiln.run(engine, inputs, out_names)
+        except RuntimeError as e:
+            errors.append(f"{way}: {e}")
+            continue
+        cpu_steps = [st["name"] for st in info["steps"] if st.get("backend", "cuda") != "cuda"]
+        if cpu_steps and name not in GPU_FALLBACK_ALLOWED:
+            errors.append(f"{way}: {len(cpu_steps)} steps on the CPU: {cpu_steps[:5]}")
+        worst = 0.0
+        for o, g, w in zip(out_names, got, expected):
+            if g.shape != w.shape:
+                errors.append(f"{way} output {o}: shape {list(g.shape)}, onnxruntime gives {list(w.shape)}")
+                continue
+            if bound_key is None:
+                err = np.abs(g.astype(np.float64) - w.astype(np.float64))
+                bad = err > ATOL + GPU_RTOL * np.abs(w.astype(np.float64))
+                if bad.any():
+                    errors.append(f"{way} output {o}: {int(bad.sum())} of {w.size} values outside 1e-3 relative, "
+                                  f"max abs diff {float(err.max()):.3e}")
+                worst = max(worst, float(err.max()) if err.size else 0.0)
+            else:
+                e = rel_l2(g, w)
+                if not e <= GPU_BOUNDS[bound_key]:
+                    errors.append(f"{way} output {o}: relative L2 error {e:.3e} above {GPU_BOUNDS[bound_key]}")
+                worst = max(worst, e)
+        report.append(f"{way} {worst:.1e}" + (f" ({len(cpu_steps)} CPU steps)" if cpu_steps else ""))
+    print(f"     {name} on the GPU: {', '.join(report)} (fp32: max abs diff; others: relative L2)")
+    return errors
+
+
+def gpu_visible(binary, models, names):
+    """Whether `kiln build --device cuda` finds a GPU (the error says so when it does not)."""
+    with tempfile.TemporaryDirectory() as d:
+        p = subprocess.run([binary, "build", os.path.join(models, names[0] + ".onnx"), "-o",
+                            os.path.join(d, "probe.kiln"), "--device", "cuda"], capture_output=True, text=True)
+    if p.returncode == 0:
+        return True, ""
+    why = [line for line in p.stderr.splitlines() if "no CUDA device" in line or "no CUDA backend" in line]
+    if why:
+        return False, why[0].strip()
+    raise RuntimeError(f"building {names[0]} for the GPU failed: {p.stderr.strip()[-600:]}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--kiln", required=True)
     ap.add_argument("--models", required=True, help="folder of <name>.onnx + <name>.input.npy or .inputs.npz")
     ap.add_argument("--only", help="comma-separated model names")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     a = ap.parse_args()
     names = sorted(f[:-5] for f in os.listdir(a.models) if f.endswith(".onnx"))
     if a.only:
@@ -193,18 +280,27 @@ def main():
     if not names:
         print("no models found in", a.models)
         return 1
+    if a.device == "cuda":
+        visible, why = gpu_visible(a.kiln, a.models, names)
+        if not visible:
+            print(f"skipped: no GPU for the whole-model GPU tests ({why})")
+            return 0
     passes = json.loads(subprocess.run([a.kiln, "passes", "--json"], capture_output=True, text=True,
                                        check=True).stdout)["passes"]
     all_passes = [p["name"] for p in passes]
     failed = 0
     for name in names:
         with tempfile.TemporaryDirectory() as d:
-            errors = test_model(Kiln(a.kiln, d), a.models, name, all_passes)
+            if a.device == "cuda":
+                errors = test_model_gpu(Kiln(a.kiln, d), a.models, name)
+            else:
+                errors = test_model(Kiln(a.kiln, d), a.models, name, all_passes)
         for e in errors:
             print(f"FAIL {name}: {e}")
         if not errors:
-            print(f"ok   {name}: imported graph, fixed-shape engine, profile engine and profile engine without "
-                  f"passes match onnxruntime")
+            print(f"ok   {name}: " + ("GPU engines in every precision match onnxruntime" if a.device == "cuda" else
+                                        "imported graph, fixed-shape engine, profile engine and profile engine "
+                                        "without passes match onnxruntime"))
         failed += bool(errors)
     print(f"{len(names) - failed} passed, {failed} failed")
     return 1 if failed else 0

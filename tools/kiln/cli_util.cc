@@ -85,18 +85,22 @@ nlohmann::json summarize(const std::string& name, const Tensor& t) {
   return j;
 }
 
+CLI::Validator device_validator() {
+  return CLI::Validator(
+      [](std::string& v) {
+        if (v == "cpu" || v == "cuda") return std::string();
+        if (v.rfind("cuda:", 0) == 0 && v.size() > 5 && v.size() <= 9 &&
+            v.find_first_not_of("0123456789", 5) == std::string::npos) {
+          return std::string();
+        }
+        return "'" + v + "' is not a device (cpu, cuda or cuda:N)";
+      },
+      "DEVICE");
+}
+
 void add_build_flags(CLI::App* cmd, BuildArgs& a, bool with_dump) {
   cmd->add_option("--device", a.device, "Device to build for: cpu, cuda or cuda:N")
-      ->check(CLI::Validator(
-          [](std::string& v) {
-            if (v == "cpu" || v == "cuda") return std::string();
-            if (v.rfind("cuda:", 0) == 0 && v.size() > 5 && v.size() <= 9 &&
-                v.find_first_not_of("0123456789", 5) == std::string::npos) {
-              return std::string();
-            }
-            return "'" + v + "' is not a device (cpu, cuda or cuda:N)";
-          },
-          "DEVICE"))
+      ->check(device_validator())
       ->group("Build");
   cmd->add_option("--shapes", a.shapes,
                   "Fixed input shapes, NAME:1x3x224x224[,NAME:...] (inputs not named: dynamic dims at 1)")

@@ -33,6 +33,9 @@ struct BuildArgs {
   std::vector<std::string> dump_after;
   std::string dump_dir = ".";
 };
+
+// Accepts cpu, cuda and cuda:N.
+CLI::Validator device_validator();
 void add_build_flags(CLI::App* cmd, BuildArgs& a, bool with_dump);
 // The options for the builder, with a progress display on stderr when `progress` is set.
 Result<BuildOptions> to_build_options(const BuildArgs& a, bool progress, const Model* model_for_dump);

@@ -17,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli_util.h"
 #include "commands.h"
 #include "ir/clone.h"
 #include "lower/builder.h"
@@ -137,9 +138,18 @@ std::vector<fs::path> sorted_files(const fs::path& dir, const std::string& prefi
 // With --optimize each test's model is built into a plan (passes, lowering, memory plan) for the
 // shapes of its inputs and run by the plan executor instead of node by node.
 bool g_optimize = false;
+// With --device cuda the plans are built for the GPU (strict FP32, so that the runner's tolerances
+// hold; ops without a CUDA kernel fall back to the CPU) and run there.
+std::string g_device = "cpu";
+
+void set_device(BuildOptions& options) {
+  options.device = g_device;
+  options.tf32 = false;
+}
 
 Result<std::vector<RValue>> run_optimized(const Model& m, std::vector<RValue> inputs) {
   BuildOptions options;
+  set_device(options);
   const Graph& g = *m.graph;
   for (size_t i = 0; i < inputs.size() && i < g.inputs.size(); ++i) {
     if (inputs[i].is_tensor() && g.inputs[i]->type.kind == TypeInfo::Kind::kTensor) {
@@ -189,6 +199,7 @@ Result<std::vector<RValue>> run_profiled(const Model& m, std::vector<RValue> inp
   Status first_error;
   for (ProfileTier tier : {ProfileTier::kAllDoubled, ProfileTier::kFirstDoubled, ProfileTier::kAllUpToTest}) {
     BuildOptions options;
+    set_device(options);
     for (size_t i = 0; i < inputs.size() && i < g.inputs.size(); ++i) {
       if (!inputs[i].is_tensor() || g.inputs[i]->type.kind != TypeInfo::Kind::kTensor) continue;
       const Dims& d = inputs[i].tensor.dims();
@@ -239,9 +250,9 @@ Outcome run_one(const fs::path& test_dir) {
     // Inputs not given (trailing optional graph inputs) are empty optionals.
     while (inputs.size() < g.inputs.size()) inputs.push_back(RValue::none());
     ProfileTier tier = ProfileTier::kAllDoubled;
-    auto outs = g_profile    ? run_profiled(*m, std::move(inputs), &tier)
-                : g_optimize ? run_optimized(*m, std::move(inputs))
-                             : exec.run(std::move(inputs));
+    auto outs = g_profile                         ? run_profiled(*m, std::move(inputs), &tier)
+                : g_optimize || g_device != "cpu" ? run_optimized(*m, std::move(inputs))
+                                                  : exec.run(std::move(inputs));
     if (g_profile) profile_note = tier_name(tier);
     if (!outs.ok()) return {Outcome::kFail, outs.status().message()};
     if (out_files.size() != g.outputs.size()) {
@@ -339,6 +350,18 @@ Result<std::map<std::string, std::string>> read_exclusions(const std::string& fi
 }
 
 int run(const ConfArgs& a) {
+  if (g_device != "cpu") {
+    // A device that is not there is one error, not one per test. Asked in a child process: CUDA
+    // initialized in this one would not work in the per-test children forked from it.
+    const pid_t probe = fork();
+    if (probe == 0) {
+      auto b = make_backend(g_device);
+      if (!b.ok()) std::fprintf(stderr, "kiln: error: %s\n", b.status().message().c_str());
+      _exit(b.ok() ? 0 : 1);
+    }
+    int st = 0;
+    if (probe < 0 || waitpid(probe, &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) return kExitRuntime;
+  }
   std::error_code ec;
   std::vector<std::pair<std::string, fs::path>> tests;
   auto collect = [&](const fs::path& d) {
@@ -481,6 +504,9 @@ Action add_conformance_command(CLI::App& app) {
   cmd->add_flag("--verbose,-v", a->verbose, "Print every test as it finishes, and the skipped ones");
   cmd->add_flag("--json", a->json, "Print machine-readable JSON");
   cmd->add_flag("--optimize", g_optimize, "Build each model into an optimized plan and run that");
+  cmd->add_option("--device", g_device,
+                  "Build the plans for this device (cpu, cuda or cuda:N; implies --optimize; on a GPU in strict FP32)")
+      ->check(device_validator());
   cmd->add_flag("--profile", g_profile,
                 "Build each model with a shape profile around its inputs' shapes (symbolic dims) and run that");
   return [a]() { return run(*a); };
