@@ -148,5 +148,31 @@ TEST(CudaConv, MatchesTheReference) {
   }
 }
 
+// Depthwise convolutions on Kiln's own kernel (KILN_CUDA_DEPTHWISE=1): window sizes, strides,
+// pads (explicit and SAME), dilation, odd channel counts, bias, residual and activations fused.
+TEST(CudaConv, DepthwiseKernelMatchesTheReference) {
+  SKIP_WITHOUT_GPU();
+  setenv("KILN_CUDA_DEPTHWISE", "1", 1);
+  const std::vector<ConvCase> cases = {
+      {"3x3_relu", 32, 32, 14, 14, 3, 1, 1, 1, 32, true, false, "Relu"},
+      {"3x3_stride2_hardswish", 7, 7, 15, 9, 3, 2, 1, 1, 7, true, false, "HardSwish"},
+      {"5x5_same", 3, 3, 11, 8, 5, 2, 0, 1, 3, true, false, "", "SAME_UPPER"},
+      {"7x7_no_bias", 257, 257, 7, 7, 7, 1, 3, 1, 257, false, false, ""},
+      {"dilated_residual", 16, 16, 9, 9, 3, 1, 2, 2, 16, true, true, "Sigmoid"},
+      {"1x1", 1, 1, 5, 3, 1, 1, 0, 1, 1, false, false, "Tanh"},
+  };
+  const PrecisionMode modes[] = {
+      {"fp32", false, false, 1e-5}, {"fp16", true, false, 5e-3}, {"bf16", false, true, 3e-2}};
+  for (const ConvCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    std::vector<std::vector<RValue>> sets;
+    for (int64_t n : {1, 3})
+      sets.push_back({RValue::of(random_float({n, c.c, c.h, c.w}, static_cast<uint32_t>(n + 5)))});
+    expect_cuda_matches_reference(conv_model(c), {{"x", {1, c.c, c.h, c.w}}}, {{"x", {3, c.c, c.h, c.w}}}, sets,
+                                  {"Conv", "FusedConv"}, modes, Layout::kNHWC);
+  }
+  unsetenv("KILN_CUDA_DEPTHWISE");
+}
+
 }  // namespace
 }  // namespace kiln

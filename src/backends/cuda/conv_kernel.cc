@@ -39,11 +39,6 @@ bool is_conv(const Node& n) {
   return (n.domain.empty() && n.op_type == "Conv") || (n.domain == kKilnDomain && n.op_type == "FusedConv");
 }
 
-std::vector<int64_t> ints_attr(const Node& n, const char* key, std::vector<int64_t> def) {
-  const Attribute* a = n.attr(key);
-  return a ? a->ints : def;
-}
-
 fe::DataType_t fe_type(DataType dt) {
   switch (dt) {
     case DataType::kFloat16: return fe::DataType_t::HALF;
@@ -188,26 +183,9 @@ class ConvKernel : public DeviceKernel {
     const Dims& x = in[0].dims;
     const Dims& w = in[1].dims;
     if (x.size() != 4 || w.size() != 4) return invalid("the CUDA convolution takes 2-D images (rank 4)");
-    std::vector<int64_t> strides = ints_attr(node_, "strides", {1, 1});
-    std::vector<int64_t> dil = ints_attr(node_, "dilations", {1, 1});
-    std::vector<int64_t> pads = ints_attr(node_, "pads", {0, 0, 0, 0});
-    const std::string auto_pad = node_.attr("auto_pad") ? node_.attr("auto_pad")->s : "NOTSET";
-    std::vector<int64_t> out_hw(2);
-    for (int d = 0; d < 2; ++d) {
-      const int64_t size = x[static_cast<size_t>(2 + d)],
-                    k = (w[static_cast<size_t>(2 + d)] - 1) * dil[static_cast<size_t>(d)] + 1;
-      if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
-        const int64_t o = (size + strides[static_cast<size_t>(d)] - 1) / strides[static_cast<size_t>(d)];
-        const int64_t total = std::max<int64_t>((o - 1) * strides[static_cast<size_t>(d)] + k - size, 0);
-        pads[static_cast<size_t>(d)] = auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
-        pads[static_cast<size_t>(d + 2)] = total - pads[static_cast<size_t>(d)];
-      } else if (auto_pad == "VALID") {
-        pads[static_cast<size_t>(d)] = pads[static_cast<size_t>(d + 2)] = 0;
-      }
-      out_hw[static_cast<size_t>(d)] = (size + pads[static_cast<size_t>(d)] + pads[static_cast<size_t>(d + 2)] - k) /
-                                           strides[static_cast<size_t>(d)] +
-                                       1;
-    }
+    const ConvGeometry geo = conv_geometry(node_, x, w);
+    const std::vector<int64_t> pads(geo.pads, geo.pads + 4), strides(geo.strides, geo.strides + 2),
+        dil(geo.dilations, geo.dilations + 2), out_hw(geo.out, geo.out + 2);
     auto p = std::make_unique<Prepared>();
     p->out_dims = {x[0], w[0], out_hw[0], out_hw[1]};
     auto g = std::make_shared<fe::graph::Graph>();

@@ -2,6 +2,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
+
 #include "backends/cuda/cuda_check.h"
 
 namespace kiln::cuda {
@@ -51,6 +53,32 @@ Result<const void*> WeightCache::get(const std::shared_ptr<Tensor>& w, DataType 
   }
   entries_[key] = Entry{w, d};
   return static_cast<const void*>(d);
+}
+
+ConvGeometry conv_geometry(const Node& conv, const Dims& x, const Dims& w) {
+  ConvGeometry g;
+  auto ints = [&](const char* key, size_t n, int64_t* out) {
+    const Attribute* a = conv.attr(key);
+    if (a && a->ints.size() == n) std::copy(a->ints.begin(), a->ints.end(), out);
+  };
+  ints("strides", 2, g.strides);
+  ints("dilations", 2, g.dilations);
+  ints("pads", 4, g.pads);
+  const std::string auto_pad = conv.attr("auto_pad") ? conv.attr("auto_pad")->s : "NOTSET";
+  for (int d = 0; d < 2; ++d) {
+    const int64_t size = x[static_cast<size_t>(2 + d)];
+    const int64_t k = (w[static_cast<size_t>(2 + d)] - 1) * g.dilations[d] + 1;
+    if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
+      const int64_t o = (size + g.strides[d] - 1) / g.strides[d];
+      const int64_t total = std::max<int64_t>((o - 1) * g.strides[d] + k - size, 0);
+      g.pads[d] = auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
+      g.pads[d + 2] = total - g.pads[d];
+    } else if (auto_pad == "VALID") {
+      g.pads[d] = g.pads[d + 2] = 0;
+    }
+    g.out[d] = (size + g.pads[d] + g.pads[d + 2] - k) / g.strides[d] + 1;
+  }
+  return g;
 }
 
 }  // namespace kiln::cuda

@@ -54,6 +54,16 @@ class DeviceKernel : public StepKernel {
   }
 };
 
+// A 2-D convolution's window for an input [N, C, H, W] and filter [K, C/group, R, S]: pads
+// (top, left, bottom, right, auto_pad applied), strides, dilations and the output's H and W.
+struct ConvGeometry {
+  int64_t pads[4] = {0, 0, 0, 0};
+  int64_t strides[2] = {1, 1};
+  int64_t dilations[2] = {1, 1};
+  int64_t out[2] = {0, 0};
+};
+ConvGeometry conv_geometry(const Node& conv, const Dims& x, const Dims& w);
+
 // The GEMM steps: MatMul, Gemm and kiln.FusedMatMul / kiln.FusedGemm through cuBLASLt, with bias,
 // residual and activation fused where cuBLASLt can and an activation pass where it cannot.
 bool gemm_supports(const Node& n, DataType precision);
