@@ -1,8 +1,8 @@
 // Conv and kiln.FusedConv on cuDNN's graph API (cudnn-frontend): 2-D convolutions in NHWC with the
 // filter in KRSC, the bias, the residual and the activation in the same cuDNN graph where cuDNN
 // has the pointwise mode, the rest as one pass over the output. One graph per input shape, built
-// when the shape is first prepared: the engine configurations cuDNN's heuristics rank first are
-// built and timed on the device and the fastest kept with KILN_CONV_AUTOTUNE=1; otherwise the
+// when the shape is first prepared: with KILN_CONV_AUTOTUNE=1 the first engine configurations
+// cuDNN's heuristics list are built and timed on the device and the fastest kept; otherwise the
 // heuristics' first.
 #include <cudnn.h>
 #include <cudnn_frontend.h>
@@ -92,20 +92,47 @@ class ConvKernel : public DeviceKernel {
     for (const auto& [t, ptr] : pack) {
       if (!ptr) return {};  // memory placed only at run time: no timing
     }
-    int64_t ws = 0;
     Handles& h = handles();
     std::lock_guard<std::mutex> lock(h.mu);
-    if (p->graph->build_plans(h.build, fe::BuildPlanPolicy_t::ALL).is_bad()) return {};
-    ws = p->graph->get_autotune_workspace_size();
     void* scratch = nullptr;
-    if (cudaMalloc(&scratch, static_cast<size_t>(std::max<int64_t>(ws, 1))) != cudaSuccess) {
+    if (cudaMalloc(&scratch, static_cast<size_t>(kConvWorkspace)) != cudaSuccess) {
       cudaGetLastError();
       return {};
     }
-    if (p->graph->autotune(h.build, pack, scratch).is_bad()) cudaGetLastError();
+    cudaEvent_t start = nullptr, stop = nullptr;
+    cudaEventCreate(&start);
+    cudaEventCreate(&stop);
+    // Each candidate the heuristics listed (the first few), built, run once to warm up and timed
+    // over a few runs on the build handle's stream; the fastest is kept by index.
+    float best_ms = 0;
+    const int64_t count = std::min<int64_t>(p->graph->get_execution_plan_count(), kMaxTimedPlans);
+    for (int64_t i = 0; i < count; ++i) {
+      int64_t ws = 0;
+      if (p->graph->build_plan_at_index(i).is_bad() || p->graph->get_workspace_size_plan_at_index(i, ws).is_bad() ||
+          ws > kConvWorkspace || p->graph->execute_plan_at_index(h.build, pack, scratch, i).is_bad()) {
+        cudaGetLastError();
+        continue;
+      }
+      cudaEventRecord(start, nullptr);
+      bool ok = true;
+      for (int r = 0; r < kTimedRuns && ok; ++r)
+        ok = !p->graph->execute_plan_at_index(h.build, pack, scratch, i).is_bad();
+      cudaEventRecord(stop, nullptr);
+      float ms = 0;
+      if (!ok || cudaEventSynchronize(stop) != cudaSuccess || cudaEventElapsedTime(&ms, start, stop) != cudaSuccess) {
+        cudaGetLastError();
+        continue;
+      }
+      if (p->plan_index < 0 || ms < best_ms) {
+        best_ms = ms;
+        p->plan_index = i;
+        p->workspace = ws;
+      }
+    }
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
     cudaDeviceSynchronize();
     cudaFree(scratch);
-    KILN_FE_CHECK(p->graph->get_workspace_size(p->workspace), "reading the convolution workspace");
     return {};
   }
 
@@ -117,7 +144,11 @@ class ConvKernel : public DeviceKernel {
     out[0].dims = p->out_dims;
     auto pack = variant_pack(*p, in, out[0].data);
     KILN_ASSIGN_OR_RETURN(cudnnHandle_t h, handle_for_stream(ctx.stream));
-    KILN_FE_CHECK(p->graph->execute(h, pack, ctx.workspace), "running a convolution");
+    if (p->plan_index >= 0) {
+      KILN_FE_CHECK(p->graph->execute_plan_at_index(h, pack, ctx.workspace, p->plan_index), "running a convolution");
+    } else {
+      KILN_FE_CHECK(p->graph->execute(h, pack, ctx.workspace), "running a convolution");
+    }
     if (p->epilogue) {
       const int64_t n = shape_numel(p->out_dims);
       const void* bias = in.size() > 2 && !in[2].omitted ? input_data(in[2], 2) : nullptr;
@@ -144,6 +175,9 @@ class ConvKernel : public DeviceKernel {
     return pack;
   }
 
+  static constexpr int64_t kMaxTimedPlans = 8;
+  static constexpr int kTimedRuns = 3;
+
   static bool autotune_enabled() {
     static const bool on = [] {
       const char* env = std::getenv("KILN_CONV_AUTOTUNE");
@@ -158,9 +192,9 @@ class ConvKernel : public DeviceKernel {
     Dims out_dims;
     int64_t workspace = 0;
     bool post_activation = false;
-    bool tuned = false;
-    bool epilogue = false;  // bias, residual and activation as one pass after the convolution  // engine configurations
-                            // timed on the device
+    bool tuned = false;       // engine configurations timed on the device
+    int64_t plan_index = -1;  // the fastest timed one; -1: the heuristics' choice
+    bool epilogue = false;    // bias, residual and activation as one pass after the convolution
   };
 
   // The shape's graph: bias, residual and activation fused into cuDNN's graph where its engines
