@@ -81,6 +81,11 @@ def dynamic_defaults(kiln, tmp, model):
     j = json.loads(so) if rc == 0 else {}
     check("bench a dynamic model without shapes", rc == 0 and notice in se and j.get("shapes") == want,
           f"rc={rc} {se[:300]} {j.get('shapes')}")
+    rc, so, se = run(kiln, "bench", model, "--duration", "0.3", "--warmup", "1", "--streams", "3", "--json")
+    j = json.loads(so).get("streams", {}) if rc == 0 else {}
+    check("bench --streams 3 runs three contexts at once", rc == 0 and j.get("contexts") == 3 and
+          j.get("iterations", 0) >= 3 and j.get("throughput_per_s", 0) > 0, f"rc={rc} {se[:300]} {j}")
+    expect_error(kiln, "bench --streams 0", ["bench", model, "--streams", "0"], 2, ["--streams"])
     rc, so, se = run(kiln, "run", model, "--optimize", "--json")
     check("run --optimize a dynamic model without shapes", rc == 0 and json.loads(so)["outputs"][0]["shape"] == [1, 5]
           and "input 'x' has dynamic shape batch x 3 x 8 x 8; running with 1x3x8x8" in se, f"rc={rc} {se[:300]}")

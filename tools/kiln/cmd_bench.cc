@@ -10,6 +10,7 @@
 #include <cstring>
 #include <fstream>
 #include <numeric>
+#include <thread>
 
 #include "cli_inputs.h"
 #include "cli_util.h"
@@ -35,6 +36,7 @@ struct Args {
   uint64_t seed = 0;
   bool no_transfers = false;
   bool no_graphs = false;
+  int streams = 1;
 };
 
 using Clock = std::chrono::steady_clock;
@@ -233,6 +235,54 @@ int bench(const Args& a) {
   }
   const bool transfers_apart = device && !a.no_transfers && !a.profile;
 
+  // --streams N: N execution contexts of the one engine, each on its own thread and stream,
+  // running at once for the same time (what a server running several requests at a time sees).
+  nlohmann::json streams_json;
+  if (a.streams > 1) {
+    std::vector<std::unique_ptr<PlanExecutor>> contexts;
+    for (int k = 0; k < a.streams; ++k) {
+      auto c = PlanExecutor::create(opened->plan, *backend);
+      if (!c.ok()) return report_error(c.status());
+      if (a.no_graphs) (*c)->set_graphs(false);
+      if (a.no_transfers) (*c)->set_transfers(false);
+      for (int i = 0; i < std::max(a.warmup, 2); ++i) {
+        if (auto r = (*c)->run(*inputs); !r.ok()) return report_error(r.status());
+      }
+      contexts.push_back(std::move(c).value());
+    }
+    const double span = a.duration > 0 ? a.duration : 3.0;
+    std::vector<std::vector<double>> per(contexts.size());
+    std::vector<Status> failures(contexts.size());
+    const auto t0 = Clock::now();
+    std::vector<std::thread> threads;
+    for (size_t k = 0; k < contexts.size(); ++k) {
+      threads.emplace_back([&, k] {
+        while (std::chrono::duration<double>(Clock::now() - t0).count() < span) {
+          const auto s0 = Clock::now();
+          auto r = contexts[k]->run(*inputs);
+          if (!r.ok()) {
+            failures[k] = r.status();
+            return;
+          }
+          per[k].push_back(std::chrono::duration<double, std::milli>(Clock::now() - s0).count());
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    const double wall = std::chrono::duration<double>(Clock::now() - t0).count();
+    for (const Status& f : failures) {
+      if (!f.ok()) return report_error(f.with_context("a concurrent context"));
+    }
+    std::vector<double> all;
+    for (const auto& v : per) all.insert(all.end(), v.begin(), v.end());
+    std::sort(all.begin(), all.end());
+    if (all.empty()) return report_error(runtime_error("no run finished in {} s with {} contexts", span, a.streams));
+    streams_json = {{"contexts", a.streams},
+                    {"iterations", all.size()},
+                    {"throughput_per_s", static_cast<double>(all.size()) / wall},
+                    {"latency_ms", {{"median", all[all.size() / 2]}, {"p99", percentile(all, 99)}}}};
+  }
+
   auto change = measure_shape_change(plan, ex, *inputs, a.seed, *range);
   if (!change.ok()) return report_error(random.explain(change.status(), *range));
 
@@ -278,6 +328,7 @@ int bench(const Args& a) {
       j["transfers_ms"] = {{"median", std::max(0.0, median - compute_median)}};
     }
     if (a.profile) j["profile"] = profile;
+    if (!streams_json.is_null()) j["streams"] = streams_json;
     j["prepare_ms"] = first_prepare_ms;
     if (!change->is_null()) j["shape_change"] = *change;
     std::printf("%s\n", j.dump(2).c_str());
@@ -297,6 +348,11 @@ int bench(const Args& a) {
   } else if (transfers_apart) {
     std::printf("compute (no transfers): median = %.4f ms; host-to-device + device-to-host: median = %.4f ms\n",
                 compute_median, std::max(0.0, median - compute_median));
+  }
+  if (!streams_json.is_null()) {
+    std::printf("%d contexts at once: throughput %.3f inferences/s, latency median %.4f ms, p99 %.4f ms\n", a.streams,
+                streams_json["throughput_per_s"].get<double>(), streams_json["latency_ms"]["median"].get<double>(),
+                streams_json["latency_ms"]["p99"].get<double>());
   }
   std::printf("prepare: step shapes inferred in %.4f ms for the first input shapes (once per new shape)\n",
               first_prepare_ms);
@@ -345,6 +401,10 @@ Action add_bench_command(CLI::App& app) {
   cmd->add_flag("--profile", a->profile, "Time each step and print the per-step average")->group("Reporting");
   cmd->add_flag("--no-transfers", a->no_transfers,
                 "On a device: leave out the copies of inputs to the device and outputs back (compute alone)")
+      ->group("Inference");
+  cmd->add_option("--streams", a->streams,
+                  "Also run N execution contexts of the engine at once, each on its own thread and stream")
+      ->check(CLI::Range(1, 64))
       ->group("Inference");
   cmd->add_flag("--no-graphs", a->no_graphs, "On a device: launch each step rather than replaying a recorded run")
       ->group("Inference");
