@@ -239,6 +239,9 @@ Result<Step> read_step(const In& in, int64_t nslots, int64_t* node) {
   KILN_FIELD(s.outputs, in, "outputs", ids(nslots));
   KILN_FIELD(s.fused, in, "fused", strings());
   KILN_FIELD(s.precision, in, "precision", dtype(false));
+  if (in.j.is_object() && in.j.contains("precision_reason")) {
+    KILN_FIELD(s.precision_reason, in, "precision_reason", string());
+  }
   KILN_ASSIGN_OR_RETURN(In layout, in.at("layout"));
   KILN_ASSIGN_OR_RETURN(s.layout, layout_from_json(layout));
   KILN_FIELD(s.backend, in, "backend", string());
@@ -338,6 +341,7 @@ Result<std::string> write_plan(const Plan& plan, const std::vector<WeightEntry>&
                      {"outputs", s.outputs},
                      {"fused", s.fused},
                      {"precision", dtype_name(s.precision)},
+                     {"precision_reason", s.precision_reason},
                      {"layout", layout_name(s.layout)},
                      {"backend", s.backend},
                      {"tactic", s.tactic}});

@@ -21,13 +21,21 @@ Status assign_precision(Plan& plan, const BackendSet& backends, bool fp16, bool 
     if (!backend) return invalid("step {}: no backend '{}'", st.name, st.backend);
     const DataType own = node_precision(*st.node);
     st.precision = own;
-    if (st.precision == DataType::kFloat) {
+    if (own != DataType::kFloat) {
+      st.precision_reason = is_float(own) ? "the model's type" : "not floating point";
+    } else if (lower.empty()) {
+      st.precision_reason = "FP32 build";
+    } else {
+      std::string missing;
       for (DataType p : lower) {
         if (runs_at(*backend, *st.node, p)) {
           st.precision = p;
+          st.precision_reason = std::string(p == DataType::kFloat16 ? "fp16" : "bf16") + " allowed";
           break;
         }
+        missing += std::string(missing.empty() ? "" : "/") + (p == DataType::kFloat16 ? "fp16" : "bf16");
       }
+      if (st.precision == DataType::kFloat) st.precision_reason = "no " + missing + " kernel on " + backend->name();
     }
     // A lowered step's float32 results are stored in the precision it computed them in; the next
     // reader that needs another gets a reformat.

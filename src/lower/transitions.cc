@@ -65,6 +65,7 @@ struct Inserter {
     st.node = n;
     st.fused = {};
     st.precision = to.dtype;
+    st.precision_reason = "storage conversion";
     st.layout = to.layout;
     // A copy runs on the device backend (it moves the bytes across), a reformat on the backend
     // of the device whose memory it converts.

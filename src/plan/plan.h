@@ -61,6 +61,7 @@ struct Step {
   std::vector<int> outputs;        // slot ids, -1 for an omitted optional output
   std::vector<std::string> fused;  // names of the source-model nodes this step computes
   DataType precision = DataType::kFloat;
+  std::string precision_reason;  // why it computes in `precision` ("fp16 allowed", "no bf16 kernel", ...)
   Layout layout = Layout::kPlain;
   std::string backend = "reference";  // the backend that runs it: "reference", "cpu", "cuda"
   std::string tactic;                 // backend tactic name, "reference" on the reference backend

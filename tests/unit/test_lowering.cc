@@ -155,6 +155,7 @@ TEST(Lowering, LayoutRegionsGetReformatsOnlyAtTheirEdges) {
   EXPECT_EQ(step_named(p, "relu1").layout, Layout::kNHWC);  // follows its input: no reformat between
   EXPECT_EQ(step_named(p, "conv2").layout, Layout::kNHWC);
   EXPECT_EQ(step_named(p, "pool").layout, Layout::kPlain);
+  EXPECT_EQ(step_named(p, "pool").precision_reason, "FP32 build");
   EXPECT_EQ(slot_named(p, "c1").storage.layout, Layout::kNHWC);
   EXPECT_EQ(slot_named(p, "y").storage.layout, Layout::kPlain);
   // x into NHWC once; c1 and c2 back to plain for the Add (c1 has two readers: conv's relu reads
@@ -187,6 +188,8 @@ TEST(Lowering, LowerPrecisionStoresResultsInItAndConvertsAtTheEdges) {
   const Plan& p = **plan;
   EXPECT_EQ(step_named(p, "conv1").precision, DataType::kFloat16);
   EXPECT_EQ(step_named(p, "pool").precision, DataType::kFloat);  // no FP16 kernel: stays FP32
+  EXPECT_EQ(step_named(p, "conv1").precision_reason, "fp16 allowed");
+  EXPECT_EQ(step_named(p, "pool").precision_reason, "no fp16 kernel on layout-test");
   EXPECT_EQ(slot_named(p, "c1").storage.dtype, DataType::kFloat16);
   EXPECT_EQ(slot_named(p, "c1").type.dtype, DataType::kFloat);  // the logical type is ONNX's
   EXPECT_EQ(slot_named(p, "y").storage.dtype, DataType::kFloat);

@@ -90,6 +90,7 @@ nlohmann::json plan_json(const Plan& plan) {
     j["op"] = st.node ? op_name(*st.node) : "";
     j["fused"] = fused_names(st);
     j["precision"] = std::string(dtype_name(st.precision));
+    j["precision_reason"] = st.precision_reason;
     j["layout"] = std::string(layout_name(st.layout));
     j["backend"] = st.backend;
     j["tactic"] = st.tactic;
@@ -163,6 +164,10 @@ void print_plan(const Plan& plan, bool show_steps) {
       std::printf("%-4zu %-28s %-22s %-8s %-6s %-20s %s\n", i, st.name.c_str(),
                   st.node ? op_name(*st.node).c_str() : "?", std::string(dtype_name(st.precision)).c_str(),
                   std::string(layout_name(st.layout)).c_str(), (st.backend + ":" + st.tactic).c_str(), outs.c_str());
+      // Worth a line: a step left in FP32 when lower precision was allowed.
+      if (st.precision_reason.rfind("no ", 0) == 0) {
+        std::printf("%-4s %-28s precision: %s\n", "", "", st.precision_reason.c_str());
+      }
       std::vector<std::string> fused = fused_names(st);
       if (fused.size() > 1) {
         std::string list;
