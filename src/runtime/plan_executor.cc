@@ -165,15 +165,16 @@ class ArenaPlanExecutor : public PlanExecutor {
         if (a.type == AttrType::kGraph || a.type == AttrType::kGraphs) recordable_ = false;
       }
       for (int id : st.inputs) {
-        if (id >= 0 && inputs.count(id)) {
+        if (id < 0) continue;
+        if (inputs.count(id)) {
           if (!copy) recordable_ = false;
           transfer_step_[i] = true;
         }
         // A device step reading a value computed into host memory (a Slice's starts) reads it
         // when it is launched: after the work producing it is done, and anew each run.
-        const Slot& in = p.slots[static_cast<size_t>(id >= 0 ? id : 0)];
-        if (id >= 0 && !copy && in.storage.device == "cpu" && in.kind != SlotKind::kWeight &&
-            in.kind != SlotKind::kInput && st.backend == backends_.primary->name()) {
+        const Slot& in = p.slots[static_cast<size_t>(id)];
+        if (!copy && in.storage.device == "cpu" && in.kind != SlotKind::kWeight && in.kind != SlotKind::kInput &&
+            st.backend == backends_.primary->name()) {
           recordable_ = false;
           reads_host_values_[i] = true;
         }
@@ -540,7 +541,6 @@ class ArenaPlanExecutor : public PlanExecutor {
   // through pinned staging buffers whose addresses the recording holds.
   Result<std::vector<RValue>> run_recorded(PreparedShape& prep, const std::vector<RValue>& inputs) {
     const Plan& p = *plan_;
-    std::vector<TensorView> views = prep.views;
     for (size_t i = 0; i < inputs.size(); ++i) {
       const Tensor& t = inputs[i].tensor;
       const int64_t bytes = static_cast<int64_t>(t.nbytes());
@@ -553,14 +553,18 @@ class ArenaPlanExecutor : public PlanExecutor {
         for (auto& [key, other] : shape_cache_) other.recorded[0] = other.recorded[1] = nullptr;
       }
       if (transfers_ && bytes) std::memcpy(staging_[i].get(), t.raw(), static_cast<size_t>(bytes));
-      TensorView& v = views[static_cast<size_t>(p.inputs[i])];
-      v.value = nullptr;
-      v.data = staging_[i].get();
-      v.capacity = bytes;
-      v.dims = t.dims();
     }
     std::shared_ptr<void>& rec = prep.recorded[transfers_ ? 0 : 1];
     if (!rec) {
+      // The recording reads the inputs from the staging buffers.
+      std::vector<TensorView> views = prep.views;
+      for (size_t i = 0; i < inputs.size(); ++i) {
+        TensorView& v = views[static_cast<size_t>(p.inputs[i])];
+        v.value = nullptr;
+        v.data = staging_[i].get();
+        v.capacity = static_cast<int64_t>(inputs[i].tensor.nbytes());
+        v.dims = inputs[i].tensor.dims();
+      }
       KernelContext ctx;
       ctx.stream = stream_;
       ctx.workspace = workspace_.get();
@@ -584,8 +588,8 @@ class ArenaPlanExecutor : public PlanExecutor {
     KILN_RETURN_IF_ERROR(backends_.primary->synchronize(stream_));
     std::vector<RValue> outs;
     outs.reserve(p.outputs.size());
-    for (int id : p.outputs) {
-      const TensorView& v = views[static_cast<size_t>(id)];
+    for (int id : p.outputs) {  // outputs have their prepared dims (a recordable shape knows them all)
+      const TensorView& v = prep.views[static_cast<size_t>(id)];
       KILN_ASSIGN_OR_RETURN(Tensor t, read_storage(v.data, v.storage, v.logical, v.dims));
       outs.push_back(RValue::of(std::move(t)));
     }

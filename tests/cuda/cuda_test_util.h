@@ -6,6 +6,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cmath>
+#include <cstring>
 #include <optional>
 #include <random>
 #include <set>
@@ -73,6 +74,40 @@ struct Guarded {
     return std::vector<uint8_t>(all.begin() + kGuard, all.begin() + static_cast<long>(kGuard + bytes));
   }
 };
+
+// Position of logical element (n, c, h, w) of an [N, C, H, W] tensor in its storage.
+inline int64_t at(const Dims& d, int64_t n, int64_t c, int64_t h, int64_t w, bool nhwc) {
+  return nhwc ? ((n * d[2] + h) * d[3] + w) * d[1] + c : ((n * d[1] + c) * d[2] + h) * d[3] + w;
+}
+
+// A float32 tensor in element type `dt`, permuted to NHWC when asked (4-D only).
+inline Tensor to_storage(const Tensor& t, DataType dt, bool nhwc) {
+  Tensor s(dt, {t.numel()});
+  if (!nhwc) {
+    for (int64_t i = 0; i < t.numel(); ++i) s.set_double(i, t.get_double(i));
+    return s;
+  }
+  const Dims& d = t.dims();
+  for (int64_t n = 0; n < d[0]; ++n)
+    for (int64_t c = 0; c < d[1]; ++c)
+      for (int64_t h = 0; h < d[2]; ++h)
+        for (int64_t w = 0; w < d[3]; ++w)
+          s.set_double(at(d, n, c, h, w, true), t.get_double(at(d, n, c, h, w, false)));
+  return s;
+}
+
+// The logical float32 tensor of `d` held by storage bytes in `dt` (NHWC when asked).
+inline Tensor from_storage(const std::vector<uint8_t>& bytes, DataType dt, const Dims& d, bool nhwc) {
+  Tensor s(dt, {shape_numel(d)});
+  if (!bytes.empty()) std::memcpy(s.raw(), bytes.data(), bytes.size());
+  Tensor t(DataType::kFloat, d);
+  for (int64_t n = 0; n < d[0]; ++n)
+    for (int64_t c = 0; c < d[1]; ++c)
+      for (int64_t h = 0; h < d[2]; ++h)
+        for (int64_t w = 0; w < d[3]; ++w)
+          t.set_double(at(d, n, c, h, w, false), s.get_double(at(d, n, c, h, w, nhwc)));
+  return t;
+}
 
 struct PrecisionMode {
   const char* name;

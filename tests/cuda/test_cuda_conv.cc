@@ -20,27 +20,6 @@ namespace kiln {
 namespace {
 using namespace kiln::testing;
 
-void add_weight(onnx::GraphProto* g, const std::string& name, const std::vector<int64_t>& dims, uint32_t seed) {
-  auto* t = g->add_initializer();
-  t->set_name(name);
-  t->set_data_type(onnx::TensorProto::FLOAT);
-  int64_t n = 1;
-  for (int64_t d : dims) {
-    t->add_dims(d);
-    n *= d;
-  }
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(-0.3f, 0.3f);
-  for (int64_t i = 0; i < n; ++i) t->add_float_data(u(rng));
-}
-
-void ints(onnx::NodeProto* n, const char* key, std::vector<int64_t> v) {
-  auto* a = n->add_attribute();
-  a->set_name(key);
-  a->set_type(onnx::AttributeProto::INTS);
-  for (int64_t x : v) a->add_ints(x);
-}
-
 struct ConvCase {
   std::string name;
   int64_t c, k, h, w, kernel, stride, pad, dilation, group;
@@ -53,18 +32,18 @@ onnx::ModelProto conv_model(const ConvCase& c) {
   onnx::ModelProto m = make_model(17);
   auto* g = m.mutable_graph();
   add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, c.c, c.h, c.w}, {"n", "", "", ""});
-  add_weight(g, "w", {c.k, c.c / c.group, c.kernel, c.kernel}, 1);
+  add_random_weight(g, "w", {c.k, c.c / c.group, c.kernel, c.kernel}, 1, -0.3f, 0.3f);
   std::vector<std::string> in = {"x", "w"};
   if (c.bias) {
-    add_weight(g, "b", {c.k}, 2);
+    add_random_weight(g, "b", {c.k}, 2, -0.3f, 0.3f);
     in.push_back("b");
   }
   auto* conv = add_node(g, "Conv", in, {"y0"}, "conv");
-  ints(conv, "strides", {c.stride, c.stride});
-  ints(conv, "dilations", {c.dilation, c.dilation});
+  add_ints_attr(conv, "strides", {c.stride, c.stride});
+  add_ints_attr(conv, "dilations", {c.dilation, c.dilation});
   add_int_attr(conv, "group", c.group);
   if (c.auto_pad.empty()) {
-    ints(conv, "pads", {c.pad, c.pad, c.pad, c.pad});
+    add_ints_attr(conv, "pads", {c.pad, c.pad, c.pad, c.pad});
   } else {
     auto* a = conv->add_attribute();
     a->set_name("auto_pad");
@@ -74,12 +53,12 @@ onnx::ModelProto conv_model(const ConvCase& c) {
   std::string y = "y0";
   if (c.residual) {
     // The residual is another convolution's output of the same shape.
-    add_weight(g, "w2", {c.k, c.c / c.group, c.kernel, c.kernel}, 3);
+    add_random_weight(g, "w2", {c.k, c.c / c.group, c.kernel, c.kernel}, 3, -0.3f, 0.3f);
     auto* r = add_node(g, "Conv", {"x", "w2"}, {"r"}, "conv_r");
-    ints(r, "strides", {c.stride, c.stride});
-    ints(r, "dilations", {c.dilation, c.dilation});
+    add_ints_attr(r, "strides", {c.stride, c.stride});
+    add_ints_attr(r, "dilations", {c.dilation, c.dilation});
     add_int_attr(r, "group", c.group);
-    ints(r, "pads", {c.pad, c.pad, c.pad, c.pad});
+    add_ints_attr(r, "pads", {c.pad, c.pad, c.pad, c.pad});
     add_node(g, "Add", {y, "r"}, {"y1"}, "residual");
     y = "y1";
   }

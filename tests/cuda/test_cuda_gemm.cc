@@ -19,27 +19,6 @@ namespace kiln {
 namespace {
 using namespace kiln::testing;
 
-void add_weight(onnx::GraphProto* g, const std::string& name, const std::vector<int64_t>& dims, uint32_t seed) {
-  auto* t = g->add_initializer();
-  t->set_name(name);
-  t->set_data_type(onnx::TensorProto::FLOAT);
-  int64_t n = 1;
-  for (int64_t d : dims) {
-    t->add_dims(d);
-    n *= d;
-  }
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(-0.5f, 0.5f);
-  for (int64_t i = 0; i < n; ++i) t->add_float_data(u(rng));
-}
-
-void float_attr(onnx::NodeProto* n, const char* key, float v) {
-  auto* a = n->add_attribute();
-  a->set_name(key);
-  a->set_type(onnx::AttributeProto::FLOAT);
-  a->set_f(v);
-}
-
 // Relative L2 error of `got` against `want`.
 struct Case {
   std::string name;
@@ -53,8 +32,8 @@ std::vector<Case> cases() {
     Case c{"matmul_weight_bias_relu", make_model(17), {{2, 3, 5, 7}}};
     auto* g = c.model.mutable_graph();
     add_tensor_info(g->mutable_input(), "a", onnx::TensorProto::FLOAT, {2, 3, 5, 7});
-    add_weight(g, "w", {7, 4}, 1);
-    add_weight(g, "bias", {4}, 2);
+    add_random_weight(g, "w", {7, 4}, 1, -0.5f, 0.5f);
+    add_random_weight(g, "bias", {4}, 2, -0.5f, 0.5f);
     add_node(g, "MatMul", {"a", "w"}, {"m"});
     add_node(g, "Add", {"m", "bias"}, {"s"});
     add_node(g, "Relu", {"s"}, {"y"});
@@ -78,16 +57,16 @@ std::vector<Case> cases() {
     auto* g = c.model.mutable_graph();
     add_tensor_info(g->mutable_input(), "a", onnx::TensorProto::FLOAT, {7, 3});
     add_tensor_info(g->mutable_input(), "cfull", onnx::TensorProto::FLOAT, {3, 7});
-    add_weight(g, "b", {7, 7}, 3);
-    add_weight(g, "c", {7}, 4);
+    add_random_weight(g, "b", {7, 7}, 3, -0.5f, 0.5f);
+    add_random_weight(g, "c", {7}, 4, -0.5f, 0.5f);
     auto* n = add_node(g, "Gemm", {"a", "b", "c"}, {"y"});
     add_int_attr(n, "transA", 1);
     add_int_attr(n, "transB", 1);
-    float_attr(n, "alpha", 0.5f);
-    float_attr(n, "beta", 2.0f);
+    add_float_attr(n, "alpha", 0.5f);
+    add_float_attr(n, "beta", 2.0f);
     auto* f = add_node(g, "Gemm", {"a", "b", "cfull"}, {"z"});
     add_int_attr(f, "transA", 1);
-    float_attr(f, "beta", -1.0f);
+    add_float_attr(f, "beta", -1.0f);
     g->add_output()->set_name("y");
     g->add_output()->set_name("z");
     out.push_back(std::move(c));
@@ -97,8 +76,8 @@ std::vector<Case> cases() {
     auto* g = c.model.mutable_graph();
     add_tensor_info(g->mutable_input(), "a", onnx::TensorProto::FLOAT, {16, 64});
     add_tensor_info(g->mutable_input(), "r", onnx::TensorProto::FLOAT, {16, 32});
-    add_weight(g, "w", {64, 32}, 5);
-    add_weight(g, "bias", {32}, 6);
+    add_random_weight(g, "w", {64, 32}, 5, -0.5f, 0.5f);
+    add_random_weight(g, "bias", {32}, 6, -0.5f, 0.5f);
     add_node(g, "MatMul", {"a", "w"}, {"m"});
     add_node(g, "Add", {"m", "bias"}, {"s"});
     add_node(g, "Add", {"s", "r"}, {"t"});

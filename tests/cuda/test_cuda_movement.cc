@@ -25,20 +25,6 @@ constexpr int64_t kMin64 = std::numeric_limits<int64_t>::min();
 
 // ---- building models ------------------------------------------------------------------------
 
-void ints_attr(onnx::NodeProto* n, const char* key, const std::vector<int64_t>& v) {
-  auto* a = n->add_attribute();
-  a->set_name(key);
-  a->set_type(onnx::AttributeProto::INTS);
-  for (int64_t x : v) a->add_ints(x);
-}
-
-void string_attr(onnx::NodeProto* n, const char* key, const std::string& v) {
-  auto* a = n->add_attribute();
-  a->set_name(key);
-  a->set_type(onnx::AttributeProto::STRING);
-  a->set_s(v);
-}
-
 // An initializer holding `t` (any element type; DataType values are ONNX's).
 void add_weight(onnx::GraphProto* g, const std::string& name, const Tensor& t) {
   auto* p = g->add_initializer();
@@ -150,7 +136,7 @@ TEST(CudaMovement, Transpose) {
     Inputs in;
     add_input(g, "x", random_of(c.dt, c.dims, 1), &in);
     auto* t = add_node(g, "Transpose", {"x"}, {"y"});
-    if (!c.perm.empty()) ints_attr(t, "perm", c.perm);
+    if (!c.perm.empty()) add_ints_attr(t, "perm", c.perm);
     g->add_output()->set_name("y");
     check(m, in, {"Transpose"}, c.dt == DataType::kFloat);
   }
@@ -278,7 +264,7 @@ TEST(CudaMovement, Split) {
     }
     auto* s = add_node(g, "Split", ins, outs);
     add_int_attr(s, "axis", c.axis);
-    if (!c.split.empty() && c.opset < 13) ints_attr(s, "split", c.split);
+    if (!c.split.empty() && c.opset < 13) add_ints_attr(s, "split", c.split);
     if (c.split.empty() && c.opset >= 18) add_int_attr(s, "num_outputs", c.outputs);
     for (const std::string& y : outs) g->add_output()->set_name(y);
     check(m, in, {"Split"}, c.dt == DataType::kFloat, c.conv);
@@ -408,7 +394,7 @@ TEST(CudaMovement, Pad) {
       add_weight(g, "axes", i64(c.axes));
       ins.push_back("axes");
     }
-    string_attr(add_node(g, "Pad", ins, {"y"}), "mode", c.mode);
+    add_string_attr(add_node(g, "Pad", ins, {"y"}), "mode", c.mode);
     g->add_output()->set_name("y");
     check(m, in, {"Pad"}, c.dt == DataType::kFloat, c.conv);
   }
@@ -465,8 +451,9 @@ TEST(CudaMovement, Gather) {
 
 // ---- the kernels driven directly, in both layouts -------------------------------------------
 
-// A tensor's bytes in storage order: row-major, or NHWC for a 4-D tensor (and back).
-std::vector<uint8_t> to_storage(const Tensor& t, bool nhwc) {
+// A tensor's bytes in storage order, any element type: row-major, or NHWC for a 4-D tensor (and
+// back). The float helpers of cuda_test_util.h convert through float32 instead.
+std::vector<uint8_t> to_storage_bytes(const Tensor& t, bool nhwc) {
   std::vector<uint8_t> out(t.nbytes());
   const auto* src = static_cast<const uint8_t*>(t.raw());
   if (!nhwc) {
@@ -485,7 +472,7 @@ std::vector<uint8_t> to_storage(const Tensor& t, bool nhwc) {
   return out;
 }
 
-Tensor from_storage(const std::vector<uint8_t>& bytes, DataType dt, const Dims& dims, bool nhwc) {
+Tensor from_storage_bytes(const std::vector<uint8_t>& bytes, DataType dt, const Dims& dims, bool nhwc) {
   Tensor t(dt, dims);
   auto* dst = static_cast<uint8_t*>(t.raw());
   if (!nhwc) {
@@ -554,7 +541,7 @@ void run_directly(const onnx::ModelProto& proto, const std::vector<Tensor>& data
     ASSERT_LT(j, data.size()) << v->name << " is neither an input nor an initializer";
     const Tensor& t = data[j];
     const bool as_nhwc = nhwc && t.rank() == 4;
-    std::vector<uint8_t> bytes = to_storage(t, as_nhwc);
+    std::vector<uint8_t> bytes = to_storage_bytes(t, as_nhwc);
     buffers.push_back(std::make_unique<Guarded>(bytes.size()));
     if (!bytes.empty()) buffers.back()->upload(bytes.data());
     view.data = buffers.back()->data();
@@ -583,7 +570,7 @@ void run_directly(const onnx::ModelProto& proto, const std::vector<Tensor>& data
   for (size_t k = 0; k < out.size(); ++k) {
     const Tensor& w = (*want)[k].tensor;
     EXPECT_EQ(shape_to_string(out[k].dims), shape_to_string(w.dims())) << "output " << k;
-    Tensor got = from_storage(out_buffers[k]->download(), w.dtype(), w.dims(), nhwc && w.rank() == 4);
+    Tensor got = from_storage_bytes(out_buffers[k]->download(), w.dtype(), w.dims(), nhwc && w.rank() == 4);
     EXPECT_TRUE(w.nbytes() == 0 || std::memcmp(got.raw(), w.raw(), w.nbytes()) == 0)
         << "output " << k << " differs from the reference";
   }
@@ -629,7 +616,7 @@ TEST(CudaMovement, KernelsInBothLayoutsAndEveryElementSize) {
         add_weight(g, name, name == "value" ? scalar_of(dt, t.get_double(0)) : t);
         n->add_input(name);
       }
-      if (!mode.empty()) string_attr(n, "mode", mode);
+      if (!mode.empty()) add_string_attr(n, "mode", mode);
       if (a != INT64_MAX) add_int_attr(n, "axis", a);
     };
   };

@@ -37,13 +37,6 @@ void add_init(onnx::GraphProto* g, const std::string& name, const Tensor& t) {
   for (float x : t.span<const float>()) p->add_float_data(x);
 }
 
-void float_attr(onnx::NodeProto* n, const char* key, float v) {
-  auto* a = n->add_attribute();
-  a->set_name(key);
-  a->set_type(onnx::AttributeProto::FLOAT);
-  a->set_f(v);
-}
-
 // Runs `m` (input "x" of `in`) on the GPU in every precision against the reference, expecting
 // `op` on the GPU in `layout`. Data sits off zero (mean 0.5) so that centring matters.
 void check(const onnx::ModelProto& m, const std::string& op, const Dims& in, Layout layout,
@@ -74,7 +67,7 @@ onnx::ModelProto row_model(const RowCase& c, bool rms) {
   }
   auto* n = add_node(g, rms ? "RMSNormalization" : "LayerNormalization", in, {"y"}, "norm");
   add_int_attr(n, "axis", c.axis);
-  if (c.epsilon != 0) float_attr(n, "epsilon", c.epsilon);
+  if (c.epsilon != 0) add_float_attr(n, "epsilon", c.epsilon);
   g->add_output()->set_name("y");
   return m;
 }
@@ -136,7 +129,7 @@ onnx::ModelProto channel_model(const std::string& op, int opset, const Dims& x, 
   }
   auto* n = add_node(g, op, inputs, {"y"}, "norm");
   if (op == "GroupNormalization") add_int_attr(n, "num_groups", groups);
-  if (epsilon != 0) float_attr(n, "epsilon", epsilon);
+  if (epsilon != 0) add_float_attr(n, "epsilon", epsilon);
   g->add_output()->set_name("y");
   return m;
 }
@@ -192,39 +185,6 @@ TEST(CudaNorm, BatchNormalizationInference) {
 }
 
 // ---- the launchers on 4-D data in both storages --------------------------------------------------
-
-// Position of logical element (n, c, h, w) of an [N, C, H, W] tensor in its storage.
-int64_t at(const Dims& d, int64_t n, int64_t c, int64_t h, int64_t w, bool nhwc) {
-  return nhwc ? ((n * d[2] + h) * d[3] + w) * d[1] + c : ((n * d[1] + c) * d[2] + h) * d[3] + w;
-}
-
-// A float32 tensor in element type `dt`, permuted to NHWC when asked (4-D only).
-Tensor to_storage(const Tensor& t, DataType dt, bool nhwc) {
-  Tensor s(dt, {t.numel()});
-  if (!nhwc) {
-    for (int64_t i = 0; i < t.numel(); ++i) s.set_double(i, t.get_double(i));
-    return s;
-  }
-  const Dims& d = t.dims();
-  for (int64_t n = 0; n < d[0]; ++n)
-    for (int64_t c = 0; c < d[1]; ++c)
-      for (int64_t h = 0; h < d[2]; ++h)
-        for (int64_t w = 0; w < d[3]; ++w)
-          s.set_double(at(d, n, c, h, w, true), t.get_double(at(d, n, c, h, w, false)));
-  return s;
-}
-
-Tensor from_storage(const std::vector<uint8_t>& bytes, DataType dt, const Dims& d, bool nhwc) {
-  Tensor s(dt, {shape_numel(d)});
-  if (!bytes.empty()) std::memcpy(s.raw(), bytes.data(), bytes.size());
-  Tensor t(DataType::kFloat, d);
-  for (int64_t n = 0; n < d[0]; ++n)
-    for (int64_t c = 0; c < d[1]; ++c)
-      for (int64_t h = 0; h < d[2]; ++h)
-        for (int64_t w = 0; w < d[3]; ++w)
-          t.set_double(at(d, n, c, h, w, false), s.get_double(at(d, n, c, h, w, nhwc)));
-  return t;
-}
 
 const DataType kFloats[] = {DataType::kFloat, DataType::kFloat16, DataType::kBFloat16};
 const double kBounds[] = {1e-5, 5e-3, 3e-2};

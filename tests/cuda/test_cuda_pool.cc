@@ -26,20 +26,6 @@ double tolerance(DataType dt) {
   return dt == DataType::kFloat ? 1e-5 : dt == DataType::kFloat16 ? 2e-3 : 1.6e-2;
 }
 
-void ints_attr(onnx::NodeProto* n, const char* key, const std::vector<int64_t>& v) {
-  auto* a = n->add_attribute();
-  a->set_name(key);
-  a->set_type(onnx::AttributeProto::INTS);
-  for (int64_t x : v) a->add_ints(x);
-}
-
-void string_attr(onnx::NodeProto* n, const char* key, const std::string& v) {
-  auto* a = n->add_attribute();
-  a->set_name(key);
-  a->set_type(onnx::AttributeProto::STRING);
-  a->set_s(v);
-}
-
 // ---- whole models ------------------------------------------------------------------------------
 
 struct PoolCase {
@@ -71,12 +57,12 @@ onnx::ModelProto pool_model(const std::string& op, const PoolCase& c, int64_t co
   auto* g = m.mutable_graph();
   add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, c.c, c.h, c.w}, {"n", "", "", ""});
   auto* n = add_node(g, op, {"x"}, {"y"}, "pool");
-  ints_attr(n, "kernel_shape", c.kernel);
-  if (!c.strides.empty()) ints_attr(n, "strides", c.strides);
-  if (!c.pads.empty()) ints_attr(n, "pads", c.pads);
-  if (!c.dilations.empty()) ints_attr(n, "dilations", c.dilations);
+  add_ints_attr(n, "kernel_shape", c.kernel);
+  if (!c.strides.empty()) add_ints_attr(n, "strides", c.strides);
+  if (!c.pads.empty()) add_ints_attr(n, "pads", c.pads);
+  if (!c.dilations.empty()) add_ints_attr(n, "dilations", c.dilations);
   if (c.ceil_mode) add_int_attr(n, "ceil_mode", 1);
-  if (!c.auto_pad.empty()) string_attr(n, "auto_pad", c.auto_pad);
+  if (!c.auto_pad.empty()) add_string_attr(n, "auto_pad", c.auto_pad);
   if (op == "AveragePool") add_int_attr(n, "count_include_pad", count_include_pad);
   g->add_output()->set_name("y");
   return m;
@@ -154,14 +140,14 @@ TEST(CudaPool, ConvnetPoolsRunInNhwc) {
   add_node(g, "Conv", {"x", "w1"}, {"c1"}, "conv1");
   add_node(g, "Relu", {"c1"}, {"r1"}, "relu1");
   auto* mp = add_node(g, "MaxPool", {"r1"}, {"p1"}, "maxpool");
-  ints_attr(mp, "kernel_shape", {3, 3});
-  ints_attr(mp, "strides", {2, 2});
-  ints_attr(mp, "pads", {1, 1, 1, 1});
+  add_ints_attr(mp, "kernel_shape", {3, 3});
+  add_ints_attr(mp, "strides", {2, 2});
+  add_ints_attr(mp, "pads", {1, 1, 1, 1});
   add_node(g, "Conv", {"p1", "w2"}, {"c2"}, "conv2");
   auto* ap = add_node(g, "AveragePool", {"c2"}, {"p2"}, "avgpool");
-  ints_attr(ap, "kernel_shape", {2, 2});
+  add_ints_attr(ap, "kernel_shape", {2, 2});
   add_int_attr(ap, "ceil_mode", 1);
-  ints_attr(ap, "strides", {2, 2});
+  add_ints_attr(ap, "strides", {2, 2});
   add_node(g, "GlobalAveragePool", {"p2"}, {"y"}, "gap");
   g->add_output()->set_name("y");
   expect_cuda_matches_reference(m, {{"x", {1, 3, 15, 13}}}, {{"x", {2, 3, 15, 13}}}, image_sets({3, 15, 13}, {2, 1}),

@@ -11,13 +11,6 @@ namespace kiln {
 namespace {
 using namespace kiln::testing;
 
-void float_attr(onnx::NodeProto* n, const char* key, float v) {
-  auto* a = n->add_attribute();
-  a->set_name(key);
-  a->set_type(onnx::AttributeProto::FLOAT);
-  a->set_f(v);
-}
-
 std::vector<std::vector<RValue>> batches(int64_t c, int64_t h, int64_t w, std::initializer_list<int64_t> ns) {
   std::vector<std::vector<RValue>> sets;
   uint32_t seed = 7;
@@ -89,7 +82,7 @@ TEST(CudaProgram, ActivationsWithAttributes) {
     auto* g = m.mutable_graph();
     add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, 257}, {"n", ""});
     auto* n = add_node(g, a.op, {"x"}, {"y"});
-    for (auto [k, v] : a.attrs) float_attr(n, k, v);
+    for (auto [k, v] : a.attrs) add_float_attr(n, k, v);
     g->add_output()->set_name("y");
     std::vector<std::vector<RValue>> sets = {{RValue::of(random_float({3, 257}, 9))}};
     // Floor and Sign are exact in every precision only on values the precision holds exactly;

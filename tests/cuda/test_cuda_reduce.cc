@@ -35,13 +35,6 @@ void add_axes(onnx::GraphProto* g, const std::string& name, const std::vector<in
   for (int64_t a : axes) t->add_int64_data(a);
 }
 
-void ints_attr(onnx::NodeProto* n, const char* key, const std::vector<int64_t>& v) {
-  auto* a = n->add_attribute();
-  a->set_name(key);
-  a->set_type(onnx::AttributeProto::INTS);
-  for (int64_t x : v) a->add_ints(x);
-}
-
 // `shape` with its first dim symbolic ("n") and that dim set to each of `batches`; values uniform
 // in [offset - 1, offset + 1).
 std::vector<std::vector<RValue>> input_sets(const Dims& shape, std::initializer_list<int64_t> batches,
@@ -102,7 +95,7 @@ onnx::ModelProto reduce_model(const std::string& op, int opset, const ReduceCase
     in.push_back("axes");
   }
   auto* n = add_node(g, op, in, {"y"}, "reduce");
-  if (!axes_input && !c.axes.empty()) ints_attr(n, "axes", c.axes);
+  if (!axes_input && !c.axes.empty()) add_ints_attr(n, "axes", c.axes);
   add_int_attr(n, "keepdims", c.keepdims);
   if (c.noop) add_int_attr(n, "noop_with_empty_axes", 1);
   g->add_output()->set_name("y");

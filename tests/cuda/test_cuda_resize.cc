@@ -34,32 +34,11 @@ void add_int64s(onnx::GraphProto* g, const std::string& name, const std::vector<
   for (int64_t x : v) t->add_int64_data(x);
 }
 
-void add_weight(onnx::GraphProto* g, const std::string& name, const std::vector<int64_t>& dims, uint32_t seed) {
-  auto* t = g->add_initializer();
-  t->set_name(name);
-  t->set_data_type(onnx::TensorProto::FLOAT);
-  int64_t n = 1;
-  for (int64_t d : dims) {
-    t->add_dims(d);
-    n *= d;
-  }
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(-0.5f, 0.5f);
-  for (int64_t i = 0; i < n; ++i) t->add_float_data(u(rng));
-}
-
 void str_attr(onnx::NodeProto* n, const char* key, const std::string& v) {
   auto* a = n->add_attribute();
   a->set_name(key);
   a->set_type(onnx::AttributeProto::STRING);
   a->set_s(v);
-}
-
-void ints_attr(onnx::NodeProto* n, const char* key, const std::vector<int64_t>& v) {
-  auto* a = n->add_attribute();
-  a->set_name(key);
-  a->set_type(onnx::AttributeProto::INTS);
-  for (int64_t x : v) a->add_ints(x);
 }
 
 struct ResizeCase {
@@ -98,7 +77,7 @@ onnx::ModelProto resize_model(const ResizeCase& c) {
   add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, c.in, {batch_free ? "n" : ""});
   std::string x = "x";
   if (c.conv_before) {
-    add_weight(g, "w", {c.in[1], c.in[1], 1, 1}, 7);
+    add_random_weight(g, "w", {c.in[1], c.in[1], 1, 1}, 7, -0.5f, 0.5f);
     add_node(g, "Conv", {"x", "w"}, {"x1"}, "conv");
     x = "x1";
   }
@@ -116,7 +95,7 @@ onnx::ModelProto resize_model(const ResizeCase& c) {
   if (!c.mode.empty()) str_attr(r, "mode", c.mode);
   if (!c.ctm.empty()) str_attr(r, "coordinate_transformation_mode", c.ctm);
   if (!c.nearest.empty()) str_attr(r, "nearest_mode", c.nearest);
-  if (!c.axes.empty()) ints_attr(r, "axes", c.axes);
+  if (!c.axes.empty()) add_ints_attr(r, "axes", c.axes);
   g->add_output()->set_name("y");
   return m;
 }
@@ -241,36 +220,6 @@ TEST(CudaResize, IntegerDataIsCopiedPlain) {
 }
 
 // ---- the launcher in both storages ----------------------------------------------------------------
-
-// Position of logical element (n, c, h, w) of an [N, C, H, W] tensor in its storage.
-int64_t at(const Dims& d, int64_t n, int64_t c, int64_t h, int64_t w, bool nhwc) {
-  return nhwc ? ((n * d[2] + h) * d[3] + w) * d[1] + c : ((n * d[1] + c) * d[2] + h) * d[3] + w;
-}
-
-// `t` ([N, C, H, W]) as the bytes of a storage in element type `dt`.
-Tensor to_storage(const Tensor& t, DataType dt, bool nhwc) {
-  const Dims& d = t.dims();
-  Tensor s(dt, {t.numel()});
-  for (int64_t n = 0; n < d[0]; ++n)
-    for (int64_t c = 0; c < d[1]; ++c)
-      for (int64_t h = 0; h < d[2]; ++h)
-        for (int64_t w = 0; w < d[3]; ++w)
-          s.set_double(at(d, n, c, h, w, nhwc), t.get_double(at(d, n, c, h, w, false)));
-  return s;
-}
-
-// The logical float32 tensor of `dims` held by storage bytes in `dt`.
-Tensor from_storage(const std::vector<uint8_t>& bytes, DataType dt, const Dims& d, bool nhwc) {
-  Tensor s(dt, {shape_numel(d)});
-  if (!bytes.empty()) std::memcpy(s.raw(), bytes.data(), bytes.size());
-  Tensor t(DataType::kFloat, d);
-  for (int64_t n = 0; n < d[0]; ++n)
-    for (int64_t c = 0; c < d[1]; ++c)
-      for (int64_t h = 0; h < d[2]; ++h)
-        for (int64_t w = 0; w < d[3]; ++w)
-          t.set_double(at(d, n, c, h, w, false), s.get_double(at(d, n, c, h, w, nhwc)));
-  return t;
-}
 
 TEST(CudaResize, LauncherInPlainAndNhwcStorage) {
   SKIP_WITHOUT_GPU();

@@ -8,12 +8,12 @@
 // on the device.
 #include <algorithm>
 #include <cstring>
-#include <set>
 #include <string>
 #include <utility>
 
 #include "backends/cuda/kernel_family.h"
 #include "backends/cuda/kernels/movement.h"
+#include "ops/movement_util.h"
 
 namespace kiln::cuda {
 namespace {
@@ -209,22 +209,6 @@ Result<std::vector<int64_t>> host_ints(const TensorView& v, const char* what) {
   return out;
 }
 
-Result<int64_t> axis_in(int64_t axis, int64_t rank, const char* what) {
-  if (axis < -rank || axis >= rank) return invalid("{} {} is out of range for a tensor of rank {}", what, axis, rank);
-  return axis < 0 ? axis + rank : axis;
-}
-
-Result<std::vector<int64_t>> axes_in(const std::vector<int64_t>& axes, int64_t rank, const char* what) {
-  std::vector<int64_t> out;
-  std::set<int64_t> seen;
-  for (int64_t a : axes) {
-    KILN_ASSIGN_OR_RETURN(int64_t v, axis_in(a, rank, what));
-    if (!seen.insert(v).second) return invalid("{} contains axis {} more than once", what, a);
-    out.push_back(v);
-  }
-  return out;
-}
-
 bool present(std::span<const TensorView> in, size_t k) {
   return k < in.size() && !in[k].omitted;
 }
@@ -354,7 +338,7 @@ class MovementKernel : public DeviceKernel {
       if (static_cast<int64_t>(a_.perm.size()) != rank) {
         return invalid("Transpose perm has {} entries for a tensor of rank {}", a_.perm.size(), rank);
       }
-      KILN_ASSIGN_OR_RETURN(perm, axes_in(a_.perm, rank, "Transpose perm"));
+      KILN_ASSIGN_OR_RETURN(perm, normalize_axes(a_.perm, rank, "Transpose perm"));
     } else {
       for (int64_t d = rank; d-- > 0;) perm.push_back(d);
     }
@@ -382,7 +366,7 @@ class MovementKernel : public DeviceKernel {
     if (!first) return invalid("Concat needs at least one input");
     const int64_t rank = static_cast<int64_t>(first->dims.size());
     if (rank < 1 || rank > kMaxMovementRank) return invalid("Concat of rank {} on CUDA", rank);
-    KILN_ASSIGN_OR_RETURN(const int64_t axis, axis_in(a_.axis, rank, "Concat axis"));
+    KILN_ASSIGN_OR_RETURN(const int64_t axis, normalize_axis(a_.axis, rank, "Concat axis"));
     const size_t ax = static_cast<size_t>(axis);
     Dims od = first->dims;
     od[ax] = 0;
@@ -462,7 +446,7 @@ class MovementKernel : public DeviceKernel {
     const Dims& xd = in[0].dims;
     const int64_t rank = static_cast<int64_t>(xd.size());
     if (rank < 1 || rank > kMaxMovementRank) return invalid("Split of rank {} on CUDA", rank);
-    KILN_ASSIGN_OR_RETURN(const int64_t axis, axis_in(a_.axis, rank, "Split axis"));
+    KILN_ASSIGN_OR_RETURN(const int64_t axis, normalize_axis(a_.axis, rank, "Split axis"));
     const size_t ax = static_cast<size_t>(axis);
     KILN_ASSIGN_OR_RETURN(auto sizes, split_sizes(in, xd[ax], out.size()));
     int64_t xs[kMaxMovementRank];
@@ -516,7 +500,7 @@ class MovementKernel : public DeviceKernel {
     if (starts.size() != ends.size()) return invalid("Slice starts and ends have different lengths");
     if (has_axes) {
       if (axes.size() != starts.size()) return invalid("Slice axes and starts have different lengths");
-      KILN_ASSIGN_OR_RETURN(axes, axes_in(axes, rank, "Slice axes"));
+      KILN_ASSIGN_OR_RETURN(axes, normalize_axes(axes, rank, "Slice axes"));
     } else {
       if (static_cast<int64_t>(starts.size()) > rank) return invalid("Slice has more starts than the input rank");
       axes.clear();
@@ -649,7 +633,7 @@ class MovementKernel : public DeviceKernel {
       KILN_ASSIGN_OR_RETURN(pads, host_ints(in[1], "pads"));
       if (a_.opset >= 18 && present(in, 3)) {
         KILN_ASSIGN_OR_RETURN(auto raw, host_ints(in[3], "axes"));
-        KILN_ASSIGN_OR_RETURN(axes, axes_in(raw, rank, "Pad axes"));
+        KILN_ASSIGN_OR_RETURN(axes, normalize_axes(raw, rank, "Pad axes"));
         axes_given = true;
       }
     }
@@ -703,7 +687,7 @@ class MovementKernel : public DeviceKernel {
     const Dims& xd = in[0].dims;
     const int64_t rank = static_cast<int64_t>(xd.size());
     if (rank < 1) return invalid("Gather data must have rank >= 1");
-    KILN_ASSIGN_OR_RETURN(const int64_t axis, axis_in(a_.axis, rank, "Gather axis"));
+    KILN_ASSIGN_OR_RETURN(const int64_t axis, normalize_axis(a_.axis, rank, "Gather axis"));
     const size_t ax = static_cast<size_t>(axis);
     Dims od(xd.begin(), xd.begin() + axis);
     od.insert(od.end(), iv.dims.begin(), iv.dims.end());

@@ -3,35 +3,10 @@
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels/elementwise.h"
+#include "backends/cuda/kernels/float_cast.cuh"
 
 namespace kiln::cuda {
 namespace {
-
-template <typename T>
-__device__ __forceinline__ float load(const T* p, int64_t i) {
-  return static_cast<float>(p[i]);
-}
-template <>
-__device__ __forceinline__ float load<__half>(const __half* p, int64_t i) {
-  return __half2float(p[i]);
-}
-template <>
-__device__ __forceinline__ float load<__nv_bfloat16>(const __nv_bfloat16* p, int64_t i) {
-  return __bfloat162float(p[i]);
-}
-
-template <typename T>
-__device__ __forceinline__ void store(T* p, int64_t i, float v) {
-  p[i] = static_cast<T>(v);
-}
-template <>
-__device__ __forceinline__ void store<__half>(__half* p, int64_t i, float v) {
-  p[i] = __float2half_rn(v);
-}
-template <>
-__device__ __forceinline__ void store<__nv_bfloat16>(__nv_bfloat16* p, int64_t i, float v) {
-  p[i] = __float2bfloat16_rn(v);
-}
 
 __device__ __forceinline__ float apply(UnaryOp op, float x) {
   switch (op) {
@@ -67,7 +42,7 @@ template <typename T>
 __global__ void unary_kernel(UnaryOp op, const T* x, T* y, int64_t n) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    store(y, i, apply(op, load(x, i)));
+    y[i] = cast<T>(apply(op, f32(x[i])));
   }
 }
 
@@ -90,7 +65,7 @@ __global__ void binary_kernel(BinaryOp op, const T* a, const T* b, T* out, int64
       ai += c * bi.a_strides[d];
       bj += c * bi.b_strides[d];
     }
-    store(out, i, apply(op, load(a, ai), load(b, bj)));
+    out[i] = cast<T>(apply(op, f32(a[ai]), f32(b[bj])));
   }
 }
 
@@ -98,7 +73,7 @@ template <typename T>
 __global__ void binary_same_kernel(BinaryOp op, const T* a, const T* b, T* out, int64_t n) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    store(out, i, apply(op, load(a, i), load(b, i)));
+    out[i] = cast<T>(apply(op, f32(a[i]), f32(b[i])));
   }
 }
 

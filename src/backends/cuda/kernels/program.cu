@@ -2,35 +2,11 @@
 #include <cuda_fp16.h>
 
 #include "backends/cuda/cuda_check.h"
+#include "backends/cuda/kernels/float_cast.cuh"
 #include "backends/cuda/kernels/program.h"
 
 namespace kiln::cuda {
 namespace {
-
-template <typename T>
-__device__ __forceinline__ float to_float(T v) {
-  return static_cast<float>(v);
-}
-template <>
-__device__ __forceinline__ float to_float<__half>(__half v) {
-  return __half2float(v);
-}
-template <>
-__device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 v) {
-  return __bfloat162float(v);
-}
-template <typename T>
-__device__ __forceinline__ T from_float(float v) {
-  return static_cast<T>(v);
-}
-template <>
-__device__ __forceinline__ __half from_float<__half>(float v) {
-  return __float2half_rn(v);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
 
 __device__ __forceinline__ float sigmoid(float x) {
   return 1.f / (1.f + __expf(-x));
@@ -122,14 +98,14 @@ __global__ void program_kernel(const __grid_constant__ Launch l, O* out, int64_t
         }
       }
       r[k] = l.ops[k].is_bool ? (static_cast<const uint8_t*>(l.ops[k].data)[at] ? 1.f : 0.f)
-                              : to_float(static_cast<const T*>(l.ops[k].data)[at]);
+                              : f32(static_cast<const T*>(l.ops[k].data)[at]);
     }
     for (int j = 0; j < l.p.n_instr; ++j) r[l.p.code[j].dst] = eval(l.p.code[j], r);
     const float v = r[l.p.result];
     if constexpr (sizeof(O) == 1) {
       out[i] = v != 0.f ? 1 : 0;
     } else {
-      out[i] = from_float<O>(v);
+      out[i] = cast<O>(v);
     }
   }
 }

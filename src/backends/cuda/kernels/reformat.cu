@@ -2,35 +2,11 @@
 #include <cuda_fp16.h>
 
 #include "backends/cuda/cuda_check.h"
+#include "backends/cuda/kernels/float_cast.cuh"
 #include "backends/cuda/kernels/reformat.h"
 
 namespace kiln::cuda {
 namespace {
-
-__device__ __forceinline__ float to_float(float v) {
-  return v;
-}
-__device__ __forceinline__ float to_float(__half v) {
-  return __half2float(v);
-}
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) {
-  return __bfloat162float(v);
-}
-
-template <typename T>
-__device__ __forceinline__ T from_float(float v);
-template <>
-__device__ __forceinline__ float from_float<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ __half from_float<__half>(float v) {
-  return __float2half_rn(v);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
 
 // Logical index i of an [N, C, H, W] tensor -> its position in NHWC storage.
 __device__ __forceinline__ int64_t nhwc(int64_t i, int64_t c, int64_t h, int64_t w) {
@@ -45,7 +21,7 @@ __global__ void reformat_kernel(const In* src, bool src_nhwc, Out* dst, bool dst
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t si = src_nhwc ? nhwc(i, c, h, w) : i;
     const int64_t di = dst_nhwc ? nhwc(i, c, h, w) : i;
-    dst[di] = from_float<Out>(to_float(src[si]));
+    dst[di] = cast<Out>(f32(src[si]));
   }
 }
 
