@@ -142,6 +142,14 @@ class Backend {
     (void)tactic;
     return 0;
   }
+  // Build time, on a device: the milliseconds one run of `step` (its tactic set) takes at the
+  // plan's static shapes, measured on the device with inputs of arbitrary values. An error where
+  // the step cannot be timed (shapes not static, inputs computed on the host); the builder then
+  // keeps the default tactic. Host backends time tactics through run().
+  virtual Result<double> time_step(const Plan& plan, const Step& step) const {
+    (void)plan;
+    return invalid("backend {} cannot time step {} on a device", name(), step.name);
+  }
   // Runs one step on logical values; `ctx` holds the step's node, inputs and (on return)
   // outputs. The default kernel (make_kernel) adapts it to the storage contract.
   virtual Status run(const Step& step, OpContext& ctx) const = 0;

@@ -246,6 +246,15 @@ Result<Step> read_step(const In& in, int64_t nslots, int64_t* node) {
   KILN_ASSIGN_OR_RETURN(s.layout, layout_from_json(layout));
   KILN_FIELD(s.backend, in, "backend", string());
   KILN_FIELD(s.tactic, in, "tactic", string());
+  if (in.j.is_object() && in.j.contains("tactic_times")) {
+    KILN_ASSIGN_OR_RETURN(In times, in.at("tactic_times"));
+    if (!times.j.is_object()) return times.fail("an object of tactic timings");
+    for (const auto& [tactic, ms] : times.j.items()) {
+      if (!ms.is_number() || !(ms.get<double>() >= 0))
+        return invalid("{}.{}: expected a time in ms", times.path, tactic);
+      s.tactic_times[tactic] = ms.get<double>();
+    }
+  }
   return s;
 }
 
@@ -344,7 +353,8 @@ Result<std::string> write_plan(const Plan& plan, const std::vector<WeightEntry>&
                      {"precision_reason", s.precision_reason},
                      {"layout", layout_name(s.layout)},
                      {"backend", s.backend},
-                     {"tactic", s.tactic}});
+                     {"tactic", s.tactic},
+                     {"tactic_times", s.tactic_times}});
   }
   json ws = json::array();
   for (const WeightEntry& w : weights) {

@@ -39,6 +39,19 @@ Status choose_layouts(Plan& plan, const BackendSet& backends) {
       Slot& s = plan.slots[static_cast<size_t>(id)];
       s.storage.layout = layout_applies(st.layout, slot_rank(s)) ? st.layout : Layout::kPlain;
     }
+    // A Transpose between the NCHW and NHWC orders, where the backend takes NHWC for it, stores its
+    // output so that no byte moves (transpose_keeps_bytes): the planner places it on its input.
+    if (!st.inputs.empty() && st.inputs[0] >= 0 && st.outputs.size() == 1 && st.outputs[0] >= 0 &&
+        std::find(offered.begin(), offered.end(), Layout::kNHWC) != offered.end()) {
+      const Layout in = plan.slots[static_cast<size_t>(st.inputs[0])].storage.layout;
+      Slot& out = plan.slots[static_cast<size_t>(st.outputs[0])];
+      for (Layout o : {Layout::kPlain, Layout::kNHWC}) {
+        if (transpose_keeps_bytes(*st.node, in, o) && slot_rank(out) == 4) {
+          st.layout = in;
+          out.storage.layout = o;
+        }
+      }
+    }
   }
   return {};
 }

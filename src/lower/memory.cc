@@ -66,17 +66,23 @@ MemoryPlan place_arena(Plan& plan, const std::string& device) {
   for (size_t k = 0; k < lives.size(); ++k) {
     const Slot& s = plan.slots[static_cast<size_t>(life_slot[k])];
     const Step& st = plan.steps[static_cast<size_t>(s.first_step)];
-    if (!may_run_in_place(*st.node) || st.outputs.size() != 1 || st.inputs.empty() || st.inputs[0] < 0) continue;
+    if (st.outputs.size() != 1 || st.inputs.empty() || st.inputs[0] < 0) continue;
     auto in = life_of_slot.find(st.inputs[0]);
     if (in == life_of_slot.end()) continue;
     const Slot& src = plan.slots[static_cast<size_t>(st.inputs[0])];
+    const bool byte_view = transpose_keeps_bytes(*st.node, src.storage.layout, s.storage.layout) &&
+                           src.storage.dtype == s.storage.dtype && src.storage.device == s.storage.device;
+    if (!may_run_in_place(*st.node) && !byte_view) continue;
     // The input must die at this step, be read only once here, not be a graph output, and hold
     // the same storage.
     int reads = 0;
     for (int id : st.inputs) reads += id == st.inputs[0];
     if (src.kind == SlotKind::kOutput || src.last_step != s.first_step || reads != 1) continue;
-    if (!(src.storage == s.storage)) continue;
-    if (!is_view_op(*st.node) && !same_shape_always(st.node->inputs[0]->type, st.node->outputs[0]->type)) continue;
+    if (!(src.storage == s.storage) && !byte_view) continue;
+    if (!is_view_op(*st.node) && !byte_view &&
+        !same_shape_always(st.node->inputs[0]->type, st.node->outputs[0]->type)) {
+      continue;
+    }
     lives[k].in_place_of = in->second;
   }
   MemoryPlan mp = plan_memory(lives);

@@ -1,4 +1,5 @@
 #include <chrono>
+#include <map>
 #include <random>
 
 #include "lower/stages.h"
@@ -53,6 +54,36 @@ Result<std::string> time_tactics(const Backend& backend, const Node& node, const
   return best;
 }
 
+// Times each tactic of a step on its backend's device and returns the fastest; every time
+// measured goes into `times`. A tactic the device cannot run is skipped; when none could be timed
+// the default stays.
+std::string time_on_device(const Backend& backend, const Plan& plan, const Step& st,
+                           const std::vector<std::string>& tactics, std::map<std::string, double>* times) {
+  std::string best = tactics.front();
+  double best_ms = -1;
+  for (const std::string& t : tactics) {
+    Step trial = st;
+    trial.tactic = t;
+    Result<double> ms = backend.time_step(plan, trial);
+    if (!ms.ok()) continue;
+    (*times)[t] = *ms;
+    if (best_ms < 0 || *ms < best_ms) {
+      best_ms = *ms;
+      best = t;
+    }
+  }
+  return best;
+}
+
+// What a timing is valid for: the device (its name, architecture and library versions), the
+// backend, the node and its input types, and the precision and layout the step runs in.
+std::string timing_key(const Node& n, const DeviceInfo& device, const std::string& backend, const Step& st) {
+  std::string dev = device.name + "/" + device.arch;
+  for (const auto& [lib, version] : device.libraries) dev += "/" + lib + "=" + version;
+  return TimingCache::signature(n, dev, backend) + "|" + std::string(dtype_name(st.precision)) + "|" +
+         std::string(layout_name(st.layout));
+}
+
 }  // namespace
 
 Status select_tactics(Plan& plan, const BackendSet& backends, const std::string& timing_cache) {
@@ -69,12 +100,18 @@ Status select_tactics(Plan& plan, const BackendSet& backends, const std::string&
                      dtype_name(st.precision));
     }
     st.tactic = tactics.front();
+    st.tactic_times.clear();
     if (tactics.size() > 1) {
-      std::string key = TimingCache::signature(n, device.arch, backend.name());
+      const std::string key = timing_key(n, device, backend.name(), st);
       double ms = 0;
       std::string cached;
       if (cache.find(key, &cached, &ms) && std::find(tactics.begin(), tactics.end(), cached) != tactics.end()) {
         st.tactic = cached;
+        if (ms >= 0) st.tactic_times[cached] = ms;
+      } else if (!backend.host_visible()) {
+        st.tactic = time_on_device(backend, plan, st, tactics, &st.tactic_times);
+        if (auto it = st.tactic_times.find(st.tactic); it != st.tactic_times.end())
+          cache.put(key, st.tactic, it->second);
       } else {
         KILN_ASSIGN_OR_RETURN(st.tactic, time_tactics(backend, n, tactics, &ms));
         cache.put(key, st.tactic, ms);

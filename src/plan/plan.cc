@@ -34,4 +34,15 @@ bool is_view_op(const Node& n) {
   return n.domain.empty() && ops.count(n.op_type) > 0;
 }
 
+bool transpose_keeps_bytes(const Node& n, Layout in, Layout out) {
+  if (!n.domain.empty() || n.op_type != "Transpose" || n.inputs.empty() || !n.inputs[0]) return false;
+  const TypeInfo& t = n.inputs[0]->type;
+  if (t.kind != TypeInfo::Kind::kTensor || !t.shape.rank_known || t.shape.rank() != 4) return false;
+  const Attribute* perm = n.attr("perm");
+  if (!perm) return false;
+  static const std::vector<int64_t> to_nhwc = {0, 2, 3, 1}, to_nchw = {0, 3, 1, 2};
+  return (in == Layout::kNHWC && out == Layout::kPlain && perm->ints == to_nhwc) ||
+         (in == Layout::kPlain && out == Layout::kNHWC && perm->ints == to_nchw);
+}
+
 }  // namespace kiln

@@ -35,6 +35,10 @@ std::string_view slot_kind_name(SlotKind k);
 // Reshape, Flatten, Squeeze, Unsqueeze): the output has the input's byte size whatever the
 // shapes, and may share its storage.
 bool is_view_op(const Node& n);
+// A Transpose that moves no bytes when its input is stored in layout `in` and its output in
+// `out`: [N, C, H, W] stored NHWC read with perm (0, 2, 3, 1) is [N, H, W, C] stored plain, byte
+// for byte, and perm (0, 3, 1, 2) of a plain [N, H, W, C] stored NHWC is the reverse.
+bool transpose_keeps_bytes(const Node& n, Layout in, Layout out);
 
 // One value of the optimized graph's top level.
 struct Slot {
@@ -65,6 +69,9 @@ struct Step {
   Layout layout = Layout::kPlain;
   std::string backend = "reference";  // the backend that runs it: "reference", "cpu", "cuda"
   std::string tactic;                 // backend tactic name, "reference" on the reference backend
+  // Build-time timings of the tactics measured for this step (ms per run), the chosen one among
+  // them; empty when the backend offered one tactic or the step could not be timed.
+  std::map<std::string, double> tactic_times;
 };
 
 struct MemoryStats {

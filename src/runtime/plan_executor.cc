@@ -401,7 +401,9 @@ class ArenaPlanExecutor : public PlanExecutor {
             }
             const TensorView& a = views[static_cast<size_t>(out_id)];
             const TensorView& b = views[id];
-            if (!is_view_op(*st.node) && a.dims != b.dims) {
+            const bool same_bytes =
+                is_view_op(*st.node) || transpose_keeps_bytes(*st.node, other.storage.layout, out.storage.layout);
+            if (!same_bytes && a.dims != b.dims) {
               return runtime_error(
                   "plan check: step {} writes '{}' ({}) in place over '{}' ({}): an input broadcast to a larger "
                   "output cannot be overwritten",

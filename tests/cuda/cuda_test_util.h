@@ -120,13 +120,14 @@ inline constexpr PrecisionMode kAllPrecisions[] = {
 // Builds `proto` for the GPU (strict FP32, or FP16/BF16 allowed) with each input's shape in
 // min..max, expects every step whose op type is in `on_gpu` to run on CUDA (in `layout` when it
 // is given), and compares the outputs for each input set with the reference executor on the
-// imported graph: float outputs within the mode's relative L2 bound, others exactly.
+// imported graph: float outputs within the mode's relative L2 bound, others exactly. With
+// `tactic`, those steps run that tactic (it must be among those the backend offers for them).
 inline void expect_cuda_matches_reference(const onnx::ModelProto& proto, const std::map<std::string, Dims>& min,
                                           const std::map<std::string, Dims>& max,
                                           const std::vector<std::vector<RValue>>& input_sets,
                                           const std::set<std::string>& on_gpu,
                                           std::span<const PrecisionMode> modes = kAllPrecisions,
-                                          std::optional<Layout> layout = std::nullopt) {
+                                          std::optional<Layout> layout = std::nullopt, const char* tactic = nullptr) {
   Model model = import_model(proto);
   for (const PrecisionMode& m : modes) {
     SCOPED_TRACE(m.name);
@@ -139,17 +140,27 @@ inline void expect_cuda_matches_reference(const onnx::ModelProto& proto, const s
     o.max_shapes = max;
     auto plan = build_plan(model, o);
     ASSERT_TRUE(plan.ok()) << plan.status().message();
-    int checked = 0;
-    for (const Step& st : (*plan)->steps) {
+    int checked = 0, forced = 0;
+    auto backend = make_backend("cuda");
+    ASSERT_TRUE(backend.ok()) << backend.status().message();
+    for (Step& st : (*plan)->steps) {
       if (!on_gpu.count(st.node->op_type)) continue;
       ++checked;
+      if (tactic) {
+        const auto offered = (*backend)->tactics(*st.node, st.precision, st.layout);
+        if (std::find(offered.begin(), offered.end(), tactic) != offered.end()) {
+          st.tactic = tactic;
+          ++forced;
+        }
+      }
       EXPECT_EQ(st.backend, "cuda") << st.name << " (" << st.node->op_type << ") fell back to the CPU";
       if (layout) {
         EXPECT_EQ(st.layout, *layout) << st.name << " runs in " << layout_name(st.layout);
       }
     }
     EXPECT_GE(checked, 1) << "no step of the expected op types";
-    auto exec = PlanExecutor::create(*plan, *make_backend("cuda"));
+    if (tactic) EXPECT_GE(forced, 1) << "no step is offered tactic " << tactic;
+    auto exec = PlanExecutor::create(*plan, *backend);
     ASSERT_TRUE(exec.ok()) << exec.status().message();
     for (size_t set = 0; set < input_sets.size(); ++set) {
       SCOPED_TRACE("input set " + std::to_string(set));

@@ -62,7 +62,12 @@ onnx::ModelProto conv_model(const ConvCase& c) {
     add_node(g, "Add", {y, "r"}, {"y1"}, "residual");
     y = "y1";
   }
-  if (!c.activation.empty()) {
+  if (c.activation == "Clip") {  // ReLU6-like, with bounds as inputs
+    add_random_weight(g, "clip_lo", {}, 4, 0.f, 0.f);
+    add_random_weight(g, "clip_hi", {}, 5, 0.5f, 0.5f);
+    add_node(g, "Clip", {y, "clip_lo", "clip_hi"}, {"y2"}, "act");
+    y = "y2";
+  } else if (!c.activation.empty()) {
     add_node(g, c.activation, {y}, {"y2"}, "act");
     y = "y2";
   }
@@ -127,11 +132,62 @@ TEST(CudaConv, MatchesTheReference) {
   }
 }
 
-// Depthwise convolutions on Kiln's own kernel (KILN_CUDA_DEPTHWISE=1): window sizes, strides,
+// The "cudnn-unfused" tactic: the convolution alone, then bias, residual and activation in one
+// pass (Clip included, whose fused cuDNN graphs found only slow engines).
+TEST(CudaConv, UnfusedTacticMatchesTheReference) {
+  SKIP_WITHOUT_GPU();
+  std::vector<ConvCase> cases = conv_cases();
+  cases.push_back({"1x1_bias_clip", 16, 24, 7, 9, 1, 1, 0, 1, 1, true, false, "Clip"});
+  for (const ConvCase& c : cases) {
+    if (c.group != 1 || (!c.bias && !c.residual && c.activation.empty())) continue;
+    SCOPED_TRACE(c.name);
+    std::vector<std::vector<RValue>> sets = {{RValue::of(random_float({2, c.c, c.h, c.w}, 31))}};
+    expect_cuda_matches_reference(conv_model(c), {{"x", {1, c.c, c.h, c.w}}}, {{"x", {2, c.c, c.h, c.w}}}, sets,
+                                  {"Conv", "FusedConv"}, kAllPrecisions, Layout::kNHWC, "cudnn-unfused");
+  }
+}
+
+// At static shapes the builder times each convolution's tactics on the GPU, keeps the fastest,
+// and the engine computes the same whichever won.
+TEST(CudaConv, BuilderTimesConvolutionTactics) {
+  SKIP_WITHOUT_GPU();
+  ConvCase c{"depthwise_relu", 32, 32, 28, 28, 3, 1, 1, 1, 32, true, false, "Relu"};
+  ConvCase d{"3x3_bias_relu", 16, 32, 28, 28, 3, 1, 1, 1, 1, true, false, "Relu"};
+  for (const ConvCase& cc : {c, d}) {
+    SCOPED_TRACE(cc.name);
+    Model model = import_model(conv_model(cc));
+    BuildOptions o;
+    o.device = "cuda";
+    o.fp16 = true;
+    o.min_shapes["x"] = o.max_shapes["x"] = {2, cc.c, cc.h, cc.w};
+    auto plan = build_plan(model, o);
+    ASSERT_TRUE(plan.ok()) << plan.status().message();
+    int timed = 0;
+    for (const Step& st : (*plan)->steps) {
+      if (st.node->op_type != "Conv" && st.node->op_type != "FusedConv") continue;
+      ++timed;
+      EXPECT_GE(st.tactic_times.size(), 2u) << st.name;
+      ASSERT_TRUE(st.tactic_times.count(st.tactic)) << st.name << " chose " << st.tactic << ", which was not timed";
+      for (const auto& [t, ms] : st.tactic_times) {
+        EXPECT_GT(ms, 0.0) << t;
+        EXPECT_LE(st.tactic_times.at(st.tactic), ms) << st.tactic << " was chosen over the faster " << t;
+      }
+    }
+    EXPECT_EQ(timed, 1);
+    std::vector<RValue> in = {RValue::of(random_float({2, cc.c, cc.h, cc.w}, 41))};
+    auto want = Executor(*model.graph).run(in);
+    auto exec = PlanExecutor::create(*plan, *make_backend("cuda"));
+    ASSERT_TRUE(exec.ok()) << exec.status().message();
+    auto got = (*exec)->run(in);
+    ASSERT_TRUE(want.ok() && got.ok()) << got.status().message();
+    EXPECT_LE(rel_l2((*got)[0].tensor, (*want)[0].tensor), 5e-3);
+  }
+}
+
+// Depthwise convolutions on Kiln's own kernel (the "depthwise" tactic): window sizes, strides,
 // pads (explicit and SAME), dilation, odd channel counts, bias, residual and activations fused.
 TEST(CudaConv, DepthwiseKernelMatchesTheReference) {
   SKIP_WITHOUT_GPU();
-  setenv("KILN_CUDA_DEPTHWISE", "1", 1);
   const std::vector<ConvCase> cases = {
       {"3x3_relu", 32, 32, 14, 14, 3, 1, 1, 1, 32, true, false, "Relu"},
       {"3x3_stride2_hardswish", 7, 7, 15, 9, 3, 2, 1, 1, 7, true, false, "HardSwish"},
@@ -148,9 +204,8 @@ TEST(CudaConv, DepthwiseKernelMatchesTheReference) {
     for (int64_t n : {1, 3})
       sets.push_back({RValue::of(random_float({n, c.c, c.h, c.w}, static_cast<uint32_t>(n + 5)))});
     expect_cuda_matches_reference(conv_model(c), {{"x", {1, c.c, c.h, c.w}}}, {{"x", {3, c.c, c.h, c.w}}}, sets,
-                                  {"Conv", "FusedConv"}, modes, Layout::kNHWC);
+                                  {"Conv", "FusedConv"}, modes, Layout::kNHWC, "depthwise");
   }
-  unsetenv("KILN_CUDA_DEPTHWISE");
 }
 
 }  // namespace

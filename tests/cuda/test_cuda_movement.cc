@@ -142,6 +142,47 @@ TEST(CudaMovement, Transpose) {
   }
 }
 
+// Transposes of NHWC feature maps: between the NCHW and NHWC orders (as ConvNeXt blocks do) the
+// bytes stay and the planner places the output on the input, so no reformat runs between the
+// convolutions; other perms of an NHWC input copy through its strides.
+TEST(CudaMovement, TransposeOfNhwcFeatureMaps) {
+  SKIP_WITHOUT_GPU();
+  for (bool round_trip : {true, false}) {
+    SCOPED_TRACE(round_trip ? "to NHWC and back" : "perm 0,1,3,2");
+    onnx::ModelProto m = make_model(17);
+    auto* g = m.mutable_graph();
+    Inputs in;
+    const std::string x = feed(g, "x", {2, 7, 5, 3}, DataType::kFloat, /*conv=*/true, 3, &in);
+    if (round_trip) {
+      add_ints_attr(add_node(g, "Transpose", {x}, {"t1"}, "to_nhwc"), "perm", {0, 2, 3, 1});
+      add_node(g, "Sigmoid", {"t1"}, {"s"});
+      add_ints_attr(add_node(g, "Transpose", {"s"}, {"t2"}, "to_nchw"), "perm", {0, 3, 1, 2});
+    } else {
+      add_ints_attr(add_node(g, "Transpose", {x}, {"t2"}, "swap"), "perm", {0, 1, 3, 2});
+    }
+    add_random_weight(g, "w2", {4, 7, 1, 1}, 9, -0.5f, 0.5f);
+    add_node(g, "Conv", {"t2", "w2"}, {"y"});
+    g->add_output()->set_name("y");
+    check(m, in, {"Transpose"}, true);
+    if (!round_trip) continue;
+    BuildOptions o;
+    o.device = "cuda";
+    o.fp16 = true;
+    auto plan = build_plan(import_model(m), o);
+    ASSERT_TRUE(plan.ok()) << plan.status().message();
+    int reformats = 0;
+    for (const Step& st : (*plan)->steps) {
+      if (st.node->op_type == "Reformat") ++reformats;
+      if (st.node->op_type == "Transpose") {
+        const Slot& out = (*plan)->slots[static_cast<size_t>(st.outputs[0])];
+        EXPECT_EQ(out.in_place_of, st.inputs[0]) << st.name << " moves bytes";
+      }
+    }
+    // The input into NHWC float16, the output out of it: none between.
+    EXPECT_EQ(reformats, 2);
+  }
+}
+
 // ---- Concat ---------------------------------------------------------------------------------
 
 // Concat along `axis` of inputs with `shapes` (each behind its own convolution when conv).

@@ -4,6 +4,7 @@
 // float16 and bfloat16.
 #include <gtest/gtest.h>
 
+#include "backends/cuda/kernels/program.h"
 #include "cuda_test_util.h"
 #include "model_builder.h"
 
@@ -145,6 +146,61 @@ TEST(CudaProgram, SqueezeExciteScaleInNHWC) {
   expect_cuda_matches_reference(m, {{"x", {1, c, h, w}}, {"s", {1, c, 1, 1}}},
                                 {{"x", {3, c, h, w}}, {"s", {3, c, 1, 1}}}, sets, {"FusedElementwise", "Mul"},
                                 kAllPrecisions, Layout::kNHWC);
+}
+
+}  // namespace
+}  // namespace kiln
+
+namespace kiln {
+namespace {
+
+// Host-side iteration simplification (runs without a GPU): size-1 dims dropped, dims every
+// operand walks as one merged, broadcast operands keeping their zero strides.
+TEST(CudaProgram, CollapsesIterationDims) {
+  using cuda::ProgOperand;
+  // An NHWC output [N=2, H=3, W=5, C=4], times a per-(N, C) scale, plus a same-shape operand.
+  int64_t dims[4] = {2, 3, 5, 4};
+  ProgOperand ops[3];
+  int x = 1;
+  ops[0].data = ops[1].data = ops[2].data = &x;
+  const int64_t full[4] = {60, 20, 4, 1}, scale[4] = {4, 0, 0, 1};
+  for (int d = 0; d < 4; ++d) {
+    ops[0].strides[d] = full[d];
+    ops[1].strides[d] = scale[d];
+    ops[2].strides[d] = full[d];
+  }
+  int rank = cuda::collapse_dims(dims, 4, ops, 3);
+  ASSERT_EQ(rank, 3);
+  EXPECT_EQ(std::vector<int64_t>(dims, dims + 3), (std::vector<int64_t>{2, 15, 4}));
+  EXPECT_EQ(std::vector<int64_t>(ops[1].strides, ops[1].strides + 3), (std::vector<int64_t>{4, 0, 1}));
+  EXPECT_EQ(std::vector<int64_t>(ops[0].strides, ops[0].strides + 3), (std::vector<int64_t>{60, 4, 1}));
+
+  // All operands contiguous (an operand left out does not count): one dim; size-1 dims dropped.
+  int64_t d2[4] = {3, 1, 7, 2};
+  ProgOperand c[2];
+  c[0].data = &x;  // c[1] left out, its strides arbitrary
+  const int64_t s2[4] = {14, 14, 2, 1};
+  for (int d = 0; d < 4; ++d) {
+    c[0].strides[d] = s2[d];
+    c[1].strides[d] = 5;
+  }
+  rank = cuda::collapse_dims(d2, 4, c, 2);
+  ASSERT_EQ(rank, 1);
+  EXPECT_EQ(d2[0], 42);
+  EXPECT_EQ(c[0].strides[0], 1);
+
+  // A transposed operand cannot merge: the rank stays.
+  int64_t d3[2] = {3, 4};
+  ProgOperand t[2];
+  t[0].data = t[1].data = &x;
+  t[0].strides[0] = 4, t[0].strides[1] = 1;
+  t[1].strides[0] = 1, t[1].strides[1] = 3;
+  EXPECT_EQ(cuda::collapse_dims(d3, 2, t, 2), 2);
+
+  // Every dim of size 1: one dim of one element.
+  int64_t d4[3] = {1, 1, 1};
+  EXPECT_EQ(cuda::collapse_dims(d4, 3, t, 2), 1);
+  EXPECT_EQ(d4[0], 1);
 }
 
 }  // namespace

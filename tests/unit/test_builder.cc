@@ -8,6 +8,7 @@
 #include <random>
 #include <thread>
 
+#include "engine/engine.h"
 #include "lower/builder.h"
 #include "model_builder.h"
 #include "onnx/importer.h"
@@ -241,6 +242,89 @@ TEST(Builder, TimesTacticsAndUsesTheTimingCache) {
   auto bad = build_plan(model, o);
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("kiln_timing_cache_test.json"), std::string::npos);
+  std::filesystem::remove(cache);
+}
+
+}  // namespace
+}  // namespace kiln
+
+namespace kiln {
+namespace {
+
+// A device backend (its memory not visible to the host) with two tactics for Relu: the builder
+// times them through time_step, keeps the faster, records both times in the step (and the engine
+// file), and a rebuild with the timing cache times nothing.
+class TimedDeviceBackend : public Backend {
+ public:
+  std::string name() const override { return "timed-device"; }
+  DeviceInfo device() const override {
+    DeviceInfo d = make_backend("cpu").value()->device();
+    d.name = "test device";
+    return d;
+  }
+  Allocator& allocator() override { return make_backend("cpu").value()->allocator(); }
+  bool host_visible() const override { return false; }
+  bool supports(const Node& n, DataType p, Layout l) const override {
+    return make_backend("cpu").value()->supports(n, p, l);
+  }
+  std::vector<std::string> tactics(const Node& n, DataType p, Layout l) const override {
+    if (n.op_type == "Relu") return {"first", "second", "broken"};
+    return make_backend("cpu").value()->tactics(n, p, l);
+  }
+  Result<double> time_step(const Plan& plan, const Step& step) const override {
+    (void)plan;
+    ++timed;
+    if (step.tactic == "broken") return runtime_error("this tactic cannot run here");
+    return step.tactic == "first" ? 2.0 : 0.5;
+  }
+  Status run(const Step& step, OpContext& ctx) const override {
+    (void)step;
+    (void)ctx;
+    return invalid("device steps do not run on the host");
+  }
+  mutable int timed = 0;
+};
+
+TEST(Builder, TimesDeviceTacticsOnTheDeviceAndKeepsTheirTimes) {
+  Model model = import(mlp(false));
+  auto backend = std::make_shared<TimedDeviceBackend>();
+  std::string cache = (std::filesystem::temp_directory_path() / "kiln_device_timing_cache_test.json").string();
+  std::filesystem::remove(cache);
+  BuildOptions o;
+  o.backend = backend;
+  o.timing_cache = cache;
+  o.pipeline.disabled = {"fuse-bias-activation", "fuse-elementwise"};
+  auto plan = build_plan(model, o);
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  auto relu_step = [](const Plan& p) -> const Step* {
+    for (const Step& st : p.steps) {
+      if (st.node->op_type == "Relu") return &st;
+    }
+    return nullptr;
+  };
+  const Step* st = relu_step(**plan);
+  ASSERT_NE(st, nullptr);
+  EXPECT_EQ(st->tactic, "second");
+  ASSERT_EQ(st->tactic_times.size(), 2u) << "the broken tactic is skipped, the others timed";
+  EXPECT_DOUBLE_EQ(st->tactic_times.at("first"), 2.0);
+  EXPECT_DOUBLE_EQ(st->tactic_times.at("second"), 0.5);
+  EXPECT_EQ(backend->timed, 3);
+  // The times travel in the engine file.
+  auto bytes = serialize_engine(**plan);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().message();
+  auto loaded = load_engine_bytes(*bytes);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().message();
+  const Step* back = relu_step(**loaded);
+  ASSERT_NE(back, nullptr);
+  EXPECT_EQ(back->tactic_times, st->tactic_times);
+  // A rebuild reads the choice and its time from the cache.
+  backend->timed = 0;
+  plan = build_plan(model, o);
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  EXPECT_EQ(backend->timed, 0);
+  st = relu_step(**plan);
+  EXPECT_EQ(st->tactic, "second");
+  EXPECT_EQ(st->tactic_times.size(), 1u);
   std::filesystem::remove(cache);
 }
 

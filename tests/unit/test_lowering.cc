@@ -329,3 +329,77 @@ TEST(Lowering, ADevicePlanWhollyOnTheFallbackUsesTheHostArena) {
 
 }  // namespace
 }  // namespace kiln
+
+namespace kiln {
+namespace {
+using namespace kiln::testing;
+
+// LayoutBackend that also takes Transposes of 4-D tensors in NHWC.
+class TransposeLayoutBackend : public LayoutBackend {
+ public:
+  TransposeLayoutBackend() : LayoutBackend(false) {}
+  bool supports(const Node& n, DataType p, Layout l) const override {
+    if (n.domain.empty() && n.op_type == "Transpose") return l == Layout::kPlain || l == Layout::kNHWC;
+    return LayoutBackend::supports(n, p, l);
+  }
+  std::vector<Layout> layouts(const Node& n, DataType p) const override {
+    if (n.domain.empty() && n.op_type == "Transpose") return {Layout::kPlain, Layout::kNHWC};
+    return LayoutBackend::layouts(n, p);
+  }
+};
+
+// Conv (NHWC) -> Transpose to [N, H, W, C] -> Sigmoid (plain) -> Transpose back -> Conv (NHWC):
+// both Transposes keep their bytes (the first reads the NHWC conv output as plain [N, H, W, C],
+// the second stores [N, C, H, W] NHWC for the next Conv), so no reformat runs between the convs
+// and each Transpose is placed on its input.
+TEST(Lowering, TransposesBetweenNchwAndNhwcKeepTheirBytes) {
+  onnx::ModelProto m = make_model(17);
+  auto* g = m.mutable_graph();
+  add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {2, 3, 5, 6});
+  for (const char* w : {"w1", "w2"}) {
+    auto* t = g->add_initializer();
+    t->set_name(w);
+    t->set_data_type(onnx::TensorProto::FLOAT);
+    const int64_t c = std::string(w) == "w1" ? 3 : 4;
+    for (int64_t d : {int64_t{4}, c, int64_t{1}, int64_t{1}}) t->add_dims(d);
+    for (int64_t i = 0; i < 4 * c; ++i) t->add_float_data(0.1f * static_cast<float>(i % 7 - 3));
+  }
+  add_node(g, "Conv", {"x", "w1"}, {"c1"}, "conv1");
+  add_ints_attr(add_node(g, "Transpose", {"c1"}, {"t1"}, "to_nhwc"), "perm", {0, 2, 3, 1});
+  add_node(g, "Sigmoid", {"t1"}, {"s"}, "sigmoid");
+  add_ints_attr(add_node(g, "Transpose", {"s"}, {"t2"}, "to_nchw"), "perm", {0, 3, 1, 2});
+  add_node(g, "Conv", {"t2", "w2"}, {"y"}, "conv2");
+  add_tensor_info(g->mutable_output(), "y", onnx::TensorProto::FLOAT, {2, 4, 5, 6});
+  Model model = import_model(m);
+  auto backend = std::make_shared<TransposeLayoutBackend>();
+  auto plan = build_plan(model, no_fusion(backend));
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  const Plan& p = **plan;
+  EXPECT_EQ(step_named(p, "to_nhwc").layout, Layout::kNHWC);
+  EXPECT_EQ(slot_named(p, "t1").storage.layout, Layout::kPlain);
+  EXPECT_EQ(slot_named(p, "t2").storage.layout, Layout::kNHWC);
+  EXPECT_EQ(step_named(p, "conv2").layout, Layout::kNHWC);
+  EXPECT_EQ(count_ops(p)["kiln.Reformat"], 2) << "only x into NHWC and y out of it";
+  auto slot_id = [&](const std::string& name) {
+    for (size_t i = 0; i < p.slots.size(); ++i) {
+      if (p.slots[i].name == name) return static_cast<int>(i);
+    }
+    return -1;
+  };
+  EXPECT_EQ(slot_named(p, "t1").in_place_of, slot_id("c1"));
+  EXPECT_EQ(slot_named(p, "t2").in_place_of, slot_id("s"));
+  EXPECT_EQ(slot_named(p, "t1").offset, slot_named(p, "c1").offset);
+  auto exec = PlanExecutor::create(*plan, backend);
+  ASSERT_TRUE(exec.ok()) << exec.status().message();
+  std::vector<RValue> in = {RValue::of(random_float({2, 3, 5, 6}, 9))};
+  auto want = Executor(*model.graph).run(in);
+  auto got = (*exec)->run(in);
+  ASSERT_TRUE(want.ok() && got.ok()) << got.status().message();
+  const Tensor& w = (*want)[0].tensor;
+  const Tensor& gt = (*got)[0].tensor;
+  ASSERT_EQ(w.dims(), gt.dims());
+  for (int64_t i = 0; i < w.numel(); ++i) EXPECT_NEAR(w.get_double(i), gt.get_double(i), 1e-5) << i;
+}
+
+}  // namespace
+}  // namespace kiln

@@ -305,6 +305,10 @@ int bench(const Args& a) {
       const Step& st = plan.steps[i];
       profile.push_back({{"name", st.name},
                          {"op", st.node ? st.node->op_type : ""},
+                         {"backend", st.backend},
+                         {"tactic", st.tactic},
+                         {"precision", dtype_name(st.precision)},
+                         {"layout", layout_name(st.layout)},
                          {"average_ms", step_totals[i] / n},
                          {"percent", 100.0 * step_totals[i] / std::max(1e-12, mean * n)}});
     }
@@ -368,11 +372,11 @@ int bench(const Args& a) {
         c["run_ms"].get<double>(), c["back_ms"].get<double>());
   }
   if (a.profile) {
-    std::printf("\n%-4s %-32s %-20s %12s %8s\n", "#", "step", "op", "avg ms", "%");
+    std::printf("\n%-4s %-32s %-20s %-24s %12s %8s\n", "#", "step", "op", "tactic", "avg ms", "%");
     for (size_t i = 0; i < profile.size(); ++i) {
-      std::printf("%-4zu %-32s %-20s %12.4f %8.2f\n", i, profile[i]["name"].get<std::string>().c_str(),
-                  profile[i]["op"].get<std::string>().c_str(), profile[i]["average_ms"].get<double>(),
-                  profile[i]["percent"].get<double>());
+      std::printf("%-4zu %-32s %-20s %-24s %12.4f %8.2f\n", i, profile[i]["name"].get<std::string>().c_str(),
+                  profile[i]["op"].get<std::string>().c_str(), profile[i]["tactic"].get<std::string>().c_str(),
+                  profile[i]["average_ms"].get<double>(), profile[i]["percent"].get<double>());
     }
   }
   return kExitOk;

@@ -94,6 +94,7 @@ nlohmann::json plan_json(const Plan& plan) {
     j["layout"] = std::string(layout_name(st.layout));
     j["backend"] = st.backend;
     j["tactic"] = st.tactic;
+    j["tactic_times_ms"] = st.tactic_times;
     nlohmann::json ins = nlohmann::json::array(), outs = nlohmann::json::array();
     for (int id : st.inputs) ins.push_back(slot_json(plan, id));
     for (int id : st.outputs) outs.push_back(slot_json(plan, id));
@@ -167,6 +168,16 @@ void print_plan(const Plan& plan, bool show_steps) {
       // Worth a line: a step left in FP32 when lower precision was allowed.
       if (st.precision_reason.rfind("no ", 0) == 0) {
         std::printf("%-4s %-28s precision: %s\n", "", "", st.precision_reason.c_str());
+      }
+      if (!st.tactic_times.empty()) {  // the tactics timed at build, the chosen one first
+        std::string line;
+        if (auto it = st.tactic_times.find(st.tactic); it != st.tactic_times.end()) {
+          line = fmt::format("{} {:.4f} ms", it->first, it->second);
+        }
+        for (const auto& [t, ms] : st.tactic_times) {
+          if (t != st.tactic) line += fmt::format("{}{} {:.4f} ms", line.empty() ? "" : ", ", t, ms);
+        }
+        std::printf("%-4s %-28s timed: %s\n", "", "", line.c_str());
       }
       std::vector<std::string> fused = fused_names(st);
       if (fused.size() > 1) {

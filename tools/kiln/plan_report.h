@@ -6,7 +6,8 @@
 
 namespace kiln::cli {
 
-// {"steps":[{"name", "op", "fused", "precision", "layout", "tactic", "inputs", "outputs"}],
+// {"steps":[{"name", "op", "fused", "precision", "layout", "tactic", "tactic_times_ms",
+//  "inputs", "outputs"}],
 //  "memory":{...}, "passes":{...}, "nodes_before", "step_count", "build":{...}, "profiles":[...],
 //  "shapes":{...}}
 nlohmann::json plan_json(const Plan& plan);

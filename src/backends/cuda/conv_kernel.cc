@@ -76,7 +76,7 @@ Result<cudnnHandle_t> handle_for_stream(void* stream) {
 
 class ConvKernel : public DeviceKernel {
  public:
-  ConvKernel(const Node& n, DataType dt, bool tf32) : node_(n), dtype_(dt), tf32_(tf32) {
+  ConvKernel(const Node& n, DataType dt, bool tf32, bool fuse) : node_(n), dtype_(dt), tf32_(tf32), fuse_(fuse) {
     const Attribute* a = n.attr("activation");
     const Attribute* p = n.attr("activation_params");
     activation_of(a ? a->s : "", p ? p->floats : std::vector<float>{}, &act_);
@@ -205,7 +205,7 @@ class ConvKernel : public DeviceKernel {
     if (auto it = cache_.find(key); it != cache_.end()) return it->second.get();
     const Attribute* group = node_.attr("group");
     Result<std::unique_ptr<Prepared>> made = invalid("not fused");
-    if (!group || group->i == 1) made = make_graph(in, /*fuse=*/true);
+    if (fuse_ && (!group || group->i == 1)) made = make_graph(in, /*fuse=*/true);
     if (!made.ok()) made = make_graph(in, /*fuse=*/false);
     if (!made.ok()) return made.status();
     Prepared* raw = made->get();
@@ -299,11 +299,19 @@ class ConvKernel : public DeviceKernel {
   const Node& node_;
   DataType dtype_;
   bool tf32_;
+  bool fuse_;  // the "cudnn" tactic; "cudnn-unfused" runs the convolution alone and one epilogue pass
   ActivationSpec act_;
   std::map<std::string, std::unique_ptr<Prepared>> cache_;
 };
 
 }  // namespace
+
+bool conv_has_epilogue(const Node& n) {
+  const Attribute* group = n.attr("group");
+  if (group && group->i != 1) return false;  // grouped convolutions run unfused either way
+  const Attribute* act = n.attr("activation");
+  return (n.inputs.size() > 2 && n.inputs[2]) || (n.inputs.size() > 3 && n.inputs[3]) || (act && !act->s.empty());
+}
 
 bool conv_supports(const Node& n, DataType precision) {
   if (!is_conv(n) || !elementwise_dtype(precision) || n.inputs.size() < 2 || !n.inputs[0] || !n.inputs[1]) return false;
@@ -324,7 +332,7 @@ bool conv_supports(const Node& n, DataType precision) {
 
 Result<std::unique_ptr<DeviceKernel>> make_conv_kernel(const Plan& plan, const Step& step, bool tf32,
                                                        WeightCache& weights) {
-  auto k = std::make_unique<ConvKernel>(*step.node, step.precision, tf32);
+  auto k = std::make_unique<ConvKernel>(*step.node, step.precision, tf32, step.tactic != kConvUnfusedTactic);
   std::vector<const void*> w(step.inputs.size(), nullptr);
   for (size_t i = 0; i < step.inputs.size(); ++i) {
     if (step.inputs[i] < 0) continue;

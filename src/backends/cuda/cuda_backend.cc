@@ -87,19 +87,31 @@ class CopyKernel : public DeviceKernel {
       from = src.value->tensor.raw();
       bytes = static_cast<int64_t>(src.value->tensor.nbytes());
     }
-    if (bytes == 0) {  // nothing to move (a zero-size slot may have no bytes placed at all)
-      if (src.value && src.value->is_tensor()) {
-        dst.dims = src.value->tensor.dims();
-      } else if (src.rank_known && src.dims.size() == dst.dims.size()) {
-        dst.dims = src.dims;
+    const Dims dims = src.value && src.value->is_tensor() ? src.value->tensor.dims() : src.dims;
+    if (!dst.data && dst.value && dst.storage.device == "cpu" && bytes >= 0) {
+      // A value of data-dependent size, off the arena, into host memory: a tensor of its own.
+      // (From pageable memory the copy is complete when cudaMemcpyAsync returns.)
+      KILN_ASSIGN_OR_RETURN(Tensor t, Tensor::create(dst.storage.dtype, dims));
+      if (static_cast<int64_t>(t.nbytes()) != bytes) {
+        return runtime_error("copying {} bytes into a host value of {}", bytes, t.nbytes());
       }
+      if (bytes) {
+        KILN_CUDA_CHECK(cudaMemcpyAsync(t.raw(), from, static_cast<size_t>(bytes), cudaMemcpyDefault,
+                                        static_cast<cudaStream_t>(ctx.stream)));
+      }
+      dst.dims = dims;
+      *dst.value = RValue::of(std::move(t));
       return {};
     }
-    if (!dst.data) return invalid("a value of data-dependent size cannot be copied to or from the GPU yet");
+    if (bytes == 0) {  // nothing to move (a zero-size slot may have no bytes placed at all)
+      if ((src.value && src.value->is_tensor()) || src.rank_known) dst.dims = dims;
+      return {};
+    }
+    if (!dst.data) return invalid("a value of data-dependent size cannot be copied to the GPU yet");
     if (bytes < 0 || bytes > dst.capacity) {
       return runtime_error("copying {} bytes into a slot of {}", bytes, dst.capacity);
     }
-    dst.dims = src.value && src.value->is_tensor() ? src.value->tensor.dims() : src.dims;
+    dst.dims = dims;
     if (bytes) {
       KILN_CUDA_CHECK(cudaMemcpyAsync(dst.data, from, static_cast<size_t>(bytes), cudaMemcpyDefault,
                                       static_cast<cudaStream_t>(ctx.stream)));
@@ -212,6 +224,7 @@ class CudaBackend : public Backend {
 #ifdef KILN_HAVE_CUDNN
     if (cuda::conv_supports(n, precision)) return layout == Layout::kNHWC;
 #endif
+    if (depthwise_.supports(n, precision, layout)) return true;
     if (layout != Layout::kPlain && layout != Layout::kNHWC) return false;
     if (cuda::gemm_supports(n, precision)) return layout == Layout::kPlain;
     if (!n.domain.empty()) return false;
@@ -236,6 +249,7 @@ class CudaBackend : public Backend {
 #ifdef KILN_HAVE_CUDNN
     if (cuda::conv_supports(n, precision)) return {Layout::kNHWC};
 #endif
+    if (depthwise_.supports(n, precision, Layout::kNHWC)) return {Layout::kNHWC};
     cuda::UnaryOp u;
     cuda::BinaryOp b;
     if (n.domain.empty() && (cuda::unary_op_of(n.op_type, &u) || cuda::binary_op_of(n.op_type, &b))) {
@@ -244,7 +258,7 @@ class CudaBackend : public Backend {
     return {Layout::kPlain};
   }
   int64_t workspace_bytes(const Node& n, const std::string& tactic) const override {
-    (void)tactic;
+    if (tactic == kDepthwiseTactic) return 0;
     for (const cuda::KernelFamily& f : cuda::kernel_families()) {
       if (f.supports(n, node_precision(n), Layout::kPlain) || f.supports(n, node_precision(n), Layout::kNHWC)) {
         return f.workspace ? f.workspace(n) : 0;
@@ -255,9 +269,24 @@ class CudaBackend : public Backend {
 #endif
     return cuda::gemm_supports(n, node_precision(n)) ? cuda::kGemmWorkspace : 0;
   }
+  // Convolutions: cuDNN with bias, residual and activation fused, cuDNN with them as a pass of
+  // their own, and Kiln's depthwise kernel, as far as each applies; the builder times them. Every
+  // other step has one tactic.
   std::vector<std::string> tactics(const Node& n, DataType precision, Layout layout) const override {
     if (!supports(n, precision, layout)) return {};
-    return {"cuda"};
+    std::vector<std::string> t;
+#ifdef KILN_HAVE_CUDNN
+    if (cuda::conv_supports(n, precision)) {
+      t.push_back(cuda::kConvTactic);
+      if (cuda::conv_has_epilogue(n)) t.push_back(cuda::kConvUnfusedTactic);
+    }
+#endif
+    if (depthwise_.supports(n, precision, layout)) t.push_back(kDepthwiseTactic);
+    if (t.empty()) t.push_back("cuda");
+    return t;
+  }
+  Result<double> time_step(const Plan& plan, const Step& step) const override {
+    return cuda::time_step_on_device(*this, plan, step, index_);
   }
   bool reads_on_host(const Node& n, size_t k) const override {
     for (const cuda::KernelFamily& f : cuda::kernel_families()) {
@@ -283,6 +312,13 @@ class CudaBackend : public Backend {
         KILN_ASSIGN_OR_RETURN(auto fk, f.make(plan, step, weights_));
         return std::unique_ptr<StepKernel>(std::move(fk));
       }
+    }
+    if (step.tactic == kDepthwiseTactic) {
+      if (!depthwise_.supports(n, step.precision, step.layout)) {
+        return invalid("step {}: the depthwise tactic does not run {}", step.name, n.describe());
+      }
+      KILN_ASSIGN_OR_RETURN(auto dk, depthwise_.make(plan, step, weights_));
+      return std::unique_ptr<StepKernel>(std::move(dk));
     }
 #ifdef KILN_HAVE_CUDNN
     if (cuda::conv_supports(n, step.precision)) {
@@ -362,7 +398,9 @@ class CudaBackend : public Backend {
   }
 
  private:
+  static constexpr const char* kDepthwiseTactic = "depthwise";
   int index_;
+  cuda::KernelFamily depthwise_ = cuda::depthwise_family();
   DeviceInfo info_;
   DeviceAllocator allocator_;
   PinnedAllocator pinned_;

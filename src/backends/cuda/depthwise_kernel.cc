@@ -1,9 +1,6 @@
 // Depthwise convolutions (group = channels = filters) as Kiln's own NHWC kernel, with bias,
-// residual and activation fused, instead of cuDNN (whose engines for them ran the convnets with
-// depthwise layers far slower than their other layers). Taken when KILN_CUDA_DEPTHWISE=1 until its
-// speed against cuDNN is measured on the benchmark models.
-#include <cstdlib>
-
+// residual and activation fused: the "depthwise" tactic of such convolutions, timed at build
+// against cuDNN's.
 #include "backends/cuda/kernel_family.h"
 #include "backends/cuda/kernels/activation.h"
 #include "backends/cuda/kernels/depthwise.h"
@@ -12,11 +9,6 @@
 
 namespace kiln::cuda {
 namespace {
-
-bool enabled() {
-  const char* env = std::getenv("KILN_CUDA_DEPTHWISE");
-  return env && env[0] == '1';
-}
 
 ActivationSpec activation(const Node& n) {
   ActivationSpec a;
@@ -28,7 +20,7 @@ ActivationSpec activation(const Node& n) {
 
 bool depthwise_supports(const Node& n, DataType precision, Layout layout) {
   const bool conv = (n.domain.empty() && n.op_type == "Conv") || (n.domain == kKilnDomain && n.op_type == "FusedConv");
-  if (!conv || !enabled() || layout != Layout::kNHWC || !elementwise_dtype(precision)) return false;
+  if (!conv || layout != Layout::kNHWC || !elementwise_dtype(precision)) return false;
   if (n.inputs.size() < 2 || !n.inputs[0] || !n.inputs[1] || !n.inputs[1]->initializer) return false;
   const TypeInfo& x = n.inputs[0]->type;
   const Tensor& w = *n.inputs[1]->initializer;

@@ -76,9 +76,19 @@ inline constexpr int64_t kGemmWorkspace = 32 << 20;
 // Conv and kiln.FusedConv (2-D, NHWC, constant filter) through cuDNN's graph API, when this build
 // has cuDNN and its frontend headers.
 bool conv_supports(const Node& n, DataType precision);
+// Its tactics: "cudnn" fuses bias, residual and activation into cuDNN's graph where an engine
+// takes them; "cudnn-unfused" runs the convolution alone and the rest as one pass after it (some
+// fused graphs find only slow engines). Offered only where there is something to fuse.
+inline constexpr const char* kConvTactic = "cudnn";
+inline constexpr const char* kConvUnfusedTactic = "cudnn-unfused";
+bool conv_has_epilogue(const Node& n);
 // `tf32` as for GEMMs.
 Result<std::unique_ptr<DeviceKernel>> make_conv_kernel(const Plan& plan, const Step& step, bool tf32,
                                                        WeightCache& weights);
+// Build time (step_timer.cc): the milliseconds one run of `step` with its tactic takes on CUDA
+// device `device`, at the plan's static shapes, on scratch memory; an error where the step cannot
+// be timed so (shapes not static, inputs in host memory).
+Result<double> time_step_on_device(const Backend& backend, const Plan& plan, const Step& step, int device);
 // Frees the cuDNN handle bound to a stream that is being destroyed.
 void release_cudnn_handle(void* stream);
 // The version of the cuDNN library loaded ("9.19.0").

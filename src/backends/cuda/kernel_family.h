@@ -32,7 +32,8 @@ Status bind_weights(DeviceKernel& k, const Plan& plan, const Step& step, WeightC
                     bool (*reads_on_host)(const Node&, size_t) = nullptr);
 
 // The families (one file each).
-KernelFamily depthwise_family();          // depthwise_kernel.cc: depthwise Conv/kiln.FusedConv (KILN_CUDA_DEPTHWISE=1)
+KernelFamily depthwise_family();          // depthwise_kernel.cc: depthwise Conv/kiln.FusedConv, the "depthwise"
+                                          // tactic beside cuDNN's (not in kernel_families())
 KernelFamily view_family();               // view_kernel.cc: Identity, Reshape, Flatten, Squeeze, Unsqueeze
 KernelFamily fused_elementwise_family();  // fused_elementwise_kernel.cc: kiln.FusedElementwise
 KernelFamily pool_family();               // pool_kernel.cc: MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool

@@ -2,15 +2,18 @@
 // elements without arithmetic, so one kernel per element size serves every element type, and the
 // lowered precision of a float step changes nothing but that size. Each op reduces to strided
 // copies (a box of the output read through per-dim input strides), a pad or a gather; strides
-// come from each tensor's own storage layout, so Concat, Split, Slice and Pad run on NHWC
+// come from each tensor's own storage layout, so Transpose, Concat, Split, Slice and Pad run on NHWC
 // feature maps as well (the axis stays the ONNX one, addresses follow NHWC). Shape-like inputs
 // (Slice starts, Split sizes, Pad pads, Expand shape) are read on the host; Gather's indices stay
 // on the device.
+#include <cuda_runtime_api.h>
+
 #include <algorithm>
 #include <cstring>
 #include <string>
 #include <utility>
 
+#include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernel_family.h"
 #include "backends/cuda/kernels/movement.h"
 #include "ops/movement_util.h"
@@ -34,7 +37,8 @@ MoveOp move_op(const Node& n) {
 
 // The ops whose 4-D tensors may be NHWC: they address elements through per-tensor strides.
 bool nhwc_capable(MoveOp op) {
-  return op == MoveOp::kConcat || op == MoveOp::kSplit || op == MoveOp::kSlice || op == MoveOp::kPad;
+  return op == MoveOp::kConcat || op == MoveOp::kSplit || op == MoveOp::kSlice || op == MoveOp::kPad ||
+         op == MoveOp::kTranspose;
 }
 
 const TypeInfo* tensor_type(const Value* v) {
@@ -345,6 +349,17 @@ class MovementKernel : public DeviceKernel {
     Dims od(xd.size());
     for (size_t d = 0; d < od.size(); ++d) od[d] = xd[static_cast<size_t>(perm[d])];
     KILN_ASSIGN_OR_RETURN(bool y_nhwc, shape_output(out[0], od));
+    // Between NCHW stored NHWC and NHWC stored plain the bytes stay: nothing to do when the
+    // planner placed the output on the input, one contiguous copy otherwise.
+    const std::vector<int64_t> to_nhwc = {0, 2, 3, 1}, to_nchw = {0, 3, 1, 2};
+    if ((x_nhwc && !y_nhwc && perm == to_nhwc) || (!x_nhwc && y_nhwc && perm == to_nchw)) {
+      const int64_t bytes = shape_numel(od) * static_cast<int64_t>(bytes_);
+      if (x != out[0].data && bytes > 0) {
+        KILN_CUDA_CHECK(cudaMemcpyAsync(out[0].data, x, static_cast<size_t>(bytes), cudaMemcpyDeviceToDevice,
+                                        static_cast<cudaStream_t>(stream_)));
+      }
+      return {};
+    }
     int64_t xs[kMaxMovementRank], ys[kMaxMovementRank];
     storage_strides(xd, x_nhwc, xs);
     storage_strides(od, y_nhwc, ys);

@@ -79,22 +79,24 @@ struct Launch {
   int64_t dims[kProgMaxRank];
 };
 
-template <typename T, typename O>
-__global__ void program_kernel(const __grid_constant__ Launch l, O* out, int64_t n) {
+// I: the index type, 32-bit where every offset fits (integer division is far cheaper).
+template <typename T, typename O, typename I>
+__global__ void program_kernel(const __grid_constant__ Launch l, O* out, I n) {
   float r[kProgMaxRegs];
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  for (I i = blockIdx.x * static_cast<I>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<I>(gridDim.x) * blockDim.x) {
     for (int k = 0; k < l.p.n_operands; ++k) {
       if (!l.ops[k].data) continue;  // an optional operand left out: no instruction reads it
-      int64_t at = 0;
+      I at = 0;
       if (l.mode[k] == kAtIndex) {
         at = i;
       } else if (l.mode[k] == kStrided) {
-        int64_t rest = i;
+        I rest = i;
         for (int d = l.rank - 1; d >= 0; --d) {
-          const int64_t c = rest % l.dims[d];
-          rest /= l.dims[d];
-          at += c * l.ops[k].strides[d];
+          const I size = static_cast<I>(l.dims[d]);
+          const I q = rest / size;
+          at += (rest - q * size) * static_cast<I>(l.ops[k].strides[d]);
+          rest = q;
         }
       }
       r[k] = l.ops[k].is_bool ? (static_cast<const uint8_t*>(l.ops[k].data)[at] ? 1.f : 0.f)
@@ -112,20 +114,56 @@ __global__ void program_kernel(const __grid_constant__ Launch l, O* out, int64_t
 
 constexpr int kThreads = 256;
 
-template <typename T>
-Status launch_typed(const Launch& l, bool out_bool, void* out, int64_t n, cudaStream_t s) {
+template <typename T, typename I>
+void launch_indexed(const Launch& l, bool out_bool, void* out, int64_t n, cudaStream_t s) {
   int64_t blocks = (n + kThreads - 1) / kThreads;
   if (blocks > 65535 * 32) blocks = 65535 * 32;
   if (out_bool) {
-    program_kernel<T, uint8_t><<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(l, static_cast<uint8_t*>(out), n);
+    program_kernel<T, uint8_t, I>
+        <<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(l, static_cast<uint8_t*>(out), static_cast<I>(n));
   } else {
-    program_kernel<T, T><<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(l, static_cast<T*>(out), n);
+    program_kernel<T, T, I>
+        <<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(l, static_cast<T*>(out), static_cast<I>(n));
+  }
+}
+
+template <typename T>
+Status launch_typed(const Launch& l, bool out_bool, void* out, int64_t n, bool small, cudaStream_t s) {
+  if (small) {
+    launch_indexed<T, uint32_t>(l, out_bool, out, n, s);
+  } else {
+    launch_indexed<T, int64_t>(l, out_bool, out, n, s);
   }
   KILN_CUDA_CHECK_LAUNCH("the elementwise program kernel");
   return {};
 }
 
 }  // namespace
+
+int collapse_dims(int64_t* dims, int rank, ProgOperand* operands, int n_operands) {
+  int out = 0;
+  for (int d = 0; d < rank; ++d) {
+    if (dims[d] == 1) continue;  // any stride reads the same element
+    bool merge = out > 0;
+    for (int k = 0; merge && k < n_operands; ++k) {
+      if (operands[k].data) merge = operands[k].strides[out - 1] == operands[k].strides[d] * dims[d];
+    }
+    if (merge) {
+      dims[out - 1] *= dims[d];
+      for (int k = 0; k < n_operands; ++k) operands[k].strides[out - 1] = operands[k].strides[d];
+      continue;
+    }
+    dims[out] = dims[d];
+    for (int k = 0; k < n_operands; ++k) operands[k].strides[out] = operands[k].strides[d];
+    ++out;
+  }
+  if (out == 0) {
+    dims[0] = 1;
+    for (int k = 0; k < n_operands; ++k) operands[k].strides[0] = 0;
+    out = 1;
+  }
+  return out;
+}
 
 Status launch_program(const Program& p, DataType dt, bool out_bool, const ProgOperand* operands, void* out,
                       const int64_t* dims, int rank, void* stream) {
@@ -135,30 +173,45 @@ Status launch_program(const Program& p, DataType dt, bool out_bool, const ProgOp
   }
   Launch l;
   l.p = p;
+  for (int k = 0; k < p.n_operands; ++k) l.ops[k] = operands[k];
+  for (int d = 0; d < rank; ++d) {
+    if (dims[d] == 0) return {};
+    l.dims[d] = dims[d];
+  }
+  rank = collapse_dims(l.dims, rank, l.ops, p.n_operands);
+  dims = l.dims;
   l.rank = rank;
   int64_t n = 1;
   int64_t contiguous[kProgMaxRank];
   for (int d = rank - 1; d >= 0; --d) {
-    l.dims[d] = dims[d];
     contiguous[d] = n;
     n *= dims[d];
   }
-  if (n == 0) return {};
+  // 32-bit indexing when every element index and every operand offset fits.
+  bool small = n < (int64_t{1} << 31);
+  for (int k = 0; small && k < p.n_operands; ++k) {
+    int64_t span = 0;
+    for (int d = 0; d < rank; ++d) {
+      small = small && l.ops[k].strides[d] >= 0;
+      span += (dims[d] - 1) * l.ops[k].strides[d];
+    }
+    small = small && span < (int64_t{1} << 31);
+  }
   for (int k = 0; k < p.n_operands; ++k) {
-    l.ops[k] = operands[k];
+    const ProgOperand* op = &l.ops[k];
     bool at_index = true, at_zero = true;
     for (int d = 0; d < rank; ++d) {
       if (dims[d] == 1) continue;  // any stride reads the same element
-      at_index = at_index && operands[k].strides[d] == contiguous[d];
-      at_zero = at_zero && operands[k].strides[d] == 0;
+      at_index = at_index && op->strides[d] == contiguous[d];
+      at_zero = at_zero && op->strides[d] == 0;
     }
     l.mode[k] = at_index ? kAtIndex : at_zero ? kAtZero : kStrided;
   }
   auto s = static_cast<cudaStream_t>(stream);
   switch (dt) {
-    case DataType::kFloat: return launch_typed<float>(l, out_bool, out, n, s);
-    case DataType::kFloat16: return launch_typed<__half>(l, out_bool, out, n, s);
-    case DataType::kBFloat16: return launch_typed<__nv_bfloat16>(l, out_bool, out, n, s);
+    case DataType::kFloat: return launch_typed<float>(l, out_bool, out, n, small, s);
+    case DataType::kFloat16: return launch_typed<__half>(l, out_bool, out, n, small, s);
+    case DataType::kBFloat16: return launch_typed<__nv_bfloat16>(l, out_bool, out, n, small, s);
     default: return invalid("no CUDA elementwise program for {}", dtype_name(dt));
   }
 }

@@ -84,6 +84,13 @@ struct ProgOperand {
   int64_t strides[kProgMaxRank] = {};  // per iteration dim, in elements; 0 where broadcast
 };
 
+// Simplifies an iteration before launch: drops dims of size 1 and merges each pair of adjacent
+// dims that every operand (with data) walks as one (its stride along the outer dim is its stride
+// along the inner times the inner's size, broadcast dims included), so an NHWC tensor times a
+// per-(N, C) scale iterates as [N, H*W, C]. Rewrites `dims` and the operands' strides in place
+// and returns the new rank (at least 1).
+int collapse_dims(int64_t* dims, int rank, ProgOperand* operands, int n_operands);
+
 // Runs `p` over `rank` iteration dims `dims` (the output's dims in the order it is stored), the
 // output contiguous in that order: `dt` is the float type of float operands and of the output,
 // or the output is bool when `out_bool`.
