@@ -45,11 +45,10 @@ Status choose_layouts(Plan& plan, const BackendSet& backends) {
         std::find(offered.begin(), offered.end(), Layout::kNHWC) != offered.end()) {
       const Layout in = plan.slots[static_cast<size_t>(st.inputs[0])].storage.layout;
       Slot& out = plan.slots[static_cast<size_t>(st.outputs[0])];
-      for (Layout o : {Layout::kPlain, Layout::kNHWC}) {
-        if (transpose_keeps_bytes(*st.node, in, o) && slot_rank(out) == 4) {
-          st.layout = in;
-          out.storage.layout = o;
-        }
+      const Layout other = in == Layout::kNHWC ? Layout::kPlain : Layout::kNHWC;
+      if (transpose_keeps_bytes(*st.node, in, other)) {
+        st.layout = in;
+        out.storage.layout = other;
       }
     }
   }

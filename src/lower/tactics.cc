@@ -1,5 +1,7 @@
 #include <chrono>
+#include <functional>
 #include <map>
+#include <memory>
 #include <random>
 
 #include "lower/stages.h"
@@ -8,63 +10,17 @@
 namespace kiln {
 namespace {
 
-// Times each tactic of a node on random inputs (best of 3) and returns the fastest.
-Result<std::string> time_tactics(const Backend& backend, const Node& node, const std::vector<std::string>& tactics,
-                                 double* best_ms) {
-  std::mt19937 rng(1);
-  std::uniform_real_distribution<double> u(-1, 1);
-  std::vector<RValue> values;
-  for (const Value* v : node.inputs) {
-    if (!v) {
-      values.push_back(RValue::none());
-    } else if (v->initializer) {
-      values.push_back(RValue::of(*v->initializer));
-    } else if (v->type.kind == TypeInfo::Kind::kTensor && v->type.shape.fully_known()) {
-      KILN_ASSIGN_OR_RETURN(Tensor t, Tensor::create(v->type.dtype, v->type.shape.static_dims()));
-      for (int64_t i = 0; i < t.numel(); ++i) t.set_double(i, u(rng));
-      values.push_back(RValue::of(std::move(t)));
-    } else {
-      return tactics.front();  // cannot make inputs: keep the default
-    }
-  }
-  std::vector<const RValue*> in;
-  for (const auto& v : values) in.push_back(&v);
-  std::string best = tactics.front();
-  *best_ms = -1;
-  for (const std::string& t : tactics) {
-    Step step;
-    step.tactic = t;
-    double ms = -1;
-    for (int rep = 0; rep < 3; ++rep) {
-      OpContext ctx(node, in, nullptr);
-      auto t0 = std::chrono::steady_clock::now();
-      Status s = backend.run(step, ctx);
-      double e = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-      if (!s.ok()) {
-        ms = -1;
-        break;
-      }
-      ms = ms < 0 ? e : std::min(ms, e);
-    }
-    if (ms >= 0 && (*best_ms < 0 || ms < *best_ms)) {
-      *best_ms = ms;
-      best = t;
-    }
-  }
-  return best;
-}
+using TimeOne = std::function<Result<double>(const std::string& tactic)>;
 
-// Times each tactic of a step on its backend's device and returns the fastest; every time
-// measured goes into `times`. A tactic the device cannot run is skipped; when none could be timed
-// the default stays.
-std::string time_on_device(const Backend& backend, const Plan& plan, const Step& st,
-                           const std::vector<std::string>& tactics, std::map<std::string, double>* times) {
+// The fastest of `tactics` as `time_one` measures them (ms per run; an error for a tactic that
+// cannot run there, which is skipped), every time measured in `times`; the first tactic when
+// none could be timed.
+std::string fastest(const std::vector<std::string>& tactics, const TimeOne& time_one,
+                    std::map<std::string, double>* times) {
   std::string best = tactics.front();
   double best_ms = -1;
   for (const std::string& t : tactics) {
-    Step trial = st;
-    trial.tactic = t;
-    Result<double> ms = backend.time_step(plan, trial);
+    Result<double> ms = time_one(t);
     if (!ms.ok()) continue;
     (*times)[t] = *ms;
     if (best_ms < 0 || *ms < best_ms) {
@@ -73,6 +29,42 @@ std::string time_on_device(const Backend& backend, const Plan& plan, const Step&
     }
   }
   return best;
+}
+
+// On a host backend: each tactic run on the node's logical values (random inputs, the weights)
+// through run(), best of 3. Null when the inputs cannot be made (shapes not static).
+Result<TimeOne> host_timer(const Backend& backend, const Node& node) {
+  std::mt19937 rng(1);
+  std::uniform_real_distribution<double> u(-1, 1);
+  auto values = std::make_shared<std::vector<RValue>>();
+  for (const Value* v : node.inputs) {
+    if (!v) {
+      values->push_back(RValue::none());
+    } else if (v->initializer) {
+      values->push_back(RValue::of(*v->initializer));
+    } else if (v->type.kind == TypeInfo::Kind::kTensor && v->type.shape.fully_known()) {
+      KILN_ASSIGN_OR_RETURN(Tensor t, Tensor::create(v->type.dtype, v->type.shape.static_dims()));
+      for (int64_t i = 0; i < t.numel(); ++i) t.set_double(i, u(rng));
+      values->push_back(RValue::of(std::move(t)));
+    } else {
+      return TimeOne();
+    }
+  }
+  return TimeOne([&backend, &node, values](const std::string& tactic) -> Result<double> {
+    std::vector<const RValue*> in;
+    for (const auto& v : *values) in.push_back(&v);
+    Step step;
+    step.tactic = tactic;
+    double best = -1;
+    for (int rep = 0; rep < 3; ++rep) {
+      OpContext ctx(node, in, nullptr);
+      auto t0 = std::chrono::steady_clock::now();
+      KILN_RETURN_IF_ERROR(backend.run(step, ctx));
+      const double e = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      best = best < 0 ? e : std::min(best, e);
+    }
+    return best;
+  });
 }
 
 // What a timing is valid for: the device (its name, architecture and library versions), the
@@ -108,13 +100,22 @@ Status select_tactics(Plan& plan, const BackendSet& backends, const std::string&
       if (cache.find(key, &cached, &ms) && std::find(tactics.begin(), tactics.end(), cached) != tactics.end()) {
         st.tactic = cached;
         if (ms >= 0) st.tactic_times[cached] = ms;
-      } else if (!backend.host_visible()) {
-        st.tactic = time_on_device(backend, plan, st, tactics, &st.tactic_times);
-        if (auto it = st.tactic_times.find(st.tactic); it != st.tactic_times.end())
-          cache.put(key, st.tactic, it->second);
       } else {
-        KILN_ASSIGN_OR_RETURN(st.tactic, time_tactics(backend, n, tactics, &ms));
-        cache.put(key, st.tactic, ms);
+        // A device times a step on its own memory; a host backend through run().
+        TimeOne time_one;
+        if (backend.host_visible()) {
+          KILN_ASSIGN_OR_RETURN(time_one, host_timer(backend, n));
+        } else {
+          time_one = [&](const std::string& t) {
+            Step trial = st;
+            trial.tactic = t;
+            return backend.time_step(plan, trial);
+          };
+        }
+        if (time_one) st.tactic = fastest(tactics, time_one, &st.tactic_times);
+        if (auto it = st.tactic_times.find(st.tactic); it != st.tactic_times.end()) {
+          cache.put(key, st.tactic, it->second);
+        }
       }
     }
     plan.memory.workspace = std::max(plan.memory.workspace, backend.workspace_bytes(n, st.tactic));

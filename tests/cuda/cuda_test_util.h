@@ -34,6 +34,13 @@ inline double rel_l2(const Tensor& got, const Tensor& want) {
   return std::sqrt(num / std::max(den, 1e-30));
 }
 
+// The float element types the kernels take, and the relative tolerance of a launcher's output
+// in each against a double-precision host version of the op.
+inline constexpr DataType kFloats[] = {DataType::kFloat, DataType::kFloat16, DataType::kBFloat16};
+inline double tolerance(DataType dt) {
+  return dt == DataType::kFloat ? 1e-5 : dt == DataType::kFloat16 ? 2e-3 : 1.6e-2;
+}
+
 // A float32 initializer of `dims` uniform in [lo, hi), the same for the same seed.
 inline void add_random_weight(onnx::GraphProto* g, const std::string& name, const std::vector<int64_t>& dims,
                               uint32_t seed, float lo = -1, float hi = 1) {

@@ -33,10 +33,6 @@ Tensor random_of(DataType dt, Dims dims, uint32_t seed, double lo = -2, double h
   return t;
 }
 
-double tolerance(DataType dt) {
-  return dt == DataType::kFloat ? 1e-5 : dt == DataType::kFloat16 ? 2e-3 : 1.6e-2;
-}
-
 double unary_ref(cuda::UnaryOp op, double x) {
   switch (op) {
     case cuda::UnaryOp::kRelu: return x > 0 ? x : 0;
@@ -53,8 +49,6 @@ double unary_ref(cuda::UnaryOp op, double x) {
   }
   return x;
 }
-
-const DataType kFloats[] = {DataType::kFloat, DataType::kFloat16, DataType::kBFloat16};
 
 TEST(CudaKernels, UnaryMatchesTheReference) {
   SKIP_WITHOUT_GPU();

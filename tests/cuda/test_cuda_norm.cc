@@ -186,7 +186,6 @@ TEST(CudaNorm, BatchNormalizationInference) {
 
 // ---- the launchers on 4-D data in both storages --------------------------------------------------
 
-const DataType kFloats[] = {DataType::kFloat, DataType::kFloat16, DataType::kBFloat16};
 const double kBounds[] = {1e-5, 5e-3, 3e-2};
 
 // Uploads `t` in `dt` (NHWC when asked) into a new device buffer.

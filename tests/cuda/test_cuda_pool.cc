@@ -20,12 +20,6 @@ namespace kiln {
 namespace {
 using namespace kiln::testing;
 
-const DataType kFloats[] = {DataType::kFloat, DataType::kFloat16, DataType::kBFloat16};
-
-double tolerance(DataType dt) {
-  return dt == DataType::kFloat ? 1e-5 : dt == DataType::kFloat16 ? 2e-3 : 1.6e-2;
-}
-
 // ---- whole models ------------------------------------------------------------------------------
 
 struct PoolCase {
@@ -201,23 +195,20 @@ std::vector<double> pool2d_reference(cuda::PoolKind kind, const cuda::Pool2d& p,
   return y;
 }
 
-// [n, c, s] <-> [n, s, c] on the host.
-std::vector<double> to_channels_last(const std::vector<double>& x, int64_t n, int64_t c, int64_t s) {
+// [n, c, s] -> [n, s, c] on the host (`to_last`), or back.
+std::vector<double> channels_last(const std::vector<double>& x, int64_t n, int64_t c, int64_t s, bool to_last) {
   std::vector<double> y(x.size());
   for (int64_t b = 0; b < n; ++b) {
     for (int64_t ch = 0; ch < c; ++ch) {
-      for (int64_t i = 0; i < s; ++i)
-        y[static_cast<size_t>((b * s + i) * c + ch)] = x[static_cast<size_t>((b * c + ch) * s + i)];
-    }
-  }
-  return y;
-}
-std::vector<double> from_channels_last(const std::vector<double>& x, int64_t n, int64_t c, int64_t s) {
-  std::vector<double> y(x.size());
-  for (int64_t b = 0; b < n; ++b) {
-    for (int64_t ch = 0; ch < c; ++ch) {
-      for (int64_t i = 0; i < s; ++i)
-        y[static_cast<size_t>((b * c + ch) * s + i)] = x[static_cast<size_t>((b * s + i) * c + ch)];
+      for (int64_t i = 0; i < s; ++i) {
+        const size_t first = static_cast<size_t>((b * c + ch) * s + i),
+                     last = static_cast<size_t>((b * s + i) * c + ch);
+        if (to_last) {
+          y[last] = x[first];
+        } else {
+          y[first] = x[last];
+        }
+      }
     }
   }
   return y;
@@ -228,7 +219,7 @@ std::vector<double> from_channels_last(const std::vector<double>& x, int64_t n, 
 template <typename Launch>
 std::vector<double> run_on_device(DataType dt, const std::vector<double>& x, int64_t n, int64_t c, int64_t in_s,
                                   int64_t out_s, bool nhwc, Launch launch) {
-  const std::vector<double> in = nhwc ? to_channels_last(x, n, c, in_s) : x;
+  const std::vector<double> in = nhwc ? channels_last(x, n, c, in_s, true) : x;
   Tensor xt(dt, {static_cast<int64_t>(in.size())});
   for (size_t i = 0; i < in.size(); ++i) xt.set_double(static_cast<int64_t>(i), in[i]);
   const int64_t out_n = n * c * out_s;
@@ -242,7 +233,7 @@ std::vector<double> run_on_device(DataType dt, const std::vector<double>& x, int
   if (yt.nbytes()) std::memcpy(yt.raw(), bytes.data(), bytes.size());
   std::vector<double> out(static_cast<size_t>(out_n));
   for (int64_t i = 0; i < out_n; ++i) out[static_cast<size_t>(i)] = yt.get_double(i);
-  return nhwc ? from_channels_last(out, n, c, out_s) : out;
+  return nhwc ? channels_last(out, n, c, out_s, false) : out;
 }
 
 // Values of `count` elements uniform in [-2, 2), rounded to `dt`.

@@ -21,12 +21,6 @@ namespace kiln {
 namespace {
 using namespace kiln::testing;
 
-const DataType kFloats[] = {DataType::kFloat, DataType::kFloat16, DataType::kBFloat16};
-
-double tolerance(DataType dt) {
-  return dt == DataType::kFloat ? 1e-5 : dt == DataType::kFloat16 ? 2e-3 : 1.6e-2;
-}
-
 void add_axes(onnx::GraphProto* g, const std::string& name, const std::vector<int64_t>& axes) {
   auto* t = g->add_initializer();
   t->set_name(name);

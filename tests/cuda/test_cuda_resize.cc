@@ -254,7 +254,6 @@ TEST(CudaResize, LauncherInPlainAndNhwcStorage) {
        params(true, ResizeCoord::kPytorchHalfPixel, NearestMode::kRoundPreferFloor, {1, 300, 3, 4}, {1, 300, 6, 12},
               2.0, 3.0)},
   };
-  const DataType kFloats[] = {DataType::kFloat, DataType::kFloat16, DataType::kBFloat16};
   const double kBounds[] = {1e-6, 2e-3, 1.6e-2};
   for (const Case& c : cases) {
     SCOPED_TRACE(c.model.name);

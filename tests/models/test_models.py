@@ -119,14 +119,14 @@ class Kiln:
         return json.loads(self.call("inspect", engine, "--json"))
 
 
-def compare(what, got, want):
-    err = np.abs(got.astype(np.float64) - want.astype(np.float64))
-    bad = err > ATOL + RTOL * np.abs(want.astype(np.float64))
+def compare(what, got, want, rtol=RTOL):
     if got.shape != want.shape:
         return f"{what}: shape {list(got.shape)}, onnxruntime gives {list(want.shape)}", 0.0
+    err = np.abs(got.astype(np.float64) - want.astype(np.float64))
+    bad = err > ATOL + rtol * np.abs(want.astype(np.float64))
     if bad.any():
-        return (f"{what}: {int(bad.sum())} of {want.size} values outside tolerance, max abs diff "
-                f"{float(err.max()):.3e}"), float(err.max())
+        return (f"{what}: {int(bad.sum())} of {want.size} values outside tolerance ({rtol:g} relative), max abs "
+                f"diff {float(err.max()):.3e}"), float(err.max())
     return None, float(err.max()) if err.size else 0.0
 
 
@@ -138,18 +138,23 @@ def check_fusions(name, info, onnx_ops, tag):
     return errors
 
 
-def test_model(kiln, models, name, all_passes):
+def reference(models, name):
+    """The model `name`, its inputs, onnxruntime's outputs for them, and the input shapes engines are
+    built for: as given (fixed), and a profile from 1 to twice each dynamic axis."""
     path = os.path.join(models, name + ".onnx")
     model = onnx.load(path, load_external_data=False)
-    onnx_ops = {n.name: n.op_type for n in model.graph.node}
     inputs = load_inputs(models, name, model)
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    out_names = [o.name for o in sess.get_outputs()]
-    expected = sess.run(None, inputs)
     axes = dynamic_axes(model)
     shapes = {n: list(a.shape) for n, a in inputs.items()}
-    min_shapes = {n: [1 if i in axes[n] else d for i, d in enumerate(s)] for n, s in shapes.items()}
-    max_shapes = {n: [2 * d if i in axes[n] else d for i, d in enumerate(s)] for n, s in shapes.items()}
+    return (path, model, inputs, sess, [o.name for o in sess.get_outputs()], sess.run(None, inputs), axes, shapes,
+            {n: [1 if i in axes[n] else d for i, d in enumerate(s)] for n, s in shapes.items()},
+            {n: [2 * d if i in axes[n] else d for i, d in enumerate(s)] for n, s in shapes.items()})
+
+
+def test_model(kiln, models, name, all_passes):
+    path, model, inputs, sess, out_names, expected, axes, shapes, min_shapes, max_shapes = reference(models, name)
+    onnx_ops = {n.name: n.op_type for n in model.graph.node}
     smallest = {n: a[tuple(slice(0, 1) if i in axes[n] else slice(None) for i in range(a.ndim))]
                 for n, a in inputs.items()}
     expected_smallest = sess.run(None, smallest)
@@ -202,16 +207,7 @@ def rel_l2(got, want):
 
 
 def test_model_gpu(kiln, models, name):
-    path = os.path.join(models, name + ".onnx")
-    model = onnx.load(path, load_external_data=False)
-    inputs = load_inputs(models, name, model)
-    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    out_names = [o.name for o in sess.get_outputs()]
-    expected = sess.run(None, inputs)
-    axes = dynamic_axes(model)
-    shapes = {n: list(a.shape) for n, a in inputs.items()}
-    min_shapes = {n: [1 if i in axes[n] else d for i, d in enumerate(s)] for n, s in shapes.items()}
-    max_shapes = {n: [2 * d if i in axes[n] else d for i, d in enumerate(s)] for n, s in shapes.items()}
+    path, _, inputs, _, out_names, expected, _, shapes, min_shapes, max_shapes = reference(models, name)
     errors, report = [], []
     fixed = ["--device", "cuda", "--shapes", shape_arg(shapes)]
     profile = ["--device", "cuda", "--min-shapes", shape_arg(min_shapes), "--max-shapes", shape_arg(max_shapes)]
@@ -238,12 +234,10 @@ def test_model_gpu(kiln, models, name):
                 errors.append(f"{way} output {o}: shape {list(g.shape)}, onnxruntime gives {list(w.shape)}")
                 continue
             if bound_key is None:
-                err = np.abs(g.astype(np.float64) - w.astype(np.float64))
-                bad = err > ATOL + GPU_RTOL * np.abs(w.astype(np.float64))
-                if bad.any():
-                    errors.append(f"{way} output {o}: {int(bad.sum())} of {w.size} values outside 1e-3 relative, "
-                                  f"max abs diff {float(err.max()):.3e}")
-                worst = max(worst, float(err.max()) if err.size else 0.0)
+                e, m = compare(f"{way} output {o}", g, w, GPU_RTOL)
+                if e:
+                    errors.append(e)
+                worst = max(worst, m)
             else:
                 e = rel_l2(g, w)
                 if not e <= GPU_BOUNDS[bound_key]:

@@ -258,7 +258,7 @@ class CudaBackend : public Backend {
     return {Layout::kPlain};
   }
   int64_t workspace_bytes(const Node& n, const std::string& tactic) const override {
-    if (tactic == kDepthwiseTactic) return 0;
+    if (tactic == kDepthwiseTactic) return depthwise_.workspace ? depthwise_.workspace(n) : 0;
     for (const cuda::KernelFamily& f : cuda::kernel_families()) {
       if (f.supports(n, node_precision(n), Layout::kPlain) || f.supports(n, node_precision(n), Layout::kNHWC)) {
         return f.workspace ? f.workspace(n) : 0;
