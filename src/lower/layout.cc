@@ -14,6 +14,19 @@ int64_t slot_rank(const Slot& s) {
   return s.type.kind == TypeInfo::Kind::kTensor && s.type.shape.rank_known ? s.type.shape.rank() : -1;
 }
 
+// How many of the step's activation inputs of rank 4 are stored in another layout than `l`: each
+// would need a reformat before the step.
+int reformats_needed(const Plan& plan, const Step& st, Layout l) {
+  int n = 0;
+  for (int id : st.inputs) {
+    if (id < 0) continue;
+    const Slot& s = plan.slots[static_cast<size_t>(id)];
+    if (s.kind == SlotKind::kWeight || slot_rank(s) != 4) continue;
+    if (s.storage.layout != l) ++n;
+  }
+  return n;
+}
+
 }  // namespace
 
 Status choose_layouts(Plan& plan, const BackendSet& backends) {
@@ -25,13 +38,25 @@ Status choose_layouts(Plan& plan, const BackendSet& backends) {
       if (backend->supports(*st.node, st.precision, l)) offered.push_back(l);
     }
     if (offered.empty()) offered.push_back(Layout::kPlain);
+    // A backend lists the layout it prefers first. The layout the data input already has saves a
+    // reformat, when the step offers it; a step whose backend lists plain first has no preference,
+    // and takes the layout that needs the fewest of its 4-D activation inputs reformatted.
     st.layout = offered.front();
-    // The layout the data input already has saves a reformat, when the step offers it.
     if (!st.inputs.empty() && st.inputs[0] >= 0) {
       const Slot& in = plan.slots[static_cast<size_t>(st.inputs[0])];
       if (layout_applies(in.storage.layout, slot_rank(in)) && in.storage.layout != Layout::kPlain &&
           std::find(offered.begin(), offered.end(), in.storage.layout) != offered.end()) {
         st.layout = in.storage.layout;
+      }
+    }
+    if (offered.front() == Layout::kPlain) {
+      int best = reformats_needed(plan, st, st.layout);
+      for (Layout l : offered) {
+        const int n = reformats_needed(plan, st, l);
+        if (n < best) {
+          best = n;
+          st.layout = l;
+        }
       }
     }
     for (int id : st.outputs) {

@@ -42,8 +42,10 @@ Status lower_to_steps(Plan& plan, const BackendSet& backends);
 // backend supports for it; its floating-point outputs are stored in that precision.
 Status assign_precision(Plan& plan, const BackendSet& backends, bool fp16, bool bf16);
 
-// layout.cc: each step's layout among those the backend offers for it, preferring the layout its
-// data input is already stored in; 4-D outputs are stored in the step's layout.
+// layout.cc: each step's layout among those the backend offers for it: the layout its data input
+// is already stored in, else the backend's first (its preference); where the backend lists plain
+// first (no preference), the layout that needs the fewest of the step's 4-D activation inputs
+// reformatted. 4-D outputs are stored in the step's layout.
 Status choose_layouts(Plan& plan, const BackendSet& backends);
 
 // transitions.cc: inserts kiln.Reformat (element type, layout) and kiln.Copy (device) steps and

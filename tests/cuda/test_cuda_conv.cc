@@ -9,6 +9,7 @@
 #include <random>
 
 #include "backends/cuda/cuda_backend.h"
+#include "backends/cuda/device_kernel.h"
 #include "cuda_test_util.h"
 #include "lower/builder.h"
 #include "model_builder.h"
@@ -147,6 +148,52 @@ TEST(CudaConv, UnfusedTacticMatchesTheReference) {
   }
 }
 
+// The engine configurations cuDNN's heuristics rank lower, fused and unfused, compute the same:
+// each forced in FP16 and BF16 (in strict FP32 the tensor-core configurations are barred, so which
+// ranks exist depends on the convolution).
+TEST(CudaConv, RankedEngineConfigurationsMatchTheReference) {
+  SKIP_WITHOUT_GPU();
+  const ConvCase c{"3x3_bias_relu", 16, 32, 14, 14, 3, 1, 1, 1, 1, true, false, "Relu"};
+  std::vector<std::vector<RValue>> sets = {{RValue::of(random_float({2, c.c, c.h, c.w}, 17))}};
+  for (const char* tactic : {"cudnn:1", "cudnn:3", "cudnn-unfused:2"}) {
+    SCOPED_TRACE(tactic);
+    expect_cuda_matches_reference(conv_model(c), {{"x", {1, c.c, c.h, c.w}}}, {{"x", {2, c.c, c.h, c.w}}}, sets,
+                                  {"Conv", "FusedConv"}, std::span<const PrecisionMode>(kAllPrecisions + 1, 2),
+                                  Layout::kNHWC, tactic);
+  }
+}
+
+// Tactic names (no GPU needed): the heuristics' first and the ranked engine configurations, fused
+// and, where there is an epilogue to fuse, unfused; names read back, bad ones refused.
+TEST(CudaConv, TacticNamesRoundTrip) {
+  const ConvCase fused{"3x3_bias_relu", 3, 8, 17, 13, 3, 1, 1, 1, 1, true, false, "Relu"};
+  const ConvCase plain{"no_epilogue", 3, 8, 17, 13, 3, 1, 1, 1, 1, false, false, ""};
+  for (const ConvCase& c : {fused, plain}) {
+    Model model = import_model(conv_model(c));
+    const Node* conv = nullptr;
+    for (const auto& n : model.graph->nodes()) {
+      if (n->op_type == "Conv") conv = n.get();
+    }
+    ASSERT_NE(conv, nullptr);
+    const std::vector<std::string> t = cuda::conv_tactics(*conv);
+    const size_t per_graph = static_cast<size_t>(cuda::kConvEngineChoices);
+    ASSERT_EQ(t.size(), c.bias ? 2 * per_graph : per_graph) << c.name;
+    EXPECT_EQ(t[0], "cudnn");
+    EXPECT_EQ(t[1], "cudnn:1");
+    for (const std::string& name : t) {
+      cuda::ConvTactic parsed;
+      ASSERT_TRUE(cuda::parse_conv_tactic(name, &parsed)) << name;
+      EXPECT_EQ(parsed.fused, name.rfind("cudnn-unfused", 0) != 0) << name;
+      EXPECT_EQ(parsed.engine, name.find(':') == std::string::npos ? -1 : std::stoi(name.substr(name.find(':') + 1)))
+          << name;
+    }
+  }
+  cuda::ConvTactic parsed;
+  for (const char* bad : {"cuda", "depthwise", "cudnn:", "cudnn:x", "cudnn:-1", "cudnn-fused:1", "cudnn:12345"}) {
+    EXPECT_FALSE(cuda::parse_conv_tactic(bad, &parsed)) << bad;
+  }
+}
+
 // At static shapes the builder times each convolution's tactics on the GPU, keeps the fastest,
 // and the engine computes the same whichever won.
 TEST(CudaConv, BuilderTimesConvolutionTactics) {
@@ -185,7 +232,8 @@ TEST(CudaConv, BuilderTimesConvolutionTactics) {
 }
 
 // Depthwise convolutions on Kiln's own kernel (the "depthwise" tactic): window sizes, strides,
-// pads (explicit and SAME), dilation, odd channel counts, bias, residual and activations fused.
+// pads (explicit and SAME), dilation, odd channel counts, bias, residual and activations fused,
+// element by element and (channels a multiple of a pack) by packs.
 TEST(CudaConv, DepthwiseKernelMatchesTheReference) {
   SKIP_WITHOUT_GPU();
   const std::vector<ConvCase> cases = {
@@ -195,6 +243,11 @@ TEST(CudaConv, DepthwiseKernelMatchesTheReference) {
       {"7x7_no_bias", 257, 257, 7, 7, 7, 1, 3, 1, 257, false, false, ""},
       {"dilated_residual", 16, 16, 9, 9, 3, 1, 2, 2, 16, true, true, "Sigmoid"},
       {"1x1", 1, 1, 5, 3, 1, 1, 0, 1, 1, false, false, "Tanh"},
+      // Channels a multiple of a 16-byte pack: the packed kernel, four outputs of a row per
+      // thread (widths that leave a partial tile, stride 2, windows past every edge).
+      {"packed_7x7_stride2_residual", 16, 16, 13, 11, 7, 2, 3, 1, 16, false, true, "Relu"},
+      {"packed_5x5_bias_clip", 24, 24, 6, 19, 5, 1, 2, 1, 24, true, false, "Clip"},
+      {"packed_3x3_stride2_wide", 64, 64, 9, 33, 3, 2, 1, 1, 64, true, false, "HardSwish"},
   };
   const PrecisionMode modes[] = {
       {"fp32", false, false, 1e-5}, {"fp16", true, false, 5e-3}, {"bf16", false, true, 3e-2}};

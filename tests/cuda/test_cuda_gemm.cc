@@ -85,6 +85,19 @@ std::vector<Case> cases() {
     g->add_output()->set_name("y");
     out.push_back(std::move(c));
   }
+  {  // MatMul + bias + erf-GELU, as ConvNeXt's MLP: in FP16 and BF16 cuBLASLt's GELU epilogue,
+     // in FP32 a pass over the output (vectorized: the output is a multiple of 16 bytes)
+    Case c{"matmul_bias_gelu", make_model(20), {{4, 6, 24}}};
+    auto* g = c.model.mutable_graph();
+    add_tensor_info(g->mutable_input(), "a", onnx::TensorProto::FLOAT, {4, 6, 24});
+    add_random_weight(g, "w", {24, 64}, 7, -0.5f, 0.5f);
+    add_random_weight(g, "bias", {64}, 8, -0.5f, 0.5f);
+    add_node(g, "MatMul", {"a", "w"}, {"m"});
+    add_node(g, "Add", {"m", "bias"}, {"s"});
+    add_node(g, "Gelu", {"s"}, {"y"});
+    g->add_output()->set_name("y");
+    out.push_back(std::move(c));
+  }
   return out;
 }
 

@@ -1,7 +1,7 @@
 // Elementwise programs on the GPU against the reference kernels: kiln.FusedElementwise regions
 // (broadcast weights, comparisons and Where inside), single activations with attributes, bool
-// outputs, and broadcasting in NHWC (a squeeze-excite scale after a convolution), in float32,
-// float16 and bfloat16.
+// outputs, and broadcasting in NHWC (a squeeze-excite scale after a convolution, its scale read
+// by packs of sixteen bytes), in float32, float16 and bfloat16.
 #include <gtest/gtest.h>
 
 #include "backends/cuda/kernels/program.h"
@@ -21,8 +21,10 @@ std::vector<std::vector<RValue>> batches(int64_t c, int64_t h, int64_t w, std::i
 
 TEST(CudaProgram, FusedRegionWithBroadcastWeights) {
   SKIP_WITHOUT_GPU();
-  // Relu(x * a[C,1,1] + b[C,1,1]) - x / 3: one region of five ops over three operands.
-  for (auto [c, h, w] : {std::tuple{3, 7, 5}, std::tuple{1, 1, 1}, std::tuple{16, 9, 257}}) {
+  // Relu(x * a[C,1,1] + b[C,1,1]) - x / 3: one region of five ops over three operands. [8, 4, 16]
+  // iterates as [N, 8, 64], which the kernel runs by packs of sixteen bytes (a and b one value per
+  // pack); the others element by element.
+  for (auto [c, h, w] : {std::tuple{3, 7, 5}, std::tuple{1, 1, 1}, std::tuple{16, 9, 257}, std::tuple{8, 4, 16}}) {
     onnx::ModelProto m = make_model(17);
     auto* g = m.mutable_graph();
     add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, c, h, w}, {"n", "", "", ""});

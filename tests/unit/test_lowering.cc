@@ -403,3 +403,74 @@ TEST(Lowering, TransposesBetweenNchwAndNhwcKeepTheirBytes) {
 
 }  // namespace
 }  // namespace kiln
+
+namespace kiln {
+namespace {
+using namespace kiln::testing;
+
+// LayoutBackend that also runs Mul and Add in NHWC, plain offered first.
+class ElementwiseLayoutBackend : public LayoutBackend {
+ public:
+  ElementwiseLayoutBackend() : LayoutBackend(false) {}
+  static bool elementwise(const Node& n) { return n.domain.empty() && (n.op_type == "Mul" || n.op_type == "Add"); }
+  bool supports(const Node& n, DataType p, Layout l) const override {
+    if (elementwise(n)) return l == Layout::kPlain || l == Layout::kNHWC;
+    return LayoutBackend::supports(n, p, l);
+  }
+  std::vector<Layout> layouts(const Node& n, DataType p) const override {
+    if (elementwise(n)) return {Layout::kPlain, Layout::kNHWC};
+    return LayoutBackend::layouts(n, p);
+  }
+};
+
+// A residual block as ConvNeXt writes it: Conv (NHWC) -> Mul(scale, c2) -> Add(m, c1) -> Conv.
+// The Mul's first input is a weight and the Add's operands are both NHWC: each takes the layout
+// its activation inputs have (not the first offered, not the weight's), so only x and y reformat.
+TEST(Lowering, LayoutChoiceWeighsEveryActivationInput) {
+  onnx::ModelProto m = make_model(17);
+  auto* g = m.mutable_graph();
+  add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {2, 4, 5, 6});
+  auto init = [&](const std::string& name, std::vector<int64_t> dims) {
+    auto* t = g->add_initializer();
+    t->set_name(name);
+    t->set_data_type(onnx::TensorProto::FLOAT);
+    int64_t n = 1;
+    for (int64_t d : dims) {
+      t->add_dims(d);
+      n *= d;
+    }
+    for (int64_t i = 0; i < n; ++i) t->add_float_data(0.1f * static_cast<float>(i % 7 - 3));
+  };
+  init("w1", {4, 4, 1, 1});
+  init("w2", {4, 4, 1, 1});
+  init("w3", {4, 4, 1, 1});
+  init("scale", {4, 1, 1});
+  add_node(g, "Conv", {"x", "w1"}, {"c1"}, "conv1");
+  add_node(g, "Conv", {"c1", "w2"}, {"c2"}, "conv2");
+  add_node(g, "Mul", {"scale", "c2"}, {"m"}, "scale_mul");
+  add_node(g, "Add", {"m", "c1"}, {"s"}, "residual");
+  add_node(g, "Conv", {"s", "w3"}, {"y"}, "conv3");
+  add_tensor_info(g->mutable_output(), "y", onnx::TensorProto::FLOAT, {2, 4, 5, 6});
+  Model model = import_model(m);
+  auto backend = std::make_shared<ElementwiseLayoutBackend>();
+  auto plan = build_plan(model, no_fusion(backend));
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  const Plan& p = **plan;
+  EXPECT_EQ(step_named(p, "scale_mul").layout, Layout::kNHWC);
+  EXPECT_EQ(step_named(p, "residual").layout, Layout::kNHWC);
+  EXPECT_EQ(slot_named(p, "s").storage.layout, Layout::kNHWC);
+  EXPECT_EQ(count_ops(p)["kiln.Reformat"], 2) << "only x into NHWC and y out of it";
+  auto exec = PlanExecutor::create(*plan, backend);
+  ASSERT_TRUE(exec.ok()) << exec.status().message();
+  std::vector<RValue> in = {RValue::of(random_float({2, 4, 5, 6}, 3))};
+  auto want = Executor(*model.graph).run(in);
+  auto got = (*exec)->run(in);
+  ASSERT_TRUE(want.ok() && got.ok()) << got.status().message();
+  const Tensor& w = (*want)[0].tensor;
+  const Tensor& gt = (*got)[0].tensor;
+  ASSERT_EQ(w.dims(), gt.dims());
+  for (int64_t i = 0; i < w.numel(); ++i) EXPECT_NEAR(w.get_double(i), gt.get_double(i), 1e-5) << i;
+}
+
+}  // namespace
+}  // namespace kiln

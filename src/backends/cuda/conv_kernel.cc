@@ -1,14 +1,12 @@
 // Conv and kiln.FusedConv on cuDNN's graph API (cudnn-frontend): 2-D convolutions in NHWC with the
 // filter in KRSC, the bias, the residual and the activation in the same cuDNN graph where cuDNN
 // has the pointwise mode, the rest as one pass over the output. One graph per input shape, built
-// when the shape is first prepared: with KILN_CONV_AUTOTUNE=1 the first engine configurations
-// cuDNN's heuristics list are built and timed on the device and the fastest kept; otherwise the
-// heuristics' first.
+// when the shape is first prepared, running the engine configuration the tactic names: the
+// heuristics' first supported one, or the one they rank K-th (the builder times several).
 #include <cudnn.h>
 #include <cudnn_frontend.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <map>
 #include <mutex>
 
@@ -76,64 +74,16 @@ Result<cudnnHandle_t> handle_for_stream(void* stream) {
 
 class ConvKernel : public DeviceKernel {
  public:
-  ConvKernel(const Node& n, DataType dt, bool tf32, bool fuse) : node_(n), dtype_(dt), tf32_(tf32), fuse_(fuse) {
+  ConvKernel(const Node& n, DataType dt, bool tf32, ConvTactic tactic)
+      : node_(n), dtype_(dt), tf32_(tf32), fuse_(tactic.fused), engine_(tactic.engine) {
     const Attribute* a = n.attr("activation");
     const Attribute* p = n.attr("activation_params");
     activation_of(a ? a->s : "", p ? p->floats : std::vector<float>{}, &act_);
   }
 
   Status prepare(std::span<const TensorView> in, std::span<const TensorView> out) override {
-    KILN_ASSIGN_OR_RETURN(Prepared * p, graph_for(in));
-    if (p->tuned || !autotune_enabled()) return {};
-    p->tuned = true;
-    // Timing runs on the prepared views' memory (the arena and the weights; nothing is live yet)
-    // with scratch of their own. A failure leaves the heuristics' choice.
-    auto pack = variant_pack(*p, in, out[0].data);
-    for (const auto& [t, ptr] : pack) {
-      if (!ptr) return {};  // memory placed only at run time: no timing
-    }
-    Handles& h = handles();
-    std::lock_guard<std::mutex> lock(h.mu);
-    void* scratch = nullptr;
-    if (cudaMalloc(&scratch, static_cast<size_t>(kConvWorkspace)) != cudaSuccess) {
-      cudaGetLastError();
-      return {};
-    }
-    cudaEvent_t start = nullptr, stop = nullptr;
-    cudaEventCreate(&start);
-    cudaEventCreate(&stop);
-    // Each candidate the heuristics listed (the first few), built, run once to warm up and timed
-    // over a few runs on the build handle's stream; the fastest is kept by index.
-    float best_ms = 0;
-    const int64_t count = std::min<int64_t>(p->graph->get_execution_plan_count(), kMaxTimedPlans);
-    for (int64_t i = 0; i < count; ++i) {
-      int64_t ws = 0;
-      if (p->graph->build_plan_at_index(i).is_bad() || p->graph->get_workspace_size_plan_at_index(i, ws).is_bad() ||
-          ws > kConvWorkspace || p->graph->execute_plan_at_index(h.build, pack, scratch, i).is_bad()) {
-        cudaGetLastError();
-        continue;
-      }
-      cudaEventRecord(start, nullptr);
-      bool ok = true;
-      for (int r = 0; r < kTimedRuns && ok; ++r)
-        ok = !p->graph->execute_plan_at_index(h.build, pack, scratch, i).is_bad();
-      cudaEventRecord(stop, nullptr);
-      float ms = 0;
-      if (!ok || cudaEventSynchronize(stop) != cudaSuccess || cudaEventElapsedTime(&ms, start, stop) != cudaSuccess) {
-        cudaGetLastError();
-        continue;
-      }
-      if (p->plan_index < 0 || ms < best_ms) {
-        best_ms = ms;
-        p->plan_index = i;
-        p->workspace = ws;
-      }
-    }
-    cudaEventDestroy(start);
-    cudaEventDestroy(stop);
-    cudaDeviceSynchronize();
-    cudaFree(scratch);
-    return {};
+    (void)out;
+    return graph_for(in).status();
   }
 
   Status enqueue(std::span<const TensorView> in, std::span<TensorView> out, const KernelContext& ctx) override {
@@ -175,25 +125,13 @@ class ConvKernel : public DeviceKernel {
     return pack;
   }
 
-  static constexpr int64_t kMaxTimedPlans = 8;
-  static constexpr int kTimedRuns = 3;
-
-  static bool autotune_enabled() {
-    static const bool on = [] {
-      const char* env = std::getenv("KILN_CONV_AUTOTUNE");
-      return env && env[0] == '1';
-    }();
-    return on;
-  }
-
   struct Prepared {
     std::shared_ptr<fe::graph::Graph> graph;
     std::shared_ptr<fe::graph::Tensor_attributes> x, w, b, z, y;
     Dims out_dims;
     int64_t workspace = 0;
     bool post_activation = false;
-    bool tuned = false;       // engine configurations timed on the device
-    int64_t plan_index = -1;  // the fastest timed one; -1: the heuristics' choice
+    int64_t plan_index = -1;  // the engine configuration run, by the heuristics' rank; -1: their choice
     bool epilogue = false;    // bias, residual and activation as one pass after the convolution
   };
 
@@ -205,8 +143,11 @@ class ConvKernel : public DeviceKernel {
     if (auto it = cache_.find(key); it != cache_.end()) return it->second.get();
     const Attribute* group = node_.attr("group");
     Result<std::unique_ptr<Prepared>> made = invalid("not fused");
-    if (fuse_ && (!group || group->i == 1)) made = make_graph(in, /*fuse=*/true);
-    if (!made.ok()) made = make_graph(in, /*fuse=*/false);
+    const bool fusable = fuse_ && (!group || group->i == 1);
+    if (fusable) made = make_graph(in, /*fuse=*/true);
+    // An unsupported fused graph falls back to the unfused one, unless the tactic names an engine
+    // configuration of the fused graph (the unfused ones are tactics of their own).
+    if (!made.ok() && (!fusable || engine_ < 0)) made = make_graph(in, /*fuse=*/false);
     if (!made.ok()) return made.status();
     Prepared* raw = made->get();
     cache_.emplace(key, std::move(made).value());
@@ -289,9 +230,27 @@ class ConvKernel : public DeviceKernel {
         g->deselect_numeric_notes({fe::NumericalNote_t::TENSOR_CORE, fe::NumericalNote_t::DOWN_CONVERT_INPUTS});
       }
       KILN_FE_CHECK(g->check_support(h.build), "checking convolution support");
-      KILN_FE_CHECK(g->build_plans(h.build), "building convolution plans");
+      if (engine_ < 0) {
+        KILN_FE_CHECK(g->build_plans(h.build), "building convolution plans");
+      } else {
+        if (engine_ >= g->get_execution_plan_count()) {
+          return invalid("cuDNN lists {} engine configurations for this convolution, none ranked {}",
+                         g->get_execution_plan_count(), engine_);
+        }
+        KILN_FE_CHECK(g->build_plan_at_index(engine_), "building a convolution engine configuration");
+        p->plan_index = engine_;
+      }
     }
-    KILN_FE_CHECK(g->get_workspace_size(p->workspace), "reading the convolution workspace");
+    if (p->plan_index >= 0) {
+      KILN_FE_CHECK(g->get_workspace_size_plan_at_index(p->plan_index, p->workspace),
+                    "reading the convolution workspace");
+      if (p->workspace > kConvWorkspace) {
+        return invalid("engine configuration {} needs {} bytes of workspace, more than {}", p->plan_index,
+                       p->workspace, kConvWorkspace);
+      }
+    } else {
+      KILN_FE_CHECK(g->get_workspace_size(p->workspace), "reading the convolution workspace");
+    }
     p->graph = std::move(g);
     return p;
   }
@@ -299,7 +258,8 @@ class ConvKernel : public DeviceKernel {
   const Node& node_;
   DataType dtype_;
   bool tf32_;
-  bool fuse_;  // the "cudnn" tactic; "cudnn-unfused" runs the convolution alone and one epilogue pass
+  bool fuse_;    // the "cudnn" tactics; "cudnn-unfused" runs the convolution alone and one epilogue pass
+  int engine_;  // the engine configuration's rank among the heuristics'; -1: their first supported
   ActivationSpec act_;
   std::map<std::string, std::unique_ptr<Prepared>> cache_;
 };
@@ -311,6 +271,36 @@ bool conv_has_epilogue(const Node& n) {
   if (group && group->i != 1) return false;  // grouped convolutions run unfused either way
   const Attribute* act = n.attr("activation");
   return (n.inputs.size() > 2 && n.inputs[2]) || (n.inputs.size() > 3 && n.inputs[3]) || (act && !act->s.empty());
+}
+
+std::vector<std::string> conv_tactics(const Node& n) {
+  std::vector<std::string> t;
+  for (const char* base : {kConvTactic, kConvUnfusedTactic}) {
+    if (base == kConvUnfusedTactic && !conv_has_epilogue(n)) break;
+    t.push_back(base);
+    for (int k = 1; k < kConvEngineChoices; ++k) t.push_back(std::string(base) + ":" + std::to_string(k));
+  }
+  return t;
+}
+
+bool parse_conv_tactic(const std::string& tactic, ConvTactic* out) {
+  const size_t colon = tactic.find(':');
+  const std::string base = tactic.substr(0, colon);
+  ConvTactic t;
+  if (base == kConvTactic) {
+    t.fused = true;
+  } else if (base == kConvUnfusedTactic) {
+    t.fused = false;
+  } else {
+    return false;
+  }
+  if (colon != std::string::npos) {
+    const std::string k = tactic.substr(colon + 1);
+    if (k.empty() || k.size() > 3 || k.find_first_not_of("0123456789") != std::string::npos) return false;
+    t.engine = std::stoi(k);
+  }
+  *out = t;
+  return true;
 }
 
 bool conv_supports(const Node& n, DataType precision) {
@@ -332,7 +322,11 @@ bool conv_supports(const Node& n, DataType precision) {
 
 Result<std::unique_ptr<DeviceKernel>> make_conv_kernel(const Plan& plan, const Step& step, bool tf32,
                                                        WeightCache& weights) {
-  auto k = std::make_unique<ConvKernel>(*step.node, step.precision, tf32, step.tactic != kConvUnfusedTactic);
+  ConvTactic tactic;  // an engine built before tactics were named ("cuda"): cuDNN, fused
+  if (!parse_conv_tactic(step.tactic, &tactic) && step.tactic != "cuda") {
+    return invalid("step {}: '{}' is not a convolution tactic", step.name, step.tactic);
+  }
+  auto k = std::make_unique<ConvKernel>(*step.node, step.precision, tf32, tactic);
   std::vector<const void*> w(step.inputs.size(), nullptr);
   for (size_t i = 0; i < step.inputs.size(); ++i) {
     if (step.inputs[i] < 0) continue;
@@ -340,7 +334,7 @@ Result<std::unique_ptr<DeviceKernel>> make_conv_kernel(const Plan& plan, const S
     if (s.kind != SlotKind::kWeight) continue;
     // The filter [K, C, R, S] goes to the device as KRSC, the layout NHWC convolutions read.
     KILN_ASSIGN_OR_RETURN(w[i], weights.get(plan.weights[static_cast<size_t>(s.weight)], step.precision, 1.0f,
-                                            /*to_nhwc=*/i == 1));
+                                            i == 1 ? WeightCache::Packing::kKRSC : WeightCache::Packing::kAsIs));
   }
   k->set_weights(std::move(w));
   return std::unique_ptr<DeviceKernel>(std::move(k));

@@ -270,16 +270,13 @@ class CudaBackend : public Backend {
     return cuda::gemm_supports(n, node_precision(n)) ? cuda::kGemmWorkspace : 0;
   }
   // Convolutions: cuDNN with bias, residual and activation fused, cuDNN with them as a pass of
-  // their own, and Kiln's depthwise kernel, as far as each applies; the builder times them. Every
-  // other step has one tactic.
+  // their own (each with several of cuDNN's engine configurations), and Kiln's depthwise kernel,
+  // as far as each applies; the builder times them. Every other step has one tactic.
   std::vector<std::string> tactics(const Node& n, DataType precision, Layout layout) const override {
     if (!supports(n, precision, layout)) return {};
     std::vector<std::string> t;
 #ifdef KILN_HAVE_CUDNN
-    if (cuda::conv_supports(n, precision)) {
-      t.push_back(cuda::kConvTactic);
-      if (cuda::conv_has_epilogue(n)) t.push_back(cuda::kConvUnfusedTactic);
-    }
+    if (cuda::conv_supports(n, precision)) t = cuda::conv_tactics(n);
 #endif
     if (depthwise_.supports(n, precision, layout)) t.push_back(kDepthwiseTactic);
     if (t.empty()) t.push_back("cuda");

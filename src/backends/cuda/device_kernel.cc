@@ -12,7 +12,7 @@ WeightCache::~WeightCache() {
   for (auto& [k, e] : entries_) cudaFree(e.device);
 }
 
-Result<const void*> WeightCache::get(const std::shared_ptr<Tensor>& w, DataType as, float scale, bool to_nhwc) {
+Result<const void*> WeightCache::get(const std::shared_ptr<Tensor>& w, DataType as, float scale, Packing packing) {
   std::lock_guard<std::mutex> lock(mu_);
   for (auto it = entries_.begin(); it != entries_.end();) {
     if (it->second.host.expired()) {
@@ -22,20 +22,22 @@ Result<const void*> WeightCache::get(const std::shared_ptr<Tensor>& w, DataType 
       ++it;
     }
   }
-  to_nhwc = to_nhwc && w->rank() == 4;
-  const Key key{w.get(), as, scale, to_nhwc};
+  if (w->rank() != 4 || (packing == Packing::kRSC && w->dims()[1] != 1)) packing = Packing::kAsIs;
+  const Key key{w.get(), as, scale, packing};
   if (auto it = entries_.find(key); it != entries_.end()) return static_cast<const void*>(it->second.device);
   // Converted on the host, once: weights are small next to what runs on them.
   Tensor host = *w;
-  if (as != w->dtype() || scale != 1.0f || to_nhwc) {
+  if (as != w->dtype() || scale != 1.0f || packing != Packing::kAsIs) {
     KILN_ASSIGN_OR_RETURN(host, Tensor::create(as, w->dims()));
     const Dims& d = w->dims();
     for (int64_t i = 0; i < w->numel(); ++i) {
       int64_t at = i;
-      if (to_nhwc) {  // element (k, c, r, s) of [K, C, R, S] sits at ((k*R + r)*S + s)*C + c
+      if (packing != Packing::kAsIs) {
         const int64_t sx = i % d[3], r = (i / d[3]) % d[2], c = (i / (d[3] * d[2])) % d[1],
                       k = i / (d[3] * d[2] * d[1]);
-        at = ((k * d[2] + r) * d[3] + sx) * d[1] + c;
+        // (k, c, r, s) of [K, C, R, S] sits at ((k*R + r)*S + s)*C + c in KRSC, and (c = 0) at
+        // (r*S + s)*K + k in RSC.
+        at = packing == Packing::kKRSC ? ((k * d[2] + r) * d[3] + sx) * d[1] + c : (r * d[3] + sx) * d[0] + k;
       }
       host.set_double(at, w->get_double(i) * scale);
     }

@@ -19,17 +19,20 @@ class WeightCache {
  public:
   explicit WeightCache(int device) : device_(device) {}
   ~WeightCache();
-  // `to_nhwc`: a 4-D [K, C, R, S] filter goes up as [K, R, S, C].
-  Result<const void*> get(const std::shared_ptr<Tensor>& w, DataType as, float scale = 1.0f, bool to_nhwc = false);
+  // How a 4-D filter [K, C, R, S] goes up: as it is, as [K, R, S, C] (what NHWC convolutions
+  // read), or, for a depthwise filter [C, 1, R, S], as [R, S, C] (each tap's channels together).
+  enum class Packing { kAsIs, kKRSC, kRSC };
+  Result<const void*> get(const std::shared_ptr<Tensor>& w, DataType as, float scale = 1.0f,
+                          Packing packing = Packing::kAsIs);
 
  private:
   struct Key {
     const Tensor* tensor;
     DataType dtype;
     float scale;
-    bool nhwc;
+    Packing packing;
     bool operator<(const Key& o) const {
-      return std::tie(tensor, dtype, scale, nhwc) < std::tie(o.tensor, o.dtype, o.scale, o.nhwc);
+      return std::tie(tensor, dtype, scale, packing) < std::tie(o.tensor, o.dtype, o.scale, o.packing);
     }
   };
   struct Entry {
@@ -78,10 +81,22 @@ inline constexpr int64_t kGemmWorkspace = 32 << 20;
 bool conv_supports(const Node& n, DataType precision);
 // Its tactics: "cudnn" fuses bias, residual and activation into cuDNN's graph where an engine
 // takes them; "cudnn-unfused" runs the convolution alone and the rest as one pass after it (some
-// fused graphs find only slow engines). Offered only where there is something to fuse.
+// fused graphs find only slow engines; offered only where there is something to fuse). Each runs
+// the engine configuration cuDNN's heuristics rank first, and as "cudnn:K" / "cudnn-unfused:K" the
+// one they rank K-th (K = 1 .. kConvEngineChoices - 1), so the builder times several.
 inline constexpr const char* kConvTactic = "cudnn";
 inline constexpr const char* kConvUnfusedTactic = "cudnn-unfused";
+inline constexpr int kConvEngineChoices = 4;
 bool conv_has_epilogue(const Node& n);
+std::vector<std::string> conv_tactics(const Node& n);
+// A convolution tactic read back: whether the epilogue is fused into cuDNN's graph, and the
+// heuristics' rank of its engine configuration (-1: their first supported choice). False for a
+// name that is not a convolution tactic.
+struct ConvTactic {
+  bool fused = true;
+  int engine = -1;
+};
+bool parse_conv_tactic(const std::string& tactic, ConvTactic* out);
 // `tf32` as for GEMMs.
 Result<std::unique_ptr<DeviceKernel>> make_conv_kernel(const Plan& plan, const Step& step, bool tf32,
                                                        WeightCache& weights);

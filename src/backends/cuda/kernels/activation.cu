@@ -8,6 +8,14 @@
 namespace kiln::cuda {
 namespace {
 
+constexpr int kThreads = 256;
+
+unsigned blocks_for(int64_t work) {
+  int64_t blocks = (work + kThreads - 1) / kThreads;
+  if (blocks > 65535 * 32) blocks = 65535 * 32;
+  return static_cast<unsigned>(blocks < 1 ? 1 : blocks);
+}
+
 template <typename T>
 __global__ void activation_kernel(Activation a, float p0, float p1, const T* x, T* y, int64_t n) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
@@ -16,13 +24,34 @@ __global__ void activation_kernel(Activation a, float p0, float p1, const T* x, 
   }
 }
 
+// Sixteen bytes per thread and step: `packs` packs of Pack16<T>.
+template <typename T>
+__global__ void activation_vec_kernel(Activation a, float p0, float p1, const Pack16<T>* x, Pack16<T>* y,
+                                      uint32_t packs) {
+  constexpr int N = Pack16<T>::kN;
+  for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < packs; i += gridDim.x * blockDim.x) {
+    Pack16<T> v = x[i];
+    float f[N];
+#pragma unroll
+    for (int j = 0; j < N; ++j) f[j] = f32(v.v[j]);
+    act_n(a, p0, p1, f);
+#pragma unroll
+    for (int j = 0; j < N; ++j) v.v[j] = cast<T>(f[j]);
+    y[i] = v;
+  }
+}
+
 template <typename T>
 Status run(const ActivationSpec& a, const void* x, void* y, int64_t n, cudaStream_t s) {
-  constexpr int kThreads = 256;
-  int64_t blocks = (n + kThreads - 1) / kThreads;
-  if (blocks > 65535 * 32) blocks = 65535 * 32;
-  activation_kernel<T><<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(a.kind, a.p0, a.p1, static_cast<const T*>(x),
-                                                                          static_cast<T*>(y), n);
+  constexpr int N = Pack16<T>::kN;
+  if (n % N == 0 && n / N < (int64_t{1} << 31) && aligned16({x, y})) {
+    const int64_t packs = n / N;
+    activation_vec_kernel<T><<<blocks_for(packs), kThreads, 0, s>>>(
+        a.kind, a.p0, a.p1, static_cast<const Pack16<T>*>(x), static_cast<Pack16<T>*>(y), static_cast<uint32_t>(packs));
+  } else {
+    activation_kernel<T><<<blocks_for(n), kThreads, 0, s>>>(a.kind, a.p0, a.p1, static_cast<const T*>(x),
+                                                            static_cast<T*>(y), n);
+  }
   KILN_CUDA_CHECK_LAUNCH("the activation kernel");
   return {};
 }
@@ -40,14 +69,48 @@ __global__ void epilogue_kernel(Activation a, float p0, float p1, T* y, const T*
   }
 }
 
+// The same, sixteen bytes per thread and step; the channel count a multiple of a pack, so a pack
+// never straddles two pixels and its bias is one pack too.
+template <typename T>
+__global__ void epilogue_vec_kernel(Activation a, float p0, float p1, Pack16<T>* y, const Pack16<T>* bias,
+                                    const Pack16<T>* z, uint32_t packs, uint32_t channel_packs) {
+  constexpr int N = Pack16<T>::kN;
+  for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < packs; i += gridDim.x * blockDim.x) {
+    Pack16<T> v = y[i];
+    float f[N];
+#pragma unroll
+    for (int j = 0; j < N; ++j) f[j] = f32(v.v[j]);
+    if (bias) {
+      const Pack16<T> b = bias[i % channel_packs];
+#pragma unroll
+      for (int j = 0; j < N; ++j) f[j] += f32(b.v[j]);
+    }
+    if (z) {
+      const Pack16<T> r = z[i];
+#pragma unroll
+      for (int j = 0; j < N; ++j) f[j] += f32(r.v[j]);
+    }
+    act_n(a, p0, p1, f);
+#pragma unroll
+    for (int j = 0; j < N; ++j) v.v[j] = cast<T>(f[j]);
+    y[i] = v;
+  }
+}
+
 template <typename T>
 Status run_epilogue(const ActivationSpec& a, void* y, const void* bias, const void* z, int64_t n, int64_t channels,
                     cudaStream_t s) {
-  constexpr int kThreads = 256;
-  int64_t blocks = (n + kThreads - 1) / kThreads;
-  if (blocks > 65535 * 32) blocks = 65535 * 32;
-  epilogue_kernel<T><<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(
-      a.kind, a.p0, a.p1, static_cast<T*>(y), static_cast<const T*>(bias), static_cast<const T*>(z), n, channels);
+  constexpr int N = Pack16<T>::kN;
+  if (channels % N == 0 && n % N == 0 && n / N < (int64_t{1} << 31) && aligned16({y, bias, z})) {
+    const int64_t packs = n / N;
+    epilogue_vec_kernel<T><<<blocks_for(packs), kThreads, 0, s>>>(
+        a.kind, a.p0, a.p1, static_cast<Pack16<T>*>(y), static_cast<const Pack16<T>*>(bias),
+        static_cast<const Pack16<T>*>(z), static_cast<uint32_t>(packs), static_cast<uint32_t>(channels / N));
+  } else {
+    epilogue_kernel<T><<<blocks_for(n), kThreads, 0, s>>>(a.kind, a.p0, a.p1, static_cast<T*>(y),
+                                                          static_cast<const T*>(bias), static_cast<const T*>(z), n,
+                                                          channels);
+  }
   KILN_CUDA_CHECK_LAUNCH("the bias/residual/activation kernel");
   return {};
 }

@@ -21,4 +21,27 @@ __device__ __forceinline__ float act(Activation a, float p0, float p1, float x) 
   return x;
 }
 
+// act over N values, the activation chosen once for all of them.
+template <int N>
+__device__ __forceinline__ void act_n(Activation a, float p0, float p1, float (&x)[N]) {
+  switch (a) {
+#define KILN_ACT_CASE(kind)                                              \
+  case Activation::kind:                                                 \
+    _Pragma("unroll") for (int j = 0; j < N; ++j) x[j] = act(Activation::kind, p0, p1, x[j]); \
+    return;
+    KILN_ACT_CASE(kRelu)
+    KILN_ACT_CASE(kLeakyRelu)
+    KILN_ACT_CASE(kClip)
+    KILN_ACT_CASE(kSigmoid)
+    KILN_ACT_CASE(kHardSigmoid)
+    KILN_ACT_CASE(kHardSwish)
+    KILN_ACT_CASE(kSwish)
+    KILN_ACT_CASE(kGeluErf)
+    KILN_ACT_CASE(kGeluTanh)
+    KILN_ACT_CASE(kTanh)
+#undef KILN_ACT_CASE
+    case Activation::kNone: return;
+  }
+}
+
 }  // namespace kiln::cuda

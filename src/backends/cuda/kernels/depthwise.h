@@ -16,7 +16,7 @@ struct DepthwiseShape {
   int64_t stride_h, stride_w, pad_top, pad_left, dil_h, dil_w;
 };
 
-// x [N, H, W, C], filter [C, R, S], bias [C] or null, z (residual, like y) or null, y [N, OH, OW, C].
+// x [N, H, W, C], filter [R, S, C], bias [C] or null, z (residual, like y) or null, y [N, OH, OW, C].
 Status launch_depthwise(const DepthwiseShape& d, const ActivationSpec& act, DataType dt, const void* x,
                         const void* filter, const void* bias, const void* z, void* y, void* stream);
 

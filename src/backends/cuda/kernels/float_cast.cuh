@@ -4,6 +4,9 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cstdint>
+#include <initializer_list>
+
 namespace kiln::cuda {
 
 __device__ __forceinline__ float f32(float v) {
@@ -28,6 +31,21 @@ __device__ __forceinline__ __half cast<__half>(float v) {
 template <>
 __device__ __forceinline__ __nv_bfloat16 cast<__nv_bfloat16>(float v) {
   return __float2bfloat16_rn(v);
+}
+
+// Sixteen bytes of T, read and written as one vector access (the address 16-byte aligned).
+template <typename T>
+struct alignas(16) Pack16 {
+  static constexpr int kN = 16 / static_cast<int>(sizeof(T));
+  T v[kN];
+};
+
+// Whether every pointer given (null ones skipped) is 16-byte aligned.
+inline bool aligned16(std::initializer_list<const void*> ps) {
+  for (const void* p : ps) {
+    if (p && reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  }
+  return true;
 }
 
 }  // namespace kiln::cuda
