@@ -1,6 +1,6 @@
 // Normalizations on the GPU against the reference kernels, in strict FP32, FP16 and BF16:
-// LayerNormalization over rows of 1, 7, 768, 1000, 4096 and 80000 elements (a warp, a block and
-// several blocks per row), over two axes, with broadcast and absent biases; RMSNormalization;
+// LayerNormalization over rows of 1, 7, 96, 768, 1000, 4096 and 80000 elements (rows held in
+// registers by 16-byte packs, a warp, a block and several blocks per row), over two axes, with broadcast and absent biases; RMSNormalization;
 // GroupNormalization at opsets 18 (per-group parameters) and 21 (per-channel) with one group,
 // one per channel and in between; InstanceNormalization; inference BatchNormalization. 4-D data
 // runs NHWC, other ranks plain; the launchers are also run on 4-D data in both storages, with a
@@ -78,6 +78,7 @@ TEST(CudaNorm, LayerNormalizationOverTrailingAxes) {
       {"rows_of_1", {5, 1}, -1, {1}, {1}, 0},
       {"rows_of_7", {3, 4, 7}, -1, {7}, {7}, 0},
       {"rows_of_768", {2, 5, 768}, -1, {768}, {768}, 0},
+      {"rows_of_96_odd_count", {3, 37, 96}, -1, {96}, {96}, 0},  // packed: two or four rows a warp
       {"rows_of_1000_no_bias", {3, 1000}, 1, {1000}, {}, 1e-3f},
       {"axis_minus_2", {2, 6, 5, 8}, -2, {5, 8}, {5, 8}, 0},
       {"axis_minus_2_broadcast", {2, 3, 5, 8}, -2, {8}, {1, 8}, 0},

@@ -43,6 +43,9 @@ std::vector<PoolCase> pool_cases() {
       {"same_upper_k3_s2", 3, 7, 7, {3, 3}, {2, 2}, {}, {}, 0, "SAME_UPPER"},
       {"same_lower_k2_s1", 3, 9, 5, {2, 2}, {1, 1}, {}, {}, 0, "SAME_LOWER"},
       {"valid_k3_s2", 3, 9, 5, {3, 3}, {2, 2}, {}, {}, 0, "VALID"},
+      // Channels a multiple of a 16-byte pack (NHWC max pooling reads them as one).
+      {"packed_k3_s2_pad1_ceil", 16, 9, 5, {3, 3}, {2, 2}, {1, 1, 1, 1}, {}, 1, ""},
+      {"packed_k3_s1_dilation2_pad2", 8, 9, 5, {3, 3}, {1, 1}, {2, 2, 2, 2}, {2, 2}, 0, ""},
   };
 }
 
@@ -374,6 +377,18 @@ TEST(CudaPool, NanHandlingFollowsTheReference) {
         });
     EXPECT_EQ(windowed[0], 3.0) << (nhwc ? "nhwc" : "nchw");
     EXPECT_TRUE(std::isnan(windowed[1])) << (nhwc ? "nhwc" : "nchw");
+    // Four channels (a 16-byte pack of float32: NHWC max pooling reads them as one): the same
+    // rule channel by channel.
+    const std::vector<double> x4 = {1, nan, 3, -1, nan, nan, nan, nan, -2, -5, -1, -3, nan, 0, nan, 0};
+    const cuda::Pool2d p4 = window(1, 4, 2, 2, 2, 1, 0, 0, 1, false);
+    const std::vector<double> packed =
+        run_on_device(DataType::kFloat, x4, 1, 4, 4, 1, nhwc, [&](const void* in, void* out) {
+          return cuda::launch_pool2d(cuda::PoolKind::kMax, p4, nhwc, DataType::kFloat, in, out, nullptr);
+        });
+    EXPECT_EQ(packed[0], 3.0) << (nhwc ? "nhwc" : "nchw");
+    EXPECT_TRUE(std::isnan(packed[1])) << (nhwc ? "nhwc" : "nchw");
+    EXPECT_EQ(packed[2], -1.0) << (nhwc ? "nhwc" : "nchw");
+    EXPECT_EQ(packed[3], 0.0) << (nhwc ? "nhwc" : "nchw");
   }
 }
 

@@ -78,6 +78,113 @@ __global__ void row_norm_warp(const T* x, RowAffine<T> a, T* y, int64_t rows, in
   write_row(xr, y + row * cols, lane, cols, 32, cols, a, mean, rstd);
 }
 
+// The sum of `v` over groups of L neighbouring lanes of a warp (L a power of two, at most 32).
+template <int L>
+__device__ __forceinline__ float group_sum(float v) {
+#pragma unroll
+  for (int o = L / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Rows read and written by packs of sixteen bytes and held in registers: L lanes per row, each
+// with up to P packs (lane, lane + L, ...), so the row is read once; mean and variance from the
+// registers (two passes, exact); scale and bias one entry per element (period == cols).
+template <typename T, bool kRms, int L, int P>
+__global__ void row_norm_packed(const T* x, const T* scale, const T* bias, T* y, uint32_t rows, int packs, float eps) {
+  constexpr int N = Pack16<T>::kN;
+  const uint32_t row = (blockIdx.x * blockDim.x + threadIdx.x) / L;
+  const int lane = static_cast<int>(threadIdx.x % L);
+  const bool live = row < rows;  // lanes past the last row still take part in the shuffles
+  const Pack16<T>* xr = reinterpret_cast<const Pack16<T>*>(x) + static_cast<size_t>(live ? row : 0) * packs;
+  float v[P][N];
+  float sum = 0.f;
+#pragma unroll
+  for (int p = 0; p < P; ++p) {
+    const int k = lane + p * L;
+    if (live && k < packs) {
+      const Pack16<T> q = xr[k];
+#pragma unroll
+      for (int j = 0; j < N; ++j) {
+        v[p][j] = f32(q.v[j]);
+        sum += v[p][j];
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < N; ++j) v[p][j] = 0.f;
+    }
+  }
+  const float cols = static_cast<float>(packs * N);
+  const float mean = kRms ? 0.f : group_sum<L>(sum) / cols;
+  float q = 0.f;
+#pragma unroll
+  for (int p = 0; p < P; ++p) {
+    if (lane + p * L < packs) {
+#pragma unroll
+      for (int j = 0; j < N; ++j) q += (v[p][j] - mean) * (v[p][j] - mean);
+    }
+  }
+  const float rstd = 1.f / sqrtf(group_sum<L>(q) / cols + eps);
+  if (!live) return;
+  Pack16<T>* yr = reinterpret_cast<Pack16<T>*>(y) + static_cast<size_t>(row) * packs;
+#pragma unroll
+  for (int p = 0; p < P; ++p) {
+    const int k = lane + p * L;
+    if (k >= packs) continue;
+    const Pack16<T> sc = reinterpret_cast<const Pack16<T>*>(scale)[k];
+    Pack16<T> b;
+    if (bias) b = reinterpret_cast<const Pack16<T>*>(bias)[k];
+    Pack16<T> o;
+#pragma unroll
+    for (int j = 0; j < N; ++j) {
+      float t = (v[p][j] - mean) * rstd * f32(sc.v[j]);
+      if (bias) t += f32(b.v[j]);
+      o.v[j] = cast<T>(t);
+    }
+    yr[k] = o;
+  }
+}
+
+template <typename T, bool kRms, int L, int P>
+void launch_packed_rows(const T* x, const T* scale, const T* bias, T* y, int64_t rows, int packs, float eps,
+                        cudaStream_t s) {
+  constexpr int kThreads = 256;
+  const int64_t threads = rows * L;
+  row_norm_packed<T, kRms, L, P><<<static_cast<unsigned>(ceil_div(threads, kThreads)), kThreads, 0, s>>>(
+      x, scale, bias, y, static_cast<uint32_t>(rows), packs, eps);
+}
+
+// The packed kernel where it applies: rows a whole number of packs, at most 32 * 8 of them, scale
+// and bias per element, everything 16-byte aligned. False where it does not.
+template <typename T, bool kRms>
+bool packed_rows(const RowNormParams& p, const T* x, const T* scale, const T* bias, T* y, cudaStream_t s) {
+  constexpr int N = Pack16<T>::kN;
+  if (p.cols % N != 0 || p.period != p.cols || (bias && p.bias_period != p.cols) || p.rows * 32 >= (int64_t{1} << 31) ||
+      !aligned16({x, scale, bias, y})) {
+    return false;
+  }
+  const int64_t packs = p.cols / N;
+  const int n = static_cast<int>(packs);
+  const float e = p.epsilon;
+  if (packs <= 4) {
+    launch_packed_rows<T, kRms, 4, 1>(x, scale, bias, y, p.rows, n, e, s);
+  } else if (packs <= 8) {
+    launch_packed_rows<T, kRms, 8, 1>(x, scale, bias, y, p.rows, n, e, s);
+  } else if (packs <= 16) {
+    launch_packed_rows<T, kRms, 16, 1>(x, scale, bias, y, p.rows, n, e, s);
+  } else if (packs <= 32) {
+    launch_packed_rows<T, kRms, 32, 1>(x, scale, bias, y, p.rows, n, e, s);
+  } else if (packs <= 64) {
+    launch_packed_rows<T, kRms, 32, 2>(x, scale, bias, y, p.rows, n, e, s);
+  } else if (packs <= 128) {
+    launch_packed_rows<T, kRms, 32, 4>(x, scale, bias, y, p.rows, n, e, s);
+  } else if (packs <= 256) {
+    launch_packed_rows<T, kRms, 32, 8>(x, scale, bias, y, p.rows, n, e, s);
+  } else {
+    return false;
+  }
+  return true;
+}
+
 // A block per row.
 template <typename T, bool kRms>
 __global__ void row_norm_block(const T* x, RowAffine<T> a, T* y, int64_t cols, float eps) {
@@ -315,6 +422,10 @@ Status row_norm(const RowNormParams& p, const T* x, const T* scale, const T* bia
                 cudaStream_t s) {
   const float eps = p.epsilon;
   const RowAffine<T> a{scale, bias, p.period, p.bias_period};
+  if (p.rms ? packed_rows<T, true>(p, x, scale, bias, y, s) : packed_rows<T, false>(p, x, scale, bias, y, s)) {
+    KILN_CUDA_CHECK_LAUNCH("the row normalization kernel");
+    return {};
+  }
   if (p.cols <= 1024) {
     constexpr int kRowsPerBlock = 8;
     const unsigned blocks = static_cast<unsigned>(ceil_div(p.rows, kRowsPerBlock));

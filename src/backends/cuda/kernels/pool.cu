@@ -124,6 +124,55 @@ __global__ void pool2d_kernel(Window2d<I> w, const T* __restrict__ x, T* __restr
   }
 }
 
+// Max pooling in NHWC by packs of sixteen bytes of channels (C a multiple of a pack): one thread
+// per output pixel and pack, each tap one 16-byte read; the same NaN rule per channel.
+template <typename T>
+__global__ void max_pool_nhwc_packed(Window2d<int32_t> w, const T* __restrict__ x, T* __restrict__ y, int32_t work) {
+  constexpr int N = Pack16<T>::kN;
+  const int32_t cp = w.c / N;
+  const int32_t step = static_cast<int32_t>(gridDim.x * blockDim.x);
+  for (int32_t idx = static_cast<int32_t>(blockIdx.x * blockDim.x + threadIdx.x); idx < work; idx += step) {
+    const int32_t c = (idx % cp) * N;
+    int32_t t = idx / cp;
+    const int32_t ow = t % w.out_w;
+    t /= w.out_w;
+    const int32_t oh = t % w.out_h;
+    const int32_t n = t / w.out_h;
+    const T* base = x + static_cast<size_t>(n) * w.in_h * w.in_w * w.c + c;
+    const int32_t h0 = oh * w.stride_h - w.pad_top, w0 = ow * w.stride_w - w.pad_left;
+    float best[N];
+    bool any[N], saw_nan[N];
+#pragma unroll
+    for (int j = 0; j < N; ++j) {
+      best[j] = 0.f;
+      any[j] = saw_nan[j] = false;
+    }
+    for (int32_t kh = 0; kh < w.kernel_h; ++kh) {
+      const int32_t ih = h0 + kh * w.dilation_h;
+      if (ih < 0 || ih >= w.in_h) continue;
+      for (int32_t kw = 0; kw < w.kernel_w; ++kw) {
+        const int32_t iw = w0 + kw * w.dilation_w;
+        if (iw < 0 || iw >= w.in_w) continue;
+        const Pack16<T> q = *reinterpret_cast<const Pack16<T>*>(base + static_cast<size_t>(ih * w.in_w + iw) * w.c);
+#pragma unroll
+        for (int j = 0; j < N; ++j) {
+          const float v = f32(q.v[j]);
+          if (isnan(v)) {
+            saw_nan[j] = true;
+          } else if (!any[j] || v > best[j]) {
+            best[j] = v;
+            any[j] = true;
+          }
+        }
+      }
+    }
+    Pack16<T> o;
+#pragma unroll
+    for (int j = 0; j < N; ++j) o.v[j] = cast<T>(any[j] ? best[j] : saw_nan[j] ? nan_value() : 0.f);
+    *reinterpret_cast<Pack16<T>*>(y + static_cast<size_t>(idx) * N) = o;
+  }
+}
+
 unsigned grid_for(int64_t total) {
   int64_t blocks = (total + kThreads - 1) / kThreads;
   if (blocks > 65535 * 32) blocks = 65535 * 32;
@@ -155,6 +204,13 @@ Status pool2d_typed(PoolKind kind, const Pool2d& p, bool nhwc, const void* x, vo
   const int64_t reach_h = p.out_h * p.stride_h + p.kernel_h * p.dilation_h + p.pad_top + p.pad_bottom;
   const int64_t reach_w = p.out_w * p.stride_w + p.kernel_w * p.dilation_w + p.pad_left + p.pad_right;
   const bool small = total < limit && in_total < limit && reach_h < limit && reach_w < limit;
+  constexpr int N = Pack16<T>::kN;
+  if (small && nhwc && kind == PoolKind::kMax && p.c % N == 0 && aligned16({x, y})) {
+    max_pool_nhwc_packed<T><<<grid_for(total / N), kThreads, 0, s>>>(window_of<int32_t>(p), static_cast<const T*>(x),
+                                                                      static_cast<T*>(y), static_cast<int32_t>(total / N));
+    KILN_CUDA_CHECK_LAUNCH("the pooling kernel");
+    return {};
+  }
   if (small) {
     return nhwc ? pool2d_as<T, int32_t, true>(kind, p, x, y, total, s)
                 : pool2d_as<T, int32_t, false>(kind, p, x, y, total, s);
@@ -257,8 +313,9 @@ __global__ void global_pool_block_kernel(const T* __restrict__ x, T* __restrict_
 
 // Above this many pixels a plane gets a whole block rather than a warp.
 constexpr int64_t kBlockPlane = 4096;
-// Fewer blocks than this leave most of a large GPU idle.
-constexpr int64_t kFewBlocks = 128;
+// Fewer blocks than this leave a large GPU's SMs with few warps each (an H200 holds 64 warps on
+// each of its 132 SMs): long NHWC planes then get 32 rows of threads per block instead of 8.
+constexpr int64_t kFewBlocks = 1024;
 
 template <typename T, PoolKind kKind>
 Status global_pool_as(int64_t n, int64_t c, int64_t spatial, bool nhwc, const void* x, void* y, cudaStream_t s) {

@@ -12,10 +12,10 @@ __device__ __forceinline__ float sigmoid(float x) {
   return 1.f / (1.f + __expf(-x));
 }
 
-__device__ float eval(const ProgInstr& in, const float* r) {
-  const float a = r[in.a];
-  const float b = in.b == kProgNone ? 0.f : r[in.b];
-  switch (in.op) {
+// One instruction on its operand values: a, b and c are registers in.a, in.b and in.c (b and c
+// read as 0 where absent).
+__device__ __forceinline__ float eval_op(ProgOp op, const ProgInstr& in, float a, float b, float c) {
+  switch (op) {
     case ProgOp::kAdd: return a + b;
     case ProgOp::kSub: return a - b;
     case ProgOp::kMul: return a * b;
@@ -35,8 +35,8 @@ __device__ float eval(const ProgInstr& in, const float* r) {
     case ProgOp::kRelu: return a > 0.f ? a : 0.f;
     case ProgOp::kLeakyRelu: return a >= 0.f ? a : a * in.p0;
     case ProgOp::kClip: {
-      const float lo = in.b == kProgNone ? in.p0 : r[in.b];
-      const float hi = in.c == kProgNone ? in.p1 : r[in.c];
+      const float lo = in.b == kProgNone ? in.p0 : b;
+      const float hi = in.c == kProgNone ? in.p1 : c;
       return fminf(fmaxf(a, lo), hi);
     }
     case ProgOp::kFloor: return floorf(a);
@@ -54,7 +54,7 @@ __device__ float eval(const ProgInstr& in, const float* r) {
     case ProgOp::kGeluTanh: return 0.5f * a * (1.f + tanhf(0.79788456080286536f * (a + 0.044715f * a * a * a)));
     case ProgOp::kSwish: return a * sigmoid(in.p0 * a);
     case ProgOp::kSign: return a > 0.f ? 1.f : (a < 0.f ? -1.f : 0.f);
-    case ProgOp::kWhere: return a != 0.f ? b : r[in.c];
+    case ProgOp::kWhere: return a != 0.f ? b : c;
     case ProgOp::kEqual: return a == b ? 1.f : 0.f;
     case ProgOp::kLess: return a < b ? 1.f : 0.f;
     case ProgOp::kGreater: return a > b ? 1.f : 0.f;
@@ -66,6 +66,76 @@ __device__ float eval(const ProgInstr& in, const float* r) {
     case ProgOp::kPRelu: return a >= 0.f ? a : a * b;
   }
   return a;
+}
+
+// The same reading its operands from a register file in (local) memory.
+__device__ __forceinline__ float eval(const ProgInstr& in, const float* r) {
+  return eval_op(in.op, in, r[in.a], in.b == kProgNone ? 0.f : r[in.b], in.c == kProgNone ? 0.f : r[in.c]);
+}
+
+// One instruction over N values of each register (registers are rows of N floats): the op is
+// dispatched once and its loop compiled for it, so the interpretation costs once per N elements.
+// An absent operand reads register a (no op uses it then).
+template <int N>
+__device__ __forceinline__ void exec_rows(const ProgInstr& in, float (*r)[N]) {
+  const float* a = r[in.a];
+  const float* b = in.b == kProgNone ? a : r[in.b];
+  const float* c = in.c == kProgNone ? a : r[in.c];
+  float* d = r[in.dst];
+  switch (in.op) {
+#define KILN_PROG_ROWS(X)                                                         \
+  case ProgOp::X: {                                                               \
+    float t[N];                                                                   \
+    _Pragma("unroll") for (int j = 0; j < N; ++j) t[j] = eval_op(ProgOp::X, in, a[j], b[j], c[j]); \
+    _Pragma("unroll") for (int j = 0; j < N; ++j) d[j] = t[j];                    \
+    return;                                                                       \
+  }
+    KILN_PROG_ROWS(kAdd)
+    KILN_PROG_ROWS(kSub)
+    KILN_PROG_ROWS(kMul)
+    KILN_PROG_ROWS(kDiv)
+    KILN_PROG_ROWS(kPow)
+    KILN_PROG_ROWS(kMax)
+    KILN_PROG_ROWS(kMin)
+    KILN_PROG_ROWS(kAbs)
+    KILN_PROG_ROWS(kNeg)
+    KILN_PROG_ROWS(kExp)
+    KILN_PROG_ROWS(kLog)
+    KILN_PROG_ROWS(kSqrt)
+    KILN_PROG_ROWS(kReciprocal)
+    KILN_PROG_ROWS(kSigmoid)
+    KILN_PROG_ROWS(kTanh)
+    KILN_PROG_ROWS(kErf)
+    KILN_PROG_ROWS(kRelu)
+    KILN_PROG_ROWS(kLeakyRelu)
+    KILN_PROG_ROWS(kClip)
+    KILN_PROG_ROWS(kFloor)
+    KILN_PROG_ROWS(kCeil)
+    KILN_PROG_ROWS(kRound)
+    KILN_PROG_ROWS(kSin)
+    KILN_PROG_ROWS(kCos)
+    KILN_PROG_ROWS(kSoftplus)
+    KILN_PROG_ROWS(kSoftsign)
+    KILN_PROG_ROWS(kElu)
+    KILN_PROG_ROWS(kSelu)
+    KILN_PROG_ROWS(kHardSigmoid)
+    KILN_PROG_ROWS(kHardSwish)
+    KILN_PROG_ROWS(kGeluErf)
+    KILN_PROG_ROWS(kGeluTanh)
+    KILN_PROG_ROWS(kSwish)
+    KILN_PROG_ROWS(kSign)
+    KILN_PROG_ROWS(kWhere)
+    KILN_PROG_ROWS(kEqual)
+    KILN_PROG_ROWS(kLess)
+    KILN_PROG_ROWS(kGreater)
+    KILN_PROG_ROWS(kLessOrEqual)
+    KILN_PROG_ROWS(kGreaterOrEqual)
+    KILN_PROG_ROWS(kAnd)
+    KILN_PROG_ROWS(kOr)
+    KILN_PROG_ROWS(kNot)
+    KILN_PROG_ROWS(kPRelu)
+#undef KILN_PROG_ROWS
+  }
 }
 
 // How each operand is addressed: at i (same shape, contiguous), at 0 (one value), or by strides.
@@ -120,16 +190,16 @@ __global__ void program_kernel(const __grid_constant__ Launch l, O* out, I n) {
 
 // The same over packs of sixteen bytes of the output: each thread finds its operands' offsets once
 // per pack, reads an operand that runs along the inner dim as one pack (`vec`) and one that is
-// broadcast along it as one value, and writes the pack at once. The inner dim is a multiple of a
-// pack and every pack-read operand is aligned to one (checked at launch).
+// broadcast along it as one value, runs each instruction over the whole pack (exec_rows), and
+// writes the pack at once. The inner dim is a multiple of a pack and every pack-read operand is
+// aligned to one (checked at launch).
 template <typename T>
 __global__ void program_vec_kernel(const __grid_constant__ Launch l, const __grid_constant__ PackModes vec,
                                    Pack16<T>* out, uint32_t packs) {
   constexpr int N = Pack16<T>::kN;
-  float r[kProgMaxRegs];
+  float r[kProgMaxRegs][N];
   for (uint32_t g = blockIdx.x * blockDim.x + threadIdx.x; g < packs; g += gridDim.x * blockDim.x) {
     const uint32_t i = g * N;
-    Pack16<T> in[kProgMaxOperands];
     for (int k = 0; k < l.p.n_operands; ++k) {
       if (!l.ops[k].data) continue;
       uint32_t at = 0;
@@ -145,21 +215,26 @@ __global__ void program_vec_kernel(const __grid_constant__ Launch l, const __gri
         }
       }
       const T* p = static_cast<const T*>(l.ops[k].data) + at;
+      float v[N];
       if (vec.along_inner[k]) {
-        in[k] = *reinterpret_cast<const Pack16<T>*>(p);
+        const Pack16<T> q = *reinterpret_cast<const Pack16<T>*>(p);
+#pragma unroll
+        for (int j = 0; j < N; ++j) v[j] = f32(q.v[j]);
       } else {
-        in[k].v[0] = *p;
+        const float one = f32(*p);
+#pragma unroll
+        for (int j = 0; j < N; ++j) v[j] = one;
       }
+#pragma unroll
+      for (int j = 0; j < N; ++j) r[k][j] = v[j];
     }
+    for (int q = 0; q < l.p.n_instr; ++q) exec_rows<N>(l.p.code[q], r);
+    float v[N];
+#pragma unroll
+    for (int j = 0; j < N; ++j) v[j] = r[l.p.result][j];
     Pack16<T> y;
 #pragma unroll
-    for (int j = 0; j < N; ++j) {
-      for (int k = 0; k < l.p.n_operands; ++k) {
-        if (l.ops[k].data) r[k] = f32(vec.along_inner[k] ? in[k].v[j] : in[k].v[0]);
-      }
-      for (int q = 0; q < l.p.n_instr; ++q) r[l.p.code[q].dst] = eval(l.p.code[q], r);
-      y.v[j] = cast<T>(r[l.p.result]);
-    }
+    for (int j = 0; j < N; ++j) y.v[j] = cast<T>(v[j]);
     out[g] = y;
   }
 }
