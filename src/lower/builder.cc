@@ -52,7 +52,33 @@ Result<std::shared_ptr<Plan>> build_plan(const Model& model, const BuildOptions&
   plan->graph = g;
   const BackendSet backends = backend_set(backend);
   KILN_RETURN_IF_ERROR(lower_to_steps(*plan, backends));
-  KILN_RETURN_IF_ERROR(assign_precision(*plan, backends, options.fp16, options.bf16));
+  PrecisionOptions precision;
+  precision.fp16 = options.fp16;
+  precision.bf16 = options.bf16;
+  precision.layers = options.layer_precision;
+  ValueRanges ranges;
+  if (options.fp16 && (options.fp16_range_check || !options.calib_data.empty())) {
+    // The source model (its value names are the steps' slot names), at batch 1 where it leaves the
+    // batch open. Calibration data the user gave must run; random samples that cannot (inputs
+    // that must hold valid indices, say) leave the check out, as the engine's options record.
+    if (!options.calib_data.empty()) {  // given data is read and checked whatever the backend
+      KILN_ASSIGN_OR_RETURN(ranges, sample_ranges(*model.graph, profile, options.calib_data));
+      plan->info.options["fp16-range-check"] = options.calib_data;
+      precision.ranges = [&]() -> Result<const ValueRanges*> { return &ranges; };
+    } else {
+      precision.ranges = [&]() -> Result<const ValueRanges*> {
+        Result<ValueRanges> sampled = sample_ranges(*model.graph, profile, "");
+        if (sampled.ok()) {
+          ranges = std::move(sampled).value();
+          plan->info.options["fp16-range-check"] = "random samples";
+          return &ranges;
+        }
+        plan->info.options["fp16-range-check"] = "skipped: " + sampled.status().message();
+        return static_cast<const ValueRanges*>(nullptr);
+      };
+    }
+  }
+  KILN_RETURN_IF_ERROR(assign_precision(*plan, backends, precision));
   KILN_RETURN_IF_ERROR(choose_layouts(*plan, backends));
   KILN_RETURN_IF_ERROR(insert_transitions(*plan, backends));
   progress("lower", 0.5);
@@ -81,6 +107,7 @@ Result<std::shared_ptr<Plan>> build_plan(const Model& model, const BuildOptions&
         shape_to_string(r.min) + ".." + shape_to_string(r.opt) + ".." + shape_to_string(r.max);
   }
   for (const std::string& p : options.pipeline.disabled) info.options["disable-pass." + p] = "1";
+  for (const auto& [layer, p] : options.layer_precision) info.options["layer-precision." + layer] = dtype_name(p);
   if (!options.timing_cache.empty()) info.options["timing-cache"] = options.timing_cache;
   info.libraries["protobuf"] = google::protobuf::internal::VersionString(GOOGLE_PROTOBUF_VERSION);
   info.libraries["onnx-ir"] = std::to_string(model.ir_version);

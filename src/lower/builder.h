@@ -23,6 +23,13 @@ struct BuildOptions {
   bool fp16 = false;         // allow FP16 tactics where the backend has them
   bool bf16 = false;         // allow BF16 tactics where the backend has them
   bool tf32 = true;          // FP32 matrix products may use TF32 tensor cores (as TensorRT does)
+  // With fp16: steps whose values exceed FP16's safe range on sample inputs stay wider (BF16 where
+  // allowed, else FP32). The samples are the .npy files in `calib_data` (one per input, named
+  // after it), else random; the model runs once on the reference kernels at build.
+  bool fp16_range_check = true;
+  std::string calib_data;
+  // Precision per step, by step or source node name ("fp32" keeps a layer out of FP16/BF16).
+  std::map<std::string, DataType> layer_precision;
   std::string timing_cache;  // file to read and update with tactic timings ("" = none)
   PipelineOptions pipeline = default_pipeline_options();
   // The backend to build for; when empty, make_backend(device). Embedders and tests pass their own.

@@ -1,3 +1,6 @@
+#include <cstdio>
+#include <set>
+
 #include "lower/stages.h"
 
 namespace kiln {
@@ -10,32 +13,97 @@ bool runs_at(const Backend& backend, const Node& node, DataType precision) {
   return backend.supports(node, precision, Layout::kPlain);
 }
 
+const char* short_name(DataType p) {
+  return p == DataType::kFloat16 ? "fp16" : p == DataType::kBFloat16 ? "bf16" : "fp32";
+}
+
+// The largest magnitude the step reads or stores on the sample inputs (0 where unknown).
+double step_magnitude(const Plan& plan, const Step& st, const ValueRanges& ranges) {
+  double m = 0;
+  for (const std::vector<int>* ids : {&st.inputs, &st.outputs}) {
+    for (int id : *ids) {
+      if (id < 0) continue;
+      const Slot& s = plan.slots[static_cast<size_t>(id)];
+      if (s.kind == SlotKind::kWeight) continue;  // weights are checked where they are converted
+      if (auto it = ranges.find(s.name); it != ranges.end()) m = std::max(m, it->second);
+    }
+  }
+  return m;
+}
+
+std::string magnitude_text(double m) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3g", m);
+  return buf;
+}
+
 }  // namespace
 
-Status assign_precision(Plan& plan, const BackendSet& backends, bool fp16, bool bf16) {
+Status assign_precision(Plan& plan, const BackendSet& backends, const PrecisionOptions& options) {
   std::vector<DataType> lower;
-  if (fp16) lower.push_back(DataType::kFloat16);
-  if (bf16) lower.push_back(DataType::kBFloat16);
+  if (options.fp16) lower.push_back(DataType::kFloat16);
+  if (options.bf16) lower.push_back(DataType::kBFloat16);
+  std::set<std::string> matched;
+  const ValueRanges* ranges = nullptr;
+  bool ranges_known = false;
   for (Step& st : plan.steps) {
     const Backend* backend = backends.get(st.backend);
     if (!backend) return invalid("step {}: no backend '{}'", st.name, st.backend);
     const DataType own = node_precision(*st.node);
     st.precision = own;
+    // A precision set by name: the step's own name or any source node it computes.
+    const DataType* forced = nullptr;
+    std::string forced_name;
+    for (const auto& [name, p] : options.layers) {
+      if (name == st.name || std::find(st.fused.begin(), st.fused.end(), name) != st.fused.end()) {
+        forced = &p;
+        forced_name = name;
+        matched.insert(name);
+      }
+    }
     if (own != DataType::kFloat) {
       st.precision_reason = is_float(own) ? "the model's type" : "not floating point";
+      if (forced && *forced != own) {
+        return invalid("--layer-precision {}={}: the step computes in {}, not float32", forced_name,
+                       short_name(*forced), dtype_name(own));
+      }
+    } else if (forced) {
+      if (*forced != DataType::kFloat && !runs_at(*backend, *st.node, *forced)) {
+        return invalid("--layer-precision {}={}: the {} backend has no {} kernel for {}", forced_name,
+                       short_name(*forced), backend->name(), short_name(*forced), st.node->describe());
+      }
+      st.precision = *forced;
+      st.precision_reason = "set by --layer-precision";
     } else if (lower.empty()) {
       st.precision_reason = "FP32 build";
     } else {
-      std::string missing;
+      std::string missing, overflow;
       for (DataType p : lower) {
-        if (runs_at(*backend, *st.node, p)) {
-          st.precision = p;
-          st.precision_reason = std::string(p == DataType::kFloat16 ? "fp16" : "bf16") + " allowed";
-          break;
+        if (!runs_at(*backend, *st.node, p)) {
+          missing += std::string(missing.empty() ? "" : "/") + short_name(p);
+          continue;
         }
-        missing += std::string(missing.empty() ? "" : "/") + (p == DataType::kFloat16 ? "fp16" : "bf16");
+        if (p == DataType::kFloat16 && options.ranges) {
+          if (!ranges_known) {
+            KILN_ASSIGN_OR_RETURN(ranges, options.ranges());
+            ranges_known = true;
+          }
+        }
+        if (p == DataType::kFloat16 && ranges) {
+          const double m = step_magnitude(plan, st, *ranges);
+          if (m > kFp16SafeMagnitude) {
+            overflow = "values reach " + magnitude_text(m) + " on the sample inputs, beyond fp16's safe range";
+            continue;
+          }
+        }
+        st.precision = p;
+        st.precision_reason = std::string(short_name(p)) + " allowed";
+        if (!overflow.empty()) st.precision_reason += " (" + overflow + ")";
+        break;
       }
-      if (st.precision == DataType::kFloat) st.precision_reason = "no " + missing + " kernel on " + backend->name();
+      if (st.precision == DataType::kFloat) {
+        st.precision_reason = !overflow.empty() ? overflow : "no " + missing + " kernel on " + backend->name();
+      }
     }
     // A lowered step's float32 results are stored in the precision it computed them in; the next
     // reader that needs another gets a reformat.
@@ -44,6 +112,12 @@ Status assign_precision(Plan& plan, const BackendSet& backends, bool fp16, bool 
       Slot& s = plan.slots[static_cast<size_t>(id)];
       if (s.type.kind != TypeInfo::Kind::kTensor) continue;
       s.storage.dtype = st.precision != own && s.type.dtype == DataType::kFloat ? st.precision : s.type.dtype;
+    }
+  }
+  for (const auto& [name, p] : options.layers) {
+    if (!matched.count(name)) {
+      return invalid("--layer-precision {}={}: no step or source node is named '{}' (kiln inspect lists them)", name,
+                     short_name(p), name);
     }
   }
   return {};

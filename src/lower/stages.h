@@ -3,6 +3,7 @@
 //
 //   profile.cc      shape options -> one profile; the graph's input types from it
 //   steps.cc        optimized graph -> steps and slots (logical types, default storage)
+//   ranges.cc       value ranges on sample inputs (for FP16 overflow), on the reference kernels
 //   precision.cc    each step's arithmetic precision; the element type its outputs are stored in
 //   layout.cc       each step's layout, chosen to save reformats; its outputs' storage layout
 //   transitions.cc  kiln.Reformat / kiln.Copy steps where a value's storage differs from what its
@@ -11,6 +12,7 @@
 //   memory.cc       slot sizes at the profile's largest shapes, lifetimes, in-place pairs, arena
 //
 // Each stage reads and edits the Plan (and, for transitions, its graph) and is tested on its own.
+#include <functional>
 #include <string>
 
 #include "backends/backend.h"
@@ -38,9 +40,28 @@ Result<DimRanges> symbol_ranges(const Graph& g, const Profile& profile);
 // tactic is left to select_tactics.
 Status lower_to_steps(Plan& plan, const BackendSet& backends);
 
+// ranges.cc: the largest finite magnitude each value of `g` reaches (by value name, inputs
+// included) when the reference kernels run it on sample inputs: the .npy files in `calib_dir`
+// (one per input, named after it), else normal random values (mean 0, deviation 1) at the
+// profile's smallest shapes, batch 1 where the model leaves the batch open.
+using ValueRanges = std::map<std::string, double>;
+Result<ValueRanges> sample_ranges(const Graph& g, const Profile& profile, const std::string& calib_dir);
+
 // precision.cc: with fp16/bf16 allowed, a float32 step computes in the lowest allowed precision the
-// backend supports for it; its floating-point outputs are stored in that precision.
-Status assign_precision(Plan& plan, const BackendSet& backends, bool fp16, bool bf16);
+// backend supports for it; its floating-point outputs are stored in that precision. With
+// `ranges`, FP16 is not chosen for a step that reads or stores a value reaching more than
+// kFp16SafeMagnitude (BF16 then, where allowed, else FP32). `layers` sets the precision of the
+// steps named (by step name or by any source node fused into them), overriding both; a name that
+// matches no step, or a precision the backend has no kernel for there, is an error.
+inline constexpr double kFp16SafeMagnitude = 32752;  // half of FP16's largest finite value
+struct PrecisionOptions {
+  bool fp16 = false, bf16 = false;
+  std::map<std::string, DataType> layers;
+  // Called the first time a step could run in FP16 (so a backend without FP16 kernels never pays
+  // for the sample run): the value ranges, or null to leave the check out.
+  std::function<Result<const ValueRanges*>()> ranges;
+};
+Status assign_precision(Plan& plan, const BackendSet& backends, const PrecisionOptions& options);
 
 // layout.cc: each step's layout among those the backend offers for it: the layout its data input
 // is already stored in, else the backend's first (its preference); where the backend lists plain

@@ -87,7 +87,8 @@ Status check_value(const Value& decl, const RValue& got, const char* what) {
 }  // namespace
 
 static Result<std::vector<RValue>> run_graph_in(const Graph& g, std::vector<RValue> inputs, const Scope* parent,
-                                                OuterLookup outer, const OpRegistry& registry) {
+                                                OuterLookup outer, const OpRegistry& registry,
+                                                const NodeObserver* observe = nullptr) {
   const bool nested = parent || outer;
   Scope scope(g, parent, std::move(outer));
   if (inputs.size() > g.inputs.size()) {
@@ -129,6 +130,7 @@ static Result<std::vector<RValue>> run_graph_in(const Graph& g, std::vector<RVal
     OpContext ctx(n, std::move(in), runner);
     Status s = def->kernel(ctx);
     if (!s.ok()) return s.with_context("node " + n.describe());
+    if (observe) (*observe)(n, ctx.outputs());
     for (size_t k = 0; k < n.outputs.size(); ++k) {
       if (n.outputs[k]) scope.set(n.outputs[k], std::move(ctx.outputs()[k]));
     }
@@ -173,6 +175,10 @@ Status Executor::check_inputs(const std::vector<RValue>& inputs) const {
 
 Result<std::vector<RValue>> Executor::run(std::vector<RValue> inputs) const {
   return run_graph(graph_, std::move(inputs), nullptr, registry_);
+}
+
+Result<std::vector<RValue>> Executor::run(std::vector<RValue> inputs, const NodeObserver& observe) const {
+  return run_graph_in(graph_, std::move(inputs), nullptr, nullptr, registry_, &observe);
 }
 
 }  // namespace kiln

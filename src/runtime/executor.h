@@ -17,6 +17,8 @@ class Scope;
 
 // Resolves an outer-scope name to its value (nullptr when unknown).
 using OuterLookup = std::function<const RValue*(const std::string&)>;
+// Sees each top-level node's outputs right after the node ran (before any is freed).
+using NodeObserver = std::function<void(const Node& node, const std::vector<RValue>& outputs)>;
 
 class Executor {
  public:
@@ -26,6 +28,8 @@ class Executor {
   // Runs the graph; `inputs` follow graph.inputs order (missing trailing inputs are an error).
   // Outputs follow graph.outputs order.
   Result<std::vector<RValue>> run(std::vector<RValue> inputs) const;
+  // The same, showing every node's outputs to `observe` (value ranges, accuracy debugging).
+  Result<std::vector<RValue>> run(std::vector<RValue> inputs, const NodeObserver& observe) const;
 
   // Checks inputs against the graph's declared input types (kind, dtype, static dims). Messages
   // name the input.

@@ -235,6 +235,28 @@ def main():
     ops = [s["op"] for s in json.loads(so)["steps"]] if rc == 0 else []
     check("--disable-pass keeps BatchNormalization", "BatchNormalization" in ops, str(ops))
 
+    # --- precision per layer and the FP16 range check's samples ------------------------------
+    rc, so, se = run(kiln, "inspect", model, "--shapes", "x:1x3x8x8", "--layer-precision", "relu1=fp32", "--json")
+    forced = [s for s in json.loads(so)["steps"] if "relu1" in s["fused"]] if rc == 0 else []
+    check("--layer-precision sets the fused step holding the node", len(forced) == 1
+          and forced[0]["precision"] == "float" and forced[0].get("precision_reason") == "set by --layer-precision",
+          f"rc={rc} {forced} {se[:300]}")
+    expect_error(kiln, "--layer-precision without a precision", ["build", model, "-o", os.path.join(tmp, "lp.kiln"),
+                 "--layer-precision", "relu1"], 2, ["--layer-precision", "NAME=fp32", "relu1"],
+                 absent=os.path.join(tmp, "lp.kiln"))
+    expect_error(kiln, "--layer-precision naming no layer", ["build", model, "-o", os.path.join(tmp, "lp.kiln"),
+                 "--layer-precision", "no_such_layer=fp32"], 3, ["no_such_layer", "kiln inspect"],
+                 absent=os.path.join(tmp, "lp.kiln"))
+    expect_error(kiln, "--calib-data without --fp16", ["build", model, "-o", os.path.join(tmp, "cd.kiln"),
+                 "--calib-data", tmp], 2, ["--calib-data", "--fp16"], absent=os.path.join(tmp, "cd.kiln"))
+    empty = os.path.join(tmp, "no_samples")
+    os.makedirs(empty, exist_ok=True)
+    expect_error(kiln, "--calib-data without the input's file", ["build", model, "-o", os.path.join(tmp, "cd.kiln"),
+                 "--fp16", "--calib-data", empty], 3, ["x.npy", "input 'x'"], absent=os.path.join(tmp, "cd.kiln"))
+    rc, so, se = run(kiln, "build", model, "-o", os.path.join(tmp, "cd.kiln"), "--shapes", "x:2x3x8x8", "--fp16",
+                     "--calib-data", tmp, "--json")
+    check("--fp16 --calib-data DIR builds from DIR/x.npy", rc == 0, f"rc={rc} {se[:300]}")
+
     # --- dump after a pass ------------------------------------------------------------------
     dump_dir = os.path.join(tmp, "dumps")
     rc, so, se = run(kiln, "build", model, "-o", os.path.join(tmp, "d.kiln"), "--shapes", "x:1x3x8x8", "--dump-after",

@@ -41,22 +41,6 @@ inline double tolerance(DataType dt) {
   return dt == DataType::kFloat ? 1e-5 : dt == DataType::kFloat16 ? 2e-3 : 1.6e-2;
 }
 
-// A float32 initializer of `dims` uniform in [lo, hi), the same for the same seed.
-inline void add_random_weight(onnx::GraphProto* g, const std::string& name, const std::vector<int64_t>& dims,
-                              uint32_t seed, float lo = -1, float hi = 1) {
-  auto* t = g->add_initializer();
-  t->set_name(name);
-  t->set_data_type(onnx::TensorProto::FLOAT);
-  int64_t n = 1;
-  for (int64_t d : dims) {
-    t->add_dims(d);
-    n *= d;
-  }
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(lo, hi);
-  for (int64_t i = 0; i < n; ++i) t->add_float_data(u(rng));
-}
-
 constexpr size_t kGuard = 256;
 constexpr uint8_t kPattern = 0xA5;
 

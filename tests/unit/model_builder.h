@@ -1,5 +1,6 @@
 #pragma once
 // Small helpers to build ONNX models in tests, through the protobuf API.
+#include <random>
 #include <string>
 #include <vector>
 
@@ -85,6 +86,22 @@ inline onnx::ModelProto add_relu_model() {
   add_node(g, "Relu", {"z"}, {"r"}, "relu");
   add_tensor_info(g->mutable_output(), "r", onnx::TensorProto::FLOAT, {2, 3});
   return m;
+}
+
+// A float32 initializer of `dims` uniform in [lo, hi), the same for the same seed.
+inline void add_random_weight(onnx::GraphProto* g, const std::string& name, const std::vector<int64_t>& dims,
+                              uint32_t seed, float lo = -1, float hi = 1) {
+  auto* t = g->add_initializer();
+  t->set_name(name);
+  t->set_data_type(onnx::TensorProto::FLOAT);
+  int64_t n = 1;
+  for (int64_t d : dims) {
+    t->add_dims(d);
+    n *= d;
+  }
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(lo, hi);
+  for (int64_t i = 0; i < n; ++i) t->add_float_data(u(rng));
 }
 
 }  // namespace kiln::testing

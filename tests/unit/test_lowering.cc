@@ -4,8 +4,10 @@
 // give the imported graph's results.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <map>
 
+#include "core/npy.h"
 #include "graph_compare.h"
 #include "lower/builder.h"
 #include "lower/stages.h"
@@ -129,11 +131,12 @@ const Slot& slot_named(const Plan& p, const std::string& name) {
   return none;
 }
 
+// Runs the plan and the imported graph on one random input of `dims` and compares the outputs.
 void expect_runs_like_the_graph(const Model& model, std::shared_ptr<Plan> plan, std::shared_ptr<Backend> backend,
-                                double tolerance = 1e-5) {
+                                double tolerance = 1e-5, Dims dims = {1, 3, 8, 8}) {
   auto exec = PlanExecutor::create(plan, backend);
   ASSERT_TRUE(exec.ok()) << exec.status().message();
-  std::vector<RValue> in = {RValue::of(random_float({1, 3, 8, 8}, 5))};
+  std::vector<RValue> in = {RValue::of(random_float(dims, 5))};
   auto want = Executor(*model.graph).run(in);
   auto got = (*exec)->run(in);
   ASSERT_TRUE(want.ok() && got.ok()) << got.status().message();
@@ -389,16 +392,7 @@ TEST(Lowering, TransposesBetweenNchwAndNhwcKeepTheirBytes) {
   EXPECT_EQ(slot_named(p, "t1").in_place_of, slot_id("c1"));
   EXPECT_EQ(slot_named(p, "t2").in_place_of, slot_id("s"));
   EXPECT_EQ(slot_named(p, "t1").offset, slot_named(p, "c1").offset);
-  auto exec = PlanExecutor::create(*plan, backend);
-  ASSERT_TRUE(exec.ok()) << exec.status().message();
-  std::vector<RValue> in = {RValue::of(random_float({2, 3, 5, 6}, 9))};
-  auto want = Executor(*model.graph).run(in);
-  auto got = (*exec)->run(in);
-  ASSERT_TRUE(want.ok() && got.ok()) << got.status().message();
-  const Tensor& w = (*want)[0].tensor;
-  const Tensor& gt = (*got)[0].tensor;
-  ASSERT_EQ(w.dims(), gt.dims());
-  for (int64_t i = 0; i < w.numel(); ++i) EXPECT_NEAR(w.get_double(i), gt.get_double(i), 1e-5) << i;
+  expect_runs_like_the_graph(model, *plan, backend, 1e-5, {2, 3, 5, 6});
 }
 
 }  // namespace
@@ -430,21 +424,10 @@ TEST(Lowering, LayoutChoiceWeighsEveryActivationInput) {
   onnx::ModelProto m = make_model(17);
   auto* g = m.mutable_graph();
   add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {2, 4, 5, 6});
-  auto init = [&](const std::string& name, std::vector<int64_t> dims) {
-    auto* t = g->add_initializer();
-    t->set_name(name);
-    t->set_data_type(onnx::TensorProto::FLOAT);
-    int64_t n = 1;
-    for (int64_t d : dims) {
-      t->add_dims(d);
-      n *= d;
-    }
-    for (int64_t i = 0; i < n; ++i) t->add_float_data(0.1f * static_cast<float>(i % 7 - 3));
-  };
-  init("w1", {4, 4, 1, 1});
-  init("w2", {4, 4, 1, 1});
-  init("w3", {4, 4, 1, 1});
-  init("scale", {4, 1, 1});
+  add_random_weight(g, "w1", {4, 4, 1, 1}, 1, -0.3f, 0.3f);
+  add_random_weight(g, "w2", {4, 4, 1, 1}, 2, -0.3f, 0.3f);
+  add_random_weight(g, "w3", {4, 4, 1, 1}, 3, -0.3f, 0.3f);
+  add_random_weight(g, "scale", {4, 1, 1}, 4, 0.5f, 1.5f);
   add_node(g, "Conv", {"x", "w1"}, {"c1"}, "conv1");
   add_node(g, "Conv", {"c1", "w2"}, {"c2"}, "conv2");
   add_node(g, "Mul", {"scale", "c2"}, {"m"}, "scale_mul");
@@ -460,16 +443,143 @@ TEST(Lowering, LayoutChoiceWeighsEveryActivationInput) {
   EXPECT_EQ(step_named(p, "residual").layout, Layout::kNHWC);
   EXPECT_EQ(slot_named(p, "s").storage.layout, Layout::kNHWC);
   EXPECT_EQ(count_ops(p)["kiln.Reformat"], 2) << "only x into NHWC and y out of it";
-  auto exec = PlanExecutor::create(*plan, backend);
-  ASSERT_TRUE(exec.ok()) << exec.status().message();
-  std::vector<RValue> in = {RValue::of(random_float({2, 4, 5, 6}, 3))};
-  auto want = Executor(*model.graph).run(in);
-  auto got = (*exec)->run(in);
-  ASSERT_TRUE(want.ok() && got.ok()) << got.status().message();
-  const Tensor& w = (*want)[0].tensor;
-  const Tensor& gt = (*got)[0].tensor;
-  ASSERT_EQ(w.dims(), gt.dims());
-  for (int64_t i = 0; i < w.numel(); ++i) EXPECT_NEAR(w.get_double(i), gt.get_double(i), 1e-5) << i;
+  expect_runs_like_the_graph(model, *plan, backend, 1e-5, {2, 4, 5, 6});
+}
+
+}  // namespace
+}  // namespace kiln
+
+namespace kiln {
+namespace {
+using namespace kiln::testing;
+
+// x -> conv1 (filter of 1e4: outputs far beyond FP16) -> relu1 -> conv2 (filter of 1e-6) -> relu2.
+onnx::ModelProto overflowing_convnet() {
+  onnx::ModelProto m = make_model(17);
+  auto* g = m.mutable_graph();
+  add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, 3, 8, 8}, {"n", "", "", ""});
+  add_random_weight(g, "w1", {4, 3, 3, 3}, 1, 1e4f, 1e4f);
+  add_random_weight(g, "w2", {4, 4, 3, 3}, 2, 1e-6f, 1e-6f);
+  add_node(g, "Conv", {"x", "w1"}, {"c1"}, "conv1");
+  add_node(g, "Relu", {"c1"}, {"r1"}, "relu1");
+  add_node(g, "Conv", {"r1", "w2"}, {"c2"}, "conv2");
+  add_node(g, "Relu", {"c2"}, {"y"}, "relu2");
+  add_tensor_info(g->mutable_output(), "y", onnx::TensorProto::FLOAT, {0, 4, 4, 4}, {"n", "", "", ""});
+  return m;
+}
+
+BuildOptions fp16_build(std::shared_ptr<Backend> b) {
+  BuildOptions o = no_fusion(std::move(b));
+  o.fp16 = true;
+  o.min_shapes["x"] = {1, 3, 8, 8};
+  o.max_shapes["x"] = {4, 3, 8, 8};
+  return o;
+}
+
+// With FP16 allowed, the steps that read or store values beyond FP16's safe range on the random
+// samples stay in FP32 and say why; the rest compute in FP16. Without the check all go FP16.
+TEST(Lowering, StepsWhoseValuesOverflowFp16StayInFp32) {
+  Model model = import_model(overflowing_convnet());
+  auto backend = std::make_shared<LayoutBackend>(true);
+  auto plan = build_plan(model, fp16_build(backend));
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  const Plan& p = **plan;
+  for (const char* wide : {"conv1", "relu1", "conv2"}) {
+    EXPECT_EQ(step_named(p, wide).precision, DataType::kFloat) << wide;
+    EXPECT_NE(step_named(p, wide).precision_reason.find("beyond fp16's safe range"), std::string::npos)
+        << wide << ": " << step_named(p, wide).precision_reason;
+  }
+  EXPECT_EQ(step_named(p, "relu2").precision, DataType::kFloat16);
+  EXPECT_EQ(p.info.options.at("fp16-range-check"), "random samples");
+  expect_runs_like_the_graph(model, *plan, backend, 1e-2);
+
+  // Fused (conv1 and relu1 one step, its output named after relu1's): the same decision.
+  BuildOptions fused = fp16_build(backend);
+  fused.pipeline = default_pipeline_options();
+  auto fused_plan = build_plan(model, fused);
+  ASSERT_TRUE(fused_plan.ok()) << fused_plan.status().message();
+  for (const Step& st : (**fused_plan).steps) {
+    if (std::find(st.fused.begin(), st.fused.end(), "conv1") != st.fused.end()) {
+      EXPECT_EQ(st.precision, DataType::kFloat) << st.name << ": " << st.precision_reason;
+    }
+  }
+
+  BuildOptions unchecked = fp16_build(backend);
+  unchecked.fp16_range_check = false;
+  auto all_fp16 = build_plan(model, unchecked);
+  ASSERT_TRUE(all_fp16.ok()) << all_fp16.status().message();
+  EXPECT_EQ(step_named(**all_fp16, "conv1").precision, DataType::kFloat16);
+  EXPECT_EQ((**all_fp16).info.options.count("fp16-range-check"), 0u);
+}
+
+// --calib-data: the samples come from DIR/<input>.npy. Inputs of 1e6 make even small filters
+// overflow; a missing file or a wrong element type is an error naming the file and the input.
+TEST(Lowering, CalibrationDataDecidesTheRanges) {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / "kiln_calib_test";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  Model model = import_model(small_convnet());
+  auto backend = std::make_shared<LayoutBackend>(true);
+  BuildOptions o = no_fusion(backend);
+  o.fp16 = true;
+  o.calib_data = dir.string();
+  auto missing = build_plan(model, o);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("x.npy"), std::string::npos) << missing.status().message();
+
+  Tensor wrong = Tensor(DataType::kInt32, {1, 3, 8, 8});
+  ASSERT_TRUE(write_npy(dir / "x.npy", wrong).ok());
+  auto mistyped = build_plan(model, o);
+  ASSERT_FALSE(mistyped.ok());
+  EXPECT_NE(mistyped.status().message().find("int32"), std::string::npos) << mistyped.status().message();
+
+  Tensor big = random_float({1, 3, 8, 8}, 4);
+  for (int64_t i = 0; i < big.numel(); ++i) big.set_double(i, big.get_double(i) * 1e6);
+  ASSERT_TRUE(write_npy(dir / "x.npy", big).ok());
+  auto plan = build_plan(model, o);
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  EXPECT_EQ(step_named(**plan, "conv1").precision, DataType::kFloat);
+  EXPECT_EQ((**plan).info.options.at("fp16-range-check"), dir.string());
+
+  o.calib_data.clear();  // random samples: the same model fits FP16
+  auto random = build_plan(model, o);
+  ASSERT_TRUE(random.ok()) << random.status().message();
+  EXPECT_EQ(step_named(**random, "conv1").precision, DataType::kFloat16);
+  std::filesystem::remove_all(dir);
+}
+
+// --layer-precision: a step named directly or through a source node fused into it takes the
+// precision set; names that match nothing and precisions the backend lacks are errors.
+TEST(Lowering, LayerPrecisionSetsNamedSteps) {
+  Model model = import_model(small_convnet());
+  auto backend = std::make_shared<LayoutBackend>(true);
+  BuildOptions o;  // with fusion: conv1 and relu1 become one step
+  o.backend = backend;
+  o.fp16 = true;
+  o.layer_precision["relu1"] = DataType::kFloat;
+  auto plan = build_plan(model, o);
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  int forced = 0;
+  for (const Step& st : (**plan).steps) {
+    if (std::find(st.fused.begin(), st.fused.end(), "relu1") == st.fused.end() && st.name != "relu1") continue;
+    ++forced;
+    EXPECT_EQ(st.precision, DataType::kFloat) << st.name;
+    EXPECT_EQ(st.precision_reason, "set by --layer-precision") << st.name;
+  }
+  EXPECT_EQ(forced, 1);
+  EXPECT_EQ((**plan).info.options.at("layer-precision.relu1"), "float");
+
+  BuildOptions unknown = o;
+  unknown.layer_precision = {{"no_such_layer", DataType::kFloat}};
+  auto bad = build_plan(model, unknown);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("no_such_layer"), std::string::npos) << bad.status().message();
+
+  BuildOptions no_kernel = o;
+  no_kernel.layer_precision = {{"conv2", DataType::kBFloat16}};
+  auto refused = build_plan(model, no_kernel);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("no bf16 kernel"), std::string::npos) << refused.status().message();
 }
 
 }  // namespace

@@ -112,6 +112,12 @@ void add_build_flags(CLI::App* cmd, BuildArgs& a, bool with_dump) {
   cmd->add_flag("--bf16", a.bf16, "Allow BF16 tactics where the backend has them")->group("Build");
   cmd->add_flag("--no-tf32", a.no_tf32, "Strict FP32: no TF32 tensor cores for FP32 matrix products")->group("Build");
   cmd->add_option("--timing-cache", a.timing_cache, "Read and update tactic timings in FILE")->group("Build");
+  cmd->add_option("--layer-precision", a.layer_precision,
+                  "NAME=fp32|fp16|bf16: the precision of the step or source node NAME (repeatable)")
+      ->group("Build");
+  cmd->add_option("--calib-data", a.calib_data,
+                  "With --fp16: sample inputs for the FP16 range check, DIR/<input>.npy (default: random)")
+      ->group("Build");
   cmd->add_option("--disable-pass", a.disable_pass, "Do not run the optimization pass NAME (see `kiln passes`)")
       ->group("Build");
   if (with_dump) {
@@ -135,6 +141,22 @@ Result<BuildOptions> to_build_options(const BuildArgs& a, bool progress, const M
   o.bf16 = a.bf16;
   o.tf32 = !a.no_tf32;
   o.timing_cache = a.timing_cache;
+  for (const std::string& spec : a.layer_precision) {
+    const size_t eq = spec.rfind('=');
+    const std::string name = eq == std::string::npos ? "" : spec.substr(0, eq);
+    const std::string p = eq == std::string::npos ? "" : spec.substr(eq + 1);
+    if (name.empty() || (p != "fp32" && p != "fp16" && p != "bf16")) {
+      return usage_error("--layer-precision expects NAME=fp32, NAME=fp16 or NAME=bf16, got '{}'", spec);
+    }
+    o.layer_precision[name] = p == "fp32" ? DataType::kFloat : p == "fp16" ? DataType::kFloat16 : DataType::kBFloat16;
+  }
+  if (!a.calib_data.empty()) {
+    if (!a.fp16) return usage_error("--calib-data {}: the FP16 range check it feeds runs with --fp16", a.calib_data);
+    if (!std::filesystem::is_directory(a.calib_data)) {
+      return usage_error("--calib-data {}: not a directory", a.calib_data);
+    }
+    o.calib_data = a.calib_data;
+  }
   KILN_RETURN_IF_ERROR(check_pass_names(a.disable_pass));
   KILN_RETURN_IF_ERROR(check_pass_names(a.dump_after));
   o.pipeline.disabled.insert(a.disable_pass.begin(), a.disable_pass.end());

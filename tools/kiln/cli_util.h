@@ -29,6 +29,8 @@ struct BuildArgs {
   std::vector<std::string> shapes, min_shapes, opt_shapes, max_shapes;
   bool fp16 = false, bf16 = false, no_tf32 = false;
   std::string timing_cache;
+  std::vector<std::string> layer_precision;  // NAME=fp32|fp16|bf16
+  std::string calib_data;
   std::vector<std::string> disable_pass;
   std::vector<std::string> dump_after;
   std::string dump_dir = ".";

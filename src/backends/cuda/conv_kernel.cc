@@ -12,6 +12,7 @@
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/device_kernel.h"
+#include "backends/cuda/kernel_family.h"
 #include "backends/cuda/kernels/activation.h"
 #include "backends/cuda/kernels/elementwise.h"
 #include "ops/fused.h"
@@ -327,16 +328,8 @@ Result<std::unique_ptr<DeviceKernel>> make_conv_kernel(const Plan& plan, const S
     return invalid("step {}: '{}' is not a convolution tactic", step.name, step.tactic);
   }
   auto k = std::make_unique<ConvKernel>(*step.node, step.precision, tf32, tactic);
-  std::vector<const void*> w(step.inputs.size(), nullptr);
-  for (size_t i = 0; i < step.inputs.size(); ++i) {
-    if (step.inputs[i] < 0) continue;
-    const Slot& s = plan.slots[static_cast<size_t>(step.inputs[i])];
-    if (s.kind != SlotKind::kWeight) continue;
-    // The filter [K, C, R, S] goes to the device as KRSC, the layout NHWC convolutions read.
-    KILN_ASSIGN_OR_RETURN(w[i], weights.get(plan.weights[static_cast<size_t>(s.weight)], step.precision, 1.0f,
-                                            i == 1 ? WeightCache::Packing::kKRSC : WeightCache::Packing::kAsIs));
-  }
-  k->set_weights(std::move(w));
+  // The filter [K, C, R, S] goes to the device as KRSC, the layout NHWC convolutions read.
+  KILN_RETURN_IF_ERROR(bind_weights(*k, plan, step, weights, nullptr, WeightCache::Packing::kKRSC));
   return std::unique_ptr<DeviceKernel>(std::move(k));
 }
 

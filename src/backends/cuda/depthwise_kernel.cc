@@ -71,15 +71,7 @@ class DepthwiseKernel : public DeviceKernel {
 Result<std::unique_ptr<DeviceKernel>> make_depthwise(const Plan& plan, const Step& step, WeightCache& weights) {
   auto k = std::make_unique<DepthwiseKernel>(*step.node, step.precision);
   // The filter [C, 1, R, S] goes up as [R, S, C]: each tap's channels side by side, read by packs.
-  std::vector<const void*> w(step.inputs.size(), nullptr);
-  for (size_t i = 0; i < step.inputs.size(); ++i) {
-    if (step.inputs[i] < 0) continue;
-    const Slot& s = plan.slots[static_cast<size_t>(step.inputs[i])];
-    if (s.kind != SlotKind::kWeight) continue;
-    KILN_ASSIGN_OR_RETURN(w[i], weights.get(plan.weights[static_cast<size_t>(s.weight)], step.precision, 1.0f,
-                                            i == 1 ? WeightCache::Packing::kRSC : WeightCache::Packing::kAsIs));
-  }
-  k->set_weights(std::move(w));
+  KILN_RETURN_IF_ERROR(bind_weights(*k, plan, step, weights, nullptr, WeightCache::Packing::kRSC));
   return std::unique_ptr<DeviceKernel>(std::move(k));
 }
 

@@ -26,10 +26,11 @@ struct KernelFamily {
 const std::vector<KernelFamily>& kernel_families();
 
 // For families' `make`: points `k` at the device copies of the step's weights, each in the
-// precision the step computes in (integer weights as they are); inputs read on the host keep
-// their host data.
+// precision the step computes in (integer weights as they are), input 1 (a filter) packed as
+// `filter` asks; inputs read on the host keep their host data.
 Status bind_weights(DeviceKernel& k, const Plan& plan, const Step& step, WeightCache& weights,
-                    bool (*reads_on_host)(const Node&, size_t) = nullptr);
+                    bool (*reads_on_host)(const Node&, size_t) = nullptr,
+                    WeightCache::Packing filter = WeightCache::Packing::kAsIs);
 
 // The families (one file each).
 KernelFamily depthwise_family();          // depthwise_kernel.cc: depthwise Conv/kiln.FusedConv, the "depthwise"
