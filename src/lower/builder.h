@@ -20,9 +20,9 @@ struct BuildOptions {
   // Input shapes. `shapes` fixes an input (min = opt = max); min/opt/max give a range. Inputs not
   // named keep their declared shape, which must then be static.
   std::map<std::string, Dims> shapes, min_shapes, opt_shapes, max_shapes;
-  bool fp16 = false;         // allow FP16 tactics where the backend has them
-  bool bf16 = false;         // allow BF16 tactics where the backend has them
-  bool tf32 = true;          // FP32 matrix products may use TF32 tensor cores (as TensorRT does)
+  bool fp16 = false;  // allow FP16 tactics where the backend has them
+  bool bf16 = false;  // allow BF16 tactics where the backend has them
+  bool tf32 = true;   // FP32 matrix products may use TF32 tensor cores (as TensorRT does)
   // With fp16: steps whose values exceed FP16's safe range on sample inputs stay wider (BF16 where
   // allowed, else FP32). The samples are the .npy files in `calib_data` (one per input, named
   // after it), else random; the model runs once on the reference kernels at build.

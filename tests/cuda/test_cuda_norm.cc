@@ -1,7 +1,7 @@
 // Normalizations on the GPU against the reference kernels, in strict FP32, FP16 and BF16:
 // LayerNormalization over rows of 1, 7, 96, 768, 1000, 4096 and 80000 elements (rows held in
-// registers by 16-byte packs, a warp, a block and several blocks per row), over two axes, with broadcast and absent biases; RMSNormalization;
-// GroupNormalization at opsets 18 (per-group parameters) and 21 (per-channel) with one group,
+// registers by 16-byte packs, a warp, a block and several blocks per row), over two axes, with broadcast and absent
+// biases; RMSNormalization; GroupNormalization at opsets 18 (per-group parameters) and 21 (per-channel) with one group,
 // one per channel and in between; InstanceNormalization; inference BatchNormalization. 4-D data
 // runs NHWC, other ranks plain; the launchers are also run on 4-D data in both storages, with a
 // workspace small enough to force slices and with guard bytes around the output. Skipped where no

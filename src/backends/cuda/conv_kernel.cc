@@ -246,8 +246,8 @@ class ConvKernel : public DeviceKernel {
       KILN_FE_CHECK(g->get_workspace_size_plan_at_index(p->plan_index, p->workspace),
                     "reading the convolution workspace");
       if (p->workspace > kConvWorkspace) {
-        return invalid("engine configuration {} needs {} bytes of workspace, more than {}", p->plan_index,
-                       p->workspace, kConvWorkspace);
+        return invalid("engine configuration {} needs {} bytes of workspace, more than {}", p->plan_index, p->workspace,
+                       kConvWorkspace);
       }
     } else {
       KILN_FE_CHECK(g->get_workspace_size(p->workspace), "reading the convolution workspace");
@@ -259,7 +259,7 @@ class ConvKernel : public DeviceKernel {
   const Node& node_;
   DataType dtype_;
   bool tf32_;
-  bool fuse_;    // the "cudnn" tactics; "cudnn-unfused" runs the convolution alone and one epilogue pass
+  bool fuse_;   // the "cudnn" tactics; "cudnn-unfused" runs the convolution alone and one epilogue pass
   int engine_;  // the engine configuration's rank among the heuristics'; -1: their first supported
   ActivationSpec act_;
   std::map<std::string, std::unique_ptr<Prepared>> cache_;

@@ -171,7 +171,8 @@ class GemmKernel : public DeviceKernel {
     // them; any other activation is one pass over the output.
     if (act_.kind == Activation::kRelu) {
       cfg.epilogue = GemmEpilogue::kRelu;
-    } else if (act_.kind == Activation::kGeluTanh || (act_.kind == Activation::kGeluErf && dtype_ != DataType::kFloat)) {
+    } else if (act_.kind == Activation::kGeluTanh ||
+               (act_.kind == Activation::kGeluErf && dtype_ != DataType::kFloat)) {
       // cuBLASLt's GELU is the tanh form. In FP16 and BF16 it stands in for the erf form: the two
       // differ by at most 4.7e-4 (at x = 2.70, where GELU is 2.69 and an FP16 step is 2e-3), below
       // the rounding of the stored result; FP32 keeps the exact erf form as a pass.

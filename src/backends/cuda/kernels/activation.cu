@@ -49,8 +49,8 @@ Status run(const ActivationSpec& a, const void* x, void* y, int64_t n, cudaStrea
     activation_vec_kernel<T><<<blocks_for(packs), kThreads, 0, s>>>(
         a.kind, a.p0, a.p1, static_cast<const Pack16<T>*>(x), static_cast<Pack16<T>*>(y), static_cast<uint32_t>(packs));
   } else {
-    activation_kernel<T><<<blocks_for(n), kThreads, 0, s>>>(a.kind, a.p0, a.p1, static_cast<const T*>(x),
-                                                            static_cast<T*>(y), n);
+    activation_kernel<T>
+        <<<blocks_for(n), kThreads, 0, s>>>(a.kind, a.p0, a.p1, static_cast<const T*>(x), static_cast<T*>(y), n);
   }
   KILN_CUDA_CHECK_LAUNCH("the activation kernel");
   return {};
@@ -107,9 +107,8 @@ Status run_epilogue(const ActivationSpec& a, void* y, const void* bias, const vo
         a.kind, a.p0, a.p1, static_cast<Pack16<T>*>(y), static_cast<const Pack16<T>*>(bias),
         static_cast<const Pack16<T>*>(z), static_cast<uint32_t>(packs), static_cast<uint32_t>(channels / N));
   } else {
-    epilogue_kernel<T><<<blocks_for(n), kThreads, 0, s>>>(a.kind, a.p0, a.p1, static_cast<T*>(y),
-                                                          static_cast<const T*>(bias), static_cast<const T*>(z), n,
-                                                          channels);
+    epilogue_kernel<T><<<blocks_for(n), kThreads, 0, s>>>(
+        a.kind, a.p0, a.p1, static_cast<T*>(y), static_cast<const T*>(bias), static_cast<const T*>(z), n, channels);
   }
   KILN_CUDA_CHECK_LAUNCH("the bias/residual/activation kernel");
   return {};

@@ -25,8 +25,8 @@ __device__ __forceinline__ float act(Activation a, float p0, float p1, float x) 
 template <int N>
 __device__ __forceinline__ void act_n(Activation a, float p0, float p1, float (&x)[N]) {
   switch (a) {
-#define KILN_ACT_CASE(kind)                                              \
-  case Activation::kind:                                                 \
+#define KILN_ACT_CASE(kind)                                                                   \
+  case Activation::kind:                                                                      \
     _Pragma("unroll") for (int j = 0; j < N; ++j) x[j] = act(Activation::kind, p0, p1, x[j]); \
     return;
     KILN_ACT_CASE(kRelu)

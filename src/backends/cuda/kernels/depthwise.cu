@@ -77,8 +77,10 @@ __global__ void depthwise_vec_kernel(const DepthwiseShape d, Activation a, float
     for (int r = 0; r < static_cast<int>(d.r); ++r) {
       const int ih = oh * static_cast<int>(d.stride_h) - static_cast<int>(d.pad_top) + r;
       if (ih < 0 || ih >= static_cast<int>(d.h)) continue;
-      const T* row = x + (static_cast<size_t>(n) * static_cast<size_t>(d.h) + static_cast<size_t>(ih)) *
-                             static_cast<size_t>(W) * static_cast<size_t>(d.c) + c;
+      const T* row = x +
+                     (static_cast<size_t>(n) * static_cast<size_t>(d.h) + static_cast<size_t>(ih)) *
+                         static_cast<size_t>(W) * static_cast<size_t>(d.c) +
+                     c;
       const T* frow = filter + static_cast<size_t>(r) * static_cast<size_t>(S) * static_cast<size_t>(d.c) + c;
       for (int k = 0; k < span; ++k) {
         const int iw = iw0 + k;
@@ -101,9 +103,11 @@ __global__ void depthwise_vec_kernel(const DepthwiseShape d, Activation a, float
     for (int j = 0; j < kTileW; ++j) {
       const int ow = ow0 + j;
       if (ow >= static_cast<int>(d.ow)) break;
-      const size_t at = ((static_cast<size_t>(n) * static_cast<size_t>(d.oh) + static_cast<size_t>(oh)) *
-                             static_cast<size_t>(d.ow) + static_cast<size_t>(ow)) *
-                            static_cast<size_t>(d.c) + c;
+      const size_t at =
+          ((static_cast<size_t>(n) * static_cast<size_t>(d.oh) + static_cast<size_t>(oh)) * static_cast<size_t>(d.ow) +
+           static_cast<size_t>(ow)) *
+              static_cast<size_t>(d.c) +
+          c;
       if (z) {
         const Pack16<T> zp = *reinterpret_cast<const Pack16<T>*>(z + at);
 #pragma unroll

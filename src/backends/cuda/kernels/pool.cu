@@ -206,8 +206,8 @@ Status pool2d_typed(PoolKind kind, const Pool2d& p, bool nhwc, const void* x, vo
   const bool small = total < limit && in_total < limit && reach_h < limit && reach_w < limit;
   constexpr int N = Pack16<T>::kN;
   if (small && nhwc && kind == PoolKind::kMax && p.c % N == 0 && aligned16({x, y})) {
-    max_pool_nhwc_packed<T><<<grid_for(total / N), kThreads, 0, s>>>(window_of<int32_t>(p), static_cast<const T*>(x),
-                                                                      static_cast<T*>(y), static_cast<int32_t>(total / N));
+    max_pool_nhwc_packed<T><<<grid_for(total / N), kThreads, 0, s>>>(
+        window_of<int32_t>(p), static_cast<const T*>(x), static_cast<T*>(y), static_cast<int32_t>(total / N));
     KILN_CUDA_CHECK_LAUNCH("the pooling kernel");
     return {};
   }

@@ -83,12 +83,12 @@ __device__ __forceinline__ void exec_rows(const ProgInstr& in, float (*r)[N]) {
   const float* c = in.c == kProgNone ? a : r[in.c];
   float* d = r[in.dst];
   switch (in.op) {
-#define KILN_PROG_ROWS(X)                                                         \
-  case ProgOp::X: {                                                               \
-    float t[N];                                                                   \
+#define KILN_PROG_ROWS(X)                                                                          \
+  case ProgOp::X: {                                                                                \
+    float t[N];                                                                                    \
     _Pragma("unroll") for (int j = 0; j < N; ++j) t[j] = eval_op(ProgOp::X, in, a[j], b[j], c[j]); \
-    _Pragma("unroll") for (int j = 0; j < N; ++j) d[j] = t[j];                    \
-    return;                                                                       \
+    _Pragma("unroll") for (int j = 0; j < N; ++j) d[j] = t[j];                                     \
+    return;                                                                                        \
   }
     KILN_PROG_ROWS(kAdd)
     KILN_PROG_ROWS(kSub)
