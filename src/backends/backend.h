@@ -142,12 +142,14 @@ class Backend {
     (void)tactic;
     return 0;
   }
-  // Build time, on a device: the milliseconds one run of `step` (its tactic set) takes at the
-  // plan's static shapes, measured on the device with inputs of arbitrary values. An error where
-  // the step cannot be timed (shapes not static, inputs computed on the host); the builder then
-  // keeps the default tactic. Host backends time tactics through run().
-  virtual Result<double> time_step(const Plan& plan, const Step& step) const {
+  // Build time, on a device: the milliseconds one run of `step` (its tactic set) takes with every
+  // slot at the type `slot_types` gives it (the plan's static types, or, for a profile, its opt
+  // shapes), measured on the device with inputs of arbitrary values. An error where the step
+  // cannot be timed (shapes not static, inputs computed on the host); the builder then keeps the
+  // default tactic. Host backends time tactics through run().
+  virtual Result<double> time_step(const Plan& plan, const Step& step, const std::vector<TypeInfo>& slot_types) const {
     (void)plan;
+    (void)slot_types;
     return invalid("backend {} cannot time step {} on a device", name(), step.name);
   }
   // Runs one step on logical values; `ctx` holds the step's node, inputs and (on return)

@@ -6,6 +6,7 @@
 
 #include "lower/stages.h"
 #include "lower/timing_cache.h"
+#include "runtime/step_shapes.h"
 
 namespace kiln {
 namespace {
@@ -31,19 +32,22 @@ std::string fastest(const std::vector<std::string>& tactics, const TimeOne& time
   return best;
 }
 
-// On a host backend: each tactic run on the node's logical values (random inputs, the weights)
-// through run(), best of 3. Null when the inputs cannot be made (shapes not static).
-Result<TimeOne> host_timer(const Backend& backend, const Node& node) {
+// On a host backend: each tactic run on the node's logical values (random inputs at their types
+// in `input_types`, the weights) through run(), best of 3. Null when the inputs cannot be made
+// (shapes not static).
+Result<TimeOne> host_timer(const Backend& backend, const Node& node, const std::vector<TypeInfo>& input_types) {
   std::mt19937 rng(1);
   std::uniform_real_distribution<double> u(-1, 1);
   auto values = std::make_shared<std::vector<RValue>>();
-  for (const Value* v : node.inputs) {
+  for (size_t k = 0; k < node.inputs.size(); ++k) {
+    const Value* v = node.inputs[k];
+    const TypeInfo type = k < input_types.size() ? input_types[k] : v ? v->type : TypeInfo{};
     if (!v) {
       values->push_back(RValue::none());
     } else if (v->initializer) {
       values->push_back(RValue::of(*v->initializer));
-    } else if (v->type.kind == TypeInfo::Kind::kTensor && v->type.shape.fully_known()) {
-      KILN_ASSIGN_OR_RETURN(Tensor t, Tensor::create(v->type.dtype, v->type.shape.static_dims()));
+    } else if (type.kind == TypeInfo::Kind::kTensor && type.shape.fully_known()) {
+      KILN_ASSIGN_OR_RETURN(Tensor t, Tensor::create(type.dtype, type.shape.static_dims()));
       for (int64_t i = 0; i < t.numel(); ++i) t.set_double(i, u(rng));
       values->push_back(RValue::of(std::move(t)));
     } else {
@@ -68,18 +72,67 @@ Result<TimeOne> host_timer(const Backend& backend, const Node& node) {
 }
 
 // What a timing is valid for: the device (its name, architecture and library versions), the
-// backend, the node and its input types, and the precision and layout the step runs in.
-std::string timing_key(const Node& n, const DeviceInfo& device, const std::string& backend, const Step& st) {
+// backend, the node and its input types, the precision and layout the step runs in, and, where the
+// inputs' types are not static, the shapes it was timed at (`at`).
+std::string timing_key(const Node& n, const DeviceInfo& device, const std::string& backend, const Step& st,
+                       const std::string& at) {
   std::string dev = device.name + "/" + device.arch;
   for (const auto& [lib, version] : device.libraries) dev += "/" + lib + "=" + version;
   return TimingCache::signature(n, dev, backend) + "|" + std::string(dtype_name(st.precision)) + "|" +
-         std::string(layout_name(st.layout));
+         std::string(layout_name(st.layout)) + (at.empty() ? "" : "|at " + at);
+}
+
+// Every slot's type at the shapes tactics are timed at: the plan's own, and where a profile leaves
+// a range (the plan then holds symbolic types, and its input slots' types are the largest), those
+// its opt input shapes give (shape computations evaluated); slots inference cannot size keep
+// their own.
+std::vector<TypeInfo> timing_types(const Plan& plan) {
+  std::vector<TypeInfo> types;
+  for (const Slot& s : plan.slots) types.push_back(s.type);
+  if (plan.profiles.empty()) return types;
+  std::vector<TypeInfo> inputs;
+  bool differs = false;
+  for (int id : plan.inputs) {
+    TypeInfo t = plan.slots[static_cast<size_t>(id)].type;
+    for (const ShapeRange& r : plan.profiles.front().ranges) {
+      if (r.input == plan.slots[static_cast<size_t>(id)].name && t.kind == TypeInfo::Kind::kTensor) {
+        differs = differs || r.min != r.max || r.opt != r.max;
+        t.shape = Shape::of(r.opt);
+      }
+    }
+    inputs.push_back(t);
+  }
+  if (!differs) return types;
+  Result<StepShapes> at_opt = infer_step_shapes(plan, inputs);
+  if (!at_opt.ok()) return types;
+  for (size_t id = 0; id < types.size() && id < at_opt->types.size(); ++id) {
+    if (at_opt->types[id].kind != TypeInfo::Kind::kUnknown) types[id] = at_opt->types[id];
+  }
+  return types;
+}
+
+// The shapes of the step's inputs in `types` where they are not the plan's static ones ("" where
+// they are: the node's signature already says them).
+std::string timed_at(const Plan& plan, const Step& st, const std::vector<TypeInfo>& types) {
+  bool differs = false;
+  std::string at;
+  for (int id : st.inputs) {
+    if (id < 0) continue;
+    const TypeInfo& own = plan.slots[static_cast<size_t>(id)].type;
+    const TypeInfo& t = types[static_cast<size_t>(id)];
+    const bool known = t.kind == TypeInfo::Kind::kTensor && t.shape.fully_known();
+    differs = differs || own.kind != t.kind || !own.shape.fully_known() ||
+              (known && own.shape.static_dims() != t.shape.static_dims());
+    at += (at.empty() ? "" : ",") + (known ? shape_to_string(t.shape.static_dims()) : std::string("?"));
+  }
+  return differs ? at : "";
 }
 
 }  // namespace
 
 Status select_tactics(Plan& plan, const BackendSet& backends, const std::string& timing_cache) {
   KILN_ASSIGN_OR_RETURN(TimingCache cache, TimingCache::load(timing_cache));
+  std::vector<TypeInfo> types;  // made when a step first has tactics to time
   for (Step& st : plan.steps) {
     const Backend* b = backends.get(st.backend);
     if (!b) return invalid("step {}: no backend '{}'", st.name, st.backend);
@@ -94,7 +147,8 @@ Status select_tactics(Plan& plan, const BackendSet& backends, const std::string&
     st.tactic = tactics.front();
     st.tactic_times.clear();
     if (tactics.size() > 1) {
-      const std::string key = timing_key(n, device, backend.name(), st);
+      if (types.empty()) types = timing_types(plan);
+      const std::string key = timing_key(n, device, backend.name(), st, timed_at(plan, st, types));
       double ms = 0;
       std::string cached;
       if (cache.find(key, &cached, &ms) && std::find(tactics.begin(), tactics.end(), cached) != tactics.end()) {
@@ -104,12 +158,14 @@ Status select_tactics(Plan& plan, const BackendSet& backends, const std::string&
         // A device times a step on its own memory; a host backend through run().
         TimeOne time_one;
         if (backend.host_visible()) {
-          KILN_ASSIGN_OR_RETURN(time_one, host_timer(backend, n));
+          std::vector<TypeInfo> input_types;
+          for (int id : st.inputs) input_types.push_back(id < 0 ? TypeInfo{} : types[static_cast<size_t>(id)]);
+          KILN_ASSIGN_OR_RETURN(time_one, host_timer(backend, n, input_types));
         } else {
           time_one = [&](const std::string& t) {
             Step trial = st;
             trial.tactic = t;
-            return backend.time_step(plan, trial);
+            return backend.time_step(plan, trial, types);
           };
         }
         if (time_one) st.tactic = fastest(tactics, time_one, &st.tactic_times);

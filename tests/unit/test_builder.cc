@@ -271,10 +271,13 @@ class TimedDeviceBackend : public Backend {
     if (n.op_type == "Relu") return {"first", "second", "broken"};
     return make_backend("cpu").value()->tactics(n, p, l);
   }
-  Result<double> time_step(const Plan& plan, const Step& step) const override {
-    (void)plan;
+  Result<double> time_step(const Plan& plan, const Step& step, const std::vector<TypeInfo>& types) const override {
     ++timed;
     if (step.tactic == "broken") return runtime_error("this tactic cannot run here");
+    // Timed at static shapes only, as a device needs them; remembered for the test.
+    const TypeInfo& in = types.at(static_cast<size_t>(step.inputs.at(0)));
+    if (!in.shape.fully_known()) return invalid("no static shape for slot {}", plan.slots[step.inputs[0]].name);
+    timed_dims = in.shape.static_dims();
     return step.tactic == "first" ? 2.0 : 0.5;
   }
   Status run(const Step& step, OpContext& ctx) const override {
@@ -283,6 +286,7 @@ class TimedDeviceBackend : public Backend {
     return invalid("device steps do not run on the host");
   }
   mutable int timed = 0;
+  mutable Dims timed_dims;
 };
 
 TEST(Builder, TimesDeviceTacticsOnTheDeviceAndKeepsTheirTimes) {
@@ -325,6 +329,46 @@ TEST(Builder, TimesDeviceTacticsOnTheDeviceAndKeepsTheirTimes) {
   st = relu_step(**plan);
   EXPECT_EQ(st->tactic, "second");
   EXPECT_EQ(st->tactic_times.size(), 1u);
+  std::filesystem::remove(cache);
+}
+
+// An engine with a shape profile times its tactics at the profile's opt shapes (shapes inferred
+// through the graph from the opt inputs), and the timing cache keeps them apart per opt shape.
+TEST(Builder, ProfileEnginesTimeTacticsAtTheirOptShapes) {
+  Model model = import(mlp(true));  // x [batch, 4]
+  auto backend = std::make_shared<TimedDeviceBackend>();
+  std::string cache = (std::filesystem::temp_directory_path() / "kiln_opt_timing_cache_test.json").string();
+  std::filesystem::remove(cache);
+  BuildOptions o;
+  o.backend = backend;
+  o.timing_cache = cache;
+  o.pipeline.disabled = {"fuse-bias-activation", "fuse-elementwise"};
+  o.min_shapes["x"] = {1, 4};
+  o.opt_shapes["x"] = {6, 4};
+  o.max_shapes["x"] = {16, 4};
+  auto plan = build_plan(model, o);
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  const Step* relu = nullptr;
+  for (const Step& st : (**plan).steps) {
+    if (st.node->op_type == "Relu") relu = &st;
+  }
+  ASSERT_NE(relu, nullptr);
+  EXPECT_EQ(relu->tactic, "second");
+  EXPECT_EQ(relu->tactic_times.size(), 2u);
+  ASSERT_FALSE(backend->timed_dims.empty());
+  EXPECT_EQ(backend->timed_dims[0], 6) << "timed at the opt batch";
+  // Another opt shape is another cache entry: timed again, not read back.
+  backend->timed = 0;
+  o.opt_shapes["x"] = {9, 4};
+  plan = build_plan(model, o);
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  EXPECT_EQ(backend->timed, 3);
+  EXPECT_EQ(backend->timed_dims[0], 9);
+  // The same opt shape again: read from the cache.
+  backend->timed = 0;
+  plan = build_plan(model, o);
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  EXPECT_EQ(backend->timed, 0);
   std::filesystem::remove(cache);
 }
 

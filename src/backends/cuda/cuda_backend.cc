@@ -282,8 +282,8 @@ class CudaBackend : public Backend {
     if (t.empty()) t.push_back("cuda");
     return t;
   }
-  Result<double> time_step(const Plan& plan, const Step& step) const override {
-    return cuda::time_step_on_device(*this, plan, step, index_);
+  Result<double> time_step(const Plan& plan, const Step& step, const std::vector<TypeInfo>& slot_types) const override {
+    return cuda::time_step_on_device(*this, plan, step, slot_types, index_);
   }
   bool reads_on_host(const Node& n, size_t k) const override {
     for (const cuda::KernelFamily& f : cuda::kernel_families()) {

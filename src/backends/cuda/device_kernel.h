@@ -101,9 +101,10 @@ bool parse_conv_tactic(const std::string& tactic, ConvTactic* out);
 Result<std::unique_ptr<DeviceKernel>> make_conv_kernel(const Plan& plan, const Step& step, bool tf32,
                                                        WeightCache& weights);
 // Build time (step_timer.cc): the milliseconds one run of `step` with its tactic takes on CUDA
-// device `device`, at the plan's static shapes, on scratch memory; an error where the step cannot
-// be timed so (shapes not static, inputs in host memory).
-Result<double> time_step_on_device(const Backend& backend, const Plan& plan, const Step& step, int device);
+// device `device`, each slot at its type in `slot_types`, on scratch memory; an error where the
+// step cannot be timed so (shapes not static, inputs in host memory).
+Result<double> time_step_on_device(const Backend& backend, const Plan& plan, const Step& step,
+                                   const std::vector<TypeInfo>& slot_types, int device);
 // Frees the cuDNN handle bound to a stream that is being destroyed.
 void release_cudnn_handle(void* stream);
 // The version of the cuDNN library loaded ("9.19.0").

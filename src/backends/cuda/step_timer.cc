@@ -1,5 +1,6 @@
 // Build-time timing of one step's tactic on the GPU: the step's kernel made as an execution
-// context would make it, run on scratch buffers at the plan's static shapes, timed with events.
+// context would make it, run on scratch buffers at the shapes the builder gives (the plan's static
+// shapes, or a profile's opt shapes), timed with events.
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -55,21 +56,23 @@ class Events {
   cudaEvent_t start = nullptr, stop = nullptr;
 };
 
-// A view of slot `id` at its static shape: weights where they are on the host (kernels read
-// their device copies), activations in fresh device memory of arbitrary finite values.
-Result<TensorView> scratch_view(const Plan& plan, int id, Scratch& scratch) {
+// A view of slot `id` at its type in `types` (a static shape): weights where they are on the host
+// (kernels read their device copies), activations in fresh device memory of arbitrary finite
+// values.
+Result<TensorView> scratch_view(const Plan& plan, int id, const std::vector<TypeInfo>& types, Scratch& scratch) {
   TensorView v;
   if (id < 0) {
     v.omitted = true;
     return v;
   }
   const Slot& s = plan.slots[static_cast<size_t>(id)];
-  if (s.type.kind != TypeInfo::Kind::kTensor || !s.type.shape.fully_known()) {
+  const TypeInfo& t = static_cast<size_t>(id) < types.size() ? types[static_cast<size_t>(id)] : s.type;
+  if (t.kind != TypeInfo::Kind::kTensor || !t.shape.fully_known()) {
     return invalid("slot '{}' has no static shape to time at", s.name);
   }
   v.storage = s.storage;
-  v.logical = s.type.dtype;
-  v.dims = s.type.shape.static_dims();
+  v.logical = t.dtype;
+  v.dims = t.shape.static_dims();
   if (s.kind == SlotKind::kWeight) {
     const auto& w = plan.weights[static_cast<size_t>(s.weight)];
     v.data = w->raw();
@@ -88,7 +91,8 @@ Result<TensorView> scratch_view(const Plan& plan, int id, Scratch& scratch) {
 
 }  // namespace
 
-Result<double> time_step_on_device(const Backend& backend, const Plan& plan, const Step& step, int device) {
+Result<double> time_step_on_device(const Backend& backend, const Plan& plan, const Step& step,
+                                   const std::vector<TypeInfo>& slot_types, int device) {
   KILN_CUDA_CHECK(cudaSetDevice(device));
   for (size_t k = 0; k < step.inputs.size(); ++k) {
     if (step.inputs[k] >= 0 && backend.reads_on_host(*step.node, k)) {
@@ -98,11 +102,11 @@ Result<double> time_step_on_device(const Backend& backend, const Plan& plan, con
   Scratch scratch;
   std::vector<TensorView> in, out;
   for (int id : step.inputs) {
-    KILN_ASSIGN_OR_RETURN(TensorView v, scratch_view(plan, id, scratch));
+    KILN_ASSIGN_OR_RETURN(TensorView v, scratch_view(plan, id, slot_types, scratch));
     in.push_back(std::move(v));
   }
   for (int id : step.outputs) {
-    KILN_ASSIGN_OR_RETURN(TensorView v, scratch_view(plan, id, scratch));
+    KILN_ASSIGN_OR_RETURN(TensorView v, scratch_view(plan, id, slot_types, scratch));
     out.push_back(std::move(v));
   }
   KernelContext ctx;
