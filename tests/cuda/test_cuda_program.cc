@@ -4,7 +4,11 @@
 // by packs of sixteen bytes), in float32, float16 and bfloat16.
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include "backends/cuda/kernels/program.h"
+#include "backends/cuda/kernels/program_source.h"
+#include "backends/cuda/nvrtc_compile.h"
 #include "cuda_test_util.h"
 #include "model_builder.h"
 
@@ -203,6 +207,51 @@ TEST(CudaProgram, CollapsesIterationDims) {
   int64_t d4[3] = {1, 1, 1};
   EXPECT_EQ(cuda::collapse_dims(d4, 3, t, 2), 1);
   EXPECT_EQ(d4[0], 1);
+}
+
+}  // namespace
+}  // namespace kiln
+
+namespace kiln {
+namespace {
+
+// Programs as generated source (no GPU needed): one instruction of every op over three operands,
+// with absent optional operands (Clip without bounds) and attributes, generated in each float
+// type and compiled by NVRTC for sm_90 into a CUBIN (an ELF image); a malformed source is an
+// error carrying NVRTC's log.
+TEST(CudaProgram, GeneratedSourceCompilesForSm90) {
+  using cuda::ProgOp;
+  cuda::Program p;
+  p.n_operands = 3;
+  uint8_t next = 3;
+  for (int op = 0; op <= static_cast<int>(ProgOp::kPRelu); ++op) {
+    ASSERT_LT(p.n_instr, cuda::kProgMaxInstr);
+    cuda::ProgInstr& in = p.code[p.n_instr++];
+    in.op = static_cast<ProgOp>(op);
+    in.dst = next++;
+    in.a = static_cast<uint8_t>(in.dst - 1);  // a chain through every op
+    in.b = in.op == ProgOp::kClip ? cuda::kProgNone : 1;
+    in.c = in.op == ProgOp::kWhere ? 2 : cuda::kProgNone;
+    in.p0 = 0.25f;
+    in.p1 = in.op == ProgOp::kClip ? std::numeric_limits<float>::infinity() : 1.5f;
+  }
+  p.code[0].a = 0;
+  p.result = next - 1;
+  for (DataType dt : {DataType::kFloat, DataType::kFloat16, DataType::kBFloat16}) {
+    SCOPED_TRACE(dtype_name(dt));
+    auto source = cuda::program_source(p, dt);
+    ASSERT_TRUE(source.ok()) << source.status().message();
+    EXPECT_NE(source->find(cuda::kProgramEntry), std::string::npos);
+    auto cubin = cuda::compile_to_cubin(*source, "program.cu", "sm_90");
+    ASSERT_TRUE(cubin.ok()) << cubin.status().message() << "\n" << *source;
+    ASSERT_GE(cubin->size(), 4u);
+    EXPECT_EQ(cubin->substr(0, 4), std::string("\x7f"
+                                               "ELF"));
+  }
+  EXPECT_FALSE(cuda::program_source(p, DataType::kInt32).ok());
+  auto bad = cuda::compile_to_cubin("this is not CUDA", "bad.cu", "sm_90");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("bad.cu"), std::string::npos) << bad.status().message();
 }
 
 }  // namespace

@@ -1,0 +1,187 @@
+#include "backends/cuda/kernels/program_source.h"
+
+#include <cstring>
+
+#include <fmt/format.h>
+
+namespace kiln::cuda {
+namespace {
+
+// A float as an exact expression (its bits), whatever its value.
+std::string literal(float v) {
+  uint32_t bits = 0;
+  std::memcpy(&bits, &v, sizeof bits);
+  return fmt::format("__int_as_float(0x{:08x})", bits);
+}
+
+std::string reg(uint8_t r) {
+  return "r" + std::to_string(r);
+}
+
+// The expression of one instruction over registers; false for an op the generator lacks.
+bool expression(const ProgInstr& in, std::string* out) {
+  const std::string a = reg(in.a);
+  const std::string b = in.b == kProgNone ? "0.f" : reg(in.b);
+  const std::string c = in.c == kProgNone ? "0.f" : reg(in.c);
+  const std::string p0 = literal(in.p0), p1 = literal(in.p1);
+  std::string e;
+  switch (in.op) {
+    case ProgOp::kAdd: e = a + " + " + b; break;
+    case ProgOp::kSub: e = a + " - " + b; break;
+    case ProgOp::kMul: e = a + " * " + b; break;
+    case ProgOp::kDiv: e = a + " / " + b; break;
+    case ProgOp::kPow: e = "powf(" + a + ", " + b + ")"; break;
+    case ProgOp::kMax: e = "fmaxf(" + a + ", " + b + ")"; break;
+    case ProgOp::kMin: e = "fminf(" + a + ", " + b + ")"; break;
+    case ProgOp::kAbs: e = "fabsf(" + a + ")"; break;
+    case ProgOp::kNeg: e = "-" + a; break;
+    case ProgOp::kExp: e = "expf(" + a + ")"; break;
+    case ProgOp::kLog: e = "logf(" + a + ")"; break;
+    case ProgOp::kSqrt: e = "sqrtf(" + a + ")"; break;
+    case ProgOp::kReciprocal: e = "1.f / " + a; break;
+    case ProgOp::kSigmoid: e = "sigm(" + a + ")"; break;
+    case ProgOp::kTanh: e = "tanhf(" + a + ")"; break;
+    case ProgOp::kErf: e = "erff(" + a + ")"; break;
+    case ProgOp::kRelu: e = a + " > 0.f ? " + a + " : 0.f"; break;
+    case ProgOp::kLeakyRelu: e = a + " >= 0.f ? " + a + " : " + a + " * " + p0; break;
+    case ProgOp::kClip:
+      e = "fminf(fmaxf(" + a + ", " + (in.b == kProgNone ? p0 : b) + "), " + (in.c == kProgNone ? p1 : c) + ")";
+      break;
+    case ProgOp::kFloor: e = "floorf(" + a + ")"; break;
+    case ProgOp::kCeil: e = "ceilf(" + a + ")"; break;
+    case ProgOp::kRound: e = "rintf(" + a + ")"; break;
+    case ProgOp::kSin: e = "sinf(" + a + ")"; break;
+    case ProgOp::kCos: e = "cosf(" + a + ")"; break;
+    case ProgOp::kSoftplus: e = a + " > 20.f ? " + a + " : log1pf(expf(" + a + "))"; break;
+    case ProgOp::kSoftsign: e = a + " / (1.f + fabsf(" + a + "))"; break;
+    case ProgOp::kElu: e = a + " >= 0.f ? " + a + " : " + p0 + " * (expf(" + a + ") - 1.f)"; break;
+    case ProgOp::kSelu: e = p1 + " * (" + a + " > 0.f ? " + a + " : " + p0 + " * (expf(" + a + ") - 1.f))"; break;
+    case ProgOp::kHardSigmoid: e = "fmaxf(0.f, fminf(1.f, " + p0 + " * " + a + " + " + p1 + "))"; break;
+    case ProgOp::kHardSwish: e = a + " * fmaxf(0.f, fminf(1.f, " + a + " / 6.f + 0.5f))"; break;
+    case ProgOp::kGeluErf: e = "0.5f * " + a + " * (1.f + erff(" + a + " * 0.70710678118654752f))"; break;
+    case ProgOp::kGeluTanh:
+      e = "0.5f * " + a + " * (1.f + tanhf(0.79788456080286536f * (" + a + " + 0.044715f * " + a + " * " + a + " * " +
+          a + ")))";
+      break;
+    case ProgOp::kSwish: e = a + " * sigm(" + p0 + " * " + a + ")"; break;
+    case ProgOp::kSign: e = a + " > 0.f ? 1.f : (" + a + " < 0.f ? -1.f : 0.f)"; break;
+    case ProgOp::kWhere: e = a + " != 0.f ? " + b + " : " + c; break;
+    case ProgOp::kEqual: e = a + " == " + b + " ? 1.f : 0.f"; break;
+    case ProgOp::kLess: e = a + " < " + b + " ? 1.f : 0.f"; break;
+    case ProgOp::kGreater: e = a + " > " + b + " ? 1.f : 0.f"; break;
+    case ProgOp::kLessOrEqual: e = a + " <= " + b + " ? 1.f : 0.f"; break;
+    case ProgOp::kGreaterOrEqual: e = a + " >= " + b + " ? 1.f : 0.f"; break;
+    case ProgOp::kAnd: e = "(" + a + " != 0.f && " + b + " != 0.f) ? 1.f : 0.f"; break;
+    case ProgOp::kOr: e = "(" + a + " != 0.f || " + b + " != 0.f) ? 1.f : 0.f"; break;
+    case ProgOp::kNot: e = a + " == 0.f ? 1.f : 0.f"; break;
+    case ProgOp::kPRelu: e = a + " >= 0.f ? " + a + " : " + a + " * " + b; break;
+    default: return false;
+  }
+  *out = "(" + e + ")";
+  return true;
+}
+
+// The element type and its conversions to and from float, without CUDA's headers (NVRTC then
+// needs no include path): float16 and bfloat16 are 16-bit words converted by PTX.
+std::string element_prelude(DataType dt) {
+  switch (dt) {
+    case DataType::kFloat:
+      return "typedef float T;\n"
+             "__device__ __forceinline__ float to_f(T x) { return x; }\n"
+             "__device__ __forceinline__ T from_f(float x) { return x; }\n";
+    case DataType::kFloat16:
+      return "typedef unsigned short T;\n"
+             "__device__ __forceinline__ float to_f(T x) { float f; asm(\"cvt.f32.f16 %0, %1;\" : \"=f\"(f) : "
+             "\"h\"(x)); return f; }\n"
+             "__device__ __forceinline__ T from_f(float x) { T r; asm(\"cvt.rn.f16.f32 %0, %1;\" : \"=h\"(r) : "
+             "\"f\"(x)); return r; }\n";
+    case DataType::kBFloat16:
+      return "typedef unsigned short T;\n"
+             "__device__ __forceinline__ float to_f(T x) { return __uint_as_float(((unsigned)x) << 16); }\n"
+             "__device__ __forceinline__ T from_f(float x) { T r; asm(\"cvt.rn.bf16.f32 %0, %1;\" : \"=h\"(r) : "
+             "\"f\"(x)); return r; }\n";
+    default: return "";
+  }
+}
+
+}  // namespace
+
+Result<std::string> program_source(const Program& p, DataType dt) {
+  const std::string element = element_prelude(dt);
+  if (element.empty()) return invalid("no generated elementwise kernel for {}", dtype_name(dt));
+  if (p.n_operands > kProgMaxOperands || p.n_instr > kProgMaxInstr) {
+    return invalid("an elementwise program of {} operands and {} instructions is too long", p.n_operands, p.n_instr);
+  }
+  int regs = p.n_operands;
+  auto use = [&](uint8_t r) {
+    if (r != kProgNone && r + 1 > regs) regs = r + 1;
+  };
+  std::string body;
+  for (int q = 0; q < p.n_instr; ++q) {
+    const ProgInstr& in = p.code[q];
+    std::string e;
+    if (!expression(in, &e)) return invalid("no generated code for elementwise op {}", static_cast<int>(in.op));
+    for (uint8_t r : {in.dst, in.a, in.b, in.c}) use(r);
+    body += fmt::format("      {} = {};\n", reg(in.dst), e);
+  }
+  use(static_cast<uint8_t>(p.result));
+  const int n = dt == DataType::kFloat ? 4 : 8;  // elements in 16 bytes
+  std::string s = element;
+  s += fmt::format(
+      "#define N {}\n"
+      "struct ProgArgs {{\n"
+      "  const void* data[{}];\n"
+      "  long long strides[{}][{}];\n"
+      "  long long dims[{}];\n"
+      "  unsigned char mode[{}];\n"
+      "  unsigned char along_inner[{}];\n"
+      "  int rank;\n"
+      "}};\n",
+      n, kProgMaxOperands, kProgMaxOperands, kProgMaxRank, kProgMaxRank, kProgMaxOperands, kProgMaxOperands);
+  s += R"(struct __align__(16) Pack { T v[N]; };
+__device__ __forceinline__ float sigm(float x) { return 1.f / (1.f + __expf(-x)); }
+// Operand k's N values for the pack starting at element i of the iteration.
+__device__ __forceinline__ void load(const ProgArgs& a, int k, unsigned i, float (&v)[N]) {
+  if (!a.data[k]) {
+#pragma unroll
+    for (int j = 0; j < N; ++j) v[j] = 0.f;
+    return;
+  }
+  unsigned at = 0;
+  if (a.mode[k] == 0) {
+    at = i;
+  } else if (a.mode[k] == 2) {
+    unsigned rest = i;
+    for (int d = a.rank - 1; d >= 0; --d) {
+      const unsigned size = (unsigned)a.dims[d];
+      const unsigned q = rest / size;
+      at += (rest - q * size) * (unsigned)a.strides[k][d];
+      rest = q;
+    }
+  }
+  const T* p = (const T*)a.data[k] + at;
+  if (a.along_inner[k]) {
+    const Pack q = *(const Pack*)p;
+#pragma unroll
+    for (int j = 0; j < N; ++j) v[j] = to_f(q.v[j]);
+  } else {
+    const float one = to_f(*p);
+#pragma unroll
+    for (int j = 0; j < N; ++j) v[j] = one;
+  }
+}
+)";
+  s += fmt::format("extern \"C\" __global__ void {}(const ProgArgs a, Pack* out, unsigned packs) {{\n", kProgramEntry);
+  s += "  for (unsigned g = blockIdx.x * blockDim.x + threadIdx.x; g < packs; g += gridDim.x * blockDim.x) {\n";
+  for (int k = 0; k < p.n_operands; ++k) s += fmt::format("    float x{}[N];\n    load(a, {}, g * N, x{});\n", k, k, k);
+  s += "    Pack y;\n#pragma unroll\n    for (int j = 0; j < N; ++j) {\n";
+  for (int r = 0; r < regs; ++r) {
+    s += r < p.n_operands ? fmt::format("      float r{} = x{}[j];\n", r, r)
+                          : fmt::format("      float r{} = 0.f;\n", r);
+  }
+  s += body;
+  s += fmt::format("      y.v[j] = from_f(r{});\n    }}\n    out[g] = y;\n  }}\n}}\n", p.result);
+  return s;
+}
+
+}  // namespace kiln::cuda
