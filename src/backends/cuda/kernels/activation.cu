@@ -16,67 +16,28 @@ unsigned blocks_for(int64_t work) {
   return static_cast<unsigned>(blocks < 1 ? 1 : blocks);
 }
 
+// y = act(x + bias[channel] + z), the channel innermost (NHWC); bias and z optional (null), x may
+// be y. The activation pass alone is this with neither.
 template <typename T>
-__global__ void activation_kernel(Activation a, float p0, float p1, const T* x, T* y, int64_t n) {
+__global__ void epilogue_kernel(Activation a, float p0, float p1, const T* x, T* y, const T* bias, const T* z,
+                                int64_t n, int64_t channels) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    y[i] = cast<T>(act(a, p0, p1, f32(x[i])));
-  }
-}
-
-// Sixteen bytes per thread and step: `packs` packs of Pack16<T>.
-template <typename T>
-__global__ void activation_vec_kernel(Activation a, float p0, float p1, const Pack16<T>* x, Pack16<T>* y,
-                                      uint32_t packs) {
-  constexpr int N = Pack16<T>::kN;
-  for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < packs; i += gridDim.x * blockDim.x) {
-    Pack16<T> v = x[i];
-    float f[N];
-#pragma unroll
-    for (int j = 0; j < N; ++j) f[j] = f32(v.v[j]);
-    act_n(a, p0, p1, f);
-#pragma unroll
-    for (int j = 0; j < N; ++j) v.v[j] = cast<T>(f[j]);
-    y[i] = v;
-  }
-}
-
-template <typename T>
-Status run(const ActivationSpec& a, const void* x, void* y, int64_t n, cudaStream_t s) {
-  constexpr int N = Pack16<T>::kN;
-  if (n % N == 0 && n / N < (int64_t{1} << 31) && aligned16({x, y})) {
-    const int64_t packs = n / N;
-    activation_vec_kernel<T><<<blocks_for(packs), kThreads, 0, s>>>(
-        a.kind, a.p0, a.p1, static_cast<const Pack16<T>*>(x), static_cast<Pack16<T>*>(y), static_cast<uint32_t>(packs));
-  } else {
-    activation_kernel<T>
-        <<<blocks_for(n), kThreads, 0, s>>>(a.kind, a.p0, a.p1, static_cast<const T*>(x), static_cast<T*>(y), n);
-  }
-  KILN_CUDA_CHECK_LAUNCH("the activation kernel");
-  return {};
-}
-
-// y = act(y + bias[channel] + z), the channel innermost (NHWC).
-template <typename T>
-__global__ void epilogue_kernel(Activation a, float p0, float p1, T* y, const T* bias, const T* z, int64_t n,
-                                int64_t channels) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    float v = f32(y[i]);
+    float v = f32(x[i]);
     if (bias) v += f32(bias[i % channels]);
     if (z) v += f32(z[i]);
     y[i] = cast<T>(act(a, p0, p1, v));
   }
 }
 
-// The same, sixteen bytes per thread and step; the channel count a multiple of a pack, so a pack
-// never straddles two pixels and its bias is one pack too.
+// The same, sixteen bytes per thread and step; with a bias the channel count is a multiple of a
+// pack, so a pack never straddles two pixels and its bias is one pack too.
 template <typename T>
-__global__ void epilogue_vec_kernel(Activation a, float p0, float p1, Pack16<T>* y, const Pack16<T>* bias,
-                                    const Pack16<T>* z, uint32_t packs, uint32_t channel_packs) {
+__global__ void epilogue_vec_kernel(Activation a, float p0, float p1, const Pack16<T>* x, Pack16<T>* y,
+                                    const Pack16<T>* bias, const Pack16<T>* z, uint32_t packs, uint32_t channel_packs) {
   constexpr int N = Pack16<T>::kN;
   for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < packs; i += gridDim.x * blockDim.x) {
-    Pack16<T> v = y[i];
+    Pack16<T> v = x[i];
     float f[N];
 #pragma unroll
     for (int j = 0; j < N; ++j) f[j] = f32(v.v[j]);
@@ -98,20 +59,34 @@ __global__ void epilogue_vec_kernel(Activation a, float p0, float p1, Pack16<T>*
 }
 
 template <typename T>
-Status run_epilogue(const ActivationSpec& a, void* y, const void* bias, const void* z, int64_t n, int64_t channels,
-                    cudaStream_t s) {
+Status run_epilogue(const ActivationSpec& a, const void* x, void* y, const void* bias, const void* z, int64_t n,
+                    int64_t channels, cudaStream_t s) {
   constexpr int N = Pack16<T>::kN;
-  if (channels % N == 0 && n % N == 0 && n / N < (int64_t{1} << 31) && aligned16({y, bias, z})) {
+  if ((!bias || channels % N == 0) && n % N == 0 && n / N < (int64_t{1} << 31) && aligned16({x, y, bias, z})) {
     const int64_t packs = n / N;
     epilogue_vec_kernel<T><<<blocks_for(packs), kThreads, 0, s>>>(
-        a.kind, a.p0, a.p1, static_cast<Pack16<T>*>(y), static_cast<const Pack16<T>*>(bias),
-        static_cast<const Pack16<T>*>(z), static_cast<uint32_t>(packs), static_cast<uint32_t>(channels / N));
+        a.kind, a.p0, a.p1, static_cast<const Pack16<T>*>(x), static_cast<Pack16<T>*>(y),
+        static_cast<const Pack16<T>*>(bias), static_cast<const Pack16<T>*>(z), static_cast<uint32_t>(packs),
+        static_cast<uint32_t>(bias ? channels / N : 1));
   } else {
-    epilogue_kernel<T><<<blocks_for(n), kThreads, 0, s>>>(
-        a.kind, a.p0, a.p1, static_cast<T*>(y), static_cast<const T*>(bias), static_cast<const T*>(z), n, channels);
+    epilogue_kernel<T><<<blocks_for(n), kThreads, 0, s>>>(a.kind, a.p0, a.p1, static_cast<const T*>(x),
+                                                          static_cast<T*>(y), static_cast<const T*>(bias),
+                                                          static_cast<const T*>(z), n, channels);
   }
-  KILN_CUDA_CHECK_LAUNCH("the bias/residual/activation kernel");
+  KILN_CUDA_CHECK_LAUNCH(bias || z ? "the bias/residual/activation kernel" : "the activation kernel");
   return {};
+}
+
+// One pass over `n` elements in `dt`: y = act(x + bias[channel] + z).
+Status epilogue_as(const ActivationSpec& a, DataType dt, const void* x, void* y, const void* bias, const void* z,
+                   int64_t n, int64_t channels, void* stream) {
+  auto s = static_cast<cudaStream_t>(stream);
+  switch (dt) {
+    case DataType::kFloat: return run_epilogue<float>(a, x, y, bias, z, n, channels, s);
+    case DataType::kFloat16: return run_epilogue<__half>(a, x, y, bias, z, n, channels, s);
+    case DataType::kBFloat16: return run_epilogue<__nv_bfloat16>(a, x, y, bias, z, n, channels, s);
+    default: return invalid("no CUDA activation or epilogue kernel for {}", dtype_name(dt));
+  }
 }
 
 }  // namespace
@@ -148,29 +123,13 @@ bool activation_of(const std::string& name, const std::vector<float>& p, Activat
 
 Status launch_activation(const ActivationSpec& a, DataType dt, const void* x, void* y, int64_t n, void* stream) {
   if (n == 0 || a.kind == Activation::kNone) return {};
-  auto s = static_cast<cudaStream_t>(stream);
-  switch (dt) {
-    case DataType::kFloat: return run<float>(a, x, y, n, s);
-    case DataType::kFloat16: return run<__half>(a, x, y, n, s);
-    case DataType::kBFloat16: return run<__nv_bfloat16>(a, x, y, n, s);
-    default: return invalid("no CUDA activation kernel for {}", dtype_name(dt));
-  }
+  return epilogue_as(a, dt, x, y, nullptr, nullptr, n, 1, stream);
 }
-
-}  // namespace kiln::cuda
-
-namespace kiln::cuda {
 
 Status launch_epilogue(const ActivationSpec& a, DataType dt, void* y, const void* bias, const void* z, int64_t n,
                        int64_t channels, void* stream) {
   if (n == 0 || channels <= 0) return {};
-  auto s = static_cast<cudaStream_t>(stream);
-  switch (dt) {
-    case DataType::kFloat: return run_epilogue<float>(a, y, bias, z, n, channels, s);
-    case DataType::kFloat16: return run_epilogue<__half>(a, y, bias, z, n, channels, s);
-    case DataType::kBFloat16: return run_epilogue<__nv_bfloat16>(a, y, bias, z, n, channels, s);
-    default: return invalid("no CUDA epilogue kernel for {}", dtype_name(dt));
-  }
+  return epilogue_as(a, dt, y, y, bias, z, n, channels, stream);
 }
 
 }  // namespace kiln::cuda

@@ -19,6 +19,22 @@ __device__ __forceinline__ float max_keep_nan(float a, float b) {
 
 constexpr int kThreads = 256;
 
+// A window maximum as the reference takes it: NaN taps are skipped, a window of NaN alone gives
+// NaN, an empty window (all padding) 0.
+struct WindowMax {
+  float best = 0.f;
+  bool any = false, saw_nan = false;
+  __device__ __forceinline__ void add(float v) {
+    if (isnan(v)) {
+      saw_nan = true;
+    } else if (!any || v > best) {
+      best = v;
+      any = true;
+    }
+  }
+  __device__ __forceinline__ float result() const { return any ? best : saw_nan ? nan_value() : 0.f; }
+};
+
 // The window geometry in the index type of the launch: 32-bit indices when every flat index fits,
 // which keeps the divisions that locate an output element cheap.
 template <typename I>
@@ -80,24 +96,17 @@ __global__ void pool2d_kernel(Window2d<I> w, const T* __restrict__ x, T* __restr
     const I h0 = oh * w.stride_h - w.pad_top, w0 = ow * w.stride_w - w.pad_left;
     float result;
     if constexpr (kKind == PoolKind::kMax) {
-      float best = 0.f;
-      bool any = false, saw_nan = false;
+      WindowMax m;
       for (I kh = 0; kh < w.kernel_h; ++kh) {
         const I ih = h0 + kh * w.dilation_h;
         if (ih < 0 || ih >= w.in_h) continue;
         for (I kw = 0; kw < w.kernel_w; ++kw) {
           const I iw = w0 + kw * w.dilation_w;
           if (iw < 0 || iw >= w.in_w) continue;
-          const float v = f32(base[(ih * w.in_w + iw) * pixel]);
-          if (isnan(v)) {
-            saw_nan = true;
-          } else if (!any || v > best) {
-            best = v;
-            any = true;
-          }
+          m.add(f32(base[(ih * w.in_w + iw) * pixel]));
         }
       }
-      result = any ? best : saw_nan ? nan_value() : 0.f;
+      result = m.result();
     } else {
       float sum = 0.f;
       I taps = 0, rows_in_pad = 0, cols_in_pad = 0;
@@ -140,13 +149,7 @@ __global__ void max_pool_nhwc_packed(Window2d<int32_t> w, const T* __restrict__ 
     const int32_t n = t / w.out_h;
     const T* base = x + static_cast<size_t>(n) * w.in_h * w.in_w * w.c + c;
     const int32_t h0 = oh * w.stride_h - w.pad_top, w0 = ow * w.stride_w - w.pad_left;
-    float best[N];
-    bool any[N], saw_nan[N];
-#pragma unroll
-    for (int j = 0; j < N; ++j) {
-      best[j] = 0.f;
-      any[j] = saw_nan[j] = false;
-    }
+    WindowMax m[N];
     for (int32_t kh = 0; kh < w.kernel_h; ++kh) {
       const int32_t ih = h0 + kh * w.dilation_h;
       if (ih < 0 || ih >= w.in_h) continue;
@@ -155,20 +158,12 @@ __global__ void max_pool_nhwc_packed(Window2d<int32_t> w, const T* __restrict__ 
         if (iw < 0 || iw >= w.in_w) continue;
         const Pack16<T> q = *reinterpret_cast<const Pack16<T>*>(base + static_cast<size_t>(ih * w.in_w + iw) * w.c);
 #pragma unroll
-        for (int j = 0; j < N; ++j) {
-          const float v = f32(q.v[j]);
-          if (isnan(v)) {
-            saw_nan[j] = true;
-          } else if (!any[j] || v > best[j]) {
-            best[j] = v;
-            any[j] = true;
-          }
-        }
+        for (int j = 0; j < N; ++j) m[j].add(f32(q.v[j]));
       }
     }
     Pack16<T> o;
 #pragma unroll
-    for (int j = 0; j < N; ++j) o.v[j] = cast<T>(any[j] ? best[j] : saw_nan[j] ? nan_value() : 0.f);
+    for (int j = 0; j < N; ++j) o.v[j] = cast<T>(m[j].result());
     *reinterpret_cast<Pack16<T>*>(y + static_cast<size_t>(idx) * N) = o;
   }
 }

@@ -155,7 +155,24 @@ struct PackModes {
   bool along_inner[kProgMaxOperands];
 };
 
-// I: the index type, 32-bit where every offset fits (integer division is far cheaper).
+// Where operand k of `l` holds element i of the iteration. I: the index type, 32-bit where every
+// offset fits (integer division is far cheaper).
+template <typename I>
+__device__ __forceinline__ I operand_offset(const Launch& l, int k, I i) {
+  if (l.mode[k] == kAtIndex) return i;
+  I at = 0;
+  if (l.mode[k] == kStrided) {
+    I rest = i;
+    for (int d = l.rank - 1; d >= 0; --d) {
+      const I size = static_cast<I>(l.dims[d]);
+      const I q = rest / size;
+      at += (rest - q * size) * static_cast<I>(l.ops[k].strides[d]);
+      rest = q;
+    }
+  }
+  return at;
+}
+
 template <typename T, typename O, typename I>
 __global__ void program_kernel(const __grid_constant__ Launch l, O* out, I n) {
   float r[kProgMaxRegs];
@@ -163,18 +180,7 @@ __global__ void program_kernel(const __grid_constant__ Launch l, O* out, I n) {
        i += static_cast<I>(gridDim.x) * blockDim.x) {
     for (int k = 0; k < l.p.n_operands; ++k) {
       if (!l.ops[k].data) continue;  // an optional operand left out: no instruction reads it
-      I at = 0;
-      if (l.mode[k] == kAtIndex) {
-        at = i;
-      } else if (l.mode[k] == kStrided) {
-        I rest = i;
-        for (int d = l.rank - 1; d >= 0; --d) {
-          const I size = static_cast<I>(l.dims[d]);
-          const I q = rest / size;
-          at += (rest - q * size) * static_cast<I>(l.ops[k].strides[d]);
-          rest = q;
-        }
-      }
+      const I at = operand_offset(l, k, i);
       r[k] = l.ops[k].is_bool ? (static_cast<const uint8_t*>(l.ops[k].data)[at] ? 1.f : 0.f)
                               : f32(static_cast<const T*>(l.ops[k].data)[at]);
     }
@@ -202,39 +208,21 @@ __global__ void program_vec_kernel(const __grid_constant__ Launch l, const __gri
     const uint32_t i = g * N;
     for (int k = 0; k < l.p.n_operands; ++k) {
       if (!l.ops[k].data) continue;
-      uint32_t at = 0;
-      if (l.mode[k] == kAtIndex) {
-        at = i;
-      } else if (l.mode[k] == kStrided) {
-        uint32_t rest = i;
-        for (int d = l.rank - 1; d >= 0; --d) {
-          const uint32_t size = static_cast<uint32_t>(l.dims[d]);
-          const uint32_t q = rest / size;
-          at += (rest - q * size) * static_cast<uint32_t>(l.ops[k].strides[d]);
-          rest = q;
-        }
-      }
-      const T* p = static_cast<const T*>(l.ops[k].data) + at;
-      float v[N];
+      const T* p = static_cast<const T*>(l.ops[k].data) + operand_offset(l, k, i);
       if (vec.along_inner[k]) {
         const Pack16<T> q = *reinterpret_cast<const Pack16<T>*>(p);
 #pragma unroll
-        for (int j = 0; j < N; ++j) v[j] = f32(q.v[j]);
+        for (int j = 0; j < N; ++j) r[k][j] = f32(q.v[j]);
       } else {
         const float one = f32(*p);
 #pragma unroll
-        for (int j = 0; j < N; ++j) v[j] = one;
+        for (int j = 0; j < N; ++j) r[k][j] = one;
       }
-#pragma unroll
-      for (int j = 0; j < N; ++j) r[k][j] = v[j];
     }
     for (int q = 0; q < l.p.n_instr; ++q) exec_rows<N>(l.p.code[q], r);
-    float v[N];
-#pragma unroll
-    for (int j = 0; j < N; ++j) v[j] = r[l.p.result][j];
     Pack16<T> y;
 #pragma unroll
-    for (int j = 0; j < N; ++j) y.v[j] = cast<T>(v[j]);
+    for (int j = 0; j < N; ++j) y.v[j] = cast<T>(r[l.p.result][j]);
     out[g] = y;
   }
 }
