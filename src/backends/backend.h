@@ -152,6 +152,13 @@ class Backend {
     (void)slot_types;
     return invalid("backend {} cannot time step {} on a device", name(), step.name);
   }
+  // Build time, after precision and layout are chosen and before tactics are timed: code the
+  // backend generates for the plan's steps (compiled kernels), attached to Plan::binaries for the
+  // tactics that run it. The default makes none.
+  virtual Status prepare_tactics(Plan& plan) const {
+    (void)plan;
+    return {};
+  }
   // Runs one step on logical values; `ctx` holds the step's node, inputs and (on return)
   // outputs. The default kernel (make_kernel) adapts it to the storage contract.
   virtual Status run(const Step& step, OpContext& ctx) const = 0;

@@ -36,6 +36,8 @@
 //              "inputs", "outputs": slot ids in graph input / output order
 //              "weights": [{name, dtype, dims[], offset, size}]: offset relative to the WEIGHTS
 //                         section start, a multiple of kBlobAlignment
+//              "binaries": optional, {name: base64 string}: code a backend compiled at build
+//                         (Plan::binaries)
 //            A type is {"kind": "unknown"|"tensor"|"sparse_tensor"|"sequence"|"optional"|"map",
 //            "dtype", "key_type", "shape": null (rank unknown) or [int | "symbol" | null], "elem"}.
 //   WEIGHTS  The blobs, in memory layout (sub-byte types one element per byte, bool 0/1). A string

@@ -1,5 +1,7 @@
 #include "engine/engine_json.h"
 
+#include <algorithm>
+#include <cstring>
 #include <limits>
 
 #include <nlohmann/json.hpp>
@@ -7,6 +9,44 @@
 namespace kiln::engine_detail {
 
 namespace {
+
+constexpr char kBase64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+std::string base64_encode(const std::string& in) {
+  std::string out;
+  out.reserve((in.size() + 2) / 3 * 4);
+  for (size_t i = 0; i < in.size(); i += 3) {
+    const size_t n = std::min<size_t>(3, in.size() - i);
+    uint32_t v = 0;
+    for (size_t k = 0; k < 3; ++k) v = v << 8 | (k < n ? static_cast<uint8_t>(in[i + k]) : 0u);
+    for (size_t k = 0; k < 4; ++k) out += k <= n ? kBase64[(v >> (18 - 6 * k)) & 63] : '=';
+  }
+  return out;
+}
+
+// False on a character outside the alphabet or a length that is not a multiple of four.
+bool base64_decode(const std::string& in, std::string* out) {
+  if (in.size() % 4 != 0) return false;
+  out->clear();
+  out->reserve(in.size() / 4 * 3);
+  for (size_t i = 0; i < in.size(); i += 4) {
+    uint32_t v = 0;
+    int pad = 0;
+    for (size_t k = 0; k < 4; ++k) {
+      const char c = in[i + k];
+      const char* at = c ? std::strchr(kBase64, c) : nullptr;
+      if (c == '=' && i + 4 == in.size() && k >= 2) {
+        ++pad;
+        v <<= 6;
+        continue;
+      }
+      if (!at || pad) return false;
+      v = v << 6 | static_cast<uint32_t>(at - kBase64);
+    }
+    for (int k = 0; k < 3 - pad; ++k) out->push_back(static_cast<char>((v >> (16 - 8 * k)) & 255));
+  }
+  return true;
+}
 
 using json = nlohmann::json;
 constexpr int64_t kMaxInt = std::numeric_limits<int64_t>::max();
@@ -366,6 +406,11 @@ Result<std::string> write_plan(const Plan& plan, const std::vector<WeightEntry>&
             {"inputs", plan.inputs},
             {"outputs", plan.outputs},
             {"weights", std::move(ws)}};
+  if (!plan.binaries.empty()) {
+    json bins = json::object();
+    for (const auto& [name, data] : plan.binaries) bins[name] = base64_encode(data);
+    j["binaries"] = std::move(bins);
+  }
   return dump(j, "PLAN");
 }
 
@@ -451,6 +496,17 @@ Result<PlanSection> read_plan(std::span<const uint8_t> bytes) {
     p.inputs.assign(io.begin(), io.end());
     KILN_FIELD(io, root, "outputs", integers(0, static_cast<int64_t>(nslots) - 1));
     p.outputs.assign(io.begin(), io.end());
+    if (root.j.is_object() && root.j.contains("binaries")) {
+      KILN_ASSIGN_OR_RETURN(In bins, root.at("binaries"));
+      if (!bins.j.is_object()) return bins.fail("an object of base64 strings");
+      for (const auto& [name, data] : bins.j.items()) {
+        std::string decoded;
+        if (!data.is_string() || !base64_decode(data.get<std::string>(), &decoded)) {
+          return invalid("{}.{}: expected base64 data", bins.path, name);
+        }
+        p.binaries[name] = std::move(decoded);
+      }
+    }
     return p;
   });
 }

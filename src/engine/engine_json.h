@@ -3,6 +3,7 @@
 // with every field's presence, type and range checked. Cross-references between sections (slot
 // names against the graph, node indices, weight bounds) are checked by the loader.
 #include <cstdint>
+#include <map>
 #include <span>
 #include <string>
 #include <vector>
@@ -27,6 +28,7 @@ struct PlanSection {
   std::vector<int64_t> step_nodes;
   std::vector<int> inputs, outputs;
   std::vector<WeightEntry> weights;
+  std::map<std::string, std::string> binaries;  // Plan::binaries
 };
 
 // Errors (names that are not valid UTF-8) are usage errors of the plan, not file corruption.

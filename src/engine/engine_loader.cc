@@ -331,6 +331,7 @@ class Loader {
     plan_->steps = std::move(p.steps);
     plan_->inputs = std::move(p.inputs);
     plan_->outputs = std::move(p.outputs);
+    plan_->binaries = std::move(p.binaries);
     return {};
   }
 

@@ -132,6 +132,9 @@ std::string timed_at(const Plan& plan, const Step& st, const std::vector<TypeInf
 
 Status select_tactics(Plan& plan, const BackendSet& backends, const std::string& timing_cache) {
   KILN_ASSIGN_OR_RETURN(TimingCache cache, TimingCache::load(timing_cache));
+  for (const auto& b : {backends.primary, backends.fallback}) {
+    if (b) KILN_RETURN_IF_ERROR(b->prepare_tactics(plan));
+  }
   std::vector<TypeInfo> types;  // made when a step first has tactics to time
   for (Step& st : plan.steps) {
     const Backend* b = backends.get(st.backend);

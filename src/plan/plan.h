@@ -117,6 +117,9 @@ struct Plan {
   std::vector<Profile> profiles;  // empty: the model's declared input shapes, which must be static
   BuildInfo info;
   std::map<std::string, int64_t> passes_fired;
+  // Code a backend generated and compiled at build (the CUDA backend's module of elementwise
+  // programs: "cuda.programs", a CUBIN), by name; stored in the engine, so loading compiles nothing.
+  std::map<std::string, std::string> binaries;
   int64_t source_nodes = 0;  // nodes of the imported model (subgraphs included)
   int64_t opset = 0;         // default-domain opset of the source model
 };

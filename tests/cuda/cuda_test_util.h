@@ -150,7 +150,9 @@ inline void expect_cuda_matches_reference(const onnx::ModelProto& proto, const s
       }
     }
     EXPECT_GE(checked, 1) << "no step of the expected op types";
-    if (tactic) EXPECT_GE(forced, 1) << "no step is offered tactic " << tactic;
+    if (tactic) {
+      EXPECT_GE(forced, 1) << "no step is offered tactic " << tactic;
+    }
     auto exec = PlanExecutor::create(*plan, *backend);
     ASSERT_TRUE(exec.ok()) << exec.status().message();
     for (size_t set = 0; set < input_sets.size(); ++set) {

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <limits>
+#include <set>
 
 #include "backends/cuda/kernels/program.h"
 #include "backends/cuda/kernels/program_source.h"
@@ -21,6 +22,26 @@ std::vector<std::vector<RValue>> batches(int64_t c, int64_t h, int64_t w, std::i
   uint32_t seed = 7;
   for (int64_t n : ns) sets.push_back({RValue::of(random_float({n, c, h, w}, seed++))});
   return sets;
+}
+
+// Checks the steps both interpreted ("cuda") and compiled at build ("compiled"); where `packed`,
+// some iteration runs by packs of sixteen bytes, so the compiled kernel itself must have run
+// (elsewhere the compiled tactic hands the launch to the interpreter).
+void expect_interpreted_and_compiled(bool packed, const onnx::ModelProto& m, const std::map<std::string, Dims>& min,
+                                     const std::map<std::string, Dims>& max,
+                                     const std::vector<std::vector<RValue>>& sets, const std::set<std::string>& on_gpu,
+                                     std::span<const PrecisionMode> modes = kAllPrecisions,
+                                     std::optional<Layout> layout = std::nullopt) {
+  {
+    SCOPED_TRACE("interpreted");
+    expect_cuda_matches_reference(m, min, max, sets, on_gpu, modes, layout, "cuda");
+  }
+  SCOPED_TRACE("compiled");
+  const int64_t before = cuda::compiled_program_launches();
+  expect_cuda_matches_reference(m, min, max, sets, on_gpu, modes, layout, "compiled");
+  if (packed) {
+    EXPECT_GT(cuda::compiled_program_launches(), before) << "the compiled kernel never ran";
+  }
 }
 
 TEST(CudaProgram, FusedRegionWithBroadcastWeights) {
@@ -41,31 +62,35 @@ TEST(CudaProgram, FusedRegionWithBroadcastWeights) {
     add_node(g, "Mul", {"x", "third"}, {"t3"});
     add_node(g, "Sub", {"t2", "t3"}, {"y"});
     g->add_output()->set_name("y");
-    expect_cuda_matches_reference(m, {{"x", {1, c, h, w}}}, {{"x", {4, c, h, w}}}, batches(c, h, w, {1, 4, 3}),
-                                  {"FusedElementwise"});
+    expect_interpreted_and_compiled(c == 8, m, {{"x", {1, c, h, w}}}, {{"x", {4, c, h, w}}},
+                                    batches(c, h, w, {1, 4, 3}), {"FusedElementwise"});
   }
 }
 
 TEST(CudaProgram, ComparisonsAndWhere) {
   SKIP_WITHOUT_GPU();
-  // Where(x > y, x * 2, Exp(y)) with y broadcast along the rows.
-  onnx::ModelProto m = make_model(17);
-  auto* g = m.mutable_graph();
-  add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, 33}, {"n", ""});
-  add_random_weight(g, "y", {33}, 4);
-  add_random_weight(g, "two", {}, 5, 2.f, 2.f);
-  add_node(g, "Greater", {"x", "y"}, {"c"});
-  add_node(g, "Mul", {"x", "two"}, {"d"});
-  add_node(g, "Exp", {"y"}, {"e"});
-  add_node(g, "Where", {"c", "d", "e"}, {"z"});
-  add_node(g, "Tanh", {"z"}, {"out"});
-  g->add_output()->set_name("out");
-  std::vector<std::vector<RValue>> sets = {{RValue::of(random_float({1, 33}, 1))},
-                                           {RValue::of(random_float({257, 33}, 2))}};
-  // In bfloat16 (8 bits of mantissa) x > y flips for near-equal pairs once both are rounded,
-  // which moves whole elements between branches: the comparison is checked in float32 and float16.
-  expect_cuda_matches_reference(m, {{"x", {1, 33}}}, {{"x", {257, 33}}}, sets, {"FusedElementwise", "Where"},
-                                std::span<const PrecisionMode>(kAllPrecisions, 2));
+  // Where(x > y, x * 2, Exp(y)) with y broadcast along the rows (rows of 40 run by packs).
+  for (int64_t w : {33, 40}) {
+    onnx::ModelProto m = make_model(17);
+    auto* g = m.mutable_graph();
+    add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, w}, {"n", ""});
+    add_random_weight(g, "y", {w}, 4);
+    add_random_weight(g, "two", {}, 5, 2.f, 2.f);
+    add_node(g, "Greater", {"x", "y"}, {"c"});
+    add_node(g, "Mul", {"x", "two"}, {"d"});
+    add_node(g, "Exp", {"y"}, {"e"});
+    add_node(g, "Where", {"c", "d", "e"}, {"z"});
+    add_node(g, "Tanh", {"z"}, {"out"});
+    g->add_output()->set_name("out");
+    std::vector<std::vector<RValue>> sets = {{RValue::of(random_float({1, w}, 1))},
+                                             {RValue::of(random_float({257, w}, 2))}};
+    // Once x and y are rounded, x > y flips for near-equal pairs, which moves whole elements
+    // between branches: in bfloat16 (8 bits of mantissa) always, in float16 for the rows of 40
+    // (whose random data holds such a pair). Rows of 33 are checked in float32 and float16, rows
+    // of 40 in float32.
+    expect_interpreted_and_compiled(w == 40, m, {{"x", {1, w}}}, {{"x", {257, w}}}, sets, {"FusedElementwise", "Where"},
+                                    std::span<const PrecisionMode>(kAllPrecisions, w == 40 ? 1 : 2));
+  }
 }
 
 TEST(CudaProgram, ActivationsWithAttributes) {
@@ -84,20 +109,22 @@ TEST(CudaProgram, ActivationsWithAttributes) {
                       {"Floor", {}},
                       {"Sign", {}}};
   for (const Act& a : acts) {
-    SCOPED_TRACE(a.op);
-    onnx::ModelProto m = make_model(17);
-    auto* g = m.mutable_graph();
-    add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, 257}, {"n", ""});
-    auto* n = add_node(g, a.op, {"x"}, {"y"});
-    for (auto [k, v] : a.attrs) add_float_attr(n, k, v);
-    g->add_output()->set_name("y");
-    std::vector<std::vector<RValue>> sets = {{RValue::of(random_float({3, 257}, 9))}};
-    // Floor and Sign are exact in every precision only on values the precision holds exactly;
-    // rounding the input to float16 may cross an integer, so they are checked in float32.
-    const bool exact = std::string(a.op) == "Floor" || std::string(a.op) == "Sign";
-    expect_cuda_matches_reference(
-        m, {{"x", {1, 257}}}, {{"x", {3, 257}}}, sets, {a.op},
-        exact ? std::span<const PrecisionMode>(kAllPrecisions, 1) : std::span<const PrecisionMode>(kAllPrecisions));
+    for (int64_t w : {257, 264}) {  // rows of 264 run by packs
+      SCOPED_TRACE(std::string(a.op) + " width " + std::to_string(w));
+      onnx::ModelProto m = make_model(17);
+      auto* g = m.mutable_graph();
+      add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, w}, {"n", ""});
+      auto* n = add_node(g, a.op, {"x"}, {"y"});
+      for (auto [k, v] : a.attrs) add_float_attr(n, k, v);
+      g->add_output()->set_name("y");
+      std::vector<std::vector<RValue>> sets = {{RValue::of(random_float({3, w}, 9))}};
+      // Floor and Sign are exact in every precision only on values the precision holds exactly;
+      // rounding the input to float16 may cross an integer, so they are checked in float32.
+      const bool exact = std::string(a.op) == "Floor" || std::string(a.op) == "Sign";
+      expect_interpreted_and_compiled(
+          w == 264, m, {{"x", {1, w}}}, {{"x", {3, w}}}, sets, {a.op},
+          exact ? std::span<const PrecisionMode>(kAllPrecisions, 1) : std::span<const PrecisionMode>(kAllPrecisions));
+    }
   }
 }
 
@@ -112,8 +139,8 @@ TEST(CudaProgram, ClipWithBoundInputsAndPRelu) {
   add_node(g, "PRelu", {"x", "slope"}, {"p"});
   g->add_output()->set_name("c");
   g->add_output()->set_name("p");
-  expect_cuda_matches_reference(m, {{"x", {1, 5, 3, 3}}}, {{"x", {2, 5, 3, 3}}}, batches(5, 3, 3, {2, 1}),
-                                {"Clip", "PRelu"});
+  expect_interpreted_and_compiled(false, m, {{"x", {1, 5, 3, 3}}}, {{"x", {2, 5, 3, 3}}}, batches(5, 3, 3, {2, 1}),
+                                  {"Clip", "PRelu"});
 }
 
 TEST(CudaProgram, BoolOutput) {
@@ -149,9 +176,9 @@ TEST(CudaProgram, SqueezeExciteScaleInNHWC) {
     sets.push_back({RValue::of(random_float({n, c, h, w}, static_cast<uint32_t>(n))),
                     RValue::of(random_float({n, c, 1, 1}, static_cast<uint32_t>(n + 10)))});
   }
-  expect_cuda_matches_reference(m, {{"x", {1, c, h, w}}, {"s", {1, c, 1, 1}}},
-                                {{"x", {3, c, h, w}}, {"s", {3, c, 1, 1}}}, sets, {"FusedElementwise", "Mul"},
-                                kAllPrecisions, Layout::kNHWC);
+  expect_interpreted_and_compiled(true, m, {{"x", {1, c, h, w}}, {"s", {1, c, 1, 1}}},
+                                  {{"x", {3, c, h, w}}, {"s", {3, c, 1, 1}}}, sets, {"FusedElementwise", "Mul"},
+                                  kAllPrecisions, Layout::kNHWC);
 }
 
 }  // namespace
@@ -217,8 +244,8 @@ namespace {
 
 // Programs as generated source (no GPU needed): one instruction of every op over three operands,
 // with absent optional operands (Clip without bounds) and attributes, generated in each float
-// type and compiled by NVRTC for sm_90 into a CUBIN (an ELF image); a malformed source is an
-// error carrying NVRTC's log.
+// type into one module, compiled by NVRTC for sm_90 into a CUBIN (an ELF image) that holds each
+// kernel by its name; a malformed source is an error carrying NVRTC's log.
 TEST(CudaProgram, GeneratedSourceCompilesForSm90) {
   using cuda::ProgOp;
   cuda::Program p;
@@ -237,18 +264,32 @@ TEST(CudaProgram, GeneratedSourceCompilesForSm90) {
   }
   p.code[0].a = 0;
   p.result = next - 1;
-  for (DataType dt : {DataType::kFloat, DataType::kFloat16, DataType::kBFloat16}) {
-    SCOPED_TRACE(dtype_name(dt));
-    auto source = cuda::program_source(p, dt);
-    ASSERT_TRUE(source.ok()) << source.status().message();
-    EXPECT_NE(source->find(cuda::kProgramEntry), std::string::npos);
-    auto cubin = cuda::compile_to_cubin(*source, "program.cu", "sm_90");
-    ASSERT_TRUE(cubin.ok()) << cubin.status().message() << "\n" << *source;
-    ASSERT_GE(cubin->size(), 4u);
-    EXPECT_EQ(cubin->substr(0, 4), std::string("\x7f"
-                                               "ELF"));
+  // One module of the program in each float type, twice over: equal entries share a kernel.
+  std::vector<cuda::ProgramEntry> entries;
+  for (DataType dt : {DataType::kFloat, DataType::kFloat16, DataType::kBFloat16}) entries.push_back({p, dt});
+  entries.push_back(entries[1]);
+  auto source = cuda::program_module_source(entries);
+  ASSERT_TRUE(source.ok()) << source.status().message();
+  std::set<std::string> names;
+  for (const cuda::ProgramEntry& e : entries) {
+    auto name = cuda::program_kernel_name(e);
+    ASSERT_TRUE(name.ok()) << name.status().message();
+    names.insert(*name);
+    const std::string decl = "void " + *name + "(";
+    const size_t at = source->find(decl);
+    EXPECT_NE(at, std::string::npos) << *name;
+    EXPECT_EQ(source->find(decl, at + 1), std::string::npos) << *name << " is defined twice";
   }
-  EXPECT_FALSE(cuda::program_source(p, DataType::kInt32).ok());
+  EXPECT_EQ(names.size(), 3u) << "the three types must compile to three kernels";
+  auto cubin = cuda::compile_to_cubin(*source, "programs.cu", "sm_90");
+  ASSERT_TRUE(cubin.ok()) << cubin.status().message() << "\n" << *source;
+  ASSERT_GE(cubin->size(), 4u);
+  EXPECT_EQ(cubin->substr(0, 4), std::string("\x7f"
+                                             "ELF"));
+  // Every kernel name is in the CUBIN's symbol table.
+  for (const std::string& name : names) EXPECT_NE(cubin->find(name), std::string::npos) << name;
+  EXPECT_FALSE(cuda::program_kernel_name({p, DataType::kInt32}).ok());
+  EXPECT_FALSE(cuda::program_module_source({{p, DataType::kInt32}}).ok());
   auto bad = cuda::compile_to_cubin("this is not CUDA", "bad.cu", "sm_90");
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("bad.cu"), std::string::npos) << bad.status().message();

@@ -120,6 +120,7 @@ void expect_same_plan(const Plan& a, const Plan& b) {
       std::tie(j.kiln_version, j.device, j.device_name, j.device_arch, j.backend, j.precisions, j.options,
                j.libraries));
   EXPECT_EQ(a.passes_fired, b.passes_fired);
+  EXPECT_EQ(a.binaries, b.binaries);
   EXPECT_EQ(a.source_nodes, b.source_nodes);
   EXPECT_EQ(a.opset, b.opset);
 }
@@ -354,6 +355,30 @@ TEST_F(EngineFile, PlanThatDisagreesWithItsGraph) {
                  "plan input 0");
   expect_refused(with_json(image_, ef::kPlan, [](json& j) { j["slots"][0]["kind"] = "weight"; }), "of kind weight");
   expect_refused(with_json(image_, ef::kPlan, [](json& j) { j["weights"][0]["name"] = "x"; }), "has no weight");
+}
+
+// Code a backend compiled at build goes into the engine as it is: every byte value, and lengths
+// that leave each amount of base64 padding (none, one and two '='); malformed text is refused.
+TEST_F(EngineFile, BackendBinariesRoundTrip) {
+  std::string all;
+  for (int c = 0; c < 256; ++c) all.push_back(static_cast<char>(c));
+  for (size_t n : {size_t{0}, size_t{1}, size_t{2}, size_t{3}, size_t{4}, size_t{5}, size_t{256}}) {
+    SCOPED_TRACE(n);
+    plan_->binaries = {{"cuda.programs", all.substr(0, n)}, {"other", std::string(n, '\0')}};
+    const std::vector<uint8_t> image = serialize_ok(*plan_);
+    auto loaded = load_ok(image);
+    ASSERT_TRUE(loaded);
+    EXPECT_EQ(loaded->binaries, plan_->binaries);
+    EXPECT_TRUE(serialize_ok(*loaded) == image);
+  }
+  plan_->binaries = {{"cuda.programs", "abc"}};
+  const std::vector<uint8_t> image = serialize_ok(*plan_);
+  for (const char* bad : {"YWJj!", "YWJ", "Y=Jj", "YW==YWJj"}) {
+    SCOPED_TRACE(bad);
+    expect_refused(with_json(image, ef::kPlan, [&](json& j) { j["binaries"]["cuda.programs"] = bad; }),
+                   "binaries.cuda.programs: expected base64 data");
+  }
+  expect_refused(with_json(image, ef::kPlan, [](json& j) { j["binaries"] = 3; }), "binaries");
 }
 
 TEST_F(EngineFile, MalformedJson) {

@@ -271,9 +271,15 @@ class CudaBackend : public Backend {
   }
   // Convolutions: cuDNN with bias, residual and activation fused, cuDNN with them as a pass of
   // their own (each with several of cuDNN's engine configurations), and Kiln's depthwise kernel,
-  // as far as each applies; the builder times them. Every other step has one tactic.
+  // as far as each applies; elementwise programs interpreted or compiled at build; the builder
+  // times them. Every other step has one tactic.
   std::vector<std::string> tactics(const Node& n, DataType precision, Layout layout) const override {
     if (!supports(n, precision, layout)) return {};
+    for (const cuda::KernelFamily& f : cuda::kernel_families()) {
+      if (f.supports(n, precision, layout)) {
+        return f.tactics ? f.tactics(n, precision, layout) : std::vector<std::string>{"cuda"};
+      }
+    }
     std::vector<std::string> t;
 #ifdef KILN_HAVE_CUDNN
     if (cuda::conv_supports(n, precision)) t = cuda::conv_tactics(n);
@@ -281,6 +287,10 @@ class CudaBackend : public Backend {
     if (depthwise_.supports(n, precision, layout)) t.push_back(kDepthwiseTactic);
     if (t.empty()) t.push_back("cuda");
     return t;
+  }
+  // The elementwise programs compiled for this GPU (see compile_programs).
+  Status prepare_tactics(Plan& plan) const override {
+    return cuda::compile_programs(plan, info_.arch);
   }
   Result<double> time_step(const Plan& plan, const Step& step, const std::vector<TypeInfo>& slot_types) const override {
     return cuda::time_step_on_device(*this, plan, step, slot_types, index_);

@@ -1,11 +1,19 @@
 // kiln.FusedElementwise regions, and single elementwise ops the plain unary/binary kernels do not
 // cover (activations with attributes, comparisons, Where, broadcasting in NHWC), as elementwise
 // programs: one kernel launch per region, each operand read once.
-#include <map>
+#include <cuda_runtime.h>
 
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <mutex>
+
+#include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernel_family.h"
 #include "backends/cuda/kernels/elementwise.h"
 #include "backends/cuda/kernels/program.h"
+#include "backends/cuda/kernels/program_source.h"
+#include "backends/cuda/nvrtc_compile.h"
 #include "ops/fused.h"
 
 namespace kiln::cuda {
@@ -199,9 +207,54 @@ std::vector<Layout> program_layouts(const Node& n, DataType precision) {
   return {Layout::kPlain};
 }
 
+constexpr const char* kInterpreted = "cuda";
+constexpr const char* kCompiled = "compiled";
+
+// Interpreted by the program kernels, or compiled at build into the engine's module (NVRTC), where
+// NVRTC is there to compile it and the step computes in a float type.
+std::vector<std::string> program_tactics(const Node& n, DataType precision, Layout layout) {
+  (void)n;
+  (void)layout;
+  if (elementwise_dtype(precision) && nvrtc_available()) return {kInterpreted, kCompiled};
+  return {kInterpreted};
+}
+
+// A loaded module (cudaLibrary_t), unloaded with its last kernel.
+class Library {
+ public:
+  explicit Library(cudaLibrary_t lib) : lib_(lib) {}
+  ~Library() { cudaLibraryUnload(lib_); }
+  Library(const Library&) = delete;
+  Library& operator=(const Library&) = delete;
+  cudaLibrary_t get() const { return lib_; }
+
+ private:
+  cudaLibrary_t lib_;
+};
+
+// The module holding `cubin`, loaded once however many contexts and engines hold it.
+Result<std::shared_ptr<Library>> load_library(const std::string& cubin) {
+  static std::mutex mu;
+  static std::map<std::string, std::weak_ptr<Library>> loaded;
+  std::lock_guard<std::mutex> lock(mu);
+  if (auto it = loaded.find(cubin); it != loaded.end()) {
+    if (auto lib = it->second.lock()) return lib;
+  }
+  cudaLibrary_t lib = nullptr;
+  KILN_CUDA_CHECK(cudaLibraryLoadData(&lib, cubin.data(), nullptr, nullptr, 0, nullptr, nullptr, 0));
+  auto shared = std::make_shared<Library>(lib);
+  loaded[cubin] = shared;
+  return shared;
+}
+
 class ProgramKernel : public DeviceKernel {
  public:
   ProgramKernel(const Program& p, DataType dtype) : program_(p), dtype_(dtype) {}
+  // Runs through `kernel` (in `lib`) where the iteration goes by packs.
+  void use_compiled(std::shared_ptr<Library> lib, cudaKernel_t kernel) {
+    lib_ = std::move(lib);
+    compiled_ = kernel;
+  }
 
   Status enqueue(std::span<const TensorView> in, std::span<TensorView> out, const KernelContext& ctx) override {
     TensorView& y = out[0];
@@ -264,12 +317,18 @@ class ProgramKernel : public DeviceKernel {
     }
     // Float operands, weights included (uploaded in it), are in the step's precision.
     const bool out_bool = y.storage.dtype == DataType::kBool;
+    if (compiled_) {
+      return launch_compiled_program(reinterpret_cast<const void*>(compiled_), program_, dtype_, out_bool, ops, y.data,
+                                     dims, rank, ctx.stream);
+    }
     return launch_program(program_, dtype_, out_bool, ops, y.data, dims, rank, ctx.stream);
   }
 
  private:
   Program program_;
   DataType dtype_;  // of float operands and a float output
+  std::shared_ptr<Library> lib_;
+  cudaKernel_t compiled_ = nullptr;
 };
 
 Result<std::unique_ptr<DeviceKernel>> make_program(const Plan& plan, const Step& step, WeightCache& weights) {
@@ -285,11 +344,44 @@ Result<std::unique_ptr<DeviceKernel>> make_program(const Plan& plan, const Step&
     }
   }
   auto k = std::make_unique<ProgramKernel>(p, dt);
+  if (step.tactic == kCompiled) {
+    auto bin = plan.binaries.find(kProgramsBinary);
+    if (bin == plan.binaries.end()) {
+      return invalid("step {}: its tactic '{}' runs code compiled at build, which this plan does not hold", step.name,
+                     kCompiled);
+    }
+    KILN_ASSIGN_OR_RETURN(std::string name, program_kernel_name({p, dt}));
+    KILN_ASSIGN_OR_RETURN(std::shared_ptr<Library> lib, load_library(bin->second));
+    cudaKernel_t kernel = nullptr;
+    if (cudaLibraryGetKernel(&kernel, lib->get(), name.c_str()) != cudaSuccess) {
+      cudaGetLastError();
+      return invalid("step {}: the plan's compiled module has no kernel {} for it", step.name, name);
+    }
+    k->use_compiled(std::move(lib), kernel);
+  }
   KILN_RETURN_IF_ERROR(bind_weights(*k, plan, step, weights));
   return std::unique_ptr<DeviceKernel>(std::move(k));
 }
 
 }  // namespace
+
+Status compile_programs(Plan& plan, const std::string& arch) {
+  std::vector<ProgramEntry> entries;
+  for (const Step& st : plan.steps) {
+    if (st.backend != "cuda" || !st.node || !program_supports(*st.node, st.precision, st.layout)) continue;
+    const std::vector<std::string> t = program_tactics(*st.node, st.precision, st.layout);
+    if (std::find(t.begin(), t.end(), kCompiled) == t.end()) continue;
+    Program p;
+    if (!compile(*st.node, &p)) continue;
+    entries.push_back({p, st.precision});
+  }
+  if (entries.empty()) return {};
+  KILN_ASSIGN_OR_RETURN(std::string source, program_module_source(entries));
+  auto cubin = compile_to_cubin(source, "kiln_programs.cu", arch);
+  if (!cubin.ok()) return cubin.status().with_context("the elementwise programs of the plan");
+  plan.binaries[kProgramsBinary] = std::move(cubin).value();
+  return {};
+}
 
 KernelFamily fused_elementwise_family() {
   KernelFamily f;
@@ -297,6 +389,7 @@ KernelFamily fused_elementwise_family() {
   f.supports = program_supports;
   f.layouts = program_layouts;
   f.make = make_program;
+  f.tactics = program_tactics;
   return f;
 }
 

@@ -3,6 +3,7 @@
 // ...), one file each. A family says which nodes it runs and in which layouts, which inputs it
 // reads on the host, and makes the kernel of a step; the backend asks the families in order.
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "backends/cuda/device_kernel.h"
@@ -20,6 +21,8 @@ struct KernelFamily {
   bool (*reads_on_host)(const Node& n, size_t k) = nullptr;
   // Optional: scratch bytes the step's kernel may use.
   int64_t (*workspace)(const Node& n) = nullptr;
+  // Optional: the tactics that run `n` (the first is the default); without it, one: "cuda".
+  std::vector<std::string> (*tactics)(const Node& n, DataType precision, Layout layout) = nullptr;
 };
 
 // Every family, in the order the backend asks them.
@@ -43,5 +46,11 @@ KernelFamily resize_family();             // resize_kernel.cc: Resize, Upsample
 KernelFamily norm_family();               // norm_kernel.cc: LayerNormalization, RMSNormalization, GroupNormalization,
                                           // InstanceNormalization, BatchNormalization
 KernelFamily movement_family();           // movement_kernel.cc: Transpose, Concat, Split, Slice, Expand, Pad, Gather
+
+// fused_elementwise_kernel.cc, at build: generates the elementwise programs of every step offered
+// the "compiled" tactic as one module, compiles it with NVRTC for `arch` ("sm_90") and keeps the
+// CUBIN in plan.binaries (kProgramsBinary). Nothing when no step is offered it.
+inline constexpr const char* kProgramsBinary = "cuda.programs";
+Status compile_programs(Plan& plan, const std::string& arch);
 
 }  // namespace kiln::cuda

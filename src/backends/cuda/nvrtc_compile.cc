@@ -5,8 +5,11 @@
 #include <dlfcn.h>
 #include <nvrtc.h>
 
+#include <map>
+#include <mutex>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 namespace kiln::cuda {
 namespace {
@@ -54,9 +57,31 @@ const Nvrtc& nvrtc() {
   return lib;
 }
 
+Result<std::string> compile_uncached(const std::string& source, const std::string& name, const std::string& arch);
+
 }  // namespace
 
 Result<std::string> compile_to_cubin(const std::string& source, const std::string& name, const std::string& arch) {
+  static std::mutex mu;
+  static std::map<std::pair<std::string, std::string>, std::string> compiled;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = compiled.find({arch, source});
+    if (it != compiled.end()) return it->second;
+  }
+  KILN_ASSIGN_OR_RETURN(std::string cubin, compile_uncached(source, name, arch));
+  std::lock_guard<std::mutex> lock(mu);
+  compiled[{arch, source}] = cubin;
+  return cubin;
+}
+
+bool nvrtc_available() {
+  return nvrtc().missing.empty();
+}
+
+namespace {
+
+Result<std::string> compile_uncached(const std::string& source, const std::string& name, const std::string& arch) {
   const Nvrtc& n = nvrtc();
   if (!n.missing.empty()) return runtime_error("cannot compile {}: {}", name, n.missing);
   nvrtcProgram p = nullptr;
@@ -85,6 +110,8 @@ Result<std::string> compile_to_cubin(const std::string& source, const std::strin
   if (r != NVRTC_SUCCESS) return runtime_error("nvrtcGetCUBIN for {} failed: {}", name, n.error(r));
   return cubin;
 }
+
+}  // namespace
 
 std::string nvrtc_version() {
   const Nvrtc& n = nvrtc();

@@ -1,9 +1,13 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <atomic>
+
 #include "backends/cuda/cuda_check.h"
+#include "backends/cuda/kernels/elementwise.h"
 #include "backends/cuda/kernels/float_cast.cuh"
 #include "backends/cuda/kernels/program.h"
+#include "backends/cuda/kernels/program_source.h"
 
 namespace kiln::cuda {
 namespace {
@@ -229,13 +233,12 @@ __global__ void program_vec_kernel(const __grid_constant__ Launch l, const __gri
 
 constexpr int kThreads = 256;
 
-// Runs `l` by packs when it can (see program_vec_kernel); false when it cannot.
-template <typename T>
-bool launch_packed(const Launch& l, bool out_bool, void* out, int64_t n, bool small, cudaStream_t s) {
-  constexpr int N = Pack16<T>::kN;
+// Whether `l` can run by packs of N elements (see program_vec_kernel), and then how each operand
+// is read (`vec`).
+bool pack_modes(const Launch& l, bool out_bool, const void* out, bool small, int N, PackModes* vec) {
   const int inner = l.rank - 1;
   if (out_bool || !small || l.dims[inner] % N != 0 || !aligned16({out})) return false;
-  PackModes vec{};
+  *vec = PackModes{};
   for (int k = 0; k < l.p.n_operands; ++k) {
     const ProgOperand& op = l.ops[k];
     if (!op.data) continue;
@@ -245,13 +248,25 @@ bool launch_packed(const Launch& l, bool out_bool, void* out, int64_t n, bool sm
     for (int d = 0; d < inner; ++d) {
       if (op.strides[d] % N != 0) return false;
     }
-    vec.along_inner[k] = true;
+    vec->along_inner[k] = true;
   }
+  return true;
+}
+
+int64_t pack_blocks(int64_t packs) {
+  const int64_t blocks = (packs + kThreads - 1) / kThreads;
+  return blocks > 65535 * 32 ? 65535 * 32 : blocks;
+}
+
+// Runs `l` by packs when it can (see program_vec_kernel); false when it cannot.
+template <typename T>
+bool launch_packed(const Launch& l, bool out_bool, void* out, int64_t n, bool small, cudaStream_t s) {
+  constexpr int N = Pack16<T>::kN;
+  PackModes vec;
+  if (!pack_modes(l, out_bool, out, small, N, &vec)) return false;
   const int64_t packs = n / N;
-  int64_t blocks = (packs + kThreads - 1) / kThreads;
-  if (blocks > 65535 * 32) blocks = 65535 * 32;
-  program_vec_kernel<T><<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(l, vec, static_cast<Pack16<T>*>(out),
-                                                                           static_cast<uint32_t>(packs));
+  program_vec_kernel<T><<<static_cast<unsigned>(pack_blocks(packs)), kThreads, 0, s>>>(
+      l, vec, static_cast<Pack16<T>*>(out), static_cast<uint32_t>(packs));
   return true;
 }
 
@@ -310,17 +325,23 @@ int collapse_dims(int64_t* dims, int rank, ProgOperand* operands, int n_operands
   return out;
 }
 
-Status launch_program(const Program& p, DataType dt, bool out_bool, const ProgOperand* operands, void* out,
-                      const int64_t* dims, int rank, void* stream) {
+namespace {
+
+// The launch of `p` over `dims` with its dims collapsed and each operand's addressing mode, the
+// number of elements (`n`, 0 when there is nothing to do) and whether 32-bit offsets reach every
+// element (`small`).
+Status make_launch(const Program& p, const ProgOperand* operands, const int64_t* dims, int rank, Launch* launch,
+                   int64_t* count, bool* fits32) {
+  *count = 0;
   if (rank > kProgMaxRank) return invalid("elementwise programs take at most {} dims, not {}", kProgMaxRank, rank);
   if (p.n_operands > kProgMaxOperands || p.n_instr > kProgMaxInstr) {
     return invalid("an elementwise program of {} operands and {} instructions is too long", p.n_operands, p.n_instr);
   }
-  Launch l;
+  Launch& l = *launch;
   l.p = p;
   for (int k = 0; k < p.n_operands; ++k) l.ops[k] = operands[k];
   for (int d = 0; d < rank; ++d) {
-    if (dims[d] == 0) return {};
+    if (dims[d] == 0) return {};  // n stays 0
     l.dims[d] = dims[d];
   }
   rank = collapse_dims(l.dims, rank, l.ops, p.n_operands);
@@ -352,13 +373,67 @@ Status launch_program(const Program& p, DataType dt, bool out_bool, const ProgOp
     }
     l.mode[k] = at_index ? kAtIndex : at_zero ? kAtZero : kStrided;
   }
-  auto s = static_cast<cudaStream_t>(stream);
+  *count = n;
+  *fits32 = small;
+  return {};
+}
+
+std::atomic<int64_t> compiled_launches{0};
+
+// Runs `l` on the interpreting kernels.
+Status interpret(const Launch& l, DataType dt, bool out_bool, void* out, int64_t n, bool small, cudaStream_t s) {
   switch (dt) {
     case DataType::kFloat: return launch_typed<float>(l, out_bool, out, n, small, s);
     case DataType::kFloat16: return launch_typed<__half>(l, out_bool, out, n, small, s);
     case DataType::kBFloat16: return launch_typed<__nv_bfloat16>(l, out_bool, out, n, small, s);
     default: return invalid("no CUDA elementwise program for {}", dtype_name(dt));
   }
+}
+
+}  // namespace
+
+Status launch_program(const Program& p, DataType dt, bool out_bool, const ProgOperand* operands, void* out,
+                      const int64_t* dims, int rank, void* stream) {
+  Launch l;
+  int64_t n = 0;
+  bool small = false;
+  KILN_RETURN_IF_ERROR(make_launch(p, operands, dims, rank, &l, &n, &small));
+  if (n == 0) return {};
+  return interpret(l, dt, out_bool, out, n, small, static_cast<cudaStream_t>(stream));
+}
+
+Status launch_compiled_program(const void* kernel, const Program& p, DataType dt, bool out_bool,
+                               const ProgOperand* operands, void* out, const int64_t* dims, int rank, void* stream) {
+  Launch l;
+  int64_t n = 0;
+  bool small = false;
+  KILN_RETURN_IF_ERROR(make_launch(p, operands, dims, rank, &l, &n, &small));
+  if (n == 0) return {};
+  auto s = static_cast<cudaStream_t>(stream);
+  const int N = dt == DataType::kFloat ? 4 : 8;  // elements in 16 bytes
+  PackModes vec;
+  if (!kernel || !elementwise_dtype(dt) || !pack_modes(l, out_bool, out, small, N, &vec)) {
+    return interpret(l, dt, out_bool, out, n, small, s);
+  }
+  ProgArgs a{};
+  for (int k = 0; k < p.n_operands; ++k) {
+    a.data[k] = l.ops[k].data;
+    for (int d = 0; d < l.rank; ++d) a.strides[k][d] = l.ops[k].strides[d];
+    a.mode[k] = l.mode[k];
+    a.along_inner[k] = vec.along_inner[k] ? 1 : 0;
+  }
+  for (int d = 0; d < l.rank; ++d) a.dims[d] = l.dims[d];
+  a.rank = l.rank;
+  unsigned packs = static_cast<unsigned>(n / N);
+  void* args[] = {&a, &out, &packs};
+  KILN_CUDA_CHECK(
+      cudaLaunchKernel(kernel, dim3(static_cast<unsigned>(pack_blocks(packs))), dim3(kThreads), args, 0, s));
+  compiled_launches.fetch_add(1, std::memory_order_relaxed);
+  return {};
+}
+
+int64_t compiled_program_launches() {
+  return compiled_launches.load(std::memory_order_relaxed);
 }
 
 }  // namespace kiln::cuda

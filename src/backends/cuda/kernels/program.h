@@ -97,4 +97,14 @@ int collapse_dims(int64_t* dims, int rank, ProgOperand* operands, int n_operands
 Status launch_program(const Program& p, DataType dt, bool out_bool, const ProgOperand* operands, void* out,
                       const int64_t* dims, int rank, void* stream);
 
+// The same through `kernel`, the program's compiled form (a cudaKernel_t of the module
+// program_module_source makes, cast to a pointer), where the iteration runs by packs of sixteen
+// bytes; where it cannot (a bool operand or output, an inner dim not a multiple of a pack, an
+// unaligned operand, offsets past 32 bits), or `kernel` is null, through the interpreting kernels.
+Status launch_compiled_program(const void* kernel, const Program& p, DataType dt, bool out_bool,
+                               const ProgOperand* operands, void* out, const int64_t* dims, int rank, void* stream);
+// How many launches in this process went through a compiled program (what tests check that the
+// compiled form ran, not the interpreter in its place).
+int64_t compiled_program_launches();
+
 }  // namespace kiln::cuda

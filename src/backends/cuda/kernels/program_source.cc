@@ -1,6 +1,7 @@
 #include "backends/cuda/kernels/program_source.h"
 
 #include <cstring>
+#include <set>
 
 #include <fmt/format.h>
 
@@ -81,66 +82,28 @@ bool expression(const ProgInstr& in, std::string* out) {
   return true;
 }
 
-// The element type and its conversions to and from float, without CUDA's headers (NVRTC then
+// The element types and their conversions to and from float, without CUDA's headers (NVRTC then
 // needs no include path): float16 and bfloat16 are 16-bit words converted by PTX.
-std::string element_prelude(DataType dt) {
-  switch (dt) {
-    case DataType::kFloat:
-      return "typedef float T;\n"
-             "__device__ __forceinline__ float to_f(T x) { return x; }\n"
-             "__device__ __forceinline__ T from_f(float x) { return x; }\n";
-    case DataType::kFloat16:
-      return "typedef unsigned short T;\n"
-             "__device__ __forceinline__ float to_f(T x) { float f; asm(\"cvt.f32.f16 %0, %1;\" : \"=f\"(f) : "
-             "\"h\"(x)); return f; }\n"
-             "__device__ __forceinline__ T from_f(float x) { T r; asm(\"cvt.rn.f16.f32 %0, %1;\" : \"=h\"(r) : "
-             "\"f\"(x)); return r; }\n";
-    case DataType::kBFloat16:
-      return "typedef unsigned short T;\n"
-             "__device__ __forceinline__ float to_f(T x) { return __uint_as_float(((unsigned)x) << 16); }\n"
-             "__device__ __forceinline__ T from_f(float x) { T r; asm(\"cvt.rn.bf16.f32 %0, %1;\" : \"=h\"(r) : "
-             "\"f\"(x)); return r; }\n";
-    default: return "";
-  }
-}
-
-}  // namespace
-
-Result<std::string> program_source(const Program& p, DataType dt) {
-  const std::string element = element_prelude(dt);
-  if (element.empty()) return invalid("no generated elementwise kernel for {}", dtype_name(dt));
-  if (p.n_operands > kProgMaxOperands || p.n_instr > kProgMaxInstr) {
-    return invalid("an elementwise program of {} operands and {} instructions is too long", p.n_operands, p.n_instr);
-  }
-  int regs = p.n_operands;
-  auto use = [&](uint8_t r) {
-    if (r != kProgNone && r + 1 > regs) regs = r + 1;
-  };
-  std::string body;
-  for (int q = 0; q < p.n_instr; ++q) {
-    const ProgInstr& in = p.code[q];
-    std::string e;
-    if (!expression(in, &e)) return invalid("no generated code for elementwise op {}", static_cast<int>(in.op));
-    for (uint8_t r : {in.dst, in.a, in.b, in.c}) use(r);
-    body += fmt::format("      {} = {};\n", reg(in.dst), e);
-  }
-  use(static_cast<uint8_t>(p.result));
-  const int n = dt == DataType::kFloat ? 4 : 8;  // elements in 16 bytes
-  std::string s = element;
-  s += fmt::format(
-      "#define N {}\n"
-      "struct ProgArgs {{\n"
-      "  const void* data[{}];\n"
-      "  long long strides[{}][{}];\n"
-      "  long long dims[{}];\n"
-      "  unsigned char mode[{}];\n"
-      "  unsigned char along_inner[{}];\n"
-      "  int rank;\n"
-      "}};\n",
-      n, kProgMaxOperands, kProgMaxOperands, kProgMaxRank, kProgMaxRank, kProgMaxOperands, kProgMaxOperands);
-  s += R"(struct __align__(16) Pack { T v[N]; };
+constexpr const char* kPrelude = R"(struct F32 {
+  typedef float T;
+  static __device__ __forceinline__ float to_f(T x) { return x; }
+  static __device__ __forceinline__ T from_f(float x) { return x; }
+};
+struct F16 {
+  typedef unsigned short T;
+  static __device__ __forceinline__ float to_f(T x) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(x)); return f; }
+  static __device__ __forceinline__ T from_f(float x) { T r; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r) : "f"(x)); return r; }
+};
+struct BF16 {
+  typedef unsigned short T;
+  static __device__ __forceinline__ float to_f(T x) { return __uint_as_float(((unsigned)x) << 16); }
+  static __device__ __forceinline__ T from_f(float x) { T r; asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(x)); return r; }
+};
+template <class E> struct __align__(16) Pack { typename E::T v[16 / sizeof(typename E::T)]; };
 __device__ __forceinline__ float sigm(float x) { return 1.f / (1.f + __expf(-x)); }
-// Operand k's N values for the pack starting at element i of the iteration.
+// Operand k's values for the pack starting at element i of the iteration: a pack where it runs
+// along the inner dim, else its one value repeated; zeros for an operand left out.
+template <class E, int N>
 __device__ __forceinline__ void load(const ProgArgs& a, int k, unsigned i, float (&v)[N]) {
   if (!a.data[k]) {
 #pragma unroll
@@ -159,28 +122,109 @@ __device__ __forceinline__ void load(const ProgArgs& a, int k, unsigned i, float
       rest = q;
     }
   }
-  const T* p = (const T*)a.data[k] + at;
+  const typename E::T* p = (const typename E::T*)a.data[k] + at;
   if (a.along_inner[k]) {
-    const Pack q = *(const Pack*)p;
+    const Pack<E> q = *(const Pack<E>*)p;
 #pragma unroll
-    for (int j = 0; j < N; ++j) v[j] = to_f(q.v[j]);
+    for (int j = 0; j < N; ++j) v[j] = E::to_f(q.v[j]);
   } else {
-    const float one = to_f(*p);
+    const float one = E::to_f(*p);
 #pragma unroll
     for (int j = 0; j < N; ++j) v[j] = one;
   }
 }
 )";
-  s += fmt::format("extern \"C\" __global__ void {}(const ProgArgs a, Pack* out, unsigned packs) {{\n", kProgramEntry);
-  s += "  for (unsigned g = blockIdx.x * blockDim.x + threadIdx.x; g < packs; g += gridDim.x * blockDim.x) {\n";
-  for (int k = 0; k < p.n_operands; ++k) s += fmt::format("    float x{}[N];\n    load(a, {}, g * N, x{});\n", k, k, k);
-  s += "    Pack y;\n#pragma unroll\n    for (int j = 0; j < N; ++j) {\n";
-  for (int r = 0; r < regs; ++r) {
-    s += r < p.n_operands ? fmt::format("      float r{} = x{}[j];\n", r, r)
-                          : fmt::format("      float r{} = 0.f;\n", r);
+
+const char* element_struct(DataType dt) {
+  switch (dt) {
+    case DataType::kFloat: return "F32";
+    case DataType::kFloat16: return "F16";
+    case DataType::kBFloat16: return "BF16";
+    default: return nullptr;
   }
-  s += body;
-  s += fmt::format("      y.v[j] = from_f(r{});\n    }}\n    out[g] = y;\n  }}\n}}\n", p.result);
+}
+
+// The kernel body of `e` after its name: straight-line code over float registers per element of
+// a pack.
+Result<std::string> kernel_body(const ProgramEntry& e) {
+  const Program& p = e.program;
+  const char* element = element_struct(e.dtype);
+  if (!element) return invalid("no generated elementwise kernel for {}", dtype_name(e.dtype));
+  if (p.n_operands > kProgMaxOperands || p.n_instr > kProgMaxInstr) {
+    return invalid("an elementwise program of {} operands and {} instructions is too long", p.n_operands, p.n_instr);
+  }
+  int regs = p.n_operands;
+  auto use = [&](uint8_t r) {
+    if (r != kProgNone && r + 1 > regs) regs = r + 1;
+  };
+  std::string code;
+  for (int q = 0; q < p.n_instr; ++q) {
+    const ProgInstr& in = p.code[q];
+    std::string x;
+    if (!expression(in, &x)) return invalid("no generated code for elementwise op {}", static_cast<int>(in.op));
+    for (uint8_t r : {in.dst, in.a, in.b, in.c}) use(r);
+    code += fmt::format("      {} = {};\n", reg(in.dst), x);
+  }
+  use(static_cast<uint8_t>(p.result));
+  std::string s = fmt::format(
+      "(const __grid_constant__ ProgArgs a, Pack<{0}>* out, unsigned packs) {{\n"
+      "  typedef {0} E;\n"
+      "  constexpr int N = 16 / sizeof(E::T);\n",
+      element);
+  s += "  for (unsigned g = blockIdx.x * blockDim.x + threadIdx.x; g < packs; g += gridDim.x * blockDim.x) {\n";
+  for (int k = 0; k < p.n_operands; ++k) {
+    s += fmt::format("    float x{0}[N];\n    load<E, N>(a, {0}, g * N, x{0});\n", k);
+  }
+  s += "    Pack<E> y;\n#pragma unroll\n    for (int j = 0; j < N; ++j) {\n";
+  for (int r = 0; r < regs; ++r) {
+    s +=
+        r < p.n_operands ? fmt::format("      float r{0} = x{0}[j];\n", r) : fmt::format("      float r{} = 0.f;\n", r);
+  }
+  s += code;
+  s += fmt::format("      y.v[j] = E::from_f(r{});\n    }}\n    out[g] = y;\n  }}\n}}\n", p.result);
+  return s;
+}
+
+// FNV-1a, 64 bits: a stable name for a kernel body.
+uint64_t fnv1a(const std::string& s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+std::string name_of(const std::string& body) {
+  return fmt::format("kiln_prog_{:016x}", fnv1a(body));
+}
+
+}  // namespace
+
+Result<std::string> program_kernel_name(const ProgramEntry& e) {
+  KILN_ASSIGN_OR_RETURN(std::string body, kernel_body(e));
+  return name_of(body);
+}
+
+Result<std::string> program_module_source(const std::vector<ProgramEntry>& entries) {
+  std::string s = fmt::format(
+      "struct ProgArgs {{\n"
+      "  const void* data[{0}];\n"
+      "  long long strides[{0}][{1}];\n"
+      "  long long dims[{1}];\n"
+      "  unsigned char mode[{0}];\n"
+      "  unsigned char along_inner[{0}];\n"
+      "  int rank;\n"
+      "}};\n",
+      kProgMaxOperands, kProgMaxRank);
+  s += kPrelude;
+  std::set<std::string> names;
+  for (const ProgramEntry& e : entries) {
+    KILN_ASSIGN_OR_RETURN(std::string body, kernel_body(e));
+    const std::string name = name_of(body);
+    if (!names.insert(name).second) continue;
+    s += "extern \"C\" __global__ void " + name + body;
+  }
   return s;
 }
 

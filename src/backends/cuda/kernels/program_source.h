@@ -6,6 +6,7 @@
 // CUDA.
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "backends/cuda/kernels/program.h"
 
@@ -24,11 +25,19 @@ struct ProgArgs {
   int32_t rank;
 };
 
-// The name of the generated kernel's entry point.
-inline constexpr const char* kProgramEntry = "kiln_program";
+// One program of a module: its instructions and the float type of its operands and output.
+struct ProgramEntry {
+  Program program;
+  DataType dtype = DataType::kFloat;
+};
 
-// The source of `p` for float operands and output of type `dt` (float32, float16, bfloat16).
-// Errors name an op or dtype the generator does not handle.
-Result<std::string> program_source(const Program& p, DataType dt);
+// The name of the kernel `e` compiles to ("kiln_prog_" and a hash of its code): equal programs of
+// one type share a kernel, and an engine finds each step's kernel in its module by this name.
+Result<std::string> program_kernel_name(const ProgramEntry& e);
+
+// The source of one module holding a kernel per distinct entry, each taking
+// (const ProgArgs, 16-byte packs of the output, the number of packs). Float types: float32,
+// float16, bfloat16; errors name an op or dtype the generator does not handle.
+Result<std::string> program_module_source(const std::vector<ProgramEntry>& entries);
 
 }  // namespace kiln::cuda
