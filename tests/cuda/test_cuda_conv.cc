@@ -233,7 +233,8 @@ TEST(CudaConv, BuilderTimesConvolutionTactics) {
 
 // Depthwise convolutions on Kiln's own kernel (the "depthwise" tactic): window sizes, strides,
 // pads (explicit and SAME), dilation, odd channel counts, bias, residual and activations fused,
-// element by element and (channels a multiple of a pack) by packs.
+// element by element, by packs (channels a multiple of a pack), and by packs with the window and
+// stride fixed at compile time (3x3, 5x5 and 7x7 windows, stride 1 or 2).
 TEST(CudaConv, DepthwiseKernelMatchesTheReference) {
   SKIP_WITHOUT_GPU();
   const std::vector<ConvCase> cases = {
@@ -248,6 +249,31 @@ TEST(CudaConv, DepthwiseKernelMatchesTheReference) {
       {"packed_7x7_stride2_residual", 16, 16, 13, 11, 7, 2, 3, 1, 16, false, true, "Relu"},
       {"packed_5x5_bias_clip", 24, 24, 6, 19, 5, 1, 2, 1, 24, true, false, "Clip"},
       {"packed_3x3_stride2_wide", 64, 64, 9, 33, 3, 2, 1, 1, 64, true, false, "HardSwish"},
+      // The generic packed kernel, where no window kernel has an instance (1x1, stride 3).
+      {"packed_generic_1x1", 16, 16, 5, 9, 1, 1, 0, 1, 16, true, false, "Relu"},
+      {"packed_generic_3x3_stride3", 16, 16, 10, 11, 3, 3, 1, 1, 16, true, true, "Relu"},
+      // The window kernels, every instance (7x7, 5x5, 3x3 by stride 1 and 2): widths that leave
+      // a partial tile (13, 9, 7 with the four-output tiles of 7x7), heights that leave the last
+      // band of rows partial, channels a multiple of 16 and of 8 only (a float16 pack holds 8, a
+      // float32 pack 4), pads 0 (windows short of the edges, H != W), SAME pads (fewer at the top).
+      {"window_7x7_w13", 32, 32, 13, 13, 7, 1, 3, 1, 32, true, false, ""},
+      {"window_7x7_w9_residual", 48, 48, 9, 9, 7, 1, 3, 1, 48, true, true, "Relu"},
+      {"window_7x7_w7_hardswish", 32, 32, 7, 7, 7, 1, 3, 1, 32, false, false, "HardSwish"},
+      {"window_7x7_56x56", 32, 32, 56, 56, 7, 1, 3, 1, 32, true, false, ""},
+      {"window_7x7_c56_pad0", 56, 56, 12, 10, 7, 1, 0, 1, 56, true, false, "Tanh"},
+      {"window_7x7_stride2_sigmoid", 32, 32, 14, 15, 7, 2, 3, 1, 32, true, false, "Sigmoid"},
+      {"window_5x5_relu", 32, 32, 14, 14, 5, 1, 2, 1, 32, true, false, "Relu"},
+      {"window_5x5_pad0_tall", 16, 16, 12, 9, 5, 1, 0, 1, 16, true, false, "Tanh"},
+      {"window_5x5_stride2_residual_clip", 24, 24, 11, 12, 5, 2, 2, 1, 24, true, true, "Clip"},
+      {"window_5x5_stride2_same", 32, 32, 10, 13, 5, 2, 0, 1, 32, true, false, "Sigmoid", "SAME_UPPER"},
+      {"window_3x3_residual_sigmoid", 48, 48, 14, 17, 3, 1, 1, 1, 48, true, true, "Sigmoid"},
+      {"window_3x3_stride2_residual_hardswish", 32, 32, 15, 13, 3, 2, 1, 1, 32, true, true, "HardSwish"},
+      {"window_3x3_stride2_clip_c40", 40, 40, 12, 12, 3, 2, 1, 1, 40, false, false, "Clip"},
+      {"window_3x3_stride2_pad0_wide", 16, 16, 7, 20, 3, 2, 0, 1, 16, true, false, "Relu"},
+      {"window_3x3_stride2_same", 32, 32, 10, 11, 3, 2, 0, 1, 32, true, false, "Relu", "SAME_UPPER"},
+      // Channels a multiple of a float32 pack (4) only: the window kernel in FP32, one thread per
+      // element in FP16 and BF16.
+      {"window_3x3_c12", 12, 12, 9, 9, 3, 1, 1, 1, 12, true, true, "Relu"},
   };
   const PrecisionMode modes[] = {
       {"fp32", false, false, 1e-5}, {"fp16", true, false, 5e-3}, {"bf16", false, true, 3e-2}};
