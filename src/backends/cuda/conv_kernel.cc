@@ -56,6 +56,11 @@ struct Handles {
   std::mutex mu;
   cudnnHandle_t build = nullptr;
   std::map<void*, cudnnHandle_t> by_stream;
+  // At exit, before the CUDA runtime's own teardown (it was set up before the first handle).
+  ~Handles() {
+    if (build) cudnnDestroy(build);
+    for (auto& [stream, h] : by_stream) cudnnDestroy(h);
+  }
 };
 Handles& handles() {
   static Handles h;
@@ -231,15 +236,15 @@ class ConvKernel : public DeviceKernel {
         g->deselect_numeric_notes({fe::NumericalNote_t::TENSOR_CORE, fe::NumericalNote_t::DOWN_CONVERT_INPUTS});
       }
       KILN_FE_CHECK(g->check_support(h.build), "checking convolution support");
-      if (engine_ < 0) {
-        KILN_FE_CHECK(g->build_plans(h.build), "building convolution plans");
-      } else {
-        if (engine_ >= g->get_execution_plan_count()) {
-          return invalid("cuDNN lists {} engine configurations for this convolution, none ranked {}",
-                         g->get_execution_plan_count(), engine_);
-        }
-        KILN_FE_CHECK(g->build_plan_at_index(engine_), "building a convolution engine configuration");
+      // A ranked configuration is chosen at the shapes the builder timed; at other shapes of a
+      // profile cuDNN may rank fewer or be unable to build that one, and the heuristics' first
+      // runs instead (what it would be at those shapes is not known without timing).
+      bool ranked = engine_ >= 0 && engine_ < g->get_execution_plan_count();
+      if (ranked) ranked = g->build_plan_at_index(engine_).is_good();
+      if (ranked) {
         p->plan_index = engine_;
+      } else {
+        KILN_FE_CHECK(g->build_plans(h.build), "building convolution plans");
       }
     }
     if (p->plan_index >= 0) {
