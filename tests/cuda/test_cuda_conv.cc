@@ -274,6 +274,11 @@ TEST(CudaConv, DepthwiseKernelMatchesTheReference) {
       // Channels a multiple of a float32 pack (4) only: the window kernel in FP32, one thread per
       // element in FP16 and BF16.
       {"window_3x3_c12", 12, 12, 9, 9, 3, 1, 1, 1, 12, true, true, "Relu"},
+      // Enough work at batch 3 for tiles of several outputs per thread (at batch 1, and in every
+      // case above, there is too little, and each thread computes one output in smaller blocks).
+      {"window_7x7_tiles", 256, 256, 56, 56, 7, 1, 3, 1, 256, true, true, "Relu"},
+      {"window_5x5_tiles", 256, 256, 56, 56, 5, 1, 2, 1, 256, true, false, "Sigmoid"},
+      {"window_3x3_stride2_tiles", 256, 256, 112, 112, 3, 2, 1, 1, 256, true, false, "HardSwish"},
   };
   const PrecisionMode modes[] = {
       {"fp32", false, false, 1e-5}, {"fp16", true, false, 5e-3}, {"bf16", false, true, 3e-2}};

@@ -327,12 +327,21 @@ TEST(CudaPool, GlobalLaunchersMatchInBothLayouts) {
     int64_t n, c, s;
   };
   // 4900 pixels take a block per plane in NCHW; an empty plane gives NaN (average) or 0 (max).
-  const Case cases[] = {{2, 257, 49}, {1, 3, 1}, {3, 257, 1}, {2, 5, 4900}, {0, 3, 4}, {1, 4, 0}, {2, 40, 33}};
+  // With a workspace, NHWC planes of few images and channels split their pixels over blocks
+  // (3136 pixels of 96 channels at batch 1, 784 of 40, 200 of 33 over two images, 4900 of 5),
+  // partials combined in a second launch; without, one block per 32 channels.
+  const Case cases[] = {{2, 257, 49}, {1, 3, 1},   {3, 257, 1},   {2, 5, 4900}, {0, 3, 4},
+                        {1, 4, 0},    {2, 40, 33}, {1, 96, 3136}, {1, 40, 784}, {2, 33, 200}};
+  void* workspace = nullptr;
+  ASSERT_EQ(cudaMalloc(&workspace, cuda::kGlobalPoolWorkspace), cudaSuccess);
   for (DataType dt : kFloats) {
     for (const Case& c : cases) {
       for (cuda::PoolKind kind : {cuda::PoolKind::kMax, cuda::PoolKind::kAverage}) {
-        for (bool nhwc : {false, true}) {
-          SCOPED_TRACE(std::string(dtype_name(dt)) + (nhwc ? " nhwc " : " nchw ") +
+        for (int variant = 0; variant < 3; ++variant) {
+          const bool nhwc = variant > 0;
+          void* ws = variant == 2 ? workspace : nullptr;
+          const int64_t ws_bytes = variant == 2 ? cuda::kGlobalPoolWorkspace : 0;
+          SCOPED_TRACE(std::string(dtype_name(dt)) + (nhwc ? " nhwc " : " nchw ") + (ws ? "workspace " : "") +
                        (kind == cuda::PoolKind::kMax ? "max " : "average ") + std::to_string(c.n) + "x" +
                        std::to_string(c.c) + "x" + std::to_string(c.s));
           const std::vector<double> x = random_values(dt, c.n * c.c * c.s, 5);
@@ -349,13 +358,14 @@ TEST(CudaPool, GlobalLaunchersMatchInBothLayouts) {
                                                : (c.s ? sum / static_cast<double>(c.s) : nan_value());
           }
           const std::vector<double> got = run_on_device(dt, x, c.n, c.c, c.s, 1, nhwc, [&](const void* in, void* out) {
-            return cuda::launch_global_pool(kind, c.n, c.c, c.s, nhwc, dt, in, out, nullptr);
+            return cuda::launch_global_pool(kind, c.n, c.c, c.s, nhwc, dt, in, out, nullptr, ws, ws_bytes);
           });
           expect_close(got, want, dt);
         }
       }
     }
   }
+  cudaFree(workspace);
 }
 
 // The global max keeps NaN and the window max skips it, as the reference kernels do.

@@ -97,7 +97,8 @@ class PoolKernel : public DeviceKernel {
     const void* src = input_data(x, 0);
     if (is_global(op_)) {
       const PoolKind kind = op_ == PoolOp::kGlobalMax ? PoolKind::kMax : PoolKind::kAverage;
-      return launch_global_pool(kind, x.dims[0], x.dims[1], spatial_, nhwc, y.storage.dtype, src, y.data, ctx.stream);
+      return launch_global_pool(kind, x.dims[0], x.dims[1], spatial_, nhwc, y.storage.dtype, src, y.data, ctx.stream,
+                                ctx.workspace, ctx.workspace_bytes);
     }
     const PoolKind kind = op_ == PoolOp::kMaxPool ? PoolKind::kMax : PoolKind::kAverage;
     return launch_pool2d(kind, window_, nhwc, y.storage.dtype, src, y.data, ctx.stream);
@@ -166,6 +167,11 @@ Result<std::unique_ptr<DeviceKernel>> make_pool(const Plan& plan, const Step& st
   return std::unique_ptr<DeviceKernel>(std::move(k));
 }
 
+// Global pools split long NHWC planes of few images over blocks, partials in the workspace.
+int64_t pool_workspace(const Node& n) {
+  return is_global(pool_op_of(n)) ? kGlobalPoolWorkspace : 0;
+}
+
 }  // namespace
 
 KernelFamily pool_family() {
@@ -174,6 +180,7 @@ KernelFamily pool_family() {
   f.supports = pool_supports;
   f.layouts = pool_layouts;
   f.make = make_pool;
+  f.workspace = pool_workspace;
   return f;
 }
 

@@ -252,20 +252,34 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
 }
 
-// Launches the window kernel for S x S windows and stride SW along W; false (nothing launched)
-// where its 32-bit work index would overflow.
+// Blocks below which the GPU is not kept busy (two blocks on each of an H200's 132 SMs).
+constexpr int64_t kBusyBlocks = 264;
+
+// Launches the window kernel with tiles of TW outputs in blocks of `threads`; false (nothing
+// launched) where its 32-bit work index would overflow or it would make fewer than `min_blocks`.
+template <typename T, int S, int SW, int TW>
+bool launch_window_tiled(const DepthwiseShape& d, const ActivationSpec& a, const T* x, const T* filter, const T* bias,
+                         const T* z, T* y, cudaStream_t s, int threads, int64_t min_blocks) {
+  const int64_t band = band_rows(d.oh);
+  const int64_t work = d.n * ((d.oh + band - 1) / band * band) * ((d.ow + TW - 1) / TW) * (d.c / Pack16<T>::kN);
+  if (work >= (int64_t{1} << 31)) return false;
+  int64_t blocks = (work + threads - 1) / threads;
+  if (blocks < min_blocks) return false;
+  if (blocks > 65535 * 32) blocks = 65535 * 32;
+  depthwise_window_kernel<T, S, SW, TW><<<static_cast<unsigned>(blocks), threads, 0, s>>>(
+      d, static_cast<uint32_t>(band), a.kind, a.p0, a.p1, x, filter, bias, z, y, static_cast<uint32_t>(work));
+  return true;
+}
+
+// Launches the window kernel for S x S windows and stride SW along W: tiles of several outputs
+// where that keeps the GPU busy, else (batch 1, small maps) one output per thread in blocks of 64,
+// four times the blocks for the same work; false where the work index would overflow.
 template <typename T, int S, int SW>
 bool launch_window(const DepthwiseShape& d, const ActivationSpec& a, const T* x, const T* filter, const T* bias,
                    const T* z, T* y, cudaStream_t s) {
   constexpr int TW = window_tile_w<T, SW>();
-  const int64_t band = band_rows(d.oh);
-  const int64_t work = d.n * ((d.oh + band - 1) / band * band) * ((d.ow + TW - 1) / TW) * (d.c / Pack16<T>::kN);
-  if (work >= (int64_t{1} << 31)) return false;
-  int64_t blocks = (work + kThreads - 1) / kThreads;
-  if (blocks > 65535 * 32) blocks = 65535 * 32;
-  depthwise_window_kernel<T, S, SW, TW><<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(
-      d, static_cast<uint32_t>(band), a.kind, a.p0, a.p1, x, filter, bias, z, y, static_cast<uint32_t>(work));
-  return true;
+  if (launch_window_tiled<T, S, SW, TW>(d, a, x, filter, bias, z, y, s, kThreads, kBusyBlocks)) return true;
+  return launch_window_tiled<T, S, SW, 1>(d, a, x, filter, bias, z, y, s, 64, 0);
 }
 
 // The window kernel where there is an instance for the shape (square window of 3, 5 or 7, stride

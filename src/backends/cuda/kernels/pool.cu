@@ -1,5 +1,7 @@
 #include <cuda_bf16.h>
+
 #include <cuda_fp16.h>
+#include <algorithm>
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels/float_cast.cuh"
@@ -275,6 +277,49 @@ __global__ void global_pool_nhwc_kernel(const T* __restrict__ x, T* __restrict__
   }
 }
 
+// NHWC with the pixels split over gridDim.y blocks, for few images of few channels (batch 1):
+// block (tile, split) reduces `per_split` pixels of 32 channels into one float partial per channel,
+// part[split][image][channel]; global_pool_finish_kernel combines the partials.
+template <typename T, PoolKind kKind>
+__global__ void global_pool_nhwc_split_kernel(const T* __restrict__ x, float* __restrict__ part, int64_t n, int64_t c,
+                                              int64_t spatial, int64_t tiles, int64_t per_split) {
+  constexpr int kRows = 8;
+  __shared__ float rows[kRows][kChannelTile + 1];
+  const int64_t img = blockIdx.x / tiles;
+  const int64_t ch = (blockIdx.x % tiles) * kChannelTile + threadIdx.x;
+  const int64_t begin = blockIdx.y * per_split;
+  const int64_t end = min(spatial, begin + per_split);
+  float a0 = identity<kKind>(), a1 = a0, a2 = a0, a3 = a0;
+  if (ch < c) {
+    const T* src = x + img * spatial * c + ch;
+    int64_t i = begin + threadIdx.y;
+    for (; i + 3 * kRows < end; i += 4 * kRows) {
+      a0 = combine<kKind>(a0, f32(src[i * c]));
+      a1 = combine<kKind>(a1, f32(src[(i + kRows) * c]));
+      a2 = combine<kKind>(a2, f32(src[(i + 2 * kRows) * c]));
+      a3 = combine<kKind>(a3, f32(src[(i + 3 * kRows) * c]));
+    }
+    for (; i < end; i += kRows) a0 = combine<kKind>(a0, f32(src[i * c]));
+  }
+  float acc = combine<kKind>(combine<kKind>(a0, a1), combine<kKind>(a2, a3));
+  rows[threadIdx.y][threadIdx.x] = acc;
+  __syncthreads();
+  if (threadIdx.y == 0 && ch < c) {
+    for (int r = 1; r < kRows; ++r) acc = combine<kKind>(acc, rows[r][threadIdx.x]);
+    part[(blockIdx.y * n + img) * c + ch] = acc;
+  }
+}
+
+template <typename T, PoolKind kKind>
+__global__ void global_pool_finish_kernel(const float* __restrict__ part, T* __restrict__ y, int64_t nc, int splits,
+                                          int64_t spatial) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= nc) return;
+  float acc = identity<kKind>();
+  for (int k = 0; k < splits; ++k) acc = combine<kKind>(acc, part[k * nc + i]);
+  y[i] = cast<T>(finish<kKind>(acc, spatial));
+}
+
 // NCHW, small planes: one warp reduces one contiguous plane.
 template <typename T, PoolKind kKind>
 __global__ void global_pool_warp_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t planes, int64_t spatial) {
@@ -312,14 +357,32 @@ constexpr int64_t kBlockPlane = 4096;
 // each of its 132 SMs): long NHWC planes then get 32 rows of threads per block instead of 8.
 constexpr int64_t kFewBlocks = 1024;
 
+// The split kernel's pixels per block at least (fewer leave a block little to do for its launch).
+constexpr int64_t kMinSplitPixels = 64;
+
 template <typename T, PoolKind kKind>
-Status global_pool_as(int64_t n, int64_t c, int64_t spatial, bool nhwc, const void* x, void* y, cudaStream_t s) {
+Status global_pool_as(int64_t n, int64_t c, int64_t spatial, bool nhwc, const void* x, void* y, cudaStream_t s,
+                      void* workspace, int64_t workspace_bytes) {
   const auto* xt = static_cast<const T*>(x);
   auto* yt = static_cast<T*>(y);
   if (nhwc) {
     const int64_t tiles = (c + kChannelTile - 1) / kChannelTile;
     if (n * tiles > 0x7fffffff) return invalid("global pooling over {} images of {} channels is too large", n, c);
-    if (n * tiles < kFewBlocks && spatial >= 1024) {
+    // Few blocks over many pixels: split the pixels over more blocks, partials in the workspace.
+    const int64_t want = (kFewBlocks + n * tiles - 1) / (n * tiles);  // splits that fill the GPU
+    const int64_t per_split = std::max(kMinSplitPixels, (spatial + want - 1) / std::max<int64_t>(want, 1));
+    const int64_t splits = (spatial + per_split - 1) / per_split;
+    if (n * tiles < kFewBlocks && splits > 1 && splits <= 65535 &&
+        splits * n * c * static_cast<int64_t>(sizeof(float)) <= workspace_bytes && workspace) {
+      auto* part = static_cast<float*>(workspace);
+      global_pool_nhwc_split_kernel<T, kKind>
+          <<<dim3(static_cast<unsigned>(n * tiles), static_cast<unsigned>(splits)), dim3(kChannelTile, 8), 0, s>>>(
+              xt, part, n, c, spatial, tiles, per_split);
+      KILN_CUDA_CHECK_LAUNCH("the global pooling kernel (split)");
+      const int64_t nc = n * c;
+      global_pool_finish_kernel<T, kKind><<<static_cast<unsigned>((nc + kThreads - 1) / kThreads), kThreads, 0, s>>>(
+          part, yt, nc, static_cast<int>(splits), spatial);
+    } else if (n * tiles < kFewBlocks && spatial >= 1024) {
       global_pool_nhwc_kernel<T, kKind, 32>
           <<<static_cast<unsigned>(n * tiles), dim3(kChannelTile, 32), 0, s>>>(xt, yt, c, spatial, tiles);
     } else {
@@ -340,9 +403,9 @@ Status global_pool_as(int64_t n, int64_t c, int64_t spatial, bool nhwc, const vo
 
 template <typename T>
 Status global_pool_typed(PoolKind kind, int64_t n, int64_t c, int64_t spatial, bool nhwc, const void* x, void* y,
-                         cudaStream_t s) {
-  return kind == PoolKind::kMax ? global_pool_as<T, PoolKind::kMax>(n, c, spatial, nhwc, x, y, s)
-                                : global_pool_as<T, PoolKind::kAverage>(n, c, spatial, nhwc, x, y, s);
+                         cudaStream_t s, void* ws, int64_t ws_bytes) {
+  return kind == PoolKind::kMax ? global_pool_as<T, PoolKind::kMax>(n, c, spatial, nhwc, x, y, s, ws, ws_bytes)
+                                : global_pool_as<T, PoolKind::kAverage>(n, c, spatial, nhwc, x, y, s, ws, ws_bytes);
 }
 
 }  // namespace
@@ -363,13 +426,15 @@ Status launch_pool2d(PoolKind kind, const Pool2d& p, bool nhwc, DataType dt, con
 }
 
 Status launch_global_pool(PoolKind kind, int64_t n, int64_t c, int64_t spatial, bool nhwc, DataType dt, const void* x,
-                          void* y, void* stream) {
+                          void* y, void* stream, void* workspace, int64_t workspace_bytes) {
   if (n * c == 0) return {};
   auto s = static_cast<cudaStream_t>(stream);
+  void* ws = workspace;
+  const int64_t wb = workspace_bytes;
   switch (dt) {
-    case DataType::kFloat: return global_pool_typed<float>(kind, n, c, spatial, nhwc, x, y, s);
-    case DataType::kFloat16: return global_pool_typed<__half>(kind, n, c, spatial, nhwc, x, y, s);
-    case DataType::kBFloat16: return global_pool_typed<__nv_bfloat16>(kind, n, c, spatial, nhwc, x, y, s);
+    case DataType::kFloat: return global_pool_typed<float>(kind, n, c, spatial, nhwc, x, y, s, ws, wb);
+    case DataType::kFloat16: return global_pool_typed<__half>(kind, n, c, spatial, nhwc, x, y, s, ws, wb);
+    case DataType::kBFloat16: return global_pool_typed<__nv_bfloat16>(kind, n, c, spatial, nhwc, x, y, s, ws, wb);
     default: return invalid("no CUDA global pooling kernel for {}", dtype_name(dt));
   }
 }

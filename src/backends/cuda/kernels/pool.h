@@ -29,8 +29,11 @@ Status launch_pool2d(PoolKind kind, const Pool2d& p, bool nhwc, DataType dt, con
 
 // Global pools of [n, c, spatial] (spatial = the product of the spatial dims) into [n, c]; `nhwc`
 // takes the input as [n, spatial, c]. The max keeps NaN; an empty plane gives NaN (average) or 0
-// (max).
+// (max). With a workspace (kGlobalPoolWorkspace bytes suffice), few NHWC images of few channels
+// over many pixels (batch 1) split the pixels over more blocks and combine float partials in a
+// second launch.
+inline constexpr int64_t kGlobalPoolWorkspace = int64_t{2} * 1024 * 32 * 4;
 Status launch_global_pool(PoolKind kind, int64_t n, int64_t c, int64_t spatial, bool nhwc, DataType dt, const void* x,
-                          void* y, void* stream);
+                          void* y, void* stream, void* workspace = nullptr, int64_t workspace_bytes = 0);
 
 }  // namespace kiln::cuda
