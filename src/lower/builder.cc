@@ -4,6 +4,7 @@
 
 #include "ir/clone.h"
 #include "lower/stages.h"
+#include "lower/timing_cache.h"
 #include "ops/infer.h"
 
 namespace kiln {
@@ -67,7 +68,22 @@ Result<std::shared_ptr<Plan>> build_plan(const Model& model, const BuildOptions&
       precision.ranges = [&]() -> Result<const ValueRanges*> { return &ranges; };
     } else {
       precision.ranges = [&]() -> Result<const ValueRanges*> {
+        // A timing cache keeps the ranges of earlier builds of the same model and sample shapes.
+        TimingCache cache;
+        std::string key;
+        if (!options.timing_cache.empty()) {
+          KILN_ASSIGN_OR_RETURN(cache, TimingCache::load(options.timing_cache));
+          key = sample_ranges_key(*model.graph, profile);
+          if (cache.find_ranges(key, &ranges)) {
+            plan->info.options["fp16-range-check"] = "random samples";
+            return &ranges;
+          }
+        }
         Result<ValueRanges> sampled = sample_ranges(*model.graph, profile, "");
+        if (sampled.ok() && !key.empty()) {
+          cache.put_ranges(key, *sampled);
+          KILN_RETURN_IF_ERROR(cache.save(options.timing_cache));
+        }
         if (sampled.ok()) {
           ranges = std::move(sampled).value();
           plan->info.options["fp16-range-check"] = "random samples";

@@ -46,6 +46,9 @@ Status lower_to_steps(Plan& plan, const BackendSet& backends);
 // profile's smallest shapes, batch 1 where the model leaves the batch open.
 using ValueRanges = std::map<std::string, double>;
 Result<ValueRanges> sample_ranges(const Graph& g, const Profile& profile, const std::string& calib_dir);
+// What the ranges of random samples (calib_dir empty) depend on, as a timing-cache key: the
+// model's structure, attributes and weights, and the sample shapes. Equal keys, equal ranges.
+std::string sample_ranges_key(const Graph& g, const Profile& profile);
 
 // precision.cc: with fp16/bf16 allowed, a float32 step computes in the lowest allowed precision the
 // backend supports for it; its floating-point outputs are stored in that precision. With

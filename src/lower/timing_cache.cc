@@ -25,16 +25,30 @@ Result<TimingCache> TimingCache::load(const std::string& path) {
     }
     c.entries_[key] = {e["tactic"].get<std::string>(), e["ms"].get<double>()};
   }
+  if (j.contains("ranges")) {
+    if (!j["ranges"].is_object()) return invalid("timing cache '{}': \"ranges\" is not an object", path);
+    for (const auto& [key, r] : j["ranges"].items()) {
+      if (!r.is_object()) return invalid("timing cache '{}': ranges '{}' are malformed", path, key);
+      std::map<std::string, double>& m = c.ranges_[key];
+      for (const auto& [value, max] : r.items()) {
+        if (!max.is_number())
+          return invalid("timing cache '{}': range of '{}' in '{}' is not a number", path, value, key);
+        m[value] = max.get<double>();
+      }
+    }
+  }
   return c;
 }
 
 Status TimingCache::save(const std::string& path) const {
   nlohmann::json entries = nlohmann::json::object();
   for (const auto& [k, e] : entries_) entries[k] = {{"tactic", e.tactic}, {"ms", e.ms}};
+  nlohmann::json j{{"format", 1}, {"entries", entries}};
+  if (!ranges_.empty()) j["ranges"] = ranges_;
   std::string tmp = path + ".partial";
   {
     std::ofstream f(tmp, std::ios::trunc);
-    f << nlohmann::json{{"format", 1}, {"entries", entries}}.dump(1) << "\n";
+    f << j.dump(1) << "\n";
     if (!f) {
       std::error_code ec;
       std::filesystem::remove(tmp, ec);
@@ -80,6 +94,18 @@ bool TimingCache::find(const std::string& key, std::string* tactic, double* ms) 
   *tactic = it->second.tactic;
   *ms = it->second.ms;
   return true;
+}
+
+bool TimingCache::find_ranges(const std::string& key, std::map<std::string, double>* ranges) const {
+  auto it = ranges_.find(key);
+  if (it == ranges_.end()) return false;
+  *ranges = it->second;
+  return true;
+}
+
+void TimingCache::put_ranges(const std::string& key, const std::map<std::string, double>& ranges) {
+  ranges_[key] = ranges;
+  dirty_ = true;
 }
 
 void TimingCache::put(const std::string& key, const std::string& tactic, double ms) {

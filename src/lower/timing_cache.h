@@ -1,6 +1,8 @@
 #pragma once
 // Tactic timings, kept in a JSON file so later builds on the same device skip re-timing: for
-// each (device, backend, op signature) the tactic that won and its time.
+// each (device, backend, op signature) the tactic that won and its time. The file also keeps the
+// value ranges an FP16 build sampled (by sample_ranges_key), so a rebuild of the same model
+// does not run it on the reference kernels again.
 #include <map>
 #include <string>
 
@@ -21,6 +23,8 @@ class TimingCache {
   bool find(const std::string& key, std::string* tactic, double* ms) const;
   void put(const std::string& key, const std::string& tactic, double ms);
   size_t size() const { return entries_.size(); }
+  bool find_ranges(const std::string& key, std::map<std::string, double>* ranges) const;
+  void put_ranges(const std::string& key, const std::map<std::string, double>& ranges);
   bool dirty() const { return dirty_; }
 
  private:
@@ -29,6 +33,7 @@ class TimingCache {
     double ms = 0;
   };
   std::map<std::string, Entry> entries_;
+  std::map<std::string, std::map<std::string, double>> ranges_;
   bool dirty_ = false;
 };
 

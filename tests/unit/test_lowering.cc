@@ -5,12 +5,16 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <map>
+
+#include <nlohmann/json.hpp>
 
 #include "core/npy.h"
 #include "graph_compare.h"
 #include "lower/builder.h"
 #include "lower/stages.h"
+#include "lower/timing_cache.h"
 #include "model_builder.h"
 #include "plan_run_util.h"
 #include "runtime/executor.h"
@@ -510,6 +514,67 @@ TEST(Lowering, StepsWhoseValuesOverflowFp16StayInFp32) {
   ASSERT_TRUE(all_fp16.ok()) << all_fp16.status().message();
   EXPECT_EQ(step_named(**all_fp16, "conv1").precision, DataType::kFloat16);
   EXPECT_EQ((**all_fp16).info.options.count("fp16-range-check"), 0u);
+}
+
+// With a timing cache, the ranges sampled for the FP16 check are kept in it under a key of the
+// model and the sample shapes, and a rebuild reads them instead of running the model again: ranges
+// edited in the file decide the rebuild, another model gets its own entry, and malformed ranges
+// are an error naming the file.
+TEST(Lowering, SampledRangesAreKeptInTheTimingCache) {
+  const std::filesystem::path path = std::filesystem::temp_directory_path() / "kiln_range_cache_test.json";
+  std::filesystem::remove(path);
+  Model model = import_model(overflowing_convnet());
+  auto backend = std::make_shared<LayoutBackend>(true);
+  BuildOptions o = fp16_build(backend);
+  o.timing_cache = path.string();
+  auto first = build_plan(model, o);
+  ASSERT_TRUE(first.ok()) << first.status().message();
+  EXPECT_EQ(step_named(**first, "conv1").precision, DataType::kFloat);
+  auto read = [&] {
+    std::ifstream f(path);
+    return nlohmann::json::parse(f);
+  };
+  nlohmann::json j = read();
+  ASSERT_TRUE(j.contains("ranges")) << j.dump();
+  ASSERT_EQ(j["ranges"].size(), 1u);
+  const std::string key = j["ranges"].begin().key();
+  EXPECT_EQ(key.rfind("random-samples|", 0), 0u) << key;
+  EXPECT_EQ(key, sample_ranges_key(*model.graph, (**first).profiles.at(0)));
+  double widest = 0;
+  for (const auto& [value, max] : j["ranges"][key].items()) widest = std::max(widest, max.get<double>());
+  EXPECT_GT(widest, 32752.0);
+
+  // Every range edited to 0: the rebuild finds nothing beyond FP16 and runs conv1 in FP16.
+  for (auto& [value, max] : j["ranges"][key].items()) max = 0.0;
+  {
+    std::ofstream f(path, std::ios::trunc);
+    f << j.dump();
+  }
+  auto second = build_plan(model, o);
+  ASSERT_TRUE(second.ok()) << second.status().message();
+  EXPECT_EQ(step_named(**second, "conv1").precision, DataType::kFloat16) << "the cached ranges were not read";
+  EXPECT_EQ((**second).info.options.at("fp16-range-check"), "random samples");
+
+  // Another model: its own entry beside the first.
+  Model other = import_model(small_convnet());
+  BuildOptions static_shapes = o;  // its batch is fixed at 1
+  static_shapes.min_shapes.clear();
+  static_shapes.max_shapes.clear();
+  auto third = build_plan(other, static_shapes);
+  ASSERT_TRUE(third.ok()) << third.status().message();
+  EXPECT_EQ(read()["ranges"].size(), 2u);
+  EXPECT_NE(sample_ranges_key(*other.graph, Profile{}), key);
+
+  j = read();
+  j["ranges"][key]["conv1"] = "big";
+  {
+    std::ofstream f(path, std::ios::trunc);
+    f << j.dump();
+  }
+  auto bad = build_plan(model, o);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find(path.filename().string()), std::string::npos) << bad.status().message();
+  std::filesystem::remove(path);
 }
 
 // --calib-data: the samples come from DIR/<input>.npy. Inputs of 1e6 make even small filters
