@@ -240,6 +240,8 @@ Result<std::shared_ptr<Library>> load_library(const std::string& cubin) {
   if (auto it = loaded.find(cubin); it != loaded.end()) {
     if (auto lib = it->second.lock()) return lib;
   }
+  // Forget the modules whose engines are gone (a server loading many engines keeps no copies).
+  std::erase_if(loaded, [](const auto& entry) { return entry.second.expired(); });
   cudaLibrary_t lib = nullptr;
   KILN_CUDA_CHECK(cudaLibraryLoadData(&lib, cubin.data(), nullptr, nullptr, 0, nullptr, nullptr, 0));
   auto shared = std::make_shared<Library>(lib);
