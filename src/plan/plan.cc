@@ -34,6 +34,21 @@ bool is_view_op(const Node& n) {
   return n.domain.empty() && ops.count(n.op_type) > 0;
 }
 
+TransferKind transfer_kind(const Plan& plan, const Step& step) {
+  if (!step.node || step.node->domain != "kiln" || step.node->op_type != "Copy") return TransferKind::kNone;
+  auto kind = [&](const std::vector<int>& ids, SlotKind k) {
+    for (int id : ids) {
+      if (id >= 0 && static_cast<size_t>(id) < plan.slots.size() && plan.slots[static_cast<size_t>(id)].kind == k) {
+        return true;
+      }
+    }
+    return false;
+  };
+  if (kind(step.inputs, SlotKind::kInput)) return TransferKind::kHostToDevice;
+  if (kind(step.outputs, SlotKind::kOutput)) return TransferKind::kDeviceToHost;
+  return TransferKind::kNone;
+}
+
 bool transpose_keeps_bytes(const Node& n, Layout in, Layout out) {
   if (!n.domain.empty() || n.op_type != "Transpose" || n.inputs.empty() || !n.inputs[0]) return false;
   const TypeInfo& t = n.inputs[0]->type;

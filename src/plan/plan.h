@@ -74,6 +74,13 @@ struct Step {
   std::map<std::string, double> tactic_times;
 };
 
+// The copies `kiln bench` times apart, as trtexec does: a kiln.Copy step taking a model input to
+// the device (kHostToDevice) or a model output back to the host (kDeviceToHost). Copies around
+// steps that fall back to the CPU are part of the compute.
+enum class TransferKind { kNone, kHostToDevice, kDeviceToHost };
+struct Plan;
+TransferKind transfer_kind(const Plan& plan, const Step& step);
+
 struct MemoryStats {
   int64_t weights = 0;        // bytes of weight blobs
   int64_t arena = 0;          // planned activation peak (arena size) on the plan's device

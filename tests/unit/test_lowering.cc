@@ -235,6 +235,13 @@ TEST(Lowering, ADeviceBackendCopiesInputsInAndOutputsOutUnderTheirNames) {
   const Step& first = p.steps[0];
   const Step& second = p.steps[1];
   EXPECT_EQ(first.node->op_type, "Copy");
+  // The copy of x in and of y out are the transfers `kiln bench` times apart; no other step is.
+  EXPECT_EQ(transfer_kind(p, first), TransferKind::kHostToDevice);
+  EXPECT_EQ(transfer_kind(p, p.steps.back()), TransferKind::kDeviceToHost);
+  EXPECT_EQ(p.steps.back().node->op_type, "Copy");
+  for (size_t i = 1; i + 1 < p.steps.size(); ++i) {
+    EXPECT_EQ(transfer_kind(p, p.steps[i]), TransferKind::kNone) << p.steps[i].name;
+  }
   EXPECT_EQ(second.node->op_type, "Reformat");
   EXPECT_EQ(p.slots[static_cast<size_t>(second.outputs[0])].storage.layout, Layout::kNHWC);
   // The optimized graph with its transition nodes still verifies and computes the same function.
@@ -304,6 +311,15 @@ TEST(Lowering, StepsADeviceLacksRunOnTheCpuThroughCopies) {
   EXPECT_EQ(slot_named(p, "s").storage.device, "cpu");
   // x goes to the device; c1 and c2 come back for the Add on the CPU. Nothing else crosses.
   EXPECT_EQ(count_ops(p)["kiln.Copy"], 3);
+  // Only x's copy is a transfer: the copies around the fallback steps are compute, and y is
+  // computed on the CPU.
+  int in = 0, out = 0;
+  for (const Step& st : p.steps) {
+    in += transfer_kind(p, st) == TransferKind::kHostToDevice;
+    out += transfer_kind(p, st) == TransferKind::kDeviceToHost;
+  }
+  EXPECT_EQ(in, 1);
+  EXPECT_EQ(out, 0);
   EXPECT_GT(p.memory.arena, 0);
   EXPECT_GT(p.memory.host_arena, 0);
   for (const Slot& s : p.slots) {
