@@ -58,6 +58,11 @@ EXPECTED_FUSIONS = {
     "bert_encoder": [("Attention", {"MatMul", "Softmax"}),
                      ("kiln.FusedMatMul", {"MatMul", "Add"})],
     "digits": [("kiln.FusedGemm", {"Gemm", "Relu"})],
+    "yolo_style": [("kiln.FusedConv", {"Conv", "BatchNormalization", "Sigmoid", "Mul"})],
+    "deeplabv3_mobilenet": [("kiln.FusedConv", {"Conv", "BatchNormalization", "HardSwish"}),
+                            ("kiln.FusedConv", {"Conv", "BatchNormalization", "Add"})],
+    "dbnet_style": [("kiln.FusedConv", {"Conv", "BatchNormalization", "Add", "Relu"}),
+                    ("kiln.FusedConv", {"Conv", "Add"})],
 }
 
 
