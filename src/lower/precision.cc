@@ -17,15 +17,20 @@ const char* short_name(DataType p) {
   return p == DataType::kFloat16 ? "fp16" : p == DataType::kBFloat16 ? "bf16" : "fp32";
 }
 
-// The largest magnitude the step reads or stores on the sample inputs (0 where unknown).
-double step_magnitude(const Plan& plan, const Step& st, const ValueRanges& ranges) {
+// The largest magnitude the step reads or stores on the sample inputs (0 where unknown);
+// `sampled`: whether any of its values was seen there (their names come from the source model).
+double step_magnitude(const Plan& plan, const Step& st, const ValueRanges& ranges, bool* sampled) {
   double m = 0;
+  *sampled = false;
   for (const std::vector<int>* ids : {&st.inputs, &st.outputs}) {
     for (int id : *ids) {
       if (id < 0) continue;
       const Slot& s = plan.slots[static_cast<size_t>(id)];
       if (s.kind == SlotKind::kWeight) continue;  // weights are checked where they are converted
-      if (auto it = ranges.find(s.name); it != ranges.end()) m = std::max(m, it->second);
+      if (auto it = ranges.find(s.name); it != ranges.end()) {
+        m = std::max(m, it->second);
+        *sampled = true;
+      }
     }
   }
   return m;
@@ -89,16 +94,21 @@ Status assign_precision(Plan& plan, const BackendSet& backends, const PrecisionO
             ranges_known = true;
           }
         }
+        bool unchecked = false;
         if (p == DataType::kFloat16 && ranges) {
-          const double m = step_magnitude(plan, st, *ranges);
+          bool sampled = false;
+          const double m = step_magnitude(plan, st, *ranges, &sampled);
           if (m > kFp16SafeMagnitude) {
             overflow = "values reach " + magnitude_text(m) + " on the sample inputs, beyond fp16's safe range";
             continue;
           }
+          unchecked = !sampled;
         }
         st.precision = p;
         st.precision_reason = std::string(short_name(p)) + " allowed";
         if (!overflow.empty()) st.precision_reason += " (" + overflow + ")";
+        // Values the optimizer named anew have no sampled range: say the check did not see them.
+        if (unchecked) st.precision_reason += " (its values were not in the range check's samples)";
         break;
       }
       if (st.precision == DataType::kFloat) {

@@ -532,6 +532,36 @@ TEST(Lowering, StepsWhoseValuesOverflowFp16StayInFp32) {
   EXPECT_EQ((**all_fp16).info.options.count("fp16-range-check"), 0u);
 }
 
+// A step none of whose values the range check sampled (values the optimizer named anew) still
+// goes to FP16, and its reason says the check did not see it; a sampled step's reason does not.
+TEST(Lowering, StepsTheRangeCheckDidNotSeeSaySo) {
+  Model model = import_model(small_convnet());
+  auto backend = std::make_shared<LayoutBackend>(true);
+  Plan plan;
+  plan.graph = model.graph;
+  const BackendSet backends = backend_set(backend);
+  ASSERT_TRUE(lower_to_steps(plan, backends).ok());
+  const ValueRanges ranges = {{"x", 1.0}, {"c1", 2.0}};  // what conv1 reads and writes
+  PrecisionOptions o;
+  o.fp16 = true;
+  o.ranges = [&]() -> Result<const ValueRanges*> { return &ranges; };
+  ASSERT_TRUE(assign_precision(plan, backends, o).ok());
+  EXPECT_EQ(step_named(plan, "conv1").precision, DataType::kFloat16);
+  EXPECT_EQ(step_named(plan, "conv1").precision_reason, "fp16 allowed");
+  int unseen = 0;
+  for (const Step& st : plan.steps) {
+    if (st.precision != DataType::kFloat16) continue;
+    bool seen = false;
+    for (const std::vector<int>* ids : {&st.inputs, &st.outputs}) {
+      for (int id : *ids) seen = seen || (id >= 0 && ranges.count(plan.slots[static_cast<size_t>(id)].name) > 0);
+    }
+    const bool says = st.precision_reason.find("not in the range check's samples") != std::string::npos;
+    EXPECT_EQ(says, !seen) << st.name << ": " << st.precision_reason;
+    unseen += !seen;
+  }
+  EXPECT_GE(unseen, 1);
+}
+
 // With a timing cache, the ranges sampled for the FP16 check are kept in it under a key of the
 // model and the sample shapes, and a rebuild reads them instead of running the model again: ranges
 // edited in the file decide the rebuild, another model gets its own entry, and malformed ranges
