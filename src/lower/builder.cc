@@ -57,6 +57,11 @@ Result<std::shared_ptr<Plan>> build_plan(const Model& model, const BuildOptions&
   precision.fp16 = options.fp16;
   precision.bf16 = options.bf16;
   precision.layers = options.layer_precision;
+  // The timing cache (tactic timings, sampled ranges): read once, written once after the tactics.
+  TimingCache cache;
+  if (!options.timing_cache.empty()) {
+    KILN_ASSIGN_OR_RETURN(cache, TimingCache::load(options.timing_cache));
+  }
   ValueRanges ranges;
   if (options.fp16 && (options.fp16_range_check || !options.calib_data.empty())) {
     // The source model (its value names are the steps' slot names), at batch 1 where it leaves the
@@ -69,10 +74,8 @@ Result<std::shared_ptr<Plan>> build_plan(const Model& model, const BuildOptions&
     } else {
       precision.ranges = [&]() -> Result<const ValueRanges*> {
         // A timing cache keeps the ranges of earlier builds of the same model and sample shapes.
-        TimingCache cache;
         std::string key;
         if (!options.timing_cache.empty()) {
-          KILN_ASSIGN_OR_RETURN(cache, TimingCache::load(options.timing_cache));
           key = sample_ranges_key(*model.graph, profile);
           if (cache.find_ranges(key, &ranges)) {
             plan->info.options["fp16-range-check"] = "random samples";
@@ -80,10 +83,7 @@ Result<std::shared_ptr<Plan>> build_plan(const Model& model, const BuildOptions&
           }
         }
         Result<ValueRanges> sampled = sample_ranges(*model.graph, profile, "");
-        if (sampled.ok() && !key.empty()) {
-          cache.put_ranges(key, *sampled);
-          KILN_RETURN_IF_ERROR(cache.save(options.timing_cache));
-        }
+        if (sampled.ok() && !key.empty()) cache.put_ranges(key, *sampled);
         if (sampled.ok()) {
           ranges = std::move(sampled).value();
           plan->info.options["fp16-range-check"] = "random samples";
@@ -98,7 +98,8 @@ Result<std::shared_ptr<Plan>> build_plan(const Model& model, const BuildOptions&
   KILN_RETURN_IF_ERROR(choose_layouts(*plan, backends));
   KILN_RETURN_IF_ERROR(insert_transitions(*plan, backends));
   progress("lower", 0.5);
-  KILN_RETURN_IF_ERROR(select_tactics(*plan, backends, options.timing_cache));
+  KILN_RETURN_IF_ERROR(select_tactics(*plan, backends, cache));
+  if (!options.timing_cache.empty() && cache.dirty()) KILN_RETURN_IF_ERROR(cache.save(options.timing_cache));
   progress("lower", 1.0);
   progress("plan", 0.0);
   // In builds that verify passes, a symbolic type that contradicts the shapes at max is an

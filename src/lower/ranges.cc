@@ -1,10 +1,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <random>
 
+#include "core/hash.h"
 #include "core/npy.h"
 #include "lower/stages.h"
 #include "runtime/executor.h"
@@ -60,81 +60,47 @@ Result<Tensor> random_sample(const Value& v, const Dims& dims, std::mt19937& rng
   return t;
 }
 
-// A 64-bit hash fed word by word (a multiply-xorshift mix per 8 bytes): fast enough to read a
-// model's weights at memory speed, stable across runs and machines of one byte order.
-class Hasher {
- public:
-  void bytes(const void* p, size_t n) {
-    const auto* b = static_cast<const uint8_t*>(p);
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-      uint64_t w;
-      std::memcpy(&w, b + i, 8);
-      mix(w);
-    }
-    uint64_t tail = 0;
-    for (size_t k = 0; i + k < n; ++k) tail |= static_cast<uint64_t>(b[i + k]) << (8 * k);
-    mix(tail ^ (static_cast<uint64_t>(n) << 56));
+void hash_tensor(Hasher& h, const Tensor& t) {
+  h.num(static_cast<int64_t>(t.dtype()));
+  for (int64_t d : t.dims()) h.num(d);
+  if (t.dtype() == DataType::kString) {
+    for (const std::string& s : t.strings()) h.str(s);
+  } else if (t.raw()) {
+    h.bytes(t.raw(), t.nbytes());
   }
-  void str(const std::string& s) { bytes(s.data(), s.size()); }
-  void num(int64_t v) { bytes(&v, sizeof v); }
-  void tensor(const Tensor& t) {
-    num(static_cast<int64_t>(t.dtype()));
-    for (int64_t d : t.dims()) num(d);
-    if (t.dtype() == DataType::kString) {
-      for (const std::string& s : t.strings()) str(s);
-    } else if (t.raw()) {
-      bytes(t.raw(), t.nbytes());
-    }
-  }
-  void graph(const Graph& g) {
-    for (const Value* v : g.inputs) {
-      str(v->name);
-      str(v->type.to_string());
-    }
-    for (const Value* v : g.initializers) {
-      str(v->name);
-      if (v->initializer) tensor(*v->initializer);
-    }
-    for (const auto& n : g.nodes()) {
-      str(n->domain);
-      str(n->op_type);
-      num(n->opset);
-      for (const Value* v : n->inputs) str(v ? v->name : "-");
-      for (const Value* v : n->outputs) str(v ? v->name : "-");
-      for (const auto& [key, a] : n->attrs) {
-        str(key);
-        num(static_cast<int64_t>(a.type));
-        bytes(&a.f, sizeof a.f);
-        num(a.i);
-        str(a.s);
-        tensor(a.t);
-        for (float f : a.floats) bytes(&f, sizeof f);
-        for (int64_t i : a.ints) num(i);
-        for (const std::string& x : a.strings) str(x);
-        for (const Tensor& t : a.tensors) tensor(t);
-        if (a.g) graph(*a.g);
-        for (const auto& sub : a.graphs) graph(*sub);
-      }
-    }
-    for (const Value* v : g.outputs) str(v->name);
-  }
-  uint64_t value() const { return h_; }
+}
 
- private:
-  void mix(uint64_t w) {
-    h_ ^= w + 0x9e3779b97f4a7c15ull + (h_ << 6) + (h_ >> 2);
-    h_ *= 0xff51afd7ed558ccdull;
-    h_ ^= h_ >> 33;
+// Everything the graph computes from: inputs, weights, nodes with their attributes (subgraphs
+// included), outputs.
+void hash_graph(Hasher& h, const Graph& g) {
+  for (const Value* v : g.inputs) h.str(v->name).str(v->type.to_string());
+  for (const Value* v : g.initializers) {
+    h.str(v->name);
+    if (v->initializer) hash_tensor(h, *v->initializer);
   }
-  uint64_t h_ = 0xcbf29ce484222325ull;
-};
+  for (const auto& n : g.nodes()) {
+    h.str(n->domain).str(n->op_type).num(n->opset);
+    for (const Value* v : n->inputs) h.str(v ? v->name : "-");
+    for (const Value* v : n->outputs) h.str(v ? v->name : "-");
+    for (const auto& [key, a] : n->attrs) {
+      h.str(key).num(static_cast<int64_t>(a.type)).bytes(&a.f, sizeof a.f).num(a.i).str(a.s);
+      hash_tensor(h, a.t);
+      for (float f : a.floats) h.bytes(&f, sizeof f);
+      for (int64_t i : a.ints) h.num(i);
+      for (const std::string& x : a.strings) h.str(x);
+      for (const Tensor& t : a.tensors) hash_tensor(h, t);
+      if (a.g) hash_graph(h, *a.g);
+      for (const auto& sub : a.graphs) hash_graph(h, *sub);
+    }
+  }
+  for (const Value* v : g.outputs) h.str(v->name);
+}
 
 }  // namespace
 
 std::string sample_ranges_key(const Graph& g, const Profile& profile) {
   Hasher h;
-  h.graph(g);
+  hash_graph(h, g);
   for (const Value* v : g.inputs) {
     Result<Dims> dims = sample_dims(*v, profile);
     if (dims.ok()) {

@@ -17,6 +17,7 @@
 
 #include "backends/backend.h"
 #include "lower/builder.h"
+#include "lower/timing_cache.h"
 #include "plan/plan.h"
 
 namespace kiln {
@@ -79,9 +80,10 @@ Status insert_transitions(Plan& plan, const BackendSet& backends);
 // The storage step `st` reads its input `k` in.
 Storage wanted_storage(const Plan& plan, const Step& st, size_t k, const std::string& device);
 
-// tactics.cc: a tactic per step (timed on the backend when it offers several, the choice kept in
-// the timing cache at `timing_cache` when given) and the largest workspace any asks for.
-Status select_tactics(Plan& plan, const BackendSet& backends, const std::string& timing_cache);
+// tactics.cc: a tactic per step (timed on the backend when it offers several, or taken from
+// `cache`, where the choice is kept) and the largest workspace any asks for. The caller saves the
+// cache.
+Status select_tactics(Plan& plan, const BackendSet& backends, TimingCache& cache);
 
 // memory.cc: sizes at the profile's largest shapes (shape computations evaluated), lifetimes,
 // in-place pairs and the arena placement: one arena on the plan's `device` and, when that is not

@@ -130,8 +130,7 @@ std::string timed_at(const Plan& plan, const Step& st, const std::vector<TypeInf
 
 }  // namespace
 
-Status select_tactics(Plan& plan, const BackendSet& backends, const std::string& timing_cache) {
-  KILN_ASSIGN_OR_RETURN(TimingCache cache, TimingCache::load(timing_cache));
+Status select_tactics(Plan& plan, const BackendSet& backends, TimingCache& cache) {
   for (const auto& b : {backends.primary, backends.fallback}) {
     if (b) KILN_RETURN_IF_ERROR(b->prepare_tactics(plan));
   }
@@ -179,7 +178,6 @@ Status select_tactics(Plan& plan, const BackendSet& backends, const std::string&
     }
     plan.memory.workspace = std::max(plan.memory.workspace, backend.workspace_bytes(n, st.tactic));
   }
-  if (!timing_cache.empty() && cache.dirty()) KILN_RETURN_IF_ERROR(cache.save(timing_cache));
   return {};
 }
 

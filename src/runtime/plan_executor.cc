@@ -179,9 +179,7 @@ class ArenaPlanExecutor : public PlanExecutor {
           reads_host_values_[i] = true;
         }
       }
-      for (int id : st.outputs) {
-        if (copy && id >= 0 && p.slots[static_cast<size_t>(id)].kind == SlotKind::kOutput) transfer_step_[i] = true;
-      }
+      if (transfer_kind(p, st) != TransferKind::kNone) transfer_step_[i] = true;
     }
   }
 

@@ -88,9 +88,9 @@ inline onnx::ModelProto add_relu_model() {
   return m;
 }
 
-// A float32 initializer of `dims` uniform in [lo, hi), the same for the same seed.
-inline void add_random_weight(onnx::GraphProto* g, const std::string& name, const std::vector<int64_t>& dims,
-                              uint32_t seed, float lo = -1, float hi = 1) {
+// A float32 initializer of `dims` whose element i (row-major) is value(i), called in order.
+template <typename Fill>
+void add_float_initializer(onnx::GraphProto* g, const std::string& name, const std::vector<int64_t>& dims, Fill value) {
   auto* t = g->add_initializer();
   t->set_name(name);
   t->set_data_type(onnx::TensorProto::FLOAT);
@@ -99,9 +99,15 @@ inline void add_random_weight(onnx::GraphProto* g, const std::string& name, cons
     t->add_dims(d);
     n *= d;
   }
+  for (int64_t i = 0; i < n; ++i) t->add_float_data(value(i));
+}
+
+// A float32 initializer of `dims` uniform in [lo, hi), the same for the same seed.
+inline void add_random_weight(onnx::GraphProto* g, const std::string& name, const std::vector<int64_t>& dims,
+                              uint32_t seed, float lo = -1, float hi = 1) {
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> u(lo, hi);
-  for (int64_t i = 0; i < n; ++i) t->add_float_data(u(rng));
+  add_float_initializer(g, name, dims, [&](int64_t) { return u(rng); });
 }
 
 }  // namespace kiln::testing

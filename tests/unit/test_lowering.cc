@@ -73,15 +73,7 @@ onnx::ModelProto small_convnet() {
   auto* g = m.mutable_graph();
   add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {1, 3, 8, 8});
   auto init = [&](const std::string& name, std::vector<int64_t> dims) {
-    auto* t = g->add_initializer();
-    t->set_name(name);
-    t->set_data_type(onnx::TensorProto::FLOAT);
-    int64_t n = 1;
-    for (int64_t d : dims) {
-      t->add_dims(d);
-      n *= d;
-    }
-    for (int64_t i = 0; i < n; ++i) t->add_float_data(0.05f * static_cast<float>((i * 7) % 13 - 6));
+    add_float_initializer(g, name, dims, [](int64_t i) { return 0.05f * static_cast<float>((i * 7) % 13 - 6); });
   };
   init("w1", {4, 3, 3, 3});
   init("w2", {4, 4, 3, 3});
@@ -380,12 +372,8 @@ TEST(Lowering, TransposesBetweenNchwAndNhwcKeepTheirBytes) {
   auto* g = m.mutable_graph();
   add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {2, 3, 5, 6});
   for (const char* w : {"w1", "w2"}) {
-    auto* t = g->add_initializer();
-    t->set_name(w);
-    t->set_data_type(onnx::TensorProto::FLOAT);
     const int64_t c = std::string(w) == "w1" ? 3 : 4;
-    for (int64_t d : {int64_t{4}, c, int64_t{1}, int64_t{1}}) t->add_dims(d);
-    for (int64_t i = 0; i < 4 * c; ++i) t->add_float_data(0.1f * static_cast<float>(i % 7 - 3));
+    add_float_initializer(g, w, {4, c, 1, 1}, [](int64_t i) { return 0.1f * static_cast<float>(i % 7 - 3); });
   }
   add_node(g, "Conv", {"x", "w1"}, {"c1"}, "conv1");
   add_ints_attr(add_node(g, "Transpose", {"c1"}, {"t1"}, "to_nhwc"), "perm", {0, 2, 3, 1});

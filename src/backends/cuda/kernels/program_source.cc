@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include "core/hash.h"
+
 namespace kiln::cuda {
 namespace {
 
@@ -185,18 +187,8 @@ Result<std::string> kernel_body(const ProgramEntry& e) {
   return s;
 }
 
-// FNV-1a, 64 bits: a stable name for a kernel body.
-uint64_t fnv1a(const std::string& s) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return h;
-}
-
 std::string name_of(const std::string& body) {
-  return fmt::format("kiln_prog_{:016x}", fnv1a(body));
+  return fmt::format("kiln_prog_{:016x}", Hasher().str(body).value());
 }
 
 }  // namespace
