@@ -23,6 +23,12 @@ namespace kiln {
 // - GELU/SiLU recognition before bias/activation fusion, so MatMul+bias+GELU fuses as one step.
 // - LayerNorm/RMSNorm and attention recognition before elementwise fusion, which would otherwise
 //   swallow their Sub/Pow/Div/Mul pieces into generic fused chains.
+// - Channel-scale folding after BatchNorm folding (whose MatMul bias Add it folds through) and the
+//   recognition passes (a scale Mul a pattern reads, like attention's, is theirs first), and
+//   before bias/activation fusion, which then takes the MatMul's new bias and the residual Add the
+//   pass moved in front of the Transpose. The Transpose pairs that move leaves between consecutive
+//   blocks (Transpose(Transpose(x, perm), perm^-1)) are cancelled by Transpose/reshape folding on
+//   the next sweep.
 // - Elementwise fusion last: it takes whatever elementwise ops remain.
 // - Dead-code elimination last in each sweep to drop what the rewrites left unused.
 const std::vector<PassInfo>& all_passes() {
@@ -37,6 +43,7 @@ const std::vector<PassInfo>& all_passes() {
       silu_recognition_pass(),
       layernorm_recognition_pass(),
       attention_recognition_pass(),
+      channel_scale_folding_pass(),  // before bias/activation fusion (above)
       bias_activation_fusion_pass(),
       elementwise_fusion_pass(),
       dead_code_pass(),

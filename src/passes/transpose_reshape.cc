@@ -1,7 +1,7 @@
-// Merges chains of layout ops: Transpose(Transpose(x)) becomes one Transpose (or nothing), and a
-// chain of Reshape/Flatten/Squeeze/Unsqueeze becomes one Reshape: with the static result as its
-// shape, or for symbolic results with 0 for the dims copied from x and -1 where exact; two
-// Unsqueezes become one Unsqueeze.
+// Merges chains of layout ops: Transpose(Transpose(x)) becomes one Transpose (or x, also when the
+// inner Transpose has other readers), and a chain of Reshape/Flatten/Squeeze/Unsqueeze becomes one
+// Reshape: with the static result as its shape, or for symbolic results with 0 for the dims copied
+// from x and -1 where exact; two Unsqueezes become one Unsqueeze.
 #include <optional>
 #include <set>
 
@@ -81,7 +81,8 @@ PassInfo transpose_reshape_pass() {
               const Uses& uses = *cached;
               Value* mid = n.inputs[0];
               Node* p = mid->producer;
-              if (!p || uses.sole_consumer(mid) != &n || p->inputs.empty() || !p->inputs[0]) continue;
+              if (!p || p->inputs.empty() || !p->inputs[0]) continue;
+              const bool only_reader = uses.sole_consumer(mid) == &n;
               Value* x = p->inputs[0];
               if (n.op_type == "Transpose" && n.domain.empty() && p->op_type == "Transpose" && p->domain.empty()) {
                 if (!x->type.shape.rank_known) continue;
@@ -94,9 +95,14 @@ PassInfo transpose_reshape_pass() {
                   merged[k] = p1[static_cast<size_t>(p2[k])];
                   identity = identity && merged[k] == static_cast<int64_t>(k);
                 }
+                // An inverse pair reads x itself whoever else reads the first Transpose (which
+                // then stays for them): a residual stream kept in one layout meets Transpose(x, perm)
+                // read by a Conv and by Transpose(., perm^-1). Merging two permutations saves a node
+                // only when the first Transpose goes.
+                if (!identity && !only_reader) continue;
                 if (identity) {
                   if (!replace_value(g, n.outputs[0], x)) continue;
-                  g.erase_nodes_if([&](const Node& k) { return &k == &n || &k == p; });
+                  g.erase_nodes_if([&](const Node& k) { return &k == &n || (only_reader && &k == p); });
                 } else {
                   Attribute a;
                   a.type = AttrType::kInts;
@@ -112,6 +118,7 @@ PassInfo transpose_reshape_pass() {
                 i = 0;
                 continue;
               }
+              if (!only_reader) continue;
               if (reshape_like(n) && reshape_like(*p)) {
                 const TypeInfo& t = n.outputs[0]->type;
                 if (t.kind != TypeInfo::Kind::kTensor || !t.shape.rank_known) continue;

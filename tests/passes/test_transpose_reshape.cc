@@ -55,6 +55,28 @@ TEST(TransposeReshape, KeepsAnIntermediateOthersRead) {
   EXPECT_EQ(count_ops(*m.graph, "Transpose"), 2);
 }
 
+// An inverse pair whose first Transpose has other readers: the second reads x itself, the first
+// stays for the others. A non-inverse pair stays then (merging would not save a node).
+TEST(TransposeReshape, CancelsAnInversePairWhoseFirstTransposeOthersRead) {
+  Proto p;
+  p.input("x", {2, 3, 4});
+  p.output("y");
+  p.output("z");
+  p.output("w");
+  attr_ints(p.node("Transpose", {"x"}, {"t1"}), "perm", {2, 0, 1});
+  p.node("Relu", {"t1"}, {"y"});
+  attr_ints(p.node("Transpose", {"t1"}, {"t2"}), "perm", {1, 2, 0});
+  p.node("Exp", {"t2"}, {"z"});
+  attr_ints(p.node("Transpose", {"t1"}, {"t3"}), "perm", {0, 2, 1});
+  p.node("Neg", {"t3"}, {"w"});
+  int fired = 0;
+  Model m = optimize(p, "fold-transposes-reshapes", &fired);
+  EXPECT_EQ(fired, 1);
+  EXPECT_EQ(count_ops(*m.graph, "Transpose"), 2);
+  EXPECT_EQ(find_op(*m.graph, "Exp")->inputs[0], m.graph->inputs[0]);
+  EXPECT_EQ(find_op(*m.graph, "Relu")->inputs[0]->producer->op_type, "Transpose");
+}
+
 // The BERT mask: Unsqueeze(Unsqueeze(mask, 1), 2) on [batch, seq] is one Unsqueeze, exact for
 // every shape.
 TEST(TransposeReshape, MergesUnsqueezesOfSymbolicShapes) {
