@@ -95,7 +95,7 @@ bool channel_values(const Tensor& k, const Value* v, int64_t axis, int64_t chann
 
 // --- 1. Scale and shift ---
 
-struct Step {
+struct ChannelOp {
   Node* node = nullptr;
   bool scale = false;          // Mul (else Add)
   size_t chain_input = 0;      // the input that reads the chain
@@ -107,7 +107,7 @@ struct Chain {
   bool fused = false;
   int64_t channels = 0;
   std::vector<double> bias;  // a FusedMatMul's bias per channel (empty: none)
-  std::vector<Step> steps;
+  std::vector<ChannelOp> ops;
 };
 
 bool is_fused_matmul(const Node& n) {
@@ -154,14 +154,14 @@ std::optional<Chain> find_chain(Node& m, const Uses& uses) {
     }
     if (c->op_type != "Mul" && c->op_type != "Add") break;
     const Tensor* k = constant_of(other_input(*c, v));
-    Step s;
+    ChannelOp s;
     s.node = c;
     s.scale = c->op_type == "Mul";
     s.chain_input = c->inputs[0] == v ? 0 : 1;
     if (!k || k->dtype() != w->dtype() || !channel_values(*k, v, axis, ch.channels, &s.values)) break;
     // A lone bias Add right after a MatMul is already what fuse-bias-activation takes.
-    worth_it = worth_it || s.scale || ch.fused || !ch.steps.empty() || through_transpose > 0;
-    ch.steps.push_back(std::move(s));
+    worth_it = worth_it || s.scale || ch.fused || !ch.ops.empty() || through_transpose > 0;
+    ch.ops.push_back(std::move(s));
     v = c->outputs[0];
   }
   if (!worth_it) return std::nullopt;
@@ -175,7 +175,7 @@ void fold_affine(const Chain& ch, const Tensor& w, Tensor* w_out, Tensor* bias_o
   std::vector<T> scale(c, T(1)), shift(c, T(0));
   for (size_t i = 0; i < ch.bias.size(); ++i) shift[i] = static_cast<T>(ch.bias[i]);
   *scaled = false;
-  for (const Step& s : ch.steps) {
+  for (const ChannelOp& s : ch.ops) {
     for (size_t i = 0; i < c; ++i) {
       const T x = static_cast<T>(s.values[i]);
       if (s.scale) {
@@ -210,13 +210,13 @@ void fold_chain(Graph& g, const Chain& ch) {
   }
   bool shifted = !ch.bias.empty();
   std::vector<Node*> scales, shifts;
-  for (const Step& s : ch.steps) {
+  for (const ChannelOp& s : ch.ops) {
     (s.scale ? scales : shifts).push_back(s.node);
     shifted = shifted || !s.scale;
   }
   if (scaled) m.inputs[1] = add_constant(g, m.inputs[1]->name + "_scaled", std::move(w_new));
   // Each folded node's readers read its chain input instead; a graph output keeps its name.
-  for (const Step& s : ch.steps) replace_value(g, s.node->outputs[0], s.node->inputs[s.chain_input]);
+  for (const ChannelOp& s : ch.ops) replace_value(g, s.node->outputs[0], s.node->inputs[s.chain_input]);
   const std::string base = m.name.empty() ? "matmul" : m.name;
   if (shifted) {
     Value* b = add_constant(g, base + "_bias", std::move(bias));
@@ -239,7 +239,7 @@ void fold_chain(Graph& g, const Chain& ch) {
   }
   for (Node* n : scales) absorb_provenance(&m, *n);
   std::set<const Node*> gone;
-  for (const Step& s : ch.steps) gone.insert(s.node);
+  for (const ChannelOp& s : ch.ops) gone.insert(s.node);
   g.erase_nodes_if([&](const Node& n) { return gone.count(&n) > 0; });
 }
 
