@@ -2,18 +2,8 @@
 #include "ops/nn_common.h"
 
 namespace kiln {
-namespace {
+namespace nn {
 
-using nn::Window;
-
-struct TransposeSetup {
-  int64_t n = 0, c = 0, m = 0, group = 1;
-  Window win;  // win.in: output image dims, win.out: input spatial dims (the column grid)
-  Dims out_dims;
-};
-
-// X [N, C, D...], W [C, M/group, k...]. Output spatial size and pads follow the spec: output_shape
-// wins over pads; otherwise auto_pad SAME_* gives in*stride; else the explicit-pads formula.
 Result<TransposeSetup> transpose_setup(const Node& node, const Dims& xd, const Dims& wd) {
   if (xd.size() < 3) return invalid("X must have rank >= 3 (N, C, spatial...), got rank {}", xd.size());
   if (wd.size() != xd.size()) return invalid("W has rank {} but X has rank {}", wd.size(), xd.size());
@@ -94,6 +84,14 @@ Result<TransposeSetup> transpose_setup(const Node& node, const Dims& xd, const D
     return invalid("transposed convolution is too large to compute");
   return ts;
 }
+
+}  // namespace nn
+
+namespace {
+
+using nn::transpose_setup;
+using nn::TransposeSetup;
+using nn::Window;
 
 Status conv_transpose_kernel(OpContext& ctx) {
   const Tensor& x = ctx.input(0);

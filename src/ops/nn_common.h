@@ -79,6 +79,17 @@ void split_same_pad(AutoPad ap, int64_t total, int64_t* begin, int64_t* end);
 // stored at [kk * out_size + o], or -1 when the tap falls in the padding.
 std::vector<int64_t> tap_offsets(const Window& w);
 
+// ConvTranspose's geometry: X [N, C, D...], W [C, M/group, k...]. win.in holds the output image
+// dims and win.out the input's spatial dims (the column grid); win.pads are the pads taken off
+// the full result. Output spatial size and pads follow the spec: output_shape wins over pads;
+// otherwise auto_pad SAME_* gives in * stride; else the explicit-pads formula.
+struct TransposeSetup {
+  int64_t n = 0, c = 0, m = 0, group = 1;
+  Window win;
+  Dims out_dims;  // [N, M, out...]
+};
+Result<TransposeSetup> transpose_setup(const Node& node, const Dims& xd, const Dims& wd);
+
 // Gathers the receptive fields of `channels` planar images (spatial dims w.in) into a row-major
 // [channels * kernel_size, out_size] matrix; taps falling in the padding read 0.
 void im2col(const double* img, int64_t channels, const Window& w, double* col);

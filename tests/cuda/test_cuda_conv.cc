@@ -5,6 +5,7 @@
 // visible.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -148,6 +149,30 @@ TEST(CudaConv, UnfusedTacticMatchesTheReference) {
   }
 }
 
+// Pointwise convolutions as one GEMM (the "gemm" tactic): bias, residual and Relu/GELU in
+// cuBLASLt's epilogue, other activations (Sigmoid, Clip) as a pass; odd channel counts (1, 3, 7,
+// 257) and pixel counts; a batch of 1 and 3 at each shape.
+TEST(CudaConv, GemmTacticMatchesTheReference) {
+  SKIP_WITHOUT_GPU();
+  const std::vector<ConvCase> cases = {
+      {"1x1_bias_relu", 16, 24, 7, 9, 1, 1, 0, 1, 1, true, false, "Relu"},
+      {"1x1_residual_relu", 32, 64, 14, 14, 1, 1, 0, 1, 1, true, true, "Relu"},
+      {"1x1_no_bias", 7, 3, 5, 3, 1, 1, 0, 1, 1, false, false, ""},
+      {"1x1_residual_only", 24, 16, 9, 9, 1, 1, 0, 1, 1, false, true, ""},
+      {"1x1_sigmoid", 1, 257, 3, 7, 1, 1, 0, 1, 1, true, false, "Sigmoid"},
+      {"1x1_clip", 257, 8, 1, 1, 1, 1, 0, 1, 1, true, false, "Clip"},
+  };
+  for (const ConvCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    std::vector<std::vector<RValue>> sets;
+    for (int64_t n : {1, 3}) {
+      sets.push_back({RValue::of(random_float({n, c.c, c.h, c.w}, static_cast<uint32_t>(n + 51)))});
+    }
+    expect_cuda_matches_reference(conv_model(c), {{"x", {1, c.c, c.h, c.w}}}, {{"x", {3, c.c, c.h, c.w}}}, sets,
+                                  {"Conv", "FusedConv"}, kAllPrecisions, Layout::kNHWC, "gemm");
+  }
+}
+
 // The engine configurations cuDNN's heuristics rank lower, fused and unfused, compute the same:
 // each forced in FP16 and BF16 (in strict FP32 the tensor-core configurations are barred, so which
 // ranks exist depends on the convolution).
@@ -189,8 +214,41 @@ TEST(CudaConv, TacticNamesRoundTrip) {
     }
   }
   cuda::ConvTactic parsed;
-  for (const char* bad : {"cuda", "depthwise", "cudnn:", "cudnn:x", "cudnn:-1", "cudnn-fused:1", "cudnn:12345"}) {
+  for (const char* bad :
+       {"cuda", "depthwise", "gemm", "cudnn:", "cudnn:x", "cudnn:-1", "cudnn-fused:1", "cudnn:12345"}) {
     EXPECT_FALSE(cuda::parse_conv_tactic(bad, &parsed)) << bad;
+  }
+}
+
+// The GEMM tactic is offered, last, to pointwise convolutions only: 1x1, stride 1, no padding,
+// one group.
+TEST(CudaConv, GemmTacticOfferedToPointwiseConvolutions) {
+  struct Offer {
+    ConvCase c;
+    bool gemm;
+  };
+  const std::vector<Offer> offers = {
+      {{"pointwise", 16, 24, 7, 9, 1, 1, 0, 1, 1, true, false, "Relu"}, true},
+      {{"pointwise_no_epilogue", 16, 24, 7, 9, 1, 1, 0, 1, 1, false, false, ""}, true},
+      {{"3x3", 16, 24, 7, 9, 3, 1, 1, 1, 1, true, false, "Relu"}, false},
+      {{"1x1_stride2", 16, 24, 7, 9, 1, 2, 0, 1, 1, true, false, ""}, false},
+      {{"1x1_padded", 16, 24, 7, 9, 1, 1, 1, 1, 1, true, false, ""}, false},
+      {{"1x1_grouped", 16, 24, 7, 9, 1, 1, 0, 1, 4, true, false, ""}, false},
+  };
+  for (const Offer& o : offers) {
+    Model model = import_model(conv_model(o.c));
+    const Node* conv = nullptr;
+    for (const auto& n : model.graph->nodes()) {
+      if (n->op_type == "Conv") conv = n.get();
+    }
+    ASSERT_NE(conv, nullptr);
+    const std::vector<std::string> t = cuda::conv_tactics(*conv);
+    EXPECT_EQ(cuda::conv_is_pointwise(*conv), o.gemm) << o.c.name;
+    EXPECT_EQ(std::count(t.begin(), t.end(), "gemm"), o.gemm ? 1 : 0) << o.c.name;
+    if (o.gemm) {
+      EXPECT_EQ(t.back(), "gemm") << o.c.name;
+    }
+    EXPECT_EQ(t.front(), "cudnn") << o.c.name;
   }
 }
 
@@ -289,6 +347,67 @@ TEST(CudaConv, DepthwiseKernelMatchesTheReference) {
       sets.push_back({RValue::of(random_float({n, c.c, c.h, c.w}, static_cast<uint32_t>(n + 5)))});
     expect_cuda_matches_reference(conv_model(c), {{"x", {1, c.c, c.h, c.w}}}, {{"x", {3, c.c, c.h, c.w}}}, sets,
                                   {"Conv", "FusedConv"}, modes, Layout::kNHWC, "depthwise");
+  }
+}
+
+struct ConvTransposeCase {
+  std::string name;
+  int64_t c, m, h, w, r, s, stride, group, dilation;
+  std::vector<int64_t> pads, output_padding, output_shape;
+  bool bias;
+  std::string auto_pad = "";
+};
+
+onnx::ModelProto conv_transpose_model(const ConvTransposeCase& c) {
+  onnx::ModelProto m = make_model(17);
+  auto* g = m.mutable_graph();
+  add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, c.c, c.h, c.w}, {"n", "", "", ""});
+  add_random_weight(g, "w", {c.c, c.m / c.group, c.r, c.s}, 1, -0.3f, 0.3f);
+  std::vector<std::string> in = {"x", "w"};
+  if (c.bias) {
+    add_random_weight(g, "b", {c.m}, 2, -0.3f, 0.3f);
+    in.push_back("b");
+  }
+  auto* t = add_node(g, "ConvTranspose", in, {"y"}, "deconv");
+  add_ints_attr(t, "strides", {c.stride, c.stride});
+  add_ints_attr(t, "dilations", {c.dilation, c.dilation});
+  add_int_attr(t, "group", c.group);
+  if (!c.pads.empty()) add_ints_attr(t, "pads", c.pads);
+  if (!c.output_padding.empty()) add_ints_attr(t, "output_padding", c.output_padding);
+  if (!c.output_shape.empty()) add_ints_attr(t, "output_shape", c.output_shape);
+  if (!c.auto_pad.empty()) {
+    auto* a = t->add_attribute();
+    a->set_name("auto_pad");
+    a->set_type(onnx::AttributeProto::STRING);
+    a->set_s(c.auto_pad);
+  }
+  g->add_output()->set_name("y");
+  return m;
+}
+
+// Transposed convolutions on Kiln's own NHWC kernel: the 2x2 stride-2 upsampling of FPN and DBNet
+// heads, 3x3 and 4x4 windows with pads, output_padding, output_shape and SAME pads, groups,
+// dilation, odd sizes and channel counts (1, 3, 7, 257), with and without a bias.
+TEST(CudaConv, ConvTransposeMatchesTheReference) {
+  SKIP_WITHOUT_GPU();
+  const std::vector<ConvTransposeCase> cases = {
+      {"2x2_stride2", 16, 8, 7, 9, 2, 2, 2, 1, 1, {}, {}, {}, true},
+      {"3x3_stride2_pads_outpad", 7, 5, 6, 5, 3, 3, 2, 1, 1, {1, 1, 1, 1}, {1, 1}, {}, true},
+      {"4x4_stride2_pad1", 3, 257, 5, 4, 4, 4, 2, 1, 1, {1, 1, 1, 1}, {}, {}, false},
+      {"asymmetric_pads", 4, 6, 5, 7, 3, 2, 3, 1, 1, {0, 2, 1, 0}, {}, {}, true},
+      {"grouped_dilated", 8, 12, 6, 6, 3, 3, 1, 4, 2, {2, 2, 2, 2}, {}, {}, true},
+      {"output_shape", 6, 4, 5, 5, 3, 3, 2, 1, 1, {}, {}, {12, 11}, true},
+      {"same_upper", 5, 3, 4, 6, 3, 3, 2, 1, 1, {}, {}, {}, false, "SAME_UPPER"},
+      {"1x1_channel_1", 1, 1, 3, 1, 1, 1, 1, 1, 1, {}, {}, {}, true},
+  };
+  for (const ConvTransposeCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    std::vector<std::vector<RValue>> sets;
+    for (int64_t n : {1, 3}) {
+      sets.push_back({RValue::of(random_float({n, c.c, c.h, c.w}, static_cast<uint32_t>(n + 11)))});
+    }
+    expect_cuda_matches_reference(conv_transpose_model(c), {{"x", {1, c.c, c.h, c.w}}}, {{"x", {3, c.c, c.h, c.w}}},
+                                  sets, {"ConvTranspose"}, kAllPrecisions, Layout::kNHWC);
   }
 }
 

@@ -2,7 +2,9 @@
 // filter in KRSC, the bias, the residual and the activation in the same cuDNN graph where cuDNN
 // has the pointwise mode, the rest as one pass over the output. One graph per input shape, built
 // when the shape is first prepared, running the engine configuration the tactic names: the
-// heuristics' first supported one, or the one they rank K-th (the builder times several).
+// heuristics' first supported one, or the one they rank K-th (the builder times several). A
+// pointwise convolution (1x1, stride 1, no padding, one group) is also one GEMM over the NHWC
+// pixels, the "gemm" tactic, through cuBLASLt with bias, residual and Relu/GELU in its epilogue.
 #include <cudnn.h>
 #include <cudnn_frontend.h>
 
@@ -15,6 +17,7 @@
 #include "backends/cuda/kernel_family.h"
 #include "backends/cuda/kernels/activation.h"
 #include "backends/cuda/kernels/elementwise.h"
+#include "backends/cuda/kernels/gemm.h"
 #include "ops/fused.h"
 
 namespace fe = cudnn_frontend;
@@ -270,6 +273,88 @@ class ConvKernel : public DeviceKernel {
   std::map<std::string, std::unique_ptr<Prepared>> cache_;
 };
 
+// A pointwise convolution as one GEMM: the NHWC input is [N*H*W, C] row-major and the KRSC
+// filter [K, C], so Y[N*H*W, K] = X x W^T, with the bias per column, the residual (NHWC like Y)
+// as the accumulator and Relu or GELU in cuBLASLt's epilogue; other activations are one pass.
+class ConvGemmKernel : public DeviceKernel {
+ public:
+  ConvGemmKernel(const Node& n, DataType dt, bool tf32) : dtype_(dt), tf32_(tf32) {
+    const Attribute* a = n.attr("activation");
+    const Attribute* p = n.attr("activation_params");
+    activation_of(a ? a->s : "", p ? p->floats : std::vector<float>{}, &act_);
+  }
+
+  Status prepare(std::span<const TensorView> in, std::span<const TensorView> out) override {
+    (void)out;
+    return runner_for(in).status();
+  }
+
+  Status enqueue(std::span<const TensorView> in, std::span<TensorView> out, const KernelContext& ctx) override {
+    KILN_ASSIGN_OR_RETURN(Prepared * p, runner_for(in));
+    out[0].dims = p->out_dims;
+    if (!p->runner) return {};  // no pixels
+    const bool bias = in.size() > 2 && !in[2].omitted, z = in.size() > 3 && !in[3].omitted;
+    KILN_RETURN_IF_ERROR(p->runner->run(input_data(in[0], 0), input_data(in[1], 1), z ? input_data(in[3], 3) : nullptr,
+                                        out[0].data, bias ? input_data(in[2], 2) : nullptr, 1.0f, z ? 1.0f : 0.0f,
+                                        ctx.workspace, ctx.workspace_bytes, ctx.stream));
+    if (p->post_activation) {
+      KILN_RETURN_IF_ERROR(
+          launch_activation(act_, dtype_, out[0].data, out[0].data, shape_numel(p->out_dims), ctx.stream));
+    }
+    return {};
+  }
+
+ private:
+  struct Prepared {
+    std::unique_ptr<GemmRunner> runner;
+    Dims out_dims;
+    bool post_activation = false;
+  };
+
+  Result<Prepared*> runner_for(std::span<const TensorView> in) {
+    const Dims& x = in[0].dims;
+    const Dims& w = in[1].dims;
+    if (x.size() != 4 || w.size() != 4 || w[1] != x[1] || w[2] != 1 || w[3] != 1) {
+      return invalid("the GEMM tactic takes a pointwise convolution, not input {} with filter {}", shape_to_string(x),
+                     shape_to_string(w));
+    }
+    const std::string key = shape_to_string(x);
+    if (auto it = cache_.find(key); it != cache_.end()) return it->second.get();
+    auto p = std::make_unique<Prepared>();
+    p->out_dims = {x[0], w[0], x[2], x[3]};
+    GemmShape s;
+    s.m = x[0] * x[2] * x[3];
+    s.n = w[0];
+    s.k = x[1];
+    s.trans_b = true;  // the filter is [K, C]: B^T in memory
+    GemmConfig cfg;
+    cfg.dtype = dtype_;
+    cfg.tf32 = tf32_;
+    cfg.workspace_limit = kConvWorkspace;
+    cfg.bias = in.size() > 2 && !in[2].omitted;
+    cfg.accumulate = in.size() > 3 && !in[3].omitted;
+    if (act_.kind == Activation::kRelu) {
+      cfg.epilogue = GemmEpilogue::kRelu;
+    } else if (act_.kind == Activation::kGeluTanh ||
+               (act_.kind == Activation::kGeluErf && dtype_ != DataType::kFloat)) {
+      cfg.epilogue = GemmEpilogue::kGeluTanh;  // as for MatMul steps (gemm_kernel.cc)
+    } else {
+      p->post_activation = act_.kind != Activation::kNone;
+    }
+    if (s.m > 0) {
+      KILN_ASSIGN_OR_RETURN(p->runner, GemmRunner::create(s, cfg));
+    }
+    Prepared* raw = p.get();
+    cache_.emplace(key, std::move(p));
+    return raw;
+  }
+
+  DataType dtype_;
+  bool tf32_;
+  ActivationSpec act_;
+  std::map<std::string, std::unique_ptr<Prepared>> cache_;
+};
+
 }  // namespace
 
 bool conv_has_epilogue(const Node& n) {
@@ -279,13 +364,32 @@ bool conv_has_epilogue(const Node& n) {
   return (n.inputs.size() > 2 && n.inputs[2]) || (n.inputs.size() > 3 && n.inputs[3]) || (act && !act->s.empty());
 }
 
+bool conv_is_pointwise(const Node& n) {
+  if (!is_conv(n) || n.inputs.size() < 2 || !n.inputs[1] || !n.inputs[1]->initializer) return false;
+  const Dims& w = n.inputs[1]->initializer->dims();
+  if (w.size() != 4 || w[2] != 1 || w[3] != 1) return false;
+  auto all = [&](const char* key, int64_t v) {
+    const Attribute* a = n.attr(key);
+    if (!a) return true;
+    for (int64_t x : a->ints) {
+      if (x != v) return false;
+    }
+    return true;
+  };
+  const Attribute* group = n.attr("group");
+  // (Any auto_pad pads a 1x1 window at stride 1 by nothing.)
+  return (!group || group->i == 1) && all("strides", 1) && all("pads", 0);
+}
+
 std::vector<std::string> conv_tactics(const Node& n) {
   std::vector<std::string> t;
+
   for (const char* base : {kConvTactic, kConvUnfusedTactic}) {
     if (base == kConvUnfusedTactic && !conv_has_epilogue(n)) break;
     t.push_back(base);
     for (int k = 1; k < kConvEngineChoices; ++k) t.push_back(std::string(base) + ":" + std::to_string(k));
   }
+  if (conv_is_pointwise(n)) t.push_back(kConvGemmTactic);
   return t;
 }
 
@@ -328,6 +432,14 @@ bool conv_supports(const Node& n, DataType precision) {
 
 Result<std::unique_ptr<DeviceKernel>> make_conv_kernel(const Plan& plan, const Step& step, bool tf32,
                                                        WeightCache& weights) {
+  if (step.tactic == kConvGemmTactic) {
+    if (!conv_is_pointwise(*step.node)) {
+      return invalid("step {}: the GEMM tactic runs pointwise convolutions only", step.name);
+    }
+    auto k = std::make_unique<ConvGemmKernel>(*step.node, step.precision, tf32);
+    KILN_RETURN_IF_ERROR(bind_weights(*k, plan, step, weights, nullptr, WeightCache::Packing::kKRSC));
+    return std::unique_ptr<DeviceKernel>(std::move(k));
+  }
   ConvTactic tactic;  // an engine built before tactics were named ("cuda"): cuDNN, fused
   if (!parse_conv_tactic(step.tactic, &tactic) && step.tactic != "cuda") {
     return invalid("step {}: '{}' is not a convolution tactic", step.name, step.tactic);

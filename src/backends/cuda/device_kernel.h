@@ -87,6 +87,10 @@ bool conv_supports(const Node& n, DataType precision);
 inline constexpr const char* kConvTactic = "cudnn";
 inline constexpr const char* kConvUnfusedTactic = "cudnn-unfused";
 inline constexpr int kConvEngineChoices = 4;
+// "gemm": a pointwise convolution (1x1, stride 1, no padding, one group) as one cuBLASLt GEMM over
+// the NHWC pixels, bias, residual and Relu/GELU in its epilogue.
+inline constexpr const char* kConvGemmTactic = "gemm";
+bool conv_is_pointwise(const Node& n);
 bool conv_has_epilogue(const Node& n);
 std::vector<std::string> conv_tactics(const Node& n);
 // A convolution tactic read back: whether the epilogue is fused into cuDNN's graph, and the
