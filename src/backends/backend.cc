@@ -34,6 +34,12 @@ class LogicalKernel : public StepKernel {
         continue;
       }
       if (v.omitted) continue;
+      if (!visible(v).ok() && reads_shape_only(*step_.node)) {
+        // Shape and Size of a value in device memory: the dims, without bytes.
+        values[k] = RValue::of(Tensor::wrap(v.logical, v.dims, nullptr));
+        in[k] = &values[k];
+        continue;
+      }
       KILN_RETURN_IF_ERROR(visible(v));
       if (storage_is_logical(v.storage, v.logical)) {
         // The bytes are the tensor: wrap them without copying (the view outlives the step).

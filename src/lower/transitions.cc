@@ -3,14 +3,10 @@
 
 #include "lower/stages.h"
 #include "ops/fused.h"
+#include "plan/storage.h"
 
 namespace kiln {
 namespace {
-
-// Ops that read only their input's shape, whatever its storage.
-bool reads_shape_only(const Node& n) {
-  return n.domain.empty() && (n.op_type == "Shape" || n.op_type == "Size");
-}
 
 std::string storage_suffix(const Storage& s) {
   return std::string(dtype_name(s.dtype)) + "_" + std::string(layout_name(s.layout)) + "_" + s.device;

@@ -67,4 +67,8 @@ Result<Tensor> read_storage(const void* src, const Storage& storage, DataType lo
   return out;
 }
 
+bool reads_shape_only(const Node& n) {
+  return n.domain.empty() && (n.op_type == "Shape" || n.op_type == "Size");
+}
+
 }  // namespace kiln

@@ -22,4 +22,8 @@ Status write_storage(const Tensor& t, const Storage& storage, void* dst, int64_t
 // Reads a tensor of `logical` dtype and `dims` from bytes in `storage`.
 Result<Tensor> read_storage(const void* src, const Storage& storage, DataType logical, const Dims& dims);
 
+// Ops that read only their input's shape (Shape, Size), whatever its storage: no transition
+// moves their input, and a host kernel of theirs is given the dims alone.
+bool reads_shape_only(const Node& n);
+
 }  // namespace kiln

@@ -244,6 +244,55 @@ TEST(Lowering, ADeviceBackendCopiesInputsInAndOutputsOutUnderTheirNames) {
   EXPECT_EQ(tensor_difference((*want)[0].tensor, (*got)[0].tensor), "");
 }
 
+// Shape and Size read no bytes, so no transition moves their input: where it stays in device
+// memory, the host kernel gets its dims alone. Any other host step reading device memory is an
+// error naming the op and the device.
+TEST(Lowering, HostShapeOfADeviceValueReadsItsDimsAlone) {
+  for (const char* op : {"Shape", "Size", "Relu"}) {
+    SCOPED_TRACE(op);
+    onnx::ModelProto proto = make_model(17);
+    auto* g = proto.mutable_graph();
+    add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, 3, 5}, {"n", "", ""});
+    add_node(g, op, {"x"}, {"y"}, "op");
+    g->add_output()->set_name("y");
+    Model model = import_model(proto);
+    Step step;
+    step.name = "op";
+    step.node = model.graph->nodes()[0].get();
+    auto backend = make_backend("cpu");
+    ASSERT_TRUE(backend.ok());
+    Plan plan;
+    auto kernel = (*backend)->make_kernel(plan, step);
+    ASSERT_TRUE(kernel.ok()) << kernel.status().message();
+    TensorView x;
+    x.storage = Storage{DataType::kFloat, Layout::kPlain, "cuda"};  // bytes the host cannot read
+    x.logical = DataType::kFloat;
+    x.dims = {2, 3, 5};
+    int64_t shape[3] = {-1, -1, -1};
+    float relu[30];
+    TensorView y;
+    const bool relu_op = std::string(op) == "Relu";
+    y.data = relu_op ? static_cast<void*>(relu) : static_cast<void*>(shape);
+    y.capacity = relu_op ? sizeof(relu) : sizeof(shape);
+    y.storage = Storage{relu_op ? DataType::kFloat : DataType::kInt64, Layout::kPlain, "cpu"};
+    y.logical = y.storage.dtype;
+    y.dims = std::string(op) == "Shape" ? Dims{3} : relu_op ? Dims{2, 3, 5} : Dims{};
+    std::vector<TensorView> in = {x}, out = {y};
+    Status st = (*kernel)->enqueue(in, out, KernelContext{});
+    if (relu_op) {
+      ASSERT_FALSE(st.ok());
+      EXPECT_NE(st.message().find("Relu"), std::string::npos) << st.message();
+      EXPECT_NE(st.message().find("cuda memory"), std::string::npos) << st.message();
+    } else if (std::string(op) == "Shape") {
+      ASSERT_TRUE(st.ok()) << st.message();
+      EXPECT_EQ(std::vector<int64_t>(shape, shape + 3), (std::vector<int64_t>{2, 3, 5}));
+    } else {
+      ASSERT_TRUE(st.ok()) << st.message();
+      EXPECT_EQ(shape[0], 30);
+    }
+  }
+}
+
 TEST(Lowering, TheReferenceBackendNeedsNoTransitions) {
   Model model = import_model(small_convnet());
   auto plan = build_plan(model, BuildOptions{});
