@@ -165,6 +165,8 @@ def models():
     yield "deeplabv3_mobilenet", lambda: SegmentationOut(torchvision.models.segmentation.deeplabv3_mobilenet_v3_large(
         weights=None, weights_backbone=None, aux_loss=False)), (1, 3, 128, 128), {0: "batch"}
     yield "dbnet_style", lambda: DBNetStyle(), (1, 3, 128, 128), {0: "batch"}
+    # ConvNeXt blocks (7x7 depthwise, LayerNorm over channels, MLP, layer scale and residual).
+    yield "convnext_tiny", lambda: torchvision.models.convnext_tiny(), (1, 3, 64, 64), {0: "batch"}
 
 
 def randomize_batchnorm(model, gen):
@@ -173,6 +175,14 @@ def randomize_batchnorm(model, gen):
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.1)
             m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+
+
+def randomize_layer_scale(model, gen):
+    # torchvision initializes ConvNeXt's layer scales to 1e-6, which leaves each block's branch
+    # invisible next to its residual; trained models have scales around 0.1 to 1.
+    for m in model.modules():
+        if isinstance(getattr(m, "layer_scale", None), torch.nn.Parameter):
+            m.layer_scale.copy_(torch.rand(m.layer_scale.shape, generator=gen) * 0.9 + 0.1)
 
 
 def main():
@@ -192,6 +202,7 @@ def main():
         model = make()
         with torch.no_grad():
             randomize_batchnorm(model, gen)
+            randomize_layer_scale(model, gen)
         model.eval()
         x = torch.randn(*shape, generator=gen)
         tmp = path + ".partial"

@@ -48,7 +48,7 @@ SHAPE_ONLY_OPS = {"Shape", "Size"}
 GPU_FALLBACK_ALLOWED = {"transformer_encoder", "bert_encoder"}
 
 # Steps the optimizer must produce on each model: (step op, op types that must all be among the
-# source nodes fused into one such step).
+# source nodes fused into one such step[, op types that must not be among them]).
 EXPECTED_FUSIONS = {
     "resnet18": [("kiln.FusedConv", {"Conv", "BatchNormalization", "Relu"}),
                  ("kiln.FusedConv", {"Conv", "BatchNormalization", "Add", "Relu"})],
@@ -60,6 +60,9 @@ EXPECTED_FUSIONS = {
     "bert_encoder": [("Attention", {"MatMul", "Softmax"}),
                      ("kiln.FusedMatMul", {"MatMul", "Add"})],
     "digits": [("kiln.FusedGemm", {"Gemm", "Relu"})],
+    # The layer scale (Mul) and the residual (Add) fold into each block's second MatMul.
+    "convnext_tiny": [("kiln.FusedMatMul", {"MatMul", "Add", "Mul"}, {"Erf"}),
+                      ("LayerNormalization", {"ReduceMean", "Sub", "Sqrt", "Div"})],
     "yolo_style": [("kiln.FusedConv", {"Conv", "BatchNormalization", "Sigmoid", "Mul"})],
     "deeplabv3_mobilenet": [("kiln.FusedConv", {"Conv", "BatchNormalization", "HardSwish"}),
                             ("kiln.FusedConv", {"Conv", "BatchNormalization", "Add"})],
@@ -139,9 +142,12 @@ def compare(what, got, want, rtol=RTOL):
 
 def check_fusions(name, info, onnx_ops, tag):
     errors = []
-    for op, needed in EXPECTED_FUSIONS.get(name, []):
-        if not any(st["op"] == op and needed <= {onnx_ops.get(f, "?") for f in st["fused"]} for st in info["steps"]):
-            errors.append(f"{tag} engine: no {op} step fusing {sorted(needed)}")
+    for op, needed, *rest in EXPECTED_FUSIONS.get(name, []):
+        excluded = rest[0] if rest else set()
+        if not any(st["op"] == op and needed <= (ops := {onnx_ops.get(f, "?") for f in st["fused"]})
+                   and not excluded & ops for st in info["steps"]):
+            errors.append(f"{tag} engine: no {op} step fusing {sorted(needed)}"
+                          + (f" without {sorted(excluded)}" if excluded else ""))
     return errors
 
 
