@@ -173,6 +173,41 @@ TEST(CudaConv, GemmTacticMatchesTheReference) {
   }
 }
 
+// A convolution's static-batch variant: the pad tactic is offered at static shapes only.
+onnx::ModelProto static_batch(onnx::ModelProto m, int64_t n) {
+  auto* dim =
+      m.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->mutable_shape()->mutable_dim(0);
+  dim->clear_dim_param();
+  dim->set_dim_value(n);
+  return m;
+}
+
+// Convolutions over fewer than 8 input channels with the channels padded to 8 (the "cudnn-pad8"
+// tactic: input padded with zeros in the workspace, filter packed with zero channels): RGB stems
+// (7x7 stride 2, 4x4 stride 4, 3x3 stride 2 SAME with Clip), one channel with a residual, five
+// channels, in every precision.
+TEST(CudaConv, PaddedChannelsTacticMatchesTheReference) {
+  SKIP_WITHOUT_GPU();
+  const std::vector<ConvCase> cases = {
+      {"stem_7x7_stride2_relu", 3, 16, 20, 18, 7, 2, 3, 1, 1, true, false, "Relu"},
+      {"patchify_4x4_stride4", 3, 24, 16, 16, 4, 4, 0, 1, 1, true, false, ""},
+      {"stem_3x3_stride2_same_clip", 3, 8, 15, 15, 3, 2, 0, 1, 1, true, false, "Clip", "SAME_UPPER"},
+      {"one_channel_residual", 1, 8, 9, 7, 3, 1, 1, 1, 1, false, true, "Sigmoid"},
+      {"five_channels", 5, 7, 6, 6, 3, 1, 1, 1, 1, true, false, ""},
+  };
+  for (const ConvCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    std::vector<std::vector<RValue>> sets = {{RValue::of(random_float({2, c.c, c.h, c.w}, 61))},
+                                             {RValue::of(random_float({2, c.c, c.h, c.w}, 62))}};
+    for (const char* tactic : {"cudnn-pad8", "cudnn-pad8:1"}) {
+      SCOPED_TRACE(tactic);
+      expect_cuda_matches_reference(static_batch(conv_model(c), 2), {{"x", {2, c.c, c.h, c.w}}},
+                                    {{"x", {2, c.c, c.h, c.w}}}, sets, {"Conv", "FusedConv"}, kAllPrecisions,
+                                    Layout::kNHWC, tactic);
+    }
+  }
+}
+
 // The engine configurations cuDNN's heuristics rank lower, fused and unfused, compute the same:
 // each forced in FP16 and BF16 (in strict FP32 the tensor-core configurations are barred, so which
 // ranks exist depends on the convolution).
@@ -218,6 +253,79 @@ TEST(CudaConv, TacticNamesRoundTrip) {
        {"cuda", "depthwise", "gemm", "cudnn:", "cudnn:x", "cudnn:-1", "cudnn-fused:1", "cudnn:12345"}) {
     EXPECT_FALSE(cuda::parse_conv_tactic(bad, &parsed)) << bad;
   }
+}
+
+// The padded-channels tactic: offered to convolutions over fewer than 8 channels at static
+// shapes, one group; its names read back; its workspace holds the padded input (float32-sized)
+// besides cuDNN's.
+TEST(CudaConv, PaddedChannelsTacticOfferedToFewChannelsAtStaticShapes) {
+  struct Offer {
+    ConvCase c;
+    bool static_shape, padded;
+  };
+  const std::vector<Offer> offers = {
+      {{"rgb_stem", 3, 16, 20, 18, 7, 2, 3, 1, 1, true, false, "Relu"}, true, true},
+      {{"rgb_stem_dynamic_batch", 3, 16, 20, 18, 7, 2, 3, 1, 1, true, false, "Relu"}, false, false},
+      {{"seven_channels", 7, 16, 9, 9, 3, 1, 1, 1, 1, true, false, ""}, true, true},
+      {{"eight_channels", 8, 16, 9, 9, 3, 1, 1, 1, 1, true, false, ""}, true, false},
+      {{"grouped", 4, 8, 9, 9, 3, 1, 1, 1, 2, true, false, ""}, true, false},
+  };
+  for (const Offer& o : offers) {
+    SCOPED_TRACE(o.c.name);
+    Model model = import_model(o.static_shape ? static_batch(conv_model(o.c), 3) : conv_model(o.c));
+    const Node* conv = nullptr;
+    for (const auto& n : model.graph->nodes()) {
+      if (n->op_type == "Conv") conv = n.get();
+    }
+    ASSERT_NE(conv, nullptr);
+    EXPECT_EQ(cuda::conv_pads_channels(*conv), o.padded);
+    const std::vector<std::string> t = cuda::conv_tactics(*conv);
+    EXPECT_EQ(std::count(t.begin(), t.end(), "cudnn-pad8"), o.padded ? 1 : 0);
+    EXPECT_EQ(std::count(t.begin(), t.end(), "cudnn-pad8:3"), o.padded ? 1 : 0);
+    EXPECT_EQ(t.front(), "cudnn");
+    if (o.padded) {
+      // 3 images of H x W pixels, 8 float32 channels each, rounded up to 256 bytes.
+      const int64_t bytes = (3 * o.c.h * o.c.w * 8 * 4 + 255) / 256 * 256;
+      EXPECT_EQ(cuda::conv_workspace(*conv, "cudnn-pad8:2"), bytes + cuda::kConvWorkspace);
+    }
+    EXPECT_EQ(cuda::conv_workspace(*conv, "cudnn"), cuda::kConvWorkspace);
+  }
+  cuda::ConvTactic parsed;
+  ASSERT_TRUE(cuda::parse_conv_tactic("cudnn-pad8:2", &parsed));
+  EXPECT_TRUE(parsed.pad_channels);
+  EXPECT_TRUE(parsed.fused);
+  EXPECT_EQ(parsed.engine, 2);
+  ASSERT_TRUE(cuda::parse_conv_tactic("cudnn", &parsed));
+  EXPECT_FALSE(parsed.pad_channels);
+  EXPECT_FALSE(cuda::parse_conv_tactic("cudnn-pad8:", &parsed));
+}
+
+// Filters as they go to the device (host side): KRSC, KRSC with the channels padded to 8 (zeros
+// after the filter's own), and a depthwise filter as RSC, converted to the step's element type.
+TEST(CudaConv, WeightPackings) {
+  const int64_t K = 2, C = 3, R = 2, S = 3;
+  Tensor w = random_float({K, C, R, S}, 71);
+  auto krsc = cuda::pack_weight(w, DataType::kFloat, 1.0f, cuda::WeightCache::Packing::kKRSC);
+  auto pad8 = cuda::pack_weight(w, DataType::kFloat16, 1.0f, cuda::WeightCache::Packing::kKRSCPad8);
+  auto scaled = cuda::pack_weight(w, DataType::kFloat, 2.0f, cuda::WeightCache::Packing::kAsIs);
+  ASSERT_TRUE(krsc.ok() && pad8.ok() && scaled.ok());
+  EXPECT_EQ(krsc->dims(), (Dims{K, C, R, S}));
+  EXPECT_EQ(pad8->dims(), (Dims{K, 8, R, S}));
+  EXPECT_EQ(pad8->dtype(), DataType::kFloat16);
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t s = 0; s < S; ++s)
+        for (int64_t c = 0; c < 8; ++c) {
+          const double want = c < C ? w.get_double(((k * C + c) * R + r) * S + s) : 0.0;
+          if (c < C) EXPECT_EQ(krsc->get_double(((k * R + r) * S + s) * C + c), want);
+          EXPECT_NEAR(pad8->get_double(((k * R + r) * S + s) * 8 + c), want, 1e-3);
+          if (c < C) EXPECT_EQ(scaled->get_double(((k * C + c) * R + r) * S + s), 2.0 * want);
+        }
+  Tensor dw = random_float({4, 1, 3, 3}, 72);
+  auto rsc = cuda::pack_weight(dw, DataType::kFloat, 1.0f, cuda::WeightCache::Packing::kRSC);
+  ASSERT_TRUE(rsc.ok());
+  for (int64_t k = 0; k < 4; ++k)
+    for (int64_t i = 0; i < 9; ++i) EXPECT_EQ(rsc->get_double(i * 4 + k), dw.get_double(k * 9 + i));
 }
 
 // The GEMM tactic is offered, last, to pointwise convolutions only: 1x1, stride 1, no padding,

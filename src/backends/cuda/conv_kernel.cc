@@ -18,6 +18,7 @@
 #include "backends/cuda/kernels/activation.h"
 #include "backends/cuda/kernels/elementwise.h"
 #include "backends/cuda/kernels/gemm.h"
+#include "backends/cuda/kernels/reformat.h"
 #include "ops/fused.h"
 
 namespace fe = cudnn_frontend;
@@ -81,10 +82,24 @@ Result<cudnnHandle_t> handle_for_stream(void* stream) {
   return handle;
 }
 
+}  // namespace
+
+int64_t padded_channels(int64_t c) {
+  return (c + kConvPadChannels - 1) / kConvPadChannels * kConvPadChannels;
+}
+
+int64_t padded_input_bytes(const Dims& x, DataType dt) {
+  // Rounded up to 256 bytes, so that what follows it in the workspace stays aligned.
+  const int64_t bytes = x[0] * x[2] * x[3] * padded_channels(x[1]) * static_cast<int64_t>(dtype_size(dt));
+  return (bytes + 255) / 256 * 256;
+}
+
+namespace {
+
 class ConvKernel : public DeviceKernel {
  public:
   ConvKernel(const Node& n, DataType dt, bool tf32, ConvTactic tactic)
-      : node_(n), dtype_(dt), tf32_(tf32), fuse_(tactic.fused), engine_(tactic.engine) {
+      : node_(n), dtype_(dt), tf32_(tf32), fuse_(tactic.fused), pad_(tactic.pad_channels), engine_(tactic.engine) {
     const Attribute* a = n.attr("activation");
     const Attribute* p = n.attr("activation_params");
     activation_of(a ? a->s : "", p ? p->floats : std::vector<float>{}, &act_);
@@ -97,16 +112,27 @@ class ConvKernel : public DeviceKernel {
 
   Status enqueue(std::span<const TensorView> in, std::span<TensorView> out, const KernelContext& ctx) override {
     KILN_ASSIGN_OR_RETURN(Prepared * p, graph_for(in));
-    if (p->workspace > ctx.workspace_bytes) {
-      return runtime_error("the convolution needs {} bytes of workspace, {} given", p->workspace, ctx.workspace_bytes);
+    // With padded channels the padded input takes the front of the workspace.
+    const int64_t padded = pad_ ? padded_input_bytes(in[0].dims, dtype_) : 0;
+    if (padded + p->workspace > ctx.workspace_bytes) {
+      return runtime_error("the convolution needs {} bytes of workspace, {} given", padded + p->workspace,
+                           ctx.workspace_bytes);
     }
     out[0].dims = p->out_dims;
     auto pack = variant_pack(*p, in, out[0].data);
+    void* workspace = ctx.workspace;
+    if (pad_) {
+      const Dims& x = in[0].dims;
+      KILN_RETURN_IF_ERROR(launch_pad_channels(input_data(in[0], 0), dtype_, x[0] * x[2] * x[3], x[1],
+                                               padded_channels(x[1]), ctx.workspace, ctx.stream));
+      pack[p->x] = ctx.workspace;
+      workspace = static_cast<uint8_t*>(ctx.workspace) + padded;
+    }
     KILN_ASSIGN_OR_RETURN(cudnnHandle_t h, handle_for_stream(ctx.stream));
     if (p->plan_index >= 0) {
-      KILN_FE_CHECK(p->graph->execute_plan_at_index(h, pack, ctx.workspace, p->plan_index), "running a convolution");
+      KILN_FE_CHECK(p->graph->execute_plan_at_index(h, pack, workspace, p->plan_index), "running a convolution");
     } else {
-      KILN_FE_CHECK(p->graph->execute(h, pack, ctx.workspace), "running a convolution");
+      KILN_FE_CHECK(p->graph->execute(h, pack, workspace), "running a convolution");
     }
     if (p->epilogue) {
       const int64_t n = shape_numel(p->out_dims);
@@ -164,10 +190,15 @@ class ConvKernel : public DeviceKernel {
   }
 
   Result<std::unique_ptr<Prepared>> make_graph(std::span<const TensorView> in, bool fuse) {
-    const Dims& x = in[0].dims;
-    const Dims& w = in[1].dims;
+    Dims x = in[0].dims;
+    Dims w = in[1].dims;
     if (x.size() != 4 || w.size() != 4) return invalid("the CUDA convolution takes 2-D images (rank 4)");
     const ConvGeometry geo = conv_geometry(node_, x, w);
+    if (pad_) {
+      // The graph reads the input and the filter with their channels padded (zeros).
+      if (node_.attr("group") && node_.attr("group")->i != 1) return invalid("padded channels need one group");
+      x[1] = w[1] = padded_channels(x[1]);
+    }
     const std::vector<int64_t> pads(geo.pads, geo.pads + 4), strides(geo.strides, geo.strides + 2),
         dil(geo.dilations, geo.dilations + 2), out_hw(geo.out, geo.out + 2);
     auto p = std::make_unique<Prepared>();
@@ -268,6 +299,7 @@ class ConvKernel : public DeviceKernel {
   DataType dtype_;
   bool tf32_;
   bool fuse_;   // the "cudnn" tactics; "cudnn-unfused" runs the convolution alone and one epilogue pass
+  bool pad_;    // "cudnn-pad8": the input's channels padded to a multiple of 8 in the workspace first
   int engine_;  // the engine configuration's rank among the heuristics'; -1: their first supported
   ActivationSpec act_;
   std::map<std::string, std::unique_ptr<Prepared>> cache_;
@@ -364,6 +396,26 @@ bool conv_has_epilogue(const Node& n) {
   return (n.inputs.size() > 2 && n.inputs[2]) || (n.inputs.size() > 3 && n.inputs[3]) || (act && !act->s.empty());
 }
 
+bool conv_pads_channels(const Node& n) {
+  if (!is_conv(n) || n.inputs.size() < 2 || !n.inputs[0] || !n.inputs[1] || !n.inputs[1]->initializer) return false;
+  const Attribute* group = n.attr("group");
+  if (group && group->i != 1) return false;
+  const TypeInfo& x = n.inputs[0]->type;
+  // At static shapes only: the padded input's bytes are part of the step's workspace.
+  if (x.kind != TypeInfo::Kind::kTensor || !x.shape.rank_known || x.shape.rank() != 4 || !x.shape.fully_known()) {
+    return false;
+  }
+  const Dims d = x.shape.static_dims();
+  return d[1] < kConvPadChannels && padded_input_bytes(d, DataType::kFloat) <= kConvPadWorkspaceLimit;
+}
+
+int64_t conv_workspace(const Node& n, const std::string& tactic) {
+  ConvTactic t;
+  if (!parse_conv_tactic(tactic, &t) || !t.pad_channels || !conv_pads_channels(n)) return kConvWorkspace;
+  // Sized for float32, the widest element the step may compute in.
+  return padded_input_bytes(n.inputs[0]->type.shape.static_dims(), DataType::kFloat) + kConvWorkspace;
+}
+
 bool conv_is_pointwise(const Node& n) {
   if (!is_conv(n) || n.inputs.size() < 2 || !n.inputs[1] || !n.inputs[1]->initializer) return false;
   const Dims& w = n.inputs[1]->initializer->dims();
@@ -389,6 +441,10 @@ std::vector<std::string> conv_tactics(const Node& n) {
     t.push_back(base);
     for (int k = 1; k < kConvEngineChoices; ++k) t.push_back(std::string(base) + ":" + std::to_string(k));
   }
+  if (conv_pads_channels(n)) {
+    t.push_back(kConvPaddedTactic);
+    for (int k = 1; k < kConvEngineChoices; ++k) t.push_back(std::string(kConvPaddedTactic) + ":" + std::to_string(k));
+  }
   if (conv_is_pointwise(n)) t.push_back(kConvGemmTactic);
   return t;
 }
@@ -399,6 +455,9 @@ bool parse_conv_tactic(const std::string& tactic, ConvTactic* out) {
   ConvTactic t;
   if (base == kConvTactic) {
     t.fused = true;
+  } else if (base == kConvPaddedTactic) {
+    t.fused = true;
+    t.pad_channels = true;
   } else if (base == kConvUnfusedTactic) {
     t.fused = false;
   } else {
@@ -444,9 +503,15 @@ Result<std::unique_ptr<DeviceKernel>> make_conv_kernel(const Plan& plan, const S
   if (!parse_conv_tactic(step.tactic, &tactic) && step.tactic != "cuda") {
     return invalid("step {}: '{}' is not a convolution tactic", step.name, step.tactic);
   }
+  if (tactic.pad_channels && !conv_pads_channels(*step.node)) {
+    return invalid("step {}: tactic '{}' pads the channels of convolutions with fewer than 8", step.name, step.tactic);
+  }
   auto k = std::make_unique<ConvKernel>(*step.node, step.precision, tf32, tactic);
-  // The filter [K, C, R, S] goes to the device as KRSC, the layout NHWC convolutions read.
-  KILN_RETURN_IF_ERROR(bind_weights(*k, plan, step, weights, nullptr, WeightCache::Packing::kKRSC));
+  // The filter [K, C, R, S] goes to the device as KRSC, the layout NHWC convolutions read (with
+  // C padded, zeros, where the tactic pads the input's channels).
+  KILN_RETURN_IF_ERROR(
+      bind_weights(*k, plan, step, weights, nullptr,
+                   tactic.pad_channels ? WeightCache::Packing::kKRSCPad8 : WeightCache::Packing::kKRSC));
   return std::unique_ptr<DeviceKernel>(std::move(k));
 }
 

@@ -265,7 +265,7 @@ class CudaBackend : public Backend {
       }
     }
 #ifdef KILN_HAVE_CUDNN
-    if (cuda::conv_supports(n, node_precision(n))) return cuda::kConvWorkspace;
+    if (cuda::conv_supports(n, node_precision(n))) return cuda::conv_workspace(n, tactic);
 #endif
     return cuda::gemm_supports(n, node_precision(n)) ? cuda::kGemmWorkspace : 0;
   }

@@ -28,19 +28,7 @@ Result<const void*> WeightCache::get(const std::shared_ptr<Tensor>& w, DataType 
   // Converted on the host, once: weights are small next to what runs on them.
   Tensor host = *w;
   if (as != w->dtype() || scale != 1.0f || packing != Packing::kAsIs) {
-    KILN_ASSIGN_OR_RETURN(host, Tensor::create(as, w->dims()));
-    const Dims& d = w->dims();
-    for (int64_t i = 0; i < w->numel(); ++i) {
-      int64_t at = i;
-      if (packing != Packing::kAsIs) {
-        const int64_t sx = i % d[3], r = (i / d[3]) % d[2], c = (i / (d[3] * d[2])) % d[1],
-                      k = i / (d[3] * d[2] * d[1]);
-        // (k, c, r, s) of [K, C, R, S] sits at ((k*R + r)*S + s)*C + c in KRSC, and (c = 0) at
-        // (r*S + s)*K + k in RSC.
-        at = packing == Packing::kKRSC ? ((k * d[2] + r) * d[3] + sx) * d[1] + c : (r * d[3] + sx) * d[0] + k;
-      }
-      host.set_double(at, w->get_double(i) * scale);
-    }
+    KILN_ASSIGN_OR_RETURN(host, pack_weight(*w, as, scale, packing));
   }
   KILN_CUDA_CHECK(cudaSetDevice(device_));
   void* d = nullptr;
@@ -55,6 +43,28 @@ Result<const void*> WeightCache::get(const std::shared_ptr<Tensor>& w, DataType 
   }
   entries_[key] = Entry{w, d};
   return static_cast<const void*>(d);
+}
+
+Result<Tensor> pack_weight(const Tensor& w, DataType as, float scale, WeightCache::Packing packing) {
+  using Packing = WeightCache::Packing;
+  if (w.rank() != 4 || (packing == Packing::kRSC && w.dims()[1] != 1)) packing = Packing::kAsIs;
+  const Dims& d = w.dims();
+  // Channels as stored: C, or C rounded up to a multiple of 8 with zeros after it.
+  const int64_t cs = packing == Packing::kKRSCPad8 ? (d[1] + 7) / 8 * 8 : (w.rank() == 4 ? d[1] : 0);
+  Dims out = d;
+  if (packing == Packing::kKRSCPad8) out[1] = cs;
+  KILN_ASSIGN_OR_RETURN(Tensor host, Tensor::create(as, out));  // zero-filled
+  for (int64_t i = 0; i < w.numel(); ++i) {
+    int64_t at = i;
+    if (packing != Packing::kAsIs) {
+      const int64_t sx = i % d[3], r = (i / d[3]) % d[2], c = (i / (d[3] * d[2])) % d[1], k = i / (d[3] * d[2] * d[1]);
+      // (k, c, r, s) of [K, C, R, S] sits at ((k*R + r)*S + s)*C + c in KRSC (C padded in
+      // KRSC8), and (c = 0) at (r*S + s)*K + k in RSC.
+      at = packing == Packing::kRSC ? (r * d[3] + sx) * d[0] + k : ((k * d[2] + r) * d[3] + sx) * cs + c;
+    }
+    host.set_double(at, w.get_double(i) * scale);
+  }
+  return host;
 }
 
 ConvGeometry conv_geometry(const Node& conv, const Dims& x, const Dims& w) {

@@ -20,8 +20,10 @@ class WeightCache {
   explicit WeightCache(int device) : device_(device) {}
   ~WeightCache();
   // How a 4-D filter [K, C, R, S] goes up: as it is, as [K, R, S, C] (what NHWC convolutions
-  // read), or, for a depthwise filter [C, 1, R, S], as [R, S, C] (each tap's channels together).
-  enum class Packing { kAsIs, kKRSC, kRSC };
+  // read), as [K, R, S, C8] with C rounded up to a multiple of 8 and zeros in the added channels
+  // (for inputs padded likewise), or, for a depthwise filter [C, 1, R, S], as [R, S, C] (each
+  // tap's channels together).
+  enum class Packing { kAsIs, kKRSC, kKRSCPad8, kRSC };
   Result<const void*> get(const std::shared_ptr<Tensor>& w, DataType as, float scale = 1.0f,
                           Packing packing = Packing::kAsIs);
 
@@ -43,6 +45,10 @@ class WeightCache {
   std::mutex mu_;
   std::map<Key, Entry> entries_;
 };
+
+// The host tensor a weight goes up as: `w` in element type `as`, times `scale`, laid out as
+// `packing` asks (a packing that does not apply to w's rank is ignored).
+Result<Tensor> pack_weight(const Tensor& w, DataType as, float scale, WeightCache::Packing packing);
 
 // Input views of weights carry host pointers; a device kernel reads the uploaded copies.
 class DeviceKernel : public StepKernel {
@@ -90,6 +96,20 @@ inline constexpr int kConvEngineChoices = 4;
 // "gemm": a pointwise convolution (1x1, stride 1, no padding, one group) as one cuBLASLt GEMM over
 // the NHWC pixels, bias, residual and Relu/GELU in its epilogue.
 inline constexpr const char* kConvGemmTactic = "gemm";
+// "cudnn-pad8" (and "cudnn-pad8:K", ranked as above): a convolution over fewer than 8 input
+// channels (a network's first, on RGB images) run by cuDNN with its input's channels padded to 8
+// (zeros, written into the workspace first) and its filter's likewise: cuDNN's tensor-core
+// kernels want channels in multiples of 8. Offered at static shapes, one group, when the padded
+// input fits kConvPadWorkspaceLimit.
+inline constexpr const char* kConvPaddedTactic = "cudnn-pad8";
+inline constexpr int64_t kConvPadChannels = 8;
+inline constexpr int64_t kConvPadWorkspaceLimit = int64_t{1} << 30;
+bool conv_pads_channels(const Node& n);
+int64_t padded_channels(int64_t c);
+// Bytes of the padded NHWC input of an [N, C, H, W] tensor `x` in `dt`, a multiple of 256.
+int64_t padded_input_bytes(const Dims& x, DataType dt);
+// The workspace a convolution step with `tactic` needs.
+int64_t conv_workspace(const Node& n, const std::string& tactic);
 bool conv_is_pointwise(const Node& n);
 bool conv_has_epilogue(const Node& n);
 std::vector<std::string> conv_tactics(const Node& n);
@@ -98,6 +118,7 @@ std::vector<std::string> conv_tactics(const Node& n);
 // name that is not a convolution tactic.
 struct ConvTactic {
   bool fused = true;
+  bool pad_channels = false;  // "cudnn-pad8"
   int engine = -1;
 };
 bool parse_conv_tactic(const std::string& tactic, ConvTactic* out);

@@ -48,7 +48,41 @@ Status to(DataType out, const void* src, bool sn, void* dst, bool dn, int64_t n,
   }
 }
 
+template <typename T>
+__global__ void pad_channels_kernel(const T* src, T* dst, int64_t total, int64_t c, int64_t cs) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t ch = i % cs;
+    dst[i] = ch < c ? src[(i / cs) * c + ch] : cast<T>(0.f);
+  }
+}
+
+template <typename T>
+Status pad(const void* src, void* dst, int64_t total, int64_t c, int64_t cs, cudaStream_t s) {
+  constexpr int kThreads = 256;
+  int64_t blocks = (total + kThreads - 1) / kThreads;
+  if (blocks > 65535 * 32) blocks = 65535 * 32;
+  pad_channels_kernel<T><<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(static_cast<const T*>(src),
+                                                                            static_cast<T*>(dst), total, c, cs);
+  KILN_CUDA_CHECK_LAUNCH("the channel padding kernel");
+  return {};
+}
+
 }  // namespace
+
+Status launch_pad_channels(const void* src, DataType dt, int64_t pixels, int64_t c, int64_t cs, void* dst,
+                           void* stream) {
+  if (c <= 0 || cs < c) return invalid("padding {} channels to {}", c, cs);
+  const int64_t total = pixels * cs;
+  if (total == 0) return {};
+  auto s = static_cast<cudaStream_t>(stream);
+  switch (dt) {
+    case DataType::kFloat: return pad<float>(src, dst, total, c, cs, s);
+    case DataType::kFloat16: return pad<__half>(src, dst, total, c, cs, s);
+    case DataType::kBFloat16: return pad<__nv_bfloat16>(src, dst, total, c, cs, s);
+    default: return invalid("no CUDA channel padding for {}", dtype_name(dt));
+  }
+}
 
 bool reformat_dtype(DataType dt) {
   return dt == DataType::kFloat || dt == DataType::kFloat16 || dt == DataType::kBFloat16;
