@@ -8,6 +8,7 @@
 #include <random>
 
 #include "backends/cuda/cuda_backend.h"
+#include "backends/cuda/kernels/gemm.h"
 #include "cuda_test_util.h"
 #include "lower/builder.h"
 #include "model_builder.h"
@@ -146,6 +147,35 @@ TEST(CudaGemm, MatchesTheReferenceInEveryPrecision) {
         EXPECT_LE(rel_l2((*got)[k].tensor, (*want)[k].tensor), m.bound) << "output " << k;
       }
     }
+  }
+}
+
+// Which activations go into cuBLASLt's epilogue (no GPU needed): Relu and tanh-GELU always,
+// erf-GELU in FP16 and BF16 only; the rest are a pass after the GEMM.
+TEST(CudaGemm, EpilogueChoice) {
+  struct Case {
+    cuda::Activation act;
+    DataType dt;
+    cuda::GemmEpilogue epilogue;
+    bool pass;
+  };
+  const Case cases[] = {
+      {cuda::Activation::kNone, DataType::kFloat, cuda::GemmEpilogue::kNone, false},
+      {cuda::Activation::kRelu, DataType::kFloat, cuda::GemmEpilogue::kRelu, false},
+      {cuda::Activation::kGeluTanh, DataType::kFloat, cuda::GemmEpilogue::kGeluTanh, false},
+      {cuda::Activation::kGeluErf, DataType::kFloat, cuda::GemmEpilogue::kNone, true},
+      {cuda::Activation::kGeluErf, DataType::kFloat16, cuda::GemmEpilogue::kGeluTanh, false},
+      {cuda::Activation::kGeluErf, DataType::kBFloat16, cuda::GemmEpilogue::kGeluTanh, false},
+      {cuda::Activation::kSigmoid, DataType::kFloat16, cuda::GemmEpilogue::kNone, true},
+      {cuda::Activation::kSwish, DataType::kFloat16, cuda::GemmEpilogue::kNone, true},
+  };
+  for (const Case& c : cases) {
+    cuda::ActivationSpec a;
+    a.kind = c.act;
+    cuda::GemmConfig cfg;
+    cfg.epilogue = cuda::GemmEpilogue::kRelu;  // overwritten
+    EXPECT_EQ(cuda::set_gemm_epilogue(a, c.dt, &cfg), c.pass) << static_cast<int>(c.act);
+    EXPECT_EQ(cfg.epilogue, c.epilogue) << static_cast<int>(c.act);
   }
 }
 

@@ -365,14 +365,7 @@ class ConvGemmKernel : public DeviceKernel {
     cfg.workspace_limit = kConvWorkspace;
     cfg.bias = in.size() > 2 && !in[2].omitted;
     cfg.accumulate = in.size() > 3 && !in[3].omitted;
-    if (act_.kind == Activation::kRelu) {
-      cfg.epilogue = GemmEpilogue::kRelu;
-    } else if (act_.kind == Activation::kGeluTanh ||
-               (act_.kind == Activation::kGeluErf && dtype_ != DataType::kFloat)) {
-      cfg.epilogue = GemmEpilogue::kGeluTanh;  // as for MatMul steps (gemm_kernel.cc)
-    } else {
-      p->post_activation = act_.kind != Activation::kNone;
-    }
+    p->post_activation = set_gemm_epilogue(act_, dtype_, &cfg);  // as for MatMul steps
     if (s.m > 0) {
       KILN_ASSIGN_OR_RETURN(p->runner, GemmRunner::create(s, cfg));
     }

@@ -167,19 +167,9 @@ class GemmKernel : public DeviceKernel {
     if (s.batch == 1) s.stride_c = 0;
     cfg.bias = p->bias_input >= 0;
     cfg.accumulate = p->c_input >= 0;
-    // Relu and tanh-GELU run in cuBLASLt's epilogue, after bias and accumulator, as ONNX orders
-    // them; any other activation is one pass over the output.
-    if (act_.kind == Activation::kRelu) {
-      cfg.epilogue = GemmEpilogue::kRelu;
-    } else if (act_.kind == Activation::kGeluTanh ||
-               (act_.kind == Activation::kGeluErf && dtype_ != DataType::kFloat)) {
-      // cuBLASLt's GELU is the tanh form. In FP16 and BF16 it stands in for the erf form: the two
-      // differ by at most 4.7e-4 (at x = 2.70, where GELU is 2.69 and an FP16 step is 2e-3), below
-      // the rounding of the stored result; FP32 keeps the exact erf form as a pass.
-      cfg.epilogue = GemmEpilogue::kGeluTanh;
-    } else {
-      p->post_activation = act_.kind != Activation::kNone;
-    }
+    // Relu and GELU run in cuBLASLt's epilogue, after bias and accumulator, as ONNX orders them;
+    // any other activation is one pass over the output.
+    p->post_activation = set_gemm_epilogue(act_, dtype_, &cfg);
     KILN_ASSIGN_OR_RETURN(p->runner, GemmRunner::create(s, cfg));
     Prepared* raw = p.get();
     cache_.emplace(std::move(key), std::move(p));

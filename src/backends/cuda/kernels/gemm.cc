@@ -132,4 +132,16 @@ Result<std::unique_ptr<GemmRunner>> GemmRunner::create(const GemmShape& shape, c
   return std::unique_ptr<GemmRunner>(std::move(g));
 }
 
+bool set_gemm_epilogue(const ActivationSpec& act, DataType dt, GemmConfig* cfg) {
+  if (act.kind == Activation::kRelu) {
+    cfg->epilogue = GemmEpilogue::kRelu;
+  } else if (act.kind == Activation::kGeluTanh || (act.kind == Activation::kGeluErf && dt != DataType::kFloat)) {
+    cfg->epilogue = GemmEpilogue::kGeluTanh;
+  } else {
+    cfg->epilogue = GemmEpilogue::kNone;
+    return act.kind != Activation::kNone;
+  }
+  return false;
+}
+
 }  // namespace kiln::cuda
