@@ -112,6 +112,17 @@ Status fused_matmul(OpContext& ctx) {
   return epilogue(ctx, std::move(y), 2, 3);
 }
 
+Status channel_mlp(OpContext& ctx) {
+  KILN_ASSIGN_OR_RETURN(Tensor h, run_onnx_op("Conv", 11, {}, {&ctx.input(0), &ctx.input(1), opt(ctx, 2)}));
+  KILN_ASSIGN_OR_RETURN(
+      h, apply_activation(std::move(h), ctx.attr_string("activation1", ""), ctx.attr_floats("activation1_params")));
+  KILN_ASSIGN_OR_RETURN(Tensor y, run_onnx_op("Conv", 11, {}, {&h, &ctx.input(3), opt(ctx, 4)}));
+  KILN_ASSIGN_OR_RETURN(
+      y, apply_activation(std::move(y), ctx.attr_string("activation2", ""), ctx.attr_floats("activation2_params")));
+  ctx.set_output(0, std::move(y));
+  return {};
+}
+
 Status fused_elementwise(OpContext& ctx) {
   const Graph* body = ctx.attr_graph("body");
   if (!body) return invalid("FusedElementwise without a body");
@@ -143,6 +154,20 @@ Status infer_like(InferContext& ic, const char* op_type, int opset, size_t ancho
   KILN_RETURN_IF_ERROR(def->infer(sub));
   ic.output_types.resize(1);
   ic.output_types[0] = sub.output_types[0];
+  return {};
+}
+
+// ChannelMLP: X's type with the second pointwise convolution's output channels.
+Status infer_channel_mlp(InferContext& ic) {
+  ic.output_types.resize(1);
+  if (ic.input_types.size() < 4 || !ic.input_types[0] || !ic.input_types[3]) {
+    return invalid("ChannelMLP needs X, W1 and W2");
+  }
+  const TypeInfo& x = *ic.input_types[0];
+  const TypeInfo& w2 = *ic.input_types[3];
+  Shape s = x.shape;
+  if (s.rank_known && s.rank() >= 2 && w2.shape.rank_known && w2.shape.rank() >= 1) s.dims[1] = w2.shape.dims[0];
+  ic.output_types[0] = TypeInfo::tensor(x.dtype, s);
   return {};
 }
 
@@ -233,6 +258,7 @@ void register_fused_ops(OpRegistry& r) {
   r.add(
       {kKilnDomain, "FusedMatMul", 1, fused_matmul, [](InferContext& ic) { return infer_like(ic, "MatMul", 13, 2); }});
   r.add({kKilnDomain, "FusedElementwise", 1, fused_elementwise, infer_elementwise});
+  r.add({kKilnDomain, "ChannelMLP", 1, channel_mlp, infer_channel_mlp});
 }
 
 }  // namespace kiln

@@ -4,6 +4,10 @@
 //   FusedGemm(A, B, C?, Z?)        = act(Gemm(A, B, C) + Z)      Gemm's attributes
 //   FusedMatMul(A, B, bias?, Z?)   = act(MatMul(A, B) + bias + Z)
 //   FusedElementwise(X0, ...)      = the elementwise subgraph in attribute `body`
+//   ChannelMLP(X, W1, B1?, W2, B2?) = act2(Conv(act1(Conv(X, W1, B1)), W2, B2)): two pointwise
+//                                    convolutions in a row on one-pixel images (a squeeze-excite
+//                                    block's), activations in `activation1`/`activation2`
+//                                    (parameters in `activation1_params`/`activation2_params`)
 // `activation` (string, "" for none) names an ONNX activation: Relu, LeakyRelu (alpha), Clip
 // (min, max), Sigmoid, HardSigmoid (alpha, beta), HardSwish, Swish (alpha), Gelu (approximate:
 // params[0] = 0 for erf, 1 for tanh), Tanh; its parameters are in `activation_params`.

@@ -17,6 +17,7 @@ PassInfo layernorm_recognition_pass();   // recognize_layernorm.cc (LayerNorm an
 PassInfo attention_recognition_pass();   // recognize_attention.cc
 PassInfo channel_scale_folding_pass();   // fold_channel_scale.cc
 PassInfo bias_activation_fusion_pass();  // fuse_bias_activation.cc
+PassInfo channel_mlp_fusion_pass();      // fuse_channel_mlp.cc
 PassInfo elementwise_fusion_pass();      // fuse_elementwise.cc
 
 }  // namespace kiln

@@ -519,5 +519,55 @@ TEST(CudaConv, ConvTransposeMatchesTheReference) {
   }
 }
 
+// A squeeze-excite block on x [n, C, 5, 5]: global average pool, 1x1 convolution to `hidden`
+// channels, `act1`, 1x1 convolution back to C, `act2`, x scaled by the result. The optimizer makes
+// the two convolutions one kiln.ChannelMLP step.
+onnx::ModelProto squeeze_excite_model(int64_t c, int64_t hidden, const std::string& act1, const std::string& act2,
+                                      bool bias2) {
+  onnx::ModelProto m = make_model(17);
+  auto* g = m.mutable_graph();
+  add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, c, 5, 5}, {"n", "", "", ""});
+  add_random_weight(g, "w1", {hidden, c, 1, 1}, 1, -0.3f, 0.3f);
+  add_random_weight(g, "b1", {hidden}, 2, -0.3f, 0.3f);
+  add_random_weight(g, "w2", {c, hidden, 1, 1}, 3, -0.3f, 0.3f);
+  add_random_weight(g, "b2", {c}, 4, -0.3f, 0.3f);
+  add_node(g, "GlobalAveragePool", {"x"}, {"pooled"}, "pool");
+  add_node(g, "Conv", {"pooled", "w1", "b1"}, {"h0"}, "fc1");
+  add_node(g, act1, {"h0"}, {"h"}, "act1");
+  add_node(g, "Conv", bias2 ? std::vector<std::string>{"h", "w2", "b2"} : std::vector<std::string>{"h", "w2"}, {"s0"},
+           "fc2");
+  add_node(g, act2, {"s0"}, {"s"}, "act2");
+  add_node(g, "Mul", {"x", "s"}, {"y"}, "scale");
+  g->add_output()->set_name("y");
+  return m;
+}
+
+// kiln.ChannelMLP on its own kernel: squeeze-excite blocks of EfficientNet's (SiLU written as
+// x * Sigmoid(x) is recognized first; here Relu/Tanh and Sigmoid/HardSigmoid) and odd sizes
+// (C = 1, 7, 257, 1152 with 48 hidden, as EfficientNet-B0's last block), batches of 1, 3 and 11
+// (several images per block and a partial group), in every precision.
+TEST(CudaConv, ChannelMlpMatchesTheReference) {
+  SKIP_WITHOUT_GPU();
+  struct Case {
+    int64_t c, hidden;
+    const char *act1, *act2;
+    bool bias2;
+  };
+  const Case cases[] = {{16, 4, "Relu", "HardSigmoid", true},
+                        {7, 3, "Tanh", "Sigmoid", false},
+                        {1, 1, "Relu", "Sigmoid", true},
+                        {257, 33, "Relu", "Sigmoid", true},
+                        {1152, 48, "Tanh", "Sigmoid", true}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(std::to_string(c.c) + " -> " + std::to_string(c.hidden));
+    std::vector<std::vector<RValue>> sets;
+    for (int64_t n : {1, 3, 11}) {
+      sets.push_back({RValue::of(random_float({n, c.c, 5, 5}, static_cast<uint32_t>(n + 81)))});
+    }
+    expect_cuda_matches_reference(squeeze_excite_model(c.c, c.hidden, c.act1, c.act2, c.bias2), {{"x", {1, c.c, 5, 5}}},
+                                  {{"x", {11, c.c, 5, 5}}}, sets, {"ChannelMLP"});
+  }
+}
+
 }  // namespace
 }  // namespace kiln

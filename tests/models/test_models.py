@@ -65,7 +65,9 @@ EXPECTED_FUSIONS = {
                       ("LayerNormalization", {"ReduceMean", "Sub", "Sqrt", "Div"})],
     "yolo_style": [("kiln.FusedConv", {"Conv", "BatchNormalization", "Sigmoid", "Mul"})],
     "deeplabv3_mobilenet": [("kiln.FusedConv", {"Conv", "BatchNormalization", "HardSwish"}),
-                            ("kiln.FusedConv", {"Conv", "BatchNormalization", "Add"})],
+                            ("kiln.FusedConv", {"Conv", "BatchNormalization", "Add"}),
+                            # MobileNetV3's squeeze-excite: both 1x1 convolutions in one step.
+                            ("kiln.ChannelMLP", {"Conv", "Relu", "HardSigmoid"})],
     "dbnet_style": [("kiln.FusedConv", {"Conv", "BatchNormalization", "Add", "Relu"}),
                     ("kiln.FusedConv", {"Conv", "Add"})],
 }

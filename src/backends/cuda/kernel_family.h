@@ -46,6 +46,7 @@ KernelFamily resize_family();             // resize_kernel.cc: Resize, Upsample
 KernelFamily norm_family();               // norm_kernel.cc: LayerNormalization, RMSNormalization, GroupNormalization,
                                           // InstanceNormalization, BatchNormalization
 KernelFamily conv_transpose_family();     // conv_transpose_kernel.cc: ConvTranspose
+KernelFamily channel_mlp_family();        // channel_mlp_kernel.cc: kiln.ChannelMLP
 KernelFamily movement_family();           // movement_kernel.cc: Transpose, Concat, Split, Slice, Expand, Pad, Gather
 
 // fused_elementwise_kernel.cc, at build: generates the elementwise programs of every step offered

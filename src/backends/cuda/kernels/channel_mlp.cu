@@ -1,0 +1,132 @@
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+
+#include "backends/cuda/cuda_check.h"
+#include "backends/cuda/kernels/activation.cuh"
+#include "backends/cuda/kernels/channel_mlp.h"
+#include "backends/cuda/kernels/float_cast.cuh"
+
+namespace kiln::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr int kMaxImages = 8;     // images a block computes together (each weight row read once for them)
+constexpr int kOutputsPer = 128;  // outputs of the second layer per block
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Block (i, j) takes images [i * T, i * T + T) and second-layer outputs [j * kOutputsPer, ...).
+// It stages the images' inputs in shared memory, computes the whole hidden layer for them (a warp
+// per hidden channel, lanes along the input channels), then its outputs (a warp per output).
+// Blocks along j recompute the hidden layer: it is small (a squeeze-excite block's is C/4 or C/24
+// wide) next to spreading the work over more of the GPU at batch 1.
+template <typename T, int kT>
+__global__ void channel_mlp_kernel(const ChannelMlpShape s, Activation a1, float p10, float p11, Activation a2,
+                                   float p20, float p21, const T* x, const T* w1, const T* b1, const T* w2, const T* b2,
+                                   T* y) {
+  extern __shared__ float smem[];
+  const int c = static_cast<int>(s.c), k1 = static_cast<int>(s.k1);
+  float* xs = smem;           // [kT][C]
+  float* hs = smem + kT * c;  // [kT][K1]
+  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kT;
+  const int images = static_cast<int>(s.n - n0 < kT ? s.n - n0 : kT);
+  for (int i = threadIdx.x; i < kT * c; i += blockDim.x) {
+    const int t = i / c;
+    xs[i] = t < images ? f32(x[(n0 + t) * c + i % c]) : 0.f;
+  }
+  __syncthreads();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (int j = warp; j < k1; j += kWarps) {
+    float acc[kT];
+#pragma unroll
+    for (int t = 0; t < kT; ++t) acc[t] = 0.f;
+    const T* row = w1 + static_cast<int64_t>(j) * c;
+    for (int ci = lane; ci < c; ci += 32) {
+      const float w = f32(row[ci]);
+#pragma unroll
+      for (int t = 0; t < kT; ++t) acc[t] += w * xs[t * c + ci];
+    }
+    const float bias = b1 ? f32(b1[j]) : 0.f;
+#pragma unroll
+    for (int t = 0; t < kT; ++t) {
+      const float v = warp_sum(acc[t]);
+      if (lane == 0) hs[t * k1 + j] = act(a1, p10, p11, v + bias);
+    }
+  }
+  __syncthreads();
+  const int64_t k_stop = (static_cast<int64_t>(blockIdx.y) + 1) * kOutputsPer;
+  const int k_end = static_cast<int>(s.k2 < k_stop ? s.k2 : k_stop);
+  for (int k = blockIdx.y * kOutputsPer + warp; k < k_end; k += kWarps) {
+    float acc[kT];
+#pragma unroll
+    for (int t = 0; t < kT; ++t) acc[t] = 0.f;
+    const T* row = w2 + static_cast<int64_t>(k) * k1;
+    for (int j = lane; j < k1; j += 32) {
+      const float w = f32(row[j]);
+#pragma unroll
+      for (int t = 0; t < kT; ++t) acc[t] += w * hs[t * k1 + j];
+    }
+    const float bias = b2 ? f32(b2[k]) : 0.f;
+#pragma unroll
+    for (int t = 0; t < kT; ++t) {
+      const float v = warp_sum(acc[t]);
+      if (lane == 0 && t < images) y[(n0 + t) * s.k2 + k] = cast<T>(act(a2, p20, p21, v + bias));
+    }
+  }
+}
+
+template <typename T, int kT>
+Status run_images(const ChannelMlpShape& s, const ActivationSpec& a1, const ActivationSpec& a2, const void* x,
+                  const void* w1, const void* b1, const void* w2, const void* b2, void* y, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>((s.n + kT - 1) / kT),
+                  static_cast<unsigned>((s.k2 + kOutputsPer - 1) / kOutputsPer));
+  const size_t smem = static_cast<size_t>(kT * (s.c + s.k1)) * sizeof(float);
+  if (smem > 48 * 1024) {
+    KILN_CUDA_CHECK(cudaFuncSetAttribute(channel_mlp_kernel<T, kT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(smem)));
+  }
+  channel_mlp_kernel<T, kT><<<grid, kThreads, smem, stream>>>(
+      s, a1.kind, a1.p0, a1.p1, a2.kind, a2.p0, a2.p1, static_cast<const T*>(x), static_cast<const T*>(w1),
+      static_cast<const T*>(b1), static_cast<const T*>(w2), static_cast<const T*>(b2), static_cast<T*>(y));
+  KILN_CUDA_CHECK_LAUNCH("the channel MLP kernel");
+  return {};
+}
+
+template <typename T>
+Status run(const ChannelMlpShape& s, const ActivationSpec& a1, const ActivationSpec& a2, const void* x, const void* w1,
+           const void* b1, const void* w2, const void* b2, void* y, cudaStream_t stream) {
+  // As many images per block as there are (up to 8), as long as they fit in 96 KB of shared memory.
+  const int64_t per_image = (s.c + s.k1) * static_cast<int64_t>(sizeof(float));
+  const int64_t fit = std::max<int64_t>(1, (96 * 1024) / per_image);
+  const int64_t t = std::min<int64_t>({s.n, kMaxImages, fit});
+  if (t >= 8) return run_images<T, 8>(s, a1, a2, x, w1, b1, w2, b2, y, stream);
+  if (t >= 4) return run_images<T, 4>(s, a1, a2, x, w1, b1, w2, b2, y, stream);
+  if (t >= 2) return run_images<T, 2>(s, a1, a2, x, w1, b1, w2, b2, y, stream);
+  return run_images<T, 1>(s, a1, a2, x, w1, b1, w2, b2, y, stream);
+}
+
+}  // namespace
+
+Status launch_channel_mlp(const ChannelMlpShape& s, const ActivationSpec& a1, const ActivationSpec& a2, DataType dt,
+                          const void* x, const void* w1, const void* b1, const void* w2, const void* b2, void* y,
+                          void* stream) {
+  if (s.c <= 0 || s.k1 <= 0 || s.k2 <= 0 || s.c + s.k1 > kChannelMlpMaxChannels) {
+    return invalid("channel MLP of {} -> {} -> {} channels: not held by the kernel", s.c, s.k1, s.k2);
+  }
+  if (s.n == 0) return {};
+  auto st = static_cast<cudaStream_t>(stream);
+  switch (dt) {
+    case DataType::kFloat: return run<float>(s, a1, a2, x, w1, b1, w2, b2, y, st);
+    case DataType::kFloat16: return run<__half>(s, a1, a2, x, w1, b1, w2, b2, y, st);
+    case DataType::kBFloat16: return run<__nv_bfloat16>(s, a1, a2, x, w1, b1, w2, b2, y, st);
+    default: return invalid("no CUDA channel MLP for {}", dtype_name(dt));
+  }
+}
+
+}  // namespace kiln::cuda
