@@ -544,15 +544,11 @@ class ArenaPlanExecutor : public PlanExecutor {
     for (size_t i = 0; i < inputs.size(); ++i) {
       const Tensor& t = inputs[i].tensor;
       const int64_t bytes = static_cast<int64_t>(t.nbytes());
-      if (bytes > staging_bytes_[i]) {
-        Allocator* host = backends_.primary->host_allocator();
-        if (!host) return invalid("the device has no page-locked host memory for staging inputs");
-        KILN_ASSIGN_OR_RETURN(staging_[i], allocate(host, bytes, "input staging buffer"));
-        staging_bytes_[i] = bytes;
-        // Recordings read the old buffers.
-        for (auto& [key, other] : shape_cache_) other.recorded[0] = other.recorded[1] = nullptr;
+      KILN_RETURN_IF_ERROR(reserve_staging(i, bytes));
+      // An input_buffer() tensor already lies there.
+      if (transfers_ && bytes && t.raw() != staging_[i].get()) {
+        std::memcpy(staging_[i].get(), t.raw(), static_cast<size_t>(bytes));
       }
-      if (transfers_ && bytes) std::memcpy(staging_[i].get(), t.raw(), static_cast<size_t>(bytes));
     }
     std::shared_ptr<void>& rec = prep.recorded[transfers_ ? 0 : 1];
     if (!rec) {
@@ -594,6 +590,34 @@ class ArenaPlanExecutor : public PlanExecutor {
       outs.push_back(RValue::of(std::move(t)));
     }
     return outs;
+  }
+
+  // Staging memory for input i of at least `bytes`; recordings that read a smaller buffer are
+  // dropped when it grows.
+  Status reserve_staging(size_t i, int64_t bytes) {
+    if (bytes <= staging_bytes_[i]) return {};
+    Allocator* host = backends_.primary->host_allocator();
+    if (!host) return invalid("the device has no page-locked host memory for staging inputs");
+    KILN_ASSIGN_OR_RETURN(staging_[i], allocate(host, bytes, "input staging buffer"));
+    staging_bytes_[i] = bytes;
+    for (auto& [key, other] : shape_cache_) other.recorded[0] = other.recorded[1] = nullptr;
+    return {};
+  }
+
+  Result<Tensor> input_buffer(size_t i, const Dims& dims) override {
+    const Plan& p = *plan_;
+    if (i >= p.inputs.size()) return invalid("input {} of a model with {} inputs", i, p.inputs.size());
+    const Slot& s = p.slots[static_cast<size_t>(p.inputs[i])];
+    if (s.type.kind != TypeInfo::Kind::kTensor || s.type.dtype == DataType::kString) {
+      return invalid("input '{}' is not a numeric tensor", s.name);
+    }
+    KILN_RETURN_IF_ERROR(check_allocation(dims, dtype_size(s.type.dtype), "input buffer"));
+    if (!recordable_ || !graphs_ || !backends_.primary->host_allocator()) return Tensor::create(s.type.dtype, dims);
+    const int64_t bytes = shape_numel(dims) * static_cast<int64_t>(dtype_size(s.type.dtype));
+    if (bytes == 0) return Tensor::create(s.type.dtype, dims);
+    KILN_RETURN_IF_ERROR(reserve_staging(i, bytes));
+    std::memset(staging_[i].get(), 0, static_cast<size_t>(bytes));
+    return Tensor::wrap(s.type.dtype, dims, staging_[i]);
   }
 
   void set_graphs(bool on) override { graphs_ = on; }

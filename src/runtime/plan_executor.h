@@ -47,6 +47,13 @@ class PlanExecutor {
   // Off: the copies of inputs to the device and of outputs back are skipped (benchmarks of the
   // device's compute alone; the outputs are then stale).
   virtual void set_transfers(bool on) { (void)on; }
+  // A tensor of `dims` for model input `i` (Plan::inputs order, its element type) to fill and
+  // pass to run(). On a device whose runs are recorded it lies in this context's page-locked
+  // staging memory, which the recording copies to the device from: run() then copies nothing on
+  // the host first (as trtexec's pinned buffers). It stays valid as long as it is held; a larger
+  // one asked later takes new staging memory, and the older one is then copied like any input.
+  // Elsewhere it is an ordinary tensor.
+  virtual Result<Tensor> input_buffer(size_t i, const Dims& dims) = 0;
 };
 
 }  // namespace kiln

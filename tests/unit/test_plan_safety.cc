@@ -3,6 +3,8 @@
 // catch an overlapping placement before it writes.
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include <fstream>
 #include <random>
 #include <set>
@@ -58,6 +60,30 @@ BuildOptions reshape_view_options(bool profile) {
   }
   o.pipeline.disabled = {"fold-constants", "eliminate-identity"};
   return o;
+}
+
+// On the CPU an input buffer is an ordinary tensor of the input's type: filled and run, it gives
+// the graph's results; an input index past the model's is an error naming both.
+TEST(PlanSafety, InputBuffersOnTheCpu) {
+  Model model = import(reshape_view_model());
+  auto plan = build_plan(model, reshape_view_options(true));
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  auto exec = PlanExecutor::create(*plan, *make_backend("cpu"));
+  ASSERT_TRUE(exec.ok());
+  auto buf = (*exec)->input_buffer(0, {3, 64});
+  ASSERT_TRUE(buf.ok()) << buf.status().message();
+  EXPECT_EQ(buf->dtype(), DataType::kFloat);
+  EXPECT_EQ(buf->dims(), (Dims{3, 64}));
+  const Tensor values = random_float({3, 64}, 9);
+  std::memcpy(buf->raw(), values.raw(), values.nbytes());
+  auto want = Executor(*model.graph).run({RValue::of(values)});
+  auto got = (*exec)->run({RValue::of(*buf)});
+  ASSERT_TRUE(want.ok() && got.ok()) << got.status().message();
+  EXPECT_LE(max_abs_diff((*want)[0].tensor, (*got)[0].tensor), 1e-6);
+  auto bad = (*exec)->input_buffer(1, {3, 64});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("1 inputs"), std::string::npos) << bad.status().message();
+  EXPECT_FALSE((*exec)->input_buffer(0, {-1, 64}).ok());
 }
 
 TEST(PlanSafety, ViewOfADyingTensorIsNotOverwritten) {
