@@ -224,8 +224,11 @@ def rel_l2(got, want):
 def test_model_gpu(kiln, models, name):
     path, _, inputs, _, out_names, expected, _, shapes, min_shapes, max_shapes = reference(models, name)
     errors, report = [], []
-    fixed = ["--device", "cuda", "--shapes", shape_arg(shapes)]
-    profile = ["--device", "cuda", "--min-shapes", shape_arg(min_shapes), "--max-shapes", shape_arg(max_shapes)]
+    # One timing cache for the model's engines: a step timed for one of them (the same op, shapes,
+    # precision and layout) is not timed again for another.
+    cache = ["--timing-cache", os.path.join(kiln.workdir, f"{name}.timing.json")]
+    fixed = ["--device", "cuda", "--shapes", shape_arg(shapes)] + cache
+    profile = ["--device", "cuda", "--min-shapes", shape_arg(min_shapes), "--max-shapes", shape_arg(max_shapes)] + cache
     ways = [("fp32 fixed", fixed + ["--no-tf32"], None), ("fp32 profile", profile + ["--no-tf32"], None),
             ("tf32 fixed", fixed, "tf32"), ("fp16 fixed", fixed + ["--fp16"], "fp16"),
             ("bf16 fixed", fixed + ["--bf16"], "bf16")]
