@@ -106,6 +106,13 @@ def kiln_bench(kiln, engine, reps):
     return statistics.median(medians), with_transfers
 
 
+def kiln_streams(kiln, engine, streams):
+    """Throughput (inferences/s) of `streams` contexts of the engine running at once, each on its
+    own stream with its own copies in and out (`kiln bench --streams`)."""
+    r = run([kiln, "bench", engine, "--json", "--duration", "2", "--streams", str(streams)])
+    return json.loads(r.stdout)["streams"]["throughput_per_s"]
+
+
 def kiln_accuracy(kiln, engine, model, tmp):
     """Relative L2 error of Kiln's output against PyTorch float32 on the same input."""
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
@@ -128,6 +135,8 @@ def main():
     ap.add_argument("--extra", default="resnet50:fp32,resnet50:bf16",
                     help="MODEL:PRECISION pairs measured besides (at every batch)")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--streams", type=int, default=4,
+                    help="at batch 1, also Kiln's throughput with this many contexts at once (0: not measured)")
     ap.add_argument("--max-autotune", action="store_true")
     ap.add_argument("--no-torch", action="store_true", help="measure Kiln only")
     ap.add_argument("--workdir", default=None)
@@ -160,6 +169,8 @@ def main():
                 row["build_cold_s"] = kiln_build(kiln, onnx_path, engine, batch, precision, cache)
                 row["build_warm_s"] = kiln_build(kiln, onnx_path, engine, batch, precision, cache)
                 row["kiln_ms"], row["kiln_with_transfers_ms"] = kiln_bench(kiln, engine, args.reps)
+                if batch == 1 and args.streams > 1:
+                    row[f"kiln_streams{args.streams}_img_s"] = kiln_streams(kiln, engine, args.streams)
                 if batch == 1:
                     with tempfile.TemporaryDirectory() as tmp:
                         # Random weights can leave outputs far below FP16's smallest number (about
