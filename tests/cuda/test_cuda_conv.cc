@@ -542,7 +542,7 @@ onnx::ModelProto squeeze_excite_model(int64_t c, int64_t hidden, const std::stri
   return m;
 }
 
-// kiln.ChannelMLP on its own kernel: squeeze-excite blocks of EfficientNet's (SiLU written as
+// kiln.ChannelMLP on its own kernel and as two GEMMs: squeeze-excite blocks of EfficientNet's (SiLU written as
 // x * Sigmoid(x) is recognized first; here Relu/Tanh and Sigmoid/HardSigmoid) and odd sizes
 // (C = 1, 7, 257, 1152 with 48 hidden, as EfficientNet-B0's last block), batches of 1, 3 and 11
 // (several images per block and a partial group), in every precision.
@@ -566,6 +566,14 @@ TEST(CudaConv, ChannelMlpMatchesTheReference) {
     }
     expect_cuda_matches_reference(squeeze_excite_model(c.c, c.hidden, c.act1, c.act2, c.bias2), {{"x", {1, c.c, 5, 5}}},
                                   {{"x", {11, c.c, 5, 5}}}, sets, {"ChannelMLP"});
+    // The two-GEMM tactic, offered at static shapes.
+    for (int64_t n : {1, 11}) {
+      SCOPED_TRACE("gemm tactic, batch " + std::to_string(n));
+      std::vector<std::vector<RValue>> one = {{RValue::of(random_float({n, c.c, 5, 5}, 91))}};
+      expect_cuda_matches_reference(static_batch(squeeze_excite_model(c.c, c.hidden, c.act1, c.act2, c.bias2), n),
+                                    {{"x", {n, c.c, 5, 5}}}, {{"x", {n, c.c, 5, 5}}}, one, {"ChannelMLP"},
+                                    kAllPrecisions, std::nullopt, "gemm");
+    }
   }
 }
 
