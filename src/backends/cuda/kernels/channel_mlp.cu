@@ -21,6 +21,21 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+// acc[t] = row . v[t * len .. t * len + len) for the kT vectors, the warp's lanes along the
+// entries (row read once for all of them), summed over the warp into every lane.
+template <typename T, int kT>
+__device__ __forceinline__ void warp_dots(const T* row, const float* v, int len, int lane, float (&acc)[kT]) {
+#pragma unroll
+  for (int t = 0; t < kT; ++t) acc[t] = 0.f;
+  for (int i = lane; i < len; i += 32) {
+    const float w = f32(row[i]);
+#pragma unroll
+    for (int t = 0; t < kT; ++t) acc[t] += w * v[t * len + i];
+  }
+#pragma unroll
+  for (int t = 0; t < kT; ++t) acc[t] = warp_sum(acc[t]);
+}
+
 // Block (i, j) takes images [i * T, i * T + T) and second-layer outputs [j * kOutputsPer, ...).
 // It stages the images' inputs in shared memory, computes the whole hidden layer for them (a warp
 // per hidden channel, lanes along the input channels), then its outputs (a warp per output).
@@ -42,41 +57,26 @@ __global__ void channel_mlp_kernel(const ChannelMlpShape s, Activation a1, float
   }
   __syncthreads();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  float acc[kT];
   for (int j = warp; j < k1; j += kWarps) {
-    float acc[kT];
-#pragma unroll
-    for (int t = 0; t < kT; ++t) acc[t] = 0.f;
-    const T* row = w1 + static_cast<int64_t>(j) * c;
-    for (int ci = lane; ci < c; ci += 32) {
-      const float w = f32(row[ci]);
-#pragma unroll
-      for (int t = 0; t < kT; ++t) acc[t] += w * xs[t * c + ci];
-    }
+    warp_dots<T, kT>(w1 + static_cast<int64_t>(j) * c, xs, c, lane, acc);
     const float bias = b1 ? f32(b1[j]) : 0.f;
+    if (lane == 0) {
 #pragma unroll
-    for (int t = 0; t < kT; ++t) {
-      const float v = warp_sum(acc[t]);
-      if (lane == 0) hs[t * k1 + j] = act(a1, p10, p11, v + bias);
+      for (int t = 0; t < kT; ++t) hs[t * k1 + j] = act(a1, p10, p11, acc[t] + bias);
     }
   }
   __syncthreads();
   const int64_t k_stop = (static_cast<int64_t>(blockIdx.y) + 1) * kOutputsPer;
   const int k_end = static_cast<int>(s.k2 < k_stop ? s.k2 : k_stop);
   for (int k = blockIdx.y * kOutputsPer + warp; k < k_end; k += kWarps) {
-    float acc[kT];
-#pragma unroll
-    for (int t = 0; t < kT; ++t) acc[t] = 0.f;
-    const T* row = w2 + static_cast<int64_t>(k) * k1;
-    for (int j = lane; j < k1; j += 32) {
-      const float w = f32(row[j]);
-#pragma unroll
-      for (int t = 0; t < kT; ++t) acc[t] += w * hs[t * k1 + j];
-    }
+    warp_dots<T, kT>(w2 + static_cast<int64_t>(k) * k1, hs, k1, lane, acc);
     const float bias = b2 ? f32(b2[k]) : 0.f;
+    if (lane == 0) {
 #pragma unroll
-    for (int t = 0; t < kT; ++t) {
-      const float v = warp_sum(acc[t]);
-      if (lane == 0 && t < images) y[(n0 + t) * s.k2 + k] = cast<T>(act(a2, p20, p21, v + bias));
+      for (int t = 0; t < kT; ++t) {
+        if (t < images) y[(n0 + t) * s.k2 + k] = cast<T>(act(a2, p20, p21, acc[t] + bias));
+      }
     }
   }
 }
