@@ -73,17 +73,20 @@ MemoryPlan place_arena(Plan& plan, const std::string& device) {
     const bool byte_view = transpose_keeps_bytes(*st.node, src.storage.layout, s.storage.layout) &&
                            src.storage.dtype == s.storage.dtype && src.storage.device == s.storage.device;
     if (!may_run_in_place(*st.node) && !byte_view) continue;
-    // The input must die at this step, be read only once here, not be a graph output, and hold
-    // the same storage.
+    // The input must die at this step (unless the output is the same bytes), be read only once
+    // here, not be a graph output, and hold the same storage.
     int reads = 0;
     for (int id : st.inputs) reads += id == st.inputs[0];
-    if (src.kind == SlotKind::kOutput || src.last_step != s.first_step || reads != 1) continue;
+    // A byte view of an input that is read later shares its bytes as an alias.
+    const bool lives_on = src.last_step != s.first_step;
+    if (src.kind == SlotKind::kOutput || (lives_on && !byte_view) || reads != 1) continue;
     if (!(src.storage == s.storage) && !byte_view) continue;
     if (!is_view_op(*st.node) && !byte_view &&
         !same_shape_always(st.node->inputs[0]->type, st.node->outputs[0]->type)) {
       continue;
     }
     lives[k].in_place_of = in->second;
+    lives[k].alias = lives_on;
   }
   MemoryPlan mp = plan_memory(lives);
   for (size_t k = 0; k < lives.size(); ++k) {

@@ -30,10 +30,24 @@ MemoryPlan plan_memory(const std::vector<TensorLife>& tensors, int64_t alignment
   std::iota(unit.begin(), unit.end(), 0);
   std::vector<TensorLife> unit_life(tensors.begin(), tensors.end());
   std::vector<int64_t> unit_size = size;
+  // Aliases first: one per tensor that is no other's in-place target or alias itself, the unit's
+  // life the longer of the two; units with an alias take nothing in place.
+  std::vector<bool> aliased(n, false);
+  for (size_t i = 0; i < n; ++i) {
+    const int src = tensors[i].in_place_of;
+    if (!tensors[i].alias || src < 0 || static_cast<size_t>(src) >= n || src == static_cast<int>(i)) continue;
+    const auto s = static_cast<size_t>(src);
+    if (unit[s] != src || aliased[s] || tensors[i].first < tensors[s].first || unit_size[s] < size[i]) continue;
+    unit[i] = src;
+    plan.in_place_of[i] = src;
+    aliased[s] = true;
+    unit_life[s].last = std::max(unit_life[s].last, tensors[i].last);
+  }
   for (size_t i = 0; i < n; ++i) {
     int src = tensors[i].in_place_of;
-    if (src < 0 || static_cast<size_t>(src) >= n || src == static_cast<int>(i)) continue;
+    if (tensors[i].alias || src < 0 || static_cast<size_t>(src) >= n || src == static_cast<int>(i)) continue;
     int root = unit[static_cast<size_t>(src)];
+    if (aliased[static_cast<size_t>(root)]) continue;
     // Only when the input dies exactly where this tensor starts, is not itself being extended by
     // another tensor already, and is at least as large.
     if (tensors[static_cast<size_t>(src)].last != tensors[i].first || unit_size[static_cast<size_t>(root)] < size[i]) {
@@ -55,8 +69,12 @@ MemoryPlan plan_memory(const std::vector<TensorLife>& tensors, int64_t alignment
   }
   for (size_t i = 0; i < n; ++i) {
     if (plan.in_place_of[i] < 0) continue;
+    // An alias shares its input's bytes for as long as both live.
+    const int shared_until = tensors[i].alias
+                                 ? std::min(tensors[i].last, tensors[static_cast<size_t>(plan.in_place_of[i])].last)
+                                 : tensors[i].first;
     delta[tensors[i].first] -= size[i];
-    delta[tensors[i].first + 1] += size[i];
+    delta[shared_until + 1] += size[i];
   }
   int64_t live = 0;
   for (const auto& [step, d] : delta) {

@@ -12,6 +12,10 @@ struct TensorLife {
   // A tensor this one may overwrite in place: it dies at this tensor's first step, that step can
   // write its output over its input, and it is at least as large. -1: none.
   int in_place_of = -1;
+  // With in_place_of: this tensor is the same bytes as that one, unchanged (a transpose between
+  // NCHW stored NHWC and NHWC stored plain), and may share them while both live, that one
+  // living on after this one is born.
+  bool alias = false;
 };
 
 struct MemoryPlan {
@@ -26,7 +30,9 @@ constexpr int64_t kArenaAlignment = 64;
 
 // Best-fit by size: tensors in decreasing size (then earlier start) each take the lowest offset
 // where they overlap no already-placed tensor whose lifetime intersects theirs. A tensor that may
-// work in place takes its input's offset when that input's slot is free for the rest of its life.
+// work in place takes its input's offset when that input's slot is free for the rest of its life;
+// an alias takes its input's offset while both live, and nothing is then written in place over
+// either.
 MemoryPlan plan_memory(const std::vector<TensorLife>& tensors, int64_t alignment = kArenaAlignment);
 
 }  // namespace kiln

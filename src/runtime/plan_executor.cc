@@ -393,6 +393,8 @@ class ArenaPlanExecutor : public PlanExecutor {
         auto overlap = [&](int64_t vlo, int64_t vhi) -> Status {
           if (vhi <= lo || hi <= vlo) return {};
           if (out.in_place_of == static_cast<int>(id)) {
+            // A byte view aliases its input: the bytes stay as they are, read by both.
+            if (transpose_keeps_bytes(*st.node, other.storage.layout, out.storage.layout)) return {};
             if (other.last_step > step) {
               return runtime_error("plan check: step {} writes '{}' in place over '{}', which step {} still reads",
                                    st.name, out.name, other.name, p.steps[static_cast<size_t>(other.last_step)].name);

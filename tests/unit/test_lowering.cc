@@ -30,8 +30,10 @@ class LayoutBackend : public Backend {
  public:
   // `only_images`: the device runs Conv and Relu (and storage transitions) and nothing else, so
   // the rest falls back to the CPU.
-  explicit LayoutBackend(bool fp16, std::string device = "cpu", bool only_images = false)
-      : fp16_(fp16), device_(std::move(device)), only_images_(only_images) {}
+  // `transposes`: Transpose also runs in NHWC (so one between the NCHW and NHWC orders keeps its
+  // bytes, as on the GPU).
+  explicit LayoutBackend(bool fp16, std::string device = "cpu", bool only_images = false, bool transposes = false)
+      : fp16_(fp16), device_(std::move(device)), only_images_(only_images), transposes_(transposes) {}
   // Its memory is host memory, so the default kernels run its steps.
   bool host_visible() const override { return true; }
   std::string name() const override { return "layout-test"; }
@@ -41,7 +43,10 @@ class LayoutBackend : public Backend {
     return d;
   }
   Allocator& allocator() override { return reference()->allocator(); }
-  bool image_op(const Node& n) const { return n.domain.empty() && (n.op_type == "Conv" || n.op_type == "Relu"); }
+  bool image_op(const Node& n) const {
+    return n.domain.empty() &&
+           (n.op_type == "Conv" || n.op_type == "Relu" || (transposes_ && n.op_type == "Transpose"));
+  }
   bool supports(const Node& n, DataType p, Layout l) const override {
     if (n.domain == "kiln" && (n.op_type == "Reformat" || n.op_type == "Copy")) return true;
     if (image_op(n)) {
@@ -64,6 +69,7 @@ class LayoutBackend : public Backend {
   bool fp16_;
   std::string device_;
   bool only_images_;
+  bool transposes_;
 };
 
 // x[1,3,8,8] -> Conv -> Relu -> Conv -> GlobalAveragePool -> Flatten -> Gemm -> y; the first
@@ -175,6 +181,54 @@ TEST(Lowering, LayoutRegionsGetReformatsOnlyAtTheirEdges) {
   // Steps follow the graph's node order, and every reformat precedes its reader.
   for (size_t i = 0; i < p.steps.size(); ++i) EXPECT_EQ(p.steps[i].node->index, static_cast<int>(i));
   expect_runs_like_the_graph(model, *plan, backend);
+}
+
+// A Transpose from NCHW stored NHWC to NHWC stored plain keeps its bytes: the planner places its
+// output on its input, also when the input is read again later (an alias: ConvNeXt's residual
+// stream read by the next block's depthwise convolution through such a Transpose and by its
+// GEMM as the residual). Results match the graph with the plan's guard checks on.
+TEST(Lowering, ByteViewTransposeSharesItsInputsBytes) {
+  for (bool read_later : {false, true}) {
+    SCOPED_TRACE(read_later ? "input read later" : "input dies at the transpose");
+    onnx::ModelProto m = make_model(17);
+    auto* g = m.mutable_graph();
+    add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {1, 3, 6, 6});
+    add_random_weight(g, "w1", {4, 3, 3, 3}, 1, -0.5f, 0.5f);
+    add_random_weight(g, "w2", {4, 4, 1, 1}, 2, -0.5f, 0.5f);
+    add_ints_attr(add_node(g, "Conv", {"x", "w1"}, {"c"}, "conv1"), "pads", {1, 1, 1, 1});
+    add_ints_attr(add_node(g, "Transpose", {"c"}, {"t"}, "to_nhwc"), "perm", {0, 2, 3, 1});
+    add_node(g, "Neg", {"t"}, {"u"}, "neg");
+    g->add_output()->set_name("u");
+    if (read_later) {
+      add_node(g, "Conv", {"c", "w2"}, {"c2"}, "conv2");
+      g->add_output()->set_name("c2");
+    }
+    Model model = import_model(m);
+    auto backend = std::make_shared<LayoutBackend>(false, "cpu", false, true);
+    auto plan = build_plan(model, no_fusion(backend));
+    ASSERT_TRUE(plan.ok()) << plan.status().message();
+    const Plan& p = **plan;
+    const Slot& c = slot_named(p, "c");
+    const Slot& t = slot_named(p, "t");
+    EXPECT_EQ(c.storage.layout, Layout::kNHWC);
+    EXPECT_EQ(t.storage.layout, Layout::kPlain);
+    EXPECT_EQ(t.in_place_of, static_cast<int>(&c - p.slots.data()));
+    EXPECT_EQ(t.offset, c.offset);
+    EXPECT_EQ(c.last_step > t.first_step, read_later);
+    auto exec = PlanExecutor::create(*plan, backend);
+    ASSERT_TRUE(exec.ok()) << exec.status().message();
+    std::vector<RValue> in = {RValue::of(random_float({1, 3, 6, 6}, 5))};
+    auto want = Executor(*model.graph).run(in);
+    auto got = (*exec)->run(in);  // guard checks on in builds with tests
+    ASSERT_TRUE(want.ok() && got.ok()) << got.status().message();
+    ASSERT_EQ(want->size(), got->size());
+    for (size_t k = 0; k < want->size(); ++k) {
+      const Tensor& w = (*want)[k].tensor;
+      const Tensor& o = (*got)[k].tensor;
+      ASSERT_EQ(w.dims(), o.dims()) << "output " << k;
+      for (int64_t i = 0; i < w.numel(); ++i) EXPECT_NEAR(w.get_double(i), o.get_double(i), 1e-5) << k << " " << i;
+    }
+  }
 }
 
 TEST(Lowering, LowerPrecisionStoresResultsInItAndConvertsAtTheEdges) {
