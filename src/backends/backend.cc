@@ -34,7 +34,7 @@ class LogicalKernel : public StepKernel {
         continue;
       }
       if (v.omitted) continue;
-      if (!visible(v).ok() && reads_shape_only(*step_.node)) {
+      if (reads_shape_only(*step_.node) && !visible(v).ok()) {
         // Shape and Size of a value in device memory: the dims, without bytes.
         values[k] = RValue::of(Tensor::wrap(v.logical, v.dims, nullptr));
         in[k] = &values[k];

@@ -195,8 +195,8 @@ class ConvKernel : public DeviceKernel {
     if (x.size() != 4 || w.size() != 4) return invalid("the CUDA convolution takes 2-D images (rank 4)");
     const ConvGeometry geo = conv_geometry(node_, x, w);
     if (pad_) {
-      // The graph reads the input and the filter with their channels padded (zeros).
-      if (node_.attr("group") && node_.attr("group")->i != 1) return invalid("padded channels need one group");
+      // The graph reads the input and the filter with their channels padded (zeros); the tactic is
+      // made only for ungrouped convolutions (make_conv_kernel).
       x[1] = w[1] = padded_channels(x[1]);
     }
     const std::vector<int64_t> pads(geo.pads, geo.pads + 4), strides(geo.strides, geo.strides + 2),
