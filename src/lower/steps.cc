@@ -19,7 +19,7 @@ bool runs(const Backend* backend, const Node& node) {
 
 }  // namespace
 
-Status lower_to_steps(Plan& plan, const BackendSet& backends) {
+Status lower_to_steps(Plan& plan, const BackendSet& backends, const std::set<std::string>& unbounded) {
   if (!plan.graph) return invalid("the plan has no graph");
   if (!backends.primary) return invalid("no backend to build for");
   const Graph& g = *plan.graph;
@@ -62,7 +62,12 @@ Status lower_to_steps(Plan& plan, const BackendSet& backends) {
     st.fused = n->fused_from.empty() ? std::vector<std::string>{st.name} : n->fused_from;
     st.precision = node_precision(*n);
     st.layout = Layout::kPlain;
-    const Backend* backend = runs(backends.primary.get(), *n)    ? backends.primary.get()
+    bool host_only = false;
+    if (!backends.primary->host_visible()) {
+      for (const Value* v : n->outputs) host_only = host_only || (v && unbounded.count(v->name));
+    }
+    const bool on_primary = !host_only && runs(backends.primary.get(), *n);
+    const Backend* backend = on_primary                          ? backends.primary.get()
                              : runs(backends.fallback.get(), *n) ? backends.fallback.get()
                                                                  : nullptr;
     if (!backend) {

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "backends/cuda/cuda_backend.h"
+#include "backends/cuda/device_kernel.h"
 #include "backends/cuda/kernels/gemm.h"
 #include "cuda_test_util.h"
 #include "lower/builder.h"
@@ -152,6 +153,30 @@ TEST(CudaGemm, MatchesTheReferenceInEveryPrecision) {
 
 // Which activations go into cuBLASLt's epilogue (no GPU needed): Relu and tanh-GELU always,
 // erf-GELU in FP16 and BF16 only; the rest are a pass after the GEMM.
+// Gemm's C runs on the GPU as a bias ([n] or [1, n]) or the whole [m, n] output; the other
+// broadcasts ONNX allows ([1], a scalar, [m, 1]) are left to the reference kernels.
+TEST(CudaGemm, GemmCIsABiasOrTheWholeOutput) {
+  struct Offer {
+    std::vector<int64_t> c;
+    bool gpu;
+  };
+  const Offer offers[] = {{{6}, true}, {{1, 6}, true},  {{4, 6}, true}, {{1}, false},
+                          {{}, false}, {{4, 1}, false}, {{1, 1}, false}};
+  for (const Offer& o : offers) {
+    SCOPED_TRACE(shape_to_string(o.c));
+    onnx::ModelProto m = make_model(17);
+    auto* g = m.mutable_graph();
+    add_tensor_info(g->mutable_input(), "a", onnx::TensorProto::FLOAT, {4, 5});
+    add_tensor_info(g->mutable_input(), "c", onnx::TensorProto::FLOAT, o.c);
+    add_random_weight(g, "b", {5, 6}, 3, -0.5f, 0.5f);
+    add_node(g, "Gemm", {"a", "b", "c"}, {"y"});
+    g->add_output()->set_name("y");
+    Model model = import_model(m);
+    const Node& gemm = *model.graph->nodes().front();
+    EXPECT_EQ(cuda::gemm_supports(gemm, DataType::kFloat), o.gpu);
+  }
+}
+
 TEST(CudaGemm, EpilogueChoice) {
   struct Case {
     cuda::Activation act;

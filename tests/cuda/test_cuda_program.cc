@@ -7,6 +7,7 @@
 #include <limits>
 #include <set>
 
+#include "backends/cuda/kernel_family.h"
 #include "backends/cuda/kernels/program.h"
 #include "backends/cuda/kernels/program_source.h"
 #include "backends/cuda/nvrtc_compile.h"
@@ -141,6 +142,85 @@ TEST(CudaProgram, ClipWithBoundInputsAndPRelu) {
   g->add_output()->set_name("p");
   expect_interpreted_and_compiled(false, m, {{"x", {1, 5, 3, 3}}}, {{"x", {2, 5, 3, 3}}}, batches(5, 3, 3, {2, 1}),
                                   {"Clip", "PRelu"});
+}
+
+// A program instruction reads as many operands as its op has: Min and Max with one input (or
+// three) are not binary instructions, and neither are the broadcasting rules before opset 7
+// (a per-channel PRelu slope, `broadcast`/`axis` on binary ops). Those nodes are not programs.
+// (Asked in NHWC with a broadcast operand, where only a program runs a binary op.)
+TEST(CudaProgram, TakesOnlyOpsItsInstructionsMean) {
+  struct Offer {
+    int opset;
+    std::string op;
+    int inputs;
+    bool program;
+  };
+  const Offer offers[] = {{17, "Min", 2, true},   {17, "Min", 1, false},  {17, "Max", 3, false},
+                          {17, "PRelu", 2, true}, {6, "PRelu", 2, false}, {17, "Add", 2, true}};
+  const cuda::KernelFamily* programs = nullptr;
+  for (const cuda::KernelFamily& f : cuda::kernel_families()) {
+    if (std::string(f.name) == "elementwise program") programs = &f;
+  }
+  ASSERT_NE(programs, nullptr);
+  for (const Offer& o : offers) {
+    SCOPED_TRACE(o.op + " with " + std::to_string(o.inputs) + " inputs at opset " + std::to_string(o.opset));
+    onnx::ModelProto m = make_model(o.opset);
+    auto* g = m.mutable_graph();
+    std::vector<std::string> in;
+    for (int i = 0; i < o.inputs; ++i) {
+      in.push_back("x" + std::to_string(i));
+      add_tensor_info(g->mutable_input(), in.back(), onnx::TensorProto::FLOAT,
+                      i == 0        ? std::vector<int64_t>{2, 5, 3, 4}
+                      : o.opset < 7 ? std::vector<int64_t>{5}
+                                    : std::vector<int64_t>{1, 5, 1, 1});
+    }
+    add_node(g, o.op, in, {"y"});
+    g->add_output()->set_name("y");
+    Model model = import_model(m);
+    const Node& n = *model.graph->nodes().front();
+    EXPECT_EQ(programs->supports(n, DataType::kFloat, Layout::kNHWC), o.program);
+  }
+  // Legacy broadcasting on a binary op.
+  onnx::ModelProto m = make_model(6);
+  auto* g = m.mutable_graph();
+  add_tensor_info(g->mutable_input(), "a", onnx::TensorProto::FLOAT, {2, 5, 3, 4});
+  add_tensor_info(g->mutable_input(), "b", onnx::TensorProto::FLOAT, {5});
+  auto* add = add_node(g, "Add", {"a", "b"}, {"y"});
+  add_int_attr(add, "broadcast", 1);
+  add_int_attr(add, "axis", 1);
+  g->add_output()->set_name("y");
+  Model model = import_model(m);
+  EXPECT_FALSE(programs->supports(*model.graph->nodes().front(), DataType::kFloat, Layout::kNHWC));
+}
+
+// Before opset 7 a 1-D PRelu slope of C values is per channel, not numpy-broadcast: the GPU
+// program leaves it to the reference kernel, and the engine's results still match.
+TEST(CudaProgram, LegacyPerChannelPReluRunsOnTheReference) {
+  SKIP_WITHOUT_GPU();
+  onnx::ModelProto m = make_model(6);
+  auto* g = m.mutable_graph();
+  add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {2, 5, 3, 4});
+  add_random_weight(g, "slope", {5}, 2, 0.f, 0.5f);
+  add_node(g, "PRelu", {"x", "slope"}, {"p"});
+  g->add_output()->set_name("p");
+  Model model = import_model(m);
+  BuildOptions o;
+  o.device = "cuda";
+  auto plan = build_plan(model, o);
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  for (const Step& st : (*plan)->steps) {
+    if (st.node->op_type == "PRelu") EXPECT_NE(st.backend, "cuda");
+  }
+  auto backend = make_backend("cuda");
+  ASSERT_TRUE(backend.ok()) << backend.status().message();
+  auto exec = PlanExecutor::create(*plan, *backend);
+  ASSERT_TRUE(exec.ok()) << exec.status().message();
+  const std::vector<RValue> in = {RValue::of(random_float({2, 5, 3, 4}, 3))};
+  auto want = Executor(*model.graph).run(in);
+  ASSERT_TRUE(want.ok()) << want.status().message();
+  auto got = (*exec)->run(in);
+  ASSERT_TRUE(got.ok()) << got.status().message();
+  EXPECT_LE(rel_l2((*got)[0].tensor, (*want)[0].tensor), 1e-6);
 }
 
 TEST(CudaProgram, BoolOutput) {

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 #include <thread>
 
@@ -288,6 +289,42 @@ class TimedDeviceBackend : public Backend {
   mutable int timed = 0;
   mutable Dims timed_dims;
 };
+
+// A device arena holds values of known size only. A node whose output has no size at the
+// profile's largest shapes (Expand to a shape given as an input's values) runs on the host
+// fallback though the device has a kernel for it; its bounded neighbours stay on the device.
+TEST(Builder, ValuesOfUnboundedSizeAreComputedOnTheHost) {
+  class NamedDevice : public TimedDeviceBackend {
+   public:
+    DeviceInfo device() const override {
+      DeviceInfo d = TimedDeviceBackend::device();
+      d.kind = "test-device";
+      return d;
+    }
+  };
+  onnx::ModelProto m = testing::make_model(17);
+  auto* g = m.mutable_graph();
+  testing::add_tensor_info(g->mutable_input(), "x", 1, {1, 3, 1});
+  testing::add_tensor_info(g->mutable_input(), "shape", 7, {3});
+  for (const char* name : {"y", "r"}) {
+    auto* out = g->add_output();
+    out->set_name(name);
+    out->mutable_type()->mutable_tensor_type()->set_elem_type(1);
+  }
+  testing::add_node(g, "Relu", {"x"}, {"r"}, "relu");
+  testing::add_node(g, "Expand", {"r", "shape"}, {"y"}, "expand");
+  BuildOptions o;
+  o.backend = std::make_shared<NamedDevice>();
+  auto plan = build_plan(import(m), o);
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  std::map<std::string, std::string> backend_of;
+  for (const Step& st : (**plan).steps) backend_of[st.node->op_type] = st.backend;
+  EXPECT_EQ(backend_of["Relu"], "timed-device");
+  EXPECT_EQ(backend_of["Expand"], make_backend("cpu").value()->name());
+  for (const Slot& s : (**plan).slots) {
+    if (s.name == "y") EXPECT_EQ(s.storage.device, "cpu");
+  }
+}
 
 TEST(Builder, TimesDeviceTacticsOnTheDeviceAndKeepsTheirTimes) {
   Model model = import(mlp(false));

@@ -77,10 +77,35 @@ bool instr_of(const Node& n, const std::vector<uint8_t>& in, ProgInstr* out) {
       {"PRelu", ProgOp::kPRelu},
   };
   if (!n.domain.empty()) return false;
+  // Before opset 7 PRelu's 1-D slope is per channel and binary ops broadcast B at `axis` only when
+  // asked: not numpy broadcasting, which is all a program does. The reference kernels run them.
+  if (n.opset < 7 && (n.op_type == "PRelu" || n.attr("broadcast"))) return false;
   auto it = ops.find(n.op_type);
   if (it == ops.end() || in.empty()) return false;
   ProgInstr p{it->second, 0, in[0], kProgNone, kProgNone, 0.f, 0.f};
-  const size_t arity = (p.op == ProgOp::kWhere || p.op == ProgOp::kClip) ? 3 : (in.size() > 1 ? 2 : 1);
+  // Operands each instruction reads (Clip's bounds are optional; Max and Min with one input or
+  // more than two are not a binary instruction).
+  auto binary = [](ProgOp op) {
+    switch (op) {
+      case ProgOp::kAdd:
+      case ProgOp::kSub:
+      case ProgOp::kMul:
+      case ProgOp::kDiv:
+      case ProgOp::kPow:
+      case ProgOp::kMax:
+      case ProgOp::kMin:
+      case ProgOp::kEqual:
+      case ProgOp::kLess:
+      case ProgOp::kGreater:
+      case ProgOp::kLessOrEqual:
+      case ProgOp::kGreaterOrEqual:
+      case ProgOp::kAnd:
+      case ProgOp::kOr:
+      case ProgOp::kPRelu: return true;
+      default: return false;
+    }
+  };
+  const size_t arity = (p.op == ProgOp::kWhere || p.op == ProgOp::kClip) ? 3 : binary(p.op) ? 2 : 1;
   if (p.op != ProgOp::kClip && in.size() != arity) return false;
   if (arity >= 2 && in.size() > 1) p.b = in[1];
   if (arity == 3 && in.size() > 2) p.c = in[2];

@@ -205,6 +205,16 @@ bool gemm_supports(const Node& n, DataType precision) {
     if (ra != 2 || rb != 2) return false;
     const Value* c = n.inputs.size() > 2 ? n.inputs[2] : nullptr;
     const bool full_c = c && rank_of(c) == 2 && !(c->type.shape.dims[0] == Dim::of(1));
+    // C is a bias ([n] or [1, n]) or the whole output [m, n]; other broadcasts ([1], [m, 1]) are
+    // the reference kernel's.
+    if (c) {
+      const Value* y = n.outputs.empty() ? nullptr : n.outputs[0];
+      if (!y || rank_of(y) != 2) return false;
+      const std::vector<Dim>& cd = c->type.shape.dims;
+      const std::vector<Dim>& yd = y->type.shape.dims;
+      const bool bias = (cd.size() == 1 || (cd.size() == 2 && cd[0] == Dim::of(1))) && cd.back() == yd[1];
+      if (!bias && !(full_c && cd[0] == yd[0] && cd[1] == yd[1])) return false;
+    }
     // A bias C is added in the epilogue as beta * C: scaled once, so it must be a constant. A
     // full C goes to the accumulator, where beta applies as it is.
     if (c && !full_c && float_attr(n, "beta", 1.0f) != 1.0f && !c->initializer) return false;
