@@ -54,6 +54,7 @@ struct BuildConfig {
   bool fp16 = false;                         ///< allow FP16 kernels where the backend has them
   bool bf16 = false;                         ///< allow BF16 kernels where the backend has them
   std::vector<std::string> disabled_passes;  ///< pass names, as `kiln passes` lists them
+  std::vector<std::string> enabled_passes;   ///< passes off by default to run as well
   std::string timing_cache;                  ///< file of tactic timings to reuse and update
 };
 

@@ -133,6 +133,7 @@ Result<std::shared_ptr<Plan>> build_plan(const Model& model, const BuildOptions&
         shape_to_string(r.min) + ".." + shape_to_string(r.opt) + ".." + shape_to_string(r.max);
   }
   for (const std::string& p : options.pipeline.disabled) info.options["disable-pass." + p] = "1";
+  for (const std::string& p : options.pipeline.enabled) info.options["enable-pass." + p] = "1";
   for (const auto& [layer, p] : options.layer_precision) info.options["layer-precision." + layer] = dtype_name(p);
   if (!options.timing_cache.empty()) info.options["timing-cache"] = options.timing_cache;
   info.libraries["protobuf"] = google::protobuf::internal::VersionString(GOOGLE_PROTOBUF_VERSION);

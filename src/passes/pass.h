@@ -29,9 +29,12 @@ struct PassContext {
 using PassFn = std::function<Result<bool>(Graph&, PassContext&)>;
 
 struct PassInfo {
-  std::string name;         // kebab-case, unique: used by --disable-pass / --dump-after
+  std::string name;         // kebab-case, unique: used by --disable-pass / --enable-pass / --dump-after
   std::string description;  // one line for `kiln passes`
   PassFn run;
+  // A pass off by default runs only when asked for (--enable-pass): one whose rewrite is not yet a
+  // gain on every backend it lands on.
+  bool on_by_default = true;
 };
 
 }  // namespace kiln

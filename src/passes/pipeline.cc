@@ -103,6 +103,7 @@ static Result<bool> run_pass_everywhere(const PassInfo& pass, Graph& g, PassCont
 
 Result<PipelineReport> run_pipeline(Graph& g, const PipelineOptions& options) {
   std::vector<std::string> named(options.disabled.begin(), options.disabled.end());
+  named.insert(named.end(), options.enabled.begin(), options.enabled.end());
   named.insert(named.end(), options.dump_after.begin(), options.dump_after.end());
   KILN_RETURN_IF_ERROR(check_pass_names(named));
 
@@ -120,7 +121,7 @@ Result<PipelineReport> run_pipeline(Graph& g, const PipelineOptions& options) {
     changed = false;
     ++report.iterations;
     for (const PassInfo& pass : all_passes()) {
-      if (options.disabled.count(pass.name)) continue;
+      if (options.disabled.count(pass.name) || (!pass.on_by_default && !options.enabled.count(pass.name))) continue;
       KILN_ASSIGN_OR_RETURN(bool c, run_pass_everywhere(pass, g, ctx, options.verify));
       if (c && options.dump && options.dump_after.count(pass.name)) {
         KILN_RETURN_IF_ERROR(options.dump(g, pass.name, report.iterations));

@@ -17,6 +17,7 @@ Status check_pass_names(const std::vector<std::string>& names);
 
 struct PipelineOptions {
   std::set<std::string> disabled;    // pass names not to run
+  std::set<std::string> enabled;     // passes off by default to run (disabled wins)
   std::set<std::string> dump_after;  // pass names after which `dump` is called
   // Called with the graph after a pass in dump_after changed it (once per firing iteration).
   std::function<Status(const Graph&, const std::string& pass, int iteration)> dump;

@@ -44,6 +44,8 @@ Result<BuildOptions> to_options(const BuildConfig& c) {
   o.timing_cache = c.timing_cache;
   KILN_RETURN_IF_ERROR(check_pass_names(c.disabled_passes));
   o.pipeline.disabled.insert(c.disabled_passes.begin(), c.disabled_passes.end());
+  KILN_RETURN_IF_ERROR(check_pass_names(c.enabled_passes));
+  o.pipeline.enabled.insert(c.enabled_passes.begin(), c.enabled_passes.end());
   return o;
 }
 

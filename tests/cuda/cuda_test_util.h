@@ -118,7 +118,8 @@ inline void expect_cuda_matches_reference(const onnx::ModelProto& proto, const s
                                           const std::vector<std::vector<RValue>>& input_sets,
                                           const std::set<std::string>& on_gpu,
                                           std::span<const PrecisionMode> modes = kAllPrecisions,
-                                          std::optional<Layout> layout = std::nullopt, const char* tactic = nullptr) {
+                                          std::optional<Layout> layout = std::nullopt, const char* tactic = nullptr,
+                                          const std::set<std::string>& enable_passes = {}) {
   Model model = import_model(proto);
   for (const PrecisionMode& m : modes) {
     SCOPED_TRACE(m.name);
@@ -129,6 +130,7 @@ inline void expect_cuda_matches_reference(const onnx::ModelProto& proto, const s
     o.bf16 = m.bf16;
     o.min_shapes = min;
     o.max_shapes = max;
+    o.pipeline.enabled = enable_passes;
     auto plan = build_plan(model, o);
     ASSERT_TRUE(plan.ok()) << plan.status().message();
     int checked = 0, forced = 0;

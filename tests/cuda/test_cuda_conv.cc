@@ -521,7 +521,7 @@ TEST(CudaConv, ConvTransposeMatchesTheReference) {
 
 // A squeeze-excite block on x [n, C, 5, 5]: global average pool, 1x1 convolution to `hidden`
 // channels, `act1`, 1x1 convolution back to C, `act2`, x scaled by the result. The optimizer makes
-// the two convolutions one kiln.ChannelMLP step.
+// the two convolutions one kiln.ChannelMLP step when fuse-channel-mlp (off by default) is enabled.
 onnx::ModelProto squeeze_excite_model(int64_t c, int64_t hidden, const std::string& act1, const std::string& act2,
                                       bool bias2) {
   onnx::ModelProto m = make_model(17);
@@ -565,14 +565,15 @@ TEST(CudaConv, ChannelMlpMatchesTheReference) {
       sets.push_back({RValue::of(random_float({n, c.c, 5, 5}, static_cast<uint32_t>(n + 81)))});
     }
     expect_cuda_matches_reference(squeeze_excite_model(c.c, c.hidden, c.act1, c.act2, c.bias2), {{"x", {1, c.c, 5, 5}}},
-                                  {{"x", {11, c.c, 5, 5}}}, sets, {"ChannelMLP"});
+                                  {{"x", {11, c.c, 5, 5}}}, sets, {"ChannelMLP"}, kAllPrecisions, std::nullopt, nullptr,
+                                  {"fuse-channel-mlp"});
     // The two-GEMM tactic, offered at static shapes.
     for (int64_t n : {1, 11}) {
       SCOPED_TRACE("gemm tactic, batch " + std::to_string(n));
       std::vector<std::vector<RValue>> one = {{RValue::of(random_float({n, c.c, 5, 5}, 91))}};
       expect_cuda_matches_reference(static_batch(squeeze_excite_model(c.c, c.hidden, c.act1, c.act2, c.bias2), n),
                                     {{"x", {n, c.c, 5, 5}}}, {{"x", {n, c.c, 5, 5}}}, one, {"ChannelMLP"},
-                                    kAllPrecisions, std::nullopt, "gemm");
+                                    kAllPrecisions, std::nullopt, "gemm", {"fuse-channel-mlp"});
     }
   }
 }

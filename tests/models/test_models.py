@@ -10,7 +10,9 @@ The four ways:
   fixed        an engine built for the test input's shapes (`--shapes`);
   profile      an engine built with a profile: min 1 on every dynamic dimension, max twice the test
                shape; run at the test shape and at the smallest shape (dynamic dims cut to 1);
-  profile-raw  the same profile with every optimization pass disabled.
+  profile-raw  the same profile with every optimization pass disabled;
+  fixed-opt-in the fixed engine with the passes that are off by default enabled too (when a model's
+               structure gives them something to fuse: OPT_IN_FUSIONS).
 Each output must satisfy |kiln - ort| <= 1e-4 * |ort| + 1e-5 (the absolute term covers values that
 are zero up to rounding). The fixed and profile engines must show the fusions the model's
 structure allows, and the profile engine may have at most 10% more steps than the fixed one.
@@ -65,11 +67,15 @@ EXPECTED_FUSIONS = {
                       ("LayerNormalization", {"ReduceMean", "Sub", "Sqrt", "Div"})],
     "yolo_style": [("kiln.FusedConv", {"Conv", "BatchNormalization", "Sigmoid", "Mul"})],
     "deeplabv3_mobilenet": [("kiln.FusedConv", {"Conv", "BatchNormalization", "HardSwish"}),
-                            ("kiln.FusedConv", {"Conv", "BatchNormalization", "Add"}),
-                            # MobileNetV3's squeeze-excite: both 1x1 convolutions in one step.
-                            ("kiln.ChannelMLP", {"Conv", "Relu", "HardSigmoid"})],
+                            ("kiln.FusedConv", {"Conv", "BatchNormalization", "Add"})],
     "dbnet_style": [("kiln.FusedConv", {"Conv", "BatchNormalization", "Add", "Relu"}),
                     ("kiln.FusedConv", {"Conv", "Add"})],
+}
+
+# Fusions of the passes off by default (`kiln passes`), checked in the fixed-opt-in engine.
+OPT_IN_FUSIONS = {
+    # MobileNetV3's squeeze-excite: both 1x1 convolutions in one step (fuse-channel-mlp).
+    "deeplabv3_mobilenet": [("kiln.ChannelMLP", {"Conv", "Relu", "HardSigmoid"})],
 }
 
 
@@ -142,9 +148,9 @@ def compare(what, got, want, rtol=RTOL):
     return None, float(err.max()) if err.size else 0.0
 
 
-def check_fusions(name, info, onnx_ops, tag):
+def check_fusions(name, info, onnx_ops, tag, expected=None):
     errors = []
-    for op, needed, *rest in EXPECTED_FUSIONS.get(name, []):
+    for op, needed, *rest in (EXPECTED_FUSIONS if expected is None else expected).get(name, []):
         excluded = rest[0] if rest else set()
         if not any(st["op"] == op and needed <= (ops := {onnx_ops.get(f, "?") for f in st["fused"]})
                    and not excluded & ops for st in info["steps"]):
@@ -167,7 +173,7 @@ def reference(models, name):
             {n: [2 * d if i in axes[n] else d for i, d in enumerate(s)] for n, s in shapes.items()})
 
 
-def test_model(kiln, models, name, all_passes):
+def test_model(kiln, models, name, all_passes, opt_in_passes):
     path, model, inputs, sess, out_names, expected, axes, shapes, min_shapes, max_shapes = reference(models, name)
     onnx_ops = {n.name: n.op_type for n in model.graph.node}
     smallest = {n: a[tuple(slice(0, 1) if i in axes[n] else slice(None) for i in range(a.ndim))]
@@ -193,8 +199,12 @@ def test_model(kiln, models, name, all_passes):
     check("imported", path, inputs, expected)
     steps = {}
     profile = ["--min-shapes", shape_arg(min_shapes), "--max-shapes", shape_arg(max_shapes)]
-    for way, flags in [("fixed", ["--shapes", shape_arg(shapes)]), ("profile", profile),
-                       ("profile-raw", profile + [f for p in all_passes for f in ("--disable-pass", p)])]:
+    ways = [("fixed", ["--shapes", shape_arg(shapes)]), ("profile", profile),
+            ("profile-raw", profile + [f for p in all_passes for f in ("--disable-pass", p)])]
+    if name in OPT_IN_FUSIONS:
+        ways.append(("fixed-opt-in", ["--shapes", shape_arg(shapes)]
+                     + [f for p in opt_in_passes for f in ("--enable-pass", p)]))
+    for way, flags in ways:
         try:
             engine = kiln.build(path, f"{name}-{way}", *flags)
             info = kiln.inspect(engine)
@@ -207,12 +217,16 @@ def test_model(kiln, models, name, all_passes):
             check("profile at the smallest shape", engine, smallest, expected_smallest)
         if way in ("fixed", "profile"):
             errors += check_fusions(name, info, onnx_ops, way)
+        if way == "fixed-opt-in":
+            errors += check_fusions(name, info, onnx_ops, way, OPT_IN_FUSIONS)
     if "fixed" in steps and "profile" in steps and steps["profile"] > MAX_PROFILE_STEP_RATIO * steps["fixed"]:
         errors.append(f"the profile engine has {steps['profile']} steps, more than {MAX_PROFILE_STEP_RATIO:.2f} x "
                       f"the fixed-shape engine's {steps['fixed']}")
     dyn = {n: a for n, a in axes.items() if a}
     print(f"     {name}: max abs diff vs onnxruntime: {', '.join(report)}; steps fixed {steps.get('fixed')}, "
-          f"profile {steps.get('profile')}, profile-raw {steps.get('profile-raw')}; dynamic axes {dyn or 'none'}")
+          f"profile {steps.get('profile')}, profile-raw {steps.get('profile-raw')}"
+          + (f", fixed-opt-in {steps['fixed-opt-in']}" if "fixed-opt-in" in steps else "")
+          + f"; dynamic axes {dyn or 'none'}")
     return errors
 
 
@@ -221,8 +235,9 @@ def rel_l2(got, want):
     return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30))
 
 
-def test_model_gpu(kiln, models, name):
-    path, _, inputs, _, out_names, expected, _, shapes, min_shapes, max_shapes = reference(models, name)
+def test_model_gpu(kiln, models, name, opt_in_passes):
+    path, model, inputs, _, out_names, expected, _, shapes, min_shapes, max_shapes = reference(models, name)
+    onnx_ops = {n.name: n.op_type for n in model.graph.node}
     errors, report = [], []
     # One timing cache for the model's engines: a step timed for one of them (the same op, shapes,
     # precision and layout) is not timed again for another.
@@ -232,6 +247,9 @@ def test_model_gpu(kiln, models, name):
     ways = [("fp32 fixed", fixed + ["--no-tf32"], None), ("fp32 profile", profile + ["--no-tf32"], None),
             ("tf32 fixed", fixed, "tf32"), ("fp16 fixed", fixed + ["--fp16"], "fp16"),
             ("bf16 fixed", fixed + ["--bf16"], "bf16")]
+    if name in OPT_IN_FUSIONS:
+        ways.append(("fp32 fixed opt-in", fixed + ["--no-tf32"] + [f for p in opt_in_passes for f in ("--enable-pass", p)],
+                     None))
     for way, flags, bound_key in ways:
         if bound_key == "fp16" and max(float(np.abs(w).max()) for w in expected if w.size) < FP16_SMALLEST_NORMAL:
             report.append(f"{way} n/a (outputs below FP16's range)")
@@ -243,6 +261,8 @@ def test_model_gpu(kiln, models, name):
         except RuntimeError as e:
             errors.append(f"{way}: {e}")
             continue
+        if way == "fp32 fixed opt-in":
+            errors += check_fusions(name, info, onnx_ops, way, OPT_IN_FUSIONS)
         # Shape and Size read only their input's dims, which the host has: such a step on the CPU
         # moves no data and is not a fallback.
         cpu_steps = [st["name"] for st in info["steps"]
@@ -303,13 +323,14 @@ def main():
     passes = json.loads(subprocess.run([a.kiln, "passes", "--json"], capture_output=True, text=True,
                                        check=True).stdout)["passes"]
     all_passes = [p["name"] for p in passes]
+    opt_in_passes = [p["name"] for p in passes if not p.get("on_by_default", True)]
     failed = 0
     for name in names:
         with tempfile.TemporaryDirectory() as d:
             if a.device == "cuda":
-                errors = test_model_gpu(Kiln(a.kiln, d), a.models, name)
+                errors = test_model_gpu(Kiln(a.kiln, d), a.models, name, opt_in_passes)
             else:
-                errors = test_model(Kiln(a.kiln, d), a.models, name, all_passes)
+                errors = test_model(Kiln(a.kiln, d), a.models, name, all_passes, opt_in_passes)
         for e in errors:
             print(f"FAIL {name}: {e}")
         if not errors:

@@ -44,6 +44,7 @@ inline int run_pass(Graph& g, const std::string& name, PassContext* ctx_out = nu
   for (const PassInfo& p : all_passes()) {
     if (p.name != name) o.disabled.insert(p.name);
   }
+  o.enabled.insert(name);  // a pass off by default runs too when it is the one asked for
   o.max_iterations = 8;
   auto r = run_pipeline(g, o);
   EXPECT_TRUE(r.ok()) << r.status().message();

@@ -25,12 +25,14 @@ Proto squeeze_excite(const std::string& act1, const std::string& act2, int64_t h
   return p;
 }
 
-Model run_default(const Proto& p, const std::set<std::string>& disabled = {}) {
+// Through the default pipeline with the pass (off by default) enabled, or not.
+Model run_default(const Proto& p, bool enabled = true, bool disabled = false) {
   Model before = import_proto(p.m);
   Model m = import_proto(p.m);
   PipelineOptions o = default_pipeline_options();
   o.verify = true;
-  o.disabled = disabled;
+  if (enabled) o.enabled = {kPass};
+  if (disabled) o.disabled = {kPass};
   auto r = run_pipeline(*m.graph, o);
   EXPECT_TRUE(r.ok()) << r.status().message();
   expect_same_outputs(*before.graph, *m.graph, random_inputs(*before.graph), 1e-5, 1e-6);
@@ -44,8 +46,10 @@ const Node* find_op(const Graph& g, const std::string& op) {
   return nullptr;
 }
 
-// Through the default pipeline: the two convolutions with their biases and activations become one
-// kiln.ChannelMLP step reading the pooled features, with the same results.
+// Through the default pipeline with the pass enabled: the two convolutions with their biases and
+// activations become one kiln.ChannelMLP step reading the pooled features, with the same results.
+// Without --enable-pass the pipeline leaves them as two steps (the pass is off by default), and
+// --disable-pass wins over --enable-pass.
 TEST(FuseChannelMlp, SqueezeExciteBecomesOneStep) {
   for (const auto& [a1, a2] : std::vector<std::pair<std::string, std::string>>{
            {"Relu", "HardSigmoid"}, {"Relu", "Sigmoid"}, {"Tanh", "Sigmoid"}}) {
@@ -62,6 +66,11 @@ TEST(FuseChannelMlp, SqueezeExciteBecomesOneStep) {
     EXPECT_EQ(mlp->attr("activation1")->s, a1);
     EXPECT_EQ(mlp->attr("activation2")->s, a2);
     EXPECT_EQ(mlp->fused_from, (std::vector<std::string>{"fc1", "act1", "fc2", "act2"}));
+    Model plain = run_default(squeeze_excite(a1, a2), false);
+    EXPECT_EQ(find_op(*plain.graph, "ChannelMLP"), nullptr);
+    EXPECT_EQ(count_ops(*plain.graph, "FusedConv", "kiln"), 2);
+    // Disabling wins over enabling.
+    EXPECT_EQ(find_op(*run_default(squeeze_excite(a1, a2), true, true).graph, "ChannelMLP"), nullptr);
   }
 }
 

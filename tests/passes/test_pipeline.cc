@@ -56,6 +56,18 @@ TEST(Pipeline, DisabledPassesDoNotRunAndDumpIsCalledOnlyForFiredPasses) {
   EXPECT_EQ(r->nodes_after, 2);
 }
 
+// Enabling a pass that is off by default names it like disabling does: an unknown name is a
+// usage error.
+TEST(Pipeline, UnknownEnabledPassNameIsAUsageError) {
+  Model m = import_proto(add_relu_model());
+  PipelineOptions o;
+  o.enabled.insert("no-such-pass");
+  auto r = run_pipeline(*m.graph, o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kUsage);
+  EXPECT_NE(r.status().message().find("no-such-pass"), std::string::npos);
+}
+
 TEST(Rewrite, ReplaceValueKeepsGraphOutputNames) {
   Model m = import_proto(add_relu_model());
   Graph& g = *m.graph;

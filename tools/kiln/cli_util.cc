@@ -120,6 +120,9 @@ void add_build_flags(CLI::App* cmd, BuildArgs& a, bool with_dump) {
       ->group("Build");
   cmd->add_option("--disable-pass", a.disable_pass, "Do not run the optimization pass NAME (see `kiln passes`)")
       ->group("Build");
+  cmd->add_option("--enable-pass", a.enable_pass,
+                  "Also run the optimization pass NAME, off by default (see `kiln passes`)")
+      ->group("Build");
   if (with_dump) {
     cmd->add_option("--dump-after", a.dump_after, "Write the graph as ONNX after pass NAME fires")->group("Build");
     cmd->add_option("--dump-dir", a.dump_dir, "Folder for --dump-after files (default .)")->group("Build");
@@ -158,8 +161,10 @@ Result<BuildOptions> to_build_options(const BuildArgs& a, bool progress, const M
     o.calib_data = a.calib_data;
   }
   KILN_RETURN_IF_ERROR(check_pass_names(a.disable_pass));
+  KILN_RETURN_IF_ERROR(check_pass_names(a.enable_pass));
   KILN_RETURN_IF_ERROR(check_pass_names(a.dump_after));
   o.pipeline.disabled.insert(a.disable_pass.begin(), a.disable_pass.end());
+  o.pipeline.enabled.insert(a.enable_pass.begin(), a.enable_pass.end());
   o.pipeline.dump_after.insert(a.dump_after.begin(), a.dump_after.end());
   if (!a.dump_after.empty() && model_for_dump) {
     std::error_code ec;

@@ -32,6 +32,7 @@ struct BuildArgs {
   std::vector<std::string> layer_precision;  // NAME=fp32|fp16|bf16
   std::string calib_data;
   std::vector<std::string> disable_pass;
+  std::vector<std::string> enable_pass;
   std::vector<std::string> dump_after;
   std::string dump_dir = ".";
 };

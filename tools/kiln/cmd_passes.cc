@@ -13,10 +13,15 @@ Action add_passes_command(CLI::App& app) {
   return [json]() {
     if (*json) {
       nlohmann::json arr = nlohmann::json::array();
-      for (const PassInfo& p : all_passes()) arr.push_back({{"name", p.name}, {"description", p.description}});
+      for (const PassInfo& p : all_passes()) {
+        arr.push_back({{"name", p.name}, {"description", p.description}, {"on_by_default", p.on_by_default}});
+      }
       std::printf("%s\n", nlohmann::json{{"passes", arr}}.dump(2).c_str());
     } else {
-      for (const PassInfo& p : all_passes()) std::printf("%-34s %s\n", p.name.c_str(), p.description.c_str());
+      for (const PassInfo& p : all_passes()) {
+        std::printf("%-34s %s%s\n", p.name.c_str(), p.description.c_str(),
+                    p.on_by_default ? "" : " (off by default: --enable-pass)");
+      }
     }
     return kExitOk;
   };
