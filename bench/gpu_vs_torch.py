@@ -10,6 +10,9 @@ output against PyTorch's float32 output (relative L2 error) at batch 1.
 
     python3 bench/gpu_vs_torch.py --kiln build/bin/kiln --out results.json
 
+`--variant NAME=FLAGS` also measures Kiln built with extra build flags in the same run (e.g.
+`--variant 'se=--enable-pass fuse-channel-mlp'` for a pass that is off by default).
+
 Prints a Markdown table (latency in ms at batch 1, images/s at larger batches) and writes every
 figure to --out.
 """
@@ -89,10 +92,10 @@ def run(cmd, **kw):
     return r
 
 
-def kiln_build(kiln, onnx_path, engine, batch, precision, cache):
+def kiln_build(kiln, onnx_path, engine, batch, precision, cache, extra=()):
     t0 = time.time()
     run([kiln, "build", onnx_path, "-o", engine, "--device", "cuda", "--shapes", f"x:{batch}x3x224x224",
-         "--timing-cache", cache] + kiln_flags(precision))
+         "--timing-cache", cache] + kiln_flags(precision) + list(extra))
     return time.time() - t0
 
 
@@ -140,9 +143,19 @@ def main():
     ap.add_argument("--max-autotune", action="store_true")
     ap.add_argument("--no-torch", action="store_true", help="measure Kiln only")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=FLAGS",
+                    help="also build and measure Kiln with these extra build flags (e.g. "
+                         "'se=--enable-pass fuse-channel-mlp'), as kiln_NAME_ms beside the default; "
+                         "it shares the row's timing cache (repeatable)")
     args = ap.parse_args()
 
     kiln = os.path.abspath(args.kiln)
+    variants = []
+    for v in args.variant:
+        vname, sep, flags = v.partition("=")
+        if not sep or not vname.isidentifier():
+            ap.error(f"--variant expects NAME=FLAGS with NAME an identifier, got '{v}'")
+        variants.append((vname, flags.split()))
     work = args.workdir or tempfile.mkdtemp(prefix="kiln-bench-")
     os.makedirs(work, exist_ok=True)
     batches = [int(b) for b in args.batches.split(",")]
@@ -169,6 +182,11 @@ def main():
                 row["build_cold_s"] = kiln_build(kiln, onnx_path, engine, batch, precision, cache)
                 row["build_warm_s"] = kiln_build(kiln, onnx_path, engine, batch, precision, cache)
                 row["kiln_ms"], row["kiln_with_transfers_ms"] = kiln_bench(kiln, engine, args.reps)
+                for vname, vflags in variants:
+                    vengine = os.path.join(work, f"{name}_{precision}_b{batch}_{vname}.kiln")
+                    row[f"kiln_{vname}_build_s"] = kiln_build(kiln, onnx_path, vengine, batch, precision, cache,
+                                                              vflags)
+                    row[f"kiln_{vname}_ms"], _ = kiln_bench(kiln, vengine, args.reps)
                 if batch == 1 and args.streams > 1:
                     row[f"kiln_streams{args.streams}_img_s"] = kiln_streams(kiln, engine, args.streams)
                 if batch == 1:
@@ -197,12 +215,12 @@ def main():
         return f"{ms:.3f} ms" if row["batch"] == 1 else f"{row['batch'] / ms * 1000:,.0f} img/s"
 
     print(f"\n{gpu}, torch {torch.__version__}, {results['date']}\n")
-    cols = ["kiln_ms"] + [f"torch_{m}_ms" for m in modes]
-    print("| model | precision | batch | " + " | ".join(["Kiln"] + modes) +
+    cols = ["kiln_ms"] + [f"kiln_{v}_ms" for v, _ in variants] + [f"torch_{m}_ms" for m in modes]
+    print("| model | precision | batch | " + " | ".join(["Kiln"] + [f"Kiln {v}" for v, _ in variants] + modes) +
           " | Kiln vs best torch | Kiln build cold / warm | Kiln rel. L2 vs torch fp32 |")
     print("|" + "---|" * (len(cols) + 6))
     for row in results["rows"]:
-        torch_best = min((row[c] for c in cols[1:] if c in row), default=None)
+        torch_best = min((row[c] for c in cols if c.startswith("torch_") and c in row), default=None)
         ratio = "—"
         if torch_best and "kiln_ms" in row:
             ratio = f"{row['kiln_ms'] / torch_best:.2f}x time" if row["batch"] == 1 else \
