@@ -9,7 +9,7 @@ if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 
 DEB_PACKAGES=(build-essential cmake ninja-build ccache git python3 python3-pip
   protobuf-compiler libprotobuf-dev nlohmann-json3-dev libcli11-dev libfmt-dev libgtest-dev libgmock-dev
-  libomp-dev clang-format)
+  libomp-dev clang-format libdnnl-dev)
 # Whole-model tests export torchvision models with the distribution's PyTorch.
 if [ "${KILN_WITH_TORCH:-1}" = "1" ]; then DEB_PACKAGES+=(python3-torch python3-torchvision); fi
 

@@ -1,6 +1,9 @@
 #include "backends/backend.h"
 
 #include "backends/reference/reference_backend.h"
+#ifdef KILN_HAVE_ONEDNN
+#include "backends/cpu/cpu_backend.h"
+#endif
 #ifdef KILN_HAVE_CUDA
 #include "backends/cuda/cuda_backend.h"
 #endif
@@ -102,15 +105,24 @@ DataType node_precision(const Node& node) {
 
 BackendSet backend_set(std::shared_ptr<Backend> primary) {
   BackendSet set;
-  const bool on_cpu = primary && primary->device().kind == "cpu";
+  const bool reference = primary && primary->name() == "reference";
   set.primary = std::move(primary);
-  if (!on_cpu) set.fallback = make_reference_backend();
+  // Also on the CPU: an engine's steps may name the reference backend (built before the CPU
+  // backend had a kernel for them, or by a build without it).
+  if (!reference) set.fallback = make_reference_backend();
   return set;
 }
 
 Result<std::shared_ptr<Backend>> make_backend(const std::string& device) {
-  // The reference backend is the CPU backend until a faster one is built; it runs everywhere.
-  if (device == "cpu" || device == "reference") return make_reference_backend();
+  // The CPU backend where oneDNN is; else the reference backend, which runs everywhere.
+  if (device == "reference") return make_reference_backend();
+  if (device == "cpu") {
+#ifdef KILN_HAVE_ONEDNN
+    return make_cpu_backend();
+#else
+    return make_reference_backend();
+#endif
+  }
   if (device == "cuda" || device.rfind("cuda:", 0) == 0) {
 #ifdef KILN_HAVE_CUDA
     int index = 0;

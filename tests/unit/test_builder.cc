@@ -75,7 +75,9 @@ onnx::ModelProto mlp(bool dynamic_batch) {
 
 TEST(Builder, PlanMatchesTheImportedGraph) {
   Model model = import(mlp(false));
-  auto plan = build_plan(model, BuildOptions{});
+  BuildOptions o;
+  o.device = "reference";
+  auto plan = build_plan(model, o);
   ASSERT_TRUE(plan.ok()) << plan.status().message();
   const Plan& p = **plan;
   EXPECT_EQ(p.source_nodes, 5);
@@ -320,7 +322,7 @@ TEST(Builder, ValuesOfUnboundedSizeAreComputedOnTheHost) {
   std::map<std::string, std::string> backend_of;
   for (const Step& st : (**plan).steps) backend_of[st.node->op_type] = st.backend;
   EXPECT_EQ(backend_of["Relu"], "timed-device");
-  EXPECT_EQ(backend_of["Expand"], make_backend("cpu").value()->name());
+  EXPECT_EQ(backend_of["Expand"], "reference");
   for (const Slot& s : (**plan).slots) {
     if (s.name == "y") EXPECT_EQ(s.storage.device, "cpu");
   }

@@ -347,19 +347,27 @@ TEST(Lowering, HostShapeOfADeviceValueReadsItsDimsAlone) {
   }
 }
 
-TEST(Lowering, TheReferenceBackendNeedsNoTransitions) {
+// Neither the reference backend nor the CPU backend (plain layout, host memory, the reference
+// kernels for what it has no fast kernel for) needs a storage transition.
+TEST(Lowering, TheCpuBackendsNeedNoTransitions) {
   Model model = import_model(small_convnet());
-  auto plan = build_plan(model, BuildOptions{});
-  ASSERT_TRUE(plan.ok()) << plan.status().message();
-  for (const Step& st : (*plan)->steps) {
-    EXPECT_FALSE(st.node->domain == "kiln" && (st.node->op_type == "Reformat" || st.node->op_type == "Copy"));
-    EXPECT_EQ(st.backend, "reference");
-  }
-  for (const Slot& s : (*plan)->slots) {
-    if (s.type.kind != TypeInfo::Kind::kTensor) continue;
-    EXPECT_EQ(s.storage.dtype, s.type.dtype) << s.name;
-    EXPECT_EQ(s.storage.layout, Layout::kPlain) << s.name;
-    EXPECT_EQ(s.storage.device, "cpu") << s.name;
+  for (const char* device : {"reference", "cpu"}) {
+    SCOPED_TRACE(device);
+    BuildOptions o;
+    o.device = device;
+    auto plan = build_plan(model, o);
+    ASSERT_TRUE(plan.ok()) << plan.status().message();
+    const std::string backend = make_backend(device).value()->name();
+    for (const Step& st : (*plan)->steps) {
+      EXPECT_FALSE(st.node->domain == "kiln" && (st.node->op_type == "Reformat" || st.node->op_type == "Copy"));
+      EXPECT_EQ(st.backend, backend);
+    }
+    for (const Slot& s : (*plan)->slots) {
+      if (s.type.kind != TypeInfo::Kind::kTensor) continue;
+      EXPECT_EQ(s.storage.dtype, s.type.dtype) << s.name;
+      EXPECT_EQ(s.storage.layout, Layout::kPlain) << s.name;
+      EXPECT_EQ(s.storage.device, "cpu") << s.name;
+    }
   }
 }
 

@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Kiln against onnxruntime (and OpenVINO where installed) on this CPU, in one run, on the same inputs.
+
+For each model (torchvision, random weights: timings do not depend on the values) it exports ONNX
+with the distribution's PyTorch (/usr/bin/python3 has python3-torch), builds a Kiln engine for the
+CPU (`kiln build --device cpu`), and measures at each batch, with the same thread count for all:
+Kiln (`kiln bench`, median latency), onnxruntime (all graph optimizations, intra-op threads =
+--threads, median of timed runs) and OpenVINO when its Python package is importable. It also
+checks Kiln's output against onnxruntime's (relative L2 error).
+
+    python3 bench/cpu_vs_peers.py --kiln build/bin/kiln --out cpu.json [--models resnet50,...] [--threads 2]
+
+Kiln's CPU threads are OpenMP's: OMP_NUM_THREADS is set to --threads for it.
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import onnxruntime as ort
+
+EXPORT = r"""
+import sys, torch, torchvision
+name, batch, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+m = getattr(torchvision.models, name)(weights=None).eval()
+x = torch.randn(batch, 3, 224, 224)
+torch.onnx.export(m, (x,), path, input_names=["x"], output_names=["y"], opset_version=17,
+                  dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+"""
+
+
+def cpu_model():
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def run(cmd, env=None):
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+def ort_ms(path, x, threads, seconds):
+    o = ort.SessionOptions()
+    o.intra_op_num_threads = threads
+    o.inter_op_num_threads = 1
+    o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    s = ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
+    feed = {"x": x}
+    for _ in range(3):
+        out = s.run(None, feed)[0]
+    times = []
+    end = time.time() + seconds
+    while time.time() < end or len(times) < 5:
+        t0 = time.perf_counter()
+        s.run(None, feed)
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times), out
+
+
+def openvino_ms(path, x, threads, seconds):
+    try:
+        import openvino as ov
+    except ImportError:
+        return None
+    core = ov.Core()
+    model = core.compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"})
+    req = model.create_infer_request()
+    for _ in range(3):
+        req.infer({0: x})
+    times = []
+    end = time.time() + seconds
+    while time.time() < end or len(times) < 5:
+        t0 = time.perf_counter()
+        req.infer({0: x})
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kiln", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--models", default="resnet50,mobilenet_v2,efficientnet_b0,squeezenet1_1")
+    ap.add_argument("--batches", default="1")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=3.0, help="timed seconds per measurement")
+    ap.add_argument("--torch-python", default="/usr/bin/python3", help="a Python with torch and torchvision")
+    ap.add_argument("--workdir", default=None)
+    a = ap.parse_args()
+    kiln = os.path.abspath(a.kiln)
+    work = a.workdir or tempfile.mkdtemp(prefix="kiln-cpu-bench-")
+    os.makedirs(work, exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
+    results = {"cpu": cpu_model(), "threads": a.threads, "onnxruntime": ort.__version__,
+               "date": time.strftime("%Y-%m-%d"), "rows": []}
+    for name in a.models.split(","):
+        path = os.path.join(work, f"{name}.onnx")
+        if not os.path.exists(path):
+            run([a.torch_python, "-c", EXPORT, name, "1", path])
+        for batch in [int(b) for b in a.batches.split(",")]:
+            row = {"model": name, "batch": batch}
+            x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32)
+            xp = os.path.join(work, "x.npy")
+            np.save(xp, x)
+            engine = os.path.join(work, f"{name}_b{batch}.kiln")
+            t0 = time.time()
+            run([kiln, "build", path, "-o", engine, "--device", "cpu", "--shapes", f"x:{batch}x3x224x224"], env)
+            row["kiln_build_s"] = time.time() - t0
+            r = run([kiln, "bench", engine, "--json", "--duration", str(a.seconds)], env)
+            row["kiln_ms"] = json.loads(r.stdout)["latency_ms"]["median"]
+            outdir = os.path.join(work, "out")
+            run([kiln, "run", engine, "--input", f"x={xp}", "--output-dir", outdir], env)
+            got = np.load(os.path.join(outdir, "y.npy")).astype(np.float64)
+            row["ort_ms"], want = ort_ms(path, x, a.threads, a.seconds)
+            want = want.astype(np.float64)
+            row["kiln_rel_l2_vs_ort"] = float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30))
+            ov_ms = openvino_ms(path, x, a.threads, a.seconds)
+            if ov_ms is not None:
+                row["openvino_ms"] = ov_ms
+            results["rows"].append(row)
+            print(json.dumps(row), flush=True)
+            with open(a.out, "w") as f:
+                json.dump(results, f, indent=1)
+    print(f"\n{results['cpu']}, {a.threads} threads, onnxruntime {ort.__version__}, {results['date']}\n")
+    has_ov = any("openvino_ms" in r for r in results["rows"])
+    print("| model | batch | Kiln | onnxruntime |" + (" OpenVINO |" if has_ov else "") + " Kiln / best peer | Kiln build |")
+    print("|---|---|---|---|" + ("---|" if has_ov else "") + "---|---|")
+    for r in results["rows"]:
+        best = min(v for k, v in r.items() if k in ("ort_ms", "openvino_ms"))
+        ov = f" {r['openvino_ms']:.2f} ms |" if "openvino_ms" in r else (" — |" if has_ov else "")
+        print(f"| {r['model']} | {r['batch']} | {r['kiln_ms']:.2f} ms | {r['ort_ms']:.2f} ms |{ov} "
+              f"{r['kiln_ms'] / best:.2f}x | {r['kiln_build_s']:.1f} s |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+#include "backends/cpu/cpu_backend.h"
+
+#include "backends/cpu/conv.h"
+#include "backends/cpu/gemm.h"
+#include "backends/cpu/onednn.h"
+#include "backends/cpu/pool.h"
+#include "backends/reference/reference_backend.h"
+
+namespace kiln {
+namespace {
+
+// A fast kernel for values placed in the arena, and the reference kernel (through the logical
+// adapter) for a run where the step reads or writes a value whose size is known only once
+// computed (no arena bytes, dims -1 until then: a profile-raw graph's Resize to computed sizes).
+class SizedOrReference : public StepKernel {
+ public:
+  SizedOrReference(std::unique_ptr<StepKernel> fast, std::unique_ptr<StepKernel> reference)
+      : fast_(std::move(fast)), reference_(std::move(reference)) {}
+  Status prepare(std::span<const TensorView> in, std::span<const TensorView> out) override {
+    KILN_RETURN_IF_ERROR(reference_->prepare(in, out));
+    return sized(in, out, false) ? fast_->prepare(in, out) : Status();
+  }
+  Status enqueue(std::span<const TensorView> in, std::span<TensorView> out, const KernelContext& ctx) override {
+    if (sized(in, std::span<const TensorView>(out.data(), out.size()), true)) return fast_->enqueue(in, out, ctx);
+    return reference_->enqueue(in, out, ctx);
+  }
+
+ private:
+  // Known dims everywhere (at prepare, where inputs bound per run have no data yet), and arena or
+  // weight bytes behind every view (at enqueue).
+  static bool sized(std::span<const TensorView> in, std::span<const TensorView> out, bool with_data) {
+    for (std::span<const TensorView> views : {in, out}) {
+      for (const TensorView& v : views) {
+        if (v.omitted) continue;
+        if (!v.rank_known || (with_data && !v.data)) return false;
+        for (int64_t d : v.dims) {
+          if (d < 0) return false;
+        }
+      }
+    }
+    return true;
+  }
+  std::unique_ptr<StepKernel> fast_, reference_;
+};
+
+// The op families with oneDNN kernels (tactic "onednn"): convolution and pooling in plain and
+// NHWC layouts, Gemm in plain.
+struct Family {
+  bool (*supported)(const Node& n, DataType precision, Layout layout);
+  std::unique_ptr<StepKernel> (*make)(const Step& step);
+};
+constexpr Family kFamilies[] = {{cpu::conv_supported, cpu::make_conv_kernel},
+                                {cpu::pool_supported, cpu::make_pool_kernel},
+                                {cpu::gemm_supported, cpu::make_gemm_kernel}};
+
+const Family* family_of(const Node& n, DataType precision, Layout layout) {
+  for (const Family& f : kFamilies) {
+    if (f.supported(n, precision, layout)) return &f;
+  }
+  return nullptr;
+}
+
+class CpuBackend : public Backend {
+ public:
+  CpuBackend() : reference_(make_reference_backend()) {}
+
+  std::string name() const override { return "cpu"; }
+  DeviceInfo device() const override {
+    DeviceInfo d = reference_->device();
+    d.libraries["onednn"] = cpu::onednn_version();
+    return d;
+  }
+  Allocator& allocator() override { return reference_->allocator(); }
+
+  bool supports(const Node& node, DataType precision, Layout layout) const override {
+    if (reformat(node)) return layout == Layout::kPlain || layout == Layout::kNHWC;
+    return family_of(node, precision, layout) || reference_->supports(node, precision, layout);
+  }
+  // oneDNN's families prefer NHWC: convolutions run its direct (JIT) kernels there, and im2col
+  // plus a GEMM on NCHW. The layout stage keeps runs of them in NHWC and reformats at the edges.
+  std::vector<Layout> layouts(const Node& node, DataType precision) const override {
+    if (family_of(node, precision, Layout::kNHWC)) return {Layout::kNHWC, Layout::kPlain};
+    return {Layout::kPlain};
+  }
+  std::vector<std::string> tactics(const Node& node, DataType precision, Layout layout) const override {
+    if (family_of(node, precision, layout)) return {cpu::kOnednnTactic};
+    // A reformat is the identity on logical values: the adapter reads its input's storage and
+    // writes its output's.
+    if (reformat(node))
+      return supports(node, precision, layout) ? std::vector<std::string>{"reference"} : std::vector<std::string>{};
+    return reference_->tactics(node, precision, layout);
+  }
+  // Steps on the reference kernels (and any step run through the logical adapter).
+  Status run(const Step& step, OpContext& ctx) const override { return reference_->run(step, ctx); }
+  Result<std::unique_ptr<StepKernel>> make_kernel(const Plan& plan, const Step& step) const override {
+    if (step.tactic == cpu::kOnednnTactic) {
+      const Family* f = family_of(*step.node, step.precision, step.layout);
+      if (!f) return invalid("step {}: tactic {} cannot run {}", step.name, step.tactic, step.node->describe());
+      KILN_ASSIGN_OR_RETURN(auto adapter, Backend::make_kernel(plan, step));
+      return std::unique_ptr<StepKernel>(std::make_unique<SizedOrReference>(f->make(step), std::move(adapter)));
+    }
+    return Backend::make_kernel(plan, step);
+  }
+
+ private:
+  static bool reformat(const Node& n) { return n.domain == "kiln" && n.op_type == "Reformat"; }
+  std::shared_ptr<Backend> reference_;
+};
+
+}  // namespace
+
+std::shared_ptr<Backend> make_cpu_backend() {
+  static const std::shared_ptr<Backend> backend = std::make_shared<CpuBackend>();
+  return backend;
+}
+
+}  // namespace kiln

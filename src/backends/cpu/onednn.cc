@@ -1,0 +1,75 @@
+#include "backends/cpu/onednn.h"
+
+#include <fmt/format.h>
+
+namespace kiln::cpu {
+
+const dnnl::engine& cpu_engine() {
+  static const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+std::string onednn_version() {
+  const dnnl_version_t* v = dnnl_version();
+  return fmt::format("{}.{}.{}", v->major, v->minor, v->patch);
+}
+
+namespace {
+
+// The eltwise post-ops (algorithm, alpha, beta) computing activation `name` with `params`.
+bool activation_ops(const std::string& name, const std::vector<float>& p,
+                    std::vector<std::tuple<dnnl::algorithm, float, float>>* out) {
+  using A = dnnl::algorithm;
+  auto param = [&](size_t i, float def) { return i < p.size() ? p[i] : def; };
+  if (name.empty()) return true;
+  if (name == "Relu") {
+    out->emplace_back(A::eltwise_relu, 0.f, 0.f);
+  } else if (name == "LeakyRelu") {
+    out->emplace_back(A::eltwise_relu, param(0, 0.01f), 0.f);
+  } else if (name == "Clip") {
+    out->emplace_back(A::eltwise_clip, param(0, -3.402823466e38f), param(1, 3.402823466e38f));
+  } else if (name == "Sigmoid") {
+    out->emplace_back(A::eltwise_logistic, 0.f, 0.f);
+  } else if (name == "Tanh") {
+    out->emplace_back(A::eltwise_tanh, 0.f, 0.f);
+  } else if (name == "HardSigmoid") {
+    // max(0, min(1, alpha * x + beta)): a linear op, then a clip (oneDNN 2.6 has no hardsigmoid).
+    out->emplace_back(A::eltwise_linear, param(0, 0.2f), param(1, 0.5f));
+    out->emplace_back(A::eltwise_clip, 0.f, 1.f);
+  } else if (name == "HardSwish") {
+    out->emplace_back(A::eltwise_hardswish, 0.f, 0.f);
+  } else if (name == "Swish") {
+    out->emplace_back(A::eltwise_swish, param(0, 1.f), 0.f);
+  } else if (name == "Gelu") {
+    out->emplace_back(param(0, 0.f) != 0.f ? A::eltwise_gelu_tanh : A::eltwise_gelu_erf, 0.f, 0.f);
+  } else {
+    return false;
+  }
+  return true;
+}
+
+bool node_activation(const Node& n, std::vector<std::tuple<dnnl::algorithm, float, float>>* out) {
+  const Attribute* a = n.attr("activation");
+  const Attribute* p = n.attr("activation_params");
+  return activation_ops(a ? a->s : "", p ? p->floats : std::vector<float>{}, out);
+}
+
+}  // namespace
+
+bool activation_supported(const Node& n) {
+  std::vector<std::tuple<dnnl::algorithm, float, float>> ops;
+  return node_activation(n, &ops);
+}
+
+bool append_activation(const Node& n, dnnl::post_ops* ops) {
+  std::vector<std::tuple<dnnl::algorithm, float, float>> list;
+  if (!node_activation(n, &list)) return false;
+  for (const auto& [alg, alpha, beta] : list) ops->append_eltwise(1.f, alg, alpha, beta);
+  return true;
+}
+
+Status onednn_error(const std::string& what, const dnnl::error& e) {
+  return runtime_error("{}: oneDNN error {} ({})", what, static_cast<int>(e.status), e.what());
+}
+
+}  // namespace kiln::cpu

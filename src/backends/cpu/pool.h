@@ -1,0 +1,14 @@
+#pragma once
+// Pooling on oneDNN: MaxPool (without indices), AveragePool, GlobalAveragePool and GlobalMaxPool,
+// 2-D, float32, activations in NHWC or NCHW. Ceil mode is taken for MaxPool only (the extra
+// windows' taps past the end are padding, which max pooling never picks).
+#include <memory>
+
+#include "backends/backend.h"
+
+namespace kiln::cpu {
+
+bool pool_supported(const Node& n, DataType precision, Layout layout);
+std::unique_ptr<StepKernel> make_pool_kernel(const Step& step);
+
+}  // namespace kiln::cpu

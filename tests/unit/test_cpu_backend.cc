@@ -1,0 +1,291 @@
+// The CPU backend against the reference kernels: convolutions on oneDNN (plain Conv and the
+// optimizer's kiln.FusedConv with bias, residual and each activation it maps) over odd channel
+// counts (1, 3, 7, 16, 257), groups and depthwise, strides, asymmetric pads, SAME padding,
+// dilation, batches of 1 and 3 and an empty batch through one profile engine; every other op on
+// its reference kernel inside the backend. Skipped where Kiln is built without oneDNN.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+
+#include "lower/builder.h"
+#include "model_builder.h"
+#include "plan_run_util.h"
+#include "runtime/executor.h"
+#include "runtime/plan_executor.h"
+
+namespace kiln {
+namespace {
+using namespace kiln::testing;
+
+struct ConvCase {
+  std::string name;
+  int64_t c, m, h, w, k, stride, pad, dilation, group;
+  bool bias;
+  std::string act;  // an activation node after the convolution ("" for none)
+  bool residual;    // + a second input of the output's shape, before the activation
+  std::string auto_pad = "";
+};
+
+// x [n, C, H, W] -> Conv (+ bias) (+ residual) (-> act) -> y, with a dynamic batch.
+onnx::ModelProto conv_model(const ConvCase& c, int64_t out_h, int64_t out_w) {
+  onnx::ModelProto m = make_model(17);
+  auto* g = m.mutable_graph();
+  add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, c.c, c.h, c.w}, {"n", "", "", ""});
+  if (c.residual) {
+    add_tensor_info(g->mutable_input(), "z", onnx::TensorProto::FLOAT, {0, c.m, out_h, out_w}, {"n", "", "", ""});
+  }
+  add_random_weight(g, "w", {c.m, c.c / c.group, c.k, c.k}, 1, -0.5f, 0.5f);
+  std::vector<std::string> in = {"x", "w"};
+  if (c.bias) {
+    add_random_weight(g, "b", {c.m}, 2, -0.5f, 0.5f);
+    in.push_back("b");
+  }
+  auto* conv = add_node(g, "Conv", in, {"c0"}, "conv");
+  if (c.auto_pad.empty()) {
+    add_ints_attr(conv, "pads", {c.pad, c.pad + 1, c.pad + 1, c.pad});
+  } else {
+    add_string_attr(conv, "auto_pad", c.auto_pad);
+  }
+  add_ints_attr(conv, "strides", {c.stride, c.stride});
+  add_ints_attr(conv, "dilations", {c.dilation, c.dilation});
+  add_int_attr(conv, "group", c.group);
+  std::string last = "c0";
+  if (c.residual) {
+    add_node(g, "Add", {last, "z"}, {"c1"}, "residual");
+    last = "c1";
+  }
+  if (!c.act.empty()) {
+    auto* a = add_node(g, c.act, {last}, {"y"}, "act");
+    if (c.act == "Clip") {
+      // Clip's bounds as attributes (opset 6 style is not allowed at 17): as inputs.
+      a->clear_input();
+      a->add_input(last);
+      add_random_weight(g, "lo", {}, 3, -0.3f, -0.3f);
+      add_random_weight(g, "hi", {}, 4, 0.4f, 0.4f);
+      a->add_input("lo");
+      a->add_input("hi");
+    }
+    if (c.act == "LeakyRelu") add_float_attr(a, "alpha", 0.1f);
+  } else {
+    g->mutable_node(g->node_size() - 1)->set_output(0, "y");
+  }
+  g->add_output()->set_name("y");
+  return m;
+}
+
+int64_t out_size(int64_t in, const ConvCase& c) {
+  if (c.auto_pad == "SAME_UPPER") return (in + c.stride - 1) / c.stride;
+  const int64_t span = c.dilation * (c.k - 1) + 1;
+  return (in + 2 * c.pad + 1 - span) / c.stride + 1;
+}
+
+double rel_error(const Tensor& got, const Tensor& want) {
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < want.numel(); ++i) {
+    const double d = got.get_double(i) - want.get_double(i);
+    num += d * d;
+    den += want.get_double(i) * want.get_double(i);
+  }
+  return std::sqrt(num / std::max(den, 1e-30));
+}
+
+TEST(CpuBackend, ConvolutionsOnOnednnMatchTheReference) {
+  auto backend = make_backend("cpu");
+  ASSERT_TRUE(backend.ok());
+  if ((*backend)->name() != "cpu") GTEST_SKIP() << "built without oneDNN: --device cpu is the reference backend";
+  const std::vector<ConvCase> cases = {
+      {"rgb_stem_7x7_s2", 3, 16, 20, 18, 7, 2, 3, 1, 1, true, "Relu", false},
+      {"one_channel", 1, 7, 9, 11, 3, 1, 1, 1, 1, false, "", false},
+      {"seven_to_257_pointwise", 7, 257, 5, 6, 1, 1, 0, 1, 1, true, "Sigmoid", false},
+      {"residual_relu", 16, 16, 9, 9, 3, 1, 1, 1, 1, true, "Relu", true},
+      {"grouped_dilated", 16, 8, 13, 12, 3, 1, 2, 2, 4, true, "LeakyRelu", false},
+      {"depthwise_s2_clip", 16, 16, 15, 15, 3, 2, 1, 1, 16, true, "Clip", false},
+      {"same_upper_hardswish", 7, 16, 10, 9, 3, 2, 0, 1, 1, true, "HardSwish", false, "SAME_UPPER"},
+      {"hardsigmoid", 8, 8, 6, 6, 1, 1, 0, 1, 1, true, "HardSigmoid", false},
+      {"tanh_residual", 3, 3, 7, 7, 3, 1, 1, 1, 1, false, "Tanh", true},
+  };
+  for (const ConvCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    const int64_t oh = out_size(c.h, c), ow = out_size(c.w, c);
+    Model model = import_model(conv_model(c, oh, ow));
+    BuildOptions o;
+    o.device = "cpu";
+    o.min_shapes = {{"x", {0, c.c, c.h, c.w}}};
+    o.max_shapes = {{"x", {3, c.c, c.h, c.w}}};
+    if (c.residual) {
+      o.min_shapes["z"] = {0, c.m, oh, ow};
+      o.max_shapes["z"] = {3, c.m, oh, ow};
+    }
+    auto plan = build_plan(model, o);
+    ASSERT_TRUE(plan.ok()) << plan.status().message();
+    int onednn = 0;
+    for (const Step& st : (*plan)->steps) onednn += st.tactic == "onednn";
+    EXPECT_EQ(onednn, 1) << "the convolution (with what fused into it) is one oneDNN step";
+    auto exec = PlanExecutor::create(*plan, *backend);
+    ASSERT_TRUE(exec.ok()) << exec.status().message();
+    (*exec)->set_guard_checks(true);
+    for (int64_t n : {1, 3, 0, 1}) {
+      SCOPED_TRACE("batch " + std::to_string(n));
+      std::vector<RValue> in = {RValue::of(random_float({n, c.c, c.h, c.w}, static_cast<uint32_t>(n + 5)))};
+      if (c.residual) in.push_back(RValue::of(random_float({n, c.m, oh, ow}, static_cast<uint32_t>(n + 9))));
+      auto want = Executor(*model.graph).run(in);
+      ASSERT_TRUE(want.ok()) << want.status().message();
+      auto got = (*exec)->run(in);
+      ASSERT_TRUE(got.ok()) << got.status().message();
+      ASSERT_EQ((*got)[0].tensor.dims(), (*want)[0].tensor.dims());
+      EXPECT_LE(rel_error((*got)[0].tensor, (*want)[0].tensor), 1e-5);
+    }
+  }
+}
+
+// Builds `m` for the CPU (a profile over the inputs' first dim, min..max), checks that `onednn`
+// steps run on oneDNN, and compares every output with the reference kernels for each input set.
+void expect_cpu_matches_reference(const onnx::ModelProto& m, const std::map<std::string, Dims>& min,
+                                  const std::map<std::string, Dims>& max, const std::vector<std::vector<RValue>>& sets,
+                                  int onednn_steps) {
+  auto backend = make_backend("cpu");
+  ASSERT_TRUE(backend.ok());
+  Model model = import_model(m);
+  BuildOptions o;
+  o.device = "cpu";
+  o.min_shapes = min;
+  o.max_shapes = max;
+  auto plan = build_plan(model, o);
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  int onednn = 0;
+  for (const Step& st : (*plan)->steps) onednn += st.tactic == "onednn";
+  EXPECT_EQ(onednn, onednn_steps);
+  auto exec = PlanExecutor::create(*plan, *backend);
+  ASSERT_TRUE(exec.ok()) << exec.status().message();
+  (*exec)->set_guard_checks(true);
+  for (size_t k = 0; k < sets.size(); ++k) {
+    SCOPED_TRACE("input set " + std::to_string(k));
+    auto want = Executor(*model.graph).run(sets[k]);
+    ASSERT_TRUE(want.ok()) << want.status().message();
+    auto got = (*exec)->run(sets[k]);
+    ASSERT_TRUE(got.ok()) << got.status().message();
+    ASSERT_EQ(got->size(), want->size());
+    for (size_t i = 0; i < want->size(); ++i) {
+      ASSERT_EQ((*got)[i].tensor.dims(), (*want)[i].tensor.dims()) << "output " << i;
+      EXPECT_LE(rel_error((*got)[i].tensor, (*want)[i].tensor), 1e-5) << "output " << i;
+    }
+  }
+}
+
+// Pooling on oneDNN: max with pads, ceil mode and dilation, average with and without the padding
+// counted, the global pools; one pool after a convolution (NHWC between them) and the rest on the
+// input (reformatted to NHWC first), batches of 1, 3 and 0 of one profile engine.
+TEST(CpuBackend, PoolingOnOnednnMatchesTheReference) {
+  if (make_backend("cpu").value()->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
+  struct PoolCase {
+    std::string op;
+    std::vector<int64_t> kernel, strides, pads, dilations;
+    int64_t ceil_mode, count_include_pad;
+  };
+  const std::vector<PoolCase> cases = {
+      {"MaxPool", {3, 3}, {2, 2}, {1, 1, 1, 1}, {}, 0, 0},
+      {"MaxPool", {3, 3}, {2, 2}, {0, 0, 1, 0}, {}, 1, 0},
+      {"MaxPool", {2, 3}, {1, 2}, {0, 1, 0, 1}, {2, 2}, 0, 0},
+      {"AveragePool", {3, 3}, {2, 2}, {1, 1, 1, 1}, {}, 0, 1},
+      {"AveragePool", {3, 2}, {1, 1}, {1, 0, 1, 1}, {}, 0, 0},
+      {"GlobalAveragePool", {}, {}, {}, {}, 0, 0},
+      {"GlobalMaxPool", {}, {}, {}, {}, 0, 0},
+  };
+  for (const PoolCase& c : cases) {
+    SCOPED_TRACE(c.op + " ceil " + std::to_string(c.ceil_mode));
+    for (bool after_conv : {false, true}) {
+      SCOPED_TRACE(after_conv ? "after a convolution" : "on the input");
+      onnx::ModelProto m = make_model(17);
+      auto* g = m.mutable_graph();
+      add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, 7, 11, 10}, {"n", "", "", ""});
+      std::string in = "x";
+      if (after_conv) {
+        add_random_weight(g, "w", {7, 7, 3, 3}, 1, -0.5f, 0.5f);
+        auto* conv = add_node(g, "Conv", {"x", "w"}, {"c"}, "conv");
+        add_ints_attr(conv, "pads", {1, 1, 1, 1});
+        in = "c";
+      }
+      auto* pool = add_node(g, c.op, {in}, {"y"}, "pool");
+      if (!c.kernel.empty()) {
+        add_ints_attr(pool, "kernel_shape", c.kernel);
+        add_ints_attr(pool, "strides", c.strides);
+        add_ints_attr(pool, "pads", c.pads);
+        add_int_attr(pool, "ceil_mode", c.ceil_mode);
+      }
+      if (!c.dilations.empty()) add_ints_attr(pool, "dilations", c.dilations);
+      if (c.op == "AveragePool") add_int_attr(pool, "count_include_pad", c.count_include_pad);
+      g->add_output()->set_name("y");
+      std::vector<std::vector<RValue>> sets;
+      for (int64_t n : {1, 3, 0})
+        sets.push_back({RValue::of(random_float({n, 7, 11, 10}, static_cast<uint32_t>(n + 3)))});
+      expect_cpu_matches_reference(m, {{"x", {0, 7, 11, 10}}}, {{"x", {3, 7, 11, 10}}}, sets, after_conv ? 2 : 1);
+    }
+  }
+}
+
+// Gemm on oneDNN's matmul: every transpose combination, alpha, a bias C of [N] and of [1, N],
+// Relu and a residual fused into it, odd sizes (7, 9, 257); a full [M, N] C, and a C with alpha
+// != 1, stay on the reference kernel (no oneDNN step), with the same results.
+TEST(CpuBackend, GemmOnOnednnMatchesTheReference) {
+  if (make_backend("cpu").value()->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
+  struct GemmCase {
+    int64_t trans_a, trans_b;
+    float alpha;
+    std::vector<int64_t> c;  // C's shape, empty for none
+    bool relu, residual;
+    int onednn;
+  };
+  const int64_t m_rows = 7, k = 257, n = 9;
+  const std::vector<GemmCase> cases = {
+      {0, 0, 1.f, {n}, false, false, 1}, {1, 0, 1.f, {1, n}, true, false, 1}, {0, 1, 2.f, {}, false, false, 1},
+      {1, 1, 1.f, {n}, true, true, 1},   {0, 0, 0.5f, {n}, false, false, 0},  {0, 1, 1.f, {m_rows, n}, false, false, 0},
+  };
+  for (const GemmCase& c : cases) {
+    SCOPED_TRACE("transA " + std::to_string(c.trans_a) + " transB " + std::to_string(c.trans_b) + " C " +
+                 shape_to_string(c.c));
+    onnx::ModelProto m = make_model(17);
+    auto* g = m.mutable_graph();
+    const std::vector<int64_t> a_shape = c.trans_a ? std::vector<int64_t>{k, m_rows} : std::vector<int64_t>{m_rows, k};
+    add_tensor_info(g->mutable_input(), "a", onnx::TensorProto::FLOAT, a_shape);
+    add_random_weight(g, "b", c.trans_b ? std::vector<int64_t>{n, k} : std::vector<int64_t>{k, n}, 1, -0.5f, 0.5f);
+    std::vector<std::string> in = {"a", "b"};
+    if (!c.c.empty()) {
+      add_random_weight(g, "c", c.c, 2, -0.5f, 0.5f);
+      in.push_back("c");
+    }
+    auto* gemm = add_node(g, "Gemm", in, {"g0"}, "gemm");
+    add_int_attr(gemm, "transA", c.trans_a);
+    add_int_attr(gemm, "transB", c.trans_b);
+    add_float_attr(gemm, "alpha", c.alpha);
+    std::string last = "g0";
+    if (c.residual) {
+      add_tensor_info(g->mutable_input(), "z", onnx::TensorProto::FLOAT, {m_rows, n});
+      add_node(g, "Add", {last, "z"}, {"g1"}, "residual");
+      last = "g1";
+    }
+    add_node(g, c.relu ? "Relu" : "Identity", {last}, {"y"}, "act");
+    g->add_output()->set_name("y");
+    std::vector<RValue> set = {RValue::of(random_float(Dims(a_shape.begin(), a_shape.end()), 5))};
+    if (c.residual) set.push_back(RValue::of(random_float({m_rows, n}, 6)));
+    expect_cpu_matches_reference(m, {}, {}, {set}, c.onednn);
+  }
+}
+
+// The backend's devices and names: --device cpu is the CPU backend, its engines name oneDNN's
+// version, and a step that names the reference backend (an engine built without oneDNN) still
+// runs: the reference backend is the CPU backend's fallback.
+TEST(CpuBackend, NamesItselfAndKeepsTheReferenceAsFallback) {
+  auto backend = make_backend("cpu");
+  ASSERT_TRUE(backend.ok());
+  if ((*backend)->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
+  EXPECT_EQ((*backend)->device().kind, "cpu");
+  EXPECT_EQ((*backend)->device().libraries.count("onednn"), 1u);
+  const BackendSet set = backend_set(*backend);
+  ASSERT_NE(set.fallback, nullptr);
+  EXPECT_EQ(set.fallback->name(), "reference");
+  EXPECT_EQ(backend_set(make_backend("reference").value()).fallback, nullptr);
+}
+
+}  // namespace
+}  // namespace kiln
