@@ -272,6 +272,47 @@ TEST(CpuBackend, GemmOnOnednnMatchesTheReference) {
   }
 }
 
+// Broadcasting binary ops on oneDNN: a squeeze-excite scale ([N, C, 1, 1], computed, in NHWC
+// after convolutions), each op with a full operand first, the broadcast one first for the
+// commutative ops, a one-pixel constant, batches 1, 3 and 0; a non-commutative op whose first
+// operand broadcasts stays on the reference kernel.
+TEST(CpuBackend, BinaryOpsOnOnednnMatchTheReference) {
+  if (make_backend("cpu").value()->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
+  struct BinCase {
+    std::string op;
+    bool scale_first;  // the [N, C, 1, 1] operand first
+    bool constant;     // a [1, C, 1, 1] constant instead of the computed scale
+    int onednn;        // oneDNN steps: the two convolutions, the pool and the op (or not; a constant
+                       // Add becomes the convolution's bias)
+  };
+  const std::vector<BinCase> cases = {{"Mul", false, false, 4}, {"Mul", true, false, 4}, {"Add", true, true, 1},
+                                      {"Sub", false, false, 4}, {"Div", false, true, 2}, {"Max", true, false, 4},
+                                      {"Min", false, false, 4}, {"Sub", true, false, 3}};
+  for (const BinCase& c : cases) {
+    SCOPED_TRACE(c.op + (c.scale_first ? " scale first" : "") + (c.constant ? " constant" : ""));
+    onnx::ModelProto m = make_model(17);
+    auto* g = m.mutable_graph();
+    add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, 8, 9, 7}, {"n", "", "", ""});
+    add_random_weight(g, "w", {8, 8, 3, 3}, 1, -0.5f, 0.5f);
+    auto* conv = add_node(g, "Conv", {"x", "w"}, {"f"}, "conv");
+    add_ints_attr(conv, "pads", {1, 1, 1, 1});
+    std::string s = "k";
+    if (c.constant) {
+      add_random_weight(g, "k", {1, 8, 1, 1}, 2, 0.5f, 1.5f);
+    } else {
+      add_node(g, "GlobalAveragePool", {"f"}, {"p"}, "pool");
+      add_random_weight(g, "w2", {8, 8, 1, 1}, 3, -0.5f, 0.5f);
+      add_node(g, "Conv", {"p", "w2"}, {"q"}, "fc");
+      add_node(g, "Sigmoid", {"q"}, {"k"}, "gate");
+    }
+    add_node(g, c.op, c.scale_first ? std::vector<std::string>{s, "f"} : std::vector<std::string>{"f", s}, {"y"}, "op");
+    g->add_output()->set_name("y");
+    std::vector<std::vector<RValue>> sets;
+    for (int64_t n : {1, 3, 0}) sets.push_back({RValue::of(random_float({n, 8, 9, 7}, static_cast<uint32_t>(n + 1)))});
+    expect_cpu_matches_reference(m, {{"x", {0, 8, 9, 7}}}, {{"x", {3, 8, 9, 7}}}, sets, c.onednn);
+  }
+}
+
 // The backend's devices and names: --device cpu is the CPU backend, its engines name oneDNN's
 // version, and a step that names the reference backend (an engine built without oneDNN) still
 // runs: the reference backend is the CPU backend's fallback.

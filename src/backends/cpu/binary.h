@@ -1,0 +1,14 @@
+#pragma once
+// Broadcasting binary ops on oneDNN (Add, Sub, Mul, Div, Max, Min): 4-D float32 operands in NHWC
+// or NCHW, the second broadcast along its size-1 dims (a squeeze-excite scale [N, C, 1, 1] times
+// feature maps), or the first for the commutative ops. They keep squeeze-excite blocks in NHWC.
+#include <memory>
+
+#include "backends/backend.h"
+
+namespace kiln::cpu {
+
+bool binary_supported(const Node& n, DataType precision, Layout layout);
+std::unique_ptr<StepKernel> make_binary_kernel(const Step& step);
+
+}  // namespace kiln::cpu
