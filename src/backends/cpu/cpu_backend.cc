@@ -5,6 +5,7 @@
 #include "backends/cpu/gemm.h"
 #include "backends/cpu/onednn.h"
 #include "backends/cpu/pool.h"
+#include "backends/cpu/reformat.h"
 #include "backends/reference/reference_backend.h"
 
 namespace kiln {
@@ -45,7 +46,7 @@ class SizedOrReference : public StepKernel {
 };
 
 // The op families with oneDNN kernels (tactic "onednn"): convolution, pooling and 4-D binary ops
-// in plain and NHWC layouts, Gemm in plain.
+// in plain and NHWC layouts, Gemm in plain, and the reformats between the two layouts.
 struct Family {
   bool (*supported)(const Node& n, DataType precision, Layout layout);
   std::unique_ptr<StepKernel> (*make)(const Step& step);
@@ -53,7 +54,8 @@ struct Family {
 constexpr Family kFamilies[] = {{cpu::conv_supported, cpu::make_conv_kernel},
                                 {cpu::pool_supported, cpu::make_pool_kernel},
                                 {cpu::gemm_supported, cpu::make_gemm_kernel},
-                                {cpu::binary_supported, cpu::make_binary_kernel}};
+                                {cpu::binary_supported, cpu::make_binary_kernel},
+                                {cpu::reformat_supported, cpu::make_reformat_kernel}};
 
 const Family* family_of(const Node& n, DataType precision, Layout layout) {
   for (const Family& f : kFamilies) {
