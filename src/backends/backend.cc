@@ -138,7 +138,7 @@ Result<std::shared_ptr<Backend>> make_backend(const std::string& device) {
     return usage_error("device '{}': this build of Kiln has no CUDA backend (use --device cpu)", device);
 #endif
   }
-  return usage_error("unknown device '{}' (devices: cpu, cuda)", device);
+  return usage_error("unknown device '{}' (devices: cpu, cuda, cuda:N, reference)", device);
 }
 
 }  // namespace kiln

@@ -99,7 +99,8 @@ CLI::Validator device_validator() {
 }
 
 void add_build_flags(CLI::App* cmd, BuildArgs& a, bool with_dump) {
-  cmd->add_option("--device", a.device, "Device to build for: cpu, cuda or cuda:N")
+  cmd->add_option("--device", a.device,
+                  "Device to build for: cpu, cuda or cuda:N (reference: the reference kernels alone)")
       ->check(device_validator())
       ->group("Build");
   cmd->add_option("--shapes", a.shapes,
