@@ -1,7 +1,6 @@
 #include "backends/cpu/binary.h"
 
 #include <map>
-#include <unordered_map>
 
 #include "backends/cpu/onednn.h"
 
@@ -32,92 +31,49 @@ bool broadcasts_to(const Dims& b, const Dims& a) {
   return true;
 }
 
-class BinaryKernel : public StepKernel {
+class BinaryKernel : public OnednnKernel {
  public:
-  BinaryKernel(const Node& n, Layout layout)
-      : node_(n), tag_(layout == Layout::kNHWC ? Tag::nhwc : Tag::nchw), stream_(cpu_engine()) {
+  BinaryKernel(const Node& n, Layout layout) : OnednnKernel(n), tag_(layout == Layout::kNHWC ? Tag::nhwc : Tag::nchw) {
     bool commutative = false;
     algorithm_of(n.op_type, &alg_, &commutative);
   }
 
-  Status prepare(std::span<const TensorView> in, std::span<const TensorView> out) override {
-    (void)out;
-    try {
-      return prepare_shape(in[0].dims, in[1].dims);
-    } catch (const dnnl::error& e) {
-      return onednn_error("preparing " + node_.describe(), e);
-    }
-  }
-
-  Status enqueue(std::span<const TensorView> in, std::span<TensorView> out, const KernelContext& ctx) override {
-    (void)ctx;
-    auto it = prepared_.find({in[0].dims, in[1].dims});
-    if (it == prepared_.end()) return runtime_error("{}: shapes not prepared", node_.describe());
-    Prepared& p = *it->second;
-    if (p.empty) return {};
-    try {
-      // oneDNN broadcasts its second source only: the commutative ops swap a broadcast first one.
-      p.src0.set_data_handle(in[p.swapped ? 1 : 0].data);
-      p.src1.set_data_handle(in[p.swapped ? 0 : 1].data);
-      p.dst.set_data_handle(out[0].data);
-      p.primitive.execute(stream_, p.args);
-      stream_.wait();
-    } catch (const dnnl::error& e) {
-      return onednn_error("running " + node_.describe(), e);
-    }
-    return {};
-  }
-
  private:
-  struct Prepared {
-    bool empty = false, swapped = false;
-    dnnl::binary primitive;
-    memory src0, src1, dst, scratch;
-    std::unordered_map<int, memory> args;
-  };
-
-  Status prepare_shape(const Dims& a, const Dims& b) {
-    const std::pair<Dims, Dims> key{a, b};
-    if (prepared_.count(key)) return {};
-    auto p = std::make_unique<Prepared>();
-    Dims full = a, small = b;
+  Status build(std::span<const TensorView> in, std::span<const TensorView> out, OnednnStep* s) override {
+    (void)out;
+    const Dims& a = in[0].dims;
+    const Dims& b = in[1].dims;
+    // oneDNN broadcasts its second source only: the commutative ops swap a broadcast first one.
+    size_t full = 0;
     if (!broadcasts_to(b, a)) {
-      if (!broadcasts_to(a, b))
+      if (!broadcasts_to(a, b)) {
         return invalid("{}: operands {} and {}", node_.describe(), shape_to_string(a), shape_to_string(b));
-      p->swapped = true;
-      full = b;
-      small = a;
+      }
+      full = 1;
     }
-    if (shape_numel(full) == 0) {
-      p->empty = true;
-      prepared_[key] = std::move(p);
+    const Dims& fd = in[full].dims;
+    const Dims& sd = in[1 - full].dims;
+    if (shape_numel(fd) == 0) {
+      s->empty = true;
       return {};
     }
     const auto f32 = memory::data_type::f32;
-    const memory::desc src0_md(memory::dims(full.begin(), full.end()), f32, tag_);
-    const memory::desc src1_md(memory::dims(small.begin(), small.end()), f32, tag_);
+    const memory::desc src0_md(memory::dims(fd.begin(), fd.end()), f32, tag_);
+    const memory::desc src1_md(memory::dims(sd.begin(), sd.end()), f32, tag_);
     dnnl::binary::desc desc(alg_, src0_md, src1_md, src0_md);
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     dnnl::binary::primitive_desc pd(desc, attr, cpu_engine());
-    p->primitive = dnnl::binary(pd);
-    p->src0 = memory(src0_md, cpu_engine(), nullptr);
-    p->src1 = memory(src1_md, cpu_engine(), nullptr);
-    p->dst = memory(src0_md, cpu_engine(), nullptr);
-    p->scratch = memory(pd.scratchpad_desc(), cpu_engine());
-    p->args = {{DNNL_ARG_SRC_0, p->src0},
-               {DNNL_ARG_SRC_1, p->src1},
-               {DNNL_ARG_DST, p->dst},
-               {DNNL_ARG_SCRATCHPAD, p->scratch}};
-    prepared_[key] = std::move(p);
+    s->primitive = dnnl::binary(pd);
+    s->bind(DNNL_ARG_SRC_0, src0_md, false, full);
+    s->bind(DNNL_ARG_SRC_1, src1_md, false, 1 - full);
+    s->bind(DNNL_ARG_DST, src0_md, true, 0);
+    s->own(DNNL_ARG_SCRATCHPAD, memory(pd.scratchpad_desc(), cpu_engine()));
     return {};
   }
 
-  const Node& node_;
   const Tag tag_;
   dnnl::algorithm alg_ = dnnl::algorithm::binary_add;
-  dnnl::stream stream_;
-  std::map<std::pair<Dims, Dims>, std::unique_ptr<Prepared>> prepared_;
 };
 
 bool rank4_float(const Value* v) {

@@ -1,8 +1,6 @@
 #include "backends/cpu/conv.h"
 
-#include <cstring>
-#include <map>
-#include <unordered_map>
+#include <algorithm>
 
 #include "backends/cpu/onednn.h"
 #include "ops/fused.h"
@@ -23,60 +21,15 @@ memory::dims to_dnnl(const Dims& d) {
   return memory::dims(d.begin(), d.end());
 }
 
-class ConvKernel : public StepKernel {
+class ConvKernel : public OnednnKernel {
  public:
   ConvKernel(const Node& n, Layout layout)
-      : node_(n), act_tag_(layout == Layout::kNHWC ? Tag::nhwc : Tag::nchw), stream_(cpu_engine()) {}
-
-  Status prepare(std::span<const TensorView> in, std::span<const TensorView> out) override {
-    return prepare_guarded(in, out);
-  }
-
-  Status enqueue(std::span<const TensorView> in, std::span<TensorView> out, const KernelContext& ctx) override {
-    (void)ctx;
-    auto it = prepared_.find(in[0].dims);
-    if (it == prepared_.end()) {
-      return runtime_error("{}: input shape {} was not prepared", node_.describe(), shape_to_string(in[0].dims));
-    }
-    Prepared& p = *it->second;
-    if (p.empty) return {};
-    try {
-      p.src.set_data_handle(in[0].data);
-      p.dst.set_data_handle(out[0].data);
-      if (p.has_bias) p.bias.set_data_handle(in[2].data);
-      // The residual is added by a sum post-op, which accumulates into the output: the residual's
-      // bytes go there first, unless the plan put the output in the residual's place.
-      if (p.has_residual && in[3].data != out[0].data) std::memcpy(out[0].data, in[3].data, p.dst_bytes);
-      p.primitive.execute(stream_, p.args);
-      stream_.wait();
-    } catch (const dnnl::error& e) {
-      return onednn_error("running " + node_.describe(), e);
-    }
-    return {};
-  }
+      : OnednnKernel(n), act_tag_(layout == Layout::kNHWC ? Tag::nhwc : Tag::nchw) {}
 
  private:
-  Status prepare_guarded(std::span<const TensorView> in, std::span<const TensorView> out) {
-    try {
-      return prepare_shape(in, out);
-    } catch (const dnnl::error& e) {
-      return onednn_error("preparing " + node_.describe(), e);
-    }
-  }
-
-  struct Prepared {
-    bool empty = false;
-    bool has_bias = false, has_residual = false;
-    dnnl::convolution_forward primitive;
-    memory src, dst, bias, weights, scratch;
-    size_t dst_bytes = 0;
-    std::unordered_map<int, memory> args;
-  };
-
-  Status prepare_shape(std::span<const TensorView> in, std::span<const TensorView> out) {
+  Status build(std::span<const TensorView> in, std::span<const TensorView> out, OnednnStep* s) override {
+    (void)out;
     const Dims& x = in[0].dims;
-    if (prepared_.count(x)) return {};
-    auto p = std::make_unique<Prepared>();
     const Dims& wd = in[1].dims;
     if (x.size() != 4 || wd.size() != 4) return invalid("{}: a 2-D convolution", node_.describe());
     const int64_t group = nn::node_int(node_, "group", 1);
@@ -84,8 +37,7 @@ class ConvKernel : public StepKernel {
     KILN_ASSIGN_OR_RETURN(nn::Window win, nn::make_window(node_, {x[2], x[3]}, {wd[2], wd[3]}, false));
     const Dims y = {x[0], m, win.out[0], win.out[1]};
     if (shape_numel(x) == 0 || shape_numel(y) == 0) {
-      p->empty = true;
-      prepared_[x] = std::move(p);
+      s->empty = true;
       return {};
     }
     const auto f32 = memory::data_type::f32;
@@ -95,8 +47,8 @@ class ConvKernel : public StepKernel {
     const memory::desc w_user_md(wdims, f32, group > 1 ? Tag::goihw : Tag::oihw);
     const memory::desc w_any_md(wdims, f32, Tag::any);
     // (Inputs computed by earlier steps have no data yet at prepare: presence is the node's.)
-    p->has_bias = in.size() > 2 && !in[2].omitted;
-    p->has_residual = in.size() > 3 && !in[3].omitted;
+    const bool has_bias = in.size() > 2 && !in[2].omitted;
+    const bool has_residual = in.size() > 3 && !in[3].omitted;
     if (!in[1].data) return invalid("{}: the filter has no data at prepare", node_.describe());
     const memory::desc bias_md({m}, f32, Tag::a);
     const memory::dims strides = {win.strides[0], win.strides[1]};
@@ -104,20 +56,22 @@ class ConvKernel : public StepKernel {
     const memory::dims pad_l = {win.pads[0], win.pads[1]}, pad_r = {win.pads[2], win.pads[3]};
     const auto prop = dnnl::prop_kind::forward_inference;
     const auto alg = dnnl::algorithm::convolution_direct;
-    auto desc = p->has_bias ? dnnl::convolution_forward::desc(prop, alg, src_md, w_any_md, bias_md, dst_md, strides,
-                                                              dilations, pad_l, pad_r)
-                            : dnnl::convolution_forward::desc(prop, alg, src_md, w_any_md, dst_md, strides, dilations,
-                                                              pad_l, pad_r);
+    auto desc = has_bias ? dnnl::convolution_forward::desc(prop, alg, src_md, w_any_md, bias_md, dst_md, strides,
+                                                           dilations, pad_l, pad_r)
+                         : dnnl::convolution_forward::desc(prop, alg, src_md, w_any_md, dst_md, strides, dilations,
+                                                           pad_l, pad_r);
     dnnl::post_ops ops;
     // FusedConv: act(conv + bias + residual). The residual, of the output's shape, is summed
     // into the output (a binary-add post-op reading it instead loses it where the output overlays
     // it, as the memory plan allows: the convolution accumulates in its output).
-    if (p->has_residual) {
+    if (has_residual) {
       if (in[3].dims != y) {
         return invalid("{}: residual of shape {} for an output of {}", node_.describe(), shape_to_string(in[3].dims),
                        shape_to_string(y));
       }
       ops.append_sum(1.f);
+      s->accumulate_from = 3;
+      s->output_bytes = dst_md.get_size();
     }
     if (!append_activation(node_, &ops)) return invalid("{}: activation not available on oneDNN", node_.describe());
     dnnl::primitive_attr attr;
@@ -125,57 +79,29 @@ class ConvKernel : public StepKernel {
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     const dnnl::engine& eng = cpu_engine();
     dnnl::convolution_forward::primitive_desc pd(desc, attr, eng);
-    p->primitive = dnnl::convolution_forward(pd);
+    s->primitive = dnnl::convolution_forward(pd);
     // The filter in the primitive's layout: reordered once per layout (shapes mostly share one).
     const memory::desc w_md = pd.weights_desc();
-    auto w = weights_.find(w_md);
+    auto w = std::find_if(weights_.begin(), weights_.end(), [&](const auto& e) { return e.first == w_md; });
     if (w == weights_.end()) {
       memory user(w_user_md, eng, in[1].data);
       memory packed(w_md, eng);
       dnnl::reorder(user, packed).execute(stream_, user, packed);
       stream_.wait();
-      w = weights_.emplace_back(w_md, packed);
+      weights_.emplace_back(w_md, packed);
+      w = weights_.end() - 1;
     }
-    p->weights = w->second;
-    p->src = memory(src_md, eng, nullptr);
-    p->dst = memory(dst_md, eng, nullptr);
-    p->scratch = memory(pd.scratchpad_desc(), eng);
-    p->args = {{DNNL_ARG_SRC, p->src},
-               {DNNL_ARG_WEIGHTS, p->weights},
-               {DNNL_ARG_DST, p->dst},
-               {DNNL_ARG_SCRATCHPAD, p->scratch}};
-    if (p->has_bias) {
-      p->bias = memory(bias_md, eng, nullptr);
-      p->args[DNNL_ARG_BIAS] = p->bias;
-    }
-    p->dst_bytes = dst_md.get_size();
-    (void)out;
-    prepared_[x] = std::move(p);
+    s->bind(DNNL_ARG_SRC, src_md, false, 0);
+    s->bind(DNNL_ARG_DST, dst_md, true, 0);
+    if (has_bias) s->bind(DNNL_ARG_BIAS, bias_md, false, 2);
+    s->own(DNNL_ARG_WEIGHTS, w->second);
+    s->own(DNNL_ARG_SCRATCHPAD, memory(pd.scratchpad_desc(), eng));
     return {};
   }
 
-  // Packed filters by layout (a short list: memory::desc has no ordering).
-  struct WeightList {
-    std::vector<std::pair<memory::desc, memory>> items;
-    using iterator = std::vector<std::pair<memory::desc, memory>>::iterator;
-    iterator find(const memory::desc& d) {
-      for (auto it = items.begin(); it != items.end(); ++it) {
-        if (it->first == d) return it;
-      }
-      return items.end();
-    }
-    iterator end() { return items.end(); }
-    iterator emplace_back(const memory::desc& d, const memory& m) {
-      items.emplace_back(d, m);
-      return items.end() - 1;
-    }
-  };
-
-  const Node& node_;
   const Tag act_tag_;  // the activations' layout: NHWC (oneDNN's direct kernels) or NCHW
-  dnnl::stream stream_;
-  std::map<Dims, std::unique_ptr<Prepared>> prepared_;
-  WeightList weights_;
+  // Packed filters by layout (memory::desc has equality, no ordering).
+  std::vector<std::pair<memory::desc, memory>> weights_;
 };
 
 }  // namespace

@@ -1,9 +1,5 @@
 #include "backends/cpu/gemm.h"
 
-#include <cstring>
-#include <map>
-#include <unordered_map>
-
 #include "backends/cpu/onednn.h"
 #include "ops/fused.h"
 #include "ops/nn_common.h"
@@ -23,58 +19,17 @@ bool float_rank(const Value* v, size_t rank) {
          v->type.shape.rank_known && v->type.shape.rank() == rank;
 }
 
-class GemmKernel : public StepKernel {
+class GemmKernel : public OnednnKernel {
  public:
   explicit GemmKernel(const Node& n)
-      : node_(n),
+      : OnednnKernel(n),
         trans_a_(nn::node_int(n, "transA", 0) != 0),
         trans_b_(nn::node_int(n, "transB", 0) != 0),
-        alpha_(nn::node_float(n, "alpha", 1.f)),
-        stream_(cpu_engine()) {}
-
-  Status prepare(std::span<const TensorView> in, std::span<const TensorView> out) override {
-    (void)out;
-    try {
-      return prepare_shape(in);
-    } catch (const dnnl::error& e) {
-      return onednn_error("preparing " + node_.describe(), e);
-    }
-  }
-
-  Status enqueue(std::span<const TensorView> in, std::span<TensorView> out, const KernelContext& ctx) override {
-    (void)ctx;
-    auto it = prepared_.find({in[0].dims, in[1].dims});
-    if (it == prepared_.end()) return runtime_error("{}: shapes not prepared", node_.describe());
-    Prepared& p = *it->second;
-    if (p.empty) return {};
-    try {
-      p.a.set_data_handle(in[0].data);
-      p.b.set_data_handle(in[1].data);
-      p.y.set_data_handle(out[0].data);
-      if (p.has_bias) p.bias.set_data_handle(in[2].data);
-      // As for convolutions: the residual is summed into the output, which holds it first.
-      if (p.has_residual && in[3].data != out[0].data) std::memcpy(out[0].data, in[3].data, p.y_bytes);
-      p.primitive.execute(stream_, p.args);
-      stream_.wait();
-    } catch (const dnnl::error& e) {
-      return onednn_error("running " + node_.describe(), e);
-    }
-    return {};
-  }
+        alpha_(nn::node_float(n, "alpha", 1.f)) {}
 
  private:
-  struct Prepared {
-    bool empty = false, has_bias = false, has_residual = false;
-    dnnl::matmul primitive;
-    memory a, b, y, bias, scratch;
-    size_t y_bytes = 0;
-    std::unordered_map<int, memory> args;
-  };
-
-  Status prepare_shape(std::span<const TensorView> in) {
-    const std::pair<Dims, Dims> key{in[0].dims, in[1].dims};
-    if (prepared_.count(key)) return {};
-    auto p = std::make_unique<Prepared>();
+  Status build(std::span<const TensorView> in, std::span<const TensorView> out, OnednnStep* s) override {
+    (void)out;
     const Dims& ad = in[0].dims;
     const Dims& bd = in[1].dims;
     if (ad.size() != 2 || bd.size() != 2) return invalid("{}: Gemm takes 2-D operands", node_.describe());
@@ -82,8 +37,7 @@ class GemmKernel : public StepKernel {
     const int64_t n = trans_b_ ? bd[0] : bd[1];
     if ((trans_b_ ? bd[1] : bd[0]) != k) return invalid("{}: inner dims differ", node_.describe());
     if (m == 0 || n == 0) {
-      p->empty = true;
-      prepared_[key] = std::move(p);
+      s->empty = true;
       return {};
     }
     const auto f32 = memory::data_type::f32;
@@ -91,38 +45,34 @@ class GemmKernel : public StepKernel {
     const memory::desc a_md({m, k}, f32, trans_a_ ? Tag::ba : Tag::ab);
     const memory::desc b_md({k, n}, f32, trans_b_ ? Tag::ba : Tag::ab);
     const memory::desc y_md({m, n}, f32, Tag::ab);
-    p->has_bias = in.size() > 2 && !in[2].omitted;
-    p->has_residual = in.size() > 3 && !in[3].omitted;
+    const bool has_bias = in.size() > 2 && !in[2].omitted;
+    const bool has_residual = in.size() > 3 && !in[3].omitted;
     const memory::desc bias_md({1, n}, f32, Tag::ab);
-    auto desc = p->has_bias ? dnnl::matmul::desc(a_md, b_md, bias_md, y_md) : dnnl::matmul::desc(a_md, b_md, y_md);
+    auto desc = has_bias ? dnnl::matmul::desc(a_md, b_md, bias_md, y_md) : dnnl::matmul::desc(a_md, b_md, y_md);
     dnnl::primitive_attr attr;
     if (alpha_ != 1.f) attr.set_output_scales(0, {alpha_});
     dnnl::post_ops ops;
-    if (p->has_residual) ops.append_sum(1.f);
+    // As for convolutions: the residual is summed into the output, which holds it first.
+    if (has_residual) {
+      ops.append_sum(1.f);
+      s->accumulate_from = 3;
+      s->output_bytes = y_md.get_size();
+    }
     if (!append_activation(node_, &ops)) return invalid("{}: activation not available on oneDNN", node_.describe());
     attr.set_post_ops(ops);
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     dnnl::matmul::primitive_desc pd(desc, attr, cpu_engine());
-    p->primitive = dnnl::matmul(pd);
-    p->a = memory(a_md, cpu_engine(), nullptr);
-    p->b = memory(b_md, cpu_engine(), nullptr);
-    p->y = memory(y_md, cpu_engine(), nullptr);
-    p->y_bytes = y_md.get_size();
-    p->scratch = memory(pd.scratchpad_desc(), cpu_engine());
-    p->args = {{DNNL_ARG_SRC, p->a}, {DNNL_ARG_WEIGHTS, p->b}, {DNNL_ARG_DST, p->y}, {DNNL_ARG_SCRATCHPAD, p->scratch}};
-    if (p->has_bias) {
-      p->bias = memory(bias_md, cpu_engine(), nullptr);
-      p->args[DNNL_ARG_BIAS] = p->bias;
-    }
-    prepared_[key] = std::move(p);
+    s->primitive = dnnl::matmul(pd);
+    s->bind(DNNL_ARG_SRC, a_md, false, 0);
+    s->bind(DNNL_ARG_WEIGHTS, b_md, false, 1);
+    s->bind(DNNL_ARG_DST, y_md, true, 0);
+    if (has_bias) s->bind(DNNL_ARG_BIAS, bias_md, false, 2);
+    s->own(DNNL_ARG_SCRATCHPAD, memory(pd.scratchpad_desc(), cpu_engine()));
     return {};
   }
 
-  const Node& node_;
   const bool trans_a_, trans_b_;
   const float alpha_;
-  dnnl::stream stream_;
-  std::map<std::pair<Dims, Dims>, std::unique_ptr<Prepared>> prepared_;
 };
 
 }  // namespace

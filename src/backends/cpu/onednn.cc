@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <cstring>
+
 namespace kiln::cpu {
 
 const dnnl::engine& cpu_engine() {
@@ -70,6 +72,54 @@ bool append_activation(const Node& n, dnnl::post_ops* ops) {
 
 Status onednn_error(const std::string& what, const dnnl::error& e) {
   return runtime_error("{}: oneDNN error {} ({})", what, static_cast<int>(e.status), e.what());
+}
+
+void OnednnStep::bind(int arg, const dnnl::memory::desc& md, bool output, size_t view) {
+  args[arg] = dnnl::memory(md, cpu_engine(), nullptr);
+  bindings.push_back({arg, output, view});
+}
+
+OnednnKernel::OnednnKernel(const Node& n) : node_(n), stream_(cpu_engine()) {}
+
+std::vector<Dims> OnednnKernel::key_of(std::span<const TensorView> in) {
+  std::vector<Dims> key;
+  for (const TensorView& v : in) key.push_back(v.omitted ? Dims{} : v.dims);
+  return key;
+}
+
+Status OnednnKernel::prepare(std::span<const TensorView> in, std::span<const TensorView> out) {
+  std::vector<Dims> key = key_of(in);
+  if (prepared_.count(key)) return {};
+  auto s = std::make_unique<OnednnStep>();
+  try {
+    KILN_RETURN_IF_ERROR(build(in, out, s.get()));
+  } catch (const dnnl::error& e) {
+    return onednn_error("preparing " + node_.describe(), e);
+  }
+  prepared_[std::move(key)] = std::move(s);
+  return {};
+}
+
+Status OnednnKernel::enqueue(std::span<const TensorView> in, std::span<TensorView> out, const KernelContext& ctx) {
+  (void)ctx;
+  auto it = prepared_.find(key_of(in));
+  if (it == prepared_.end()) return runtime_error("{}: these input shapes were not prepared", node_.describe());
+  OnednnStep& s = *it->second;
+  if (s.empty) return {};
+  try {
+    for (const OnednnStep::Binding& b : s.bindings) {
+      s.args.at(b.arg).set_data_handle(b.output ? out[b.view].data : in[b.view].data);
+    }
+    if (s.accumulate_from >= 0) {
+      const void* from = in[static_cast<size_t>(s.accumulate_from)].data;
+      if (from != out[0].data) std::memcpy(out[0].data, from, s.output_bytes);
+    }
+    s.primitive.execute(stream_, s.args);
+    stream_.wait();
+  } catch (const dnnl::error& e) {
+    return onednn_error("running " + node_.describe(), e);
+  }
+  return {};
 }
 
 }  // namespace kiln::cpu

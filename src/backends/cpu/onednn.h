@@ -1,10 +1,16 @@
 #pragma once
-// oneDNN on the CPU backend: the process's CPU engine, a Status from a dnnl::error, and how a
-// fused op's activation maps onto oneDNN post-ops. Only src/backends/cpu includes this header.
+// oneDNN on the CPU backend: the process's CPU engine, a Status from a dnnl::error, how a fused
+// op's activation maps onto oneDNN post-ops, and the kernel shape every oneDNN family shares (a
+// primitive per input shape, views bound per run). Only src/backends/cpu includes this header.
 #include <dnnl.hpp>
+#include <map>
+#include <memory>
+#include <span>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
+#include "backends/backend.h"
 #include "core/status.h"
 #include "ir/graph.h"
 
@@ -24,5 +30,47 @@ bool activation_supported(const Node& n);
 
 // A Status naming `what` for a oneDNN exception.
 Status onednn_error(const std::string& what, const dnnl::error& e);
+
+// One step's oneDNN primitive for one set of input shapes: its arguments, and for each argument
+// whose bytes are a view's, which view (set on the argument's memory before every run).
+struct OnednnStep {
+  bool empty = false;  // nothing to compute (a zero-size shape)
+  dnnl::primitive primitive;
+  std::unordered_map<int, dnnl::memory> args;
+  struct Binding {
+    int arg;
+    bool output;
+    size_t view;
+  };
+  std::vector<Binding> bindings;
+  // A sum post-op accumulates into the output: input `accumulate_from`'s bytes are copied there
+  // first, unless the plan placed the output over that input (-1: none).
+  int accumulate_from = -1;
+  size_t output_bytes = 0;
+
+  // Adds argument `arg` with memory descriptor `md`, its bytes those of input (or output) `view`.
+  void bind(int arg, const dnnl::memory::desc& md, bool output, size_t view);
+  // Adds argument `arg` with bytes the kernel owns (packed weights, the scratchpad).
+  void own(int arg, const dnnl::memory& m) { args[arg] = m; }
+};
+
+// The kernel of a step run by one oneDNN primitive per input shape: prepare builds it (build()),
+// enqueue binds the views and runs it on the CPU engine's stream, waiting for it.
+class OnednnKernel : public StepKernel {
+ public:
+  explicit OnednnKernel(const Node& n);
+  Status prepare(std::span<const TensorView> in, std::span<const TensorView> out) final;
+  Status enqueue(std::span<const TensorView> in, std::span<TensorView> out, const KernelContext& ctx) final;
+
+ protected:
+  // Fills `s` for these shapes (s->empty for a zero-size one); may throw dnnl::error.
+  virtual Status build(std::span<const TensorView> in, std::span<const TensorView> out, OnednnStep* s) = 0;
+  const Node& node_;
+  dnnl::stream stream_;
+
+ private:
+  static std::vector<Dims> key_of(std::span<const TensorView> in);
+  std::map<std::vector<Dims>, std::unique_ptr<OnednnStep>> prepared_;
+};
 
 }  // namespace kiln::cpu

@@ -1,8 +1,5 @@
 #include "backends/cpu/pool.h"
 
-#include <map>
-#include <unordered_map>
-
 #include "backends/cpu/onednn.h"
 #include "ops/nn_common.h"
 
@@ -19,50 +16,14 @@ bool is_max(const Node& n) {
   return n.op_type == "MaxPool" || n.op_type == "GlobalMaxPool";
 }
 
-class PoolKernel : public StepKernel {
+class PoolKernel : public OnednnKernel {
  public:
-  PoolKernel(const Node& n, Layout layout)
-      : node_(n), tag_(layout == Layout::kNHWC ? Tag::nhwc : Tag::nchw), stream_(cpu_engine()) {}
-
-  Status prepare(std::span<const TensorView> in, std::span<const TensorView> out) override {
-    (void)out;
-    try {
-      return prepare_shape(in[0].dims);
-    } catch (const dnnl::error& e) {
-      return onednn_error("preparing " + node_.describe(), e);
-    }
-  }
-
-  Status enqueue(std::span<const TensorView> in, std::span<TensorView> out, const KernelContext& ctx) override {
-    (void)ctx;
-    auto it = prepared_.find(in[0].dims);
-    if (it == prepared_.end()) {
-      return runtime_error("{}: input shape {} was not prepared", node_.describe(), shape_to_string(in[0].dims));
-    }
-    Prepared& p = *it->second;
-    if (p.empty) return {};
-    try {
-      p.src.set_data_handle(in[0].data);
-      p.dst.set_data_handle(out[0].data);
-      p.primitive.execute(stream_, p.args);
-      stream_.wait();
-    } catch (const dnnl::error& e) {
-      return onednn_error("running " + node_.describe(), e);
-    }
-    return {};
-  }
+  PoolKernel(const Node& n, Layout layout) : OnednnKernel(n), tag_(layout == Layout::kNHWC ? Tag::nhwc : Tag::nchw) {}
 
  private:
-  struct Prepared {
-    bool empty = false;
-    dnnl::pooling_v2_forward primitive;
-    memory src, dst, scratch;
-    std::unordered_map<int, memory> args;
-  };
-
-  Status prepare_shape(const Dims& x) {
-    if (prepared_.count(x)) return {};
-    auto p = std::make_unique<Prepared>();
+  Status build(std::span<const TensorView> in, std::span<const TensorView> out, OnednnStep* s) override {
+    (void)out;
+    const Dims& x = in[0].dims;
     if (x.size() != 4) return invalid("{}: a 2-D pooling", node_.describe());
     memory::dims kernel, strides, dilations, pad_l, pad_r;
     Dims y;
@@ -92,8 +53,7 @@ class PoolKernel : public StepKernel {
       y = {x[0], x[1], w.out[0], w.out[1]};
     }
     if (shape_numel(x) == 0 || shape_numel(y) == 0) {
-      p->empty = true;
-      prepared_[x] = std::move(p);
+      s->empty = true;
       return {};
     }
     const auto f32 = memory::data_type::f32;
@@ -109,19 +69,14 @@ class PoolKernel : public StepKernel {
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     dnnl::pooling_v2_forward::primitive_desc pd(desc, attr, cpu_engine());
-    p->primitive = dnnl::pooling_v2_forward(pd);
-    p->src = memory(src_md, cpu_engine(), nullptr);
-    p->dst = memory(dst_md, cpu_engine(), nullptr);
-    p->scratch = memory(pd.scratchpad_desc(), cpu_engine());
-    p->args = {{DNNL_ARG_SRC, p->src}, {DNNL_ARG_DST, p->dst}, {DNNL_ARG_SCRATCHPAD, p->scratch}};
-    prepared_[x] = std::move(p);
+    s->primitive = dnnl::pooling_v2_forward(pd);
+    s->bind(DNNL_ARG_SRC, src_md, false, 0);
+    s->bind(DNNL_ARG_DST, dst_md, true, 0);
+    s->own(DNNL_ARG_SCRATCHPAD, memory(pd.scratchpad_desc(), cpu_engine()));
     return {};
   }
 
-  const Node& node_;
   const Tag tag_;
-  dnnl::stream stream_;
-  std::map<Dims, std::unique_ptr<Prepared>> prepared_;
 };
 
 }  // namespace

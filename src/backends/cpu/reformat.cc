@@ -1,7 +1,5 @@
 #include "backends/cpu/reformat.h"
 
-#include <map>
-
 #include "backends/cpu/onednn.h"
 
 namespace kiln::cpu {
@@ -17,60 +15,27 @@ Result<Tag> tag_of(const Storage& s) {
   return invalid("a reformat from or to layout {}", layout_name(s.layout));
 }
 
-class ReformatKernel : public StepKernel {
+class ReformatKernel : public OnednnKernel {
  public:
-  explicit ReformatKernel(const Node& n) : node_(n), stream_(cpu_engine()) {}
+  using OnednnKernel::OnednnKernel;
 
-  Status prepare(std::span<const TensorView> in, std::span<const TensorView> out) override {
+ private:
+  Status build(std::span<const TensorView> in, std::span<const TensorView> out, OnednnStep* s) override {
     const Dims& x = in[0].dims;
-    if (prepared_.count(x)) return {};
     if (x.size() != 4) return invalid("{}: a 4-D reformat", node_.describe());
-    auto p = std::make_unique<Prepared>();
     if (shape_numel(x) == 0) {
-      p->empty = true;
-      prepared_[x] = std::move(p);
+      s->empty = true;
       return {};
     }
     KILN_ASSIGN_OR_RETURN(Tag from, tag_of(in[0].storage));
     KILN_ASSIGN_OR_RETURN(Tag to, tag_of(out[0].storage));
-    try {
-      const memory::dims d(x.begin(), x.end());
-      p->src = memory({d, memory::data_type::f32, from}, cpu_engine(), nullptr);
-      p->dst = memory({d, memory::data_type::f32, to}, cpu_engine(), nullptr);
-      p->primitive = dnnl::reorder(p->src, p->dst);
-    } catch (const dnnl::error& e) {
-      return onednn_error("preparing " + node_.describe(), e);
-    }
-    prepared_[x] = std::move(p);
+    const memory::dims d(x.begin(), x.end());
+    const memory::desc src_md(d, memory::data_type::f32, from), dst_md(d, memory::data_type::f32, to);
+    s->primitive = dnnl::reorder(dnnl::reorder::primitive_desc(cpu_engine(), src_md, cpu_engine(), dst_md));
+    s->bind(DNNL_ARG_FROM, src_md, false, 0);
+    s->bind(DNNL_ARG_TO, dst_md, true, 0);
     return {};
   }
-
-  Status enqueue(std::span<const TensorView> in, std::span<TensorView> out, const KernelContext& ctx) override {
-    (void)ctx;
-    auto it = prepared_.find(in[0].dims);
-    if (it == prepared_.end()) return runtime_error("{}: shape not prepared", node_.describe());
-    Prepared& p = *it->second;
-    if (p.empty) return {};
-    try {
-      p.src.set_data_handle(in[0].data);
-      p.dst.set_data_handle(out[0].data);
-      p.primitive.execute(stream_, p.src, p.dst);
-      stream_.wait();
-    } catch (const dnnl::error& e) {
-      return onednn_error("running " + node_.describe(), e);
-    }
-    return {};
-  }
-
- private:
-  struct Prepared {
-    bool empty = false;
-    dnnl::reorder primitive;
-    memory src, dst;
-  };
-  const Node& node_;
-  dnnl::stream stream_;
-  std::map<Dims, std::unique_ptr<Prepared>> prepared_;
 };
 
 }  // namespace
