@@ -1,6 +1,7 @@
 #include "backends/cpu/cpu_backend.h"
 
 #include "backends/cpu/binary.h"
+#include "backends/cpu/concat.h"
 #include "backends/cpu/conv.h"
 #include "backends/cpu/gemm.h"
 #include "backends/cpu/onednn.h"
@@ -45,17 +46,16 @@ class SizedOrReference : public StepKernel {
   std::unique_ptr<StepKernel> fast_, reference_;
 };
 
-// The op families with oneDNN kernels (tactic "onednn"): convolution, pooling and 4-D binary ops
-// in plain and NHWC layouts, Gemm in plain, and the reformats between the two layouts.
+// The op families with oneDNN kernels (tactic "onednn"): convolution, pooling, 4-D binary ops and
+// Concat in plain and NHWC layouts, Gemm in plain, and the reformats between the two layouts.
 struct Family {
   bool (*supported)(const Node& n, DataType precision, Layout layout);
   std::unique_ptr<StepKernel> (*make)(const Step& step);
 };
-constexpr Family kFamilies[] = {{cpu::conv_supported, cpu::make_conv_kernel},
-                                {cpu::pool_supported, cpu::make_pool_kernel},
-                                {cpu::gemm_supported, cpu::make_gemm_kernel},
-                                {cpu::binary_supported, cpu::make_binary_kernel},
-                                {cpu::reformat_supported, cpu::make_reformat_kernel}};
+constexpr Family kFamilies[] = {
+    {cpu::conv_supported, cpu::make_conv_kernel},         {cpu::pool_supported, cpu::make_pool_kernel},
+    {cpu::gemm_supported, cpu::make_gemm_kernel},         {cpu::binary_supported, cpu::make_binary_kernel},
+    {cpu::reformat_supported, cpu::make_reformat_kernel}, {cpu::concat_supported, cpu::make_concat_kernel}};
 
 const Family* family_of(const Node& n, DataType precision, Layout layout) {
   for (const Family& f : kFamilies) {

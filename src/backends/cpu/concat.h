@@ -1,0 +1,13 @@
+#pragma once
+// Concat on oneDNN: 4-D float32 operands in NHWC or NCHW along any axis, so a network's
+// concatenated branches (SqueezeNet's Fire modules, detectors' necks) stay in NHWC.
+#include <memory>
+
+#include "backends/backend.h"
+
+namespace kiln::cpu {
+
+bool concat_supported(const Node& n, DataType precision, Layout layout);
+std::unique_ptr<StepKernel> make_concat_kernel(const Step& step);
+
+}  // namespace kiln::cpu
