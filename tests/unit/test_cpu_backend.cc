@@ -8,6 +8,7 @@
 #include <cmath>
 #include <map>
 
+#include "engine/engine.h"
 #include "lower/builder.h"
 #include "model_builder.h"
 #include "plan_run_util.h"
@@ -369,6 +370,41 @@ TEST(CpuBackend, ConcatOnOnednnMatchesTheReference) {
                                {{RValue::of(random_float({2, 3, 4, 5}, 1)), RValue::of(random_float({2, 3, 4, 0}, 2)),
                                  RValue::of(random_float({2, 3, 4, 7}, 3))}},
                                1);
+}
+
+// A CPU engine's file keeps its steps' backend, tactics and layouts: loaded back, it runs the same
+// oneDNN steps and gives the same results as the plan it was written from.
+TEST(CpuBackend, EnginesRoundTrip) {
+  auto backend = make_backend("cpu");
+  if ((*backend)->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
+  const ConvCase c{"residual_relu", 16, 16, 9, 9, 3, 1, 1, 1, 1, true, "Relu", true};
+  const int64_t oh = out_size(c.h, c), ow = out_size(c.w, c);
+  Model model = import_model(conv_model(c, oh, ow));
+  BuildOptions o;
+  o.device = "cpu";
+  o.shapes = {{"x", {2, c.c, c.h, c.w}}, {"z", {2, c.m, oh, ow}}};
+  auto plan = build_plan(model, o);
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  auto bytes = serialize_engine(**plan);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().message();
+  auto loaded = load_engine_bytes(*bytes);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().message();
+  ASSERT_EQ((*loaded)->steps.size(), (*plan)->steps.size());
+  for (size_t i = 0; i < (*plan)->steps.size(); ++i) {
+    EXPECT_EQ((*loaded)->steps[i].backend, (*plan)->steps[i].backend);
+    EXPECT_EQ((*loaded)->steps[i].tactic, (*plan)->steps[i].tactic);
+    EXPECT_EQ((*loaded)->steps[i].layout, (*plan)->steps[i].layout);
+  }
+  EXPECT_EQ((*loaded)->info.libraries.count("onednn"), 1u);
+  const std::vector<RValue> in = {RValue::of(random_float({2, c.c, c.h, c.w}, 1)),
+                                  RValue::of(random_float({2, c.m, oh, ow}, 2))};
+  auto want = Executor(*model.graph).run(in);
+  ASSERT_TRUE(want.ok());
+  auto exec = PlanExecutor::create(*loaded, *backend);
+  ASSERT_TRUE(exec.ok()) << exec.status().message();
+  auto got = (*exec)->run(in);
+  ASSERT_TRUE(got.ok()) << got.status().message();
+  EXPECT_LE(rel_error((*got)[0].tensor, (*want)[0].tensor), 1e-5);
 }
 
 // The backend's devices and names: --device cpu is the CPU backend, its engines name oneDNN's
