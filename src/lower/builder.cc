@@ -2,8 +2,6 @@
 
 #include <google/protobuf/stubs/common.h>
 
-#include <set>
-
 #include "ir/clone.h"
 #include "lower/stages.h"
 #include "lower/timing_cache.h"
@@ -43,25 +41,18 @@ Result<std::shared_ptr<Plan>> build_plan(const Model& model, const BuildOptions&
   progress("optimize", 1.0);
 
   // The largest shapes of the profile must be valid for the optimized graph: it is sized for them.
-  // Values whose size even they leave open (a shape read from an input's values) are unbounded.
-  std::set<std::string> unbounded;
   {
     std::shared_ptr<Graph> gm = clone_graph(*g);
     apply_profile(*gm, profile, true);
     clear_intermediate_types(*gm);
     KILN_RETURN_IF_ERROR(infer_graph_types(*gm).with_context("sizing for the largest profile shapes"));
-    for (const auto& n : gm->nodes()) {
-      for (const Value* v : n->outputs) {
-        if (v && v->type.kind == TypeInfo::Kind::kTensor && !v->type.shape.fully_known()) unbounded.insert(v->name);
-      }
-    }
   }
 
   // Lower: steps, precision, layout, storage transitions, tactics; then the memory plan.
   progress("lower", 0.0);
   plan->graph = g;
   const BackendSet backends = backend_set(backend);
-  KILN_RETURN_IF_ERROR(lower_to_steps(*plan, backends, unbounded));
+  KILN_RETURN_IF_ERROR(lower_to_steps(*plan, backends));
   PrecisionOptions precision;
   precision.fp16 = options.fp16;
   precision.bf16 = options.bf16;

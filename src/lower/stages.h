@@ -39,10 +39,11 @@ Result<DimRanges> symbol_ranges(const Graph& g, const Profile& profile);
 // weights, node outputs). Each step runs on the primary backend when it has a kernel for the node,
 // else on the fallback (an error naming the node when neither has). Storage is the logical type,
 // plain, on the step's device (graph inputs in host memory); precision is the node's own; the
-// tactic is left to select_tactics. A node writing a value named in `unbounded` (of a size no
-// input shape of the profile bounds, e.g. Expand to a shape given as an input's values) runs on
-// the fallback when the primary backend is a device: a device arena holds only sized values.
-Status lower_to_steps(Plan& plan, const BackendSet& backends, const std::set<std::string>& unbounded = {});
+// tactic is left to select_tactics. A node writing a value of a size no input shape of the
+// profile bounds (Expand to a shape given as an input's values; the input slots hold the largest
+// shapes, and shape computations are evaluated as the runtime does) runs on the fallback when the
+// primary backend is a device: a device arena holds only sized values.
+Status lower_to_steps(Plan& plan, const BackendSet& backends);
 
 // ranges.cc: the largest finite magnitude each value of `g` reaches (by value name, inputs
 // included) when the reference kernels run it on sample inputs: the .npy files in `calib_dir`

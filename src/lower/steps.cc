@@ -2,6 +2,7 @@
 #include <set>
 
 #include "lower/stages.h"
+#include "runtime/step_shapes.h"
 
 namespace kiln {
 
@@ -17,9 +18,42 @@ bool runs(const Backend* backend, const Node& node) {
   return backend->supports(node, p, Layout::kPlain);
 }
 
+// A device arena holds only values of known size. Sizes at the profile's largest input shapes
+// come from the step shapes as the runtime and the memory plan compute them (shape computations
+// evaluated); a device step writing a tensor they leave unsized (Expand to a shape read from an
+// input's values, NonZero) moves to the host fallback. A view of a sized value is sized.
+Status move_unsized_to_host(Plan& plan, const BackendSet& backends) {
+  if (backends.primary->host_visible() || !backends.fallback) return {};
+  const std::string primary = backends.primary->name();
+  std::vector<TypeInfo> max_inputs;
+  for (int id : plan.inputs) max_inputs.push_back(plan.slots[static_cast<size_t>(id)].type);
+  KILN_ASSIGN_OR_RETURN(StepShapes at_max, infer_step_shapes(plan, max_inputs));
+  std::vector<bool> sized(plan.slots.size());
+  for (size_t id = 0; id < plan.slots.size(); ++id) sized[id] = at_max.bytes[id] >= 0;
+  const std::string host = backends.fallback->device().kind;
+  for (Step& st : plan.steps) {
+    const bool view_of_sized =
+        is_view_op(*st.node) && !st.inputs.empty() && st.inputs[0] >= 0 && sized[static_cast<size_t>(st.inputs[0])];
+    bool unsized = false;
+    for (size_t k = 0; k < st.outputs.size(); ++k) {
+      const int id = st.outputs[k];
+      const TypeInfo::Kind kind = at_max.types[static_cast<size_t>(id)].kind;
+      if (id < 0 || (kind != TypeInfo::Kind::kTensor && kind != TypeInfo::Kind::kUnknown)) continue;
+      if (k == 0 && view_of_sized) sized[static_cast<size_t>(id)] = true;
+      unsized = unsized || !sized[static_cast<size_t>(id)];
+    }
+    if (!unsized || st.backend != primary || !runs(backends.fallback.get(), *st.node)) continue;
+    st.backend = backends.fallback->name();
+    for (int id : st.outputs) {
+      if (id >= 0) plan.slots[static_cast<size_t>(id)].storage.device = host;
+    }
+  }
+  return {};
+}
+
 }  // namespace
 
-Status lower_to_steps(Plan& plan, const BackendSet& backends, const std::set<std::string>& unbounded) {
+Status lower_to_steps(Plan& plan, const BackendSet& backends) {
   if (!plan.graph) return invalid("the plan has no graph");
   if (!backends.primary) return invalid("no backend to build for");
   const Graph& g = *plan.graph;
@@ -62,11 +96,7 @@ Status lower_to_steps(Plan& plan, const BackendSet& backends, const std::set<std
     st.fused = n->fused_from.empty() ? std::vector<std::string>{st.name} : n->fused_from;
     st.precision = node_precision(*n);
     st.layout = Layout::kPlain;
-    bool host_only = false;
-    if (!backends.primary->host_visible()) {
-      for (const Value* v : n->outputs) host_only = host_only || (v && unbounded.count(v->name));
-    }
-    const bool on_primary = !host_only && runs(backends.primary.get(), *n);
+    const bool on_primary = runs(backends.primary.get(), *n);
     const Backend* backend = on_primary                          ? backends.primary.get()
                              : runs(backends.fallback.get(), *n) ? backends.fallback.get()
                                                                  : nullptr;
@@ -102,7 +132,7 @@ Status lower_to_steps(Plan& plan, const BackendSet& backends, const std::set<std
     if (s == slot_of.end()) return runtime_error("graph output '{}' has no slot", v->name);
     plan.outputs.push_back(s->second);
   }
-  return {};
+  return move_unsized_to_host(plan, backends);
 }
 
 }  // namespace kiln

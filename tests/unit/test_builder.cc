@@ -12,7 +12,6 @@
 #include "engine/engine.h"
 #include "lower/builder.h"
 #include "model_builder.h"
-#include "onnx/importer.h"
 #include "plan_run_util.h"
 #include "runtime/executor.h"
 #include "runtime/plan_executor.h"
@@ -292,18 +291,20 @@ class TimedDeviceBackend : public Backend {
   mutable Dims timed_dims;
 };
 
+// The timed device under a device kind of its own, so its slots' storage tells it from the host.
+class NamedDevice : public TimedDeviceBackend {
+ public:
+  DeviceInfo device() const override {
+    DeviceInfo d = TimedDeviceBackend::device();
+    d.kind = "test-device";
+    return d;
+  }
+};
+
 // A device arena holds values of known size only. A node whose output has no size at the
 // profile's largest shapes (Expand to a shape given as an input's values) runs on the host
 // fallback though the device has a kernel for it; its bounded neighbours stay on the device.
 TEST(Builder, ValuesOfUnboundedSizeAreComputedOnTheHost) {
-  class NamedDevice : public TimedDeviceBackend {
-   public:
-    DeviceInfo device() const override {
-      DeviceInfo d = TimedDeviceBackend::device();
-      d.kind = "test-device";
-      return d;
-    }
-  };
   onnx::ModelProto m = testing::make_model(17);
   auto* g = m.mutable_graph();
   testing::add_tensor_info(g->mutable_input(), "x", 1, {1, 3, 1});
@@ -326,6 +327,66 @@ TEST(Builder, ValuesOfUnboundedSizeAreComputedOnTheHost) {
   for (const Slot& s : (**plan).slots) {
     if (s.name == "y") EXPECT_EQ(s.storage.device, "cpu");
   }
+}
+
+// Sizes computed from the values' shapes (Resize to Concat(Shape(r)[0:2], Cast(Shape(x)[2:4]) * 2),
+// as exporters write upsampling) are known at the profile's largest shapes once the shape
+// computation is evaluated, so those steps stay on the device; only what the shapes cannot bound
+// goes to the host.
+TEST(Builder, ValuesSizedByShapeComputationsStayOnTheDevice) {
+  onnx::ModelProto m = testing::make_model(17);
+  auto* g = m.mutable_graph();
+  testing::add_tensor_info(g->mutable_input(), "x", 1, {1, 2, 3, 3}, {"N", "", "", ""});
+  testing::add_tensor_info(g->mutable_input(), "shape", 7, {4});
+  auto ints = [&](const char* name, std::vector<int64_t> values) {
+    auto* k = g->add_initializer();
+    k->set_name(name);
+    k->set_data_type(onnx::TensorProto::INT64);
+    k->add_dims(static_cast<int64_t>(values.size()));
+    for (int64_t v : values) k->add_int64_data(v);
+  };
+  ints("zero", {0});
+  ints("two", {2});
+  ints("four", {4});
+  auto* twice = g->add_initializer();
+  twice->set_name("twice");
+  twice->set_data_type(onnx::TensorProto::FLOAT);
+  twice->add_dims(1);
+  twice->add_float_data(2.0f);
+  for (const char* name : {"y", "z"}) {
+    auto* out = g->add_output();
+    out->set_name(name);
+    out->mutable_type()->mutable_tensor_type()->set_elem_type(1);
+  }
+  testing::add_node(g, "Relu", {"x"}, {"r"}, "relu");
+  testing::add_node(g, "Shape", {"r"}, {"s"}, "shape_of_r");
+  testing::add_node(g, "Slice", {"s", "zero", "two"}, {"nc"}, "batch_and_channels");
+  testing::add_node(g, "Shape", {"x"}, {"sx"}, "shape_of_x");
+  testing::add_node(g, "Slice", {"sx", "two", "four"}, {"hw"}, "height_and_width");
+  testing::add_int_attr(testing::add_node(g, "Cast", {"hw"}, {"hwf"}, "to_float"), "to", onnx::TensorProto::FLOAT);
+  testing::add_node(g, "Mul", {"hwf", "twice"}, {"hw2f"}, "doubled");
+  testing::add_int_attr(testing::add_node(g, "Cast", {"hw2f"}, {"hw2"}, "to_int"), "to", onnx::TensorProto::INT64);
+  testing::add_int_attr(testing::add_node(g, "Concat", {"nc", "hw2"}, {"sizes"}, "sizes"), "axis", 0);
+  testing::add_node(g, "Resize", {"r", "", "", "sizes"}, {"y"}, "upsample");
+  testing::add_node(g, "Expand", {"r", "shape"}, {"z"}, "given");
+  BuildOptions o;
+  o.backend = std::make_shared<NamedDevice>();
+  o.min_shapes["x"] = {1, 2, 3, 3};
+  o.opt_shapes["x"] = {2, 2, 3, 3};
+  o.max_shapes["x"] = {4, 2, 3, 3};
+  auto plan = build_plan(import(m), o);
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  std::map<std::string, std::string> backend_of;
+  for (const Step& st : (**plan).steps) backend_of[st.name] = st.backend;
+  EXPECT_EQ(backend_of["relu"], "timed-device");
+  EXPECT_EQ(backend_of["upsample"], "timed-device");
+  EXPECT_EQ(backend_of["given"], "reference");
+  bool sized = false;
+  for (const Slot& s : (**plan).slots) {
+    if (s.name == "y" && s.storage.device == "cpu") continue;  // the output's copy to the host
+    if (s.name.rfind("y", 0) == 0 && s.storage.device == "test-device") sized = s.bytes == 4 * 2 * 6 * 6 * 4;
+  }
+  EXPECT_TRUE(sized);
 }
 
 TEST(Builder, TimesDeviceTacticsOnTheDeviceAndKeepsTheirTimes) {
