@@ -84,6 +84,9 @@ class Backend {
   // Whether the host can read and write this backend's memory directly (the CPU's; a test device
   // that keeps its memory on the host). The default kernel adapter needs it.
   virtual bool host_visible() const { return device().kind == "cpu"; }
+  // Optimizer passes off by default that builds for this backend run (unless disabled): fusions
+  // whose fused op has a kernel here faster than the steps it replaces.
+  virtual std::vector<std::string> passes_on_by_default() const { return {}; }
 
   // Whether some tactic runs `node` with `precision` arithmetic in `layout`.
   virtual bool supports(const Node& node, DataType precision, Layout layout) const = 0;

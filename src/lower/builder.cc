@@ -35,6 +35,9 @@ Result<std::shared_ptr<Plan>> build_plan(const Model& model, const BuildOptions&
   // Optimize.
   progress("optimize", 0.0);
   PipelineOptions pipeline = options.pipeline;
+  for (const std::string& p : backend->passes_on_by_default()) {
+    if (!pipeline.disabled.count(p)) pipeline.enabled.insert(p);
+  }
   KILN_ASSIGN_OR_RETURN(pipeline.dim_ranges, symbol_ranges(*g, profile));
   KILN_ASSIGN_OR_RETURN(PipelineReport report, run_pipeline(*g, pipeline));
   plan->passes_fired = report.fired;

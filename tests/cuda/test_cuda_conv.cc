@@ -521,7 +521,7 @@ TEST(CudaConv, ConvTransposeMatchesTheReference) {
 
 // A squeeze-excite block on x [n, C, 5, 5]: global average pool, 1x1 convolution to `hidden`
 // channels, `act1`, 1x1 convolution back to C, `act2`, x scaled by the result. The optimizer makes
-// the two convolutions one kiln.ChannelMLP step when fuse-channel-mlp (off by default) is enabled.
+// the two convolutions one kiln.ChannelMLP step (fuse-channel-mlp, which CUDA builds run).
 onnx::ModelProto squeeze_excite_model(int64_t c, int64_t hidden, const std::string& act1, const std::string& act2,
                                       bool bias2) {
   onnx::ModelProto m = make_model(17);

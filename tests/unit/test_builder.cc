@@ -389,6 +389,42 @@ TEST(Builder, ValuesSizedByShapeComputationsStayOnTheDevice) {
   EXPECT_TRUE(sized);
 }
 
+// A backend turns on the passes off by default whose fused ops it runs fast (the CUDA backend:
+// fuse-channel-mlp); --disable-pass still wins, and other backends leave them off.
+TEST(Builder, BackendsTurnOnTheirOptInPasses) {
+  class FusingDevice : public TimedDeviceBackend {
+   public:
+    std::vector<std::string> passes_on_by_default() const override { return {"fuse-channel-mlp"}; }
+  };
+  onnx::ModelProto m = testing::make_model(17);
+  auto* g = m.mutable_graph();
+  testing::add_tensor_info(g->mutable_input(), "x", 1, {1, 8, 3, 3});
+  testing::add_random_weight(g, "w1", {2, 8, 1, 1}, 1);
+  testing::add_random_weight(g, "w2", {8, 2, 1, 1}, 2);
+  testing::add_node(g, "GlobalAveragePool", {"x"}, {"p"}, "pool");
+  testing::add_node(g, "Conv", {"p", "w1"}, {"h0"}, "fc1");
+  testing::add_node(g, "Relu", {"h0"}, {"h"}, "act1");
+  testing::add_node(g, "Conv", {"h", "w2"}, {"s0"}, "fc2");
+  testing::add_node(g, "Sigmoid", {"s0"}, {"s"}, "act2");
+  testing::add_node(g, "Mul", {"x", "s"}, {"y"}, "scale");
+  testing::add_tensor_info(g->mutable_output(), "y", 1, {1, 8, 3, 3});
+  const Model model = import(m);
+  auto fired = [&](std::shared_ptr<Backend> backend, bool disable) -> int64_t {
+    BuildOptions o;
+    o.backend = std::move(backend);
+    if (disable) o.pipeline.disabled = {"fuse-channel-mlp"};
+    auto plan = build_plan(model, o);
+    EXPECT_TRUE(plan.ok()) << plan.status().message();
+    if (!plan.ok()) return -1;
+    auto it = (**plan).passes_fired.find("fuse-channel-mlp");
+    return it == (**plan).passes_fired.end() ? 0 : it->second;
+  };
+  EXPECT_EQ(fired(std::make_shared<FusingDevice>(), false), 1);
+  EXPECT_EQ(fired(std::make_shared<FusingDevice>(), true), 0);
+  EXPECT_EQ(fired(std::make_shared<TimedDeviceBackend>(), false), 0);
+  EXPECT_EQ(fired(make_backend("cpu").value(), false), 0);
+}
+
 TEST(Builder, TimesDeviceTacticsOnTheDeviceAndKeepsTheirTimes) {
   Model model = import(mlp(false));
   auto backend = std::make_shared<TimedDeviceBackend>();

@@ -16,7 +16,7 @@ bool is_gemm(const Node& n) {
 
 bool float_rank(const Value* v, size_t rank) {
   return v && v->type.kind == TypeInfo::Kind::kTensor && v->type.dtype == DataType::kFloat &&
-         v->type.shape.rank_known && v->type.shape.rank() == rank;
+         v->type.shape.rank_known && static_cast<size_t>(v->type.shape.rank()) == rank;
 }
 
 class GemmKernel : public OnednnKernel {

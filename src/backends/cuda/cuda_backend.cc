@@ -211,6 +211,11 @@ class CudaBackend : public Backend {
   bool host_visible() const override {
     return false;
   }
+  // Squeeze-excite MLPs as one kiln.ChannelMLP step: its kernel beats the two convolution steps
+  // at small batch (docs/benchmarks.md), and its "gemm" tactic is timed beside it at large batch.
+  std::vector<std::string> passes_on_by_default() const override {
+    return {"fuse-channel-mlp"};
+  }
 
   bool supports(const Node& n, DataType precision, Layout layout) const override {
     if (n.domain == "kiln" && n.op_type == "Copy") return true;
