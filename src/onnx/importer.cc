@@ -482,7 +482,9 @@ Result<Model> import_onnx_file(const fs::path& file, const ImportOptions& option
   std::ifstream in(file, std::ios::binary);
   if (!in) return invalid("{}: cannot open the file", file.string());
   std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  return import_onnx_bytes(bytes, file.parent_path(), file.string(), options);
+  // A file named without a folder lies in the working directory: its external data too.
+  const fs::path dir = file.has_parent_path() ? file.parent_path() : fs::path(".");
+  return import_onnx_bytes(bytes, dir, file.string(), options);
 }
 
 std::vector<UnsupportedOp> find_unsupported_ops(const Graph& g) {

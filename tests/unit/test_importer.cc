@@ -174,6 +174,19 @@ TEST(Importer, ExternalData) {
   init->mutable_external_data(0)->set_value("weights.bin");
   init->mutable_external_data(1)->set_value("16");
   expect_error(import(m, dir), "runs past the end");
+
+  // A model file named without a folder (`kiln build model.onnx`) reads its data beside it.
+  init->mutable_external_data(1)->set_value("4");
+  {
+    std::ofstream out(dir / "model.onnx", std::ios::binary);
+    ASSERT_TRUE(m.SerializeToOstream(&out));
+  }
+  const fs::path cwd = fs::current_path();
+  fs::current_path(dir);
+  auto relative = import_onnx_file("model.onnx");
+  fs::current_path(cwd);
+  ASSERT_TRUE(relative.ok()) << relative.status().message();
+  EXPECT_EQ(relative->graph->initializers[0]->initializer->data<float>()[5], 6.0f);
   fs::remove_all(dir);
 }
 
