@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import sys
+import subprocess
 import tempfile
 
 import numpy as np
@@ -86,6 +87,15 @@ def dynamic_defaults(kiln, tmp, model):
     check("bench --streams 3 runs three contexts at once", rc == 0 and j.get("contexts") == 3 and
           j.get("iterations", 0) >= 3 and j.get("throughput_per_s", 0) > 0, f"rc={rc} {se[:300]} {j}")
     expect_error(kiln, "bench --streams 0", ["bench", model, "--streams", "0"], 2, ["--streams"])
+    # Threads: --threads wins, then OMP_NUM_THREADS; the default is one per physical core.
+    rc, so, se = run(kiln, "bench", model, "--iterations", "2", "--warmup", "0", "--threads", "3", "--json")
+    check("bench --threads 3 runs on 3 threads", rc == 0 and json.loads(so).get("threads") == 3, f"rc={rc} {se[:300]}")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    p = subprocess.run([kiln, "bench", model, "--iterations", "2", "--warmup", "0", "--json"], capture_output=True,
+                       text=True, env=env)
+    check("bench takes OMP_NUM_THREADS", p.returncode == 0 and json.loads(p.stdout).get("threads") == 1,
+          f"rc={p.returncode} {p.stderr[:300]}")
+    expect_error(kiln, "run --threads 0", ["run", model, "--optimize", "--threads", "0"], 2, ["--threads"])
     rc, so, se = run(kiln, "run", model, "--optimize", "--json")
     check("run --optimize a dynamic model without shapes", rc == 0 and json.loads(so)["outputs"][0]["shape"] == [1, 5]
           and "input 'x' has dynamic shape batch x 3 x 8 x 8; running with 1x3x8x8" in se, f"rc={rc} {se[:300]}")

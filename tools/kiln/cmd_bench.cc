@@ -2,8 +2,6 @@
 // [--int-range LO,HI] [--warmup N] [--iterations N | --duration S] [--threads N] [--json]
 // [--export-times FILE] [--profile]`: latency and throughput of an engine (an ONNX model is built
 // in memory first), reported the way trtexec reports them.
-#include <omp.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -15,6 +13,7 @@
 #include "cli_inputs.h"
 #include "cli_util.h"
 #include "commands.h"
+#include "core/cpu_threads.h"
 #include "plan_report.h"
 #include "runtime/plan_executor.h"
 
@@ -145,7 +144,7 @@ int bench(const Args& a) {
   }
   auto range = parse_int_range(a.int_range);
   if (!range.ok()) return report_error(range.status());
-  if (a.threads > 0) omp_set_num_threads(a.threads);
+  if (a.threads > 0) set_cpu_threads(a.threads);
   auto options = to_build_options(a.build, false, nullptr);
   if (!options.ok()) return report_error(options.status());
   auto files = read_input_files(a.inputs);
@@ -224,7 +223,7 @@ int bench(const Args& a) {
   const double median =
       sorted.size() % 2 ? sorted[sorted.size() / 2] : 0.5 * (sorted[sorted.size() / 2 - 1] + sorted[sorted.size() / 2]);
   const double throughput = n / wall_s;
-  const int threads = a.threads > 0 ? a.threads : omp_get_max_threads();
+  const int threads = cpu_threads();
   nlohmann::json latency = {
       {"min", sorted.front()},         {"mean", mean},        {"median", median}, {"p90", percentile(sorted, 90)},
       {"p99", percentile(sorted, 99)}, {"max", sorted.back()}};
@@ -300,8 +299,13 @@ int bench(const Args& a) {
     std::vector<Status> failures(contexts.size());
     const auto t0 = Clock::now();
     std::vector<std::thread> threads;
+    // On the CPU the contexts share the cores: each runs on its share of the threads, so that
+    // together they do not oversubscribe them.
+    const int per_context = std::max(1, cpu_threads() / a.streams);
+    const bool on_cpu = plan.info.device == "cpu";
     for (size_t k = 0; k < contexts.size(); ++k) {
       threads.emplace_back([&, k] {
+        if (on_cpu) set_cpu_threads(per_context);
         while (std::chrono::duration<double>(Clock::now() - t0).count() < span) {
           const auto s0 = Clock::now();
           auto r = contexts[k]->run(context_inputs[k]);
@@ -442,7 +446,8 @@ Action add_bench_command(CLI::App& app) {
   auto* it =
       cmd->add_option("--iterations", a->iterations, "Timed runs (default: at least 10 and 3 s)")->group("Inference");
   cmd->add_option("--duration", a->duration, "Measure for S seconds")->group("Inference")->excludes(it);
-  cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)")->group("Inference");
+  cmd->add_option("--threads", a->threads, "CPU threads (default: one per physical core, or OMP_NUM_THREADS)")
+      ->group("Inference");
   cmd->add_option("--input", a->inputs, "NAME=FILE.npy: an input from a NumPy file (repeatable; others are random)")
       ->group("Inference");
   cmd->add_option("--int-range", a->int_range, "LO,HI: random integer inputs lie in LO..HI inclusive (default 0,1)")

@@ -11,6 +11,7 @@
 #include "cli_inputs.h"
 #include "cli_util.h"
 #include "commands.h"
+#include "core/cpu_threads.h"
 #include "core/npy.h"
 #include "engine/engine.h"
 #include "onnx/importer.h"
@@ -31,6 +32,7 @@ struct RunArgs {
   uint64_t seed = 0;
   bool json = false;
   bool optimize = false;
+  int threads = 0;
   BuildArgs build;
 };
 
@@ -166,8 +168,13 @@ Action add_run_command(CLI::App& app) {
   cmd->add_option("--int-range", a->int_range, "LO,HI: random integer inputs lie in LO..HI inclusive (default 0,1)");
   cmd->add_flag("--json", a->json, "Print the output summary as JSON");
   cmd->add_flag("--optimize", a->optimize, "Build the ONNX model in memory (passes, plan) and run the plan");
+  cmd->add_option("--threads", a->threads, "CPU threads (default: one per physical core, or OMP_NUM_THREADS)")
+      ->check(CLI::PositiveNumber);
   add_build_flags(cmd, a->build, false);
-  return [a]() { return run(*a); };
+  return [a]() {
+    if (a->threads > 0) set_cpu_threads(a->threads);
+    return run(*a);
+  };
 }
 
 }  // namespace kiln::cli

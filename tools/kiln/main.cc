@@ -2,6 +2,7 @@
 #include <vector>
 
 #include "commands.h"
+#include "core/cpu_threads.h"
 
 namespace kiln::cli {
 
@@ -41,6 +42,8 @@ int main(int argc, char** argv) {
     int rc = app.exit(e);
     return rc == 0 ? 0 : kExitUsage;
   }
+  // CPU runs take one thread per physical core unless OMP_NUM_THREADS or --threads says otherwise.
+  kiln::set_cpu_threads(kiln::default_cpu_threads());
   if (app.got_subcommand("info")) return info();
   if (app.got_subcommand("build")) return build();
   if (app.got_subcommand("run")) return run();
