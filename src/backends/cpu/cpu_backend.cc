@@ -7,6 +7,7 @@
 #include "backends/cpu/onednn.h"
 #include "backends/cpu/pool.h"
 #include "backends/cpu/reformat.h"
+#include "backends/cpu/softmax.h"
 #include "backends/reference/reference_backend.h"
 
 namespace kiln {
@@ -47,7 +48,8 @@ class SizedOrReference : public StepKernel {
 };
 
 // The op families with oneDNN kernels (tactic "onednn"): convolution, pooling, 4-D binary ops and
-// Concat in plain and NHWC layouts, Gemm in plain, and the reformats between the two layouts.
+// Concat in plain and NHWC layouts, Gemm, Softmax and LogSoftmax in plain, and the reformats
+// between the two layouts.
 struct Family {
   bool (*supported)(const Node& n, DataType precision, Layout layout);
   std::unique_ptr<StepKernel> (*make)(const Step& step);
@@ -55,7 +57,8 @@ struct Family {
 constexpr Family kFamilies[] = {
     {cpu::conv_supported, cpu::make_conv_kernel},         {cpu::pool_supported, cpu::make_pool_kernel},
     {cpu::gemm_supported, cpu::make_gemm_kernel},         {cpu::binary_supported, cpu::make_binary_kernel},
-    {cpu::reformat_supported, cpu::make_reformat_kernel}, {cpu::concat_supported, cpu::make_concat_kernel}};
+    {cpu::reformat_supported, cpu::make_reformat_kernel}, {cpu::concat_supported, cpu::make_concat_kernel},
+    {cpu::softmax_supported, cpu::make_softmax_kernel}};
 
 const Family* family_of(const Node& n, DataType precision, Layout layout) {
   for (const Family& f : kFamilies) {
