@@ -31,3 +31,8 @@ run build/bin/kiln inspect examples/digits/digits.kiln
 run build/bin/kiln run examples/digits/digits.kiln --input image=examples/digits/images.npy --output-dir examples/digits/out
 "$PY" scripts/make_digits_example.py examples/digits --check examples/digits/out/probabilities.npy
 run build/bin/kiln bench examples/digits/digits.kiln --shapes image:64x1x8x8 --duration 1
+if [ "$DEVICE" = cpu ]; then
+  # The same model, inputs and threads through onnxruntime, for comparison.
+  "$PY" scripts/example_vs_onnxruntime.py --kiln build/bin/kiln --model examples/digits/digits.onnx \
+    --engine examples/digits/digits.kiln --input image=examples/digits/images.npy
+fi
