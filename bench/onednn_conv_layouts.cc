@@ -68,9 +68,9 @@ int main() {
   engine eng(engine::kind::cpu, 0);
   stream s(eng);
   // ResNet-50's distinct convolutions: the stem, then per stage the 3x3 and the two 1x1s.
-  const Shape shapes[] = {{3, 64, 224, 7, 2},    {64, 64, 56, 3, 1},   {64, 256, 56, 1, 1},  {256, 64, 56, 1, 1},
-                          {128, 128, 28, 3, 1},  {512, 128, 28, 1, 1}, {256, 256, 14, 3, 1}, {1024, 256, 14, 1, 1},
-                          {512, 512, 7, 3, 1},   {2048, 512, 7, 1, 1}};
+  const Shape shapes[] = {{3, 64, 224, 7, 2},   {64, 64, 56, 3, 1},   {64, 256, 56, 1, 1},  {256, 64, 56, 1, 1},
+                          {128, 128, 28, 3, 1}, {512, 128, 28, 1, 1}, {256, 256, 14, 3, 1}, {1024, 256, 14, 1, 1},
+                          {512, 512, 7, 3, 1},  {2048, 512, 7, 1, 1}};
   for (const Shape& sh : shapes) {
     for (bool blocked : {false, true}) time_conv(eng, s, sh, blocked);
   }
