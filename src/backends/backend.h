@@ -145,6 +145,9 @@ class Backend {
     (void)tactic;
     return 0;
   }
+  // Whether the builder times this backend's tactics through time_step (devices; a host backend
+  // whose kernels are more than run()), else through run() on logical values.
+  virtual bool times_steps() const { return !host_visible(); }
   // Build time, on a device: the milliseconds one run of `step` (its tactic set) takes with every
   // slot at the type `slot_types` gives it (the plan's static types, or, for a profile, its opt
   // shapes), measured on the device with inputs of arbitrary values. An error where the step

@@ -157,9 +157,10 @@ Status select_tactics(Plan& plan, const BackendSet& backends, TimingCache& cache
         st.tactic = cached;
         if (ms >= 0) st.tactic_times[cached] = ms;
       } else {
-        // A device times a step on its own memory; a host backend through run().
+        // A device (or a backend with kernels of its own) times a step on its own memory; a host
+        // backend through run().
         TimeOne time_one;
-        if (backend.host_visible()) {
+        if (!backend.times_steps()) {
           std::vector<TypeInfo> input_types;
           for (int id : st.inputs) input_types.push_back(id < 0 ? TypeInfo{} : types[static_cast<size_t>(id)]);
           KILN_ASSIGN_OR_RETURN(time_one, host_timer(backend, n, input_types));

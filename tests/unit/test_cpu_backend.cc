@@ -122,7 +122,7 @@ TEST(CpuBackend, ConvolutionsOnOnednnMatchTheReference) {
     ASSERT_TRUE(plan.ok()) << plan.status().message();
     int onednn = 0;
     for (const Step& st : (*plan)->steps)
-      onednn += st.tactic == "onednn" && st.node->op_type != "Reformat";  // reformats counted apart
+      onednn += st.tactic.rfind("onednn", 0) == 0 && st.node->op_type != "Reformat";  // reformats counted apart
     EXPECT_EQ(onednn, 1) << "the convolution (with what fused into it) is one oneDNN step";
     auto exec = PlanExecutor::create(*plan, *backend);
     ASSERT_TRUE(exec.ok()) << exec.status().message();
@@ -157,7 +157,7 @@ void expect_cpu_matches_reference(const onnx::ModelProto& m, const std::map<std:
   ASSERT_TRUE(plan.ok()) << plan.status().message();
   int onednn = 0;
   for (const Step& st : (*plan)->steps)
-    onednn += st.tactic == "onednn" && st.node->op_type != "Reformat";  // reformats counted apart
+    onednn += st.tactic.rfind("onednn", 0) == 0 && st.node->op_type != "Reformat";  // reformats counted apart
   EXPECT_EQ(onednn, onednn_steps);
   // The layout transitions of the NHWC runs are oneDNN reorders.
   for (const Step& st : (*plan)->steps) {
@@ -378,6 +378,52 @@ TEST(CpuBackend, ConcatOnOnednnMatchesTheReference) {
                                {{RValue::of(random_float({2, 3, 4, 5}, 1)), RValue::of(random_float({2, 3, 4, 0}, 2)),
                                  RValue::of(random_float({2, 3, 4, 7}, 3))}},
                                1);
+}
+
+// A convolution's tactics are oneDNN's implementations of it on this CPU ("onednn" for the first
+// it offers, "onednn:<name>" for the others), timed at build; each, forced, gives the reference's
+// results, and one this CPU does not offer (an engine from a machine with other instructions)
+// runs the first.
+TEST(CpuBackend, ConvolutionImplementationsAreTimedTactics) {
+  auto backend = make_backend("cpu");
+  if ((*backend)->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
+  const ConvCase c{"residual_relu", 16, 24, 13, 13, 3, 1, 1, 1, 1, true, "Relu", true};
+  const int64_t oh = out_size(c.h, c), ow = out_size(c.w, c);
+  Model model = import_model(conv_model(c, oh, ow));
+  BuildOptions o;
+  o.device = "cpu";
+  o.shapes = {{"x", {2, c.c, c.h, c.w}}, {"z", {2, c.m, oh, ow}}};
+  auto plan = build_plan(model, o);
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  Step* conv = nullptr;
+  for (Step& st : (*plan)->steps) {
+    if (st.node->op_type == "FusedConv") conv = &st;
+  }
+  ASSERT_NE(conv, nullptr);
+  const std::vector<std::string> tactics = (*backend)->tactics(*conv->node, conv->precision, conv->layout);
+  ASSERT_GE(tactics.size(), 2u);  // x86 oneDNN offers a GEMM-based convolution beside its direct ones
+  EXPECT_EQ(tactics.front(), "onednn");
+  EXPECT_EQ(conv->tactic_times.size(), tactics.size());
+  for (const std::string& t : tactics) {
+    EXPECT_EQ(t.rfind("onednn", 0), 0u) << t;
+    EXPECT_EQ(conv->tactic_times.count(t), 1u) << t;
+  }
+  const std::vector<RValue> in = {RValue::of(random_float({2, c.c, c.h, c.w}, 1)),
+                                  RValue::of(random_float({2, c.m, oh, ow}, 2))};
+  auto want = Executor(*model.graph).run(in);
+  ASSERT_TRUE(want.ok());
+  std::vector<std::string> forced = tactics;
+  forced.push_back("onednn:brgconv:avx512_core_amx_not_here");
+  for (const std::string& t : forced) {
+    SCOPED_TRACE(t);
+    conv->tactic = t;
+    auto exec = PlanExecutor::create(*plan, *backend);
+    ASSERT_TRUE(exec.ok()) << exec.status().message();
+    (*exec)->set_guard_checks(true);
+    auto got = (*exec)->run(in);
+    ASSERT_TRUE(got.ok()) << got.status().message();
+    EXPECT_LE(rel_error((*got)[0].tensor, (*want)[0].tensor), 1e-5);
+  }
 }
 
 // Softmax and LogSoftmax on oneDNN: the last, a middle and the first axis, opset 13's one axis and

@@ -1,6 +1,8 @@
 #include "backends/cpu/conv.h"
 
 #include <algorithm>
+#include <optional>
+#include <string>
 
 #include "backends/cpu/onednn.h"
 #include "ops/fused.h"
@@ -21,64 +23,97 @@ memory::dims to_dnnl(const Dims& d) {
   return memory::dims(d.begin(), d.end());
 }
 
+// A convolution's oneDNN descriptor for input dims `x` and filter dims `wd`: what the kernel runs
+// and what the tactic list enumerates the implementations of.
+struct ConvSetup {
+  Dims y;
+  memory::desc src_md, dst_md, w_user_md, bias_md;
+  bool has_bias = false, has_residual = false;
+  std::optional<dnnl::convolution_forward::desc> desc;  // empty for a zero-size convolution
+  dnnl::primitive_attr attr;
+};
+
+Result<ConvSetup> conv_setup(const Node& n, Tag act_tag, const Dims& x, const Dims& wd, bool has_bias,
+                             bool has_residual) {
+  if (x.size() != 4 || wd.size() != 4) return invalid("{}: a 2-D convolution", n.describe());
+  ConvSetup c;
+  const int64_t group = nn::node_int(n, "group", 1);
+  const int64_t m = wd[0];
+  KILN_ASSIGN_OR_RETURN(nn::Window win, nn::make_window(n, {x[2], x[3]}, {wd[2], wd[3]}, false));
+  c.y = {x[0], m, win.out[0], win.out[1]};
+  c.has_bias = has_bias;
+  c.has_residual = has_residual;
+  if (shape_numel(x) == 0 || shape_numel(c.y) == 0) return c;
+  const auto f32 = memory::data_type::f32;
+  c.src_md = memory::desc(to_dnnl(x), f32, act_tag);
+  c.dst_md = memory::desc(to_dnnl(c.y), f32, act_tag);
+  const memory::dims wdims = group > 1 ? memory::dims{group, m / group, wd[1], wd[2], wd[3]} : to_dnnl(wd);
+  c.w_user_md = memory::desc(wdims, f32, group > 1 ? Tag::goihw : Tag::oihw);
+  const memory::desc w_any_md(wdims, f32, Tag::any);
+  c.bias_md = memory::desc({m}, f32, Tag::a);
+  const memory::dims strides = {win.strides[0], win.strides[1]};
+  const memory::dims dilations = {win.dilations[0] - 1, win.dilations[1] - 1};
+  const memory::dims pad_l = {win.pads[0], win.pads[1]}, pad_r = {win.pads[2], win.pads[3]};
+  const auto prop = dnnl::prop_kind::forward_inference;
+  const auto alg = dnnl::algorithm::convolution_direct;
+  c.desc = has_bias ? dnnl::convolution_forward::desc(prop, alg, c.src_md, w_any_md, c.bias_md, c.dst_md, strides,
+                                                      dilations, pad_l, pad_r)
+                    : dnnl::convolution_forward::desc(prop, alg, c.src_md, w_any_md, c.dst_md, strides, dilations,
+                                                      pad_l, pad_r);
+  dnnl::post_ops ops;
+  // FusedConv: act(conv + bias + residual). The residual, of the output's shape, is summed into the
+  // output (a binary-add post-op reading it instead loses it where the output overlays it, as the
+  // memory plan allows: the convolution accumulates in its output).
+  if (has_residual) ops.append_sum(1.f);
+  if (!append_activation(n, &ops)) return invalid("{}: activation not available on oneDNN", n.describe());
+  c.attr.set_post_ops(ops);
+  c.attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return c;
+}
+
+// The implementation named `impl` among those oneDNN offers for `c` (reference ones left out), or
+// the first it offers where `impl` is empty or not offered here (an engine built on a CPU with
+// other instructions).
+dnnl::convolution_forward::primitive_desc conv_pd(const ConvSetup& c, const std::string& impl) {
+  dnnl::convolution_forward::primitive_desc pd(*c.desc, c.attr, cpu_engine());
+  if (impl.empty() || pd.impl_info_str() == impl) return pd;
+  while (pd.next_impl()) {
+    if (pd.impl_info_str() == impl) return pd;
+  }
+  return dnnl::convolution_forward::primitive_desc(*c.desc, c.attr, cpu_engine());
+}
+
 class ConvKernel : public OnednnKernel {
  public:
-  ConvKernel(const Node& n, Layout layout)
-      : OnednnKernel(n), act_tag_(layout == Layout::kNHWC ? Tag::nhwc : Tag::nchw) {}
+  ConvKernel(const Node& n, Layout layout, std::string impl)
+      : OnednnKernel(n), act_tag_(layout == Layout::kNHWC ? Tag::nhwc : Tag::nchw), impl_(std::move(impl)) {}
 
  private:
   Status build(std::span<const TensorView> in, std::span<const TensorView> out, OnednnStep* s) override {
     (void)out;
-    const Dims& x = in[0].dims;
-    const Dims& wd = in[1].dims;
-    if (x.size() != 4 || wd.size() != 4) return invalid("{}: a 2-D convolution", node_.describe());
-    const int64_t group = nn::node_int(node_, "group", 1);
-    const int64_t m = wd[0];
-    KILN_ASSIGN_OR_RETURN(nn::Window win, nn::make_window(node_, {x[2], x[3]}, {wd[2], wd[3]}, false));
-    const Dims y = {x[0], m, win.out[0], win.out[1]};
-    if (shape_numel(x) == 0 || shape_numel(y) == 0) {
-      s->empty = true;
-      return {};
-    }
-    const auto f32 = memory::data_type::f32;
-    const memory::desc src_md(to_dnnl(x), f32, act_tag_);
-    const memory::desc dst_md(to_dnnl(y), f32, act_tag_);
-    const memory::dims wdims = group > 1 ? memory::dims{group, m / group, wd[1], wd[2], wd[3]} : to_dnnl(wd);
-    const memory::desc w_user_md(wdims, f32, group > 1 ? Tag::goihw : Tag::oihw);
-    const memory::desc w_any_md(wdims, f32, Tag::any);
     // (Inputs computed by earlier steps have no data yet at prepare: presence is the node's.)
     const bool has_bias = in.size() > 2 && !in[2].omitted;
     const bool has_residual = in.size() > 3 && !in[3].omitted;
-    if (!in[1].data) return invalid("{}: the filter has no data at prepare", node_.describe());
-    const memory::desc bias_md({m}, f32, Tag::a);
-    const memory::dims strides = {win.strides[0], win.strides[1]};
-    const memory::dims dilations = {win.dilations[0] - 1, win.dilations[1] - 1};
-    const memory::dims pad_l = {win.pads[0], win.pads[1]}, pad_r = {win.pads[2], win.pads[3]};
-    const auto prop = dnnl::prop_kind::forward_inference;
-    const auto alg = dnnl::algorithm::convolution_direct;
-    auto desc = has_bias ? dnnl::convolution_forward::desc(prop, alg, src_md, w_any_md, bias_md, dst_md, strides,
-                                                           dilations, pad_l, pad_r)
-                         : dnnl::convolution_forward::desc(prop, alg, src_md, w_any_md, dst_md, strides, dilations,
-                                                           pad_l, pad_r);
-    dnnl::post_ops ops;
-    // FusedConv: act(conv + bias + residual). The residual, of the output's shape, is summed
-    // into the output (a binary-add post-op reading it instead loses it where the output overlays
-    // it, as the memory plan allows: the convolution accumulates in its output).
-    if (has_residual) {
-      if (in[3].dims != y) {
-        return invalid("{}: residual of shape {} for an output of {}", node_.describe(), shape_to_string(in[3].dims),
-                       shape_to_string(y));
-      }
-      ops.append_sum(1.f);
-      s->accumulate_from = 3;
-      s->output_bytes = dst_md.get_size();
+    KILN_ASSIGN_OR_RETURN(ConvSetup c, conv_setup(node_, act_tag_, in[0].dims, in[1].dims, has_bias, has_residual));
+    if (!c.desc) {
+      s->empty = true;
+      return {};
     }
-    if (!append_activation(node_, &ops)) return invalid("{}: activation not available on oneDNN", node_.describe());
-    dnnl::primitive_attr attr;
-    attr.set_post_ops(ops);
-    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    if (!in[1].data) return invalid("{}: the filter has no data at prepare", node_.describe());
+    if (has_residual) {
+      if (in[3].dims != c.y) {
+        return invalid("{}: residual of shape {} for an output of {}", node_.describe(), shape_to_string(in[3].dims),
+                       shape_to_string(c.y));
+      }
+      s->accumulate_from = 3;
+      s->output_bytes = c.dst_md.get_size();
+    }
+    const memory::desc& w_user_md = c.w_user_md;
+    const memory::desc& src_md = c.src_md;
+    const memory::desc& dst_md = c.dst_md;
+    const memory::desc& bias_md = c.bias_md;
     const dnnl::engine& eng = cpu_engine();
-    dnnl::convolution_forward::primitive_desc pd(desc, attr, eng);
+    const dnnl::convolution_forward::primitive_desc pd = conv_pd(c, impl_);
     s->primitive = dnnl::convolution_forward(pd);
     // The filter in the primitive's layout: reordered once per layout (shapes mostly share one).
     const memory::desc w_md = pd.weights_desc();
@@ -99,7 +134,8 @@ class ConvKernel : public OnednnKernel {
     return {};
   }
 
-  const Tag act_tag_;  // the activations' layout: NHWC (oneDNN's direct kernels) or NCHW
+  const Tag act_tag_;       // the activations' layout: NHWC (oneDNN's direct kernels) or NCHW
+  const std::string impl_;  // oneDNN's implementation to run ("": the first it offers)
   // Packed filters by layout (memory::desc has equality, no ordering).
   std::vector<std::pair<memory::desc, memory>> weights_;
 };
@@ -120,8 +156,36 @@ bool conv_supported(const Node& n, DataType precision, Layout layout) {
   return activation_supported(n);
 }
 
+std::vector<std::string> conv_tactics(const Node& n, Layout layout) {
+  std::vector<std::string> tactics = {kOnednnTactic};
+  const Value* x = n.inputs[0];
+  if (!x->type.shape.fully_known()) return tactics;  // enumerated at static shapes only
+  const bool has_bias = n.inputs.size() > 2 && n.inputs[2];
+  const bool has_residual = n.inputs.size() > 3 && n.inputs[3];
+  try {
+    Result<ConvSetup> c = conv_setup(n, layout == Layout::kNHWC ? Tag::nhwc : Tag::nchw, x->type.shape.static_dims(),
+                                     n.inputs[1]->initializer->dims(), has_bias, has_residual);
+    if (!c.ok() || !c->desc) return tactics;
+    dnnl::convolution_forward::primitive_desc pd(*c->desc, c->attr, cpu_engine());
+    // Implementations are told apart by name: one named as the first is the first.
+    const std::string first = pd.impl_info_str();
+    while (pd.next_impl()) {
+      const std::string impl = pd.impl_info_str();
+      const std::string tactic = std::string(kOnednnTactic) + ":" + impl;
+      if (impl != first && impl.rfind("ref", 0) != 0 &&
+          std::find(tactics.begin(), tactics.end(), tactic) == tactics.end()) {
+        tactics.push_back(tactic);
+      }
+    }
+  } catch (const dnnl::error&) {
+  }
+  return tactics;
+}
+
 std::unique_ptr<StepKernel> make_conv_kernel(const Step& step) {
-  return std::make_unique<ConvKernel>(*step.node, step.layout);
+  const std::string prefix = std::string(kOnednnTactic) + ":";
+  std::string impl = step.tactic.rfind(prefix, 0) == 0 ? step.tactic.substr(prefix.size()) : "";
+  return std::make_unique<ConvKernel>(*step.node, step.layout, std::move(impl));
 }
 
 }  // namespace kiln::cpu

@@ -3,14 +3,25 @@
 // reordered once into the layout the primitive asks for; bias, residual (a binary add) and
 // activation run as the primitive's post-ops.
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "backends/backend.h"
 
 namespace kiln::cpu {
 
 inline constexpr const char* kOnednnTactic = "onednn";
+// "onednn" or "onednn:<implementation>": a tactic run by a oneDNN kernel.
+inline bool is_onednn_tactic(const std::string& t) {
+  return t == kOnednnTactic || t.rfind(std::string(kOnednnTactic) + ":", 0) == 0;
+}
 
 bool conv_supported(const Node& n, DataType precision, Layout layout);
+// The tactics of a convolution: "onednn" (the first implementation oneDNN offers for it) and,
+// at static shapes, "onednn:<implementation>" for each other one it offers on this CPU (its name
+// as oneDNN reports it, e.g. "onednn:x64:gemm:jit"), timed at build. A kernel whose
+// implementation this CPU does not offer runs the first one.
+std::vector<std::string> conv_tactics(const Node& n, Layout layout);
 std::unique_ptr<StepKernel> make_conv_kernel(const Step& step);
 
 }  // namespace kiln::cpu

@@ -1,5 +1,7 @@
 #include "backends/cpu/cpu_backend.h"
 
+#include <chrono>
+
 #include "backends/cpu/binary.h"
 #include "backends/cpu/concat.h"
 #include "backends/cpu/conv.h"
@@ -90,6 +92,7 @@ class CpuBackend : public Backend {
     return {Layout::kPlain};
   }
   std::vector<std::string> tactics(const Node& node, DataType precision, Layout layout) const override {
+    if (cpu::conv_supported(node, precision, layout)) return cpu::conv_tactics(node, layout);
     if (family_of(node, precision, layout)) return {cpu::kOnednnTactic};
     // A reformat is the identity on logical values: the adapter reads its input's storage and
     // writes its output's.
@@ -97,10 +100,64 @@ class CpuBackend : public Backend {
       return supports(node, precision, layout) ? std::vector<std::string>{"reference"} : std::vector<std::string>{};
     return reference_->tactics(node, precision, layout);
   }
+  // oneDNN's implementations of a step are timed with its own kernel on buffers of the slots'
+  // types (the values arbitrary, the weights the model's): the best of 5 runs after 2.
+  bool times_steps() const override { return true; }
+  Result<double> time_step(const Plan& plan, const Step& step, const std::vector<TypeInfo>& types) const override {
+    const Family* f = family_of(*step.node, step.precision, step.layout);
+    if (!f || !cpu::is_onednn_tactic(step.tactic)) {
+      return invalid("step {}: tactic {} is not timed", step.name, step.tactic);
+    }
+    std::vector<Tensor> buffers;
+    auto views = [&](const std::vector<int>& ids, std::vector<TensorView>* out) -> Status {
+      for (int id : ids) {
+        TensorView v;
+        if (id < 0) {
+          v.omitted = true;
+          out->push_back(v);
+          continue;
+        }
+        const Slot& slot = plan.slots[static_cast<size_t>(id)];
+        const TypeInfo& t = types.at(static_cast<size_t>(id));
+        if (t.kind != TypeInfo::Kind::kTensor || !t.shape.fully_known()) {
+          return invalid("step {}: slot {} has no static shape to time at", step.name, slot.name);
+        }
+        if (slot.weight >= 0 && plan.weights[static_cast<size_t>(slot.weight)]) {
+          buffers.push_back(*plan.weights[static_cast<size_t>(slot.weight)]);
+        } else {
+          KILN_ASSIGN_OR_RETURN(Tensor b, Tensor::create(slot.storage.dtype, t.shape.static_dims()));
+          for (int64_t i = 0; i < b.numel(); ++i) b.set_double(i, 0.25 * static_cast<double>(i % 7) - 0.75);
+          buffers.push_back(std::move(b));
+        }
+        v.data = buffers.back().raw();
+        v.capacity = static_cast<int64_t>(buffers.back().nbytes());
+        v.storage = slot.storage;
+        v.logical = t.dtype;
+        v.dims = t.shape.static_dims();
+        out->push_back(v);
+      }
+      return {};
+    };
+    buffers.reserve(step.inputs.size() + step.outputs.size());
+    std::vector<TensorView> in, out;
+    KILN_RETURN_IF_ERROR(views(step.inputs, &in));
+    KILN_RETURN_IF_ERROR(views(step.outputs, &out));
+    std::unique_ptr<StepKernel> kernel = f->make(step);
+    KILN_RETURN_IF_ERROR(kernel->prepare(in, out));
+    KernelContext ctx;
+    double best = -1;
+    for (int rep = 0; rep < 7; ++rep) {
+      const auto t0 = std::chrono::steady_clock::now();
+      KILN_RETURN_IF_ERROR(kernel->enqueue(in, out, ctx));
+      const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      if (rep >= 2) best = best < 0 ? ms : std::min(best, ms);
+    }
+    return best;
+  }
   // Steps on the reference kernels (and any step run through the logical adapter).
   Status run(const Step& step, OpContext& ctx) const override { return reference_->run(step, ctx); }
   Result<std::unique_ptr<StepKernel>> make_kernel(const Plan& plan, const Step& step) const override {
-    if (step.tactic == cpu::kOnednnTactic) {
+    if (cpu::is_onednn_tactic(step.tactic)) {
       const Family* f = family_of(*step.node, step.precision, step.layout);
       if (!f) return invalid("step {}: tactic {} cannot run {}", step.name, step.tactic, step.node->describe());
       KILN_ASSIGN_OR_RETURN(auto adapter, Backend::make_kernel(plan, step));
