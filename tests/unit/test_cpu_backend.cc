@@ -380,6 +380,28 @@ TEST(CpuBackend, ConcatOnOnednnMatchesTheReference) {
                                1);
 }
 
+// A convolution with bias, residual and Relu built for the CPU backend at batch 2.
+struct BuiltConv {
+  ConvCase c;
+  int64_t oh = 0, ow = 0;
+  Model model;
+  std::shared_ptr<Plan> plan;  // null when the build failed (the test then fails)
+};
+BuiltConv build_residual_conv(int64_t channels, int64_t outputs, int64_t size) {
+  BuiltConv b;
+  b.c = ConvCase{"residual_relu", channels, outputs, size, size, 3, 1, 1, 1, 1, true, "Relu", true};
+  b.oh = out_size(b.c.h, b.c);
+  b.ow = out_size(b.c.w, b.c);
+  b.model = import_model(conv_model(b.c, b.oh, b.ow));
+  BuildOptions o;
+  o.device = "cpu";
+  o.shapes = {{"x", {2, b.c.c, b.c.h, b.c.w}}, {"z", {2, b.c.m, b.oh, b.ow}}};
+  auto plan = build_plan(b.model, o);
+  EXPECT_TRUE(plan.ok()) << plan.status().message();
+  if (plan.ok()) b.plan = *plan;
+  return b;
+}
+
 // A convolution's tactics are oneDNN's implementations of it on this CPU ("onednn" for the first
 // it offers, "onednn:<name>" for the others), timed at build; each, forced, gives the reference's
 // results, and one this CPU does not offer (an engine from a machine with other instructions)
@@ -387,16 +409,12 @@ TEST(CpuBackend, ConcatOnOnednnMatchesTheReference) {
 TEST(CpuBackend, ConvolutionImplementationsAreTimedTactics) {
   auto backend = make_backend("cpu");
   if ((*backend)->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
-  const ConvCase c{"residual_relu", 16, 24, 13, 13, 3, 1, 1, 1, 1, true, "Relu", true};
-  const int64_t oh = out_size(c.h, c), ow = out_size(c.w, c);
-  Model model = import_model(conv_model(c, oh, ow));
-  BuildOptions o;
-  o.device = "cpu";
-  o.shapes = {{"x", {2, c.c, c.h, c.w}}, {"z", {2, c.m, oh, ow}}};
-  auto plan = build_plan(model, o);
-  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  BuiltConv b = build_residual_conv(16, 24, 13);
+  ASSERT_NE(b.plan, nullptr);
+  const ConvCase& c = b.c;
+  const int64_t oh = b.oh, ow = b.ow;
   Step* conv = nullptr;
-  for (Step& st : (*plan)->steps) {
+  for (Step& st : b.plan->steps) {
     if (st.node->op_type == "FusedConv") conv = &st;
   }
   ASSERT_NE(conv, nullptr);
@@ -410,14 +428,14 @@ TEST(CpuBackend, ConvolutionImplementationsAreTimedTactics) {
   }
   const std::vector<RValue> in = {RValue::of(random_float({2, c.c, c.h, c.w}, 1)),
                                   RValue::of(random_float({2, c.m, oh, ow}, 2))};
-  auto want = Executor(*model.graph).run(in);
+  auto want = Executor(*b.model.graph).run(in);
   ASSERT_TRUE(want.ok());
   std::vector<std::string> forced = tactics;
   forced.push_back("onednn:brgconv:avx512_core_amx_not_here");
   for (const std::string& t : forced) {
     SCOPED_TRACE(t);
     conv->tactic = t;
-    auto exec = PlanExecutor::create(*plan, *backend);
+    auto exec = PlanExecutor::create(b.plan, *backend);
     ASSERT_TRUE(exec.ok()) << exec.status().message();
     (*exec)->set_guard_checks(true);
     auto got = (*exec)->run(in);
@@ -464,23 +482,20 @@ TEST(CpuBackend, SoftmaxOnOnednnMatchesTheReference) {
 TEST(CpuBackend, EnginesRoundTrip) {
   auto backend = make_backend("cpu");
   if ((*backend)->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
-  const ConvCase c{"residual_relu", 16, 16, 9, 9, 3, 1, 1, 1, 1, true, "Relu", true};
-  const int64_t oh = out_size(c.h, c), ow = out_size(c.w, c);
-  Model model = import_model(conv_model(c, oh, ow));
-  BuildOptions o;
-  o.device = "cpu";
-  o.shapes = {{"x", {2, c.c, c.h, c.w}}, {"z", {2, c.m, oh, ow}}};
-  auto plan = build_plan(model, o);
-  ASSERT_TRUE(plan.ok()) << plan.status().message();
-  auto bytes = serialize_engine(**plan);
+  BuiltConv b = build_residual_conv(16, 16, 9);
+  ASSERT_NE(b.plan, nullptr);
+  const ConvCase& c = b.c;
+  const int64_t oh = b.oh, ow = b.ow;
+  const Model& model = b.model;
+  auto bytes = serialize_engine(*b.plan);
   ASSERT_TRUE(bytes.ok()) << bytes.status().message();
   auto loaded = load_engine_bytes(*bytes);
   ASSERT_TRUE(loaded.ok()) << loaded.status().message();
-  ASSERT_EQ((*loaded)->steps.size(), (*plan)->steps.size());
-  for (size_t i = 0; i < (*plan)->steps.size(); ++i) {
-    EXPECT_EQ((*loaded)->steps[i].backend, (*plan)->steps[i].backend);
-    EXPECT_EQ((*loaded)->steps[i].tactic, (*plan)->steps[i].tactic);
-    EXPECT_EQ((*loaded)->steps[i].layout, (*plan)->steps[i].layout);
+  ASSERT_EQ((*loaded)->steps.size(), b.plan->steps.size());
+  for (size_t i = 0; i < b.plan->steps.size(); ++i) {
+    EXPECT_EQ((*loaded)->steps[i].backend, b.plan->steps[i].backend);
+    EXPECT_EQ((*loaded)->steps[i].tactic, b.plan->steps[i].tactic);
+    EXPECT_EQ((*loaded)->steps[i].layout, b.plan->steps[i].layout);
   }
   EXPECT_EQ((*loaded)->info.libraries.count("onednn"), 1u);
   const std::vector<RValue> in = {RValue::of(random_float({2, c.c, c.h, c.w}, 1)),
