@@ -37,8 +37,9 @@ Status move_unsized_to_host(Plan& plan, const BackendSet& backends) {
     bool unsized = false;
     for (size_t k = 0; k < st.outputs.size(); ++k) {
       const int id = st.outputs[k];
+      if (id < 0) continue;
       const TypeInfo::Kind kind = at_max.types[static_cast<size_t>(id)].kind;
-      if (id < 0 || (kind != TypeInfo::Kind::kTensor && kind != TypeInfo::Kind::kUnknown)) continue;
+      if (kind != TypeInfo::Kind::kTensor && kind != TypeInfo::Kind::kUnknown) continue;
       if (k == 0 && view_of_sized) sized[static_cast<size_t>(id)] = true;
       unsized = unsized || !sized[static_cast<size_t>(id)];
     }

@@ -28,7 +28,6 @@ memory::dims to_dnnl(const Dims& d) {
 struct ConvSetup {
   Dims y;
   memory::desc src_md, dst_md, w_user_md, bias_md;
-  bool has_bias = false, has_residual = false;
   std::optional<dnnl::convolution_forward::desc> desc;  // empty for a zero-size convolution
   dnnl::primitive_attr attr;
 };
@@ -41,8 +40,6 @@ Result<ConvSetup> conv_setup(const Node& n, Tag act_tag, const Dims& x, const Di
   const int64_t m = wd[0];
   KILN_ASSIGN_OR_RETURN(nn::Window win, nn::make_window(n, {x[2], x[3]}, {wd[2], wd[3]}, false));
   c.y = {x[0], m, win.out[0], win.out[1]};
-  c.has_bias = has_bias;
-  c.has_residual = has_residual;
   if (shape_numel(x) == 0 || shape_numel(c.y) == 0) return c;
   const auto f32 = memory::data_type::f32;
   c.src_md = memory::desc(to_dnnl(x), f32, act_tag);
@@ -71,8 +68,8 @@ Result<ConvSetup> conv_setup(const Node& n, Tag act_tag, const Dims& x, const Di
   return c;
 }
 
-// The implementation named `impl` among those oneDNN offers for `c` (reference ones left out), or
-// the first it offers where `impl` is empty or not offered here (an engine built on a CPU with
+// The implementation named `impl` among those oneDNN offers for `c`, or the first it offers where
+// `impl` is empty or not offered here (an engine built on a CPU with
 // other instructions).
 dnnl::convolution_forward::primitive_desc conv_pd(const ConvSetup& c, const std::string& impl) {
   dnnl::convolution_forward::primitive_desc pd(*c.desc, c.attr, cpu_engine());
@@ -108,10 +105,6 @@ class ConvKernel : public OnednnKernel {
       s->accumulate_from = 3;
       s->output_bytes = c.dst_md.get_size();
     }
-    const memory::desc& w_user_md = c.w_user_md;
-    const memory::desc& src_md = c.src_md;
-    const memory::desc& dst_md = c.dst_md;
-    const memory::desc& bias_md = c.bias_md;
     const dnnl::engine& eng = cpu_engine();
     const dnnl::convolution_forward::primitive_desc pd = conv_pd(c, impl_);
     s->primitive = dnnl::convolution_forward(pd);
@@ -119,16 +112,16 @@ class ConvKernel : public OnednnKernel {
     const memory::desc w_md = pd.weights_desc();
     auto w = std::find_if(weights_.begin(), weights_.end(), [&](const auto& e) { return e.first == w_md; });
     if (w == weights_.end()) {
-      memory user(w_user_md, eng, in[1].data);
+      memory user(c.w_user_md, eng, in[1].data);
       memory packed(w_md, eng);
       dnnl::reorder(user, packed).execute(stream_, user, packed);
       stream_.wait();
       weights_.emplace_back(w_md, packed);
       w = weights_.end() - 1;
     }
-    s->bind(DNNL_ARG_SRC, src_md, false, 0);
-    s->bind(DNNL_ARG_DST, dst_md, true, 0);
-    if (has_bias) s->bind(DNNL_ARG_BIAS, bias_md, false, 2);
+    s->bind(DNNL_ARG_SRC, c.src_md, false, 0);
+    s->bind(DNNL_ARG_DST, c.dst_md, true, 0);
+    if (has_bias) s->bind(DNNL_ARG_BIAS, c.bias_md, false, 2);
     s->own(DNNL_ARG_WEIGHTS, w->second);
     s->own(DNNL_ARG_SCRATCHPAD, memory(pd.scratchpad_desc(), eng));
     return {};
