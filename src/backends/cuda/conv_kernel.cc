@@ -9,6 +9,7 @@
 #include <cudnn_frontend.h>
 
 #include <algorithm>
+#include <functional>
 #include <map>
 #include <mutex>
 
@@ -511,6 +512,18 @@ Result<std::unique_ptr<DeviceKernel>> make_conv_kernel(const Plan& plan, const S
 std::string cudnn_version() {
   const size_t v = cudnnGetVersion();  // major * 10000 + minor * 100 + patch since cuDNN 9
   return std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) + "." + std::to_string(v % 100);
+}
+
+Result<void*> cudnn_stream_handle(void* stream) {
+  KILN_ASSIGN_OR_RETURN(cudnnHandle_t h, handle_for_stream(stream));
+  return static_cast<void*>(h);
+}
+
+Status with_cudnn_build_handle(const std::function<Status(void*)>& fn) {
+  Handles& h = handles();
+  std::lock_guard<std::mutex> lock(h.mu);
+  if (!h.build) KILN_CUDNN_CHECK(cudnnCreate(&h.build));
+  return fn(h.build);
 }
 
 void release_cudnn_handle(void* stream) {

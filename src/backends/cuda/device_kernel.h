@@ -1,6 +1,7 @@
 #pragma once
 // What the CUDA kernels share: device copies of weights (uploaded once per engine, converted to
 // the precision a step computes in) and the base class that hands them to a kernel.
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -130,6 +131,10 @@ Result<std::unique_ptr<DeviceKernel>> make_conv_kernel(const Plan& plan, const S
 // step cannot be timed so (shapes not static, inputs in host memory).
 Result<double> time_step_on_device(const Backend& backend, const Plan& plan, const Step& step,
                                    const std::vector<TypeInfo>& slot_types, int device);
+// conv_kernel.cc: the cuDNN handle (a cudnnHandle_t) bound to `stream`, made on first use.
+Result<void*> cudnn_stream_handle(void* stream);
+// conv_kernel.cc: runs `fn` with the cuDNN handle for building graphs, under the lock guarding it.
+Status with_cudnn_build_handle(const std::function<Status(void*)>& fn);
 // Frees the cuDNN handle bound to a stream that is being destroyed.
 void release_cudnn_handle(void* stream);
 // The version of the cuDNN library loaded ("9.19.0").

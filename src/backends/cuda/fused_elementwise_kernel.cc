@@ -213,11 +213,15 @@ bool program_supports(const Node& n, DataType precision, Layout layout) {
   const TypeInfo& out = n.outputs[0]->type;
   if (out.kind != TypeInfo::Kind::kTensor || !out.shape.rank_known || out.shape.rank() > kProgMaxRank) return false;
   if (!float_or_bool(out.dtype)) return false;
+  // Float operands share one type (Where's condition and comparisons' results are bool).
+  DataType float_type = DataType::kUndefined;
   for (const Value* v : n.inputs) {
     if (!v) continue;  // an optional input left out (Clip's min)
     if (v->type.kind != TypeInfo::Kind::kTensor || !float_or_bool(v->type.dtype)) return false;
     if (!v->type.shape.rank_known || v->type.shape.rank() > out.shape.rank()) return false;
-    if (elementwise_dtype(v->type.dtype) && v->type.dtype != n.inputs[0]->type.dtype) return false;
+    if (!elementwise_dtype(v->type.dtype)) continue;
+    if (float_type != DataType::kUndefined && v->type.dtype != float_type) return false;
+    float_type = v->type.dtype;
   }
   if (simple_elsewhere(n, layout) && out.dtype != DataType::kBool) return false;
   Program p;

@@ -4,8 +4,12 @@ namespace kiln::cuda {
 
 const std::vector<KernelFamily>& kernel_families() {
   static const std::vector<KernelFamily> families = {
-      view_family(), fused_elementwise_family(), movement_family(),    pool_family(), reduce_family(), resize_family(),
-      norm_family(), conv_transpose_family(),    channel_mlp_family(),
+      view_family(),        fused_elementwise_family(),
+      movement_family(),    pool_family(),
+      reduce_family(),      resize_family(),
+      norm_family(),        conv_transpose_family(),
+      channel_mlp_family(), attention_family(),
+      cast_family(),
   };
   return families;
 }

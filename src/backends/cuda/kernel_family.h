@@ -47,6 +47,8 @@ KernelFamily norm_family();               // norm_kernel.cc: LayerNormalization,
                                           // InstanceNormalization, BatchNormalization
 KernelFamily conv_transpose_family();     // conv_transpose_kernel.cc: ConvTranspose
 KernelFamily channel_mlp_family();        // channel_mlp_kernel.cc: kiln.ChannelMLP
+KernelFamily cast_family();               // cast_kernel.cc: Cast
+KernelFamily attention_family();          // attention_kernel.cc: Attention (own kernel; cuDNN's SDPA as a tactic)
 KernelFamily movement_family();           // movement_kernel.cc: Transpose, Concat, Split, Slice, Expand, Pad, Gather
 
 // fused_elementwise_kernel.cc, at build: generates the elementwise programs of every step offered

@@ -1,0 +1,229 @@
+// Attention (opset 23) on the GPU: the "cuda" tactic is Kiln's own kernel (any float type, head
+// sizes up to 128, additive or boolean masks, causal masks, grouped queries); in FP16/BF16 builds
+// "cuda-tc" runs the same on tensor cores (equal head sizes of 32 to 128) and, with cuDNN,
+// "cudnn-sdpa" runs cuDNN's fused flash attention; the builder times them. The 3-D form ([batch, seq, heads * head],
+// what fuse-attention-heads makes of the projections' Reshape/Transpose chains) is read in place through strides. KV
+// caches (past_key, past_value, nonpad_kv_seqlen), softcap, windows and the present/qk outputs stay on the CPU.
+#include <cmath>
+#include <map>
+
+#include "backends/cuda/attention_kernel.h"
+#include "backends/cuda/kernel_family.h"
+#include "backends/cuda/kernels/attention.h"
+#include "backends/cuda/kernels/elementwise.h"
+
+namespace kiln::cuda {
+namespace {
+
+int64_t attr_i(const Node& n, const char* key, int64_t def) {
+  const Attribute* a = n.attr(key);
+  return a ? a->i : def;
+}
+
+bool has_input(const Node& n, size_t i) {
+  return n.inputs.size() > i && n.inputs[i] != nullptr;
+}
+
+// The Q/K and V head sizes the node's types give, or false where they are not static.
+bool head_sizes(const Node& n, int64_t* head, int64_t* v_head) {
+  const Shape& q = n.inputs[0]->type.shape;
+  const Shape& v = n.inputs[2]->type.shape;
+  if (!q.rank_known || !v.rank_known || q.rank() != v.rank()) return false;
+  if (q.rank() == 4) {
+    *head = q.dims[3].value;
+    *v_head = v.dims[3].value;
+  } else if (q.rank() == 3) {
+    const int64_t hq = attr_i(n, "q_num_heads", 0), hk = attr_i(n, "kv_num_heads", 0);
+    if (hq <= 0 || hk <= 0 || !q.dims[2].known() || !v.dims[2].known()) return false;
+    *head = q.dims[2].value / hq;
+    *v_head = v.dims[2].value / hk;
+  } else {
+    return false;
+  }
+  return *head > 0 && *v_head > 0;
+}
+
+bool attention_supports(const Node& n, DataType precision, Layout layout) {
+  if (!n.domain.empty() || n.op_type != "Attention" || layout != Layout::kPlain) return false;
+  if (!elementwise_dtype(precision) || n.inputs.size() < 3) return false;
+  for (size_t i = 0; i < 3; ++i) {
+    if (!n.inputs[i] || !is_float(n.inputs[i]->type.dtype)) return false;
+  }
+  for (size_t i = 4; i < n.inputs.size(); ++i) {
+    if (n.inputs[i]) return false;  // a KV cache or nonpad_kv_seqlen
+  }
+  for (size_t i = 1; i < n.outputs.size(); ++i) {
+    if (n.outputs[i]) return false;  // present_key / present_value / qk_matmul_output
+  }
+  if (has_input(n, 3)) {
+    const DataType m = n.inputs[3]->type.dtype;
+    if (m != DataType::kBool && !is_float(m)) return false;
+    if (n.inputs[3]->type.shape.rank_known &&
+        (n.inputs[3]->type.shape.rank() < 1 || n.inputs[3]->type.shape.rank() > 4))
+      return false;
+  }
+  const Attribute* softcap = n.attr("softcap");
+  if (softcap && softcap->f != 0.0f) return false;
+  if (attr_i(n, "left_window_size", -1) != -1 || attr_i(n, "right_window_size", -1) != -1) return false;
+  int64_t head = 0, v_head = 0;
+  return head_sizes(n, &head, &v_head) && head <= kAttentionMaxHead && v_head <= kAttentionMaxHead;
+}
+
+std::vector<Layout> attention_layouts(const Node& n, DataType precision) {
+  (void)n;
+  (void)precision;
+  return {Layout::kPlain};
+}
+
+// "cuda-tc": Kiln's kernel on tensor cores (FP16/BF16, equal head sizes of 32 to 128).
+constexpr const char* kTensorCoreTactic = "cuda-tc";
+
+std::vector<std::string> attention_tactics(const Node& n, DataType precision, Layout layout) {
+  (void)layout;
+  std::vector<std::string> t = {"cuda"};
+  int64_t head = 0, v_head = 0;
+  if (head_sizes(n, &head, &v_head) && attention_tc_supports(precision, head, v_head)) t.push_back(kTensorCoreTactic);
+  if (sdpa_supports(n, precision)) t.push_back(kSdpaTactic);
+  return t;
+}
+
+// The workspace is declared per node, before precisions are known: cuDNN's, wherever an FP16/BF16
+// step of this node could run it.
+int64_t attention_workspace(const Node& n) {
+  return sdpa_supports(n, DataType::kFloat16) ? kSdpaWorkspace : 0;
+}
+
+class AttentionKernel : public DeviceKernel {
+ public:
+  AttentionKernel(const Node& n, DataType dt, bool tensor_cores) : node_(n), dtype_(dt), tc_(tensor_cores) {}
+
+  Status enqueue(std::span<const TensorView> in, std::span<TensorView> out, const KernelContext& ctx) override {
+    AttentionShape s;
+    KILN_ASSIGN_OR_RETURN(out[0].dims, attention_shape(node_, in, &s));
+    const bool masked = in.size() > 3 && !in[3].omitted;
+    auto launch = tc_ ? launch_attention_tc : launch_attention;
+    return launch(s, dtype_, input_data(in[0], 0), input_data(in[1], 1), input_data(in[2], 2),
+                  masked ? input_data(in[3], 3) : nullptr, out[0].data, ctx.stream);
+  }
+
+ private:
+  const Node& node_;
+  DataType dtype_;
+  bool tc_;
+};
+
+Result<std::unique_ptr<DeviceKernel>> make_attention(const Plan& plan, const Step& step, WeightCache& weights) {
+  std::unique_ptr<DeviceKernel> k;
+  if (step.tactic == kSdpaTactic) {
+    KILN_ASSIGN_OR_RETURN(k, make_sdpa_kernel(*step.node, step.precision));
+  } else {
+    k = std::make_unique<AttentionKernel>(*step.node, step.precision, step.tactic == kTensorCoreTactic);
+  }
+  KILN_RETURN_IF_ERROR(bind_weights(*k, plan, step, weights));
+  return k;
+}
+
+}  // namespace
+
+Result<Dims> attention_shape(const Node& n, std::span<const TensorView> in, AttentionShape* s) {
+  const Dims& q = in[0].dims;
+  const Dims& k = in[1].dims;
+  const Dims& v = in[2].dims;
+  if (q.size() != k.size() || q.size() != v.size() || (q.size() != 3 && q.size() != 4)) {
+    return invalid("Q, K and V must all be 3-D or all 4-D, got {}, {} and {}", shape_to_string(q), shape_to_string(k),
+                   shape_to_string(v));
+  }
+  s->batch = q[0];
+  if (k[0] != s->batch || v[0] != s->batch) return invalid("Q, K and V must have the same batch size");
+  Dims out;
+  if (q.size() == 3) {
+    s->q_heads = attr_i(n, "q_num_heads", 0);
+    s->kv_heads = attr_i(n, "kv_num_heads", 0);
+    if (s->q_heads <= 0 || s->kv_heads <= 0) return invalid("3-D Attention needs q_num_heads and kv_num_heads");
+    if (q[2] % s->q_heads || k[2] % s->kv_heads || v[2] % s->kv_heads) {
+      return invalid("hidden sizes {}, {}, {} are not divisible by the head counts", q[2], k[2], v[2]);
+    }
+    s->q_len = q[1];
+    s->kv_len = k[1];
+    s->head = q[2] / s->q_heads;
+    s->v_head = v[2] / s->kv_heads;
+    if (k[2] / s->kv_heads != s->head || v[1] != s->kv_len) return invalid("K and V do not match Q");
+    s->q = {q[1] * q[2], s->head, q[2]};
+    s->k = {k[1] * k[2], s->head, k[2]};
+    s->v = {v[1] * v[2], s->v_head, v[2]};
+    out = {s->batch, s->q_len, s->q_heads * s->v_head};
+    s->o = {out[1] * out[2], s->v_head, out[2]};
+  } else {
+    s->q_heads = q[1];
+    s->kv_heads = k[1];
+    s->q_len = q[2];
+    s->kv_len = k[2];
+    s->head = q[3];
+    s->v_head = v[3];
+    if (v[1] != s->kv_heads || k[3] != s->head || v[2] != s->kv_len) return invalid("K and V do not match Q");
+    s->q = {q[1] * q[2] * q[3], q[2] * q[3], q[3]};
+    s->k = {k[1] * k[2] * k[3], k[2] * k[3], k[3]};
+    s->v = {v[1] * v[2] * v[3], v[2] * v[3], v[3]};
+    out = {s->batch, s->q_heads, s->q_len, s->v_head};
+    s->o = {out[1] * out[2] * out[3], out[2] * out[3], out[3]};
+  }
+  if (s->kv_heads == 0 || s->q_heads % s->kv_heads != 0) {
+    return invalid("query heads ({}) must be a multiple of key/value heads ({})", s->q_heads, s->kv_heads);
+  }
+  const Attribute* scale = n.attr("scale");
+  s->scale = scale ? scale->f : static_cast<float>(1.0 / std::sqrt(static_cast<double>(s->head)));
+  s->causal = attr_i(n, "is_causal", 0) != 0;
+  s->mask_dtype = DataType::kUndefined;
+  if (in.size() > 3 && !in[3].omitted) {
+    const Dims& m = in[3].dims;
+    if (m.empty() || m.size() > 4) return invalid("attn_mask must have rank 1 to 4, not {}", m.size());
+    int64_t md[4] = {1, 1, 1, 1};
+    for (size_t i = 0; i < m.size(); ++i) md[4 - m.size() + i] = m[i];
+    const int64_t full[3] = {s->batch, s->q_heads, s->q_len};
+    for (int i = 0; i < 3; ++i) {
+      if (md[i] != 1 && md[i] != full[i]) {
+        return invalid("attn_mask {} does not broadcast to [{}, {}, {}, {}]", shape_to_string(m), s->batch, s->q_heads,
+                       s->q_len, s->kv_len);
+      }
+    }
+    if (md[3] > s->kv_len) return invalid("attn_mask's last dim ({}) exceeds the key length ({})", md[3], s->kv_len);
+    s->mask_dtype = in[3].storage.dtype;
+    s->mask_len = md[3];
+    s->mask_key = 1;
+    s->mask_row = md[2] == 1 ? 0 : md[3];
+    s->mask_head = md[1] == 1 ? 0 : md[2] * md[3];
+    s->mask_batch = md[0] == 1 ? 0 : md[1] * md[2] * md[3];
+  }
+  return out;
+}
+
+KernelFamily attention_family() {
+  KernelFamily f;
+  f.name = "attention";
+  f.supports = attention_supports;
+  f.layouts = attention_layouts;
+  f.make = make_attention;
+  f.tactics = attention_tactics;
+  f.workspace = attention_workspace;
+  return f;
+}
+
+#ifndef KILN_HAVE_CUDNN
+bool sdpa_supports(const Node& n, DataType precision) {
+  (void)n;
+  (void)precision;
+  return false;
+}
+Result<std::unique_ptr<DeviceKernel>> make_sdpa_kernel(const Node& n, DataType precision) {
+  (void)precision;
+  return invalid("{}: this build has no cuDNN for the cudnn-sdpa tactic", n.describe());
+}
+int64_t sdpa_runs() {
+  return 0;
+}
+std::string last_sdpa_fallback() {
+  return "this build has no cuDNN";
+}
+#endif
+
+}  // namespace kiln::cuda
