@@ -15,6 +15,7 @@ PassInfo gelu_recognition_pass();        // recognize_gelu.cc
 PassInfo silu_recognition_pass();        // recognize_silu.cc
 PassInfo layernorm_recognition_pass();   // recognize_layernorm.cc (LayerNorm and RMSNorm)
 PassInfo attention_recognition_pass();   // recognize_attention.cc
+PassInfo attention_heads_fusion_pass();  // fuse_attention_heads.cc
 PassInfo channel_scale_folding_pass();   // fold_channel_scale.cc
 PassInfo bias_activation_fusion_pass();  // fuse_bias_activation.cc
 PassInfo channel_mlp_fusion_pass();      // fuse_channel_mlp.cc

@@ -17,7 +17,8 @@ namespace kiln {
 // - Identity/no-op elimination and CSE next, so patterns are not hidden behind Identity nodes or
 //   split across duplicate subexpressions (two copies of the same ReduceMean in a LayerNorm).
 // - Transpose/reshape folding before attention recognition: attention is matched on the
-//   simplified Transpose/Reshape chains.
+//   simplified Transpose/Reshape chains. Head fusion after recognition: it takes the Attention
+//   recognition made, with the head split and merge chains around it.
 // - BatchNorm folding before bias/activation fusion: the folded BN becomes the conv's bias, and
 //   the activation after the BN is then adjacent to the conv.
 // - GELU/SiLU recognition before bias/activation fusion, so MatMul+bias+GELU fuses as one step.
@@ -35,11 +36,15 @@ namespace kiln {
 // - Dead-code elimination last in each sweep to drop what the rewrites left unused.
 const std::vector<PassInfo>& all_passes() {
   static const std::vector<PassInfo> passes = {
-      constant_folding_pass(),       shape_arithmetic_pass(),      identity_elimination_pass(), cse_pass(),
-      transpose_reshape_pass(),      batchnorm_folding_pass(),     gelu_recognition_pass(),     silu_recognition_pass(),
+      constant_folding_pass(),       shape_arithmetic_pass(),
+      identity_elimination_pass(),   cse_pass(),
+      transpose_reshape_pass(),      batchnorm_folding_pass(),
+      gelu_recognition_pass(),       silu_recognition_pass(),
       layernorm_recognition_pass(),  attention_recognition_pass(),
+      attention_heads_fusion_pass(),
       channel_scale_folding_pass(),  // before bias/activation fusion (above)
-      bias_activation_fusion_pass(), channel_mlp_fusion_pass(),    elementwise_fusion_pass(),   dead_code_pass(),
+      bias_activation_fusion_pass(), channel_mlp_fusion_pass(),
+      elementwise_fusion_pass(),     dead_code_pass(),
   };
   return passes;
 }

@@ -1,6 +1,6 @@
 // Recognizes scaled dot-product attention,
-//   O = MatMul(Softmax(scale * MatMul(Q', Kt) [+ mask], axis = -1), V)
-// where Q' is Q optionally multiplied or divided by a constant, Kt is K with its last two axes
+//   O = MatMul(Softmax(scale * MatMul(Q', Kt') [+ mask], axis = -1), V)
+// where Q' and Kt' are Q and Kt optionally multiplied or divided by a constant, Kt is K with its last two axes
 // swapped (a Transpose, whose other axes are kept as a Transpose of K), and scale an optional
 // constant Mul/Div on the scores. It becomes Attention (opset 23): 4-D operands are [batch, heads,
 // seq, dim]; 3-D [batch*heads, seq, dim] operands, as PyTorch's MultiheadAttention exports them,
@@ -77,14 +77,16 @@ bool try_attention(Graph& g, Node& softmax, PassContext& ctx) {
   if (!qk || uses.sole_consumer(scores) == nullptr) return false;
   nodes.push_back(qk);
   Value* q = strip_scale(qk->inputs[0], uses, &factor, &nodes);
-  Value* kt = qk->inputs[1];
+  // PyTorch exports scaled_dot_product_attention with sqrt(scale) on Q and on K^T alike.
+  Value* kt = strip_scale(qk->inputs[1], uses, &factor, &nodes);
+  const Node* kt_reader = kt == qk->inputs[1] ? qk : qk->inputs[1]->producer;
   if (static_rank(q) != rank || static_rank(kt) != rank || static_rank(v) != rank) return false;
 
   // K from Kt: undo the swap of the last two axes.
   Value* k = nullptr;
   std::vector<int64_t> perm;
   Node* tr = producer_is(kt, "Transpose");
-  if (tr && tr->attr("perm") && uses.sole_consumer(kt) == qk) {
+  if (tr && tr->attr("perm") && uses.sole_consumer(kt) == kt_reader) {
     perm = tr->attr("perm")->ints;
     std::swap(perm[perm.size() - 1], perm[perm.size() - 2]);
     nodes.push_back(tr);

@@ -98,5 +98,29 @@ TEST(RecognizeAttention, SymbolicBatchAndSequence) {
   EXPECT_EQ(type_of(*m.graph, "y"), "float[batchx4xseqx8]");
 }
 
+// PyTorch's export of scaled_dot_product_attention: sqrt(scale) multiplies Q and K^T each.
+TEST(RecognizeAttention, ScaleSplitOverQueryAndTransposedKey) {
+  Proto p(13);
+  p.input("q", {2, 3, 5, 8});
+  p.input("k", {2, 3, 5, 8});
+  p.input("v", {2, 3, 5, 8});
+  p.output("y");
+  p.init("sqrt_scale", {}, {0.5946036f});  // (1/sqrt(8))^(1/2)
+  p.node("Mul", {"q", "sqrt_scale"}, {"qs"});
+  attr_ints(p.node("Transpose", {"k"}, {"kt"}), "perm", {0, 1, 3, 2});
+  p.node("Mul", {"kt", "sqrt_scale"}, {"kts"});
+  p.node("MatMul", {"qs", "kts"}, {"s"});
+  attr_i(p.node("Softmax", {"s"}, {"pr"}), "axis", -1);
+  p.node("MatMul", {"pr", "v"}, {"y"});
+  int fired = 0;
+  Model m = optimize(p, "recognize-attention", &fired);
+  EXPECT_EQ(fired, 1);
+  ASSERT_EQ(m.graph->nodes().size(), 1u);
+  const Node& a = *m.graph->nodes()[0];
+  EXPECT_EQ(a.op_type, "Attention");
+  EXPECT_NEAR(a.attr("scale")->f, 0.35355339f, 1e-6);
+  EXPECT_EQ(a.fused_from.size(), 6u);
+}
+
 }  // namespace
 }  // namespace kiln::testing
