@@ -525,6 +525,7 @@ class ArenaPlanExecutor : public PlanExecutor {
     }
     KILN_RETURN_IF_ERROR(backends_.primary->synchronize(stream_));
     std::vector<RValue> outs;
+    if (!transfers_) return outs;  // the outputs stay on the device, unread
     outs.reserve(p.outputs.size());
     // Outputs leave the arena, as ONNX defines them: the next run reuses it.
     for (int id : p.outputs) {
@@ -585,6 +586,7 @@ class ArenaPlanExecutor : public PlanExecutor {
     KILN_RETURN_IF_ERROR(backends_.primary->replay(rec.get(), stream_));
     KILN_RETURN_IF_ERROR(backends_.primary->synchronize(stream_));
     std::vector<RValue> outs;
+    if (!transfers_) return outs;  // the outputs stay on the device, unread
     outs.reserve(p.outputs.size());
     for (int id : p.outputs) {  // outputs have their prepared dims (a recordable shape knows them all)
       const TensorView& v = prep.views[static_cast<size_t>(id)];

@@ -45,7 +45,8 @@ class PlanExecutor {
   // profiling steps, with guard checks, or when the environment sets KILN_CUDA_GRAPHS=0.
   virtual void set_graphs(bool on) { (void)on; }
   // Off: the copies of inputs to the device and of outputs back are skipped (benchmarks of the
-  // device's compute alone; the outputs are then stale).
+  // device's compute alone, as a caller keeping its data on the device sees it): run() then
+  // returns no outputs.
   virtual void set_transfers(bool on) { (void)on; }
   // A tensor of `dims` for model input `i` (Plan::inputs order, its element type) to fill and
   // pass to run(). On a device whose runs are recorded it lies in this context's page-locked
