@@ -1,10 +1,12 @@
-// Attention (opset 23-25) and RotaryEmbedding (opset 23).
+// Attention (opset 23-25), RotaryEmbedding (opset 23) and kiln.PackedAttention (Attention's 3-D
+// form on Q, K and V packed side by side in one tensor, what merge-qkv-projections makes).
 //
 // The kernels compute in double but round every intermediate to the operator's element type at
 // the points where the ONNX reference does, so that float16/bfloat16 results agree with the
 // reference bit for bit in the common case (a single rounding difference in bfloat16 is already
 // ~0.4% relative error). Matrix products accumulate in float for the narrow types, as NumPy does.
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <optional>
 
@@ -422,10 +424,56 @@ Status same_as_input0_infer(InferContext& ic) {
   return Status();
 }
 
+// ---- kiln.PackedAttention ----------------------------------------------------------------------
+
+// Q, K and V as column blocks of one [B, S, (Hq + 2 Hkv) * D] tensor: the 3-D Attention of the
+// three blocks (the same attributes), each block copied out first.
+Status packed_attention_kernel(OpContext& ctx) {
+  const Tensor& qkv = ctx.input(0);
+  const int64_t hq = ctx.attr_int("q_num_heads", 0), hkv = ctx.attr_int("kv_num_heads", 0);
+  if (qkv.rank() != 3) return invalid("PackedAttention takes a 3-D [batch, seq, width] input, not {}", qkv.rank());
+  if (hq <= 0 || hkv <= 0 || qkv.dim(2) % (hq + 2 * hkv) != 0)
+    return invalid("width {} is not (q_num_heads {} + 2 x kv_num_heads {}) heads", qkv.dim(2), hq, hkv);
+  const int64_t d = qkv.dim(2) / (hq + 2 * hkv), b = qkv.dim(0), s = qkv.dim(1);
+  const int64_t widths[3] = {hq * d, hkv * d, hkv * d};
+  std::vector<RValue> parts;
+  int64_t offset = 0;
+  for (int64_t w : widths) {
+    Tensor t(qkv.dtype(), {b, s, w});
+    const size_t es = dtype_size(qkv.dtype());
+    for (int64_t r = 0; r < b * s; ++r) {
+      std::memcpy(static_cast<uint8_t*>(t.raw()) + r * w * es,
+                  static_cast<const uint8_t*>(qkv.raw()) + (r * qkv.dim(2) + offset) * es, static_cast<size_t>(w) * es);
+    }
+    parts.push_back(RValue::of(std::move(t)));
+    offset += w;
+  }
+  std::vector<const RValue*> in = {&parts[0], &parts[1], &parts[2]};
+  if (ctx.has_input(1)) in.push_back(ctx.input_value(1));
+  OpContext sub(ctx.node(), std::move(in), nullptr);
+  KILN_RETURN_IF_ERROR(attention_kernel(sub));
+  ctx.set_output_value(0, std::move(sub.outputs()[0]));
+  return Status();
+}
+
+Status packed_attention_infer(InferContext& ic) {
+  ic.output_types.resize(1);
+  const TypeInfo* x = ic.input_types.empty() ? nullptr : ic.input_types[0];
+  if (!x) return Status();
+  const int64_t hq = node_attr_int(ic.node, "q_num_heads", 0), hkv = node_attr_int(ic.node, "kv_num_heads", 0);
+  Shape y;
+  if (x->shape.rank_known && x->shape.rank() == 3 && hq > 0 && hkv > 0) {
+    y = shape_of({dim_of(x, 0), dim_of(x, 1), dim_mul(dim_div(dim_of(x, 2), hq + 2 * hkv), hq)});
+  }
+  ic.output_types[0] = TypeInfo::tensor(x->dtype, y);
+  return Status();
+}
+
 }  // namespace
 
 void register_attention_ops(OpRegistry& r) {
   r.add({"", "Attention", 23, attention_kernel, attention_infer});
+  r.add({"kiln", "PackedAttention", 1, packed_attention_kernel, packed_attention_infer});
   r.add({"", "RotaryEmbedding", 23, rotary_kernel, same_as_input0_infer});
   register_attention_extra_ops(r);
 }

@@ -16,6 +16,7 @@ PassInfo silu_recognition_pass();        // recognize_silu.cc
 PassInfo layernorm_recognition_pass();   // recognize_layernorm.cc (LayerNorm and RMSNorm)
 PassInfo attention_recognition_pass();   // recognize_attention.cc
 PassInfo attention_heads_fusion_pass();  // fuse_attention_heads.cc
+PassInfo qkv_merge_pass();               // merge_qkv_projections.cc
 PassInfo channel_scale_folding_pass();   // fold_channel_scale.cc
 PassInfo bias_activation_fusion_pass();  // fuse_bias_activation.cc
 PassInfo channel_mlp_fusion_pass();      // fuse_channel_mlp.cc

@@ -36,15 +36,23 @@ namespace kiln {
 // - Dead-code elimination last in each sweep to drop what the rewrites left unused.
 const std::vector<PassInfo>& all_passes() {
   static const std::vector<PassInfo> passes = {
-      constant_folding_pass(),       shape_arithmetic_pass(),
-      identity_elimination_pass(),   cse_pass(),
-      transpose_reshape_pass(),      batchnorm_folding_pass(),
-      gelu_recognition_pass(),       silu_recognition_pass(),
-      layernorm_recognition_pass(),  attention_recognition_pass(),
+      constant_folding_pass(),
+      shape_arithmetic_pass(),
+      identity_elimination_pass(),
+      cse_pass(),
+      transpose_reshape_pass(),
+      batchnorm_folding_pass(),
+      gelu_recognition_pass(),
+      silu_recognition_pass(),
+      layernorm_recognition_pass(),
+      attention_recognition_pass(),
       attention_heads_fusion_pass(),
       channel_scale_folding_pass(),  // before bias/activation fusion (above)
-      bias_activation_fusion_pass(), channel_mlp_fusion_pass(),
-      elementwise_fusion_pass(),     dead_code_pass(),
+      bias_activation_fusion_pass(),
+      qkv_merge_pass(),  // after bias/activation fusion: it takes the projections' biases
+      channel_mlp_fusion_pass(),
+      elementwise_fusion_pass(),
+      dead_code_pass(),
   };
   return passes;
 }

@@ -263,5 +263,39 @@ TEST(CudaAttention, ProfileOverSequenceLength) {
   }
 }
 
+// kiln.PackedAttention (merge-qkv-projections): Q, K and V read in place as column blocks of one
+// projection, 4 query heads over 2 key/value heads of 64, a key-padding mask, every tactic.
+TEST(CudaAttention, PackedProjections) {
+  SKIP_WITHOUT_GPU();
+  onnx::ModelProto m = make_model(23);
+  auto* g = m.mutable_graph();
+  const int64_t batch = 2, seq = 37, hidden = 96;
+  add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {batch, seq, hidden});
+  add_tensor_info(g->mutable_input(), "mask", onnx::TensorProto::FLOAT, {batch, 1, 1, seq});
+  const std::pair<const char*, int64_t> projections[] = {{"q", 256}, {"k", 128}, {"v", 128}};
+  for (const auto& [name, width] : projections) {
+    const std::string n(name);
+    add_random_weight(g, "w" + n, {hidden, width}, static_cast<uint32_t>(n[0]), -0.3f, 0.3f);
+    add_node(g, "MatMul", {"x", "w" + n}, {n}, n + "_proj");
+  }
+  auto* att = add_node(g, "Attention", {"q", "k", "v", "mask"}, {"y"}, "attention");
+  add_int_attr(att, "q_num_heads", 4);
+  add_int_attr(att, "kv_num_heads", 2);
+  g->add_output()->set_name("y");
+  Tensor mask(DataType::kFloat, {batch, 1, 1, seq});
+  for (int64_t i = 0; i < mask.numel(); ++i) mask.set_double(i, i % seq > 30 ? -10000.0 : 0.0);
+  const std::vector<RValue> in = {RValue::of(uniform({batch, seq, hidden}, 5, -1.f, 1.f)), RValue::of(mask)};
+  const std::map<std::string, Dims> shapes = {{"x", {batch, seq, hidden}}, {"mask", {batch, 1, 1, seq}}};
+  const PrecisionMode halves[] = {kAllPrecisions[1], kAllPrecisions[2]};
+  for (const char* tactic : {"cuda", "cuda-tc", "cudnn-sdpa"}) {
+    SCOPED_TRACE(tactic);
+    const bool all = std::string(tactic) == "cuda";
+    expect_cuda_matches_reference(
+        m, shapes, shapes, {in}, {"PackedAttention"},
+        all ? std::span<const PrecisionMode>(kAllPrecisions) : std::span<const PrecisionMode>(halves), std::nullopt,
+        tactic, {"merge-qkv-projections"});
+  }
+}
+
 }  // namespace
 }  // namespace kiln

@@ -11,6 +11,7 @@
 #include "backends/cuda/kernel_family.h"
 #include "backends/cuda/kernels/attention.h"
 #include "backends/cuda/kernels/elementwise.h"
+#include "ops/fused.h"
 
 namespace kiln::cuda {
 namespace {
@@ -26,6 +27,14 @@ bool has_input(const Node& n, size_t i) {
 
 // The Q/K and V head sizes the node's types give, or false where they are not static.
 bool head_sizes(const Node& n, int64_t* head, int64_t* v_head) {
+  if (n.domain == kKilnDomain && n.op_type == "PackedAttention") {
+    const Shape& x = n.inputs[0]->type.shape;
+    const int64_t hq = attr_i(n, "q_num_heads", 0), hk = attr_i(n, "kv_num_heads", 0);
+    if (!x.rank_known || x.rank() != 3 || hq <= 0 || hk <= 0 || !x.dims[2].known()) return false;
+    if (x.dims[2].value % (hq + 2 * hk) != 0) return false;
+    *head = *v_head = x.dims[2].value / (hq + 2 * hk);
+    return *head > 0;
+  }
   const Shape& q = n.inputs[0]->type.shape;
   const Shape& v = n.inputs[2]->type.shape;
   if (!q.rank_known || !v.rank_known || q.rank() != v.rank()) return false;
@@ -43,8 +52,24 @@ bool head_sizes(const Node& n, int64_t* head, int64_t* v_head) {
   return *head > 0 && *v_head > 0;
 }
 
+bool is_packed(const Node& n) {
+  return n.domain == kKilnDomain && n.op_type == "PackedAttention";
+}
+
+bool packed_supports(const Node& n, DataType precision) {
+  if (!elementwise_dtype(precision) || n.inputs.empty() || !n.inputs[0] || n.inputs.size() > 2) return false;
+  if (!is_float(n.inputs[0]->type.dtype)) return false;
+  if (n.inputs.size() > 1 && n.inputs[1] && n.inputs[1]->type.dtype != DataType::kBool &&
+      !is_float(n.inputs[1]->type.dtype))
+    return false;
+  int64_t head = 0, v_head = 0;
+  return head_sizes(n, &head, &v_head) && head <= kAttentionMaxHead;
+}
+
 bool attention_supports(const Node& n, DataType precision, Layout layout) {
-  if (!n.domain.empty() || n.op_type != "Attention" || layout != Layout::kPlain) return false;
+  if (layout != Layout::kPlain) return false;
+  if (is_packed(n)) return packed_supports(n, precision);
+  if (!n.domain.empty() || n.op_type != "Attention") return false;
   if (!elementwise_dtype(precision) || n.inputs.size() < 3) return false;
   for (size_t i = 0; i < 3; ++i) {
     if (!n.inputs[i] || !is_float(n.inputs[i]->type.dtype)) return false;
@@ -99,11 +124,16 @@ class AttentionKernel : public DeviceKernel {
 
   Status enqueue(std::span<const TensorView> in, std::span<TensorView> out, const KernelContext& ctx) override {
     AttentionShape s;
-    KILN_ASSIGN_OR_RETURN(out[0].dims, attention_shape(node_, in, &s));
-    const bool masked = in.size() > 3 && !in[3].omitted;
+    AttentionInputs w;
+    KILN_ASSIGN_OR_RETURN(out[0].dims, attention_shape(node_, in, &s, &w));
+    const bool masked = in.size() > w.mask && !in[w.mask].omitted;
     auto launch = tc_ ? launch_attention_tc : launch_attention;
-    return launch(s, dtype_, input_data(in[0], 0), input_data(in[1], 1), input_data(in[2], 2),
-                  masked ? input_data(in[3], 3) : nullptr, out[0].data, ctx.stream);
+    const size_t es = dtype_size(dtype_);
+    auto at = [&](size_t k, int64_t offset) {
+      return static_cast<const uint8_t*>(input_data(in[k], k)) + offset * static_cast<int64_t>(es);
+    };
+    return launch(s, dtype_, at(w.q, w.q_offset), at(w.k, w.k_offset), at(w.v, w.v_offset),
+                  masked ? input_data(in[w.mask], w.mask) : nullptr, out[0].data, ctx.stream);
   }
 
  private:
@@ -125,7 +155,32 @@ Result<std::unique_ptr<DeviceKernel>> make_attention(const Plan& plan, const Ste
 
 }  // namespace
 
-Result<Dims> attention_shape(const Node& n, std::span<const TensorView> in, AttentionShape* s) {
+Status attention_common(const Node& n, std::span<const TensorView> in, size_t mask_input, AttentionShape* s);
+
+Result<Dims> attention_shape(const Node& n, std::span<const TensorView> in, AttentionShape* s, AttentionInputs* where) {
+  *where = AttentionInputs{};
+  if (is_packed(n)) {
+    // [B, S, (Hq + 2 Hkv) * D]: Q, K and V column blocks, each row of the three a token's.
+    const Dims& x = in[0].dims;
+    s->q_heads = attr_i(n, "q_num_heads", 0);
+    s->kv_heads = attr_i(n, "kv_num_heads", 0);
+    if (x.size() != 3 || s->q_heads <= 0 || s->kv_heads <= 0 || x[2] % (s->q_heads + 2 * s->kv_heads) != 0) {
+      return invalid("packed Q, K and V of shape {} for {} query and {} key/value heads", shape_to_string(x),
+                     s->q_heads, s->kv_heads);
+    }
+    s->batch = x[0];
+    s->q_len = s->kv_len = x[1];
+    s->head = s->v_head = x[2] / (s->q_heads + 2 * s->kv_heads);
+    s->q = s->k = s->v = {x[1] * x[2], s->head, x[2]};
+    where->q = where->k = where->v = 0;
+    where->mask = 1;
+    where->k_offset = s->q_heads * s->head;
+    where->v_offset = (s->q_heads + s->kv_heads) * s->head;
+    const Dims out = {s->batch, s->q_len, s->q_heads * s->v_head};
+    s->o = {out[1] * out[2], s->v_head, out[2]};
+    KILN_RETURN_IF_ERROR(attention_common(n, in, where->mask, s));
+    return out;
+  }
   const Dims& q = in[0].dims;
   const Dims& k = in[1].dims;
   const Dims& v = in[2].dims;
@@ -167,6 +222,13 @@ Result<Dims> attention_shape(const Node& n, std::span<const TensorView> in, Atte
     out = {s->batch, s->q_heads, s->q_len, s->v_head};
     s->o = {out[1] * out[2] * out[3], out[2] * out[3], out[3]};
   }
+  KILN_RETURN_IF_ERROR(attention_common(n, in, 3, s));
+  return out;
+}
+
+// What both forms share: grouped heads, the scale, causality and the mask's broadcast (input
+// `mask_input`).
+Status attention_common(const Node& n, std::span<const TensorView> in, size_t mask_input, AttentionShape* s) {
   if (s->kv_heads == 0 || s->q_heads % s->kv_heads != 0) {
     return invalid("query heads ({}) must be a multiple of key/value heads ({})", s->q_heads, s->kv_heads);
   }
@@ -174,8 +236,8 @@ Result<Dims> attention_shape(const Node& n, std::span<const TensorView> in, Atte
   s->scale = scale ? scale->f : static_cast<float>(1.0 / std::sqrt(static_cast<double>(s->head)));
   s->causal = attr_i(n, "is_causal", 0) != 0;
   s->mask_dtype = DataType::kUndefined;
-  if (in.size() > 3 && !in[3].omitted) {
-    const Dims& m = in[3].dims;
+  if (in.size() > mask_input && !in[mask_input].omitted) {
+    const Dims& m = in[mask_input].dims;
     if (m.empty() || m.size() > 4) return invalid("attn_mask must have rank 1 to 4, not {}", m.size());
     int64_t md[4] = {1, 1, 1, 1};
     for (size_t i = 0; i < m.size(); ++i) md[4 - m.size() + i] = m[i];
@@ -187,14 +249,14 @@ Result<Dims> attention_shape(const Node& n, std::span<const TensorView> in, Atte
       }
     }
     if (md[3] > s->kv_len) return invalid("attn_mask's last dim ({}) exceeds the key length ({})", md[3], s->kv_len);
-    s->mask_dtype = in[3].storage.dtype;
+    s->mask_dtype = in[mask_input].storage.dtype;
     s->mask_len = md[3];
     s->mask_key = 1;
     s->mask_row = md[2] == 1 ? 0 : md[3];
     s->mask_head = md[1] == 1 ? 0 : md[2] * md[3];
     s->mask_batch = md[0] == 1 ? 0 : md[1] * md[2] * md[3];
   }
-  return out;
+  return {};
 }
 
 KernelFamily attention_family() {

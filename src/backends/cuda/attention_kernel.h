@@ -9,9 +9,18 @@
 
 namespace kiln::cuda {
 
-// The Attention node `n` at the input dims of `in` (Q, K, V, optional mask): fills `s` (strides of
-// the 3-D or 4-D form, heads, scale, causal, the mask's broadcast) and returns the output dims.
-Result<Dims> attention_shape(const Node& n, std::span<const TensorView> in, AttentionShape* s);
+// Where a step's Q, K, V and mask are: the input each is in and its first element's offset there.
+// Attention: inputs 0, 1, 2 and 3; kiln.PackedAttention: Q, K and V as column blocks of input 0,
+// the mask input 1.
+struct AttentionInputs {
+  size_t q = 0, k = 1, v = 2, mask = 3;
+  int64_t q_offset = 0, k_offset = 0, v_offset = 0;
+};
+
+// The Attention or kiln.PackedAttention node `n` at the input dims of `in`: fills `s` (strides of
+// the 3-D, 4-D or packed form, heads, scale, causal, the mask's broadcast) and `where`, and
+// returns the output dims.
+Result<Dims> attention_shape(const Node& n, std::span<const TensorView> in, AttentionShape* s, AttentionInputs* where);
 
 // "cudnn-sdpa": cuDNN's scaled dot-product attention through its graph API, for FP16/BF16 steps
 // whose head sizes are multiples of 8 and whose mask, if any, is additive (a float type). Shapes

@@ -54,9 +54,18 @@ class SdpaKernel : public DeviceKernel {
 
   Status enqueue(std::span<const TensorView> in, std::span<TensorView> out, const KernelContext& ctx) override {
     AttentionShape s;
-    KILN_ASSIGN_OR_RETURN(out[0].dims, attention_shape(node_, in, &s));
-    const bool masked = in.size() > 3 && !in[3].omitted;
-    const void* mask = masked ? input_data(in[3], 3) : nullptr;
+    AttentionInputs w;
+    KILN_ASSIGN_OR_RETURN(out[0].dims, attention_shape(node_, in, &s, &w));
+    const bool masked = in.size() > w.mask && !in[w.mask].omitted;
+    const void* mask = masked ? input_data(in[w.mask], w.mask) : nullptr;
+    const size_t es = dtype_size(dtype_);
+    auto at = [&](size_t k, int64_t offset) -> void* {
+      return const_cast<uint8_t*>(static_cast<const uint8_t*>(input_data(in[k], k))) +
+             offset * static_cast<int64_t>(es);
+    };
+    void* q = at(w.q, w.q_offset);
+    void* k = at(w.k, w.k_offset);
+    void* v = at(w.v, w.v_offset);
     KILN_ASSIGN_OR_RETURN(Prepared * p, graph_for(in));
     if (p->graph && p->workspace > ctx.workspace_bytes) {
       p->graph.reset();
@@ -66,13 +75,12 @@ class SdpaKernel : public DeviceKernel {
       g_last_fallback = p->why;
     }
     if (!p->graph || s.batch == 0 || s.q_len == 0 || s.kv_len == 0) {
-      return launch_attention(s, dtype_, input_data(in[0], 0), input_data(in[1], 1), input_data(in[2], 2), mask,
-                              out[0].data, ctx.stream);
+      return launch_attention(s, dtype_, q, k, v, mask, out[0].data, ctx.stream);
     }
     std::unordered_map<std::shared_ptr<fe::graph::Tensor_attributes>, void*> pack;
-    pack[p->q] = const_cast<void*>(input_data(in[0], 0));
-    pack[p->k] = const_cast<void*>(input_data(in[1], 1));
-    pack[p->v] = const_cast<void*>(input_data(in[2], 2));
+    pack[p->q] = q;
+    pack[p->k] = k;
+    pack[p->v] = v;
     if (p->bias) pack[p->bias] = const_cast<void*>(mask);
     pack[p->o] = out[0].data;
     KILN_ASSIGN_OR_RETURN(void* h, cudnn_stream_handle(ctx.stream));
@@ -94,9 +102,11 @@ class SdpaKernel : public DeviceKernel {
     for (const TensorView& t : in) key += (t.omitted ? std::string("-") : shape_to_string(t.dims)) + ";";
     if (auto it = cache_.find(key); it != cache_.end()) return it->second.get();
     AttentionShape s;
-    KILN_RETURN_IF_ERROR(attention_shape(node_, in, &s).status());
+    AttentionInputs w;
+    KILN_RETURN_IF_ERROR(attention_shape(node_, in, &s, &w).status());
     auto p = std::make_unique<Prepared>();
-    Status made = make_graph(s, in, p.get());
+    const TensorView none;
+    Status made = make_graph(s, w.mask < in.size() ? in[w.mask] : none, p.get());
     if (!made.ok()) {
       p->graph.reset();
       p->why = made.message();
@@ -108,7 +118,8 @@ class SdpaKernel : public DeviceKernel {
     return raw;
   }
 
-  Status make_graph(const AttentionShape& s, std::span<const TensorView> in, Prepared* p) {
+  // `mask`: the mask input's view, read where `s` has a mask.
+  Status make_graph(const AttentionShape& s, const TensorView& mask, Prepared* p) {
     if (s.batch == 0 || s.q_len == 0 || s.kv_len == 0) return invalid("empty attention");
     if (s.mask_dtype != DataType::kUndefined) {
       if (!is_float(s.mask_dtype)) return invalid("cuDNN takes additive masks only");
@@ -144,7 +155,7 @@ class SdpaKernel : public DeviceKernel {
       const std::vector<int64_t> bs = {s.mask_batch ? s.mask_batch : heads * rows * s.kv_len,
                                        s.mask_head ? s.mask_head : rows * s.kv_len, s.mask_row, 1};
       p->bias = g->tensor(fe::graph::Tensor_attributes().set_name("bias").set_dim(bd).set_stride(bs).set_data_type(
-          fe_type(in[3].storage.dtype)));
+          fe_type(mask.storage.dtype)));
       options.set_bias(p->bias);
     }
     auto [o, stats] = g->sdpa(p->q, p->k, p->v, options);
@@ -185,6 +196,17 @@ std::string last_sdpa_fallback() {
 
 bool sdpa_supports(const Node& n, DataType precision) {
   if (precision != DataType::kFloat16 && precision != DataType::kBFloat16) return false;
+  if (n.domain == "kiln" && n.op_type == "PackedAttention") {
+    if (n.inputs.empty() || !n.inputs[0]) return false;
+    if (n.inputs.size() > 1 && n.inputs[1] && !is_float(n.inputs[1]->type.dtype)) return false;
+    const Shape& x = n.inputs[0]->type.shape;
+    const Attribute* hq = n.attr("q_num_heads");
+    const Attribute* hk = n.attr("kv_num_heads");
+    if (!x.rank_known || x.rank() != 3 || !x.dims[2].known() || !hq || !hk || hq->i <= 0 || hk->i <= 0) return false;
+    const int64_t heads = hq->i + 2 * hk->i;
+    const int64_t head = x.dims[2].value % heads == 0 ? x.dims[2].value / heads : -1;
+    return head > 0 && head % 8 == 0 && head <= 128;
+  }
   if (n.inputs.size() > 3 && n.inputs[3] && !is_float(n.inputs[3]->type.dtype)) return false;
   // Head sizes: multiples of 8 up to 128 (what cuDNN's Hopper and Ampere engines share).
   const Shape& q = n.inputs[0]->type.shape;
