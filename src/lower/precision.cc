@@ -1,3 +1,4 @@
+#include <cstdint>
 #include <cstdio>
 #include <set>
 
@@ -24,11 +25,14 @@ double step_magnitude(const Plan& plan, const Step& st, const ValueRanges& range
   *sampled = false;
   // An attention mask holds "not allowed" as the float type's lowest value (Hugging Face's
   // finfo.min), which FP16 turns into -inf: the same weight, exactly zero, after the softmax.
-  const bool attention = st.node && st.node->domain.empty() && st.node->op_type == "Attention";
+  // The mask is Attention's input 3 and kiln.PackedAttention's input 1.
+  size_t mask_input = SIZE_MAX;
+  if (st.node && st.node->domain.empty() && st.node->op_type == "Attention") mask_input = 3;
+  if (st.node && st.node->domain == "kiln" && st.node->op_type == "PackedAttention") mask_input = 1;
   for (const std::vector<int>* ids : {&st.inputs, &st.outputs}) {
     for (size_t k = 0; k < ids->size(); ++k) {
       const int id = (*ids)[k];
-      if (id < 0 || (attention && ids == &st.inputs && k == 3)) continue;
+      if (id < 0 || (ids == &st.inputs && k == mask_input)) continue;
       const Slot& s = plan.slots[static_cast<size_t>(id)];
       if (s.kind == SlotKind::kWeight) continue;  // weights are checked where they are converted
       if (auto it = ranges.find(s.name); it != ranges.end()) {

@@ -802,3 +802,58 @@ TEST(Lowering, LayerPrecisionSetsNamedSteps) {
 
 }  // namespace
 }  // namespace kiln
+
+namespace kiln {
+namespace {
+using namespace kiln::testing;
+
+// Runs Attention and kiln.PackedAttention in FP16 besides the layout backend's ops.
+class AttentionFp16Backend : public LayoutBackend {
+ public:
+  AttentionFp16Backend() : LayoutBackend(true) {}
+  bool supports(const Node& n, DataType p, Layout l) const override {
+    const bool attention =
+        (n.domain.empty() && n.op_type == "Attention") || (n.domain == "kiln" && n.op_type == "PackedAttention");
+    if (attention && p == DataType::kFloat16) return l == Layout::kPlain;
+    return LayoutBackend::supports(n, p, l);
+  }
+};
+
+// An attention mask holding the float type's lowest value (Hugging Face's "not allowed") does not
+// keep the Attention step in FP32: FP16 turns it into -inf, the same zero weight. A value that
+// large anywhere else still does.
+TEST(Lowering, AttentionMasksAreLeftOutOfTheFp16RangeCheck) {
+  onnx::ModelProto m = make_model(23);
+  auto* g = m.mutable_graph();
+  for (const char* x : {"q", "k", "v"}) add_tensor_info(g->mutable_input(), x, onnx::TensorProto::FLOAT, {1, 2, 4, 8});
+  add_tensor_info(g->mutable_input(), "mask", onnx::TensorProto::FLOAT, {1, 1, 4, 4});
+  add_node(g, "Attention", {"q", "k", "v", "mask"}, {"a"}, "attention");
+  add_node(g, "Add", {"q", "v"}, {"b"}, "add");
+  add_tensor_info(g->mutable_output(), "a", onnx::TensorProto::FLOAT, {1, 2, 4, 8});
+  add_tensor_info(g->mutable_output(), "b", onnx::TensorProto::FLOAT, {1, 2, 4, 8});
+  Model model = import_model(m);
+  auto backend = std::make_shared<AttentionFp16Backend>();
+  Plan plan;
+  plan.graph = model.graph;
+  const BackendSet backends = backend_set(backend);
+  ASSERT_TRUE(lower_to_steps(plan, backends).ok());
+  const ValueRanges ranges = {{"q", 1.0}, {"k", 1.0}, {"v", 3.4e38}, {"mask", 3.4e38}, {"a", 1.0}, {"b", 3.4e38}};
+  PrecisionOptions o;
+  o.fp16 = true;
+  o.ranges = [&]() -> Result<const ValueRanges*> { return &ranges; };
+  ASSERT_TRUE(assign_precision(plan, backends, o).ok());
+  // V itself is out of range: the step stays FP32 for it.
+  EXPECT_EQ(step_named(plan, "attention").precision, DataType::kFloat)
+      << step_named(plan, "attention").precision_reason;
+  const ValueRanges masked_only = {{"q", 1.0}, {"k", 1.0}, {"v", 1.0}, {"mask", 3.4e38}, {"a", 1.0}, {"b", 1.0}};
+  o.ranges = [&]() -> Result<const ValueRanges*> { return &masked_only; };
+  Plan plan2;
+  plan2.graph = model.graph;
+  ASSERT_TRUE(lower_to_steps(plan2, backends).ok());
+  ASSERT_TRUE(assign_precision(plan2, backends, o).ok());
+  EXPECT_EQ(step_named(plan2, "attention").precision, DataType::kFloat16)
+      << step_named(plan2, "attention").precision_reason;
+}
+
+}  // namespace
+}  // namespace kiln
