@@ -63,7 +63,8 @@ bool try_attention(Graph& g, Node& softmax, PassContext& ctx) {
     for (int k = 0; k < 2 && !mask; ++k) {
       Value* s = add->inputs[static_cast<size_t>(k)];
       Node* p = s ? s->producer : nullptr;
-      if (p && p->domain.empty() && (p->op_type == "MatMul" || p->op_type == "Div" || p->op_type == "Mul")) {
+      if (p && p->domain.empty() &&
+          (p->op_type == "MatMul" || p->op_type == "Div" || p->op_type == "Mul" || p->op_type == "Where")) {
         mask = add->inputs[static_cast<size_t>(1 - k)];
         mm0 = p;
         scores = s;
@@ -71,6 +72,27 @@ bool try_attention(Graph& g, Node& softmax, PassContext& ctx) {
     }
     if (!mask || !mm0 || static_rank(mask) < 1 || static_rank(mask) > rank) return false;
     nodes.push_back(add);
+  }
+  // Optional masked_fill: Where(cond, scores, c) or Where(cond, c, scores) with c a very negative
+  // constant (the float type's lowest, as DistilBERT and GPT-2 export it), inside the additive
+  // mask if there is one. It becomes the additive mask Where(cond, 0, c) (or Where(cond, c, 0)):
+  // the same softmax wherever a row has a key left, which is what masks are for (a row masked
+  // everywhere gets equal weights from the original and softmax(scores + c) here).
+  Value* fill_cond = nullptr;
+  double fill = 0;
+  bool fill_where_true = false;  // c replaces the scores where cond holds
+  if (Node* w = producer_is(scores, "Where"); w && w->inputs.size() == 3 && uses.sole_consumer(scores) != nullptr) {
+    for (int k = 1; k <= 2 && !fill_cond; ++k) {
+      double c = 0;
+      if (constant_scalar(w->inputs[static_cast<size_t>(k)], &c) && c <= -1e4) {
+        fill_cond = w->inputs[0];
+        fill = c;
+        fill_where_true = k == 1;
+        scores = w->inputs[static_cast<size_t>(3 - k)];
+      }
+    }
+    if (!fill_cond || static_rank(fill_cond) < 1 || static_rank(fill_cond) > rank) return false;
+    nodes.push_back(w);
   }
   scores = strip_scale(scores, uses, &factor, &nodes);
   Node* qk = producer_is(scores, "MatMul");
@@ -114,6 +136,20 @@ bool try_attention(Graph& g, Node& softmax, PassContext& ctx) {
     p.ints = perm;
     t->attrs["perm"] = p;
     k = t->outputs[0];
+  }
+  if (fill_cond) {
+    const DataType dt = scores->type.dtype;
+    Tensor zero(dt, {}), c(dt, {});
+    zero.set_double(0, 0.0);
+    c.set_double(0, fill);
+    Value* z = add_constant(g, base + "_mask_zero", std::move(zero));
+    Value* cv = add_constant(g, base + "_mask_fill", std::move(c));
+    Node* bias =
+        add_node_at(g, pos++, "Where", base + "_mask", {fill_cond, fill_where_true ? cv : z, fill_where_true ? z : cv},
+                    1, "", std::max(9, graph_opset(g, "")));
+    Value* m = bias->outputs[0];
+    if (mask) m = add_node_at(g, pos++, "Add", base + "_mask_sum", {mask, m}, 1)->outputs[0];
+    mask = m;
   }
   std::vector<Value*> inputs = {q, k, v};
   if (mask) inputs.push_back(mask);

@@ -122,5 +122,52 @@ TEST(RecognizeAttention, ScaleSplitOverQueryAndTransposedKey) {
   EXPECT_EQ(a.fused_from.size(), 6u);
 }
 
+// masked_fill exports: DistilBERT's Where(masked, lowest, scores) and GPT-2's causal
+// Where(allowed, scores, lowest) under an additive mask become Attention with an additive mask
+// (every row keeps key 0, so the softmax is the same).
+TEST(RecognizeAttention, MaskedFillBecomesAnAdditiveMask) {
+  for (bool gpt2 : {false, true}) {
+    SCOPED_TRACE(gpt2 ? "GPT-2: Where(allowed, scores, lowest) + mask" : "DistilBERT: Where(masked, lowest, scores)");
+    Proto p(13);
+    p.input("q", {2, 3, 5, 4});
+    p.input("k", {2, 3, 5, 4});
+    p.input("v", {2, 3, 5, 4});
+    p.output("y");
+    p.init("sqrt_d", {}, {2});
+    p.init("lowest", {}, {-3.4028234663852886e38f});
+    std::vector<int64_t> cond(25);
+    for (int i = 0; i < 5; ++i) {
+      for (int j = 0; j < 5; ++j) {
+        const bool allowed = gpt2 ? j <= i : j != 3;
+        cond[static_cast<size_t>(i * 5 + j)] = gpt2 ? allowed : !allowed;
+      }
+    }
+    p.init_i64("cond_i", {5, 5}, cond);
+    attr_i(p.node("Cast", {"cond_i"}, {"cond"}), "to", 9);
+    attr_ints(p.node("Transpose", {"k"}, {"kt"}), "perm", {0, 1, 3, 2});
+    p.node("MatMul", {"q", "kt"}, {"s"});
+    p.node("Div", {"s", "sqrt_d"}, {"ss"});
+    if (gpt2) {
+      p.node("Where", {"cond", "ss", "lowest"}, {"sw"});
+      p.init("pad", {2, 1, 1, 5}, {0, 0, 0, 0, -1e9f, 0, 0, 0, 0, 0});
+      p.node("Add", {"sw", "pad"}, {"sm"});
+    } else {
+      p.node("Where", {"cond", "lowest", "ss"}, {"sm"});
+    }
+    attr_i(p.node("Softmax", {"sm"}, {"pr"}), "axis", -1);
+    p.node("MatMul", {"pr", "v"}, {"y"});
+    int fired = 0;
+    Model m = optimize(p, "recognize-attention", &fired);
+    EXPECT_EQ(fired, 1);
+    EXPECT_EQ(count_ops(*m.graph, "Softmax"), 0);
+    const Node* a = find_op(*m.graph, "Attention");
+    ASSERT_NE(a, nullptr);
+    ASSERT_EQ(a->inputs.size(), 4u);
+    EXPECT_FLOAT_EQ(a->attr("scale")->f, 0.5f);
+    ASSERT_NE(a->inputs[3]->producer, nullptr);
+    EXPECT_EQ(a->inputs[3]->producer->op_type, gpt2 ? "Add" : "Where");
+  }
+}
+
 }  // namespace
 }  // namespace kiln::testing

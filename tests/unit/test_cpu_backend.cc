@@ -326,6 +326,16 @@ TEST(CpuBackend, BinaryOpsOnOnednnMatchTheReference) {
     for (int64_t n : {1, 3, 0}) sets.push_back({RValue::of(random_float({n, 8, 9, 7}, static_cast<uint32_t>(n + 1)))});
     expect_cpu_matches_reference(m, {{"x", {0, 8, 9, 7}}}, {{"x", {3, 8, 9, 7}}}, sets, c.onednn);
   }
+  // Each operand broadcast along its own dims (a key-padding mask plus a causal one): neither is
+  // the output's shape, so the step stays on the reference kernel and the build runs.
+  onnx::ModelProto m = make_model(17);
+  auto* g = m.mutable_graph();
+  add_tensor_info(g->mutable_input(), "a", onnx::TensorProto::FLOAT, {2, 1, 1, 6});
+  add_tensor_info(g->mutable_input(), "b", onnx::TensorProto::FLOAT, {1, 1, 6, 6});
+  add_node(g, "Add", {"a", "b"}, {"y"}, "op");
+  g->add_output()->set_name("y");
+  expect_cpu_matches_reference(
+      m, {}, {}, {{RValue::of(random_float({2, 1, 1, 6}, 1)), RValue::of(random_float({1, 1, 6, 6}, 2))}}, 0);
 }
 
 // Concat on oneDNN: two convolutions' outputs joined along the channels and fed to a third (a

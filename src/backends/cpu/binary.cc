@@ -99,14 +99,15 @@ bool binary_supported(const Node& n, DataType precision, Layout layout) {
       if (d[2] != 1 || d[3] != 1) return false;
     }
   }
-  // Which operand broadcasts is checked on the shapes at prepare; a non-commutative op needs the
-  // first one full (the output's shape).
-  if (!commutative) {
-    const Shape& a = n.inputs[0]->type.shape;
-    const Shape& y = n.outputs[0]->type.shape;
-    if (!y.rank_known || a.dims != y.dims) return false;
-  }
-  return true;
+  // Which operand broadcasts is checked on the shapes at prepare; oneDNN broadcasts only its second
+  // source, so one operand must have the output's shape: the first for a non-commutative op, either
+  // for a commutative one (two operands each broadcast along their own dims, [B, 1, 1, S] +
+  // [1, 1, S, S], stay on the reference kernel).
+  const Shape& a = n.inputs[0]->type.shape;
+  const Shape& b = n.inputs[1]->type.shape;
+  const Shape& y = n.outputs[0]->type.shape;
+  if (!y.rank_known) return false;
+  return a.dims == y.dims || (commutative && b.dims == y.dims);
 }
 
 std::unique_ptr<StepKernel> make_binary_kernel(const Step& step) {
