@@ -1,10 +1,12 @@
 // Removes nodes that pass their input through unchanged: Identity, inference Dropout, and ops
 // whose parameters make them no-ops (same-type Cast, same-shape Reshape, x+0, x*1, ...). Shapes
-// compare symbol for symbol (passes/symbolic.h), so no-ops on symbolic shapes go too.
+// compare symbol for symbol (passes/symbolic.h), so no-ops on symbolic shapes go too. An
+// Expand(x, Shape(y)) read by a broadcasting op that also reads y is bypassed for x.
 #include <optional>
 #include <set>
 
 #include "passes/passes.h"
+#include "passes/pattern.h"
 #include "passes/rewrite.h"
 #include "passes/symbolic.h"
 
@@ -85,6 +87,35 @@ Value* pass_through(const Node& n, const Uses& uses) {
   return nullptr;
 }
 
+// Elementwise ops that broadcast their inputs against each other (multidirectionally).
+bool broadcasts_inputs(const Node& n) {
+  static const std::set<std::string> ops = {"Add", "Sub", "Mul", "Div", "Where", "And", "Or", "Max", "Min"};
+  return n.domain.empty() && ops.count(n.op_type) > 0;
+}
+
+// An input Expand(x, Shape(y)) of a broadcasting op that also reads y is x: the op broadcasts x
+// against y itself (masked_fill's mask.expand_as(scores) in an export with symbolic shapes, where
+// the Shape would otherwise keep `scores` read twice). Rewires such inputs; returns how many.
+int64_t drop_redundant_expands(Graph& g) {
+  int64_t n_rewired = 0;
+  for (const auto& node : g.nodes()) {
+    if (!broadcasts_inputs(*node)) continue;
+    for (size_t i = 0; i < node->inputs.size(); ++i) {
+      Node* ex = producer_is(node->inputs[i], "Expand");
+      if (!ex || ex->inputs.size() != 2) continue;
+      Node* sh = producer_is(ex->inputs[1], "Shape");
+      if (!sh || sh->attr("start") || sh->attr("end") || sh->inputs.empty()) continue;
+      const Value* y = sh->inputs[0];
+      bool reads_y = false;
+      for (size_t k = 0; k < node->inputs.size(); ++k) reads_y = reads_y || (k != i && node->inputs[k] == y);
+      if (!reads_y) continue;
+      node->inputs[i] = ex->inputs[0];
+      ++n_rewired;
+    }
+  }
+  return n_rewired;
+}
+
 }  // namespace
 
 PassInfo identity_elimination_pass() {
@@ -101,7 +132,9 @@ PassInfo identity_elimination_pass() {
               removed.insert(node.get());
               ctx.record(kName);
             }
-            if (removed.empty()) return false;
+            const int64_t rewired = drop_redundant_expands(g);
+            if (rewired > 0) ctx.record(kName, rewired);
+            if (removed.empty()) return rewired > 0;
             g.erase_nodes_if([&](const Node& n) { return removed.count(&n) > 0; });
             return true;
           }};

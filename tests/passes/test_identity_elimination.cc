@@ -97,5 +97,32 @@ TEST(IdentityElimination, KeepsReshapesBetweenOtherSymbols) {
   EXPECT_EQ(count_ops(*m.graph, "Expand"), 1);
 }
 
+// masked_fill with symbolic shapes: Where(Expand(mask, Shape(scores)), lowest, scores) reads the
+// mask itself (Where broadcasts it against scores); a broadcasting op that does not also read the
+// Expand's shape source keeps its Expand.
+TEST(IdentityElimination, BypassesExpandsToAnotherOperandsShape) {
+  Proto p(13);
+  p.input("scores", {0, 2, 0, 0}, 1, {"b", "", "s", "s"});
+  p.input("mask", {0, 1, 1, 0}, 9, {"b", "", "", "s"});
+  p.input("other", {0, 2, 0, 0}, 1, {"b", "", "s", "s"});
+  p.output("y");
+  p.output("z");
+  p.init("lowest", {}, {-3.4e38f});
+  p.node("Shape", {"scores"}, {"shape"});
+  p.node("Expand", {"mask", "shape"}, {"m"});
+  p.node("Where", {"m", "lowest", "scores"}, {"y"});
+  attr_i(p.node("Cast", {"mask"}, {"mf"}), "to", 1);
+  p.node("Shape", {"other"}, {"oshape"});
+  p.node("Expand", {"mf", "oshape"}, {"me"});
+  p.node("Add", {"me", "scores"}, {"z"});  // does not read `other`: its Expand stays
+  int fired = 0;
+  Model m = optimize_symbolic(p, "eliminate-identity",
+                              {{{2, 2, 3, 3}, {2, 1, 1, 3}, {2, 2, 3, 3}}, {{1, 2, 5, 5}, {1, 1, 1, 5}, {1, 2, 5, 5}}},
+                              &fired);
+  EXPECT_EQ(fired, 1);
+  EXPECT_EQ(find_op(*m.graph, "Where")->inputs[0]->name, "mask");
+  EXPECT_EQ(find_op(*m.graph, "Add")->inputs[0]->name, "me");
+}
+
 }  // namespace
 }  // namespace kiln::testing
