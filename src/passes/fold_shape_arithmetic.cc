@@ -2,7 +2,9 @@
 // Unsqueeze -> Concat -> Reshape); with static input shapes constant folding removes that, with
 // symbolic ones it cannot. This pass tracks the value of every small integer tensor computed from
 // shapes (Shape with start/end, Size, Gather and Slice with constant indices, Unsqueeze, Squeeze,
-// Reshape, Flatten, Concat, Cast, Identity, Add/Sub/Mul/Div), each element a coefficient times a
+// Reshape, Flatten, Concat, Cast, Identity, Add/Sub/Mul/Div, ConstantOfShape of a vector, and
+// Where on an Equal whose every comparison is known: PyTorch's expand, which replaces -1 entries of
+// the shape), each element a coefficient times a
 // product of dims (sizes fold into the coefficient; a symbolic dim stands for its symbol; an unknown
 // dim without a symbol stands only for itself), and rewrites what reads them:
 //  - a value whose elements are all constant becomes a constant;
@@ -192,6 +194,15 @@ class Tracker {
       return out;
     }
     if (op == "Slice") return slice(n);
+    if (op == "ConstantOfShape") {
+      // A vector of one integer (the exporters' ones and minus ones for Expand's -1 handling).
+      std::vector<int64_t> shape;
+      const Attribute* a = n.attr("value");
+      if (!x || !constants(x, &shape) || shape.size() != 1 || shape[0] < 0 || shape[0] > kMaxElems) return std::nullopt;
+      if (!a || a->t.numel() != 1 || !is_integer(a->t.dtype())) return std::nullopt;
+      return SymValue(static_cast<size_t>(shape[0]), constant_term(a->t.get_int64(0)));
+    }
+    if (op == "Where") return where(n);
     if (op == "Concat") {
       const int64_t axis = attr_int(n, "axis", 0);
       if (axis != 0 && axis != -1) return std::nullopt;
@@ -224,6 +235,43 @@ class Tracker {
       return out;
     }
     return std::nullopt;
+  }
+
+  // Whether terms p and q are equal, when that is known: equal terms are, and so are constants
+  // compared; a product of dims with a positive coefficient (never negative) is not a negative
+  // constant (PyTorch's expand compares shapes with -1).
+  static std::optional<bool> equal(const Term& p, const Term& q) {
+    if (p == q) return true;
+    if (p.constant() && q.constant()) return p.coef == q.coef;
+    if (!p.constant() && p.coef > 0 && q.constant() && q.coef < 0) return false;
+    if (!q.constant() && q.coef > 0 && p.constant() && p.coef < 0) return false;
+    return std::nullopt;
+  }
+
+  // Where(Equal(a, b), x, y) element by element, where every comparison is known.
+  std::optional<SymValue> where(const Node& n) const {
+    if (n.inputs.size() != 3) return std::nullopt;
+    const Node* eq = n.inputs[0] ? n.inputs[0]->producer : nullptr;
+    if (!eq || !eq->domain.empty() || eq->op_type != "Equal" || eq->inputs.size() != 2) return std::nullopt;
+    const SymValue* a = value(eq->inputs[0]);
+    const SymValue* b = value(eq->inputs[1]);
+    const SymValue* x = value(n.inputs[1]);
+    const SymValue* y = value(n.inputs[2]);
+    if (!a || !b || !x || !y) return std::nullopt;
+    size_t len = 1;
+    for (const SymValue* v : {a, b, x, y}) {
+      if (v->empty()) return std::nullopt;
+      if (v->size() != 1 && len != 1 && v->size() != len) return std::nullopt;
+      len = std::max(len, v->size());
+    }
+    auto at = [](const SymValue* v, size_t i) -> const Term& { return (*v)[v->size() == 1 ? 0 : i]; };
+    SymValue out;
+    for (size_t i = 0; i < len; ++i) {
+      std::optional<bool> c = equal(at(a, i), at(b, i));
+      if (!c) return std::nullopt;
+      out.push_back(*c ? at(x, i) : at(y, i));
+    }
+    return out;
   }
 
   std::optional<SymValue> slice(const Node& n) const {

@@ -105,6 +105,40 @@ TEST(FoldShapeArithmetic, ExpandReadsOneShape) {
   EXPECT_EQ(type_of(*m.graph, "e"), "float[batchxseq]");
 }
 
+// PyTorch's expand(b, s) exports the target through Where(Equal(t, -ones), ones, t), which replaces
+// -1 entries: with every entry a product of dims (never -1), the Where is t, and Expand reads
+// Shape(x) again.
+TEST(FoldShapeArithmetic, ExpandThroughPyTorchsMinusOneWhere) {
+  Proto p;
+  p.input("x", {0, 0}, 1, {"batch", "seq"});
+  p.output("y");
+  p.init("one", {1, 1}, {1.5f});
+  dim_of(p, "x", 0, "b");
+  dim_of(p, "x", 1, "s");
+  attr_i(p.node("Concat", {"b", "s"}, {"target"}), "axis", 0);
+  p.node("Shape", {"target"}, {"target_len"});
+  auto* ones = p.node("ConstantOfShape", {"target_len"}, {"ones"});
+  auto* a = ones->add_attribute();
+  a->set_name("value");
+  a->set_type(onnx::AttributeProto::TENSOR);
+  a->mutable_t()->set_data_type(onnx::TensorProto::INT64);
+  a->mutable_t()->add_dims(1);
+  a->mutable_t()->add_int64_data(1);
+  p.init_i64("minus_one", {}, {-1});
+  p.node("Mul", {"ones", "minus_one"}, {"minus_ones"});
+  p.node("Equal", {"target", "minus_ones"}, {"is_minus_one"});
+  p.node("Where", {"is_minus_one", "ones", "target"}, {"expanded_to"});
+  p.node("Expand", {"one", "expanded_to"}, {"e"});
+  p.node("Add", {"x", "e"}, {"y"});
+  int fired = 0;
+  Model m = optimize_symbolic(p, kPass, {{{2, 3}}, {{4, 1}}}, &fired);
+  EXPECT_GE(fired, 1);
+  EXPECT_EQ(type_of(*m.graph, "e"), "float[batchxseq]");
+  remove_dead_nodes(*m.graph);
+  EXPECT_EQ(count_ops(*m.graph, "Where"), 0);
+  EXPECT_EQ(count_ops(*m.graph, "ConstantOfShape"), 0);
+}
+
 // positions[:, :s] of a [1, 16] table: [1, s] when the build keeps s within 16, unknown otherwise.
 TEST(FoldShapeArithmetic, SliceEndWithinRangeNamesTheDim) {
   Proto p;
