@@ -1,7 +1,8 @@
 // Removes nodes that pass their input through unchanged: Identity, inference Dropout, and ops
 // whose parameters make them no-ops (same-type Cast, same-shape Reshape, x+0, x*1, ...). Shapes
 // compare symbol for symbol (passes/symbolic.h), so no-ops on symbolic shapes go too. An
-// Expand(x, Shape(y)) read by a broadcasting op that also reads y is bypassed for x.
+// Expand(x, Shape(y)) read by a broadcasting op that also reads y is bypassed for x, and an Add
+// of a Gather whose indices all pick one row reads that row (broadcast).
 #include <optional>
 #include <set>
 
@@ -116,6 +117,66 @@ int64_t drop_redundant_expands(Graph& g) {
   return n_rewired;
 }
 
+// The one value every element of `v` has, when `v` comes from an integer constant whose elements
+// are all equal through ops that only pick or repeat elements (Expand, Slice, Unsqueeze,
+// Squeeze, Reshape, Identity).
+bool uniform_index(const Value* v, int64_t* out) {
+  for (int depth = 0; v && depth < 8; ++depth) {
+    if (const Tensor* t = constant_of(v)) {
+      if (t->numel() == 0 || !is_integer(t->dtype())) return false;
+      const int64_t c = t->get_int64(0);
+      for (int64_t i = 1; i < t->numel(); ++i) {
+        if (t->get_int64(i) != c) return false;
+      }
+      *out = c;
+      return true;
+    }
+    const Node* p = v->producer;
+    static const std::set<std::string> picks = {"Expand", "Slice", "Unsqueeze", "Squeeze", "Reshape", "Identity"};
+    if (!p || !p->domain.empty() || !picks.count(p->op_type) || p->inputs.empty()) return false;
+    v = p->inputs[0];
+  }
+  return false;
+}
+
+// Add(A, Gather(T, I)) with T a constant [V, E] table and every index in I the same row c (RoBERTa's
+// token types, an all-zero buffer sliced and expanded to the batch), the Gather's output of A's
+// shape: Add(A, T[c] as [1, ..., 1, E]), which broadcasts to the same. Under symbolic shapes the
+// index chain does not fold; this drops it. Returns whether it rewrote.
+bool gather_of_uniform_indices(Graph& g, Node& add, const Uses& uses) {
+  if (add.op_type != "Add" || !add.domain.empty() || add.inputs.size() != 2) return false;
+  for (size_t k = 0; k < 2; ++k) {
+    Value* gv = add.inputs[k];
+    const Value* other = add.inputs[1 - k];
+    Node* gather = gv ? gv->producer : nullptr;
+    if (!gather || gather->op_type != "Gather" || !gather->domain.empty() || gather->inputs.size() != 2) continue;
+    if (uses.sole_consumer(gv) != &add) continue;
+    const Attribute* axis = gather->attr("axis");
+    if (axis && axis->i != 0) continue;
+    const Tensor* table = constant_of(gather->inputs[0]);
+    int64_t c = 0;
+    if (!table || table->rank() != 2 || !uniform_index(gather->inputs[1], &c)) continue;
+    if (c < 0) c += table->dim(0);
+    if (c < 0 || c >= table->dim(0)) continue;
+    // The Gather's output must already have the Add's shape (symbol for symbol).
+    const Shape& gs = gv->type.shape;
+    const Shape& os = other->type.shape;
+    if (!gs.rank_known || !os.rank_known || gs.rank() < 1 || !(gs.dims == os.dims)) continue;
+    bool named = true;
+    for (const Dim& d : gs.dims) named = named && (d.known() || !d.symbol.empty());
+    if (!named || other->type.dtype != table->dtype()) continue;
+    const int64_t e = table->dim(1);
+    Dims row_dims(static_cast<size_t>(gs.rank()), 1);
+    row_dims.back() = e;
+    Tensor row(table->dtype(), row_dims);
+    for (int64_t i = 0; i < e; ++i) row.set_double(i, table->get_double(c * e + i));
+    add.inputs[k] = add_constant(g, gv->name + "_row", std::move(row));
+    absorb_provenance(&add, *gather);
+    return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 PassInfo identity_elimination_pass() {
@@ -132,7 +193,17 @@ PassInfo identity_elimination_pass() {
               removed.insert(node.get());
               ctx.record(kName);
             }
-            const int64_t rewired = drop_redundant_expands(g);
+            int64_t rewired = drop_redundant_expands(g);
+            // After shape arithmetic in the same sweep (the Gather's symbolic dims are known)
+            // and before elementwise fusion hides the Add.
+            std::optional<Uses> add_uses;  // rebuilt only after a rewrite
+            for (const auto& node : g.nodes()) {
+              if (node->op_type != "Add") continue;
+              if (!add_uses) add_uses.emplace(g);
+              if (!gather_of_uniform_indices(g, *node, *add_uses)) continue;
+              add_uses.reset();
+              ++rewired;
+            }
             if (rewired > 0) ctx.record(kName, rewired);
             if (removed.empty()) return rewired > 0;
             g.erase_nodes_if([&](const Node& n) { return removed.count(&n) > 0; });

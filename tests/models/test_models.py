@@ -64,6 +64,8 @@ EXPECTED_FUSIONS = {
                      ("kiln.FusedMatMul", {"MatMul", "Add"})],
     # masked_fill (Where by the lowest float) folded into the attention as its mask.
     "distilbert_encoder": [("Attention", {"MatMul", "Softmax", "Where"})],
+    "roberta_encoder": [("Attention", {"MatMul", "Softmax"}),
+                        ("kiln.FusedMatMul", {"MatMul", "Add"})],
     "digits": [("kiln.FusedGemm", {"Gemm", "Relu"})],
     # The layer scale (Mul) and the residual (Add) fold into each block's second MatMul.
     "convnext_tiny": [("kiln.FusedMatMul", {"MatMul", "Add", "Mul"}, {"Erf"}),

@@ -1,4 +1,5 @@
 #include "pass_test_util.h"
+#include "passes/pipeline.h"
 
 namespace kiln::testing {
 namespace {
@@ -122,6 +123,45 @@ TEST(IdentityElimination, BypassesExpandsToAnotherOperandsShape) {
   EXPECT_EQ(fired, 1);
   EXPECT_EQ(find_op(*m.graph, "Where")->inputs[0]->name, "mask");
   EXPECT_EQ(find_op(*m.graph, "Add")->inputs[0]->name, "me");
+}
+
+// RoBERTa's token types under symbolic shapes: Gather(table, Expand(Slice(zeros, 0, s), [b, s]))
+// added to the embeddings is the table's row 0 added (broadcast); an index chain whose constant
+// holds two values is kept.
+TEST(IdentityElimination, GatherOfOneRowAddsThatRow) {
+  for (bool uniform : {true, false}) {
+    SCOPED_TRACE(uniform ? "all zeros" : "zeros and a one");
+    Proto p(13);
+    p.input("x", {0, 0, 4}, 1, {"b", "s", ""});
+    p.output("y");
+    p.init_random("table", {3, 4}, 5);
+    std::vector<int64_t> buffer(16, 0);
+    if (!uniform) buffer[1] = 1;
+    p.init_i64("buffer", {1, 16}, buffer);
+    p.node("Shape", {"x"}, {"xs"});
+    p.init_i64("zero", {1}, {0});
+    p.init_i64("one", {1}, {1});
+    p.init_i64("two", {1}, {2});
+    p.node("Slice", {"xs", "one", "two"}, {"s"});
+    p.node("Slice", {"xs", "zero", "one"}, {"b"});
+    p.node("Slice", {"buffer", "zero", "s", "one"}, {"ids1"});
+    attr_i(p.node("Concat", {"b", "s"}, {"bs"}), "axis", 0);
+    p.node("Expand", {"ids1", "bs"}, {"ids"});
+    p.node("Gather", {"table", "ids"}, {"rows"});
+    p.node("Add", {"x", "rows"}, {"y"});
+    Model before = import_proto(p.m);
+    Model after = import_proto(p.m);
+    PipelineOptions o = default_pipeline_options();
+    o.verify = true;
+    o.dim_ranges = {{"b", {1, 4}}, {"s", {1, 16}}};  // a profile: the sliced ids are [1, s]
+    auto r = run_pipeline(*after.graph, o);
+    ASSERT_TRUE(r.ok()) << r.status().message();
+    EXPECT_EQ(count_ops(*after.graph, "Gather"), uniform ? 0 : 1);
+
+    for (const std::vector<Dims>& shapes : {std::vector<Dims>{{2, 5, 4}}, std::vector<Dims>{{1, 16, 4}}}) {
+      expect_same_outputs(*before.graph, *after.graph, random_inputs(*before.graph, 3, shapes), 1e-6);
+    }
+  }
 }
 
 }  // namespace
