@@ -25,9 +25,14 @@ bool has_input(const Node& n, size_t i) {
   return n.inputs.size() > i && n.inputs[i] != nullptr;
 }
 
-// The Q/K and V head sizes the node's types give, or false where they are not static.
-bool head_sizes(const Node& n, int64_t* head, int64_t* v_head) {
-  if (n.domain == kKilnDomain && n.op_type == "PackedAttention") {
+bool is_packed(const Node& n) {
+  return n.domain == kKilnDomain && n.op_type == "PackedAttention";
+}
+
+}  // namespace
+
+bool attention_head_sizes(const Node& n, int64_t* head, int64_t* v_head) {
+  if (is_packed(n)) {
     const Shape& x = n.inputs[0]->type.shape;
     const int64_t hq = attr_i(n, "q_num_heads", 0), hk = attr_i(n, "kv_num_heads", 0);
     if (!x.rank_known || x.rank() != 3 || hq <= 0 || hk <= 0 || !x.dims[2].known()) return false;
@@ -52,9 +57,7 @@ bool head_sizes(const Node& n, int64_t* head, int64_t* v_head) {
   return *head > 0 && *v_head > 0;
 }
 
-bool is_packed(const Node& n) {
-  return n.domain == kKilnDomain && n.op_type == "PackedAttention";
-}
+namespace {
 
 bool packed_supports(const Node& n, DataType precision) {
   if (!elementwise_dtype(precision) || n.inputs.empty() || !n.inputs[0] || n.inputs.size() > 2) return false;
@@ -63,7 +66,7 @@ bool packed_supports(const Node& n, DataType precision) {
       !is_float(n.inputs[1]->type.dtype))
     return false;
   int64_t head = 0, v_head = 0;
-  return head_sizes(n, &head, &v_head) && head <= kAttentionMaxHead;
+  return attention_head_sizes(n, &head, &v_head) && head <= kAttentionMaxHead;
 }
 
 bool attention_supports(const Node& n, DataType precision, Layout layout) {
@@ -91,7 +94,7 @@ bool attention_supports(const Node& n, DataType precision, Layout layout) {
   if (softcap && softcap->f != 0.0f) return false;
   if (attr_i(n, "left_window_size", -1) != -1 || attr_i(n, "right_window_size", -1) != -1) return false;
   int64_t head = 0, v_head = 0;
-  return head_sizes(n, &head, &v_head) && head <= kAttentionMaxHead && v_head <= kAttentionMaxHead;
+  return attention_head_sizes(n, &head, &v_head) && head <= kAttentionMaxHead && v_head <= kAttentionMaxHead;
 }
 
 std::vector<Layout> attention_layouts(const Node& n, DataType precision) {
@@ -107,7 +110,8 @@ std::vector<std::string> attention_tactics(const Node& n, DataType precision, La
   (void)layout;
   std::vector<std::string> t = {"cuda"};
   int64_t head = 0, v_head = 0;
-  if (head_sizes(n, &head, &v_head) && attention_tc_supports(precision, head, v_head)) t.push_back(kTensorCoreTactic);
+  if (attention_head_sizes(n, &head, &v_head) && attention_tc_supports(precision, head, v_head))
+    t.push_back(kTensorCoreTactic);
   if (sdpa_supports(n, precision)) t.push_back(kSdpaTactic);
   return t;
 }

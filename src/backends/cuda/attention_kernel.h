@@ -17,6 +17,10 @@ struct AttentionInputs {
   int64_t q_offset = 0, k_offset = 0, v_offset = 0;
 };
 
+// The Q/K and V head sizes of an Attention or kiln.PackedAttention node from its types, or false
+// where they are not static.
+bool attention_head_sizes(const Node& n, int64_t* head, int64_t* v_head);
+
 // The Attention or kiln.PackedAttention node `n` at the input dims of `in`: fills `s` (strides of
 // the 3-D, 4-D or packed form, heads, scale, causal, the mask's broadcast) and `where`, and
 // returns the output dims.

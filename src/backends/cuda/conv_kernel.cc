@@ -14,6 +14,7 @@
 #include <mutex>
 
 #include "backends/cuda/cuda_check.h"
+#include "backends/cuda/cudnn_frontend_util.h"
 #include "backends/cuda/device_kernel.h"
 #include "backends/cuda/kernel_family.h"
 #include "backends/cuda/kernels/activation.h"
@@ -33,22 +34,8 @@ namespace {
     if (kiln_st_ != CUDNN_STATUS_SUCCESS) return runtime_error("{} failed: {}", #call, cudnnGetErrorString(kiln_st_)); \
   } while (0)
 
-#define KILN_FE_CHECK(call, what)                                                              \
-  do {                                                                                         \
-    auto kiln_fe_ = (call);                                                                    \
-    if (kiln_fe_.is_bad()) return runtime_error("cuDNN {}: {}", what, kiln_fe_.get_message()); \
-  } while (0)
-
 bool is_conv(const Node& n) {
   return (n.domain.empty() && n.op_type == "Conv") || (n.domain == kKilnDomain && n.op_type == "FusedConv");
-}
-
-fe::DataType_t fe_type(DataType dt) {
-  switch (dt) {
-    case DataType::kFloat16: return fe::DataType_t::HALF;
-    case DataType::kBFloat16: return fe::DataType_t::BFLOAT16;
-    default: return fe::DataType_t::FLOAT;
-  }
 }
 
 // NHWC strides of an [N, C, H, W] tensor.

@@ -11,6 +11,7 @@
 #include <mutex>
 
 #include "backends/cuda/attention_kernel.h"
+#include "backends/cuda/cudnn_frontend_util.h"
 #include "backends/cuda/kernels/attention.h"
 
 namespace fe = cudnn_frontend;
@@ -21,20 +22,6 @@ namespace {
 std::atomic<int64_t> g_sdpa_runs{0};
 std::mutex g_fallback_mu;
 std::string g_last_fallback;
-
-#define KILN_FE_CHECK(call, what)                                                              \
-  do {                                                                                         \
-    auto kiln_fe_ = (call);                                                                    \
-    if (kiln_fe_.is_bad()) return runtime_error("cuDNN {}: {}", what, kiln_fe_.get_message()); \
-  } while (0)
-
-fe::DataType_t fe_type(DataType dt) {
-  switch (dt) {
-    case DataType::kFloat16: return fe::DataType_t::HALF;
-    case DataType::kBFloat16: return fe::DataType_t::BFLOAT16;
-    default: return fe::DataType_t::FLOAT;
-  }
-}
 
 std::vector<int64_t> dims4(int64_t b, int64_t h, int64_t s, int64_t d) {
   return {b, h, s, d};
@@ -196,34 +183,13 @@ std::string last_sdpa_fallback() {
 
 bool sdpa_supports(const Node& n, DataType precision) {
   if (precision != DataType::kFloat16 && precision != DataType::kBFloat16) return false;
-  if (n.domain == "kiln" && n.op_type == "PackedAttention") {
-    if (n.inputs.empty() || !n.inputs[0]) return false;
-    if (n.inputs.size() > 1 && n.inputs[1] && !is_float(n.inputs[1]->type.dtype)) return false;
-    const Shape& x = n.inputs[0]->type.shape;
-    const Attribute* hq = n.attr("q_num_heads");
-    const Attribute* hk = n.attr("kv_num_heads");
-    if (!x.rank_known || x.rank() != 3 || !x.dims[2].known() || !hq || !hk || hq->i <= 0 || hk->i <= 0) return false;
-    const int64_t heads = hq->i + 2 * hk->i;
-    const int64_t head = x.dims[2].value % heads == 0 ? x.dims[2].value / heads : -1;
-    return head > 0 && head % 8 == 0 && head <= 128;
-  }
-  if (n.inputs.size() > 3 && n.inputs[3] && !is_float(n.inputs[3]->type.dtype)) return false;
+  // An additive mask only: Attention's input 3, kiln.PackedAttention's input 1.
+  const size_t mask = n.domain == "kiln" && n.op_type == "PackedAttention" ? 1 : 3;
+  if (n.inputs.size() > mask && n.inputs[mask] && !is_float(n.inputs[mask]->type.dtype)) return false;
   // Head sizes: multiples of 8 up to 128 (what cuDNN's Hopper and Ampere engines share).
-  const Shape& q = n.inputs[0]->type.shape;
-  const Shape& v = n.inputs[2]->type.shape;
-  int64_t head = -1, v_head = -1;
-  if (q.rank_known && v.rank_known && q.rank() == 4 && v.rank() == 4) {
-    head = q.dims[3].value;
-    v_head = v.dims[3].value;
-  } else if (q.rank_known && v.rank_known && q.rank() == 3 && v.rank() == 3) {
-    const Attribute* hq = n.attr("q_num_heads");
-    const Attribute* hk = n.attr("kv_num_heads");
-    if (hq && hk && hq->i > 0 && hk->i > 0 && q.dims[2].known() && v.dims[2].known()) {
-      head = q.dims[2].value / hq->i;
-      v_head = v.dims[2].value / hk->i;
-    }
-  }
-  return head > 0 && v_head > 0 && head % 8 == 0 && v_head % 8 == 0 && head <= 128 && v_head <= 128;
+  int64_t head = 0, v_head = 0;
+  if (!attention_head_sizes(n, &head, &v_head)) return false;
+  return head % 8 == 0 && v_head % 8 == 0 && head <= 128 && v_head <= 128;
 }
 
 Result<std::unique_ptr<DeviceKernel>> make_sdpa_kernel(const Node& n, DataType precision) {

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "backends/cuda/cuda_check.h"
+#include "backends/cuda/kernels/attention.cuh"
 #include "backends/cuda/kernels/attention.h"
 #include "backends/cuda/kernels/float_cast.cuh"
 
@@ -23,16 +24,6 @@ __device__ __forceinline__ float warp_sum(float v) {
 __device__ __forceinline__ float warp_max(float v) {
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;
-}
-
-__device__ __forceinline__ float mask_value(const bool* m, int64_t i, bool* allowed) {
-  *allowed = m[i];
-  return 0.f;
-}
-template <typename M>
-__device__ __forceinline__ float mask_value(const M* m, int64_t i, bool* allowed) {
-  *allowed = true;
-  return f32(m[i]);
 }
 
 // One block: kRows query rows of one (batch, head); each warp owns kRowsPerWarp of them. Per tile
@@ -108,7 +99,7 @@ __global__ void __launch_bounds__(kThreads)
           allowed = false;
         } else {
           bool ok = true;
-          sc += mask_value(mb, row * s.mask_row + key * s.mask_key, &ok);
+          sc += attention_mask_value(mb, row * s.mask_row + key * s.mask_key, &ok);
           allowed = ok;
         }
       }

@@ -13,6 +13,7 @@
 #include <cmath>
 
 #include "backends/cuda/cuda_check.h"
+#include "backends/cuda/kernels/attention.cuh"
 #include "backends/cuda/kernels/attention.h"
 #include "backends/cuda/kernels/float_cast.cuh"
 
@@ -44,16 +45,6 @@ struct TcLayout {
   static constexpr size_t kO = kP + align(size_t{kBlockRows} * kLdP * 2);
   static constexpr size_t kBytes = kO + align(size_t{kBlockRows} * kLdO * 4);
 };
-
-__device__ __forceinline__ float tc_mask_value(const bool* m, int64_t i, bool* allowed) {
-  *allowed = m[i];
-  return 0.f;
-}
-template <typename M>
-__device__ __forceinline__ float tc_mask_value(const M* m, int64_t i, bool* allowed) {
-  *allowed = true;
-  return f32(m[i]);
-}
 
 // Copies `rows` rows of D elements (row i at src + i * stride) into a tile with pitch ld, zeros
 // past `valid` rows; 16-byte vectors where the rows allow.
@@ -148,7 +139,7 @@ __global__ void __launch_bounds__(kThreads)
           allowed = false;
         } else {
           bool ok = true;
-          x += tc_mask_value(mb, row * s.mask_row + key * s.mask_key, &ok);
+          x += attention_mask_value(mb, row * s.mask_row + key * s.mask_key, &ok);
           allowed = ok;
         }
       }
