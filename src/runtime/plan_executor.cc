@@ -166,10 +166,9 @@ class ArenaPlanExecutor : public PlanExecutor {
       }
       for (int id : st.inputs) {
         if (id < 0) continue;
-        if (inputs.count(id)) {
-          if (!copy) recordable_ = false;
-          transfer_step_[i] = true;
-        }
+        // Only the copies are transfers: a host step reading an input (its Shape) is compute and
+        // runs without transfers too.
+        if (inputs.count(id) && !copy) recordable_ = false;
         // A device step reading a value computed into host memory (a Slice's starts) reads it
         // when it is launched: after the work producing it is done, and anew each run.
         const Slot& in = p.slots[static_cast<size_t>(id)];

@@ -403,6 +403,52 @@ TEST(PlanSafety, ShapesArePreparedOncePerShapeAndSymbolsAgree) {
   EXPECT_NE(bad.status().message().find("'y'"), std::string::npos) << bad.status().message();
 }
 
+// Without transfers (`kiln bench --no-transfers`) only the copies of inputs and outputs are left
+// out: a host step that reads an input, as the Shape of a position-embedding Slice does, is
+// compute and still runs. It used to be skipped, and the Slice read ends of 0.
+TEST(PlanSafety, RunsWithoutTransfersComputeWhatReadsTheInputs) {
+  onnx::ModelProto m = make_model(17);
+  auto* g = m.mutable_graph();
+  add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, 0, 4}, {"batch", "seq", ""});
+  add_random_weight(g, "table", {1, 8, 4}, 5);
+  auto ints = [&](const char* name, int64_t v) {
+    auto* k = g->add_initializer();
+    k->set_name(name);
+    k->set_data_type(onnx::TensorProto::INT64);
+    k->add_dims(1);
+    k->add_int64_data(v);
+  };
+  ints("zero", 0);
+  ints("one", 1);
+  ints("two", 2);
+  add_node(g, "Shape", {"x"}, {"s"}, "shape");
+  add_node(g, "Slice", {"s", "one", "two"}, {"len"}, "seq_len");
+  add_node(g, "Slice", {"table", "zero", "len", "one"}, {"pos"}, "positions");
+  add_node(g, "Relu", {"x"}, {"r"}, "relu");
+  add_node(g, "Add", {"r", "pos"}, {"y"}, "add");
+  add_tensor_info(g->mutable_output(), "y", onnx::TensorProto::FLOAT, {0, 0, 4}, {"batch", "seq", ""});
+  Model model = import(m);
+  BuildOptions o;
+  o.min_shapes["x"] = {1, 1, 4};
+  o.max_shapes["x"] = {3, 8, 4};
+  auto plan = build_plan(model, o);
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  auto exec = PlanExecutor::create(*plan, *make_backend("cpu"));
+  ASSERT_TRUE(exec.ok());
+  (*exec)->set_transfers(false);
+  for (int64_t seq : {5, 2, 8}) {
+    auto r = (*exec)->run({RValue::of(random_float({2, seq, 4}, 3))});
+    ASSERT_TRUE(r.ok()) << "seq " << seq << ": " << r.status().message();
+    EXPECT_TRUE(r->empty());
+  }
+  (*exec)->set_transfers(true);
+  const std::vector<RValue> in = {RValue::of(random_float({3, 6, 4}, 4))};
+  auto want = Executor(*model.graph).run(in);
+  auto got = (*exec)->run(in);
+  ASSERT_TRUE(want.ok() && got.ok()) << got.status().message();
+  EXPECT_LE(max_abs_diff((*want)[0].tensor, (*got)[0].tensor), 1e-6);
+}
+
 // One engine, many execution contexts: a plan is read-only once built, and each context owns its
 // arena, shape cache and kernels, so contexts on several threads run at once and each gets its own
 // inputs' results.
