@@ -139,6 +139,22 @@ class Backend {
     (void)stream;
     return invalid("backend {} cannot capture work", name());
   }
+  // Device-side step times for profiles: a marker (a CUDA event) recorded on a stream after the
+  // work enqueued so far, and the milliseconds between two recorded markers once that work is
+  // done. A profile then times each step's work where it runs, without waiting after every step.
+  // A backend without them returns null from create_marker; the executor then times each step on
+  // the host, waiting for its work to end.
+  virtual Result<std::shared_ptr<void>> create_marker() { return std::shared_ptr<void>(); }
+  virtual Status record_marker(void* marker, void* stream) {
+    (void)marker;
+    (void)stream;
+    return invalid("backend {} has no device markers", name());
+  }
+  virtual Result<double> marker_ms(void* from, void* to) {
+    (void)from;
+    (void)to;
+    return invalid("backend {} has no device markers", name());
+  }
   // Extra scratch bytes a tactic needs while running `node`.
   virtual int64_t workspace_bytes(const Node& node, const std::string& tactic) const {
     (void)node;

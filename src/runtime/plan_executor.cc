@@ -5,6 +5,7 @@
 #include <cstring>
 #include <set>
 #include <unordered_map>
+#include <utility>
 
 #include "plan/storage.h"
 #include "runtime/executor.h"
@@ -484,6 +485,12 @@ class ArenaPlanExecutor : public PlanExecutor {
       return run_subgraph_with(sg, std::move(in), outer);
     };
     times_.assign(profiling_ ? p.steps.size() : 0, 0.0);
+    // A profile on a device with markers times each step's work on the device, between the marker
+    // recorded after the previous step and the one after it, without waiting after each step.
+    KILN_ASSIGN_OR_RETURN(const bool marked, profiling_&& stream_ ? ensure_markers() : Result<bool>(false));
+    std::vector<int> marked_from(marked ? p.steps.size() : 0, -1);
+    int last_marker = 0;
+    if (marked) KILN_RETURN_IF_ERROR(backends_.primary->record_marker(markers_[0].get(), stream_));
     std::vector<TensorView> in, out;
     bool pending = false;  // device work enqueued and not yet waited for
     for (size_t i = 0; i < p.steps.size(); ++i) {
@@ -502,11 +509,14 @@ class ArenaPlanExecutor : public PlanExecutor {
       Status s = kernels_[i]->enqueue(in, out, ctx);
       pending = pending || (on_primary && stream_);
       if (!s.ok()) return s.with_context("step " + st.name + " (" + st.node->describe() + ")");
-      if (profiling_ && pending) {  // a device step's time is its work's, not its launch's
+      if (marked) {
+        KILN_RETURN_IF_ERROR(backends_.primary->record_marker(markers_[i + 1].get(), stream_));
+        marked_from[i] = std::exchange(last_marker, static_cast<int>(i + 1));
+      } else if (profiling_ && pending) {  // a device step's time is its work's, not its launch's
         KILN_RETURN_IF_ERROR(backends_.primary->synchronize(stream_).with_context("after step " + st.name));
         pending = false;
       }
-      if (profiling_)
+      if (profiling_ && !marked)
         times_[i] = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       for (size_t k = 0; k < st.outputs.size(); ++k) {
         const int id = st.outputs[k];
@@ -523,6 +533,11 @@ class ArenaPlanExecutor : public PlanExecutor {
       }
     }
     KILN_RETURN_IF_ERROR(backends_.primary->synchronize(stream_));
+    for (size_t i = 0; i < marked_from.size(); ++i) {
+      if (marked_from[i] < 0) continue;
+      KILN_ASSIGN_OR_RETURN(times_[i], backends_.primary->marker_ms(markers_[static_cast<size_t>(marked_from[i])].get(),
+                                                                    markers_[i + 1].get()));
+    }
     std::vector<RValue> outs;
     if (!transfers_) return outs;  // the outputs stay on the device, unread
     outs.reserve(p.outputs.size());
@@ -595,6 +610,25 @@ class ArenaPlanExecutor : public PlanExecutor {
     return outs;
   }
 
+  // One marker per step and one before the first, made at the first profiled run: false when the
+  // backend has none.
+  Result<bool> ensure_markers() {
+    const size_t n = plan_->steps.size() + 1;
+    if (markers_.size() == n) return true;
+    if (no_markers_) return false;
+    markers_.clear();
+    for (size_t i = 0; i < n; ++i) {
+      KILN_ASSIGN_OR_RETURN(std::shared_ptr<void> m, backends_.primary->create_marker());
+      if (!m) {
+        markers_.clear();
+        no_markers_ = true;
+        return false;
+      }
+      markers_.push_back(std::move(m));
+    }
+    return true;
+  }
+
   // Staging memory for input i of at least `bytes`; recordings that read a smaller buffer are
   // dropped when it grows.
   Status reserve_staging(size_t i, int64_t bytes) {
@@ -650,6 +684,8 @@ class ArenaPlanExecutor : public PlanExecutor {
   ShapeCacheStats stats_;
   std::vector<double> times_;
   bool profiling_ = false;
+  std::vector<std::shared_ptr<void>> markers_;  // device markers of profiled runs (ensure_markers)
+  bool no_markers_ = false;
   bool guard_checks_ = false;
   bool graphs_ = graphs_default();
   bool transfers_ = true;

@@ -31,7 +31,9 @@ class PlanExecutor {
   // for the same shapes (run() calls it; calling it ahead moves the cost out of the first run).
   virtual Status prepare(const std::vector<RValue>& inputs) = 0;
   virtual ShapeCacheStats shape_cache_stats() const = 0;
-  // Time spent in each step during the last run, in milliseconds (for `kiln bench --export-times`).
+  // Time spent in each step during the last profiled run, in milliseconds (`kiln bench --profile`):
+  // on a device with markers, the step's work timed on the device (from the end of the previous
+  // step's), else its wall time on the host with its work waited for.
   virtual const std::vector<double>& step_times_ms() const = 0;
   virtual void set_profiling(bool on) = 0;
   // Guard checks: before a step's result is written to the arena, no other live value may occupy

@@ -3,6 +3,7 @@
 // inputs, shapes may change and come back, and turning recordings off gives the same outputs.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstring>
 
 #include "cuda_test_util.h"
@@ -113,6 +114,50 @@ TEST(CudaGraphs, RunsFromInputBuffers) {
   for (uint32_t seed = 5; seed <= 7; ++seed) check(*large, seed);
   for (uint32_t seed = 8; seed <= 10; ++seed) check(*small, seed);
   EXPECT_FALSE((*ex)->input_buffer(1, {2, 8, 12, 12}).ok());
+}
+
+}  // namespace
+}  // namespace kiln
+
+namespace kiln {
+namespace {
+using namespace kiln::testing;
+
+// A profiled run times each step's work on the device between markers: every step gets a time,
+// the steps that compute get a positive one, and together they fit inside the run's wall time.
+// The outputs are the unprofiled run's.
+TEST(CudaGraphs, ProfilesTimeStepsOnTheDevice) {
+  SKIP_WITHOUT_GPU();
+  Model model = import_model(small_convnet());
+  BuildOptions o;
+  o.device = "cuda";
+  o.tf32 = false;
+  o.shapes["x"] = {2, 8, 12, 12};
+  auto plan = build_plan(model, o);
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  auto ex = PlanExecutor::create(*plan, *make_backend("cuda"));
+  ASSERT_TRUE(ex.ok());
+  std::vector<RValue> in = {RValue::of(random_float({2, 8, 12, 12}, 3))};
+  auto plain = (*ex)->run(in);
+  ASSERT_TRUE(plain.ok()) << plain.status().message();
+  (*ex)->set_profiling(true);
+  for (int i = 0; i < 3; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto r = (*ex)->run(in);
+    const double wall = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    ASSERT_TRUE(r.ok()) << r.status().message();
+    EXPECT_EQ(rel_l2((*r)[0].tensor, (*plain)[0].tensor), 0.0);
+    const std::vector<double>& t = (*ex)->step_times_ms();
+    ASSERT_EQ(t.size(), (*plan)->steps.size());
+    double sum = 0;
+    for (size_t k = 0; k < t.size(); ++k) {
+      const Step& st = (*plan)->steps[k];
+      EXPECT_GE(t[k], 0.0) << st.name;
+      if (st.node->op_type != "Copy" && !is_view_op(*st.node)) EXPECT_GT(t[k], 0.0) << st.name;
+      sum += t[k];
+    }
+    EXPECT_LE(sum, wall) << "device times add up to more than the run";
+  }
 }
 
 }  // namespace

@@ -402,6 +402,21 @@ class CudaBackend : public Backend {
     KILN_CUDA_CHECK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(captured), static_cast<cudaStream_t>(stream)));
     return {};
   }
+  Result<std::shared_ptr<void>> create_marker() override {
+    KILN_CUDA_CHECK(cudaSetDevice(index_));
+    cudaEvent_t e = nullptr;
+    KILN_CUDA_CHECK(cudaEventCreate(&e));
+    return std::shared_ptr<void>(e, [](void* x) { cudaEventDestroy(static_cast<cudaEvent_t>(x)); });
+  }
+  Status record_marker(void* marker, void* stream) override {
+    KILN_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(marker), static_cast<cudaStream_t>(stream)));
+    return {};
+  }
+  Result<double> marker_ms(void* from, void* to) override {
+    float ms = 0;
+    KILN_CUDA_CHECK(cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(from), static_cast<cudaEvent_t>(to)));
+    return static_cast<double>(ms);
+  }
   void destroy_stream(void* stream) override {
 #ifdef KILN_HAVE_CUDNN
     cuda::release_cudnn_handle(stream);
