@@ -151,31 +151,43 @@ class ArenaPlanExecutor : public PlanExecutor {
     reads_host_values_.assign(p.steps.size(), false);
     staging_.assign(p.inputs.size(), nullptr);
     staging_bytes_.assign(p.inputs.size(), 0);
-    recordable_ = backends_.primary->can_capture() && p.device() != "cpu";
+    recordable_ = true;
+    not_recorded_why_.clear();
+    // The first reason found is the one reported (not_recorded()).
+    auto refuse = [&](std::string why) {
+      if (recordable_) not_recorded_why_ = std::move(why);
+      recordable_ = false;
+    };
+    if (!backends_.primary->can_capture() || p.device() == "cpu") refuse("the backend cannot record work");
     std::set<int> inputs(p.inputs.begin(), p.inputs.end());
-    for (int id : p.outputs) recordable_ = recordable_ && !inputs.count(id);
+    for (int id : p.outputs) {
+      if (inputs.count(id)) refuse("output '" + p.slots[static_cast<size_t>(id)].name + "' is an input");
+    }
     for (size_t id = 0; id < p.slots.size(); ++id) {
       const Slot& s = p.slots[id];
-      if (s.kind != SlotKind::kWeight && s.kind != SlotKind::kInput && s.offset < 0) recordable_ = false;
+      if (s.kind != SlotKind::kWeight && s.kind != SlotKind::kInput && s.offset < 0) {
+        refuse("value '" + s.name + "' has no planned memory");
+      }
     }
     for (size_t i = 0; i < p.steps.size(); ++i) {
       const Step& st = p.steps[i];
       const bool copy = st.node->domain == "kiln" && st.node->op_type == "Copy";
-      if (st.backend != backends_.primary->name() || !subgraph_outer_names(*st.node).empty()) recordable_ = false;
+      if (st.backend != backends_.primary->name()) refuse("step " + st.name + " runs on " + st.backend);
+      if (!subgraph_outer_names(*st.node).empty()) refuse("step " + st.name + " has subgraphs");
       for (const auto& [key, a] : st.node->attrs) {
-        if (a.type == AttrType::kGraph || a.type == AttrType::kGraphs) recordable_ = false;
+        if (a.type == AttrType::kGraph || a.type == AttrType::kGraphs) refuse("step " + st.name + " has subgraphs");
       }
       for (int id : st.inputs) {
         if (id < 0) continue;
         // Only the copies are transfers: a host step reading an input (its Shape) is compute and
         // runs without transfers too.
-        if (inputs.count(id) && !copy) recordable_ = false;
+        if (inputs.count(id) && !copy) refuse("step " + st.name + " reads an input on the host");
         // A device step reading a value computed into host memory (a Slice's starts) reads it
         // when it is launched: after the work producing it is done, and anew each run.
         const Slot& in = p.slots[static_cast<size_t>(id)];
         if (!copy && in.storage.device == "cpu" && in.kind != SlotKind::kWeight && in.kind != SlotKind::kInput &&
             st.backend == backends_.primary->name()) {
-          recordable_ = false;
+          refuse("step " + st.name + " reads '" + in.name + "', computed on the host");
           reads_host_values_[i] = true;
         }
       }
@@ -593,6 +605,7 @@ class ArenaPlanExecutor : public PlanExecutor {
       auto made = backends_.primary->end_capture(stream_);
       if (!failed.ok() || !made.ok()) {
         recordable_ = false;
+        not_recorded_why_ = "recording failed: " + (failed.ok() ? made.status() : failed).message();
         return failed.ok() ? made.status() : failed;
       }
       rec = std::move(made).value();
@@ -658,6 +671,15 @@ class ArenaPlanExecutor : public PlanExecutor {
   }
 
   void set_graphs(bool on) override { graphs_ = on; }
+  std::string not_recorded(const std::vector<RValue>& inputs) override {
+    if (!recordable_) return not_recorded_why_;
+    if (!graphs_) return "recordings are off";
+    if (guard_checks_) return "guard checks are on (KILN_CHECK_PLAN)";
+    auto prep = shapes_for(inputs);
+    if (!prep.ok()) return prep.status().message();
+    if (!(*prep)->recordable) return "some shapes at these inputs depend on data";
+    return {};
+  }
   void set_transfers(bool on) override { transfers_ = on; }
 
   ShapeCacheStats shape_cache_stats() const override { return stats_; }
@@ -690,6 +712,7 @@ class ArenaPlanExecutor : public PlanExecutor {
   bool graphs_ = graphs_default();
   bool transfers_ = true;
   bool recordable_ = false;                          // the plan's steps may be recorded (find_recordable_steps)
+  std::string not_recorded_why_;                     // why not, when they may not
   std::vector<bool> reads_host_values_;              // per step: a device step reading values computed on the host
   std::vector<bool> transfer_step_;                  // per step: copies a graph input in or a graph output out
   std::vector<std::shared_ptr<uint8_t[]>> staging_;  // per input: pinned bytes recordings read

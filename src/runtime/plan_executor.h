@@ -46,6 +46,12 @@ class PlanExecutor {
   // and later runs at that shape replay the recording as one launch. On by default; off when
   // profiling steps, with guard checks, or when the environment sets KILN_CUDA_GRAPHS=0.
   virtual void set_graphs(bool on) { (void)on; }
+  // Why runs at the shapes of `inputs` are not replayed from a recording ("step X runs on cpu",
+  // "recording failed: ..."); empty when they are (from the second run at those shapes on).
+  virtual std::string not_recorded(const std::vector<RValue>& inputs) {
+    (void)inputs;
+    return "the executor does not record runs";
+  }
   // Off: the copies of inputs to the device and of outputs back are skipped (benchmarks of the
   // device's compute alone, as a caller keeping its data on the device sees it): run() then
   // returns no outputs.

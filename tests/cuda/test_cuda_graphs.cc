@@ -64,6 +64,9 @@ TEST(CudaGraphs, ReplaysSeeEachRunsInputsAcrossShapeChanges) {
     EXPECT_LE(rel_l2((*got)[0].tensor, (*want)[0].tensor), 1e-5);
     EXPECT_EQ(rel_l2((*got)[0].tensor, (*unrecorded)[0].tensor), 0.0);
   }
+  // The executor says the runs were replayed, and why not where they were not.
+  EXPECT_EQ((*recorded)->not_recorded({RValue::of(random_float({2, 8, 12, 12}, 1))}), "");
+  EXPECT_EQ((*plain)->not_recorded({RValue::of(random_float({2, 8, 12, 12}, 1))}), "recordings are off");
   // Without transfers the device computes on whatever its input slot holds; the run succeeds.
   (*recorded)->set_transfers(false);
   std::vector<RValue> in = {RValue::of(random_float({2, 8, 12, 12}, 1))};

@@ -435,6 +435,8 @@ TEST(PlanSafety, RunsWithoutTransfersComputeWhatReadsTheInputs) {
   ASSERT_TRUE(plan.ok()) << plan.status().message();
   auto exec = PlanExecutor::create(*plan, *make_backend("cpu"));
   ASSERT_TRUE(exec.ok());
+  // A host backend records nothing, and says so.
+  EXPECT_EQ((*exec)->not_recorded({RValue::of(random_float({2, 5, 4}, 3))}), "the backend cannot record work");
   (*exec)->set_transfers(false);
   for (int64_t seq : {5, 2, 8}) {
     auto r = (*exec)->run({RValue::of(random_float({2, seq, 4}, 3))});

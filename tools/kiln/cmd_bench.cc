@@ -216,6 +216,8 @@ int bench(const Args& a) {
     }
   }
   const double wall_s = std::chrono::duration<double>(Clock::now() - t_begin).count();
+  // Whether the runs replayed one recording (CUDA graphs), known once they have recorded.
+  const std::string not_recorded = device ? ex.not_recorded(*staged) : std::string("host backend");
   std::vector<double> sorted = latencies;
   std::sort(sorted.begin(), sorted.end());
   const double n = static_cast<double>(sorted.size());
@@ -375,7 +377,9 @@ int bench(const Args& a) {
                         {"compute_ms", latency},
                         // A CPU engine's inputs and outputs are already in host memory.
                         {"transfers_ms", nullptr},
-                        {"transfers", device && !a.no_transfers}};
+                        {"transfers", device && !a.no_transfers},
+                        {"recorded", not_recorded.empty()}};
+    if (!not_recorded.empty()) j["not_recorded"] = not_recorded;
     if (transfers_apart) {
       j["compute_ms"] = {{"median", compute_median}};
       j["transfers_ms"] = {{"median", std::max(0.0, median - compute_median)}};
@@ -405,6 +409,12 @@ int bench(const Args& a) {
                 compute_median, std::max(0.0, median - compute_median));
     std::printf("copies timed alone: host-to-device median = %.4f ms, device-to-host median = %.4f ms\n", h2d_median,
                 d2h_median);
+  }
+  if (device && a.profile) {
+    std::printf("recording: profiled runs launch step by step (each step timed on the device)\n");
+  } else if (device) {
+    std::printf("recording: %s\n", not_recorded.empty() ? "each run replays one recording of its steps (CUDA graph)"
+                                                        : ("not used: " + not_recorded).c_str());
   }
   if (!streams_json.is_null()) {
     std::printf("%d contexts at once: throughput %.3f inferences/s, latency median %.4f ms, p99 %.4f ms\n", a.streams,
