@@ -8,6 +8,7 @@
 #include <cmath>
 #include <map>
 
+#include "core/cpu_isa.h"
 #include "engine/engine.h"
 #include "lower/builder.h"
 #include "model_builder.h"
@@ -157,7 +158,8 @@ void expect_cpu_matches_reference(const onnx::ModelProto& m, const std::map<std:
   ASSERT_TRUE(plan.ok()) << plan.status().message();
   int onednn = 0;
   for (const Step& st : (*plan)->steps)
-    onednn += st.tactic.rfind("onednn", 0) == 0 && st.node->op_type != "Reformat";  // reformats counted apart
+    onednn += (st.tactic.rfind("onednn", 0) == 0 || st.tactic == "kiln") &&
+              st.node->op_type != "Reformat";  // reformats counted apart
   EXPECT_EQ(onednn, onednn_steps);
   // The layout transitions of the NHWC runs are oneDNN reorders.
   for (const Step& st : (*plan)->steps) {
@@ -235,6 +237,99 @@ TEST(CpuBackend, PoolingOnOnednnMatchesTheReference) {
       for (int64_t n : {1, 3, 0})
         sets.push_back({RValue::of(random_float({n, 7, 11, 10}, static_cast<uint32_t>(n + 3)))});
       expect_cpu_matches_reference(m, {{"x", {0, 7, 11, 10}}}, {{"x", {3, 7, 11, 10}}}, sets, after_conv ? 2 : 1);
+    }
+  }
+}
+
+// Kiln's own NHWC pooling kernels (tactic "kiln"), forced on every pool step and run in each
+// instruction set this CPU has (KILN_CPU_ISA's cap): channel counts that fill no vector (1, 3, 7),
+// a vector block and a tail (37, 257), windows clipped by padding, ceil mode, dilation, the
+// padding counted or not, the global pools, NaN taps, and batches of 1, 2 and 0. Max pooling is
+// exact; averages match to float rounding.
+TEST(CpuBackend, OwnPoolingKernelsMatchTheReferenceInEachIsa) {
+  if (make_backend("cpu").value()->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
+  struct PoolCase {
+    std::string op;
+    std::vector<int64_t> kernel, strides, pads, dilations;
+    int64_t ceil_mode, count_include_pad;
+  };
+  const std::vector<PoolCase> cases = {
+      {"MaxPool", {3, 3}, {2, 2}, {1, 1, 1, 1}, {}, 0, 0},
+      {"MaxPool", {3, 3}, {2, 2}, {0, 0, 0, 0}, {}, 1, 0},
+      {"MaxPool", {2, 3}, {1, 2}, {0, 1, 0, 1}, {2, 2}, 0, 0},
+      {"AveragePool", {3, 3}, {2, 2}, {1, 1, 1, 1}, {}, 0, 1},
+      {"AveragePool", {3, 2}, {1, 1}, {1, 0, 1, 1}, {}, 0, 0},
+      {"AveragePool", {5, 5}, {3, 3}, {2, 2, 2, 2}, {}, 0, 0},
+      {"GlobalAveragePool", {}, {}, {}, {}, 0, 0},
+      {"GlobalMaxPool", {}, {}, {}, {}, 0, 0},
+  };
+  std::vector<CpuIsa> isas = {CpuIsa::kGeneric};
+  if (detected_cpu_isa() >= CpuIsa::kAvx2) isas.push_back(CpuIsa::kAvx2);
+  auto backend = make_backend("cpu");
+  ASSERT_TRUE(backend.ok());
+  for (const PoolCase& c : cases) {
+    for (int64_t ch : {1, 3, 7, 37, 257}) {
+      SCOPED_TRACE(c.op + " ceil " + std::to_string(c.ceil_mode) + ", " + std::to_string(ch) + " channels");
+      onnx::ModelProto m = make_model(17);
+      auto* g = m.mutable_graph();
+      add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, ch, 11, 10}, {"n", "", "", ""});
+      // A convolution first keeps the pool in NHWC.
+      add_random_weight(g, "w", {ch, 1, 1, 1}, 1, 0.5f, 1.5f);
+      auto* conv = add_node(g, "Conv", {"x", "w"}, {"c"}, "conv");
+      add_int_attr(conv, "group", ch);
+      auto* pool = add_node(g, c.op, {"c"}, {"y"}, "pool");
+      if (!c.kernel.empty()) {
+        add_ints_attr(pool, "kernel_shape", c.kernel);
+        add_ints_attr(pool, "strides", c.strides);
+        add_ints_attr(pool, "pads", c.pads);
+        add_int_attr(pool, "ceil_mode", c.ceil_mode);
+      }
+      if (!c.dilations.empty()) add_ints_attr(pool, "dilations", c.dilations);
+      if (c.op == "AveragePool") add_int_attr(pool, "count_include_pad", c.count_include_pad);
+      g->add_output()->set_name("y");
+      Model model = import_model(m);
+      BuildOptions o;
+      o.device = "cpu";
+      o.min_shapes["x"] = {0, ch, 11, 10};
+      o.max_shapes["x"] = {2, ch, 11, 10};
+      auto plan = build_plan(model, o);
+      ASSERT_TRUE(plan.ok()) << plan.status().message();
+      int forced = 0;
+      for (Step& st : (*plan)->steps) {
+        if (st.node->op_type != c.op) continue;
+        ASSERT_EQ(st.layout, Layout::kNHWC);
+        st.tactic = "kiln";
+        ++forced;
+      }
+      ASSERT_EQ(forced, 1);
+      for (CpuIsa isa : isas) {
+        SCOPED_TRACE(std::string(cpu_isa_name(isa)));
+        set_cpu_isa_cap(isa);
+        auto exec = PlanExecutor::create(*plan, *backend);
+        ASSERT_TRUE(exec.ok()) << exec.status().message();
+        (*exec)->set_guard_checks(true);
+        for (int64_t n : {1, 2, 0}) {
+          Tensor x = random_float({n, ch, 11, 10}, static_cast<uint32_t>(n + ch));
+          // A NaN tap is skipped by max pooling and propagates through an average.
+          if (x.numel() > 5) x.set_double(5, std::nan(""));
+          const std::vector<RValue> in = {RValue::of(x)};
+          auto want = Executor(*model.graph).run(in);
+          auto got = (*exec)->run(in);
+          ASSERT_TRUE(want.ok() && got.ok()) << got.status().message();
+          const Tensor& w = (*want)[0].tensor;
+          const Tensor& gt = (*got)[0].tensor;
+          ASSERT_EQ(gt.dims(), w.dims()) << "batch " << n;
+          for (int64_t e = 0; e < w.numel(); ++e) {
+            const double a = gt.get_double(e), b = w.get_double(e);
+            if (std::isnan(b)) {
+              ASSERT_TRUE(std::isnan(a)) << "batch " << n << " element " << e;
+              continue;
+            }
+            ASSERT_NEAR(a, b, 1e-6 * (1 + std::abs(b))) << "batch " << n << " element " << e;
+          }
+        }
+      }
+      set_cpu_isa_cap(CpuIsa::kAvx512);
     }
   }
 }

@@ -93,6 +93,7 @@ class CpuBackend : public Backend {
   }
   std::vector<std::string> tactics(const Node& node, DataType precision, Layout layout) const override {
     if (cpu::conv_supported(node, precision, layout)) return cpu::conv_tactics(node, layout);
+    if (cpu::own_pool_supported(node, precision, layout)) return {cpu::kOnednnTactic, cpu::kOwnPoolTactic};
     if (family_of(node, precision, layout)) return {cpu::kOnednnTactic};
     // A reformat is the identity on logical values: the adapter reads its input's storage and
     // writes its output's.
@@ -100,14 +101,13 @@ class CpuBackend : public Backend {
       return supports(node, precision, layout) ? std::vector<std::string>{"reference"} : std::vector<std::string>{};
     return reference_->tactics(node, precision, layout);
   }
-  // oneDNN's implementations of a step are timed with its own kernel on buffers of the slots'
-  // types (the values arbitrary, the weights the model's): the best of 3 runs after 1.
+  // oneDNN's implementations of a step, and Kiln's own kernels beside them, are timed with the
+  // step's kernel on buffers of the slots' types (the values arbitrary, the weights the model's):
+  // the best of 3 runs after 1.
   bool times_steps() const override { return true; }
   Result<double> time_step(const Plan& plan, const Step& step, const std::vector<TypeInfo>& types) const override {
-    const Family* f = family_of(*step.node, step.precision, step.layout);
-    if (!f || !cpu::is_onednn_tactic(step.tactic)) {
-      return invalid("step {}: tactic {} is not timed", step.name, step.tactic);
-    }
+    std::unique_ptr<StepKernel> kernel = fast_kernel(step);
+    if (!kernel) return invalid("step {}: tactic {} is not timed", step.name, step.tactic);
     std::vector<Tensor> buffers;
     auto views = [&](const std::vector<int>& ids, std::vector<TensorView>* out) -> Status {
       for (int id : ids) {
@@ -142,7 +142,6 @@ class CpuBackend : public Backend {
     std::vector<TensorView> in, out;
     KILN_RETURN_IF_ERROR(views(step.inputs, &in));
     KILN_RETURN_IF_ERROR(views(step.outputs, &out));
-    std::unique_ptr<StepKernel> kernel = f->make(step);
     KILN_RETURN_IF_ERROR(kernel->prepare(in, out));
     KernelContext ctx;
     double best = -1;
@@ -157,16 +156,26 @@ class CpuBackend : public Backend {
   // Steps on the reference kernels (and any step run through the logical adapter).
   Status run(const Step& step, OpContext& ctx) const override { return reference_->run(step, ctx); }
   Result<std::unique_ptr<StepKernel>> make_kernel(const Plan& plan, const Step& step) const override {
-    if (cpu::is_onednn_tactic(step.tactic)) {
-      const Family* f = family_of(*step.node, step.precision, step.layout);
-      if (!f) return invalid("step {}: tactic {} cannot run {}", step.name, step.tactic, step.node->describe());
+    if (cpu::is_onednn_tactic(step.tactic) || step.tactic == cpu::kOwnPoolTactic) {
+      std::unique_ptr<StepKernel> fast = fast_kernel(step);
+      if (!fast) return invalid("step {}: tactic {} cannot run {}", step.name, step.tactic, step.node->describe());
       KILN_ASSIGN_OR_RETURN(auto adapter, Backend::make_kernel(plan, step));
-      return std::unique_ptr<StepKernel>(std::make_unique<SizedOrReference>(f->make(step), std::move(adapter)));
+      return std::unique_ptr<StepKernel>(std::make_unique<SizedOrReference>(std::move(fast), std::move(adapter)));
     }
     return Backend::make_kernel(plan, step);
   }
 
  private:
+  // The kernel of a oneDNN or own-kernel tactic for `step`, or null when the tactic cannot run it.
+  static std::unique_ptr<StepKernel> fast_kernel(const Step& step) {
+    if (step.tactic == cpu::kOwnPoolTactic) {
+      if (!cpu::own_pool_supported(*step.node, step.precision, step.layout)) return nullptr;
+      return cpu::make_own_pool_kernel(step);
+    }
+    const Family* f = family_of(*step.node, step.precision, step.layout);
+    if (!f || !cpu::is_onednn_tactic(step.tactic)) return nullptr;
+    return f->make(step);
+  }
   static bool reformat(const Node& n) { return n.domain == "kiln" && n.op_type == "Reformat"; }
   std::shared_ptr<Backend> reference_;
 };

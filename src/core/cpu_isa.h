@@ -1,0 +1,20 @@
+#pragma once
+// The vector instruction sets Kiln's own CPU kernels pick from at run time: the widest this CPU
+// has, capped by KILN_CPU_ISA (generic, avx2, avx512) or set_cpu_isa_cap(), so that tests and
+// users can run the narrower variants on a wider CPU.
+#include <string_view>
+
+namespace kiln {
+
+enum class CpuIsa { kGeneric = 0, kAvx2 = 1, kAvx512 = 2 };  // kAvx2 includes FMA
+
+std::string_view cpu_isa_name(CpuIsa isa);  // "generic", "avx2", "avx512"
+// The widest set this CPU runs (AVX-512 means F, BW, DQ and VL).
+CpuIsa detected_cpu_isa();
+// The set kernels use: the detected one, capped by KILN_CPU_ISA (read once; an unknown value is
+// ignored) and by set_cpu_isa_cap.
+CpuIsa cpu_isa();
+// Caps the set for the whole process (tests); kAvx512 lifts the cap.
+void set_cpu_isa_cap(CpuIsa cap);
+
+}  // namespace kiln
