@@ -206,3 +206,46 @@ TEST(CudaGemm, EpilogueChoice) {
 
 }  // namespace
 }  // namespace kiln
+
+namespace kiln {
+namespace {
+using namespace kiln::testing;
+
+// The GEMM tactics (no GPU needed): "cuda" is the heuristic's first algorithm, "cublaslt:K" its
+// K-th; other names are not GEMM tactics.
+TEST(CudaGemm, TacticsNameTheHeuristicsRank) {
+  const std::vector<std::string> t = cuda::gemm_tactics();
+  ASSERT_EQ(t.size(), static_cast<size_t>(cuda::kGemmAlgoChoices));
+  for (size_t k = 0; k < t.size(); ++k) EXPECT_EQ(cuda::gemm_algo_rank(t[k]), static_cast<int>(k)) << t[k];
+  for (const char* bad : {"cublaslt:", "cublaslt:x", "cudnn:1", "gemm", "cublaslt:1x"}) {
+    EXPECT_EQ(cuda::gemm_algo_rank(bad), -1) << bad;
+  }
+}
+
+// Every GEMM tactic forced on a projection with bias and residual (a transformer's output
+// projection at batch 1, where the heuristic's first choice may split K) matches the reference in
+// each precision.
+TEST(CudaGemm, EveryAlgorithmTacticMatchesTheReference) {
+  SKIP_WITHOUT_GPU();
+  onnx::ModelProto m = make_model(17);
+  auto* g = m.mutable_graph();
+  add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {1, 128, 768});
+  add_tensor_info(g->mutable_input(), "r", onnx::TensorProto::FLOAT, {1, 128, 192});
+  add_random_weight(g, "w", {768, 192}, 3, -0.05f, 0.05f);
+  add_random_weight(g, "b", {192}, 4);
+  add_node(g, "MatMul", {"x", "w"}, {"p"}, "project");
+  add_node(g, "Add", {"p", "b"}, {"pb"}, "bias");
+  add_node(g, "Add", {"pb", "r"}, {"y"}, "residual");
+  g->add_output()->set_name("y");
+  const std::map<std::string, Dims> shapes = {{"x", {1, 128, 768}}, {"r", {1, 128, 192}}};
+  const std::vector<std::vector<RValue>> sets = {
+      {RValue::of(random_float({1, 128, 768}, 5)), RValue::of(random_float({1, 128, 192}, 6))}};
+  for (const std::string& tactic : cuda::gemm_tactics()) {
+    SCOPED_TRACE(tactic);
+    expect_cuda_matches_reference(m, shapes, shapes, sets, {"FusedMatMul"}, kAllPrecisions, std::nullopt,
+                                  tactic.c_str());
+  }
+}
+
+}  // namespace
+}  // namespace kiln

@@ -278,8 +278,9 @@ class CudaBackend : public Backend {
   }
   // Convolutions: cuDNN with bias, residual and activation fused, cuDNN with them as a pass of
   // their own (each with several of cuDNN's engine configurations), and Kiln's depthwise kernel,
-  // as far as each applies; elementwise programs interpreted or compiled at build; the builder
-  // times them. Every other step has one tactic.
+  // as far as each applies; elementwise programs interpreted or compiled at build; GEMMs on the
+  // algorithms cuBLASLt's heuristic ranks first to fourth; the builder times them. Every other
+  // step has one tactic.
   std::vector<std::string> tactics(const Node& n, DataType precision, Layout layout) const override {
     if (!supports(n, precision, layout)) return {};
     for (const cuda::KernelFamily& f : cuda::kernel_families()) {
@@ -292,6 +293,7 @@ class CudaBackend : public Backend {
     if (cuda::conv_supports(n, precision)) t = cuda::conv_tactics(n);
 #endif
     if (depthwise_.supports(n, precision, layout)) t.push_back(kDepthwiseTactic);
+    if (t.empty() && cuda::gemm_supports(n, precision)) t = cuda::gemm_tactics();
     if (t.empty()) t.push_back("cuda");
     return t;
   }

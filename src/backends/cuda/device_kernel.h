@@ -82,6 +82,15 @@ Result<std::unique_ptr<DeviceKernel>> make_gemm_kernel(const Plan& plan, const S
                                                        WeightCache& weights);
 // Scratch a GEMM step may use.
 inline constexpr int64_t kGemmWorkspace = 32 << 20;
+// Its tactics: "cuda" runs the algorithm cuBLASLt's heuristic ranks first for the step's shapes,
+// "cublaslt:K" the one it ranks K-th (K = 1 .. kGemmAlgoChoices - 1; its first where it offers
+// fewer, as at a profile's other shapes), so the builder times several: at batch 1 its first
+// choice can be a split-K kernel whose separate reduction costs more than the split saves.
+inline constexpr const char* kGemmAlgoTactic = "cublaslt";
+inline constexpr int kGemmAlgoChoices = 4;
+std::vector<std::string> gemm_tactics();
+// The heuristic rank a GEMM tactic names (0 for "cuda"); -1 for a name that is not one.
+int gemm_algo_rank(const std::string& tactic);
 
 // Conv and kiln.FusedConv (2-D, NHWC, constant filter) through cuDNN's graph API, when this build
 // has cuDNN and its frontend headers.

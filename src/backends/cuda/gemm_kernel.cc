@@ -57,7 +57,8 @@ ActivationSpec activation(const Node& n) {
 
 class GemmKernel : public DeviceKernel {
  public:
-  GemmKernel(const Node& n, DataType dt, bool tf32) : node_(n), dtype_(dt), tf32_(tf32) {
+  GemmKernel(const Node& n, DataType dt, bool tf32, int algo_rank)
+      : node_(n), dtype_(dt), tf32_(tf32), algo_rank_(algo_rank) {
     act_ = activation(n);
     gemm_ = is_gemm(n);
     if (gemm_) {
@@ -113,6 +114,7 @@ class GemmKernel : public DeviceKernel {
     cfg.dtype = dtype_;
     cfg.tf32 = tf32_;
     cfg.workspace_limit = kGemmWorkspace;
+    cfg.algo_rank = algo_rank_;
     const Dims& a = in[0].dims;
     const Dims& b = in[1].dims;
     if (a.size() < 2 || b.size() < 2) return invalid("the CUDA GEMM needs operands of rank 2 or more");
@@ -180,6 +182,7 @@ class GemmKernel : public DeviceKernel {
   const Node& node_;
   DataType dtype_;
   bool tf32_;
+  int algo_rank_;
   bool gemm_ = false;
   bool trans_a_ = false, trans_b_ = false;
   float alpha_ = 1.0f, beta_ = 1.0f;
@@ -225,10 +228,30 @@ bool gemm_supports(const Node& n, DataType precision) {
   return rb == 2 || ra == 2 || same_batch(n.inputs[0]->type.shape, n.inputs[1]->type.shape);
 }
 
+std::vector<std::string> gemm_tactics() {
+  std::vector<std::string> t = {"cuda"};
+  for (int k = 1; k < kGemmAlgoChoices; ++k) t.push_back(std::string(kGemmAlgoTactic) + ":" + std::to_string(k));
+  return t;
+}
+
+int gemm_algo_rank(const std::string& tactic) {
+  if (tactic == "cuda") return 0;
+  const std::string prefix = std::string(kGemmAlgoTactic) + ":";
+  if (tactic.rfind(prefix, 0) != 0 || tactic.size() == prefix.size()) return -1;
+  int k = 0;
+  for (size_t i = prefix.size(); i < tactic.size(); ++i) {
+    if (tactic[i] < '0' || tactic[i] > '9' || k > 1000) return -1;
+    k = k * 10 + (tactic[i] - '0');
+  }
+  return k;
+}
+
 Result<std::unique_ptr<DeviceKernel>> make_gemm_kernel(const Plan& plan, const Step& step, bool tf32,
                                                        WeightCache& weights) {
   const Node& n = *step.node;
-  auto k = std::make_unique<GemmKernel>(n, step.precision, tf32);
+  const int rank = gemm_algo_rank(step.tactic);
+  if (rank < 0) return invalid("step {}: {} is not a GEMM tactic", step.name, step.tactic);
+  auto k = std::make_unique<GemmKernel>(n, step.precision, tf32, rank);
   std::vector<const void*> w(step.inputs.size(), nullptr);
   const float beta = is_gemm(n) ? float_attr(n, "beta", 1.0f) : 1.0f;
   for (size_t i = 0; i < step.inputs.size(); ++i) {

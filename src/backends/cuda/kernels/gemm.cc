@@ -3,7 +3,9 @@
 #include <cublasLt.h>
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <mutex>
+#include <vector>
 
 namespace kiln::cuda {
 namespace {
@@ -79,13 +81,15 @@ class LtGemm : public GemmRunner {
     const uint64_t ws = static_cast<uint64_t>(cfg.workspace_limit);
     KILN_CUBLAS_CHECK(
         cublasLtMatmulPreferenceSetAttribute(pref_, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
-    cublasLtMatmulHeuristicResult_t result{};
+    std::vector<cublasLtMatmulHeuristicResult_t> results(static_cast<size_t>(std::max(cfg.algo_rank, 0) + 1));
     int found = 0;
-    KILN_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, op_, a_, b_, c_, c_, pref_, 1, &result, &found));
+    KILN_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, op_, a_, b_, c_, c_, pref_,
+                                                     static_cast<int>(results.size()), results.data(), &found));
     if (found == 0) {
       return runtime_error("cuBLASLt has no algorithm for a {} GEMM of {}x{}x{} (batch {})", dtype_name(cfg.dtype), s.m,
                            s.n, s.k, s.batch);
     }
+    const cublasLtMatmulHeuristicResult_t& result = results[cfg.algo_rank < found ? cfg.algo_rank : 0];
     algo_ = result.algo;
     workspace_ = static_cast<int64_t>(result.workspaceSize);
     return {};

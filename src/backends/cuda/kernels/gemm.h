@@ -28,6 +28,9 @@ struct GemmConfig {
   bool accumulate = false;  // C is read (beta != 0)
   GemmEpilogue epilogue = GemmEpilogue::kNone;
   int64_t workspace_limit = 32 << 20;
+  // The algorithm the heuristic ranks `algo_rank`-th (0: its first); its first when it offers
+  // fewer.
+  int algo_rank = 0;
 };
 
 // Puts `act` into cfg's epilogue where cuBLASLt has it: Relu, tanh-GELU, and erf-GELU in FP16 and
@@ -40,7 +43,7 @@ bool set_gemm_epilogue(const ActivationSpec& act, DataType dt, GemmConfig* cfg);
 Result<void*> cublaslt_handle();
 
 // One GEMM of fixed shape and configuration: the descriptors and the algorithm cuBLASLt's
-// heuristic picks, made once per shape.
+// heuristic ranks config.algo_rank-th, made once per shape.
 class GemmRunner {
  public:
   static Result<std::unique_ptr<GemmRunner>> create(const GemmShape& shape, const GemmConfig& config);
