@@ -143,10 +143,12 @@ TEST(CpuBackend, ConvolutionsOnOnednnMatchTheReference) {
 }
 
 // Builds `m` for the CPU (a profile over the inputs' first dim, min..max), checks that `onednn`
-// steps run on oneDNN, and compares every output with the reference kernels for each input set.
+// steps run on oneDNN (or Kiln's own kernels), and compares every output with the reference
+// kernels for each input set. With `force_op`, the steps of that op run `force_tactic`.
 void expect_cpu_matches_reference(const onnx::ModelProto& m, const std::map<std::string, Dims>& min,
                                   const std::map<std::string, Dims>& max, const std::vector<std::vector<RValue>>& sets,
-                                  int onednn_steps, double abs_tol = 0) {
+                                  int onednn_steps, double abs_tol = 0, const std::string& force_op = "",
+                                  const std::string& force_tactic = "") {
   auto backend = make_backend("cpu");
   ASSERT_TRUE(backend.ok());
   Model model = import_model(m);
@@ -161,6 +163,15 @@ void expect_cpu_matches_reference(const onnx::ModelProto& m, const std::map<std:
     onednn += (st.tactic.rfind("onednn", 0) == 0 || st.tactic == "kiln") &&
               st.node->op_type != "Reformat";  // reformats counted apart
   EXPECT_EQ(onednn, onednn_steps);
+  if (!force_op.empty()) {
+    int forced = 0;
+    for (Step& st : (*plan)->steps) {
+      if (st.node->op_type != force_op) continue;
+      st.tactic = force_tactic;
+      ++forced;
+    }
+    ASSERT_GE(forced, 1) << "no " << force_op << " step";
+  }
   // The layout transitions of the NHWC runs are oneDNN reorders.
   for (const Step& st : (*plan)->steps) {
     if (st.node->op_type == "Reformat") EXPECT_EQ(st.tactic, "onednn") << st.name;
@@ -433,56 +444,63 @@ TEST(CpuBackend, BinaryOpsOnOnednnMatchTheReference) {
       m, {}, {}, {{RValue::of(random_float({2, 1, 1, 6}, 1)), RValue::of(random_float({1, 1, 6, 6}, 2))}}, 0);
 }
 
-// Concat on oneDNN: two convolutions' outputs joined along the channels and fed to a third (a
-// Fire module: NHWC throughout), along the height, along a negative axis, and of three graph
-// inputs of odd widths; batches 1, 3 and 0 of a profile engine.
+// Concat on oneDNN and on Kiln's own kernel (each forced in turn, and as the build times them):
+// two convolutions' outputs joined along the channels and fed to a third (a Fire module: NHWC
+// throughout), along the height, along a negative axis, and of three graph inputs of odd widths;
+// batches 1, 3 and 0 of a profile engine.
 TEST(CpuBackend, ConcatOnOnednnMatchesTheReference) {
   if (make_backend("cpu").value()->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
-  for (int64_t axis : {1, 2, -1}) {
-    SCOPED_TRACE("axis " + std::to_string(axis));
+  for (const std::string tactic : {"", "onednn", "kiln"}) {
+    SCOPED_TRACE("tactic " + (tactic.empty() ? std::string("timed") : tactic));
+    const std::string force = tactic.empty() ? "" : "Concat";
+    for (int64_t axis : {1, 2, -1}) {
+      SCOPED_TRACE("axis " + std::to_string(axis));
+      onnx::ModelProto m = make_model(17);
+      auto* g = m.mutable_graph();
+      add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, 5, 9, 8}, {"n", "", "", ""});
+      add_random_weight(g, "wa", {3, 5, 1, 1}, 1, -0.5f, 0.5f);
+      add_random_weight(g, "wb", {7, 5, 3, 3}, 2, -0.5f, 0.5f);
+      add_node(g, "Conv", {"x", "wa"}, {"a"}, "expand1x1");
+      auto* b = add_node(g, "Conv", {"x", "wb"}, {"b"}, "expand3x3");
+      add_ints_attr(b, "pads", {1, 1, 1, 1});
+      if (axis == 1) {
+        add_random_weight(g, "wc", {4, 10, 1, 1}, 3, -0.5f, 0.5f);
+        add_node(g, "Concat", {"a", "b"}, {"c"}, "concat");
+      } else {
+        add_random_weight(g, "wa2", {7, 3, 1, 1}, 5, -0.5f, 0.5f);
+        add_node(g, "Conv", {"a", "wa2"}, {"a2"}, "widen");
+        add_random_weight(g, "wc", {4, 7, 1, 1}, 3, -0.5f, 0.5f);
+        add_node(g, "Concat", {"a2", "b"}, {"c"}, "concat");
+      }
+      g->mutable_node(g->node_size() - 1)->add_attribute()->CopyFrom([&] {
+        onnx::AttributeProto a;
+        a.set_name("axis");
+        a.set_type(onnx::AttributeProto::INT);
+        a.set_i(axis);
+        return a;
+      }());
+      add_node(g, "Conv", {"c", "wc"}, {"y"}, "squeeze");
+      g->add_output()->set_name("y");
+      std::vector<std::vector<RValue>> sets;
+      for (int64_t n : {1, 3, 0})
+        sets.push_back({RValue::of(random_float({n, 5, 9, 8}, static_cast<uint32_t>(n + 7)))});
+      expect_cpu_matches_reference(m, {{"x", {0, 5, 9, 8}}}, {{"x", {3, 5, 9, 8}}}, sets, axis == 1 ? 4 : 5, 0, force,
+                                   tactic);
+    }
+    // Graph inputs (plain), one of them empty along the axis.
     onnx::ModelProto m = make_model(17);
     auto* g = m.mutable_graph();
-    add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, 5, 9, 8}, {"n", "", "", ""});
-    add_random_weight(g, "wa", {3, 5, 1, 1}, 1, -0.5f, 0.5f);
-    add_random_weight(g, "wb", {7, 5, 3, 3}, 2, -0.5f, 0.5f);
-    add_node(g, "Conv", {"x", "wa"}, {"a"}, "expand1x1");
-    auto* b = add_node(g, "Conv", {"x", "wb"}, {"b"}, "expand3x3");
-    add_ints_attr(b, "pads", {1, 1, 1, 1});
-    if (axis == 1) {
-      add_random_weight(g, "wc", {4, 10, 1, 1}, 3, -0.5f, 0.5f);
-      add_node(g, "Concat", {"a", "b"}, {"c"}, "concat");
-    } else {
-      add_random_weight(g, "wa2", {7, 3, 1, 1}, 5, -0.5f, 0.5f);
-      add_node(g, "Conv", {"a", "wa2"}, {"a2"}, "widen");
-      add_random_weight(g, "wc", {4, 7, 1, 1}, 3, -0.5f, 0.5f);
-      add_node(g, "Concat", {"a2", "b"}, {"c"}, "concat");
-    }
-    g->mutable_node(g->node_size() - 1)->add_attribute()->CopyFrom([&] {
-      onnx::AttributeProto a;
-      a.set_name("axis");
-      a.set_type(onnx::AttributeProto::INT);
-      a.set_i(axis);
-      return a;
-    }());
-    add_node(g, "Conv", {"c", "wc"}, {"y"}, "squeeze");
+    add_tensor_info(g->mutable_input(), "p", onnx::TensorProto::FLOAT, {2, 3, 4, 5});
+    add_tensor_info(g->mutable_input(), "q", onnx::TensorProto::FLOAT, {2, 3, 4, 0});
+    add_tensor_info(g->mutable_input(), "r", onnx::TensorProto::FLOAT, {2, 3, 4, 7});
+    auto* c = add_node(g, "Concat", {"p", "q", "r"}, {"y"}, "concat");
+    add_int_attr(c, "axis", 3);
     g->add_output()->set_name("y");
-    std::vector<std::vector<RValue>> sets;
-    for (int64_t n : {1, 3, 0}) sets.push_back({RValue::of(random_float({n, 5, 9, 8}, static_cast<uint32_t>(n + 7)))});
-    expect_cpu_matches_reference(m, {{"x", {0, 5, 9, 8}}}, {{"x", {3, 5, 9, 8}}}, sets, axis == 1 ? 4 : 5);
+    expect_cpu_matches_reference(m, {}, {},
+                                 {{RValue::of(random_float({2, 3, 4, 5}, 1)), RValue::of(random_float({2, 3, 4, 0}, 2)),
+                                   RValue::of(random_float({2, 3, 4, 7}, 3))}},
+                                 1, 0, force, tactic);
   }
-  // Graph inputs (plain), one of them empty along the axis.
-  onnx::ModelProto m = make_model(17);
-  auto* g = m.mutable_graph();
-  add_tensor_info(g->mutable_input(), "p", onnx::TensorProto::FLOAT, {2, 3, 4, 5});
-  add_tensor_info(g->mutable_input(), "q", onnx::TensorProto::FLOAT, {2, 3, 4, 0});
-  add_tensor_info(g->mutable_input(), "r", onnx::TensorProto::FLOAT, {2, 3, 4, 7});
-  auto* c = add_node(g, "Concat", {"p", "q", "r"}, {"y"}, "concat");
-  add_int_attr(c, "axis", 3);
-  g->add_output()->set_name("y");
-  expect_cpu_matches_reference(m, {}, {},
-                               {{RValue::of(random_float({2, 3, 4, 5}, 1)), RValue::of(random_float({2, 3, 4, 0}, 2)),
-                                 RValue::of(random_float({2, 3, 4, 7}, 3))}},
-                               1);
 }
 
 // A convolution with bias, residual and Relu built for the CPU backend at batch 2.

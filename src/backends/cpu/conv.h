@@ -11,6 +11,8 @@
 namespace kiln::cpu {
 
 inline constexpr const char* kOnednnTactic = "onednn";
+// "kiln": Kiln's own kernel for a step (pooling, Concat), timed at build beside oneDNN's.
+inline constexpr const char* kOwnTactic = "kiln";
 // "onednn" or "onednn:<implementation>": a tactic run by a oneDNN kernel.
 inline bool is_onednn_tactic(const std::string& t) {
   return t == kOnednnTactic || t.rfind(std::string(kOnednnTactic) + ":", 0) == 0;

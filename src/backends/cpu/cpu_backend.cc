@@ -93,7 +93,9 @@ class CpuBackend : public Backend {
   }
   std::vector<std::string> tactics(const Node& node, DataType precision, Layout layout) const override {
     if (cpu::conv_supported(node, precision, layout)) return cpu::conv_tactics(node, layout);
-    if (cpu::own_pool_supported(node, precision, layout)) return {cpu::kOnednnTactic, cpu::kOwnPoolTactic};
+    if (cpu::own_pool_supported(node, precision, layout) || cpu::concat_supported(node, precision, layout)) {
+      return {cpu::kOnednnTactic, cpu::kOwnTactic};
+    }
     if (family_of(node, precision, layout)) return {cpu::kOnednnTactic};
     // A reformat is the identity on logical values: the adapter reads its input's storage and
     // writes its output's.
@@ -156,7 +158,7 @@ class CpuBackend : public Backend {
   // Steps on the reference kernels (and any step run through the logical adapter).
   Status run(const Step& step, OpContext& ctx) const override { return reference_->run(step, ctx); }
   Result<std::unique_ptr<StepKernel>> make_kernel(const Plan& plan, const Step& step) const override {
-    if (cpu::is_onednn_tactic(step.tactic) || step.tactic == cpu::kOwnPoolTactic) {
+    if (cpu::is_onednn_tactic(step.tactic) || step.tactic == cpu::kOwnTactic) {
       std::unique_ptr<StepKernel> fast = fast_kernel(step);
       if (!fast) return invalid("step {}: tactic {} cannot run {}", step.name, step.tactic, step.node->describe());
       KILN_ASSIGN_OR_RETURN(auto adapter, Backend::make_kernel(plan, step));
@@ -168,9 +170,10 @@ class CpuBackend : public Backend {
  private:
   // The kernel of a oneDNN or own-kernel tactic for `step`, or null when the tactic cannot run it.
   static std::unique_ptr<StepKernel> fast_kernel(const Step& step) {
-    if (step.tactic == cpu::kOwnPoolTactic) {
-      if (!cpu::own_pool_supported(*step.node, step.precision, step.layout)) return nullptr;
-      return cpu::make_own_pool_kernel(step);
+    if (step.tactic == cpu::kOwnTactic) {
+      if (cpu::own_pool_supported(*step.node, step.precision, step.layout)) return cpu::make_own_pool_kernel(step);
+      if (cpu::concat_supported(*step.node, step.precision, step.layout)) return cpu::make_own_concat_kernel(step);
+      return nullptr;
     }
     const Family* f = family_of(*step.node, step.precision, step.layout);
     if (!f || !cpu::is_onednn_tactic(step.tactic)) return nullptr;

@@ -11,10 +11,9 @@ namespace kiln::cpu {
 bool pool_supported(const Node& n, DataType precision, Layout layout);
 std::unique_ptr<StepKernel> make_pool_kernel(const Step& step);
 
-// Kiln's own kernels for the same pools in NHWC (pool_nhwc.cc): tactic "kiln", timed at build
-// beside oneDNN's. One pass over the input, channels in vector registers (AVX2 or portable code,
-// chosen at run time).
-inline constexpr const char* kOwnPoolTactic = "kiln";
+// Kiln's own kernels for the same pools in NHWC (pool_nhwc.cc): tactic "kiln" (kOwnTactic),
+// timed at build beside oneDNN's. One pass over the input, channels in vector registers (AVX2 or
+// portable code, chosen at run time).
 bool own_pool_supported(const Node& n, DataType precision, Layout layout);
 std::unique_ptr<StepKernel> make_own_pool_kernel(const Step& step);
 
