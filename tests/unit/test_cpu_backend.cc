@@ -345,6 +345,121 @@ TEST(CpuBackend, OwnPoolingKernelsMatchTheReferenceInEachIsa) {
   }
 }
 
+// MatMul and kiln.FusedMatMul on oneDNN's matmul: a 3-D activation by a constant matrix with
+// bias, residual and Relu fused (257 outputs, 33 inputs), the same without the residual and with
+// erf-GELU, a 4-D batched product of two computed operands (attention's scores) and a 2-D product;
+// batches 1, 3 and 0 of a profile engine.
+TEST(CpuBackend, MatMulOnOnednnMatchesTheReference) {
+  if (make_backend("cpu").value()->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
+  for (int variant = 0; variant < 3; ++variant) {
+    SCOPED_TRACE("variant " + std::to_string(variant));
+    onnx::ModelProto m = make_model(17);
+    auto* g = m.mutable_graph();
+    add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, 7, 33}, {"n", "", ""});
+    add_random_weight(g, "w", {33, 257}, 1, -0.3f, 0.3f);
+    add_random_weight(g, "b", {257}, 2);
+    add_node(g, "MatMul", {"x", "w"}, {"p"}, "project");
+    add_node(g, "Add", {"p", "b"}, {"pb"}, "bias");
+    if (variant == 0) {
+      add_tensor_info(g->mutable_input(), "r", onnx::TensorProto::FLOAT, {0, 7, 257}, {"n", "", ""});
+      add_node(g, "Add", {"pb", "r"}, {"s"}, "residual");
+      add_node(g, "Relu", {"s"}, {"y"}, "relu");
+    } else if (variant == 1) {
+      // erf-GELU as exporters write it: x * 0.5 * (1 + erf(x / sqrt(2))).
+      auto scalar = [&](const char* name, float v) { add_float_initializer(g, name, {}, [&](int64_t) { return v; }); };
+      scalar("sqrt2", 1.4142135f);
+      scalar("one", 1.0f);
+      scalar("half", 0.5f);
+      add_node(g, "Div", {"pb", "sqrt2"}, {"d"}, "div");
+      add_node(g, "Erf", {"d"}, {"e"}, "erf");
+      add_node(g, "Add", {"e", "one"}, {"e1"}, "add1");
+      add_node(g, "Mul", {"pb", "e1"}, {"g0"}, "mul");
+      add_node(g, "Mul", {"g0", "half"}, {"y"}, "half");
+    } else {
+      // Scores of 2 heads: [n, 2, 7, 8] x [n, 2, 8, 5], then a 2-D product of a graph input.
+      add_tensor_info(g->mutable_input(), "q", onnx::TensorProto::FLOAT, {0, 2, 7, 8}, {"n", "", "", ""});
+      add_tensor_info(g->mutable_input(), "k", onnx::TensorProto::FLOAT, {0, 2, 8, 5}, {"n", "", "", ""});
+      add_node(g, "MatMul", {"q", "k"}, {"y2"}, "scores");
+      add_tensor_info(g->mutable_input(), "m2", onnx::TensorProto::FLOAT, {4, 33});
+      add_node(g, "MatMul", {"m2", "w"}, {"y3"}, "matrix");
+      add_node(g, "Relu", {"pb"}, {"y"}, "relu");
+      g->add_output()->set_name("y2");
+      g->add_output()->set_name("y3");
+    }
+    g->add_output()->set_name("y");
+    std::map<std::string, Dims> min = {{"x", {0, 7, 33}}}, max = {{"x", {3, 7, 33}}};
+    if (variant == 0) {
+      min["r"] = {0, 7, 257};
+      max["r"] = {3, 7, 257};
+    }
+    if (variant == 2) {
+      min["q"] = {0, 2, 7, 8};
+      max["q"] = {3, 2, 7, 8};
+      min["k"] = {0, 2, 8, 5};
+      max["k"] = {3, 2, 8, 5};
+    }
+    std::vector<std::vector<RValue>> sets;
+    for (int64_t n : {1, 3, 0}) {
+      const auto seed = static_cast<uint32_t>(n + 11);
+      std::vector<RValue> set = {RValue::of(random_float({n, 7, 33}, seed))};
+      if (variant == 0) set.push_back(RValue::of(random_float({n, 7, 257}, seed + 1)));
+      if (variant == 2) {
+        set.push_back(RValue::of(random_float({n, 2, 7, 8}, seed + 2)));
+        set.push_back(RValue::of(random_float({n, 2, 8, 5}, seed + 3)));
+        set.push_back(RValue::of(random_float({4, 33}, seed + 4)));
+      }
+      sets.push_back(std::move(set));
+    }
+    expect_cpu_matches_reference(m, min, max, sets, variant == 2 ? 3 : 1);
+  }
+}
+
+// LayerNormalization on Kiln's own kernel, in each instruction set this CPU has: rows of 1, 3, 7,
+// 37, 257 and 768 (vector blocks and tails), scale and bias constant or graph inputs, without a
+// bias, axis -1 and its positive form; batches 1, 3 and 0 of a profile engine.
+TEST(CpuBackend, LayerNormOnOwnKernelMatchesTheReferenceInEachIsa) {
+  if (make_backend("cpu").value()->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
+  std::vector<CpuIsa> isas = {CpuIsa::kGeneric};
+  if (detected_cpu_isa() >= CpuIsa::kAvx2) isas.push_back(CpuIsa::kAvx2);
+  for (int64_t cols : {1, 3, 7, 37, 257, 768}) {
+    for (int variant = 0; variant < 3; ++variant) {
+      SCOPED_TRACE(std::to_string(cols) + " columns, variant " + std::to_string(variant));
+      onnx::ModelProto m = make_model(17);
+      auto* g = m.mutable_graph();
+      add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, 5, cols}, {"n", "", ""});
+      std::vector<std::string> in = {"x", "scale"};
+      if (variant == 1) {
+        add_tensor_info(g->mutable_input(), "scale", onnx::TensorProto::FLOAT, {cols});
+        add_tensor_info(g->mutable_input(), "bias", onnx::TensorProto::FLOAT, {cols});
+      } else {
+        add_random_weight(g, "scale", {cols}, 3, 0.5f, 1.5f);
+        add_random_weight(g, "bias", {cols}, 4);
+      }
+      if (variant != 2) in.push_back("bias");
+      auto* ln = add_node(g, "LayerNormalization", in, {"y"}, "norm");
+      add_float_attr(ln, "epsilon", 1e-3f);
+      if (variant == 2) add_int_attr(ln, "axis", 2);
+      g->add_output()->set_name("y");
+      std::map<std::string, Dims> min = {{"x", {0, 5, cols}}}, max = {{"x", {3, 5, cols}}};
+      std::vector<std::vector<RValue>> sets;
+      for (int64_t n : {1, 3, 0}) {
+        std::vector<RValue> set = {RValue::of(random_float({n, 5, cols}, static_cast<uint32_t>(n + cols)))};
+        if (variant == 1) {
+          set.push_back(RValue::of(random_float({cols}, 8)));
+          set.push_back(RValue::of(random_float({cols}, 9)));
+        }
+        sets.push_back(std::move(set));
+      }
+      for (CpuIsa isa : isas) {
+        SCOPED_TRACE(std::string(cpu_isa_name(isa)));
+        set_cpu_isa_cap(isa);
+        expect_cpu_matches_reference(m, min, max, sets, 1);
+      }
+      set_cpu_isa_cap(CpuIsa::kAvx512);
+    }
+  }
+}
+
 // Gemm on oneDNN's matmul: every transpose combination, alpha, a bias C of [N] and of [1, N],
 // Relu and a residual fused into it, odd sizes (7, 9, 257); a full [M, N] C, and a C with alpha
 // != 1, stay on the reference kernel (no oneDNN step), with the same results.

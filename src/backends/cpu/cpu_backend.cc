@@ -6,6 +6,7 @@
 #include "backends/cpu/concat.h"
 #include "backends/cpu/conv.h"
 #include "backends/cpu/gemm.h"
+#include "backends/cpu/norm.h"
 #include "backends/cpu/onednn.h"
 #include "backends/cpu/pool.h"
 #include "backends/cpu/reformat.h"
@@ -50,17 +51,17 @@ class SizedOrReference : public StepKernel {
 };
 
 // The op families with oneDNN kernels (tactic "onednn"): convolution, pooling, 4-D binary ops and
-// Concat in plain and NHWC layouts, Gemm, Softmax and LogSoftmax in plain, and the reformats
-// between the two layouts.
+// Concat in plain and NHWC layouts, Gemm, MatMul, Softmax and LogSoftmax in plain, and the
+// reformats between the two layouts.
 struct Family {
   bool (*supported)(const Node& n, DataType precision, Layout layout);
   std::unique_ptr<StepKernel> (*make)(const Step& step);
 };
 constexpr Family kFamilies[] = {
-    {cpu::conv_supported, cpu::make_conv_kernel},         {cpu::pool_supported, cpu::make_pool_kernel},
-    {cpu::gemm_supported, cpu::make_gemm_kernel},         {cpu::binary_supported, cpu::make_binary_kernel},
-    {cpu::reformat_supported, cpu::make_reformat_kernel}, {cpu::concat_supported, cpu::make_concat_kernel},
-    {cpu::softmax_supported, cpu::make_softmax_kernel}};
+    {cpu::conv_supported, cpu::make_conv_kernel},     {cpu::pool_supported, cpu::make_pool_kernel},
+    {cpu::gemm_supported, cpu::make_gemm_kernel},     {cpu::matmul_supported, cpu::make_matmul_kernel},
+    {cpu::binary_supported, cpu::make_binary_kernel}, {cpu::reformat_supported, cpu::make_reformat_kernel},
+    {cpu::concat_supported, cpu::make_concat_kernel}, {cpu::softmax_supported, cpu::make_softmax_kernel}};
 
 const Family* family_of(const Node& n, DataType precision, Layout layout) {
   for (const Family& f : kFamilies) {
@@ -97,6 +98,7 @@ class CpuBackend : public Backend {
       return {cpu::kOnednnTactic, cpu::kOwnTactic};
     }
     if (family_of(node, precision, layout)) return {cpu::kOnednnTactic};
+    if (cpu::layer_norm_supported(node, precision, layout)) return {cpu::kOwnTactic};
     // A reformat is the identity on logical values: the adapter reads its input's storage and
     // writes its output's.
     if (reformat(node))
@@ -173,6 +175,7 @@ class CpuBackend : public Backend {
     if (step.tactic == cpu::kOwnTactic) {
       if (cpu::own_pool_supported(*step.node, step.precision, step.layout)) return cpu::make_own_pool_kernel(step);
       if (cpu::concat_supported(*step.node, step.precision, step.layout)) return cpu::make_own_concat_kernel(step);
+      if (cpu::layer_norm_supported(*step.node, step.precision, step.layout)) return cpu::make_layer_norm_kernel(step);
       return nullptr;
     }
     const Family* f = family_of(*step.node, step.precision, step.layout);

@@ -1,5 +1,8 @@
 #include "backends/cpu/gemm.h"
 
+#include <algorithm>
+#include <vector>
+
 #include "backends/cpu/onednn.h"
 #include "ops/fused.h"
 #include "ops/nn_common.h"
@@ -75,7 +78,151 @@ class GemmKernel : public OnednnKernel {
   const float alpha_;
 };
 
+bool is_matmul(const Node& n) {
+  return (n.domain.empty() && n.op_type == "MatMul") || (n.domain == kKilnDomain && n.op_type == "FusedMatMul");
+}
+
+bool float_tensor(const Value* v) {
+  return v && v->type.kind == TypeInfo::Kind::kTensor && v->type.dtype == DataType::kFloat && v->type.shape.rank_known;
+}
+
+// Dims equal for every shape: the same known sizes or the same symbol.
+bool same_dim(const Dim& x, const Dim& y) {
+  return x.known() || y.known() ? x.value == y.value : !x.symbol.empty() && x.symbol == y.symbol;
+}
+
+class MatMulKernel : public OnednnKernel {
+ public:
+  explicit MatMulKernel(const Node& n) : OnednnKernel(n) {}
+
+ private:
+  Status build(std::span<const TensorView> in, std::span<const TensorView> out, OnednnStep* s) override {
+    (void)out;
+    const Dims& a = in[0].dims;
+    const Dims& b = in[1].dims;
+    if (a.size() < 2 || b.size() < 2) return invalid("{}: operands of rank 2 or more", node_.describe());
+    const int64_t m = a[a.size() - 2], k = a.back(), n = b.back();
+    if (b[b.size() - 2] != k) return invalid("{}: inner dims {} and {} differ", node_.describe(), k, b[b.size() - 2]);
+    if (k == 0) return invalid("{}: an inner dim of 0", node_.describe());
+    memory::dims src, wei, dst, bias;
+    Dims y;
+    if (b.size() == 2) {
+      // A's leading dims fold into the rows.
+      int64_t rows = 1;
+      for (size_t i = 0; i + 1 < a.size(); ++i) rows *= a[i];
+      src = {rows, k};
+      wei = {k, n};
+      dst = {rows, n};
+      bias = {1, n};
+      y.assign(a.begin(), a.end() - 1);
+    } else {
+      if (a.size() != b.size() || !std::equal(a.begin(), a.end() - 2, b.begin())) {
+        return invalid("{}: batch dims of {} and {} differ", node_.describe(), shape_to_string(a), shape_to_string(b));
+      }
+      int64_t batch = 1;
+      for (size_t i = 0; i + 2 < a.size(); ++i) batch *= a[i];
+      src = {batch, m, k};
+      wei = {batch, k, n};
+      dst = {batch, m, n};
+      bias = {1, 1, n};
+      y.assign(a.begin(), a.end() - 1);
+    }
+    y.push_back(n);
+    if (shape_numel(y) == 0) {
+      s->empty = true;
+      return {};
+    }
+    const bool has_bias = in.size() > 2 && !in[2].omitted;
+    const bool has_residual = in.size() > 3 && !in[3].omitted;
+    const auto f32 = memory::data_type::f32;
+    const Tag plain = src.size() == 2 ? Tag::ab : Tag::abc;
+    const memory::desc src_md(src, f32, plain), dst_md(dst, f32, plain), bias_md(bias, f32, plain);
+    const memory::desc wei_user(wei, f32, plain);
+    // A constant B goes into the layout the primitive picks, once; a computed one is read as it is.
+    const bool packed_b = node_.inputs[1] && node_.inputs[1]->initializer;
+    const memory::desc wei_md = packed_b ? memory::desc(wei, f32, Tag::any) : wei_user;
+    auto desc =
+        has_bias ? dnnl::matmul::desc(src_md, wei_md, bias_md, dst_md) : dnnl::matmul::desc(src_md, wei_md, dst_md);
+    dnnl::primitive_attr attr;
+    dnnl::post_ops ops;
+    if (has_residual) {
+      if (in[3].dims != y) {
+        return invalid("{}: residual of shape {} for an output of {}", node_.describe(), shape_to_string(in[3].dims),
+                       shape_to_string(y));
+      }
+      ops.append_sum(1.f);
+      s->accumulate_from = 3;
+      s->output_bytes = dst_md.get_size();
+    }
+    if (!append_activation(node_, &ops)) return invalid("{}: activation not available on oneDNN", node_.describe());
+    attr.set_post_ops(ops);
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    dnnl::matmul::primitive_desc pd(desc, attr, cpu_engine());
+    s->primitive = dnnl::matmul(pd);
+    s->bind(DNNL_ARG_SRC, src_md, false, 0);
+    s->bind(DNNL_ARG_DST, dst_md, true, 0);
+    if (has_bias) s->bind(DNNL_ARG_BIAS, bias_md, false, 2);
+    if (packed_b) {
+      if (!in[1].data) return invalid("{}: the weight has no data at prepare", node_.describe());
+      const memory::desc want = pd.weights_desc();
+      auto w = std::find_if(weights_.begin(), weights_.end(), [&](const auto& e) { return e.first == want; });
+      if (w == weights_.end()) {
+        memory user(wei_user, cpu_engine(), in[1].data);
+        memory packed(want, cpu_engine());
+        dnnl::reorder(user, packed).execute(stream_, user, packed);
+        stream_.wait();
+        weights_.emplace_back(want, packed);
+        w = weights_.end() - 1;
+      }
+      s->own(DNNL_ARG_WEIGHTS, w->second);
+    } else {
+      s->bind(DNNL_ARG_WEIGHTS, wei_md, false, 1);
+    }
+    s->own(DNNL_ARG_SCRATCHPAD, memory(pd.scratchpad_desc(), cpu_engine()));
+    return {};
+  }
+
+  // Packed constant B by layout (memory::desc has equality, no ordering).
+  std::vector<std::pair<memory::desc, memory>> weights_;
+};
+
 }  // namespace
+
+bool matmul_supported(const Node& n, DataType precision, Layout layout) {
+  if (!is_matmul(n) || precision != DataType::kFloat || layout != Layout::kPlain) return false;
+  if (n.inputs.size() < 2 || n.inputs.size() > 4 || n.outputs.size() != 1) return false;
+  const Value* a = n.inputs[0];
+  const Value* b = n.inputs[1];
+  const Value* y = n.outputs[0];
+  if (!float_tensor(a) || !float_tensor(b) || !float_tensor(y)) return false;
+  const int64_t ra = a->type.shape.rank(), rb = b->type.shape.rank();
+  if (ra < 2 || rb < 2 || y->type.shape.rank() != std::max(ra, rb)) return false;
+  const Dim& k = b->type.shape.dims[static_cast<size_t>(rb - 2)];
+  if (!k.known() || k.value <= 0) return false;
+  if (rb != 2) {
+    if (ra != rb) return false;
+    for (size_t i = 0; i + 2 < static_cast<size_t>(ra); ++i) {
+      if (!same_dim(a->type.shape.dims[i], b->type.shape.dims[i])) return false;
+    }
+  }
+  const Dim& out_n = y->type.shape.dims.back();
+  const Value* bias = n.inputs.size() > 2 ? n.inputs[2] : nullptr;
+  if (bias) {
+    if (!float_tensor(bias) || bias->type.shape.rank() != 1 || !same_dim(bias->type.shape.dims[0], out_n)) return false;
+  }
+  const Value* z = n.inputs.size() > 3 ? n.inputs[3] : nullptr;
+  if (z) {
+    if (!float_tensor(z) || z->type.shape.rank() != y->type.shape.rank()) return false;
+    for (size_t i = 0; i < z->type.shape.dims.size(); ++i) {
+      if (!same_dim(z->type.shape.dims[i], y->type.shape.dims[i])) return false;
+    }
+  }
+  return activation_supported(n);
+}
+
+std::unique_ptr<StepKernel> make_matmul_kernel(const Step& step) {
+  return std::make_unique<MatMulKernel>(*step.node);
+}
 
 bool gemm_supported(const Node& n, DataType precision, Layout layout) {
   if (!is_gemm(n) || precision != DataType::kFloat || layout != Layout::kPlain) return false;

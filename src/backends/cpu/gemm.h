@@ -11,4 +11,11 @@ namespace kiln::cpu {
 bool gemm_supported(const Node& n, DataType precision, Layout layout);
 std::unique_ptr<StepKernel> make_gemm_kernel(const Step& step);
 
+// MatMul and kiln.FusedMatMul on oneDNN's matmul, float32: B a matrix (A's leading dims fold into
+// rows: a transformer's projections, constant B packed once into the layout oneDNN asks for) or
+// A and B with the same batch dims (a batched product); bias [N] as the matmul's bias, a residual
+// of the output's shape summed into it, and the activation as a post-op.
+bool matmul_supported(const Node& n, DataType precision, Layout layout);
+std::unique_ptr<StepKernel> make_matmul_kernel(const Step& step);
+
 }  // namespace kiln::cpu

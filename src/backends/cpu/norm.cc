@@ -1,0 +1,160 @@
+// Kiln's own LayerNormalization on the CPU (tactic "kiln"): rows over the last axis, float32,
+// mean and variance in two passes over the row held in cache, the scale and bias applied in the
+// third; AVX2 or portable code chosen at run time (cpu_isa()); rows spread over the threads.
+#include "backends/cpu/norm.h"
+
+#include <omp.h>
+
+#include <cmath>
+#include <map>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#include "core/cpu_isa.h"
+#include "ops/nn_common.h"
+
+namespace kiln::cpu {
+namespace {
+
+// y = (x - mean) / sqrt(var + eps) * scale (+ bias) over one row of n.
+void norm_row_generic(const float* x, const float* scale, const float* bias, float eps, int64_t n, float* y) {
+  float sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += x[i];
+  const float mean = sum / static_cast<float>(n);
+  float sq = 0;
+  for (int64_t i = 0; i < n; ++i) sq += (x[i] - mean) * (x[i] - mean);
+  const float inv = 1.0f / std::sqrt(sq / static_cast<float>(n) + eps);
+  for (int64_t i = 0; i < n; ++i) y[i] = (x[i] - mean) * inv * scale[i] + (bias ? bias[i] : 0.0f);
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) float sum8(__m256 v) {
+  const __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+  __m128 s = _mm_add_ps(lo, hi);
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+
+__attribute__((target("avx2,fma"))) void norm_row_avx2(const float* x, const float* scale, const float* bias, float eps,
+                                                       int64_t n, float* y) {
+  const int64_t n8 = n / 8 * 8;
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n8; i += 16) {
+    acc0 = _mm256_add_ps(acc0, _mm256_loadu_ps(x + i));
+    acc1 = _mm256_add_ps(acc1, _mm256_loadu_ps(x + i + 8));
+  }
+  for (; i < n8; i += 8) acc0 = _mm256_add_ps(acc0, _mm256_loadu_ps(x + i));
+  float sum = sum8(_mm256_add_ps(acc0, acc1));
+  for (i = n8; i < n; ++i) sum += x[i];
+  const float mean = sum / static_cast<float>(n);
+  const __m256 vm = _mm256_set1_ps(mean);
+  acc0 = _mm256_setzero_ps();
+  acc1 = _mm256_setzero_ps();
+  for (i = 0; i + 16 <= n8; i += 16) {
+    const __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(x + i), vm);
+    const __m256 d1 = _mm256_sub_ps(_mm256_loadu_ps(x + i + 8), vm);
+    acc0 = _mm256_fmadd_ps(d0, d0, acc0);
+    acc1 = _mm256_fmadd_ps(d1, d1, acc1);
+  }
+  for (; i < n8; i += 8) {
+    const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(x + i), vm);
+    acc0 = _mm256_fmadd_ps(d, d, acc0);
+  }
+  float sq = sum8(_mm256_add_ps(acc0, acc1));
+  for (i = n8; i < n; ++i) sq += (x[i] - mean) * (x[i] - mean);
+  const float inv = 1.0f / std::sqrt(sq / static_cast<float>(n) + eps);
+  const __m256 vi = _mm256_set1_ps(inv);
+  for (i = 0; i < n8; i += 8) {
+    const __m256 d = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm), vi);
+    const __m256 b = bias ? _mm256_loadu_ps(bias + i) : _mm256_setzero_ps();
+    _mm256_storeu_ps(y + i, _mm256_fmadd_ps(d, _mm256_loadu_ps(scale + i), b));
+  }
+  for (i = n8; i < n; ++i) y[i] = (x[i] - mean) * inv * scale[i] + (bias ? bias[i] : 0.0f);
+}
+#endif
+
+using NormRow = void (*)(const float*, const float*, const float*, float, int64_t, float*);
+
+NormRow pick_norm_row() {
+#if defined(__x86_64__)
+  if (cpu_isa() >= CpuIsa::kAvx2) return norm_row_avx2;
+#endif
+  return norm_row_generic;
+}
+
+class LayerNormKernel : public StepKernel {
+ public:
+  explicit LayerNormKernel(const Node& n) : node_(n), eps_(nn::node_float(n, "epsilon", 1e-5f)) {}
+
+  Status enqueue(std::span<const TensorView> in, std::span<TensorView> out, const KernelContext& ctx) override {
+    (void)ctx;
+    const Dims& xd = in[0].dims;
+    if (xd.empty()) return invalid("{}: a scalar input", node_.describe());
+    const int64_t cols = xd.back(), total = shape_numel(xd);
+    out[0].dims = xd;
+    if (total == 0) return {};
+    if (cols <= 0 || shape_numel(in[1].dims) != cols ||
+        (in.size() > 2 && !in[2].omitted && shape_numel(in[2].dims) != cols)) {
+      return invalid("{}: scale and bias of {} elements for rows of {}", node_.describe(), shape_numel(in[1].dims),
+                     cols);
+    }
+    if (total * 4 > out[0].capacity) {
+      return runtime_error("{}: an output of {} bytes into a slot of {}", node_.describe(), total * 4, out[0].capacity);
+    }
+    const float* x = static_cast<const float*>(in[0].data);
+    const float* scale = static_cast<const float*>(in[1].data);
+    const float* bias = in.size() > 2 && !in[2].omitted ? static_cast<const float*>(in[2].data) : nullptr;
+    float* y = static_cast<float*>(out[0].data);
+    const int64_t rows = total / cols;
+    const NormRow row = pick_norm_row();
+    const float eps = eps_;
+#pragma omp parallel for schedule(static) if (rows > 1 && total >= (1 << 15))
+    for (int64_t r = 0; r < rows; ++r) row(x + r * cols, scale, bias, eps, cols, y + r * cols);
+    return {};
+  }
+
+ private:
+  const Node& node_;
+  const float eps_;
+};
+
+bool float_tensor(const Value* v) {
+  return v && v->type.kind == TypeInfo::Kind::kTensor && v->type.dtype == DataType::kFloat && v->type.shape.rank_known;
+}
+
+}  // namespace
+
+bool layer_norm_supported(const Node& n, DataType precision, Layout layout) {
+  if (!n.domain.empty() || n.op_type != "LayerNormalization" || precision != DataType::kFloat) return false;
+  if (layout != Layout::kPlain || n.inputs.size() < 2 || !float_tensor(n.inputs[0]) || !float_tensor(n.inputs[1])) {
+    return false;
+  }
+  // Mean and InvStdDev are not produced.
+  for (size_t k = 1; k < n.outputs.size(); ++k) {
+    if (n.outputs[k]) return false;
+  }
+  const int64_t rank = n.inputs[0]->type.shape.rank();
+  const int64_t axis = nn::node_int(n, "axis", -1);
+  if (rank < 1 || (axis != -1 && axis != rank - 1)) return false;
+  const Dim& d = n.inputs[0]->type.shape.dims.back();
+  if (!d.known() || d.value <= 0) return false;
+  // Scale and bias hold one value per column (any leading ones).
+  for (size_t k = 1; k < n.inputs.size(); ++k) {
+    const Value* v = n.inputs[k];
+    if (!v) continue;
+    if (!float_tensor(v) || v->type.shape.rank() < 1 || !v->type.shape.fully_known()) return false;
+    const Dims vd = v->type.shape.static_dims();
+    if (shape_numel(vd) != d.value || vd.back() != d.value) return false;
+  }
+  return true;
+}
+
+std::unique_ptr<StepKernel> make_layer_norm_kernel(const Step& step) {
+  return std::make_unique<LayerNormKernel>(*step.node);
+}
+
+}  // namespace kiln::cpu

@@ -1,0 +1,13 @@
+#pragma once
+// LayerNormalization on Kiln's own CPU kernel (tactic "kiln"): float32, plain, over the last axis,
+// scale and bias of one value per column, the Mean and InvStdDev outputs not produced.
+#include <memory>
+
+#include "backends/backend.h"
+
+namespace kiln::cpu {
+
+bool layer_norm_supported(const Node& n, DataType precision, Layout layout);
+std::unique_ptr<StepKernel> make_layer_norm_kernel(const Step& step);
+
+}  // namespace kiln::cpu
