@@ -8,6 +8,7 @@
 #include <cmath>
 #include <map>
 
+#include "attention_test_models.h"
 #include "core/cpu_isa.h"
 #include "engine/engine.h"
 #include "lower/builder.h"
@@ -347,8 +348,9 @@ TEST(CpuBackend, OwnPoolingKernelsMatchTheReferenceInEachIsa) {
 
 // MatMul and kiln.FusedMatMul on oneDNN's matmul: a 3-D activation by a constant matrix with
 // bias, residual and Relu fused (257 outputs, 33 inputs), the same without the residual and with
-// erf-GELU, a 4-D batched product of two computed operands (attention's scores) and a 2-D product;
-// batches 1, 3 and 0 of a profile engine.
+// erf-GELU (Kiln's pass after the matmul, in each instruction set), a 4-D batched product of two
+// computed operands (attention's scores) and a 2-D product; batches 1, 3 and 0 of a profile
+// engine.
 TEST(CpuBackend, MatMulOnOnednnMatchesTheReference) {
   if (make_backend("cpu").value()->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
   for (int variant = 0; variant < 3; ++variant) {
@@ -410,7 +412,22 @@ TEST(CpuBackend, MatMulOnOnednnMatchesTheReference) {
       }
       sets.push_back(std::move(set));
     }
-    expect_cpu_matches_reference(m, min, max, sets, variant == 2 ? 3 : 1);
+    // GELU runs as Kiln's own pass after the matmul: each instruction set this CPU has.
+    std::vector<CpuIsa> isas = {CpuIsa::kGeneric};
+    if (detected_cpu_isa() >= CpuIsa::kAvx2) isas.push_back(CpuIsa::kAvx2);
+    for (CpuIsa isa : isas) {
+      SCOPED_TRACE(std::string(cpu_isa_name(isa)));
+      set_cpu_isa_cap(isa);
+      expect_cpu_matches_reference(m, min, max, sets, variant == 2 ? 3 : 1);
+    }
+    set_cpu_isa_cap(CpuIsa::kAvx512);
+    // Each layout of the constant weight, forced.
+    if (variant != 2) {
+      for (const char* tactic : {"onednn", "onednn:bt"}) {
+        SCOPED_TRACE(tactic);
+        expect_cpu_matches_reference(m, min, max, sets, 1, 0, "FusedMatMul", tactic);
+      }
+    }
   }
 }
 
@@ -457,6 +474,66 @@ TEST(CpuBackend, LayerNormOnOwnKernelMatchesTheReferenceInEachIsa) {
       }
       set_cpu_isa_cap(CpuIsa::kAvx512);
     }
+  }
+}
+
+// Attention on Kiln's own CPU kernel, in each instruction set this CPU has, against the reference:
+// head sizes 20, 64 and 128 (V heads of 32 under 64), lengths 1, 7 and 33 (7 queries over 33
+// keys), the 3-D form with interleaved heads and grouped queries, BERT's [B, 1, 1, S] additive
+// mask, full boolean and additive masks, a mask shorter than the keys, causal masks and fully
+// masked rows (zeros).
+TEST(CpuBackend, AttentionOnOwnKernelMatchesTheReferenceInEachIsa) {
+  if (make_backend("cpu").value()->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
+  std::vector<AttnCase> cases;
+  auto add = [&](std::string name, auto&& edit) {
+    AttnCase c;
+    c.name = std::move(name);
+    edit(c);
+    cases.push_back(c);
+  };
+  add("head 64, no mask", [](AttnCase&) {});
+  add("head 20, one query", [](AttnCase& c) {
+    c.head = c.v_head = 20;
+    c.q_len = 1;
+  });
+  add("head 128, 7 over 33, key padding", [](AttnCase& c) {
+    c.head = c.v_head = 128;
+    c.kv_len = 33;
+    c.mask = {2, 1, 1, 33};
+  });
+  add("V heads of 32, full boolean mask", [](AttnCase& c) {
+    c.v_head = 32;
+    c.kv_len = 33;
+    c.mask = {2, 2, 7, 33};
+    c.bool_mask = true;
+  });
+  add("short mask, causal", [](AttnCase& c) {
+    c.mask = {1, 1, 7, 5};
+    c.causal = true;
+  });
+  add("fully masked rows", [](AttnCase& c) {
+    c.mask = {2, 2, 7, 7};
+    c.mask_rows = true;
+  });
+  add("3-D, grouped queries, scale", [](AttnCase& c) {
+    c.three_d = true;
+    c.q_heads = 4;
+    c.kv_heads = 2;
+    c.kv_len = 33;
+    c.mask = {2, 1, 1, 33};
+    c.scale = 0.3f;
+  });
+  std::vector<CpuIsa> isas = {CpuIsa::kGeneric};
+  if (detected_cpu_isa() >= CpuIsa::kAvx2) isas.push_back(CpuIsa::kAvx2);
+  for (const AttnCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    for (CpuIsa isa : isas) {
+      SCOPED_TRACE(std::string(cpu_isa_name(isa)));
+      set_cpu_isa_cap(isa);
+      expect_cpu_matches_reference(attention_model(c, false), shapes(c), shapes(c), {inputs(c, 21), inputs(c, 22)}, 1,
+                                   1e-6);
+    }
+    set_cpu_isa_cap(CpuIsa::kAvx512);
   }
 }
 

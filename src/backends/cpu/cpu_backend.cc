@@ -2,6 +2,7 @@
 
 #include <chrono>
 
+#include "backends/cpu/attention.h"
 #include "backends/cpu/binary.h"
 #include "backends/cpu/concat.h"
 #include "backends/cpu/conv.h"
@@ -94,11 +95,14 @@ class CpuBackend : public Backend {
   }
   std::vector<std::string> tactics(const Node& node, DataType precision, Layout layout) const override {
     if (cpu::conv_supported(node, precision, layout)) return cpu::conv_tactics(node, layout);
+    if (cpu::matmul_supported(node, precision, layout)) return cpu::matmul_tactics(node);
     if (cpu::own_pool_supported(node, precision, layout) || cpu::concat_supported(node, precision, layout)) {
       return {cpu::kOnednnTactic, cpu::kOwnTactic};
     }
     if (family_of(node, precision, layout)) return {cpu::kOnednnTactic};
-    if (cpu::layer_norm_supported(node, precision, layout)) return {cpu::kOwnTactic};
+    if (cpu::layer_norm_supported(node, precision, layout) || cpu::attention_supported(node, precision, layout)) {
+      return {cpu::kOwnTactic};
+    }
     // A reformat is the identity on logical values: the adapter reads its input's storage and
     // writes its output's.
     if (reformat(node))
@@ -176,6 +180,7 @@ class CpuBackend : public Backend {
       if (cpu::own_pool_supported(*step.node, step.precision, step.layout)) return cpu::make_own_pool_kernel(step);
       if (cpu::concat_supported(*step.node, step.precision, step.layout)) return cpu::make_own_concat_kernel(step);
       if (cpu::layer_norm_supported(*step.node, step.precision, step.layout)) return cpu::make_layer_norm_kernel(step);
+      if (cpu::attention_supported(*step.node, step.precision, step.layout)) return cpu::make_attention_kernel(step);
       return nullptr;
     }
     const Family* f = family_of(*step.node, step.precision, step.layout);

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <vector>
 
+#include "backends/cpu/activation.h"
+#include "backends/cpu/conv.h"
 #include "backends/cpu/onednn.h"
 #include "ops/fused.h"
 #include "ops/nn_common.h"
@@ -93,7 +95,10 @@ bool same_dim(const Dim& x, const Dim& y) {
 
 class MatMulKernel : public OnednnKernel {
  public:
-  explicit MatMulKernel(const Node& n) : OnednnKernel(n) {}
+  // `without_activation`: the activation is left to a pass after the primitive. `transposed_b`: a
+  // constant B is packed as B^T (N x K rows), else in the layout oneDNN picks.
+  MatMulKernel(const Node& n, bool without_activation, bool transposed_b)
+      : OnednnKernel(n), without_activation_(without_activation), transposed_b_(transposed_b) {}
 
  private:
   Status build(std::span<const TensorView> in, std::span<const TensorView> out, OnednnStep* s) override {
@@ -140,7 +145,8 @@ class MatMulKernel : public OnednnKernel {
     const memory::desc wei_user(wei, f32, plain);
     // A constant B goes into the layout the primitive picks, once; a computed one is read as it is.
     const bool packed_b = node_.inputs[1] && node_.inputs[1]->initializer;
-    const memory::desc wei_md = packed_b ? memory::desc(wei, f32, Tag::any) : wei_user;
+    const memory::desc wei_md =
+        packed_b ? memory::desc(wei, f32, transposed_b_ ? (wei.size() == 2 ? Tag::ba : Tag::acb) : Tag::any) : wei_user;
     auto desc =
         has_bias ? dnnl::matmul::desc(src_md, wei_md, bias_md, dst_md) : dnnl::matmul::desc(src_md, wei_md, dst_md);
     dnnl::primitive_attr attr;
@@ -154,7 +160,9 @@ class MatMulKernel : public OnednnKernel {
       s->accumulate_from = 3;
       s->output_bytes = dst_md.get_size();
     }
-    if (!append_activation(node_, &ops)) return invalid("{}: activation not available on oneDNN", node_.describe());
+    if (!without_activation_ && !append_activation(node_, &ops)) {
+      return invalid("{}: activation not available on oneDNN", node_.describe());
+    }
     attr.set_post_ops(ops);
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     dnnl::matmul::primitive_desc pd(desc, attr, cpu_engine());
@@ -182,8 +190,27 @@ class MatMulKernel : public OnednnKernel {
     return {};
   }
 
+  const bool without_activation_, transposed_b_;
   // Packed constant B by layout (memory::desc has equality, no ordering).
   std::vector<std::pair<memory::desc, memory>> weights_;
+};
+
+// A product whose GELU runs as Kiln's pass over the output after oneDNN's matmul.
+class MatMulThenGelu : public StepKernel {
+ public:
+  MatMulThenGelu(const Node& n, bool tanh_form, bool transposed_b) : matmul_(n, true, transposed_b), tanh_(tanh_form) {}
+  Status prepare(std::span<const TensorView> in, std::span<const TensorView> out) override {
+    return matmul_.prepare(in, out);
+  }
+  Status enqueue(std::span<const TensorView> in, std::span<TensorView> out, const KernelContext& ctx) override {
+    KILN_RETURN_IF_ERROR(matmul_.enqueue(in, out, ctx));
+    gelu_inplace(static_cast<float*>(out[0].data), shape_numel(out[0].dims), tanh_);
+    return {};
+  }
+
+ private:
+  MatMulKernel matmul_;
+  const bool tanh_;
 };
 
 }  // namespace
@@ -220,8 +247,18 @@ bool matmul_supported(const Node& n, DataType precision, Layout layout) {
   return activation_supported(n);
 }
 
+std::vector<std::string> matmul_tactics(const Node& n) {
+  if (n.inputs[1]->initializer) return {kOnednnTactic, kTransposedWeightTactic};
+  return {kOnednnTactic};
+}
+
 std::unique_ptr<StepKernel> make_matmul_kernel(const Step& step) {
-  return std::make_unique<MatMulKernel>(*step.node);
+  const bool transposed = step.tactic == kTransposedWeightTactic;
+  bool tanh_form = false;
+  if (gelu_activation(*step.node, &tanh_form)) {
+    return std::make_unique<MatMulThenGelu>(*step.node, tanh_form, transposed);
+  }
+  return std::make_unique<MatMulKernel>(*step.node, false, transposed);
 }
 
 bool gemm_supported(const Node& n, DataType precision, Layout layout) {

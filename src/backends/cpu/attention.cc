@@ -1,0 +1,240 @@
+// Attention and kiln.PackedAttention on Kiln's own CPU kernel (tactic "kiln"): per query row, the
+// scores against every key (one row of them, never the matrix), their softmax and the weighted sum
+// of the values, float32 throughout; Q, K, V and the output read through strides
+// (backends/attention_shape.h), so the 3-D form and the packed projection need no transposes.
+// AVX2 (with a vectorized exp) or portable code, chosen at run time; rows over the threads.
+#include "backends/cpu/attention.h"
+
+#include <omp.h>
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#include "backends/attention_shape.h"
+#include "backends/cpu/simd_math.h"
+#include "core/cpu_isa.h"
+
+namespace kiln::cpu {
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// One head's view for one query row: where its Q row, K, V and output row are, and its mask row.
+struct RowJob {
+  const float* q;
+  const float* k;  // key j at k + j * k_seq
+  const float* v;  // value j at v + j * v_seq
+  float* o;
+  const void* mask;  // element j at mask + j * mask_key (in mask_dtype), or null
+  int64_t k_seq, v_seq, mask_key;
+  int64_t kv_len, mask_len, head, v_head;
+  int64_t causal_limit;  // keys after it are masked (kv_len - 1 when not causal)
+  bool mask_bool;
+  float scale;
+};
+
+// The score of key j before the softmax, -inf where it is masked.
+inline float masked_score(const RowJob& r, int64_t j, float dot) {
+  if (j > r.causal_limit || j >= r.mask_len) return kNegInf;
+  float s = dot * r.scale;
+  if (r.mask) {
+    if (r.mask_bool) {
+      if (!static_cast<const uint8_t*>(r.mask)[j * r.mask_key]) return kNegInf;
+    } else {
+      s += static_cast<const float*>(r.mask)[j * r.mask_key];
+    }
+  }
+  return s;
+}
+
+void attention_row_generic(const RowJob& r, float* scores) {
+  float m = kNegInf;
+  for (int64_t j = 0; j < r.kv_len; ++j) {
+    const float* kj = r.k + j * r.k_seq;
+    float dot = 0;
+    for (int64_t d = 0; d < r.head; ++d) dot += r.q[d] * kj[d];
+    scores[j] = masked_score(r, j, dot);
+    m = scores[j] > m ? scores[j] : m;
+  }
+  for (int64_t d = 0; d < r.v_head; ++d) r.o[d] = 0;
+  if (m == kNegInf) return;  // no key to attend: a row of zeros, as the reference gives
+  float sum = 0;
+  for (int64_t j = 0; j < r.kv_len; ++j) {
+    scores[j] = std::exp(scores[j] - m);
+    sum += scores[j];
+  }
+  for (int64_t j = 0; j < r.kv_len; ++j) {
+    const float p = scores[j] / sum;
+    if (p == 0) continue;
+    const float* vj = r.v + j * r.v_seq;
+    for (int64_t d = 0; d < r.v_head; ++d) r.o[d] += p * vj[d];
+  }
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {
+  const __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+  __m128 s = _mm_add_ps(lo, hi);
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+
+__attribute__((target("avx2,fma"))) void attention_row_avx2(const RowJob& r, float* scores) {
+  const int64_t d8 = r.head / 8 * 8;
+  float m = kNegInf;
+  for (int64_t j = 0; j < r.kv_len; ++j) {
+    const float* kj = r.k + j * r.k_seq;
+    __m256 acc = _mm256_setzero_ps();
+    int64_t d = 0;
+    for (; d < d8; d += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(r.q + d), _mm256_loadu_ps(kj + d), acc);
+    float dot = hsum(acc);
+    for (; d < r.head; ++d) dot += r.q[d] * kj[d];
+    scores[j] = masked_score(r, j, dot);
+    m = scores[j] > m ? scores[j] : m;
+  }
+  for (int64_t d = 0; d < r.v_head; ++d) r.o[d] = 0;
+  if (m == kNegInf) return;
+  const __m256 vm = _mm256_set1_ps(m);
+  const int64_t j8 = r.kv_len / 8 * 8;
+  __m256 vsum = _mm256_setzero_ps();
+  int64_t j = 0;
+  for (; j < j8; j += 8) {
+    const __m256 e = simd::exp_neg(_mm256_sub_ps(_mm256_loadu_ps(scores + j), vm));
+    _mm256_storeu_ps(scores + j, e);
+    vsum = _mm256_add_ps(vsum, e);
+  }
+  float sum = hsum(vsum);
+  for (; j < r.kv_len; ++j) {
+    scores[j] = std::exp(scores[j] - m);
+    sum += scores[j];
+  }
+  const float inv = 1.0f / sum;
+  const int64_t v8 = r.v_head / 8 * 8;
+  // The output row in registers where it fits (head sizes up to 128), else accumulated in place.
+  if (v8 == r.v_head && r.v_head <= 128) {
+    __m256 acc[16];
+    const int64_t nv = r.v_head / 8;
+    for (int64_t t = 0; t < nv; ++t) acc[t] = _mm256_setzero_ps();
+    for (j = 0; j < r.kv_len; ++j) {
+      if (scores[j] == 0) continue;
+      const __m256 p = _mm256_set1_ps(scores[j]);
+      const float* vj = r.v + j * r.v_seq;
+      for (int64_t t = 0; t < nv; ++t) acc[t] = _mm256_fmadd_ps(p, _mm256_loadu_ps(vj + 8 * t), acc[t]);
+    }
+    const __m256 vi = _mm256_set1_ps(inv);
+    for (int64_t t = 0; t < nv; ++t) _mm256_storeu_ps(r.o + 8 * t, _mm256_mul_ps(acc[t], vi));
+    return;
+  }
+  for (j = 0; j < r.kv_len; ++j) {
+    const float p = scores[j] * inv;
+    if (p == 0) continue;
+    const float* vj = r.v + j * r.v_seq;
+    for (int64_t d = 0; d < r.v_head; ++d) r.o[d] += p * vj[d];
+  }
+}
+#endif
+
+using AttentionRow = void (*)(const RowJob&, float*);
+
+AttentionRow pick_row() {
+#if defined(__x86_64__)
+  if (cpu_isa() >= CpuIsa::kAvx2) return attention_row_avx2;
+#endif
+  return attention_row_generic;
+}
+
+class CpuAttentionKernel : public StepKernel {
+ public:
+  explicit CpuAttentionKernel(const Node& n) : node_(n) {}
+
+  Status enqueue(std::span<const TensorView> in, std::span<TensorView> out, const KernelContext& ctx) override {
+    (void)ctx;
+    AttentionShape s;
+    AttentionInputs w;
+    KILN_ASSIGN_OR_RETURN(out[0].dims, attention_shape(node_, in, &s, &w));
+    const int64_t total = shape_numel(out[0].dims);
+    if (total == 0) return {};
+    if (total * 4 > out[0].capacity) {
+      return runtime_error("{}: an output of {} bytes into a slot of {}", node_.describe(), total * 4, out[0].capacity);
+    }
+    const bool masked = in.size() > w.mask && !in[w.mask].omitted;
+    if (masked && s.mask_dtype != DataType::kFloat && s.mask_dtype != DataType::kBool) {
+      return invalid("{}: a mask of {} on the CPU kernel", node_.describe(), dtype_name(s.mask_dtype));
+    }
+    const float* q = static_cast<const float*>(in[w.q].data) + w.q_offset;
+    const float* k = static_cast<const float*>(in[w.k].data) + w.k_offset;
+    const float* v = static_cast<const float*>(in[w.v].data) + w.v_offset;
+    const uint8_t* mask = masked ? static_cast<const uint8_t*>(in[w.mask].data) : nullptr;
+    const size_t mask_size = masked ? dtype_size(s.mask_dtype) : 0;
+    float* o = static_cast<float*>(out[0].data);
+    const int64_t group = s.q_heads / s.kv_heads;
+    const int64_t rows = s.batch * s.q_heads * s.q_len;
+    const AttentionRow row = pick_row();
+    const bool parallel = rows > 1 && rows * s.kv_len * (s.head + s.v_head) >= (1 << 15);
+#pragma omp parallel if (parallel)
+    {
+      std::vector<float> scores(static_cast<size_t>(s.kv_len));
+#pragma omp for schedule(static)
+      for (int64_t t = 0; t < rows; ++t) {
+        const int64_t b = t / (s.q_heads * s.q_len), h = (t / s.q_len) % s.q_heads, i = t % s.q_len;
+        const int64_t kh = h / group;
+        RowJob r;
+        r.q = q + b * s.q.batch + h * s.q.head + i * s.q.seq;
+        r.k = k + b * s.k.batch + kh * s.k.head;
+        r.v = v + b * s.v.batch + kh * s.v.head;
+        r.o = o + b * s.o.batch + h * s.o.head + i * s.o.seq;
+        r.k_seq = s.k.seq;
+        r.v_seq = s.v.seq;
+        r.kv_len = s.kv_len;
+        r.head = s.head;
+        r.v_head = s.v_head;
+        r.scale = s.scale;
+        r.causal_limit = s.causal ? i : s.kv_len - 1;
+        r.mask = nullptr;
+        r.mask_len = s.kv_len;
+        r.mask_key = s.mask_key;
+        r.mask_bool = s.mask_dtype == DataType::kBool;
+        if (mask) {
+          r.mask = mask + (b * s.mask_batch + h * s.mask_head + i * s.mask_row) * static_cast<int64_t>(mask_size);
+          r.mask_len = s.mask_len;
+        }
+        row(r, scores.data());
+      }
+    }
+    return {};
+  }
+
+ private:
+  const Node& node_;
+};
+
+}  // namespace
+
+bool attention_supported(const Node& n, DataType precision, Layout layout) {
+  if (precision != DataType::kFloat || layout != Layout::kPlain) return false;
+  int64_t head = 0, v_head = 0;
+  if (!attention_form_supported(n, &head, &v_head)) return false;
+  // Float32 operands; a float32 or boolean mask.
+  const bool packed = n.domain == "kiln";
+  const size_t operands = packed ? 1 : 3, mask = packed ? 1 : 3;
+  for (size_t i = 0; i < operands; ++i) {
+    if (n.inputs[i]->type.dtype != DataType::kFloat) return false;
+  }
+  if (n.inputs.size() > mask && n.inputs[mask]) {
+    const DataType m = n.inputs[mask]->type.dtype;
+    if (m != DataType::kFloat && m != DataType::kBool) return false;
+  }
+  return true;
+}
+
+std::unique_ptr<StepKernel> make_attention_kernel(const Step& step) {
+  return std::make_unique<CpuAttentionKernel>(*step.node);
+}
+
+}  // namespace kiln::cpu
