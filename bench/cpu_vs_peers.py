@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Kiln against onnxruntime (and OpenVINO where installed) on this CPU, in one run, on the same inputs.
 
-For each model (torchvision, random weights: timings do not depend on the values) it exports ONNX
-with the distribution's PyTorch (/usr/bin/python3 has python3-torch), builds a Kiln engine for the
-CPU (`kiln build --device cpu`), and measures at each batch, with the same thread count for all:
+For each model (torchvision, random weights: timings do not depend on the values; `bert_base`: a
+BERT-base-size encoder, Hugging Face's BertModel with 12 layers of 768 at sequence 128, exported by
+scripts/export_bert.py) it exports ONNX with the distribution's PyTorch (/usr/bin/python3 has
+python3-torch), builds a Kiln engine for the CPU (`kiln build --device cpu`), and measures at each
+batch, with the same thread count for all:
 Kiln (`kiln bench`, median latency), onnxruntime (all graph optimizations, intra-op threads =
 --threads, median of timed runs) and OpenVINO when its Python package is importable. It also
 checks Kiln's output against onnxruntime's (relative L2 error).
@@ -50,13 +52,36 @@ def run(cmd, env=None):
     return r
 
 
-def ort_ms(path, x, threads, seconds):
+BERT_SEQ = 128
+BERT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def export(name, path, torch_python):
+    """The model's ONNX file, exported with the distribution's torch (dynamic batch)."""
+    if name == "bert_base":
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts", "export_bert.py")
+        run([torch_python, script, os.path.dirname(path), "--name", "bert_base", "--hidden", "768", "--layers", "12",
+             "--heads", "12", "--intermediate", "3072", "--batch", "1", "--seq", str(BERT_SEQ)])
+    else:
+        run([torch_python, "-c", EXPORT, name, "1", path])
+
+
+def feeds_for(name, batch):
+    """Inputs by name: token ids (attention to every token) for BERT, an image batch otherwise."""
+    rng = np.random.default_rng(0)
+    if name == "bert_base":
+        return {"input_ids": rng.integers(0, 1000, (batch, BERT_SEQ)).astype(np.int64),
+                "attention_mask": np.ones((batch, BERT_SEQ), np.int64),
+                "token_type_ids": np.zeros((batch, BERT_SEQ), np.int64)}
+    return {"x": rng.standard_normal((batch, 3, 224, 224)).astype(np.float32)}
+
+
+def ort_ms(path, feed, threads, seconds):
     o = ort.SessionOptions()
     o.intra_op_num_threads = threads
     o.inter_op_num_threads = 1
     o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     s = ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
-    feed = {"x": x}
     for _ in range(3):
         out = s.run(None, feed)[0]
     times = []
@@ -68,7 +93,7 @@ def ort_ms(path, x, threads, seconds):
     return statistics.median(times), out
 
 
-def openvino_ms(path, x, threads, seconds):
+def openvino_ms(path, feed, threads, seconds):
     try:
         import openvino as ov
     except ImportError:
@@ -77,12 +102,12 @@ def openvino_ms(path, x, threads, seconds):
     model = core.compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"})
     req = model.create_infer_request()
     for _ in range(3):
-        req.infer({0: x})
+        req.infer(feed)
     times = []
     end = time.time() + seconds
     while time.time() < end or len(times) < 5:
         t0 = time.perf_counter()
-        req.infer({0: x})
+        req.infer(feed)
         times.append((time.perf_counter() - t0) * 1000)
     return statistics.median(times)
 
@@ -91,7 +116,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kiln", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--models", default="resnet50,mobilenet_v2,efficientnet_b0,squeezenet1_1")
+    ap.add_argument("--models", default="resnet50,mobilenet_v2,efficientnet_b0,squeezenet1_1,bert_base")
     ap.add_argument("--batches", default="1")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=3.0, help="timed seconds per measurement")
@@ -107,25 +132,29 @@ def main():
     for name in a.models.split(","):
         path = os.path.join(work, f"{name}.onnx")
         if not os.path.exists(path):
-            run([a.torch_python, "-c", EXPORT, name, "1", path])
+            export(name, path, a.torch_python)
         for batch in [int(b) for b in a.batches.split(",")]:
             row = {"model": name, "batch": batch}
-            x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32)
-            xp = os.path.join(work, "x.npy")
-            np.save(xp, x)
+            feed = feeds_for(name, batch)
+            inputs = []
+            for k, v in feed.items():
+                np.save(os.path.join(work, f"{k}.npy"), v)
+                inputs += ["--input", f"{k}={os.path.join(work, k + '.npy')}"]
+            shapes = ",".join(f"{k}:{'x'.join(str(d) for d in v.shape)}" for k, v in feed.items())
             engine = os.path.join(work, f"{name}_b{batch}.kiln")
             t0 = time.time()
-            run([kiln, "build", path, "-o", engine, "--device", "cpu", "--shapes", f"x:{batch}x3x224x224"], env)
+            run([kiln, "build", path, "-o", engine, "--device", "cpu", "--shapes", shapes], env)
             row["kiln_build_s"] = time.time() - t0
             r = run([kiln, "bench", engine, "--json", "--duration", str(a.seconds)], env)
             row["kiln_ms"] = json.loads(r.stdout)["latency_ms"]["median"]
             outdir = os.path.join(work, "out")
-            run([kiln, "run", engine, "--input", f"x={xp}", "--output-dir", outdir], env)
-            got = np.load(os.path.join(outdir, "y.npy")).astype(np.float64)
-            row["ort_ms"], want = ort_ms(path, x, a.threads, a.seconds)
+            run([kiln, "run", engine] + inputs + ["--output-dir", outdir], env)
+            first = "last_hidden_state" if name == "bert_base" else "y"
+            got = np.load(os.path.join(outdir, f"{first}.npy")).astype(np.float64)
+            row["ort_ms"], want = ort_ms(path, feed, a.threads, a.seconds)
             want = want.astype(np.float64)
             row["kiln_rel_l2_vs_ort"] = float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30))
-            ov_ms = openvino_ms(path, x, a.threads, a.seconds)
+            ov_ms = openvino_ms(path, feed, a.threads, a.seconds)
             if ov_ms is not None:
                 row["openvino_ms"] = ov_ms
             results["rows"].append(row)
