@@ -3,9 +3,10 @@
 
 For each model (torchvision, random weights: timings do not depend on the values; `bert_base`: a
 BERT-base-size encoder, Hugging Face's BertModel with 12 layers of 768 at sequence 128, exported by
-scripts/export_bert.py) it exports ONNX with the distribution's PyTorch (/usr/bin/python3 has
-python3-torch), builds a Kiln engine for the CPU (`kiln build --device cpu`), and measures at each
-batch, with the same thread count for all:
+scripts/export_bert.py; `yolov5s`: YOLOv5s rebuilt, 7.2M parameters, at 640x640, boxes decoded in the
+graph, from scripts/export_torch_models.py) it exports ONNX with the distribution's PyTorch
+(/usr/bin/python3 has python3-torch), builds a Kiln engine for the CPU (`kiln build --device cpu`),
+and measures at each batch, with the same thread count for all:
 Kiln (`kiln bench`, median latency), onnxruntime (all graph optimizations, intra-op threads =
 --threads, median of timed runs) and OpenVINO when its Python package is importable. It also
 checks Kiln's output against onnxruntime's (relative L2 error).
@@ -52,16 +53,32 @@ def run(cmd, env=None):
     return r
 
 
+EXPORT_YOLO = r"""
+import sys, torch
+sys.path.insert(0, sys.argv[2])
+import export_torch_models as e
+torch.manual_seed(0)
+m = e.YoloV5()
+with torch.no_grad():
+    e.randomize_batchnorm(m, torch.Generator().manual_seed(0))
+m.eval()
+torch.onnx.export(m, (torch.randn(1, 3, 640, 640),), sys.argv[1], input_names=["x"], output_names=["y"],
+                  opset_version=17, dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+"""
+
 BERT_SEQ = 128
 BERT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def export(name, path, torch_python):
     """The model's ONNX file, exported with the distribution's torch (dynamic batch)."""
+    scripts = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts")
     if name == "bert_base":
-        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts", "export_bert.py")
-        run([torch_python, script, os.path.dirname(path), "--name", "bert_base", "--hidden", "768", "--layers", "12",
-             "--heads", "12", "--intermediate", "3072", "--batch", "1", "--seq", str(BERT_SEQ)])
+        run([torch_python, os.path.join(scripts, "export_bert.py"), os.path.dirname(path), "--name", "bert_base",
+             "--hidden", "768", "--layers", "12", "--heads", "12", "--intermediate", "3072", "--batch", "1",
+             "--seq", str(BERT_SEQ)])
+    elif name == "yolov5s":
+        run([torch_python, "-c", EXPORT_YOLO, path, scripts])
     else:
         run([torch_python, "-c", EXPORT, name, "1", path])
 
@@ -73,7 +90,8 @@ def feeds_for(name, batch):
         return {"input_ids": rng.integers(0, 1000, (batch, BERT_SEQ)).astype(np.int64),
                 "attention_mask": np.ones((batch, BERT_SEQ), np.int64),
                 "token_type_ids": np.zeros((batch, BERT_SEQ), np.int64)}
-    return {"x": rng.standard_normal((batch, 3, 224, 224)).astype(np.float32)}
+    size = 640 if name == "yolov5s" else 224
+    return {"x": rng.standard_normal((batch, 3, size, size)).astype(np.float32)}
 
 
 def ort_ms(path, feed, threads, seconds):
@@ -116,7 +134,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kiln", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--models", default="resnet50,mobilenet_v2,efficientnet_b0,squeezenet1_1,bert_base")
+    ap.add_argument("--models", default="resnet50,mobilenet_v2,efficientnet_b0,squeezenet1_1,bert_base,yolov5s")
     ap.add_argument("--batches", default="1")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=3.0, help="timed seconds per measurement")

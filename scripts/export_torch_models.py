@@ -27,8 +27,9 @@ class EncoderClassifier(torch.nn.Module):
         return self.head(self.encoder(x).mean(dim=1))
 
 
-def conv_bn_act(cin, cout, k=1, s=1, act=torch.nn.SiLU):
-    return torch.nn.Sequential(torch.nn.Conv2d(cin, cout, k, s, k // 2, bias=False), torch.nn.BatchNorm2d(cout), act())
+def conv_bn_act(cin, cout, k=1, s=1, act=torch.nn.SiLU, p=None):
+    return torch.nn.Sequential(torch.nn.Conv2d(cin, cout, k, s, k // 2 if p is None else p, bias=False),
+                               torch.nn.BatchNorm2d(cout), act())
 
 
 class C3(torch.nn.Module):
@@ -94,19 +95,59 @@ class YoloStyle(torch.nn.Module):
         o3 = self.c3(torch.cat([self.up(t4), p3], 1))
         o4 = self.n4(torch.cat([self.down3(o3), t4], 1))
         o5 = self.n5(torch.cat([self.down4(o4), t5], 1))
-        out = []
-        for i, f in enumerate((o3, o4, o5)):
-            y = self.heads[i](f)
-            bs, _, ny, nx = y.shape
-            y = y.view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).sigmoid()
-            gy, gx = torch.meshgrid(torch.arange(ny, dtype=torch.float32), torch.arange(nx, dtype=torch.float32),
-                                    indexing="ij")
-            grid = torch.stack((gx, gy), 2).view(1, 1, ny, nx, 2) - 0.5
-            anchor = self.anchors[i].view(1, self.na, 1, 1, 2)
-            xy = (y[..., 0:2] * 2 + grid) * self.strides[i]
-            wh = (y[..., 2:4] * 2) ** 2 * anchor
-            out.append(torch.cat((xy, wh, y[..., 4:]), 4).view(bs, -1, self.no))
-        return torch.cat(out, 1)
+        return detect(self, (o3, o4, o5))
+
+
+def detect(m, feats):
+    """YOLOv5's detection head on features of strides 8, 16 and 32: each a 1x1 convolution, then
+    boxes decoded in the graph (sigmoid, grid and anchor arithmetic), the three concatenated."""
+    out = []
+    for i, f in enumerate(feats):
+        y = m.heads[i](f)
+        bs, _, ny, nx = y.shape
+        y = y.view(bs, m.na, m.no, ny, nx).permute(0, 1, 3, 4, 2).sigmoid()
+        gy, gx = torch.meshgrid(torch.arange(ny, dtype=torch.float32), torch.arange(nx, dtype=torch.float32),
+                                indexing="ij")
+        grid = torch.stack((gx, gy), 2).view(1, 1, ny, nx, 2) - 0.5
+        anchor = m.anchors[i].view(1, m.na, 1, 1, 2)
+        xy = (y[..., 0:2] * 2 + grid) * m.strides[i]
+        wh = (y[..., 2:4] * 2) ** 2 * anchor
+        out.append(torch.cat((xy, wh, y[..., 4:]), 4).view(bs, -1, m.no))
+    return torch.cat(out, 1)
+
+
+class YoloV5(torch.nn.Module):
+    """YOLOv5 in its v6.0 layout, rebuilt: a 6x6 stem, CSP backbone with `n` bottlenecks per
+    stage, SPPF, the PAN neck and the detection head. Width 32 and depths (1, 2, 3, 1) are
+    YOLOv5s (7.2M parameters); the benchmarks run it at 640x640 with random weights."""
+
+    def __init__(self, classes=80, w=32, n=(1, 2, 3, 1)):
+        super().__init__()
+        self.no, self.na = classes + 5, 3
+        self.stem = conv_bn_act(3, w, 6, 2, p=2)
+        self.s2 = torch.nn.Sequential(conv_bn_act(w, 2 * w, 3, 2), C3(2 * w, 2 * w, n[0]))
+        self.s3 = torch.nn.Sequential(conv_bn_act(2 * w, 4 * w, 3, 2), C3(4 * w, 4 * w, n[1]))
+        self.s4 = torch.nn.Sequential(conv_bn_act(4 * w, 8 * w, 3, 2), C3(8 * w, 8 * w, n[2]))
+        self.s5 = torch.nn.Sequential(conv_bn_act(8 * w, 16 * w, 3, 2), C3(16 * w, 16 * w, n[3]), SPPF(16 * w))
+        self.up = torch.nn.Upsample(scale_factor=2, mode="nearest")
+        self.lat5, self.c4 = conv_bn_act(16 * w, 8 * w), C3(16 * w, 8 * w, shortcut=False)
+        self.lat4, self.c3 = conv_bn_act(8 * w, 4 * w), C3(8 * w, 4 * w, shortcut=False)
+        self.down3, self.n4 = conv_bn_act(4 * w, 4 * w, 3, 2), C3(8 * w, 8 * w, shortcut=False)
+        self.down4, self.n5 = conv_bn_act(8 * w, 8 * w, 3, 2), C3(16 * w, 16 * w, shortcut=False)
+        self.heads = torch.nn.ModuleList(torch.nn.Conv2d(c, self.na * self.no, 1) for c in (4 * w, 8 * w, 16 * w))
+        anchors = torch.tensor([[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119], [116, 90, 156, 198, 373, 326]])
+        self.register_buffer("anchors", anchors.float().view(3, 3, 2))
+        self.strides = (8, 16, 32)
+
+    def forward(self, x):
+        p3 = self.s3(self.s2(self.stem(x)))
+        p4 = self.s4(p3)
+        t5 = self.lat5(self.s5(p4))
+        t4 = self.lat4(self.c4(torch.cat([self.up(t5), p4], 1)))
+        o3 = self.c3(torch.cat([self.up(t4), p3], 1))
+        o4 = self.n4(torch.cat([self.down3(o3), t4], 1))
+        o5 = self.n5(torch.cat([self.down4(o4), t5], 1))
+        return detect(self, (o3, o4, o5))
 
 
 class DBNetStyle(torch.nn.Module):
