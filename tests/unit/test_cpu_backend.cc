@@ -537,6 +537,140 @@ TEST(CpuBackend, AttentionOnOwnKernelMatchesTheReferenceInEachIsa) {
   }
 }
 
+// Nearest upsampling by whole factors and Sigmoid on Kiln's own kernels, in each instruction set
+// this CPU has: Resize-13 (asymmetric with floor; half_pixel with round_prefer_floor;
+// pytorch_half_pixel with round_prefer_ceil) and Upsample-9, factors 2x2 and 3x2, after a
+// convolution (NHWC) and on the input (plain), 1, 7 and 37 channels; align_corners stays on the
+// reference kernel. Sigmoid on a 5-D value with inputs from -100 to 100. Batches 1, 3 and 0.
+TEST(CpuBackend, UpsampleAndSigmoidOnOwnKernelsMatchTheReference) {
+  if (make_backend("cpu").value()->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
+  struct UpCase {
+    int opset;
+    std::string ctm, nearest;
+    float fh, fw;
+    bool own;
+  };
+  const std::vector<UpCase> ups = {{13, "asymmetric", "floor", 2, 2, true},
+                                   {13, "half_pixel", "round_prefer_floor", 3, 2, true},
+                                   {13, "pytorch_half_pixel", "round_prefer_ceil", 2, 2, true},
+                                   {9, "", "", 2, 3, true},
+                                   {13, "align_corners", "round_prefer_floor", 2, 2, false}};
+  std::vector<CpuIsa> isas = {CpuIsa::kGeneric};
+  if (detected_cpu_isa() >= CpuIsa::kAvx2) isas.push_back(CpuIsa::kAvx2);
+  for (const UpCase& u : ups) {
+    for (int64_t ch : {1, 7, 37}) {
+      for (bool after_conv : {false, true}) {
+        SCOPED_TRACE("opset " + std::to_string(u.opset) + " " + u.ctm + " " + u.nearest + ", " + std::to_string(ch) +
+                     " channels" + (after_conv ? ", after a convolution" : ""));
+        onnx::ModelProto m = make_model(u.opset);
+        auto* g = m.mutable_graph();
+        add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, ch, 5, 6}, {"n", "", "", ""});
+        std::string in = "x";
+        if (after_conv) {
+          add_random_weight(g, "w", {ch, ch, 3, 3}, 1, -0.3f, 0.3f);
+          auto* conv = add_node(g, "Conv", {"x", "w"}, {"c"}, "conv");
+          add_ints_attr(conv, "pads", {1, 1, 1, 1});
+          in = "c";
+        }
+        const std::vector<float> scales = {1, 1, u.fh, u.fw};
+        add_float_initializer(g, "scales", {4}, [&](int64_t i) { return scales[static_cast<size_t>(i)]; });
+        onnx::NodeProto* r = nullptr;
+        if (u.opset >= 11) {
+          r = add_node(g, "Resize", {in, "", "scales"}, {"y"}, "resize");
+          add_string_attr(r, "coordinate_transformation_mode", u.ctm);
+          add_string_attr(r, "nearest_mode", u.nearest);
+        } else {
+          r = add_node(g, "Upsample", {in, "scales"}, {"y"}, "upsample");
+        }
+        add_string_attr(r, "mode", "nearest");
+        g->add_output()->set_name("y");
+        std::vector<std::vector<RValue>> sets;
+        for (int64_t n : {1, 3, 0}) sets.push_back({RValue::of(random_float({n, ch, 5, 6}, static_cast<uint32_t>(n)))});
+        for (CpuIsa isa : isas) {
+          set_cpu_isa_cap(isa);
+          expect_cpu_matches_reference(m, {{"x", {0, ch, 5, 6}}}, {{"x", {3, ch, 5, 6}}}, sets,
+                                       (u.own ? 1 : 0) + (after_conv ? 1 : 0));
+        }
+        set_cpu_isa_cap(CpuIsa::kAvx512);
+      }
+    }
+  }
+  // The plain layout's kernel, which the planner leaves for NHWC here: the step run directly on
+  // plain views, against the reference.
+  for (const UpCase& u : {ups[0], ups[1]}) {
+    SCOPED_TRACE("plain, " + u.ctm);
+    onnx::ModelProto m = make_model(13);
+    auto* g = m.mutable_graph();
+    add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {2, 7, 5, 6});
+    const std::vector<float> scales = {1, 1, u.fh, u.fw};
+    add_float_initializer(g, "scales", {4}, [&](int64_t i) { return scales[static_cast<size_t>(i)]; });
+    auto* r = add_node(g, "Resize", {"x", "", "scales"}, {"y"}, "resize");
+    add_string_attr(r, "coordinate_transformation_mode", u.ctm);
+    add_string_attr(r, "nearest_mode", u.nearest);
+    add_string_attr(r, "mode", "nearest");
+    g->add_output()->set_name("y");
+    Model model = import_model(m);
+    auto plan = build_plan(model, BuildOptions{});
+    ASSERT_TRUE(plan.ok()) << plan.status().message();
+    const Step* resize = nullptr;
+    for (const Step& st : (*plan)->steps) {
+      if (st.node->op_type == "Resize") resize = &st;
+    }
+    ASSERT_NE(resize, nullptr);
+    Step plain = *resize;
+    plain.layout = Layout::kPlain;
+    plain.tactic = "kiln";
+    auto backend = make_backend("cpu");
+    auto kernel = (*backend)->make_kernel(**plan, plain);
+    ASSERT_TRUE(kernel.ok()) << kernel.status().message();
+    Tensor x = random_float({2, 7, 5, 6}, 3);
+    auto want = Executor(*model.graph).run({RValue::of(x)});
+    ASSERT_TRUE(want.ok());
+    const Tensor& w = (*want)[0].tensor;
+    Tensor y = Tensor::create(DataType::kFloat, w.dims()).value();
+    TensorView in, out;
+    in.data = x.raw();
+    in.capacity = static_cast<int64_t>(x.nbytes());
+    in.storage = {DataType::kFloat, Layout::kPlain, "cpu"};
+    in.logical = DataType::kFloat;
+    in.dims = x.dims();
+    out = in;
+    out.data = y.raw();
+    out.capacity = static_cast<int64_t>(y.nbytes());
+    out.dims = w.dims();
+    std::vector<TensorView> ins = {in, TensorView{}, TensorView{}};
+    ins[1].omitted = true;
+    ins[2].omitted = true;
+    ins[2].dims = {4};
+    std::vector<TensorView> outs = {out};
+    for (CpuIsa isa : isas) {
+      set_cpu_isa_cap(isa);
+      ASSERT_TRUE((*kernel)->prepare(ins, outs).ok());
+      ASSERT_TRUE((*kernel)->enqueue(ins, outs, KernelContext{}).ok());
+      ASSERT_EQ(outs[0].dims, w.dims());
+      for (int64_t e = 0; e < w.numel(); ++e) ASSERT_EQ(y.get_double(e), w.get_double(e)) << "element " << e;
+    }
+    set_cpu_isa_cap(CpuIsa::kAvx512);
+  }
+  onnx::ModelProto m = make_model(17);
+  auto* g = m.mutable_graph();
+  add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, 3, 4, 5, 9}, {"n", "", "", "", ""});
+  add_node(g, "Sigmoid", {"x"}, {"y"}, "sigmoid");
+  g->add_output()->set_name("y");
+  std::vector<std::vector<RValue>> sets;
+  for (int64_t n : {1, 3, 0}) {
+    Tensor x = random_float({n, 3, 4, 5, 9}, static_cast<uint32_t>(n + 40));
+    for (int64_t i = 0; i < x.numel(); ++i) x.set_double(i, x.get_double(i) * 100.0);
+    sets.push_back({RValue::of(x)});
+  }
+  for (CpuIsa isa : isas) {
+    SCOPED_TRACE(std::string(cpu_isa_name(isa)));
+    set_cpu_isa_cap(isa);
+    expect_cpu_matches_reference(m, {{"x", {0, 3, 4, 5, 9}}}, {{"x", {3, 3, 4, 5, 9}}}, sets, 1, 1e-7);
+  }
+  set_cpu_isa_cap(CpuIsa::kAvx512);
+}
+
 // Gemm on oneDNN's matmul: every transpose combination, alpha, a bias C of [N] and of [1, N],
 // Relu and a residual fused into it, odd sizes (7, 9, 257); a full [M, N] C, and a C with alpha
 // != 1, stay on the reference kernel (no oneDNN step), with the same results.

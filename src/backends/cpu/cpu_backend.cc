@@ -12,6 +12,7 @@
 #include "backends/cpu/pool.h"
 #include "backends/cpu/reformat.h"
 #include "backends/cpu/softmax.h"
+#include "backends/cpu/upsample.h"
 #include "backends/reference/reference_backend.h"
 
 namespace kiln {
@@ -64,6 +65,13 @@ constexpr Family kFamilies[] = {
     {cpu::binary_supported, cpu::make_binary_kernel}, {cpu::reformat_supported, cpu::make_reformat_kernel},
     {cpu::concat_supported, cpu::make_concat_kernel}, {cpu::softmax_supported, cpu::make_softmax_kernel}};
 
+// Steps Kiln's own kernels run (tactic "kiln"; pools and Concat beside oneDNN's).
+bool own_kernel_supported(const Node& n, DataType precision, Layout layout) {
+  return cpu::own_pool_supported(n, precision, layout) || cpu::concat_supported(n, precision, layout) ||
+         cpu::layer_norm_supported(n, precision, layout) || cpu::attention_supported(n, precision, layout) ||
+         cpu::upsample_supported(n, precision, layout) || cpu::sigmoid_supported(n, precision, layout);
+}
+
 const Family* family_of(const Node& n, DataType precision, Layout layout) {
   for (const Family& f : kFamilies) {
     if (f.supported(n, precision, layout)) return &f;
@@ -85,12 +93,15 @@ class CpuBackend : public Backend {
 
   bool supports(const Node& node, DataType precision, Layout layout) const override {
     if (reformat(node)) return layout == Layout::kPlain || layout == Layout::kNHWC;
-    return family_of(node, precision, layout) || reference_->supports(node, precision, layout);
+    return family_of(node, precision, layout) || own_kernel_supported(node, precision, layout) ||
+           reference_->supports(node, precision, layout);
   }
   // oneDNN's families prefer NHWC: convolutions run its direct (JIT) kernels there, and im2col
   // plus a GEMM on NCHW. The layout stage keeps runs of them in NHWC and reformats at the edges.
   std::vector<Layout> layouts(const Node& node, DataType precision) const override {
-    if (family_of(node, precision, Layout::kNHWC)) return {Layout::kNHWC, Layout::kPlain};
+    if (family_of(node, precision, Layout::kNHWC) || cpu::upsample_supported(node, precision, Layout::kNHWC)) {
+      return {Layout::kNHWC, Layout::kPlain};
+    }
     return {Layout::kPlain};
   }
   std::vector<std::string> tactics(const Node& node, DataType precision, Layout layout) const override {
@@ -100,7 +111,8 @@ class CpuBackend : public Backend {
       return {cpu::kOnednnTactic, cpu::kOwnTactic};
     }
     if (family_of(node, precision, layout)) return {cpu::kOnednnTactic};
-    if (cpu::layer_norm_supported(node, precision, layout) || cpu::attention_supported(node, precision, layout)) {
+    if (cpu::layer_norm_supported(node, precision, layout) || cpu::attention_supported(node, precision, layout) ||
+        cpu::upsample_supported(node, precision, layout) || cpu::sigmoid_supported(node, precision, layout)) {
       return {cpu::kOwnTactic};
     }
     // A reformat is the identity on logical values: the adapter reads its input's storage and
@@ -181,6 +193,8 @@ class CpuBackend : public Backend {
       if (cpu::concat_supported(*step.node, step.precision, step.layout)) return cpu::make_own_concat_kernel(step);
       if (cpu::layer_norm_supported(*step.node, step.precision, step.layout)) return cpu::make_layer_norm_kernel(step);
       if (cpu::attention_supported(*step.node, step.precision, step.layout)) return cpu::make_attention_kernel(step);
+      if (cpu::upsample_supported(*step.node, step.precision, step.layout)) return cpu::make_upsample_kernel(step);
+      if (cpu::sigmoid_supported(*step.node, step.precision, step.layout)) return cpu::make_sigmoid_kernel(step);
       return nullptr;
     }
     const Family* f = family_of(*step.node, step.precision, step.layout);
