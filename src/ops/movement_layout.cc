@@ -216,14 +216,8 @@ Status split_infer(InferContext& c) {
 
 // ---- Slice ----------------------------------------------------------------------------------
 
-struct SliceAxis {
-  int64_t start = 0;
-  int64_t step = 1;
-  int64_t count = 0;
-};
+}  // namespace
 
-// NumPy slicing rules with ONNX clamping; `dims` may contain -1 (unknown) only in inference,
-// where such axes yield count -1.
 Result<std::vector<SliceAxis>> slice_plan(const Dims& dims, const std::vector<int64_t>& starts,
                                           const std::vector<int64_t>& ends, const std::vector<int64_t>* axes_in,
                                           const std::vector<int64_t>* steps_in) {
@@ -266,6 +260,8 @@ Result<std::vector<SliceAxis>> slice_plan(const Dims& dims, const std::vector<in
   }
   return plan;
 }
+
+namespace {
 
 Status slice_kernel(OpContext& ctx) {
   const Tensor& x = ctx.input(0);

@@ -18,6 +18,19 @@ Result<std::vector<int64_t>> normalize_axes(const std::vector<int64_t>& axes, in
 // Index normalization for gather/scatter style ops: maps [-dim, dim) to [0, dim) or fails.
 Status normalize_index(int64_t& idx, int64_t dim, const char* what);
 
+// One axis of a Slice: the first element taken, the step between elements, how many.
+struct SliceAxis {
+  int64_t start = 0;
+  int64_t step = 1;
+  int64_t count = 0;
+};
+// Slice's per-axis plan for an input of `dims`: NumPy slicing rules with ONNX clamping (the
+// reference kernel and the CPU backend's share it). `dims` may contain -1 (unknown) only in
+// inference, where such axes yield count -1.
+Result<std::vector<SliceAxis>> slice_plan(const Dims& dims, const std::vector<int64_t>& starts,
+                                          const std::vector<int64_t>& ends, const std::vector<int64_t>* axes_in,
+                                          const std::vector<int64_t>* steps_in);
+
 // Reads a shape-like integer input (int32/int64) as a vector; fails on non-integer dtypes.
 Result<std::vector<int64_t>> int_input(const OpContext& ctx, size_t i, const char* what);
 

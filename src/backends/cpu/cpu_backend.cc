@@ -7,6 +7,7 @@
 #include "backends/cpu/concat.h"
 #include "backends/cpu/conv.h"
 #include "backends/cpu/gemm.h"
+#include "backends/cpu/movement.h"
 #include "backends/cpu/norm.h"
 #include "backends/cpu/onednn.h"
 #include "backends/cpu/pool.h"
@@ -67,9 +68,10 @@ constexpr Family kFamilies[] = {
 
 // Steps Kiln's own kernels run (tactic "kiln"; pools and Concat beside oneDNN's).
 bool own_kernel_supported(const Node& n, DataType precision, Layout layout) {
-  return cpu::own_pool_supported(n, precision, layout) || cpu::concat_supported(n, precision, layout) ||
-         cpu::layer_norm_supported(n, precision, layout) || cpu::attention_supported(n, precision, layout) ||
-         cpu::upsample_supported(n, precision, layout) || cpu::sigmoid_supported(n, precision, layout);
+  return cpu::own_pool_supported(n, precision, layout) || cpu::own_concat_supported(n, precision, layout) ||
+         cpu::movement_supported(n, precision, layout) || cpu::layer_norm_supported(n, precision, layout) ||
+         cpu::attention_supported(n, precision, layout) || cpu::upsample_supported(n, precision, layout) ||
+         cpu::sigmoid_supported(n, precision, layout);
 }
 
 const Family* family_of(const Node& n, DataType precision, Layout layout) {
@@ -111,10 +113,7 @@ class CpuBackend : public Backend {
       return {cpu::kOnednnTactic, cpu::kOwnTactic};
     }
     if (family_of(node, precision, layout)) return {cpu::kOnednnTactic};
-    if (cpu::layer_norm_supported(node, precision, layout) || cpu::attention_supported(node, precision, layout) ||
-        cpu::upsample_supported(node, precision, layout) || cpu::sigmoid_supported(node, precision, layout)) {
-      return {cpu::kOwnTactic};
-    }
+    if (own_kernel_supported(node, precision, layout)) return {cpu::kOwnTactic};
     // A reformat is the identity on logical values: the adapter reads its input's storage and
     // writes its output's.
     if (reformat(node))
@@ -190,7 +189,8 @@ class CpuBackend : public Backend {
   static std::unique_ptr<StepKernel> fast_kernel(const Step& step) {
     if (step.tactic == cpu::kOwnTactic) {
       if (cpu::own_pool_supported(*step.node, step.precision, step.layout)) return cpu::make_own_pool_kernel(step);
-      if (cpu::concat_supported(*step.node, step.precision, step.layout)) return cpu::make_own_concat_kernel(step);
+      if (cpu::own_concat_supported(*step.node, step.precision, step.layout)) return cpu::make_own_concat_kernel(step);
+      if (cpu::movement_supported(*step.node, step.precision, step.layout)) return cpu::make_movement_kernel(step);
       if (cpu::layer_norm_supported(*step.node, step.precision, step.layout)) return cpu::make_layer_norm_kernel(step);
       if (cpu::attention_supported(*step.node, step.precision, step.layout)) return cpu::make_attention_kernel(step);
       if (cpu::upsample_supported(*step.node, step.precision, step.layout)) return cpu::make_upsample_kernel(step);
