@@ -102,6 +102,15 @@ void add_float_initializer(onnx::GraphProto* g, const std::string& name, const s
   for (int64_t i = 0; i < n; ++i) t->add_float_data(value(i));
 }
 
+// A 1-D int64 initializer holding `values` (Slice bounds, shapes, axes).
+inline void add_int64_initializer(onnx::GraphProto* g, const std::string& name, const std::vector<int64_t>& values) {
+  auto* k = g->add_initializer();
+  k->set_name(name);
+  k->set_data_type(onnx::TensorProto::INT64);
+  k->add_dims(static_cast<int64_t>(values.size()));
+  for (int64_t v : values) k->add_int64_data(v);
+}
+
 // A float32 initializer of `dims` uniform in [lo, hi), the same for the same seed.
 inline void add_random_weight(onnx::GraphProto* g, const std::string& name, const std::vector<int64_t>& dims,
                               uint32_t seed, float lo = -1, float hi = 1) {

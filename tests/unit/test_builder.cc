@@ -341,16 +341,9 @@ TEST(Builder, ValuesSizedByShapeComputationsStayOnTheDevice) {
   auto* g = m.mutable_graph();
   testing::add_tensor_info(g->mutable_input(), "x", 1, {1, 2, 3, 3}, {"N", "", "", ""});
   testing::add_tensor_info(g->mutable_input(), "shape", 7, {4});
-  auto ints = [&](const char* name, std::vector<int64_t> values) {
-    auto* k = g->add_initializer();
-    k->set_name(name);
-    k->set_data_type(onnx::TensorProto::INT64);
-    k->add_dims(static_cast<int64_t>(values.size()));
-    for (int64_t v : values) k->add_int64_data(v);
-  };
-  ints("zero", {0});
-  ints("two", {2});
-  ints("four", {4});
+  testing::add_int64_initializer(g, "zero", {0});
+  testing::add_int64_initializer(g, "two", {2});
+  testing::add_int64_initializer(g, "four", {4});
   auto* twice = g->add_initializer();
   twice->set_name("twice");
   twice->set_data_type(onnx::TensorProto::FLOAT);

@@ -202,16 +202,31 @@ void expect_cpu_matches_reference(const onnx::ModelProto& m, const std::map<std:
   }
 }
 
+struct PoolCase {
+  std::string op;
+  std::vector<int64_t> kernel, strides, pads, dilations;
+  int64_t ceil_mode, count_include_pad;
+};
+
+// The pool of case `c` on value `in` into graph output y.
+void add_pool(onnx::GraphProto* g, const PoolCase& c, const std::string& in) {
+  auto* pool = add_node(g, c.op, {in}, {"y"}, "pool");
+  if (!c.kernel.empty()) {
+    add_ints_attr(pool, "kernel_shape", c.kernel);
+    add_ints_attr(pool, "strides", c.strides);
+    add_ints_attr(pool, "pads", c.pads);
+    add_int_attr(pool, "ceil_mode", c.ceil_mode);
+  }
+  if (!c.dilations.empty()) add_ints_attr(pool, "dilations", c.dilations);
+  if (c.op == "AveragePool") add_int_attr(pool, "count_include_pad", c.count_include_pad);
+  g->add_output()->set_name("y");
+}
+
 // Pooling on oneDNN: max with pads, ceil mode and dilation, average with and without the padding
 // counted, the global pools; one pool after a convolution (NHWC between them) and the rest on the
 // input (reformatted to NHWC first), batches of 1, 3 and 0 of one profile engine.
 TEST(CpuBackend, PoolingOnOnednnMatchesTheReference) {
   if (make_backend("cpu").value()->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
-  struct PoolCase {
-    std::string op;
-    std::vector<int64_t> kernel, strides, pads, dilations;
-    int64_t ceil_mode, count_include_pad;
-  };
   const std::vector<PoolCase> cases = {
       {"MaxPool", {3, 3}, {2, 2}, {1, 1, 1, 1}, {}, 0, 0},
       {"MaxPool", {3, 3}, {2, 2}, {0, 0, 1, 0}, {}, 1, 0},
@@ -235,16 +250,7 @@ TEST(CpuBackend, PoolingOnOnednnMatchesTheReference) {
         add_ints_attr(conv, "pads", {1, 1, 1, 1});
         in = "c";
       }
-      auto* pool = add_node(g, c.op, {in}, {"y"}, "pool");
-      if (!c.kernel.empty()) {
-        add_ints_attr(pool, "kernel_shape", c.kernel);
-        add_ints_attr(pool, "strides", c.strides);
-        add_ints_attr(pool, "pads", c.pads);
-        add_int_attr(pool, "ceil_mode", c.ceil_mode);
-      }
-      if (!c.dilations.empty()) add_ints_attr(pool, "dilations", c.dilations);
-      if (c.op == "AveragePool") add_int_attr(pool, "count_include_pad", c.count_include_pad);
-      g->add_output()->set_name("y");
+      add_pool(g, c, in);
       std::vector<std::vector<RValue>> sets;
       for (int64_t n : {1, 3, 0})
         sets.push_back({RValue::of(random_float({n, 7, 11, 10}, static_cast<uint32_t>(n + 3)))});
@@ -260,11 +266,6 @@ TEST(CpuBackend, PoolingOnOnednnMatchesTheReference) {
 // exact; averages match to float rounding.
 TEST(CpuBackend, OwnPoolingKernelsMatchTheReferenceInEachIsa) {
   if (make_backend("cpu").value()->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
-  struct PoolCase {
-    std::string op;
-    std::vector<int64_t> kernel, strides, pads, dilations;
-    int64_t ceil_mode, count_include_pad;
-  };
   const std::vector<PoolCase> cases = {
       {"MaxPool", {3, 3}, {2, 2}, {1, 1, 1, 1}, {}, 0, 0},
       {"MaxPool", {3, 3}, {2, 2}, {0, 0, 0, 0}, {}, 1, 0},
@@ -289,16 +290,7 @@ TEST(CpuBackend, OwnPoolingKernelsMatchTheReferenceInEachIsa) {
       add_random_weight(g, "w", {ch, 1, 1, 1}, 1, 0.5f, 1.5f);
       auto* conv = add_node(g, "Conv", {"x", "w"}, {"c"}, "conv");
       add_int_attr(conv, "group", ch);
-      auto* pool = add_node(g, c.op, {"c"}, {"y"}, "pool");
-      if (!c.kernel.empty()) {
-        add_ints_attr(pool, "kernel_shape", c.kernel);
-        add_ints_attr(pool, "strides", c.strides);
-        add_ints_attr(pool, "pads", c.pads);
-        add_int_attr(pool, "ceil_mode", c.ceil_mode);
-      }
-      if (!c.dilations.empty()) add_ints_attr(pool, "dilations", c.dilations);
-      if (c.op == "AveragePool") add_int_attr(pool, "count_include_pad", c.count_include_pad);
-      g->add_output()->set_name("y");
+      add_pool(g, c, "c");
       Model model = import_model(m);
       BuildOptions o;
       o.device = "cpu";
@@ -684,28 +676,21 @@ TEST(CpuBackend, MovementOnOwnKernelsMatchesTheReference) {
     add_tensor_info(g->mutable_input(), "x", elem, {0, 3, 4, 5, 6}, {"n", "", "", "", ""});
     add_tensor_info(g->mutable_input(), "v", elem, {7});
     add_tensor_info(g->mutable_input(), "t", elem, {0, 5, 9}, {"n", "", ""});
-    auto ints = [&](const char* name, std::vector<int64_t> values) {
-      auto* k = g->add_initializer();
-      k->set_name(name);
-      k->set_data_type(onnx::TensorProto::INT64);
-      k->add_dims(static_cast<int64_t>(values.size()));
-      for (int64_t v : values) k->add_int64_data(v);
-    };
     auto* t5 = add_node(g, "Transpose", {"x"}, {"xt"}, "transpose5");
     add_ints_attr(t5, "perm", {0, 1, 3, 4, 2});
     add_node(g, "Transpose", {"v"}, {"vt"}, "transpose1");
     auto* t3 = add_node(g, "Transpose", {"t"}, {"tt"}, "transpose3");
     add_ints_attr(t3, "perm", {2, 0, 1});
     // x[..., 1:-1:1] on axis 4, x[:, ::-1] on axis 1 with a step of -2, ends from Shape(x)[3].
-    ints("s_starts", {1, -1});
-    ints("s_ends", {-1, -100});
-    ints("s_axes", {4, 1});
-    ints("s_steps", {1, -2});
+    add_int64_initializer(g, "s_starts", {1, -1});
+    add_int64_initializer(g, "s_ends", {-1, -100});
+    add_int64_initializer(g, "s_axes", {4, 1});
+    add_int64_initializer(g, "s_steps", {1, -2});
     add_node(g, "Slice", {"xt", "s_starts", "s_ends", "s_axes", "s_steps"}, {"sl"}, "slice_steps");
     // t[1:n] along axis 0, n read from Shape(t) at run time (the batch is symbolic).
     add_node(g, "Shape", {"t"}, {"shape"}, "shape");
-    ints("zero", {0});
-    ints("one", {1});
+    add_int64_initializer(g, "zero", {0});
+    add_int64_initializer(g, "one", {1});
     add_node(g, "Slice", {"shape", "zero", "one"}, {"len"}, "dim0");
     add_node(g, "Slice", {"t", "one", "len", "zero"}, {"sd"}, "slice_computed");
     auto* c5 = add_node(g, "Concat", {"x", "x"}, {"c5"}, "concat5");

@@ -411,16 +411,9 @@ TEST(PlanSafety, RunsWithoutTransfersComputeWhatReadsTheInputs) {
   auto* g = m.mutable_graph();
   add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, 0, 4}, {"batch", "seq", ""});
   add_random_weight(g, "table", {1, 8, 4}, 5);
-  auto ints = [&](const char* name, int64_t v) {
-    auto* k = g->add_initializer();
-    k->set_name(name);
-    k->set_data_type(onnx::TensorProto::INT64);
-    k->add_dims(1);
-    k->add_int64_data(v);
-  };
-  ints("zero", 0);
-  ints("one", 1);
-  ints("two", 2);
+  add_int64_initializer(g, "zero", {0});
+  add_int64_initializer(g, "one", {1});
+  add_int64_initializer(g, "two", {2});
   add_node(g, "Shape", {"x"}, {"s"}, "shape");
   add_node(g, "Slice", {"s", "one", "two"}, {"len"}, "seq_len");
   add_node(g, "Slice", {"table", "zero", "len", "one"}, {"pos"}, "positions");

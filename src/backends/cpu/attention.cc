@@ -77,13 +77,6 @@ void attention_row_generic(const RowJob& r, float* scores) {
 }
 
 #if defined(__x86_64__)
-__attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {
-  const __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-  __m128 s = _mm_add_ps(lo, hi);
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-  return _mm_cvtss_f32(s);
-}
 
 __attribute__((target("avx2,fma"))) void attention_row_avx2(const RowJob& r, float* scores) {
   const int64_t d8 = r.head / 8 * 8;
@@ -93,7 +86,7 @@ __attribute__((target("avx2,fma"))) void attention_row_avx2(const RowJob& r, flo
     __m256 acc = _mm256_setzero_ps();
     int64_t d = 0;
     for (; d < d8; d += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(r.q + d), _mm256_loadu_ps(kj + d), acc);
-    float dot = hsum(acc);
+    float dot = simd::hsum(acc);
     for (; d < r.head; ++d) dot += r.q[d] * kj[d];
     scores[j] = masked_score(r, j, dot);
     m = scores[j] > m ? scores[j] : m;
@@ -109,7 +102,7 @@ __attribute__((target("avx2,fma"))) void attention_row_avx2(const RowJob& r, flo
     _mm256_storeu_ps(scores + j, e);
     vsum = _mm256_add_ps(vsum, e);
   }
-  float sum = hsum(vsum);
+  float sum = simd::hsum(vsum);
   for (; j < r.kv_len; ++j) {
     scores[j] = std::exp(scores[j] - m);
     sum += scores[j];

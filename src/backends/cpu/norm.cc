@@ -12,6 +12,7 @@
 #include <immintrin.h>
 #endif
 
+#include "backends/cpu/simd_math.h"
 #include "core/cpu_isa.h"
 #include "ops/nn_common.h"
 
@@ -30,13 +31,6 @@ void norm_row_generic(const float* x, const float* scale, const float* bias, flo
 }
 
 #if defined(__x86_64__)
-__attribute__((target("avx2,fma"))) float sum8(__m256 v) {
-  const __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-  __m128 s = _mm_add_ps(lo, hi);
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-  return _mm_cvtss_f32(s);
-}
 
 __attribute__((target("avx2,fma"))) void norm_row_avx2(const float* x, const float* scale, const float* bias, float eps,
                                                        int64_t n, float* y) {
@@ -48,7 +42,7 @@ __attribute__((target("avx2,fma"))) void norm_row_avx2(const float* x, const flo
     acc1 = _mm256_add_ps(acc1, _mm256_loadu_ps(x + i + 8));
   }
   for (; i < n8; i += 8) acc0 = _mm256_add_ps(acc0, _mm256_loadu_ps(x + i));
-  float sum = sum8(_mm256_add_ps(acc0, acc1));
+  float sum = simd::hsum(_mm256_add_ps(acc0, acc1));
   for (i = n8; i < n; ++i) sum += x[i];
   const float mean = sum / static_cast<float>(n);
   const __m256 vm = _mm256_set1_ps(mean);
@@ -64,7 +58,7 @@ __attribute__((target("avx2,fma"))) void norm_row_avx2(const float* x, const flo
     const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(x + i), vm);
     acc0 = _mm256_fmadd_ps(d, d, acc0);
   }
-  float sq = sum8(_mm256_add_ps(acc0, acc1));
+  float sq = simd::hsum(_mm256_add_ps(acc0, acc1));
   for (i = n8; i < n; ++i) sq += (x[i] - mean) * (x[i] - mean);
   const float inv = 1.0f / std::sqrt(sq / static_cast<float>(n) + eps);
   const __m256 vi = _mm256_set1_ps(inv);

@@ -1,6 +1,6 @@
 #pragma once
 // Vectorized float math for Kiln's own CPU kernels (AVX2 with FMA): exp and erfc, each a few
-// ulps from the libm result over the range the kernels use. Functions carry the target attribute,
+// ulps from the libm result over the range the kernels use, and a horizontal sum. Functions carry the target attribute,
 // so callers compiled for any instruction set may call them behind a cpu_isa() check.
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -45,6 +45,15 @@ __attribute__((target("avx2,fma"), always_inline)) inline __m256 erfc_abs(__m256
   p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-0.284496736f));
   p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(0.254829592f));
   return _mm256_mul_ps(_mm256_mul_ps(p, t), exp_neg(_mm256_mul_ps(_mm256_sub_ps(_mm256_setzero_ps(), ax), ax)));
+}
+
+// The sum of the eight lanes.
+__attribute__((target("avx2,fma"), always_inline)) inline float hsum(__m256 v) {
+  const __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+  __m128 s = _mm_add_ps(lo, hi);
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
 }
 
 }  // namespace kiln::cpu::simd
