@@ -16,6 +16,7 @@
 #endif
 
 #include "backends/attention_shape.h"
+#include "backends/cpu/scratch.h"
 #include "backends/cpu/simd_math.h"
 #include "core/cpu_isa.h"
 
@@ -146,6 +147,15 @@ class CpuAttentionKernel : public StepKernel {
  public:
   explicit CpuAttentionKernel(const Node& n) : node_(n) {}
 
+  Status prepare(std::span<const TensorView> in, std::span<const TensorView> out) override {
+    (void)out;
+    AttentionShape s;
+    AttentionInputs w;
+    KILN_RETURN_IF_ERROR(attention_shape(node_, in, &s, &w).status());
+    scores_.reserve(s.kv_len);
+    return {};
+  }
+
   Status enqueue(std::span<const TensorView> in, std::span<TensorView> out, const KernelContext& ctx) override {
     (void)ctx;
     AttentionShape s;
@@ -170,9 +180,10 @@ class CpuAttentionKernel : public StepKernel {
     const int64_t rows = s.batch * s.q_heads * s.q_len;
     const AttentionRow row = pick_row();
     const bool parallel = rows > 1 && rows * s.kv_len * (s.head + s.v_head) >= (1 << 15);
+    scores_.reserve(s.kv_len);
 #pragma omp parallel if (parallel)
     {
-      std::vector<float> scores(static_cast<size_t>(s.kv_len));
+      float* scores = scores_.get(omp_get_thread_num());
 #pragma omp for schedule(static)
       for (int64_t t = 0; t < rows; ++t) {
         const int64_t b = t / (s.q_heads * s.q_len), h = (t / s.q_len) % s.q_heads, i = t % s.q_len;
@@ -197,7 +208,7 @@ class CpuAttentionKernel : public StepKernel {
           r.mask = mask + (b * s.mask_batch + h * s.mask_head + i * s.mask_row) * static_cast<int64_t>(mask_size);
           r.mask_len = s.mask_len;
         }
-        row(r, scores.data());
+        row(r, scores);
       }
     }
     return {};
@@ -205,6 +216,7 @@ class CpuAttentionKernel : public StepKernel {
 
  private:
   const Node& node_;
+  ThreadScratch<float> scores_;  // one row of scores per thread
 };
 
 }  // namespace

@@ -14,6 +14,7 @@
 #endif
 
 #include "backends/cpu/pool.h"
+#include "backends/cpu/scratch.h"
 #include "core/cpu_isa.h"
 #include "ops/nn_common.h"
 
@@ -147,7 +148,9 @@ class PoolNhwcKernel : public StepKernel {
 
   Status prepare(std::span<const TensorView> in, std::span<const TensorView> out) override {
     (void)out;
-    return geometry(in[0].dims).status();
+    KILN_ASSIGN_OR_RETURN(const Geometry* g, geometry(in[0].dims));
+    reserve(*g);
+    return {};
   }
 
   Status enqueue(std::span<const TensorView> in, std::span<TensorView> out, const KernelContext& ctx) override {
@@ -162,6 +165,7 @@ class PoolNhwcKernel : public StepKernel {
     const float* x = static_cast<const float*>(in[0].data);
     float* y = static_cast<float*>(out[0].data);
     const Reduce reduce = pick_reduce(max_, global_);
+    reserve(*g);
     if (global_) return run_global(*g, x, y, reduce);
     return run_windows(*g, x, y, reduce);
   }
@@ -200,12 +204,24 @@ class PoolNhwcKernel : public StepKernel {
     return &prepared_.emplace(x, g).first->second;
   }
 
+  // Scratch for these shapes: a global pool's pixel offsets; a windowed pool's taps and rows per
+  // thread.
+  void reserve(const Geometry& g) {
+    if (global_) {
+      const int64_t pixels = g.ih * g.iw;
+      if (static_cast<int64_t>(taps_.size()) < pixels) taps_.resize(static_cast<size_t>(pixels));
+    } else {
+      scratch_.reserve(g.kh * g.kw + g.kh);
+    }
+  }
+
   // The global pools: each (image, block of channels) reduces every pixel.
   Status run_global(const Geometry& g, const float* x, float* y, Reduce reduce) {
     const int64_t pixels = g.ih * g.iw;
-    if (taps_.size() != static_cast<size_t>(pixels)) {
-      taps_.resize(static_cast<size_t>(pixels));
+    if (taps_c_ != g.c || taps_pixels_ != pixels) {
       for (int64_t p = 0; p < pixels; ++p) taps_[static_cast<size_t>(p)] = p * g.c;
+      taps_c_ = g.c;
+      taps_pixels_ = pixels;
     }
     constexpr int64_t kBlock = 64;
     const int64_t blocks = (g.c + kBlock - 1) / kBlock, tasks = g.n * blocks;
@@ -224,20 +240,19 @@ class PoolNhwcKernel : public StepKernel {
     const bool parallel = rows > 1 && g.n * g.c * g.oh * g.ow * g.kh * g.kw >= (1 << 15);
 #pragma omp parallel if (parallel)
     {
-      std::vector<int64_t> taps(static_cast<size_t>(g.kh * g.kw));
+      int64_t* taps = scratch_.get(omp_get_thread_num());
+      int64_t* iys = taps + g.kh * g.kw;
 #pragma omp for schedule(static)
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t b = r / g.oh, oy = r % g.oh;
         const float* xb = x + b * g.ih * g.iw * g.c;
         float* yr = y + (b * g.oh + oy) * g.ow * g.c;
         // Rows of the window inside the image, and (counting the padding) inside the padded one.
-        int64_t padded_rows = 0;
-        std::vector<int64_t> iys;
-        iys.reserve(static_cast<size_t>(g.kh));
+        int64_t padded_rows = 0, n_iys = 0;
         for (int64_t ky = 0; ky < g.kh; ++ky) {
           const int64_t iy = oy * g.sh - g.pt + ky * g.dh;
           if (iy >= -g.pt && iy < g.ih + g.pb) ++padded_rows;
-          if (iy >= 0 && iy < g.ih) iys.push_back(iy);
+          if (iy >= 0 && iy < g.ih) iys[n_iys++] = iy;
         }
         for (int64_t ox = 0; ox < g.ow; ++ox) {
           int64_t count = 0, padded_cols = 0;
@@ -245,10 +260,10 @@ class PoolNhwcKernel : public StepKernel {
             const int64_t ix = ox * g.sw - g.pl + kx * g.dw;
             if (ix >= -g.pl && ix < g.iw + g.pr) ++padded_cols;
             if (ix < 0 || ix >= g.iw) continue;
-            for (int64_t iy : iys) taps[static_cast<size_t>(count++)] = (iy * g.iw + ix) * g.c;
+            for (int64_t k = 0; k < n_iys; ++k) taps[count++] = (iys[k] * g.iw + ix) * g.c;
           }
           const float divisor = g.include_pad ? static_cast<float>(padded_rows * padded_cols) : 0.0f;
-          reduce(xb, taps.data(), count, g.c, divisor, yr + ox * g.c);
+          reduce(xb, taps, count, g.c, divisor, yr + ox * g.c);
         }
       }
     }
@@ -258,7 +273,9 @@ class PoolNhwcKernel : public StepKernel {
   const Node& node_;
   const bool max_, global_;
   std::map<Dims, Geometry> prepared_;
-  std::vector<int64_t> taps_;  // a global pool's pixels
+  std::vector<int64_t> taps_;  // a global pool's pixel offsets, for taps_c_ channels
+  int64_t taps_c_ = -1, taps_pixels_ = -1;
+  ThreadScratch<int64_t> scratch_;  // a windowed pool's taps and window rows, per thread
 };
 
 }  // namespace
