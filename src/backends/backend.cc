@@ -91,6 +91,37 @@ class LogicalKernel : public StepKernel {
 
 }  // namespace
 
+Result<std::vector<int64_t>> host_ints(const TensorView& v, const char* what) {
+  const void* p = v.data;
+  DataType dt = v.logical != DataType::kUndefined ? v.logical : v.storage.dtype;
+  Dims dims = v.dims;
+  if (!p && v.value && v.value->is_tensor()) {
+    p = v.value->tensor.raw();
+    dt = v.value->tensor.dtype();
+    dims = v.value->tensor.dims();
+  }
+  const int64_t n = shape_numel(dims);
+  if (n < 0) return invalid("input '{}' has no known size", what);
+  if (n > 0 && !p) return invalid("input '{}' has no data on the host", what);
+  std::vector<int64_t> out(static_cast<size_t>(n));
+  auto read = [&]<typename T>() {
+    const T* t = static_cast<const T*>(p);
+    for (int64_t i = 0; i < n; ++i) out[static_cast<size_t>(i)] = static_cast<int64_t>(t[i]);
+  };
+  switch (dt) {
+    case DataType::kInt64: read.template operator()<int64_t>(); break;
+    case DataType::kInt32: read.template operator()<int32_t>(); break;
+    case DataType::kInt16: read.template operator()<int16_t>(); break;
+    case DataType::kInt8: read.template operator()<int8_t>(); break;
+    case DataType::kUInt64: read.template operator()<uint64_t>(); break;
+    case DataType::kUInt32: read.template operator()<uint32_t>(); break;
+    case DataType::kUInt16: read.template operator()<uint16_t>(); break;
+    case DataType::kUInt8: read.template operator()<uint8_t>(); break;
+    default: return invalid("input '{}' must be an integer tensor, got {}", what, dtype_name(dt));
+  }
+  return out;
+}
+
 Result<std::unique_ptr<StepKernel>> Backend::make_kernel(const Plan& plan, const Step& step) const {
   (void)plan;
   return std::unique_ptr<StepKernel>(std::make_unique<LogicalKernel>(*this, step));

@@ -47,6 +47,11 @@ struct TensorView {
   bool omitted = false;  // an optional input or output the node leaves out
 };
 
+// The integer elements of input view `v` read on the host (its bytes, or the value it holds):
+// Slice bounds, Reshape and Expand shapes, Split sizes. An error naming `what` for a view with no
+// host data or of a non-integer type.
+Result<std::vector<int64_t>> host_ints(const TensorView& v, const char* what);
+
 struct KernelContext {
   void* workspace = nullptr;  // the bytes the tactic asked for at build
   int64_t workspace_bytes = 0;

@@ -65,23 +65,6 @@ void strided_copy(const uint8_t* src, uint8_t* dst, const Dims& dims, const Dims
   }
 }
 
-Result<std::vector<int64_t>> host_ints(const TensorView& v, const char* what) {
-  const int64_t n = shape_numel(v.dims);
-  if (n < 0 || (n > 0 && !v.data)) return invalid("input '{}' has no data on the host", what);
-  const DataType dt = v.storage.dtype;
-  std::vector<int64_t> out(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) {
-    if (dt == DataType::kInt64) {
-      out[static_cast<size_t>(i)] = static_cast<const int64_t*>(v.data)[i];
-    } else if (dt == DataType::kInt32) {
-      out[static_cast<size_t>(i)] = static_cast<const int32_t*>(v.data)[i];
-    } else {
-      return invalid("input '{}' must be int32 or int64, got {}", what, dtype_name(dt));
-    }
-  }
-  return out;
-}
-
 Status check_output(const Node& n, const TensorView& out, const Dims& dims, size_t elem) {
   const int64_t bytes = shape_numel(dims) * static_cast<int64_t>(elem);
   if (bytes > out.capacity) {

@@ -181,38 +181,6 @@ Result<bool> view_is_nhwc(const TensorView& v) {
   return true;
 }
 
-// The integer elements of an input read on the host.
-Result<std::vector<int64_t>> host_ints(const TensorView& v, const char* what) {
-  const void* p = v.data;
-  DataType dt = v.logical != DataType::kUndefined ? v.logical : v.storage.dtype;
-  Dims dims = v.dims;
-  if (!p && v.value && v.value->is_tensor()) {
-    p = v.value->tensor.raw();
-    dt = v.value->tensor.dtype();
-    dims = v.value->tensor.dims();
-  }
-  const int64_t n = shape_numel(dims);
-  if (n < 0) return invalid("input '{}' has no known size", what);
-  if (n > 0 && !p) return invalid("input '{}' has no data on the host", what);
-  std::vector<int64_t> out(static_cast<size_t>(n));
-  auto read = [&]<typename T>() {
-    const T* t = static_cast<const T*>(p);
-    for (int64_t i = 0; i < n; ++i) out[static_cast<size_t>(i)] = static_cast<int64_t>(t[i]);
-  };
-  switch (dt) {
-    case DataType::kInt64: read.template operator()<int64_t>(); break;
-    case DataType::kInt32: read.template operator()<int32_t>(); break;
-    case DataType::kInt16: read.template operator()<int16_t>(); break;
-    case DataType::kInt8: read.template operator()<int8_t>(); break;
-    case DataType::kUInt64: read.template operator()<uint64_t>(); break;
-    case DataType::kUInt32: read.template operator()<uint32_t>(); break;
-    case DataType::kUInt16: read.template operator()<uint16_t>(); break;
-    case DataType::kUInt8: read.template operator()<uint8_t>(); break;
-    default: return invalid("input '{}' must be an integer tensor, got {}", what, dtype_name(dt));
-  }
-  return out;
-}
-
 bool present(std::span<const TensorView> in, size_t k) {
   return k < in.size() && !in[k].omitted;
 }
@@ -512,40 +480,17 @@ class MovementKernel : public DeviceKernel {
         has_steps = true;
       }
     }
-    if (starts.size() != ends.size()) return invalid("Slice starts and ends have different lengths");
-    if (has_axes) {
-      if (axes.size() != starts.size()) return invalid("Slice axes and starts have different lengths");
-      KILN_ASSIGN_OR_RETURN(axes, normalize_axes(axes, rank, "Slice axes"));
-    } else {
-      if (static_cast<int64_t>(starts.size()) > rank) return invalid("Slice has more starts than the input rank");
-      axes.clear();
-      for (size_t i = 0; i < starts.size(); ++i) axes.push_back(static_cast<int64_t>(i));
-    }
-    if (has_steps && steps.size() != starts.size()) return invalid("Slice steps and starts have different lengths");
-    // Per dim: first element, step and count, with NumPy's rules and ONNX's clamping.
-    Dims first(xd.size(), 0), step(xd.size(), 1), od = xd;
-    for (size_t i = 0; i < axes.size(); ++i) {
-      const size_t d = static_cast<size_t>(axes[i]);
-      const int64_t dim = xd[d];
-      const int64_t st = has_steps ? steps[i] : 1;
-      if (st == 0) return invalid("Slice step must not be zero");
+    for (int64_t st : steps) {
       if (st == INT64_MIN) return invalid("Slice step {} is out of range", st);
-      int64_t s = starts[i], e = ends[i];
-      if (s < 0) s += dim;
-      if (e < 0) e += dim;
-      int64_t count;
-      if (st > 0) {
-        s = std::clamp<int64_t>(s, 0, dim);
-        e = std::clamp<int64_t>(e, 0, dim);
-        count = e > s ? (e - s - 1) / st + 1 : 0;
-      } else {
-        s = std::clamp<int64_t>(s, -1, dim - 1);
-        e = std::clamp<int64_t>(e, -1, dim - 1);
-        count = s > e ? (s - e - 1) / (-st) + 1 : 0;
-      }
-      first[d] = s;
-      step[d] = st;
-      od[d] = count;
+    }
+    // Per dim: first element, step and count, with NumPy's rules and ONNX's clamping.
+    KILN_ASSIGN_OR_RETURN(auto plan,
+                          slice_plan(xd, starts, ends, has_axes ? &axes : nullptr, has_steps ? &steps : nullptr));
+    Dims first(xd.size(), 0), step(xd.size(), 1), od = xd;
+    for (size_t d = 0; d < xd.size(); ++d) {
+      first[d] = plan[d].start;
+      step[d] = plan[d].step;
+      od[d] = plan[d].count;
     }
     KILN_ASSIGN_OR_RETURN(bool y_nhwc, shape_output(out[0], od));
     if (shape_numel(od) == 0) return {};

@@ -41,13 +41,8 @@ __global__ void __launch_bounds__(kThreads)
   float* vs = ks + kKeys * kstride;  // [kKeys][Dv]
   float* qs = vs + kKeys * Dv;       // [kRows][D], scaled
 
-  int64_t blk = blockIdx.x;
-  const int64_t tiles = (s.q_len + kRows - 1) / kRows;
-  const int64_t row0 = (blk % tiles) * kRows;
-  blk /= tiles;
-  const int64_t h = blk % s.q_heads;
-  const int64_t b = blk / s.q_heads;
-  const int64_t kh = h / (s.q_heads / s.kv_heads);
+  const HeadBlock w = head_block(s, blockIdx.x, kRows);
+  const int64_t row0 = w.row0, h = w.h, b = w.b, kh = w.kh;
   const T* qb = q + b * s.q.batch + h * s.q.head;
   const T* kb = k + b * s.k.batch + kh * s.k.head;
   const T* vb = v + b * s.v.batch + kh * s.v.head;

@@ -81,13 +81,8 @@ __global__ void __launch_bounds__(kThreads)
   T* ps = reinterpret_cast<T*>(smem + L::kP) + warp * 16 * L::kLdP;
   float* os = reinterpret_cast<float*>(smem + L::kO) + warp * 16 * L::kLdO;
 
-  int64_t blk = blockIdx.x;
-  const int64_t tiles = (s.q_len + kBlockRows - 1) / kBlockRows;
-  const int64_t row0 = (blk % tiles) * kBlockRows;
-  blk /= tiles;
-  const int64_t h = blk % s.q_heads;
-  const int64_t b = blk / s.q_heads;
-  const int64_t kh = h / (s.q_heads / s.kv_heads);
+  const HeadBlock w = head_block(s, blockIdx.x, kBlockRows);
+  const int64_t row0 = w.row0, h = w.h, b = w.b, kh = w.kh;
   const T* kb = k + b * s.k.batch + kh * s.k.head;
   const T* vb = v + b * s.v.batch + kh * s.v.head;
   const M* mb = mask ? mask + b * s.mask_batch + h * s.mask_head : nullptr;
