@@ -7,6 +7,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "ops/fused.h"
 #include "plan/storage.h"
 #include "runtime/executor.h"
 #include "runtime/step_shapes.h"
@@ -173,9 +174,13 @@ class ArenaPlanExecutor : public PlanExecutor {
       const Step& st = p.steps[i];
       const bool copy = st.node->domain == "kiln" && st.node->op_type == "Copy";
       if (st.backend != backends_.primary->name()) refuse("step " + st.name + " runs on " + st.backend);
-      if (!subgraph_outer_names(*st.node).empty()) refuse("step " + st.name + " has subgraphs");
-      for (const auto& [key, a] : st.node->attrs) {
-        if (a.type == AttrType::kGraph || a.type == AttrType::kGraphs) refuse("step " + st.name + " has subgraphs");
+      // Control flow (If, Loop, Scan) runs its subgraphs from the host, step by step. Kiln's fused
+      // ops carry their body as a graph attribute too, but compile it into their kernel.
+      if (st.node->domain != kKilnDomain) {
+        if (!subgraph_outer_names(*st.node).empty()) refuse("step " + st.name + " has subgraphs");
+        for (const auto& [key, a] : st.node->attrs) {
+          if (a.type == AttrType::kGraph || a.type == AttrType::kGraphs) refuse("step " + st.name + " has subgraphs");
+        }
       }
       for (int id : st.inputs) {
         if (id < 0) continue;
