@@ -68,7 +68,21 @@ def torch_model(name):
                 if pname.endswith("bias"):
                     p.normal_(0.0, 0.02)
         return model
+    torch.manual_seed(0)  # the same weights each time, so a reused workdir's ONNX file matches
     model = getattr(torchvision.models, base)(weights=None).eval()
+    if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        # Freshly initialized batch-norm statistics (mean 0, variance 1) leave MobileNetV2's and
+        # EfficientNet's outputs near 1e-9 and 1e-14, below FP16's range: the statistics are
+        # measured on random images, as training would, so activations have a trained model's scale.
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.reset_running_stats()
+                    m.momentum = None  # a cumulative average
+            model.train()
+            for _ in range(4):
+                model(torch.randn(8, 3, 224, 224))
+            model.eval()
     if base.startswith("vit"):
         # torchvision zeroes ViT's classifier head: its output would be all zeros.
         torch.manual_seed(0)
