@@ -89,16 +89,19 @@ Result<Dims> attention_shape(const Node& n, std::span<const TensorView> in, Atte
       return invalid("packed Q, K and V of shape {} for {} query and {} key/value heads", shape_to_string(x),
                      s->q_heads, s->kv_heads);
     }
-    s->batch = x[0];
-    s->q_len = s->kv_len = x[1];
+    // Sequence-first ([S, B, width] in, [S, B, Hq * Dv] out): a token's row is s * B + b.
+    const bool seq_first = attr_i(n, "seq_first", 0) != 0;
+    s->batch = seq_first ? x[1] : x[0];
+    s->q_len = s->kv_len = seq_first ? x[0] : x[1];
     s->head = s->v_head = x[2] / (s->q_heads + 2 * s->kv_heads);
-    s->q = s->k = s->v = {x[1] * x[2], s->head, x[2]};
+    s->q = s->k = s->v = seq_first ? HeadStrides{x[2], s->head, x[1] * x[2]} : HeadStrides{x[1] * x[2], s->head, x[2]};
     where->q = where->k = where->v = 0;
     where->mask = 1;
     where->k_offset = s->q_heads * s->head;
     where->v_offset = (s->q_heads + s->kv_heads) * s->head;
-    const Dims out = {s->batch, s->q_len, s->q_heads * s->v_head};
-    s->o = {out[1] * out[2], s->v_head, out[2]};
+    const int64_t width = s->q_heads * s->v_head;
+    const Dims out = {x[0], x[1], width};
+    s->o = seq_first ? HeadStrides{width, s->v_head, x[1] * width} : HeadStrides{x[1] * width, s->v_head, width};
     KILN_RETURN_IF_ERROR(attention_common(n, in, where->mask, s));
     return out;
   }

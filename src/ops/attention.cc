@@ -427,23 +427,32 @@ Status same_as_input0_infer(InferContext& ic) {
 // ---- kiln.PackedAttention ----------------------------------------------------------------------
 
 // Q, K and V as column blocks of one [B, S, (Hq + 2 Hkv) * D] tensor: the 3-D Attention of the
-// three blocks (the same attributes), each block copied out first.
+// three blocks (the same attributes), each block copied out first. With seq_first = 1 the input
+// is [S, B, width] and the output [S, B, Hq * Dv] (the sequence-first layout of PyTorch's
+// nn.MultiheadAttention).
 Status packed_attention_kernel(OpContext& ctx) {
   const Tensor& qkv = ctx.input(0);
   const int64_t hq = ctx.attr_int("q_num_heads", 0), hkv = ctx.attr_int("kv_num_heads", 0);
+  const bool seq_first = ctx.attr_int("seq_first", 0) != 0;
   if (qkv.rank() != 3) return invalid("PackedAttention takes a 3-D [batch, seq, width] input, not {}", qkv.rank());
   if (hq <= 0 || hkv <= 0 || qkv.dim(2) % (hq + 2 * hkv) != 0)
     return invalid("width {} is not (q_num_heads {} + 2 x kv_num_heads {}) heads", qkv.dim(2), hq, hkv);
-  const int64_t d = qkv.dim(2) / (hq + 2 * hkv), b = qkv.dim(0), s = qkv.dim(1);
+  const int64_t d = qkv.dim(2) / (hq + 2 * hkv);
+  const int64_t b = seq_first ? qkv.dim(1) : qkv.dim(0), s = seq_first ? qkv.dim(0) : qkv.dim(1);
   const int64_t widths[3] = {hq * d, hkv * d, hkv * d};
+  const size_t es = dtype_size(qkv.dtype());
+  // Row (batch i, token j) of the input: j * B + i sequence-first, i * S + j otherwise.
+  auto row_of = [&](int64_t i, int64_t j) { return seq_first ? j * b + i : i * s + j; };
   std::vector<RValue> parts;
   int64_t offset = 0;
   for (int64_t w : widths) {
     Tensor t(qkv.dtype(), {b, s, w});
-    const size_t es = dtype_size(qkv.dtype());
-    for (int64_t r = 0; r < b * s; ++r) {
-      std::memcpy(static_cast<uint8_t*>(t.raw()) + r * w * es,
-                  static_cast<const uint8_t*>(qkv.raw()) + (r * qkv.dim(2) + offset) * es, static_cast<size_t>(w) * es);
+    for (int64_t i = 0; i < b; ++i) {
+      for (int64_t j = 0; j < s; ++j) {
+        std::memcpy(static_cast<uint8_t*>(t.raw()) + (i * s + j) * w * es,
+                    static_cast<const uint8_t*>(qkv.raw()) + (row_of(i, j) * qkv.dim(2) + offset) * es,
+                    static_cast<size_t>(w) * es);
+      }
     }
     parts.push_back(RValue::of(std::move(t)));
     offset += w;
@@ -452,7 +461,20 @@ Status packed_attention_kernel(OpContext& ctx) {
   if (ctx.has_input(1)) in.push_back(ctx.input_value(1));
   OpContext sub(ctx.node(), std::move(in), nullptr);
   KILN_RETURN_IF_ERROR(attention_kernel(sub));
-  ctx.set_output_value(0, std::move(sub.outputs()[0]));
+  if (!seq_first) {
+    ctx.set_output_value(0, std::move(sub.outputs()[0]));
+    return Status();
+  }
+  const Tensor& y = sub.outputs()[0].tensor;  // [B, S, E]
+  const int64_t e = y.dim(2);
+  Tensor out(y.dtype(), {s, b, e});
+  for (int64_t i = 0; i < b; ++i) {
+    for (int64_t j = 0; j < s; ++j) {
+      std::memcpy(static_cast<uint8_t*>(out.raw()) + (j * b + i) * e * es,
+                  static_cast<const uint8_t*>(y.raw()) + (i * s + j) * e * es, static_cast<size_t>(e) * es);
+    }
+  }
+  ctx.set_output(0, std::move(out));
   return Status();
 }
 
@@ -463,6 +485,7 @@ Status packed_attention_infer(InferContext& ic) {
   const int64_t hq = node_attr_int(ic.node, "q_num_heads", 0), hkv = node_attr_int(ic.node, "kv_num_heads", 0);
   Shape y;
   if (x->shape.rank_known && x->shape.rank() == 3 && hq > 0 && hkv > 0) {
+    // The output keeps the input's two leading axes, [B, S] or, sequence-first, [S, B].
     y = shape_of({dim_of(x, 0), dim_of(x, 1), dim_mul(dim_div(dim_of(x, 2), hq + 2 * hkv), hq)});
   }
   ic.output_types[0] = TypeInfo::tensor(x->dtype, y);

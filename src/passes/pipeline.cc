@@ -18,7 +18,10 @@ namespace kiln {
 //   split across duplicate subexpressions (two copies of the same ReduceMean in a LayerNorm).
 // - Transpose/reshape folding before attention recognition: attention is matched on the
 //   simplified Transpose/Reshape chains. Head fusion after recognition: it takes the Attention
-//   recognition made, with the head split and merge chains around it.
+//   recognition made, with the head split and merge chains around it. Packing attention views
+//   after head fusion, on what head fusion left: Q, K and V that are head views of one packed
+//   projection (nn.MultiheadAttention's export); the Transposes it leaves around attention's
+//   output cancel against the exporter's on the next sweep of Transpose/reshape folding.
 // - BatchNorm folding before bias/activation fusion: the folded BN becomes the conv's bias, and
 //   the activation after the BN is then adjacent to the conv.
 // - GELU/SiLU recognition before bias/activation fusion, so MatMul+bias+GELU fuses as one step.
@@ -47,7 +50,8 @@ const std::vector<PassInfo>& all_passes() {
       layernorm_recognition_pass(),
       attention_recognition_pass(),
       attention_heads_fusion_pass(),
-      channel_scale_folding_pass(),  // before bias/activation fusion (above)
+      attention_views_packing_pass(),  // after head fusion: it keeps the forms that pass handles
+      channel_scale_folding_pass(),    // before bias/activation fusion (above)
       bias_activation_fusion_pass(),
       qkv_merge_pass(),  // after bias/activation fusion: it takes the projections' biases
       channel_mlp_fusion_pass(),

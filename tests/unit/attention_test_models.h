@@ -110,4 +110,56 @@ inline std::map<std::string, Dims> shapes(const AttnCase& c) {
   return s;
 }
 
+// PyTorch's nn.MultiheadAttention as torch 2.x exports it (ViT's self-attention), static shapes:
+// x [B, S, E] goes sequence-first through the packed in-projection, which Reshape, Unsqueeze, a
+// 5-D Transpose, Squeeze and three scalar Gathers split into Q, K and V, each then Reshaped to
+// [S, B * H, D], Transposed and Reshaped to [B, H, S, D]; attention's output comes back through
+// Transpose [2, 0, 1, 3], Reshape, the output projection, Reshape and Transpose to y [B, S, E].
+inline onnx::ModelProto mha_sequence_first_model(int64_t batch, int64_t seq, int64_t heads, int64_t head) {
+  onnx::ModelProto m = make_model(23);
+  auto* g = m.mutable_graph();
+  const int64_t e = heads * head;
+  add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {batch, seq, e});
+  g->add_output()->set_name("y");
+  add_random_weight(g, "w_in", {e, 3 * e}, 11, -0.3f, 0.3f);
+  add_random_weight(g, "b_in", {3 * e}, 12, -0.5f, 0.5f);
+  add_random_weight(g, "w_out", {e, e}, 13, -0.3f, 0.3f);
+  add_random_weight(g, "b_out", {e}, 14, -0.5f, 0.5f);
+  add_ints_attr(add_node(g, "Transpose", {"x"}, {"xs"}, "xs"), "perm", {1, 0, 2});
+  add_node(g, "MatMul", {"xs", "w_in"}, {"mm"}, "in_proj");
+  add_node(g, "Add", {"b_in", "mm"}, {"proj"}, "in_bias");
+  add_int64_initializer(g, "split3", {seq, batch, 3, e});
+  add_node(g, "Reshape", {"proj", "split3"}, {"proj4"}, "split3");
+  add_int64_initializer(g, "axis0", {0});
+  add_node(g, "Unsqueeze", {"proj4", "axis0"}, {"proj5"}, "unsqueeze");
+  add_ints_attr(add_node(g, "Transpose", {"proj5"}, {"proj5t"}, "to_front"), "perm", {3, 1, 2, 0, 4});
+  add_int64_initializer(g, "axis3", {3});
+  add_node(g, "Squeeze", {"proj5t", "axis3"}, {"qkv"}, "squeeze");
+  add_int64_initializer(g, "heads_split", {seq, batch * heads, head});
+  add_int64_initializer(g, "heads4", {batch, heads, seq, head});
+  std::vector<std::string> four;
+  for (int64_t i = 0; i < 3; ++i) {
+    const std::string x(1, "qkv"[i]);
+    auto* idx = g->add_initializer();  // a scalar index: Gather drops the axis
+    idx->set_name(x + "_index");
+    idx->set_data_type(onnx::TensorProto::INT64);
+    idx->add_int64_data(i);
+    add_node(g, "Gather", {"qkv", x + "_index"}, {x}, x + "_gather");
+    add_node(g, "Reshape", {x, "heads_split"}, {x + "_r"}, x + "_r");
+    add_ints_attr(add_node(g, "Transpose", {x + "_r"}, {x + "_t"}, x + "_t"), "perm", {1, 0, 2});
+    add_node(g, "Reshape", {x + "_t", "heads4"}, {x + "_4"}, x + "_4");
+    four.push_back(x + "_4");
+  }
+  add_node(g, "Attention", {four[0], four[1], four[2]}, {"att"}, "attention");
+  add_ints_attr(add_node(g, "Transpose", {"att"}, {"att_t"}, "att_t"), "perm", {2, 0, 1, 3});
+  add_int64_initializer(g, "rows", {seq * batch, e});
+  add_node(g, "Reshape", {"att_t", "rows"}, {"att_rows"}, "att_rows");
+  add_node(g, "MatMul", {"att_rows", "w_out"}, {"out_mm"}, "out_proj");
+  add_node(g, "Add", {"out_mm", "b_out"}, {"out"}, "out_bias");
+  add_int64_initializer(g, "seq_first", {seq, batch, e});
+  add_node(g, "Reshape", {"out", "seq_first"}, {"out3"}, "out3");
+  add_ints_attr(add_node(g, "Transpose", {"out3"}, {"y"}, "batch_first"), "perm", {1, 0, 2});
+  return m;
+}
+
 }  // namespace kiln::testing

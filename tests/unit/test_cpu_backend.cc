@@ -529,6 +529,49 @@ TEST(CpuBackend, AttentionOnOwnKernelMatchesTheReferenceInEachIsa) {
   }
 }
 
+// nn.MultiheadAttention's sequence-first export (pack-attention-views): one kiln.PackedAttention
+// step reading the sequence-first projection in place, at batch 3 and 1, on Kiln's kernel in each
+// instruction set this CPU has.
+TEST(CpuBackend, SequenceFirstPackedAttentionMatchesTheReference) {
+  if (make_backend("cpu").value()->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
+  std::vector<CpuIsa> isas = {CpuIsa::kGeneric};
+  if (detected_cpu_isa() >= CpuIsa::kAvx2) isas.push_back(CpuIsa::kAvx2);
+  for (int64_t batch : {3, 1}) {
+    SCOPED_TRACE("batch " + std::to_string(batch));
+    Model model = import_model(mha_sequence_first_model(batch, 9, 3, 16));
+    BuildOptions o;
+    o.device = "cpu";
+    auto plan = build_plan(model, o);
+    ASSERT_TRUE(plan.ok()) << plan.status().message();
+    int packed = 0, gathers = 0;
+    for (const Step& st : (*plan)->steps) {
+      if (st.node->op_type == "PackedAttention") {
+        ++packed;
+        EXPECT_EQ(st.tactic, "kiln");
+        const Attribute* sf = st.node->attr("seq_first");
+        EXPECT_EQ(sf ? sf->i : 0, 1);  // the projection is [S, B, 3E], at batch 1 too
+      }
+      gathers += st.node->op_type == "Gather";
+    }
+    EXPECT_EQ(packed, 1);
+    EXPECT_EQ(gathers, 0);
+    const std::vector<RValue> in = {RValue::of(uniform({batch, 9, 48}, 31, -1.f, 1.f))};
+    auto want = Executor(*model.graph).run(in);
+    ASSERT_TRUE(want.ok()) << want.status().message();
+    for (CpuIsa isa : isas) {
+      SCOPED_TRACE(std::string(cpu_isa_name(isa)));
+      set_cpu_isa_cap(isa);
+      auto exec = PlanExecutor::create(*plan, *make_backend("cpu"));
+      ASSERT_TRUE(exec.ok()) << exec.status().message();
+      auto got = (*exec)->run(in);
+      ASSERT_TRUE(got.ok()) << got.status().message();
+      ASSERT_EQ((*got)[0].tensor.dims(), (*want)[0].tensor.dims());
+      EXPECT_LE(rel_error((*got)[0].tensor, (*want)[0].tensor), 1e-5);
+    }
+    set_cpu_isa_cap(CpuIsa::kAvx512);
+  }
+}
+
 // Nearest upsampling by whole factors and Sigmoid on Kiln's own kernels, in each instruction set
 // this CPU has: Resize-13 (asymmetric with floor; half_pixel with round_prefer_floor;
 // pytorch_half_pixel with round_prefer_ceil) and Upsample-9, factors 2x2 and 3x2, after a

@@ -8,6 +8,7 @@
 #include <omp.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -153,6 +154,7 @@ class CpuAttentionKernel : public StepKernel {
     AttentionInputs w;
     KILN_RETURN_IF_ERROR(attention_shape(node_, in, &s, &w).status());
     scores_.reserve(s.kv_len);
+    if (keys_apart(s)) heads_.reserve(s.kv_len * (s.head + s.v_head));
     return {};
   }
 
@@ -180,10 +182,18 @@ class CpuAttentionKernel : public StepKernel {
     const int64_t rows = s.batch * s.q_heads * s.q_len;
     const AttentionRow row = pick_row();
     const bool parallel = rows > 1 && rows * s.kv_len * (s.head + s.v_head) >= (1 << 15);
+    const bool gather = keys_apart(s);
     scores_.reserve(s.kv_len);
+    if (gather) heads_.reserve(s.kv_len * (s.head + s.v_head));
 #pragma omp parallel if (parallel)
     {
       float* scores = scores_.get(omp_get_thread_num());
+      // Keys and values far apart in memory (a packed or sequence-first projection) are copied
+      // head by head into this thread's scratch: a head's rows then stay in cache across its
+      // queries instead of being fetched again, one stride apart, for each query.
+      float* kbuf = gather ? heads_.get(omp_get_thread_num()) : nullptr;
+      float* vbuf = gather ? kbuf + s.kv_len * s.head : nullptr;
+      int64_t held = -1;  // the (batch, key head) in kbuf and vbuf
 #pragma omp for schedule(static)
       for (int64_t t = 0; t < rows; ++t) {
         const int64_t b = t / (s.q_heads * s.q_len), h = (t / s.q_len) % s.q_heads, i = t % s.q_len;
@@ -195,6 +205,19 @@ class CpuAttentionKernel : public StepKernel {
         r.o = o + b * s.o.batch + h * s.o.head + i * s.o.seq;
         r.k_seq = s.k.seq;
         r.v_seq = s.v.seq;
+        if (gather) {
+          if (held != b * s.kv_heads + kh) {
+            held = b * s.kv_heads + kh;
+            for (int64_t j = 0; j < s.kv_len; ++j) {
+              std::memcpy(kbuf + j * s.head, r.k + j * s.k.seq, static_cast<size_t>(s.head) * sizeof(float));
+              std::memcpy(vbuf + j * s.v_head, r.v + j * s.v.seq, static_cast<size_t>(s.v_head) * sizeof(float));
+            }
+          }
+          r.k = kbuf;
+          r.v = vbuf;
+          r.k_seq = s.head;
+          r.v_seq = s.v_head;
+        }
         r.kv_len = s.kv_len;
         r.head = s.head;
         r.v_head = s.v_head;
@@ -215,8 +238,15 @@ class CpuAttentionKernel : public StepKernel {
   }
 
  private:
+  // Whether a head's keys (or values) lie farther apart than a row of their own: then each thread
+  // copies the head it works on into heads_.
+  static bool keys_apart(const AttentionShape& s) {
+    return s.k.seq > s.head || s.v.seq > s.v_head;
+  }
+
   const Node& node_;
   ThreadScratch<float> scores_;  // one row of scores per thread
+  ThreadScratch<float> heads_;   // one head's keys and values per thread, where keys_apart
 };
 
 }  // namespace
