@@ -270,7 +270,7 @@ namespace {
 // Host-side iteration simplification (runs without a GPU): size-1 dims dropped, dims every
 // operand walks as one merged, broadcast operands keeping their zero strides.
 TEST(CudaProgram, CollapsesIterationDims) {
-  using cuda::ProgOperand;
+  using kiln::ProgOperand;
   // An NHWC output [N=2, H=3, W=5, C=4], times a per-(N, C) scale, plus a same-shape operand.
   int64_t dims[4] = {2, 3, 5, 4};
   ProgOperand ops[3];
@@ -282,7 +282,7 @@ TEST(CudaProgram, CollapsesIterationDims) {
     ops[1].strides[d] = scale[d];
     ops[2].strides[d] = full[d];
   }
-  int rank = cuda::collapse_dims(dims, 4, ops, 3);
+  int rank = collapse_dims(dims, 4, ops, 3);
   ASSERT_EQ(rank, 3);
   EXPECT_EQ(std::vector<int64_t>(dims, dims + 3), (std::vector<int64_t>{2, 15, 4}));
   EXPECT_EQ(std::vector<int64_t>(ops[1].strides, ops[1].strides + 3), (std::vector<int64_t>{4, 0, 1}));
@@ -297,7 +297,7 @@ TEST(CudaProgram, CollapsesIterationDims) {
     c[0].strides[d] = s2[d];
     c[1].strides[d] = 5;
   }
-  rank = cuda::collapse_dims(d2, 4, c, 2);
+  rank = collapse_dims(d2, 4, c, 2);
   ASSERT_EQ(rank, 1);
   EXPECT_EQ(d2[0], 42);
   EXPECT_EQ(c[0].strides[0], 1);
@@ -308,11 +308,11 @@ TEST(CudaProgram, CollapsesIterationDims) {
   t[0].data = t[1].data = &x;
   t[0].strides[0] = 4, t[0].strides[1] = 1;
   t[1].strides[0] = 1, t[1].strides[1] = 3;
-  EXPECT_EQ(cuda::collapse_dims(d3, 2, t, 2), 2);
+  EXPECT_EQ(collapse_dims(d3, 2, t, 2), 2);
 
   // Every dim of size 1: one dim of one element.
   int64_t d4[3] = {1, 1, 1};
-  EXPECT_EQ(cuda::collapse_dims(d4, 3, t, 2), 1);
+  EXPECT_EQ(collapse_dims(d4, 3, t, 2), 1);
   EXPECT_EQ(d4[0], 1);
 }
 
@@ -327,18 +327,18 @@ namespace {
 // type into one module, compiled by NVRTC for sm_90 into a CUBIN (an ELF image) that holds each
 // kernel by its name; a malformed source is an error carrying NVRTC's log.
 TEST(CudaProgram, GeneratedSourceCompilesForSm90) {
-  using cuda::ProgOp;
-  cuda::Program p;
+  using kiln::ProgOp;
+  Program p;
   p.n_operands = 3;
   uint8_t next = 3;
   for (int op = 0; op <= static_cast<int>(ProgOp::kPRelu); ++op) {
-    ASSERT_LT(p.n_instr, cuda::kProgMaxInstr);
-    cuda::ProgInstr& in = p.code[p.n_instr++];
+    ASSERT_LT(p.n_instr, kProgMaxInstr);
+    ProgInstr& in = p.code[p.n_instr++];
     in.op = static_cast<ProgOp>(op);
     in.dst = next++;
     in.a = static_cast<uint8_t>(in.dst - 1);  // a chain through every op
-    in.b = in.op == ProgOp::kClip ? cuda::kProgNone : 1;
-    in.c = in.op == ProgOp::kWhere ? 2 : cuda::kProgNone;
+    in.b = in.op == ProgOp::kClip ? kProgNone : 1;
+    in.c = in.op == ProgOp::kWhere ? 2 : kProgNone;
     in.p0 = 0.25f;
     in.p1 = in.op == ProgOp::kClip ? std::numeric_limits<float>::infinity() : 1.5f;
   }

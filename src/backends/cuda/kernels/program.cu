@@ -300,31 +300,6 @@ Status launch_typed(const Launch& l, bool out_bool, void* out, int64_t n, bool s
 
 }  // namespace
 
-int collapse_dims(int64_t* dims, int rank, ProgOperand* operands, int n_operands) {
-  int out = 0;
-  for (int d = 0; d < rank; ++d) {
-    if (dims[d] == 1) continue;  // any stride reads the same element
-    bool merge = out > 0;
-    for (int k = 0; merge && k < n_operands; ++k) {
-      if (operands[k].data) merge = operands[k].strides[out - 1] == operands[k].strides[d] * dims[d];
-    }
-    if (merge) {
-      dims[out - 1] *= dims[d];
-      for (int k = 0; k < n_operands; ++k) operands[k].strides[out - 1] = operands[k].strides[d];
-      continue;
-    }
-    dims[out] = dims[d];
-    for (int k = 0; k < n_operands; ++k) operands[k].strides[out] = operands[k].strides[d];
-    ++out;
-  }
-  if (out == 0) {
-    dims[0] = 1;
-    for (int k = 0; k < n_operands; ++k) operands[k].strides[0] = 0;
-    out = 1;
-  }
-  return out;
-}
-
 namespace {
 
 // The launch of `p` over `dims` with its dims collapsed and each operand's addressing mode, the
