@@ -6,6 +6,7 @@
 #include "backends/cpu/binary.h"
 #include "backends/cpu/concat.h"
 #include "backends/cpu/conv.h"
+#include "backends/cpu/elementwise.h"
 #include "backends/cpu/gemm.h"
 #include "backends/cpu/movement.h"
 #include "backends/cpu/norm.h"
@@ -71,7 +72,7 @@ bool own_kernel_supported(const Node& n, DataType precision, Layout layout) {
   return cpu::own_pool_supported(n, precision, layout) || cpu::own_concat_supported(n, precision, layout) ||
          cpu::movement_supported(n, precision, layout) || cpu::layer_norm_supported(n, precision, layout) ||
          cpu::attention_supported(n, precision, layout) || cpu::upsample_supported(n, precision, layout) ||
-         cpu::sigmoid_supported(n, precision, layout);
+         cpu::sigmoid_supported(n, precision, layout) || cpu::elementwise_supported(n, precision, layout);
 }
 
 const Family* family_of(const Node& n, DataType precision, Layout layout) {
@@ -195,6 +196,8 @@ class CpuBackend : public Backend {
       if (cpu::attention_supported(*step.node, step.precision, step.layout)) return cpu::make_attention_kernel(step);
       if (cpu::upsample_supported(*step.node, step.precision, step.layout)) return cpu::make_upsample_kernel(step);
       if (cpu::sigmoid_supported(*step.node, step.precision, step.layout)) return cpu::make_sigmoid_kernel(step);
+      if (cpu::elementwise_supported(*step.node, step.precision, step.layout))
+        return cpu::make_elementwise_kernel(step);
       return nullptr;
     }
     const Family* f = family_of(*step.node, step.precision, step.layout);
