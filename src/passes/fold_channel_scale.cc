@@ -45,13 +45,6 @@ std::vector<int64_t> perm_of(const Node& t, int64_t rank) {
   return p;
 }
 
-Attribute ints_attr(std::vector<int64_t> v) {
-  Attribute a;
-  a.type = AttrType::kInts;
-  a.ints = std::move(v);
-  return a;
-}
-
 // Float initializers are folded in their own precision: double arithmetic for float64, float32
 // for float32, and float32 rounded back once for float16 and bfloat16 (whose products of two
 // values are exact in float32).

@@ -237,20 +237,6 @@ bool head_view(Value* v, int64_t heads, HeadView* out) {
   return true;
 }
 
-Attribute int_attr(int64_t v) {
-  Attribute a;
-  a.type = AttrType::kInt;
-  a.i = v;
-  return a;
-}
-
-Attribute ints_attr(std::vector<int64_t> v) {
-  Attribute a;
-  a.type = AttrType::kInts;
-  a.ints = std::move(v);
-  return a;
-}
-
 bool try_pack(Graph& g, Node& att, PassContext& ctx) {
   if (!att.domain.empty() || att.op_type != "Attention" || att.inputs.size() < 3 || att.inputs.size() > 4) return false;
   if (att.outputs.size() != 1 || !att.outputs[0]) return false;

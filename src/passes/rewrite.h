@@ -5,6 +5,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ir/graph.h"
@@ -42,6 +43,20 @@ class Uses {
 // graph input, initializer, output or subgraph reference, and then nothing changes and the
 // function returns false.
 bool replace_value(Graph& g, Value* from, Value* to);
+
+// An integer attribute and an integer-list attribute (a Transpose's perm, axes).
+inline Attribute int_attr(int64_t v) {
+  Attribute a;
+  a.type = AttrType::kInt;
+  a.i = v;
+  return a;
+}
+inline Attribute ints_attr(std::vector<int64_t> v) {
+  Attribute a;
+  a.type = AttrType::kInts;
+  a.ints = std::move(v);
+  return a;
+}
 
 // The constant data of a value (an initializer), or nullptr.
 inline const Tensor* constant_of(const Value* v) {
