@@ -710,8 +710,8 @@ TEST(CpuBackend, UpsampleAndSigmoidOnOwnKernelsMatchTheReference) {
 // of nine ops over a [N, 3, 7, 257] input and a broadcast [3, 1, 257] one (batches 1, 3 and 0);
 // single ops of ranks 1 to 5 that oneDNN does not run: Where with a broadcast bool condition,
 // Clip with bound inputs, PRelu, Pow, Div, Floor and Round near halves, Sign, Softplus,
-// HardSwish, Elu; a 1-D tensor long enough to be shared by the threads; NaN through Relu, Max
-// and Clip.
+// HardSwish, Elu; Tanh and Erf of values from 1e-5 to 0.5 (relative accuracy near 0); a 1-D
+// tensor long enough to be shared by the threads; NaN through Relu, Max and Clip.
 TEST(CpuBackend, ElementwiseProgramsOnOwnKernelMatchTheReference) {
   if (make_backend("cpu").value()->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
   std::vector<CpuIsa> isas = {CpuIsa::kGeneric};
@@ -799,6 +799,48 @@ TEST(CpuBackend, ElementwiseProgramsOnOwnKernelMatchTheReference) {
       SCOPED_TRACE(std::string(cpu_isa_name(isa)));
       set_cpu_isa_cap(isa);
       expect_cpu_matches_reference(m, {}, {}, sets, 13, 1e-6);
+    }
+  }
+  set_cpu_isa_cap(CpuIsa::kAvx512);
+}
+
+// Tanh, Erf and GELU of values from 1e-5 to 0.5 on Kiln's elementwise kernel, element by element
+// within 1e-5 of the reference relative to each value: near 0, 1 - 2 / (1 + e^2x) and 1 - erfc(x)
+// keep only a few digits.
+TEST(CpuBackend, ElementwiseProgramsKeepSmallValuesDigits) {
+  if (make_backend("cpu").value()->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
+  onnx::ModelProto m = make_model(20);
+  auto* g = m.mutable_graph();
+  add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {64});
+  add_node(g, "Tanh", {"x"}, {"t"}, "tanh");
+  add_node(g, "Erf", {"x"}, {"e"}, "erf");
+  add_node(g, "Gelu", {"x"}, {"u"}, "gelu");
+  for (const char* y : {"t", "e", "u"}) g->add_output()->set_name(y);
+  Tensor x(DataType::kFloat, {64});
+  for (int64_t i = 0; i < 64; ++i) x.set_double(i, (i % 2 ? -1.0 : 1.0) * 1e-5 * std::pow(1.2, static_cast<double>(i)));
+  const std::vector<RValue> in = {RValue::of(x)};
+  Model model = import_model(m);
+  auto want = Executor(*model.graph).run(in);
+  ASSERT_TRUE(want.ok()) << want.status().message();
+  BuildOptions o;
+  o.device = "cpu";
+  auto plan = build_plan(model, o);
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  for (const Step& st : (*plan)->steps) EXPECT_EQ(st.tactic, "kiln") << st.name;
+  std::vector<CpuIsa> isas = {CpuIsa::kGeneric};
+  if (detected_cpu_isa() >= CpuIsa::kAvx2) isas.push_back(CpuIsa::kAvx2);
+  for (CpuIsa isa : isas) {
+    SCOPED_TRACE(std::string(cpu_isa_name(isa)));
+    set_cpu_isa_cap(isa);
+    auto exec = PlanExecutor::create(*plan, *make_backend("cpu"));
+    ASSERT_TRUE(exec.ok()) << exec.status().message();
+    auto got = (*exec)->run(in);
+    ASSERT_TRUE(got.ok()) << got.status().message();
+    for (size_t k = 0; k < got->size(); ++k) {
+      for (int64_t i = 0; i < 64; ++i) {
+        const double w = (*want)[k].tensor.get_double(i), y = (*got)[k].tensor.get_double(i);
+        EXPECT_LE(std::abs(y - w), 1e-5 * std::abs(w)) << "output " << k << " at x = " << x.get_double(i);
+      }
     }
   }
   set_cpu_isa_cap(CpuIsa::kAvx512);

@@ -130,21 +130,13 @@ __attribute__((target("avx2,fma"))) void exec_avx2(const Program& p, Regs r, int
       case ProgOp::kSigmoid: KILN_VEC(_mm256_div_ps(one, _mm256_add_ps(one, simd::exp(_mm256_xor_ps(sign, a)))))
       case ProgOp::kSwish:
         KILN_VEC(_mm256_div_ps(a, _mm256_add_ps(one, simd::exp(_mm256_xor_ps(sign, _mm256_mul_ps(p0, a))))))
-      case ProgOp::kTanh: {
-        // tanh(x) = 1 - 2 / (1 + e^(2x))
-        KILN_VEC(
-            _mm256_sub_ps(one, _mm256_div_ps(_mm256_set1_ps(2.f), _mm256_add_ps(one, simd::exp(_mm256_add_ps(a, a))))))
-      }
-      case ProgOp::kErf: {
-        // erf(x) = sign(x) (1 - erfc(|x|))
-        KILN_VEC(_mm256_or_ps(_mm256_and_ps(sign, a), _mm256_sub_ps(one, simd::erfc_abs(a))))
-      }
+      case ProgOp::kTanh: KILN_VEC(simd::tanh(a))
+      case ProgOp::kErf: KILN_VEC(simd::erf(a))
       case ProgOp::kGeluErf: {
         // 0.5 x (1 + erf(x / sqrt 2))
         for (int j = 0; j < n; j += 8) {
           const __m256 a = _mm256_loadu_ps(ra + j);
-          const __m256 s = _mm256_mul_ps(a, _mm256_set1_ps(0.70710678118654752f));
-          const __m256 e = _mm256_or_ps(_mm256_and_ps(sign, s), _mm256_sub_ps(one, simd::erfc_abs(s)));
+          const __m256 e = simd::erf(_mm256_mul_ps(a, _mm256_set1_ps(0.70710678118654752f)));
           _mm256_storeu_ps(rd + j, _mm256_mul_ps(_mm256_mul_ps(half, a), _mm256_add_ps(one, e)));
         }
         break;

@@ -47,6 +47,37 @@ __attribute__((target("avx2,fma"), always_inline)) inline __m256 erfc_abs(__m256
   return _mm256_mul_ps(_mm256_mul_ps(p, t), exp_neg(_mm256_mul_ps(_mm256_sub_ps(_mm256_setzero_ps(), ax), ax)));
 }
 
+// erf(x) with a relative error below 1e-6: its Taylor series to x^9 where |x| < 0.5 (1 - erfc
+// there loses the small values' digits), sign(x) (1 - erfc(|x|)) elsewhere.
+__attribute__((target("avx2,fma"), always_inline)) inline __m256 erf(__m256 x) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  const __m256 far = _mm256_or_ps(_mm256_and_ps(sign, x), _mm256_sub_ps(_mm256_set1_ps(1.0f), erfc_abs(x)));
+  const __m256 x2 = _mm256_mul_ps(x, x);
+  __m256 p = _mm256_set1_ps(1.0f / 216);
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-1.0f / 42));
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(1.0f / 10));
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-1.0f / 3));
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(1.0f));
+  const __m256 near = _mm256_mul_ps(_mm256_mul_ps(p, x), _mm256_set1_ps(1.12837916709551257f));  // 2 / sqrt(pi)
+  const __m256 small = _mm256_cmp_ps(x2, _mm256_set1_ps(0.25f), _CMP_LT_OQ);
+  return _mm256_blendv_ps(far, near, small);
+}
+
+// tanh(x) with a relative error below 1e-6: its Taylor series to x^7 where |x| < 0.2, else
+// 1 - 2 / (1 + e^(2x)) (which loses the small values' digits).
+__attribute__((target("avx2,fma"), always_inline)) inline __m256 tanh(__m256 x) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 far =
+      _mm256_sub_ps(one, _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(one, exp(_mm256_add_ps(x, x)))));
+  const __m256 x2 = _mm256_mul_ps(x, x);
+  __m256 p = _mm256_set1_ps(-17.0f / 315);
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(2.0f / 15));
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-1.0f / 3));
+  p = _mm256_fmadd_ps(p, x2, one);
+  const __m256 small = _mm256_cmp_ps(x2, _mm256_set1_ps(0.04f), _CMP_LT_OQ);
+  return _mm256_blendv_ps(far, _mm256_mul_ps(p, x), small);
+}
+
 // The sum of the eight lanes.
 __attribute__((target("avx2,fma"), always_inline)) inline float hsum(__m256 v) {
   const __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
