@@ -80,10 +80,51 @@ void attention_row_generic(const RowJob& r, float* scores) {
 
 #if defined(__x86_64__)
 
+// o = inv * sum_j scores[j] v_j for a V head of NV vectors, the accumulators in registers.
+template <int NV>
+__attribute__((target("avx2,fma"))) void weighted_sum_avx2(const RowJob& r, const float* scores, float inv) {
+  __m256 acc[NV];
+  for (int t = 0; t < NV; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t j = 0; j < r.kv_len; ++j) {
+    const __m256 p = _mm256_set1_ps(scores[j]);
+    const float* vj = r.v + j * r.v_seq;
+    for (int t = 0; t < NV; ++t) acc[t] = _mm256_fmadd_ps(p, _mm256_loadu_ps(vj + 8 * t), acc[t]);
+  }
+  const __m256 vi = _mm256_set1_ps(inv);
+  for (int t = 0; t < NV; ++t) _mm256_storeu_ps(r.o + 8 * t, _mm256_mul_ps(acc[t], vi));
+}
+
 __attribute__((target("avx2,fma"))) void attention_row_avx2(const RowJob& r, float* scores) {
   const int64_t d8 = r.head / 8 * 8;
   float m = kNegInf;
-  for (int64_t j = 0; j < r.kv_len; ++j) {
+  int64_t j0 = 0;
+  if (d8 == r.head) {
+    // Four keys at a time: four independent chains of FMAs (one chain waits on each FMA's
+    // latency), their lane sums reduced together.
+    for (; j0 + 4 <= r.kv_len; j0 += 4) {
+      const float* k0 = r.k + j0 * r.k_seq;
+      const float* k1 = k0 + r.k_seq;
+      const float* k2 = k1 + r.k_seq;
+      const float* k3 = k2 + r.k_seq;
+      __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+      for (int64_t d = 0; d < d8; d += 8) {
+        const __m256 q = _mm256_loadu_ps(r.q + d);
+        a0 = _mm256_fmadd_ps(q, _mm256_loadu_ps(k0 + d), a0);
+        a1 = _mm256_fmadd_ps(q, _mm256_loadu_ps(k1 + d), a1);
+        a2 = _mm256_fmadd_ps(q, _mm256_loadu_ps(k2 + d), a2);
+        a3 = _mm256_fmadd_ps(q, _mm256_loadu_ps(k3 + d), a3);
+      }
+      // hadd pairs the four up lane by lane; the two 128-bit halves then add to the four sums.
+      const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+      alignas(16) float dots[4];
+      _mm_store_ps(dots, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+      for (int t = 0; t < 4; ++t) {
+        scores[j0 + t] = masked_score(r, j0 + t, dots[t]);
+        m = scores[j0 + t] > m ? scores[j0 + t] : m;
+      }
+    }
+  }
+  for (int64_t j = j0; j < r.kv_len; ++j) {
     const float* kj = r.k + j * r.k_seq;
     __m256 acc = _mm256_setzero_ps();
     int64_t d = 0;
@@ -111,20 +152,16 @@ __attribute__((target("avx2,fma"))) void attention_row_avx2(const RowJob& r, flo
   }
   const float inv = 1.0f / sum;
   const int64_t v8 = r.v_head / 8 * 8;
-  // The output row in registers where it fits (head sizes up to 128), else accumulated in place.
-  if (v8 == r.v_head && r.v_head <= 128) {
-    __m256 acc[16];
-    const int64_t nv = r.v_head / 8;
-    for (int64_t t = 0; t < nv; ++t) acc[t] = _mm256_setzero_ps();
-    for (j = 0; j < r.kv_len; ++j) {
-      if (scores[j] == 0) continue;
-      const __m256 p = _mm256_set1_ps(scores[j]);
-      const float* vj = r.v + j * r.v_seq;
-      for (int64_t t = 0; t < nv; ++t) acc[t] = _mm256_fmadd_ps(p, _mm256_loadu_ps(vj + 8 * t), acc[t]);
+  // The output row in registers for the common head sizes (the accumulators' count a constant:
+  // with a run-time count they live in memory, each FMA waiting on a store and a load).
+  if (v8 == r.v_head) {
+    switch (r.v_head / 8) {
+      case 2: weighted_sum_avx2<2>(r, scores, inv); return;
+      case 4: weighted_sum_avx2<4>(r, scores, inv); return;
+      case 8: weighted_sum_avx2<8>(r, scores, inv); return;
+      case 16: weighted_sum_avx2<16>(r, scores, inv); return;
+      default: break;
     }
-    const __m256 vi = _mm256_set1_ps(inv);
-    for (int64_t t = 0; t < nv; ++t) _mm256_storeu_ps(r.o + 8 * t, _mm256_mul_ps(acc[t], vi));
-    return;
   }
   for (j = 0; j < r.kv_len; ++j) {
     const float p = scores[j] * inv;
