@@ -90,8 +90,9 @@ TEST(PackAttentionViews, InThePipelineOnlyTheSequenceFirstTransposesAtTheEdgesRe
     EXPECT_EQ(count_ops(*after.graph, "PackedAttention", "kiln"), 1);
     EXPECT_EQ(count_ops(*after.graph, "Gather"), 0);
     EXPECT_EQ(count_ops(*after.graph, "Squeeze") + count_ops(*after.graph, "Unsqueeze"), 0);
-    // The exporter's x -> [S, B, E] and back; the head split and merge Transposes are gone.
-    EXPECT_EQ(count_ops(*after.graph, "Transpose"), 2);
+    // The exporter's x -> [S, B, E] and back; the head split and merge Transposes are gone. At
+    // batch 1 those two move only an axis of size 1: Reshapes, folded away.
+    EXPECT_EQ(count_ops(*after.graph, "Transpose"), b == 1 ? 0 : 2);
   }
 }
 

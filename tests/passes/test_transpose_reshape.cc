@@ -23,6 +23,30 @@ TEST(TransposeReshape, MergesTransposes) {
   EXPECT_EQ(find_op(*m.graph, "Exp")->inputs[0], m.graph->inputs[0]);
 }
 
+// A Transpose that moves only axes of size 1 ([1, S, E] <-> [S, 1, E], nn.MultiheadAttention at
+// batch 1) becomes a Reshape and merges with the Reshapes around it; one that reorders two axes of
+// size above 1 stays a Transpose.
+TEST(TransposeReshape, TransposeOfUnitAxesIsAReshape) {
+  Proto p(13);
+  p.input("x", {1, 5, 6});
+  p.output("y");
+  p.output("z");
+  attr_ints(p.node("Transpose", {"x"}, {"t"}), "perm", {1, 0, 2});  // [5, 1, 6]
+  p.init_i64("s", {2}, {5, 6});
+  p.node("Reshape", {"t", "s"}, {"r"});
+  p.node("Relu", {"r"}, {"y"});
+  attr_ints(p.node("Transpose", {"x"}, {"u"}), "perm", {0, 2, 1});  // [1, 6, 5]: reordered
+  p.node("Exp", {"u"}, {"z"});
+  int fired = 0;
+  Model m = optimize(p, "fold-transposes-reshapes", &fired);
+  EXPECT_EQ(fired, 2);  // the Transpose to a Reshape, then the two Reshapes merged
+  EXPECT_EQ(count_ops(*m.graph, "Transpose"), 1);
+  const Node* r = find_op(*m.graph, "Reshape");
+  ASSERT_NE(r, nullptr);
+  EXPECT_EQ(r->inputs[0], m.graph->inputs[0]);
+  EXPECT_EQ(constant_of(r->inputs[1])->to_int64_vector(), (std::vector<int64_t>{5, 6}));
+}
+
 TEST(TransposeReshape, MergesReshapeChainsWithStaticShapes) {
   Proto p(13);
   p.input("x", {2, 3, 4});
