@@ -85,18 +85,35 @@ PassInfo bias_activation_fusion_pass() {
               }
             }
           }
-          // 2. Residual: Add of another tensor of exactly the output's shape.
+          // 2. Residual: Add of another tensor of exactly the output's shape. Or, through a Reshape
+          // of the output (static shapes: a product's rows regrouped, as ViT's [S * B, E] ->
+          // [S, B, E] at batch 1), Add of a tensor of the Reshape's shape: the residual is read
+          // reshaped to the output's shape (the same bytes in order), and the Reshape moves after
+          // the fused node.
+          Dims product_dims, reshaped_dims;
+          bool through_reshape = false;
           if (Node* c = uses.sole_consumer(f.out); c && rank >= 0) {
             Value* r = other_operand(*c, f.out);
             if (r && same_tensor_type(r, f.out)) {
               f.residual = r;
               f.absorbed.push_back(c);
               f.out = c->outputs[0];
+            } else if (c->op_type == "Reshape" && c->domain.empty() && c->outputs.size() == 1 && c->outputs[0] &&
+                       static_dims(f.out, &product_dims) && static_dims(c->outputs[0], &reshaped_dims)) {
+              Node* add = uses.sole_consumer(c->outputs[0]);
+              Value* r2 = add ? other_operand(*add, c->outputs[0]) : nullptr;
+              if (r2 && same_tensor_type(r2, c->outputs[0])) {
+                f.residual = r2;  // reshaped below
+                f.absorbed.push_back(c);
+                f.absorbed.push_back(add);
+                f.out = add->outputs[0];
+                through_reshape = true;
+              }
             }
           }
-          // 3. Activation.
-          if (Node* c = uses.sole_consumer(f.out); c && !c->inputs.empty() && c->inputs[0] == f.out &&
-                                                   c->outputs.size() == 1 &&
+          // 3. Activation (not after a residual read through a Reshape).
+          if (Node* c = uses.sole_consumer(f.out); !through_reshape && c && !c->inputs.empty() &&
+                                                   c->inputs[0] == f.out && c->outputs.size() == 1 &&
                                                    activation_from_node(*c, &f.activation, &f.params)) {
             f.absorbed.push_back(c);
             f.out = c->outputs[0];
@@ -106,6 +123,18 @@ PassInfo bias_activation_fusion_pass() {
           // The fused node goes where the last absorbed node was: its inputs (a residual
           // included) are all available there.
           size_t pos = static_cast<size_t>(f.absorbed.back()->index) + 1;
+          auto reshape_to = [&](Value* x, const Dims& dims, const std::string& name) {
+            Value* shape =
+                add_constant(g, name + "_shape", Tensor::from_vector(dims, {static_cast<int64_t>(dims.size())}));
+            return add_node_at(g, pos++, "Reshape", name, {x, shape}, 1, "", 14);
+          };
+          Value* reshaped_out = nullptr;  // the Add's output, after the fused node's Reshape
+          if (through_reshape) {
+            f.residual = reshape_to(f.residual, product_dims, p.name + "_residual")->outputs[0];
+            reshaped_out = f.out;
+            f.out = g.add_value(p.name + "_fused");
+            f.out->type = p.outputs[0]->type;
+          }
           const char* fused_op = p.op_type == "Conv" ? "FusedConv" : p.op_type == "Gemm" ? "FusedGemm" : "FusedMatMul";
           Node* n = g.insert_node(pos, fused_op, p.name);
           n->domain = kKilnDomain;
@@ -131,12 +160,20 @@ PassInfo bias_activation_fusion_pass() {
           f.out->producer = n;
           absorb_provenance(n, p);
           for (Node* c : f.absorbed) absorb_provenance(n, *c);
+          Node* back = nullptr;  // the Reshape after the fused node
+          if (through_reshape) {
+            pos = static_cast<size_t>(n->index) + 1;
+            back = reshape_to(f.out, reshaped_dims, p.name + "_rows");
+            back->outputs = {reshaped_out};
+            set_provenance(back, {f.absorbed.front()});
+          }
           std::set<const Node*> gone(f.absorbed.begin(), f.absorbed.end());
           gone.insert(&p);
           // The absorbed nodes' intermediate outputs lose their producer; the final output
           // now belongs to the fused node.
           g.erase_nodes_if([&](const Node& x) { return gone.count(&x) > 0; });
           f.out->producer = n;
+          if (back) reshaped_out->producer = back;
           ctx.record(kName);
           changed = true;
           cached.reset();

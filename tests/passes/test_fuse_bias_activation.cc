@@ -28,6 +28,35 @@ TEST(FuseBiasActivation, ConvBiasResidualRelu) {
   EXPECT_EQ(f.outputs[0]->name, "y");
 }
 
+// A residual Add after a Reshape of the product (ViT's output projection at batch 1: rows [S, E]
+// back to [S, 1, E], then the residual stream added): the residual is read reshaped to the
+// product's shape and the Reshape follows the fused node. An activation after it stays apart.
+TEST(FuseBiasActivation, ResidualThroughAReshapeOfTheProduct) {
+  Proto p(13);
+  p.input("x", {6, 8});
+  p.input("r", {1, 6, 8});
+  p.output("y");
+  p.init_random("w", {8, 8}, 3);
+  p.init_random("b", {8}, 4);
+  p.init_i64("s", {3}, {1, 6, 8});
+  p.node("MatMul", {"x", "w"}, {"m"}, "proj");
+  p.node("Add", {"m", "b"}, {"mb"}, "bias");
+  p.node("Reshape", {"mb", "s"}, {"m3"}, "rows");
+  p.node("Add", {"r", "m3"}, {"sum"}, "residual");
+  p.node("Relu", {"sum"}, {"y"}, "relu");
+  int fired = 0;
+  Model m = optimize(p, "fuse-bias-activation", &fired);
+  EXPECT_EQ(fired, 1);
+  remove_dead_nodes(*m.graph);
+  const Node* f = find_op(*m.graph, "FusedMatMul", "kiln");
+  ASSERT_NE(f, nullptr);
+  ASSERT_EQ(f->inputs.size(), 4u);  // x, w, bias, residual
+  EXPECT_EQ(f->attr("activation"), nullptr);
+  EXPECT_EQ(count_ops(*m.graph, "Add"), 0);
+  EXPECT_EQ(count_ops(*m.graph, "Reshape"), 2);  // the residual's and the product's
+  EXPECT_EQ(count_ops(*m.graph, "Relu"), 1);
+}
+
 TEST(FuseBiasActivation, EveryActivation) {
   const std::vector<std::pair<std::string, std::function<void(onnx::NodeProto*)>>> acts = {
       {"Relu", nullptr},
