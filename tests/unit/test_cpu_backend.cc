@@ -83,6 +83,14 @@ int64_t out_size(int64_t in, const ConvCase& c) {
   return (in + 2 * c.pad + 1 - span) / c.stride + 1;
 }
 
+// The instruction sets of Kiln's own kernels this CPU runs, narrowest first: each kernel test
+// runs in every one (set_cpu_isa_cap).
+std::vector<CpuIsa> isas_here() {
+  std::vector<CpuIsa> isas = {CpuIsa::kGeneric};
+  if (detected_cpu_isa() >= CpuIsa::kAvx2) isas.push_back(CpuIsa::kAvx2);
+  return isas;
+}
+
 double rel_error(const Tensor& got, const Tensor& want) {
   double num = 0, den = 0;
   for (int64_t i = 0; i < want.numel(); ++i) {
@@ -276,8 +284,7 @@ TEST(CpuBackend, OwnPoolingKernelsMatchTheReferenceInEachIsa) {
       {"GlobalAveragePool", {}, {}, {}, {}, 0, 0},
       {"GlobalMaxPool", {}, {}, {}, {}, 0, 0},
   };
-  std::vector<CpuIsa> isas = {CpuIsa::kGeneric};
-  if (detected_cpu_isa() >= CpuIsa::kAvx2) isas.push_back(CpuIsa::kAvx2);
+  const std::vector<CpuIsa> isas = isas_here();
   auto backend = make_backend("cpu");
   ASSERT_TRUE(backend.ok());
   for (const PoolCase& c : cases) {
@@ -405,8 +412,7 @@ TEST(CpuBackend, MatMulOnOnednnMatchesTheReference) {
       sets.push_back(std::move(set));
     }
     // GELU runs as Kiln's own pass after the matmul: each instruction set this CPU has.
-    std::vector<CpuIsa> isas = {CpuIsa::kGeneric};
-    if (detected_cpu_isa() >= CpuIsa::kAvx2) isas.push_back(CpuIsa::kAvx2);
+    const std::vector<CpuIsa> isas = isas_here();
     for (CpuIsa isa : isas) {
       SCOPED_TRACE(std::string(cpu_isa_name(isa)));
       set_cpu_isa_cap(isa);
@@ -428,8 +434,7 @@ TEST(CpuBackend, MatMulOnOnednnMatchesTheReference) {
 // bias, axis -1 and its positive form; batches 1, 3 and 0 of a profile engine.
 TEST(CpuBackend, LayerNormOnOwnKernelMatchesTheReferenceInEachIsa) {
   if (make_backend("cpu").value()->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
-  std::vector<CpuIsa> isas = {CpuIsa::kGeneric};
-  if (detected_cpu_isa() >= CpuIsa::kAvx2) isas.push_back(CpuIsa::kAvx2);
+  const std::vector<CpuIsa> isas = isas_here();
   for (int64_t cols : {1, 3, 7, 37, 257, 768}) {
     for (int variant = 0; variant < 3; ++variant) {
       SCOPED_TRACE(std::to_string(cols) + " columns, variant " + std::to_string(variant));
@@ -515,8 +520,7 @@ TEST(CpuBackend, AttentionOnOwnKernelMatchesTheReferenceInEachIsa) {
     c.mask = {2, 1, 1, 33};
     c.scale = 0.3f;
   });
-  std::vector<CpuIsa> isas = {CpuIsa::kGeneric};
-  if (detected_cpu_isa() >= CpuIsa::kAvx2) isas.push_back(CpuIsa::kAvx2);
+  const std::vector<CpuIsa> isas = isas_here();
   for (const AttnCase& c : cases) {
     SCOPED_TRACE(c.name);
     for (CpuIsa isa : isas) {
@@ -534,8 +538,7 @@ TEST(CpuBackend, AttentionOnOwnKernelMatchesTheReferenceInEachIsa) {
 // instruction set this CPU has.
 TEST(CpuBackend, SequenceFirstPackedAttentionMatchesTheReference) {
   if (make_backend("cpu").value()->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
-  std::vector<CpuIsa> isas = {CpuIsa::kGeneric};
-  if (detected_cpu_isa() >= CpuIsa::kAvx2) isas.push_back(CpuIsa::kAvx2);
+  const std::vector<CpuIsa> isas = isas_here();
   for (int64_t batch : {3, 1}) {
     SCOPED_TRACE("batch " + std::to_string(batch));
     Model model = import_model(mha_sequence_first_model(batch, 9, 3, 16));
@@ -590,8 +593,7 @@ TEST(CpuBackend, UpsampleAndSigmoidOnOwnKernelsMatchTheReference) {
                                    {13, "pytorch_half_pixel", "round_prefer_ceil", 2, 2, true},
                                    {9, "", "", 2, 3, true},
                                    {13, "align_corners", "round_prefer_floor", 2, 2, false}};
-  std::vector<CpuIsa> isas = {CpuIsa::kGeneric};
-  if (detected_cpu_isa() >= CpuIsa::kAvx2) isas.push_back(CpuIsa::kAvx2);
+  const std::vector<CpuIsa> isas = isas_here();
   for (const UpCase& u : ups) {
     for (int64_t ch : {1, 7, 37}) {
       for (bool after_conv : {false, true}) {
@@ -714,8 +716,7 @@ TEST(CpuBackend, UpsampleAndSigmoidOnOwnKernelsMatchTheReference) {
 // tensor long enough to be shared by the threads; NaN through Relu, Max and Clip.
 TEST(CpuBackend, ElementwiseProgramsOnOwnKernelMatchTheReference) {
   if (make_backend("cpu").value()->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
-  std::vector<CpuIsa> isas = {CpuIsa::kGeneric};
-  if (detected_cpu_isa() >= CpuIsa::kAvx2) isas.push_back(CpuIsa::kAvx2);
+  const std::vector<CpuIsa> isas = isas_here();
   {
     onnx::ModelProto m = make_model(17);
     auto* g = m.mutable_graph();
@@ -827,8 +828,7 @@ TEST(CpuBackend, ElementwiseProgramsKeepSmallValuesDigits) {
   auto plan = build_plan(model, o);
   ASSERT_TRUE(plan.ok()) << plan.status().message();
   for (const Step& st : (*plan)->steps) EXPECT_EQ(st.tactic, "kiln") << st.name;
-  std::vector<CpuIsa> isas = {CpuIsa::kGeneric};
-  if (detected_cpu_isa() >= CpuIsa::kAvx2) isas.push_back(CpuIsa::kAvx2);
+  const std::vector<CpuIsa> isas = isas_here();
   for (CpuIsa isa : isas) {
     SCOPED_TRACE(std::string(cpu_isa_name(isa)));
     set_cpu_isa_cap(isa);
