@@ -54,6 +54,15 @@ CpuIsa cpu_isa() {
   return static_cast<CpuIsa>(std::min(static_cast<int>(detected_cpu_isa()), cap().load(std::memory_order_relaxed)));
 }
 
+std::string cpu_isa_env_error() {
+  const char* env = std::getenv("KILN_CPU_ISA");
+  if (!env) return "";
+  for (CpuIsa isa : {CpuIsa::kGeneric, CpuIsa::kAvx2, CpuIsa::kAvx512}) {
+    if (cpu_isa_name(isa) == env) return "";
+  }
+  return std::string("KILN_CPU_ISA is '") + env + "'; expected generic, avx2 or avx512";
+}
+
 void set_cpu_isa_cap(CpuIsa c) {
   cap().store(static_cast<int>(c), std::memory_order_relaxed);
 }

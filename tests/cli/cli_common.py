@@ -6,8 +6,9 @@ FAILURES = []
 PASSED = [0]
 
 
-def run(kiln, *args, timeout=300):
-    p = subprocess.run([kiln, *args], capture_output=True, text=True, timeout=timeout)
+def run(kiln, *args, timeout=300, env=None):
+    p = subprocess.run([kiln, *args], capture_output=True, text=True, timeout=timeout,
+                       env=None if env is None else {**os.environ, **env})
     return p.returncode, p.stdout, p.stderr
 
 

@@ -1,7 +1,9 @@
 #include <cstdio>
+#include <string>
 #include <vector>
 
 #include "commands.h"
+#include "core/cpu_isa.h"
 #include "core/cpu_threads.h"
 
 namespace kiln::cli {
@@ -41,6 +43,11 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     int rc = app.exit(e);
     return rc == 0 ? 0 : kExitUsage;
+  }
+  // An instruction-set cap the kernels would not understand is a usage error, not a silent no-op.
+  if (std::string why = kiln::cpu_isa_env_error(); !why.empty()) {
+    std::fprintf(stderr, "kiln: error: %s\n", why.c_str());
+    return kExitUsage;
   }
   // CPU runs take one thread per physical core unless OMP_NUM_THREADS or --threads says otherwise.
   kiln::set_cpu_threads(kiln::default_cpu_threads());
