@@ -124,9 +124,7 @@ PassInfo bias_activation_fusion_pass() {
           // included) are all available there.
           size_t pos = static_cast<size_t>(f.absorbed.back()->index) + 1;
           auto reshape_to = [&](Value* x, const Dims& dims, const std::string& name) {
-            Value* shape =
-                add_constant(g, name + "_shape", Tensor::from_vector(dims, {static_cast<int64_t>(dims.size())}));
-            return add_node_at(g, pos++, "Reshape", name, {x, shape}, 1, "", 14);
+            return add_reshape_at(g, pos++, name, x, dims);
           };
           Value* reshaped_out = nullptr;  // the Add's output, after the fused node's Reshape
           if (through_reshape) {

@@ -304,17 +304,10 @@ bool try_pack(Graph& g, Node& att, PassContext& ctx) {
   size_t pos = static_cast<size_t>(att.index);
   const std::string base = att.name.empty() ? "attention" : att.name;
   auto reshape = [&](Value* x, const Dims& to, const std::string& suffix) {
-    Tensor shape(DataType::kInt64, {static_cast<int64_t>(to.size())});
-    for (size_t i = 0; i < to.size(); ++i) shape.set_double(static_cast<int64_t>(i), static_cast<double>(to[i]));
-    return add_node_at(g, pos++, "Reshape", base + suffix,
-                       {x, add_constant(g, base + suffix + "_shape", std::move(shape))}, 1);
+    return add_reshape_at(g, pos++, base + suffix, x, to);
   };
   auto transpose = [&](Value* x, std::vector<int64_t> perm, const std::string& suffix) {
-    Node* tr = g.insert_node(pos++, "Transpose", base + suffix);
-    tr->opset = graph_opset(g, "");
-    tr->attrs["perm"] = ints_attr(std::move(perm));
-    tr->inputs = {x};
-    return tr;
+    return add_transpose_at(g, pos++, base + suffix, x, std::move(perm), 0);  // the caller sets the output
   };
   const Dims p3 = seq_first ? Dims{seq, batch, width} : Dims{batch, seq, width};
   Value* packed_in = pdims == p3 ? q.base : reshape(q.base, p3, "_packed")->outputs[0];

@@ -130,12 +130,7 @@ bool try_attention(Graph& g, Node& softmax, PassContext& ctx) {
   bool identity = true;
   for (size_t i = 0; i < perm.size(); ++i) identity = identity && perm[i] == static_cast<int64_t>(i);
   if (!identity) {
-    Node* t = add_node_at(g, pos++, "Transpose", base + "_k", {k}, 1, "", 13);
-    Attribute p;
-    p.type = AttrType::kInts;
-    p.ints = perm;
-    t->attrs["perm"] = p;
-    k = t->outputs[0];
+    k = add_transpose_at(g, pos++, base + "_k", k, perm)->outputs[0];
   }
   if (fill_cond) {
     const DataType dt = scores->type.dtype;

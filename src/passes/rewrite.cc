@@ -155,6 +155,21 @@ Node* add_node_at(Graph& g, size_t position, const std::string& op_type, const s
   return n;
 }
 
+Node* add_reshape_at(Graph& g, size_t position, const std::string& name, Value* x, const Dims& dims, size_t num_outputs,
+                     bool allowzero) {
+  Value* shape = add_constant(g, name + "_shape", Tensor::from_vector(dims, {static_cast<int64_t>(dims.size())}));
+  Node* r = add_node_at(g, position, "Reshape", name, {x, shape}, num_outputs, "", 14);
+  if (allowzero) r->attrs["allowzero"] = int_attr(1);
+  return r;
+}
+
+Node* add_transpose_at(Graph& g, size_t position, const std::string& name, Value* x, std::vector<int64_t> perm,
+                       size_t num_outputs) {
+  Node* t = add_node_at(g, position, "Transpose", name, {x}, num_outputs, "", 13);
+  t->attrs["perm"] = ints_attr(std::move(perm));
+  return t;
+}
+
 int64_t remove_dead_nodes(Graph& g) {
   int64_t removed = 0;
   for (;;) {

@@ -83,6 +83,15 @@ Value* add_constant(Graph& g, const std::string& base, Tensor t);
 Node* add_node_at(Graph& g, size_t position, const std::string& op_type, const std::string& name,
                   std::vector<Value*> inputs, size_t num_outputs, const std::string& domain = "", int opset = 0);
 
+// Adds a Reshape of `x` to `dims` at `position` (opset 14; the shape is a new initializer). With
+// `allowzero` a 0 in `dims` is a zero-size dim, as static shapes need; without it a 0 copies x's
+// dim (a symbolic batch). `num_outputs` as for add_node_at: 0 when the caller sets the output.
+Node* add_reshape_at(Graph& g, size_t position, const std::string& name, Value* x, const Dims& dims,
+                     size_t num_outputs = 1, bool allowzero = true);
+// Adds a Transpose of `x` by `perm` at `position` (opset 13).
+Node* add_transpose_at(Graph& g, size_t position, const std::string& name, Value* x, std::vector<int64_t> perm,
+                       size_t num_outputs = 1);
+
 // Records that `into` now also computes `from` (and whatever `from` had absorbed), for
 // provenance (Node::fused_from). Call it for every node a rewrite replaces.
 void absorb_provenance(Node* into, const Node& from);

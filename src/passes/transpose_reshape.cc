@@ -93,123 +93,107 @@ bool moves_only_unit_axes(const Node& t) {
 }  // namespace
 
 PassInfo transpose_reshape_pass() {
-  return {
-      kName,
-      "Merges chains of Transpose and of Reshape/Flatten/Squeeze/Unsqueeze (0/-1 shapes for symbolic dims), "
-      "drops identity permutations",
-      [](Graph& g, PassContext& ctx) -> Result<bool> {
-        bool changed = false;
-        std::optional<Uses> cached;  // rebuilt only after the graph changed
-        for (size_t i = 0; i < g.nodes().size(); ++i) {
-          Node& n = *g.nodes()[i];
-          if (n.inputs.empty() || !n.inputs[0] || n.outputs.size() != 1 || !n.outputs[0]) continue;
-          if (!(n.op_type == "Transpose" && n.domain.empty()) && !reshape_like(n)) continue;
-          if (n.op_type == "Transpose" && n.domain.empty() && moves_only_unit_axes(n)) {
-            // The same bytes in the same order: a Reshape, which the chains below then merge
-            // (at batch 1, nn.MultiheadAttention's [B, S, E] <-> [S, B, E] Transposes).
-            Dims dims = n.outputs[0]->type.shape.static_dims();
-            Value* shape = add_constant(g, n.outputs[0]->name + "_shape",
-                                        Tensor::from_vector(dims, {static_cast<int64_t>(dims.size())}));
-            Node* r = add_node_at(g, static_cast<size_t>(n.index), "Reshape", n.name, {n.inputs[0], shape}, 0, "", 14);
-            Attribute az;
-            az.type = AttrType::kInt;
-            az.i = 1;
-            r->attrs["allowzero"] = az;
-            r->outputs = {n.outputs[0]};
-            n.outputs[0]->producer = r;
-            absorb_provenance(r, n);
-            const Node* gone = &n;
-            g.erase_nodes_if([&](const Node& k) { return &k == gone; });
-            ctx.record(kName);
-            changed = true;
-            cached.reset();
-            i = 0;
-            continue;
-          }
-          if (!cached) cached.emplace(g);
-          const Uses& uses = *cached;
-          Value* mid = n.inputs[0];
-          Node* p = mid->producer;
-          if (!p || p->inputs.empty() || !p->inputs[0]) continue;
-          const bool only_reader = uses.sole_consumer(mid) == &n;
-          Value* x = p->inputs[0];
-          if (n.op_type == "Transpose" && n.domain.empty() && p->op_type == "Transpose" && p->domain.empty()) {
-            if (!x->type.shape.rank_known) continue;
-            int64_t rank = x->type.shape.rank();
-            std::vector<int64_t> p1 = perm_of(*p, rank), p2 = perm_of(n, rank);
-            if (static_cast<int64_t>(p1.size()) != rank || p2.size() != p1.size()) continue;
-            std::vector<int64_t> merged(p1.size());
-            bool identity = true;
-            for (size_t k = 0; k < p2.size(); ++k) {
-              merged[k] = p1[static_cast<size_t>(p2[k])];
-              identity = identity && merged[k] == static_cast<int64_t>(k);
+  return {kName,
+          "Merges chains of Transpose and of Reshape/Flatten/Squeeze/Unsqueeze (0/-1 shapes for symbolic dims), "
+          "drops identity permutations",
+          [](Graph& g, PassContext& ctx) -> Result<bool> {
+            bool changed = false;
+            std::optional<Uses> cached;  // rebuilt only after the graph changed
+            for (size_t i = 0; i < g.nodes().size(); ++i) {
+              Node& n = *g.nodes()[i];
+              if (n.inputs.empty() || !n.inputs[0] || n.outputs.size() != 1 || !n.outputs[0]) continue;
+              if (!(n.op_type == "Transpose" && n.domain.empty()) && !reshape_like(n)) continue;
+              if (n.op_type == "Transpose" && n.domain.empty() && moves_only_unit_axes(n)) {
+                // The same bytes in the same order: a Reshape, which the chains below then merge
+                // (at batch 1, nn.MultiheadAttention's [B, S, E] <-> [S, B, E] Transposes).
+                Node* r = add_reshape_at(g, static_cast<size_t>(n.index), n.name, n.inputs[0],
+                                         n.outputs[0]->type.shape.static_dims(), 0);
+                r->outputs = {n.outputs[0]};
+                n.outputs[0]->producer = r;
+                absorb_provenance(r, n);
+                const Node* gone = &n;
+                g.erase_nodes_if([&](const Node& k) { return &k == gone; });
+                ctx.record(kName);
+                changed = true;
+                cached.reset();
+                i = 0;
+                continue;
+              }
+              if (!cached) cached.emplace(g);
+              const Uses& uses = *cached;
+              Value* mid = n.inputs[0];
+              Node* p = mid->producer;
+              if (!p || p->inputs.empty() || !p->inputs[0]) continue;
+              const bool only_reader = uses.sole_consumer(mid) == &n;
+              Value* x = p->inputs[0];
+              if (n.op_type == "Transpose" && n.domain.empty() && p->op_type == "Transpose" && p->domain.empty()) {
+                if (!x->type.shape.rank_known) continue;
+                int64_t rank = x->type.shape.rank();
+                std::vector<int64_t> p1 = perm_of(*p, rank), p2 = perm_of(n, rank);
+                if (static_cast<int64_t>(p1.size()) != rank || p2.size() != p1.size()) continue;
+                std::vector<int64_t> merged(p1.size());
+                bool identity = true;
+                for (size_t k = 0; k < p2.size(); ++k) {
+                  merged[k] = p1[static_cast<size_t>(p2[k])];
+                  identity = identity && merged[k] == static_cast<int64_t>(k);
+                }
+                // An inverse pair reads x itself whoever else reads the first Transpose (which
+                // then stays for them): a residual stream kept in one layout meets Transpose(x, perm)
+                // read by a Conv and by Transpose(., perm^-1). Merging two permutations saves a node
+                // only when the first Transpose goes.
+                if (!identity && !only_reader) continue;
+                if (identity) {
+                  if (!replace_value(g, n.outputs[0], x)) continue;
+                  g.erase_nodes_if([&](const Node& k) { return &k == &n || (only_reader && &k == p); });
+                } else {
+                  Attribute a;
+                  a.type = AttrType::kInts;
+                  a.ints = merged;
+                  n.attrs["perm"] = a;
+                  n.inputs[0] = x;
+                  absorb_provenance(&n, *p);
+                  g.erase_nodes_if([&](const Node& k) { return &k == p; });
+                }
+                ctx.record(kName);
+                changed = true;
+                cached.reset();
+                i = 0;
+                continue;
+              }
+              if (!only_reader) continue;
+              if (reshape_like(n) && reshape_like(*p)) {
+                const TypeInfo& t = n.outputs[0]->type;
+                if (t.kind != TypeInfo::Kind::kTensor || !t.shape.rank_known) continue;
+                std::vector<int64_t> merged_axes;
+                std::optional<std::vector<int64_t>> symbolic;
+                Node* r = nullptr;
+                if (t.shape.fully_known()) {
+                  r = add_reshape_at(g, static_cast<size_t>(n.index), n.name, x, t.shape.static_dims(), 0);
+                } else if (merged_unsqueeze(*p, n, known_rank(x), &merged_axes)) {
+                  // Unsqueeze of Unsqueeze: one Unsqueeze, exact whatever the dims.
+                  Value* axes =
+                      add_constant(g, n.outputs[0]->name + "_axes",
+                                   Tensor::from_vector(merged_axes, {static_cast<int64_t>(merged_axes.size())}));
+                  r = add_node_at(g, static_cast<size_t>(n.index), "Unsqueeze", n.name, {x, axes}, 0, "", 13);
+                } else if ((symbolic = constant_reshape_shape(x, t.shape, ctx.dim_ranges))) {
+                  // Symbolic result: 0 copies x's dims, -1 where exact (passes/symbolic.h).
+                  r = add_reshape_at(g, static_cast<size_t>(n.index), n.name, x, *symbolic, 0, false);
+                } else {
+                  continue;
+                }
+                Value* out = n.outputs[0];
+                r->outputs = {out};
+                set_provenance(r, {p, &n});
+                g.erase_nodes_if([&](const Node& k) { return &k == &n || &k == p; });
+                out->producer = r;
+                ctx.record(kName);
+                changed = true;
+                cached.reset();
+                i = 0;
+              }
             }
-            // An inverse pair reads x itself whoever else reads the first Transpose (which
-            // then stays for them): a residual stream kept in one layout meets Transpose(x, perm)
-            // read by a Conv and by Transpose(., perm^-1). Merging two permutations saves a node
-            // only when the first Transpose goes.
-            if (!identity && !only_reader) continue;
-            if (identity) {
-              if (!replace_value(g, n.outputs[0], x)) continue;
-              g.erase_nodes_if([&](const Node& k) { return &k == &n || (only_reader && &k == p); });
-            } else {
-              Attribute a;
-              a.type = AttrType::kInts;
-              a.ints = merged;
-              n.attrs["perm"] = a;
-              n.inputs[0] = x;
-              absorb_provenance(&n, *p);
-              g.erase_nodes_if([&](const Node& k) { return &k == p; });
-            }
-            ctx.record(kName);
-            changed = true;
-            cached.reset();
-            i = 0;
-            continue;
-          }
-          if (!only_reader) continue;
-          if (reshape_like(n) && reshape_like(*p)) {
-            const TypeInfo& t = n.outputs[0]->type;
-            if (t.kind != TypeInfo::Kind::kTensor || !t.shape.rank_known) continue;
-            std::vector<int64_t> merged_axes;
-            std::optional<std::vector<int64_t>> symbolic;
-            Node* r = nullptr;
-            if (t.shape.fully_known()) {
-              Dims dims = t.shape.static_dims();
-              Value* shape = add_constant(g, n.outputs[0]->name + "_shape",
-                                          Tensor::from_vector(dims, {static_cast<int64_t>(dims.size())}));
-              r = add_node_at(g, static_cast<size_t>(n.index), "Reshape", n.name, {x, shape}, 0, "", 14);
-              // allowzero: a 0 in the shape means a zero-size dimension, not "copy the input's".
-              Attribute az;
-              az.type = AttrType::kInt;
-              az.i = 1;
-              r->attrs["allowzero"] = az;
-            } else if (merged_unsqueeze(*p, n, known_rank(x), &merged_axes)) {
-              // Unsqueeze of Unsqueeze: one Unsqueeze, exact whatever the dims.
-              Value* axes = add_constant(g, n.outputs[0]->name + "_axes",
-                                         Tensor::from_vector(merged_axes, {static_cast<int64_t>(merged_axes.size())}));
-              r = add_node_at(g, static_cast<size_t>(n.index), "Unsqueeze", n.name, {x, axes}, 0, "", 13);
-            } else if ((symbolic = constant_reshape_shape(x, t.shape, ctx.dim_ranges))) {
-              // Symbolic result: 0 copies x's dims, -1 where exact (passes/symbolic.h).
-              Value* shape = add_constant(g, n.outputs[0]->name + "_shape",
-                                          Tensor::from_vector(*symbolic, {static_cast<int64_t>(symbolic->size())}));
-              r = add_node_at(g, static_cast<size_t>(n.index), "Reshape", n.name, {x, shape}, 0, "", 14);
-            } else {
-              continue;
-            }
-            Value* out = n.outputs[0];
-            r->outputs = {out};
-            set_provenance(r, {p, &n});
-            g.erase_nodes_if([&](const Node& k) { return &k == &n || &k == p; });
-            out->producer = r;
-            ctx.record(kName);
-            changed = true;
-            cached.reset();
-            i = 0;
-          }
-        }
-        return changed;
-      }};
+            return changed;
+          }};
 }
 
 }  // namespace kiln
