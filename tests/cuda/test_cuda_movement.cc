@@ -111,10 +111,12 @@ TEST(CudaMovement, Transpose) {
     Dims dims;
     std::vector<int64_t> perm;  // empty: the default, reversed
     DataType dt = DataType::kFloat;
+    // A perm that moves only size-1 axes keeps the bytes in order: the optimizer makes it a Reshape.
+    const char* runs_as = "Transpose";
   };
   const Case cases[] = {
       {{3, 7}, {1, 0}},
-      {{1, 7}, {}},
+      {{1, 7}, {}, DataType::kFloat, "Reshape"},
       {{3, 1, 7}, {2, 0, 1}},
       {{3, 1, 7}, {1, 2, 0}},
       {{7, 3, 3}, {0, 2, 1}},
@@ -126,7 +128,8 @@ TEST(CudaMovement, Transpose) {
       {{3, 1, 7, 3, 7}, {4, 2, 0, 3, 1}},
       {{3, 1, 7, 3, 7}, {0, 1, 3, 4, 2}},
       {{3, 7, 3}, {2, 0, 1}, DataType::kInt64},
-      {{7, 1, 3, 3}, {0, 2, 3, 1}, DataType::kInt32},
+      {{7, 1, 3, 3}, {0, 2, 3, 1}, DataType::kInt32, "Reshape"},
+      {{7, 2, 3, 3}, {0, 2, 3, 1}, DataType::kInt32},
       {{3, 7}, {1, 0}, DataType::kBool},
   };
   for (const Case& c : cases) {
@@ -138,7 +141,7 @@ TEST(CudaMovement, Transpose) {
     auto* t = add_node(g, "Transpose", {"x"}, {"y"});
     if (!c.perm.empty()) add_ints_attr(t, "perm", c.perm);
     g->add_output()->set_name("y");
-    check(m, in, {"Transpose"}, c.dt == DataType::kFloat);
+    check(m, in, {c.runs_as}, c.dt == DataType::kFloat);
   }
 }
 
