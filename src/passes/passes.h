@@ -11,6 +11,7 @@ PassInfo identity_elimination_pass();     // identity_elimination.cc
 PassInfo cse_pass();                      // cse.cc
 PassInfo transpose_reshape_pass();        // transpose_reshape.cc
 PassInfo batchnorm_folding_pass();        // batchnorm_folding.cc
+PassInfo patch_conv_to_matmul_pass();     // patch_conv_to_matmul.cc
 PassInfo gelu_recognition_pass();         // recognize_gelu.cc
 PassInfo silu_recognition_pass();         // recognize_silu.cc
 PassInfo layernorm_recognition_pass();    // recognize_layernorm.cc (LayerNorm and RMSNorm)

@@ -45,6 +45,7 @@ const std::vector<PassInfo>& all_passes() {
       cse_pass(),
       transpose_reshape_pass(),
       batchnorm_folding_pass(),
+      patch_conv_to_matmul_pass(),  // after batch-norm folding, before bias fusion takes the Conv
       gelu_recognition_pass(),
       silu_recognition_pass(),
       layernorm_recognition_pass(),
