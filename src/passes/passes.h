@@ -10,6 +10,7 @@ PassInfo dead_code_pass();                // dead_code.cc
 PassInfo identity_elimination_pass();     // identity_elimination.cc
 PassInfo cse_pass();                      // cse.cc
 PassInfo transpose_reshape_pass();        // transpose_reshape.cc
+PassInfo row_ops_hoisting_pass();         // hoist_row_ops.cc
 PassInfo batchnorm_folding_pass();        // batchnorm_folding.cc
 PassInfo patch_conv_to_matmul_pass();     // patch_conv_to_matmul.cc
 PassInfo gelu_recognition_pass();         // recognize_gelu.cc

@@ -44,6 +44,7 @@ const std::vector<PassInfo>& all_passes() {
       identity_elimination_pass(),
       cse_pass(),
       transpose_reshape_pass(),
+      row_ops_hoisting_pass(),  // before attention recognition: projections read batch-first
       batchnorm_folding_pass(),
       patch_conv_to_matmul_pass(),  // after batch-norm folding, before bias fusion takes the Conv
       gelu_recognition_pass(),

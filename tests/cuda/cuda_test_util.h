@@ -119,7 +119,8 @@ inline void expect_cuda_matches_reference(const onnx::ModelProto& proto, const s
                                           const std::set<std::string>& on_gpu,
                                           std::span<const PrecisionMode> modes = kAllPrecisions,
                                           std::optional<Layout> layout = std::nullopt, const char* tactic = nullptr,
-                                          const std::set<std::string>& enable_passes = {}) {
+                                          const std::set<std::string>& enable_passes = {},
+                                          const std::set<std::string>& disable_passes = {}) {
   Model model = import_model(proto);
   for (const PrecisionMode& m : modes) {
     SCOPED_TRACE(m.name);
@@ -131,6 +132,7 @@ inline void expect_cuda_matches_reference(const onnx::ModelProto& proto, const s
     o.min_shapes = min;
     o.max_shapes = max;
     o.pipeline.enabled = enable_passes;
+    o.pipeline.disabled = disable_passes;
     auto plan = build_plan(model, o);
     ASSERT_TRUE(plan.ok()) << plan.status().message();
     int checked = 0, forced = 0;

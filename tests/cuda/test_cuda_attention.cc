@@ -204,21 +204,27 @@ TEST(CudaAttention, PackedProjections) {
 }
 
 // nn.MultiheadAttention's sequence-first export (pack-attention-views): kiln.PackedAttention reads
-// the [S, B, 3E] projection in place and writes [S, B, E], every tactic.
+// the [S, B, 3E] projection in place and writes [S, B, E], every tactic. With hoist-row-ops (on by
+// default) the projections move before the exporter's Transposes and the same attention reads a
+// batch-first [B, S, 3E] projection, with the residual Add in the output projection.
 TEST(CudaAttention, SequenceFirstPackedProjection) {
   SKIP_WITHOUT_GPU();
   const int64_t batch = 3, seq = 37, heads = 2, head = 64;
-  onnx::ModelProto m = mha_sequence_first_model(batch, seq, heads, head);
   const std::vector<RValue> in = {RValue::of(uniform({batch, seq, heads * head}, 9, -1.f, 1.f))};
   const std::map<std::string, Dims> shapes = {{"x", {batch, seq, heads * head}}};
   const PrecisionMode halves[] = {kAllPrecisions[1], kAllPrecisions[2]};
-  for (const char* tactic : {"cuda", "cuda-tc", "cudnn-sdpa"}) {
-    SCOPED_TRACE(tactic);
-    const bool all = std::string(tactic) == "cuda";
-    expect_cuda_matches_reference(
-        m, shapes, shapes, {in}, {"PackedAttention"},
-        all ? std::span<const PrecisionMode>(kAllPrecisions) : std::span<const PrecisionMode>(halves), std::nullopt,
-        tactic);
+  for (bool hoist : {false, true}) {
+    SCOPED_TRACE(hoist ? "projections hoisted: batch-first" : "sequence-first");
+    onnx::ModelProto m = mha_sequence_first_model(batch, seq, heads, head, hoist, hoist);
+    const std::set<std::string> off = hoist ? std::set<std::string>{} : std::set<std::string>{"hoist-row-ops"};
+    for (const char* tactic : {"cuda", "cuda-tc", "cudnn-sdpa"}) {
+      SCOPED_TRACE(tactic);
+      const bool all = std::string(tactic) == "cuda";
+      expect_cuda_matches_reference(
+          m, shapes, shapes, {in}, {"PackedAttention"},
+          all ? std::span<const PrecisionMode>(kAllPrecisions) : std::span<const PrecisionMode>(halves), std::nullopt,
+          tactic, {}, off);
+    }
   }
 }
 

@@ -115,7 +115,10 @@ inline std::map<std::string, Dims> shapes(const AttnCase& c) {
 // 5-D Transpose, Squeeze and three scalar Gathers split into Q, K and V, each then Reshaped to
 // [S, B * H, D], Transposed and Reshaped to [B, H, S, D]; attention's output comes back through
 // Transpose [2, 0, 1, 3], Reshape, the output projection, Reshape and Transpose to y [B, S, E].
-inline onnx::ModelProto mha_sequence_first_model(int64_t batch, int64_t seq, int64_t heads, int64_t head) {
+// With `gemm_out` the output projection is a Gemm with a transposed weight (torch 2.11's export);
+// with `residual` y is x plus the attention block's output, as in a transformer block.
+inline onnx::ModelProto mha_sequence_first_model(int64_t batch, int64_t seq, int64_t heads, int64_t head,
+                                                 bool gemm_out = false, bool residual = false) {
   onnx::ModelProto m = make_model(23);
   auto* g = m.mutable_graph();
   const int64_t e = heads * head;
@@ -154,11 +157,17 @@ inline onnx::ModelProto mha_sequence_first_model(int64_t batch, int64_t seq, int
   add_ints_attr(add_node(g, "Transpose", {"att"}, {"att_t"}, "att_t"), "perm", {2, 0, 1, 3});
   add_int64_initializer(g, "rows", {seq * batch, e});
   add_node(g, "Reshape", {"att_t", "rows"}, {"att_rows"}, "att_rows");
-  add_node(g, "MatMul", {"att_rows", "w_out"}, {"out_mm"}, "out_proj");
-  add_node(g, "Add", {"out_mm", "b_out"}, {"out"}, "out_bias");
+  if (gemm_out) {
+    add_random_weight(g, "w_out_t", {e, e}, 15, -0.3f, 0.3f);
+    add_int_attr(add_node(g, "Gemm", {"att_rows", "w_out_t", "b_out"}, {"out"}, "out_proj"), "transB", 1);
+  } else {
+    add_node(g, "MatMul", {"att_rows", "w_out"}, {"out_mm"}, "out_proj");
+    add_node(g, "Add", {"out_mm", "b_out"}, {"out"}, "out_bias");
+  }
   add_int64_initializer(g, "seq_first", {seq, batch, e});
   add_node(g, "Reshape", {"out", "seq_first"}, {"out3"}, "out3");
-  add_ints_attr(add_node(g, "Transpose", {"out3"}, {"y"}, "batch_first"), "perm", {1, 0, 2});
+  add_ints_attr(add_node(g, "Transpose", {"out3"}, {residual ? "block" : "y"}, "batch_first"), "perm", {1, 0, 2});
+  if (residual) add_node(g, "Add", {"x", "block"}, {"y"}, "residual");
   return m;
 }
 

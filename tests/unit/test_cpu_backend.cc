@@ -534,44 +534,56 @@ TEST(CpuBackend, AttentionOnOwnKernelMatchesTheReferenceInEachIsa) {
 }
 
 // nn.MultiheadAttention's sequence-first export (pack-attention-views): one kiln.PackedAttention
-// step reading the sequence-first projection in place, at batch 3 and 1, on Kiln's kernel in each
-// instruction set this CPU has.
+// step reading the projection in place, at batch 3 and 1, on Kiln's kernel in each instruction set
+// this CPU has. Without hoist-row-ops the projection is sequence-first [S, B, 3E]; with it (the
+// default) the projections move before the exporter's Transposes at batch 3: the attention reads
+// [B, S, 3E] batch-first, no Transpose step is left, and the residual Add runs in the output
+// projection. At batch 1 those Transposes are Reshapes and both forms are sequence-first.
 TEST(CpuBackend, SequenceFirstPackedAttentionMatchesTheReference) {
   if (make_backend("cpu").value()->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
   const std::vector<CpuIsa> isas = isas_here();
-  for (int64_t batch : {3, 1}) {
-    SCOPED_TRACE("batch " + std::to_string(batch));
-    Model model = import_model(mha_sequence_first_model(batch, 9, 3, 16));
-    BuildOptions o;
-    o.device = "cpu";
-    auto plan = build_plan(model, o);
-    ASSERT_TRUE(plan.ok()) << plan.status().message();
-    int packed = 0, gathers = 0;
-    for (const Step& st : (*plan)->steps) {
-      if (st.node->op_type == "PackedAttention") {
-        ++packed;
-        EXPECT_EQ(st.tactic, "kiln");
-        const Attribute* sf = st.node->attr("seq_first");
-        EXPECT_EQ(sf ? sf->i : 0, 1);  // the projection is [S, B, 3E], at batch 1 too
+  for (bool hoist : {false, true}) {
+    for (int64_t batch : {3, 1}) {
+      SCOPED_TRACE("batch " + std::to_string(batch) + (hoist ? ", projections hoisted" : ""));
+      Model model = import_model(mha_sequence_first_model(batch, 9, 3, 16, hoist, hoist));
+      BuildOptions o;
+      o.device = "cpu";
+      if (!hoist) o.pipeline.disabled = {"hoist-row-ops"};
+      auto plan = build_plan(model, o);
+      ASSERT_TRUE(plan.ok()) << plan.status().message();
+      int packed = 0, gathers = 0, transposes = 0, adds = 0;
+      for (const Step& st : (*plan)->steps) {
+        if (st.node->op_type == "PackedAttention") {
+          ++packed;
+          EXPECT_EQ(st.tactic, "kiln");
+          const Attribute* sf = st.node->attr("seq_first");
+          EXPECT_EQ(sf ? sf->i : 0, hoist && batch > 1 ? 0 : 1);
+        }
+        gathers += st.node->op_type == "Gather";
+        transposes += st.node->op_type == "Transpose";
+        adds += st.node->op_type == "Add";
       }
-      gathers += st.node->op_type == "Gather";
+      EXPECT_EQ(packed, 1);
+      EXPECT_EQ(gathers, 0);
+      if (hoist) {
+        EXPECT_EQ(transposes, 0);
+        EXPECT_EQ(adds, 0);  // the residual is in the output projection
+      }
+      const std::vector<RValue> in = {RValue::of(uniform({batch, 9, 48}, 31, -1.f, 1.f))};
+      auto want = Executor(*model.graph).run(in);
+      ASSERT_TRUE(want.ok()) << want.status().message();
+      for (CpuIsa isa : isas) {
+        SCOPED_TRACE(std::string(cpu_isa_name(isa)));
+        set_cpu_isa_cap(isa);
+        auto exec = PlanExecutor::create(*plan, *make_backend("cpu"));
+        ASSERT_TRUE(exec.ok()) << exec.status().message();
+        auto got = (*exec)->run(in);
+        ASSERT_TRUE(got.ok()) << got.status().message();
+        ASSERT_EQ((*got)[0].tensor.dims(), (*want)[0].tensor.dims());
+        EXPECT_LE(rel_error((*got)[0].tensor, (*want)[0].tensor), 1e-5);
+      }
+      set_cpu_isa_cap(CpuIsa::kAvx512);
     }
-    EXPECT_EQ(packed, 1);
-    EXPECT_EQ(gathers, 0);
-    const std::vector<RValue> in = {RValue::of(uniform({batch, 9, 48}, 31, -1.f, 1.f))};
-    auto want = Executor(*model.graph).run(in);
-    ASSERT_TRUE(want.ok()) << want.status().message();
-    for (CpuIsa isa : isas) {
-      SCOPED_TRACE(std::string(cpu_isa_name(isa)));
-      set_cpu_isa_cap(isa);
-      auto exec = PlanExecutor::create(*plan, *make_backend("cpu"));
-      ASSERT_TRUE(exec.ok()) << exec.status().message();
-      auto got = (*exec)->run(in);
-      ASSERT_TRUE(got.ok()) << got.status().message();
-      ASSERT_EQ((*got)[0].tensor.dims(), (*want)[0].tensor.dims());
-      EXPECT_LE(rel_error((*got)[0].tensor, (*want)[0].tensor), 1e-5);
-    }
-    set_cpu_isa_cap(CpuIsa::kAvx512);
   }
 }
 
