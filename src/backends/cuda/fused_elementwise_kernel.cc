@@ -1,6 +1,7 @@
-// kiln.FusedElementwise regions, and single elementwise ops the plain unary/binary kernels do not
-// cover (activations with attributes, comparisons, Where, broadcasting in NHWC), as elementwise
-// programs: one kernel launch per region, each operand read once.
+// kiln.FusedElementwise regions and single elementwise ops (plain arithmetic too, activations with
+// attributes, comparisons, Where, broadcasting in NHWC) as elementwise programs: one kernel launch
+// per region, each operand read once, dims collapsed and packs of sixteen bytes where they line
+// up. The plain unary/binary kernels (kernels/elementwise.cu) run what a program does not take.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -31,20 +32,6 @@ bool float_or_bool(DataType dt) {
   return elementwise_dtype(dt) || dt == DataType::kBool;
 }
 
-// Ops the plain unary/binary kernels already run in this layout.
-bool simple_elsewhere(const Node& n, Layout layout) {
-  UnaryOp u;
-  BinaryOp b;
-  if (!n.domain.empty()) return false;
-  if (unary_op_of(n.op_type, &u)) return true;
-  if (!binary_op_of(n.op_type, &b) || n.inputs.size() != 2) return false;
-  if (layout == Layout::kPlain) return true;
-  const Shape& x = n.inputs[0]->type.shape;
-  const Shape& y = n.inputs[1]->type.shape;
-  return x.rank_known && y.rank_known && x.rank() == 4 && y.rank() == 4 && x.fully_known() && y.fully_known() &&
-         x.static_dims() == y.static_dims();
-}
-
 bool program_supports(const Node& n, DataType precision, Layout layout) {
   if (!is_fused(n) && !n.domain.empty()) return false;
   if (n.outputs.size() != 1 || !n.outputs[0] || n.inputs.empty()) return false;
@@ -63,7 +50,6 @@ bool program_supports(const Node& n, DataType precision, Layout layout) {
     if (float_type != DataType::kUndefined && v->type.dtype != float_type) return false;
     float_type = v->type.dtype;
   }
-  if (simple_elsewhere(n, layout) && out.dtype != DataType::kBool) return false;
   Program p;
   return compile(n, &p);
 }
