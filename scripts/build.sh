@@ -5,6 +5,8 @@ cd "$(dirname "$0")/.."
 BUILD_DIR="${BUILD_DIR:-build}"
 JOBS="${JOBS:-$(nproc)}"
 export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$PWD}"
+# Objects do not depend on the build folder's path, so `pip install .` (build-pip/) reuses them.
+export CCACHE_NOHASHDIR="${CCACHE_NOHASHDIR:-1}"
 GEN=()
 if command -v ninja >/dev/null; then GEN=(-G Ninja); fi
 if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
