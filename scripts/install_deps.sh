@@ -7,7 +7,7 @@ set -euo pipefail
 SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 
-DEB_PACKAGES=(build-essential cmake ninja-build ccache git python3 python3-pip
+DEB_PACKAGES=(build-essential cmake ninja-build ccache git python3 python3-pip python3-dev python3-venv
   protobuf-compiler libprotobuf-dev nlohmann-json3-dev libcli11-dev libfmt-dev libgtest-dev libgmock-dev
   libomp-dev clang-format libdnnl-dev)
 # Whole-model tests export torchvision models with the distribution's PyTorch.
@@ -32,10 +32,12 @@ if [ "${KILN_WITH_TORCH:-1}" = "1" ] && ! /usr/bin/python3 -c "import transforme
 fi
 
 PY="${PYTHON:-python3}"
-if ! "$PY" -c "import onnx, onnxruntime, numpy, sklearn; assert onnx.__version__ == '1.23.2'" >/dev/null 2>&1; then
-  echo "kiln: installing Python packages (onnx, onnxruntime, numpy, scikit-learn)"
-  "$PY" -m pip install -q --disable-pip-version-check onnx==1.23.2 onnxruntime==1.31.1 numpy scikit-learn \
-    || "$PY" -m pip install -q --disable-pip-version-check --break-system-packages onnx==1.23.2 onnxruntime==1.31.1 numpy scikit-learn
+# nanobind and scikit-build-core build the Python module (and `pip install .`); pytest runs its tests.
+PY_PACKAGES=(onnx==1.23.2 onnxruntime==1.31.1 numpy scikit-learn "nanobind>=2.0" "scikit-build-core>=0.10" pytest)
+if ! "$PY" -c "import onnx, onnxruntime, numpy, sklearn, nanobind, scikit_build_core, pytest; assert onnx.__version__ == '1.23.2'" >/dev/null 2>&1; then
+  echo "kiln: installing Python packages (${PY_PACKAGES[*]})"
+  "$PY" -m pip install -q --disable-pip-version-check "${PY_PACKAGES[@]}" \
+    || "$PY" -m pip install -q --disable-pip-version-check --break-system-packages "${PY_PACKAGES[@]}"
 fi
 
 # With the CUDA toolkit present, convolutions are built on cuDNN's graph API, whose C++ frontend
