@@ -17,15 +17,6 @@ namespace {
 
 constexpr const char* kName = "fuse-channel-mlp";
 
-bool all_ints(const Node& n, const char* key, int64_t v) {
-  const Attribute* a = n.attr(key);
-  if (!a) return true;
-  for (int64_t x : a->ints) {
-    if (x != v) return false;
-  }
-  return true;
-}
-
 // A Conv or kiln.FusedConv with a constant [K, C, 1, 1] filter, stride 1, no padding, one group,
 // no residual, on one-pixel images whose channel count is known.
 bool pointwise_on_pixel(const Node& n) {
@@ -38,7 +29,7 @@ bool pointwise_on_pixel(const Node& n) {
     return false;
   }
   const Attribute* group = n.attr("group");
-  if ((group && group->i != 1) || !all_ints(n, "strides", 1) || !all_ints(n, "pads", 0)) return false;
+  if ((group && group->i != 1) || !ints_attr_all(n, "strides", 1) || !ints_attr_all(n, "pads", 0)) return false;
   const Value* x = n.inputs[0];
   if (known_rank(x) != 4) return false;
   const Dim* c = dim_at(x, 1);

@@ -25,15 +25,6 @@ namespace {
 
 constexpr const char* kName = "patch-conv-to-matmul";
 
-bool ints_all(const Node& n, const char* key, int64_t v) {
-  const Attribute* a = n.attr(key);
-  if (!a) return true;
-  for (int64_t x : a->ints) {
-    if (x != v) return false;
-  }
-  return true;
-}
-
 struct Patches {
   int64_t channels = 0;      // C
   Dims grid;                 // H/p, W/q, ...
@@ -60,7 +51,7 @@ bool patch_conv(const Node& n, Patches* p) {
   if (const Attribute* ap = n.attr("auto_pad"); ap && !ap->s.empty() && ap->s != "NOTSET" && ap->s != "VALID") {
     return false;
   }
-  if (!ints_all(n, "pads", 0) || !ints_all(n, "dilations", 1)) return false;
+  if (!ints_attr_all(n, "pads", 0) || !ints_attr_all(n, "dilations", 1)) return false;
   const size_t k = static_cast<size_t>(w->rank() - 2);
   const Attribute* strides = n.attr("strides");
   const Attribute* ks = n.attr("kernel_shape");

@@ -58,6 +58,17 @@ inline Attribute ints_attr(std::vector<int64_t> v) {
   return a;
 }
 
+// Whether every entry of the integer-list attribute `key` equals `v` (true when it is absent, as
+// a Conv's default strides, pads and dilations are).
+inline bool ints_attr_all(const Node& n, const char* key, int64_t v) {
+  const Attribute* a = n.attr(key);
+  if (!a) return true;
+  for (int64_t x : a->ints) {
+    if (x != v) return false;
+  }
+  return true;
+}
+
 // The constant data of a value (an initializer), or nullptr.
 inline const Tensor* constant_of(const Value* v) {
   return v && v->initializer ? v->initializer.get() : nullptr;
