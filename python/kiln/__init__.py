@@ -231,6 +231,14 @@ class Session:
         self._native = native
         self._inputs = engine.inputs
         self._outputs = engine.outputs
+        # Looked up on every run: the names, and each input's NumPy type (None: strings or a type
+        # NumPy lacks).
+        self._input_names = {i.name for i in self._inputs}
+        self._output_index = {o.name: k for k, o in enumerate(self._outputs)}
+        self._input_types = [
+            np.dtype(i.dtype) if not isinstance(i.dtype, str) and i.dtype is not np.object_ else None
+            for i in self._inputs
+        ]
 
     @property
     def engine(self) -> Engine:
@@ -263,7 +271,7 @@ class Session:
         Arrays are read in place when they are C-contiguous and of the input's element type;
         other layouts are copied first. A wrong name, element type or shape raises InvalidInput.
         """
-        if args and isinstance(args[0], Mapping):
+        if args and (type(args[0]) is dict or isinstance(args[0], Mapping)):
             if len(args) > 2 or (len(args) == 2 and "outputs" in kwargs):
                 raise UsageError("run(feed, outputs=None): too many arguments")
             names = args[1] if len(args) == 2 else kwargs.pop("outputs", None)
@@ -276,27 +284,32 @@ class Session:
             output_names = args[0] if args else kwargs.pop("output_names", None)
             feed = args[1] if len(args) == 2 else kwargs.pop("input_feed", None)
             kwargs.pop("run_options", None)  # accepted for ONNX Runtime compatibility
-            if kwargs or not isinstance(feed, Mapping):
+            if kwargs or not (type(feed) is dict or isinstance(feed, Mapping)):
                 raise UsageError("run(output_names, input_feed): input_feed must map input names to arrays")
             return self._run(feed, output_names)
         raise UsageError("run() takes a dict of inputs, or (output_names, input_feed) as ONNX Runtime does")
 
     def _run(self, feed: Mapping[str, Any], output_names: Optional[Sequence[str]]) -> List[Any]:
-        known = {i.name for i in self._inputs}
-        unknown = [name for name in feed if name not in known]
-        if unknown:
-            takes = ", ".join(i.name for i in self._inputs)
-            raise InvalidInput(f"unknown input {', '.join(repr(n) for n in unknown)}; the model takes {takes}")
+        if len(feed) != len(self._inputs) or any(name not in self._input_names for name in feed):
+            unknown = [name for name in feed if name not in self._input_names]
+            if unknown:
+                takes = ", ".join(i.name for i in self._inputs)
+                raise InvalidInput(f"unknown input {', '.join(repr(n) for n in unknown)}; the model takes {takes}")
         args = []
-        for info in self._inputs:
-            if info.name not in feed:
+        for info, want in zip(self._inputs, self._input_types):
+            value = feed.get(info.name, _MISSING)
+            if value is _MISSING:
                 raise InvalidInput(f"missing input '{info.name}'")
-            args.append(_as_input(info, feed[info.name]))
+            # The common case first: a C-contiguous NumPy array of the input's type, read in place.
+            if type(value) is np.ndarray and value.dtype == want and value.flags.c_contiguous:
+                args.append(value)
+            else:
+                args.append(_as_input(info, value))
         out = self._native.run(args)
-        values = [_as_output(v) for v in out]
+        values = [v if type(v) is np.ndarray else _as_output(v) for v in out]
         if output_names is None:
             return values
-        index = {o.name: k for k, o in enumerate(self._outputs)}
+        index = self._output_index
         picked = []
         for name in output_names:
             if name not in index:
@@ -306,6 +319,9 @@ class Session:
         return picked
 
 
+_MISSING = object()
+
+
 def _as_input(info: TensorInfo, value: Any) -> Any:
     if info.dtype is np.object_:
         a = np.asarray(value, dtype=object)
@@ -313,7 +329,7 @@ def _as_input(info: TensorInfo, value: Any) -> Any:
             raise InvalidInput(f"input '{info.name}': the model takes strings")
         items = [s.decode() if isinstance(s, bytes) else s for s in a.flat]
         return (items, list(a.shape))
-    if hasattr(value, "__dlpack_device__") and not isinstance(value, np.ndarray):
+    if not isinstance(value, np.ndarray) and hasattr(value, "__dlpack_device__"):
         device_type, _ = value.__dlpack_device__()
         if device_type != 1:  # kDLCPU
             raise InvalidInput(f"input '{info.name}': arrays in device memory are not taken yet; copy it to the host")
