@@ -195,17 +195,7 @@ Value* gemm_weight(Graph& g, const Node& f) {
   Value* w = f.inputs[1];
   if (int_attr_of(f, "transB", 0) == 0) return w;
   const Tensor& t = *constant_of(w);
-  const int64_t n = t.dim(0), k = t.dim(1);
-  Tensor m(t.dtype(), {k, n});
-  const size_t es = dtype_size(t.dtype());
-  const auto* src = static_cast<const uint8_t*>(t.raw());
-  auto* dst = static_cast<uint8_t*>(m.raw());
-  for (int64_t i = 0; i < n; ++i) {
-    for (int64_t j = 0; j < k; ++j) {
-      std::memcpy(dst + static_cast<size_t>(j * n + i) * es, src + static_cast<size_t>(i * k + j) * es, es);
-    }
-  }
-  return add_constant(g, w->name + "_t", std::move(m));
+  return add_constant(g, w->name + "_t", transposed_matrix(t, t.dim(0), t.dim(1)));
 }
 
 bool hoist(Graph& g, Node& f, PassContext& ctx) {

@@ -13,7 +13,6 @@
 // kernel as large as its stride fit neither their implicit-GEMM tiles nor Winograd, and the
 // layout reformats around a convolution in a token model are two more copies. Any number of
 // spatial axes; the rule needs static channel and spatial dims (the batch may be symbolic).
-#include <cstring>
 #include <set>
 
 #include "passes/passes.h"
@@ -93,21 +92,6 @@ bool flattens_to_tokens(const Node& r, const Value* y, const Patches& p) {
   return e && e->known() && e->value == p.out_channels && l && l->known() && l->value == p.tokens;
 }
 
-// The filter [E, C, p, q, ...] as the product's right operand [C*p*q*..., E].
-Tensor filter_as_matrix(const Tensor& w, int64_t rows) {
-  const int64_t e = w.dim(0);
-  Tensor m(w.dtype(), {rows, e});
-  const size_t es = dtype_size(w.dtype());
-  const auto* src = static_cast<const uint8_t*>(w.raw());
-  auto* dst = static_cast<uint8_t*>(m.raw());
-  for (int64_t o = 0; o < e; ++o) {
-    for (int64_t r = 0; r < rows; ++r) {
-      std::memcpy(dst + static_cast<size_t>(r * e + o) * es, src + static_cast<size_t>(o * rows + r) * es, es);
-    }
-  }
-  return m;
-}
-
 }  // namespace
 
 PassInfo patch_conv_to_matmul_pass() {
@@ -143,8 +127,9 @@ PassInfo patch_conv_to_matmul_pass() {
               Node* t1 = add_transpose_at(g, pos++, base + "_patches", r1->outputs[0], perm);
               Node* r2 =
                   add_reshape_at(g, pos++, base + "_rows", t1->outputs[0], Dims{0, p.tokens, p.patch_size}, 1, false);
-              Value* wm =
-                  add_constant(g, base + "_weight", filter_as_matrix(*constant_of(conv.inputs[1]), p.patch_size));
+              // The filter [E, C*p*q*...] as the product's right operand [C*p*q*..., E].
+              Value* wm = add_constant(g, base + "_weight",
+                                       transposed_matrix(*constant_of(conv.inputs[1]), p.out_channels, p.patch_size));
               Node* mm = add_node_at(g, pos++, "MatMul", base, {r2->outputs[0], wm}, 1, "", 13);
               Value* tokens = mm->outputs[0];
               std::vector<Node*> made = {r1, t1, r2, mm};

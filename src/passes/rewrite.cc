@@ -1,5 +1,7 @@
 #include "passes/rewrite.h"
 
+#include <cstring>
+
 #include <algorithm>
 
 namespace kiln {
@@ -153,6 +155,19 @@ Node* add_node_at(Graph& g, size_t position, const std::string& op_type, const s
     n->outputs.push_back(v);
   }
   return n;
+}
+
+Tensor transposed_matrix(const Tensor& t, int64_t rows, int64_t cols) {
+  Tensor m(t.dtype(), {cols, rows});
+  const size_t es = dtype_size(t.dtype());
+  const auto* src = static_cast<const uint8_t*>(t.raw());
+  auto* dst = static_cast<uint8_t*>(m.raw());
+  for (int64_t i = 0; i < rows; ++i) {
+    for (int64_t j = 0; j < cols; ++j) {
+      std::memcpy(dst + static_cast<size_t>(j * rows + i) * es, src + static_cast<size_t>(i * cols + j) * es, es);
+    }
+  }
+  return m;
 }
 
 Node* add_reshape_at(Graph& g, size_t position, const std::string& name, Value* x, const Dims& dims, size_t num_outputs,

@@ -86,6 +86,9 @@ bool is_nondeterministic(const Node& n);
 // Whether a node carries subgraphs (If, Loop, Scan, FusedElementwise bodies).
 bool has_subgraph(const Node& n);
 
+// `t`'s bytes as a [rows, cols] matrix, transposed to [cols, rows] (any fixed-size dtype).
+Tensor transposed_matrix(const Tensor& t, int64_t rows, int64_t cols);
+
 // Adds an initializer named after `base` (made unique) holding `t`.
 Value* add_constant(Graph& g, const std::string& base, Tensor t);
 
