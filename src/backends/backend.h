@@ -160,6 +160,28 @@ class Backend {
     (void)to;
     return invalid("backend {} has no device markers", name());
   }
+  // Runs whose inputs and outputs stay in device memory (PlanExecutor::run_on_device): the work
+  // enqueued on `stream` from now on waits for `marker`, recorded on another stream, without the
+  // host waiting; `bytes` copied between any two addresses the device reaches, in `stream`'s
+  // order; device memory allocated in `stream`'s order and freed in that order when its last
+  // holder lets go (the stream must still exist then).
+  virtual Status wait_marker(void* marker, void* stream) {
+    (void)marker;
+    (void)stream;
+    return invalid("backend {} has no device markers", name());
+  }
+  virtual Status copy(void* dst, const void* src, size_t bytes, void* stream) {
+    (void)dst;
+    (void)src;
+    (void)bytes;
+    (void)stream;
+    return invalid("backend {} has no device memory", name());
+  }
+  virtual Result<std::shared_ptr<uint8_t[]>> allocate_on_stream(size_t bytes, void* stream) {
+    (void)bytes;
+    (void)stream;
+    return invalid("backend {} has no device memory", name());
+  }
   // Extra scratch bytes a tactic needs while running `node`.
   virtual int64_t workspace_bytes(const Node& node, const std::string& tactic) const {
     (void)node;

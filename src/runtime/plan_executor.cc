@@ -1,5 +1,6 @@
 #include "runtime/plan_executor.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -69,9 +70,11 @@ struct SymbolicDim {
 struct PreparedShape {
   StepShapes shapes;
   std::vector<TensorView> views;
-  int runs = 0;                       // runs at this shape so far
-  bool recordable = false;            // every view's dims known before the run
-  std::shared_ptr<void> recorded[2];  // the recorded runs, with transfers and without
+  int runs = 0;             // runs at this shape so far
+  bool recordable = false;  // every view's dims known before the run
+  // The recorded runs: with transfers, without, and with device-resident inputs and outputs
+  // (run_on_device).
+  std::shared_ptr<void> recorded[3];
 };
 
 constexpr size_t kMaxCachedShapes = 256;
@@ -659,6 +662,123 @@ class ArenaPlanExecutor : public PlanExecutor {
     return {};
   }
 
+  // Device bytes `buf` of at least `bytes`, grown when smaller (the device-resident recordings,
+  // which hold the old address, are then dropped).
+  Status reserve_device(std::shared_ptr<uint8_t[]>& buf, int64_t& have, int64_t bytes) {
+    if (bytes <= have) return {};
+    KILN_ASSIGN_OR_RETURN(
+        buf, allocate(&backends_.primary->allocator(), std::max<int64_t>(bytes, 1), "device staging buffer"));
+    have = bytes;
+    for (auto& [key, other] : shape_cache_) other.recorded[2] = nullptr;
+    return {};
+  }
+
+  Result<std::vector<RValue>> run_on_device(std::vector<RValue> inputs, void* stream) override {
+    const Plan& p = *plan_;
+    Backend& dev = *backends_.primary;
+    if (p.device() == "cpu" || dev.host_visible()) {
+      return invalid("the engine runs on the CPU: give its inputs in host memory");
+    }
+    if (!recordable_) return invalid("the engine cannot take inputs in device memory: {}", not_recorded_why_);
+    KILN_RETURN_IF_ERROR(check_inputs(inputs));
+    KILN_ASSIGN_OR_RETURN(PreparedShape * prep, shapes_for(inputs));
+    if (!prep->recordable) {
+      return invalid(
+          "the engine cannot take inputs in device memory at these shapes: some shapes depend on the "
+          "inputs' values");
+    }
+    device_in_.resize(p.inputs.size());
+    device_in_bytes_.resize(p.inputs.size(), 0);
+    device_out_.resize(p.outputs.size());
+    device_out_bytes_.resize(p.outputs.size(), 0);
+    std::vector<TensorView> views = prep->views;
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      const Tensor& t = inputs[i].tensor;
+      const auto bytes = static_cast<int64_t>(t.nbytes());
+      KILN_RETURN_IF_ERROR(reserve_device(device_in_[i], device_in_bytes_[i], bytes));
+      TensorView& v = views[static_cast<size_t>(p.inputs[i])];
+      v.value = nullptr;
+      v.data = device_in_[i].get();
+      v.capacity = bytes;
+      v.dims = t.dims();
+    }
+    std::vector<int64_t> out_bytes(p.outputs.size());
+    for (size_t k = 0; k < p.outputs.size(); ++k) {
+      const int id = p.outputs[k];
+      TensorView& v = views[static_cast<size_t>(id)];
+      if (v.storage.dtype != v.logical || v.storage.layout != Layout::kPlain) {
+        return invalid("output '{}' is stored as {} in the {} layout: it cannot be handed over in device memory",
+                       p.slots[static_cast<size_t>(id)].name, dtype_name(v.storage.dtype),
+                       layout_name(v.storage.layout));
+      }
+      out_bytes[k] = storage_bytes(v.dims, v.storage);
+      KILN_RETURN_IF_ERROR(reserve_device(device_out_[k], device_out_bytes_[k], out_bytes[k]));
+      v.value = nullptr;
+      v.data = device_out_[k].get();
+      v.capacity = out_bytes[k];
+    }
+    // The caller's outputs, allocated in its stream's order before this run's work is ordered after it.
+    std::vector<RValue> outs;
+    for (size_t k = 0; k < p.outputs.size(); ++k) {
+      const TensorView& v = views[static_cast<size_t>(p.outputs[k])];
+      KILN_ASSIGN_OR_RETURN(auto mem, dev.allocate_on_stream(static_cast<size_t>(out_bytes[k]), stream));
+      outs.push_back(RValue::of(Tensor::wrap(v.logical, v.dims, std::move(mem))));
+    }
+    if (!entry_) {
+      KILN_ASSIGN_OR_RETURN(entry_, dev.create_marker());
+    }
+    if (!done_) {
+      KILN_ASSIGN_OR_RETURN(done_, dev.create_marker());
+    }
+    if (!entry_ || !done_) return invalid("the {} backend cannot order work between streams", dev.name());
+    // Everything runs on this context's stream, after what the caller enqueued so far.
+    KILN_RETURN_IF_ERROR(dev.record_marker(entry_.get(), stream));
+    KILN_RETURN_IF_ERROR(dev.wait_marker(entry_.get(), stream_));
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      KILN_RETURN_IF_ERROR(dev.copy(device_in_[i].get(), inputs[i].tensor.raw(), inputs[i].tensor.nbytes(), stream_));
+    }
+    KernelContext ctx;
+    ctx.stream = stream_;
+    ctx.workspace = workspace_.get();
+    ctx.workspace_bytes = p.memory.workspace;
+    std::vector<TensorView> in, out;
+    if (graphs_ && !guard_checks_ && !profiling_ && prep->runs > 0) {
+      // Later runs at a shape replay its recording (made now if there is none).
+      std::shared_ptr<void>& rec = prep->recorded[2];
+      if (!rec) {
+        KILN_RETURN_IF_ERROR(dev.begin_capture(stream_));
+        Status failed;
+        for (size_t i = 0; i < p.steps.size() && failed.ok(); ++i) {
+          gather(p.steps[i], views, in, out);
+          failed = kernels_[i]->enqueue(in, out, ctx);
+        }
+        auto made = dev.end_capture(stream_);
+        KILN_RETURN_IF_ERROR(failed);
+        KILN_RETURN_IF_ERROR(made.status());
+        rec = std::move(made).value();
+      }
+      KILN_RETURN_IF_ERROR(dev.replay(rec.get(), stream_));
+    } else {
+      // The first run at a shape launches its steps one by one.
+      for (size_t i = 0; i < p.steps.size(); ++i) {
+        const Step& st = p.steps[i];
+        if (guard_checks_) KILN_RETURN_IF_ERROR(guard(i, views));
+        gather(st, views, in, out);
+        Status s = kernels_[i]->enqueue(in, out, ctx);
+        if (!s.ok()) return s.with_context("step " + st.name + " (" + st.node->describe() + ")");
+      }
+    }
+    ++prep->runs;
+    for (size_t k = 0; k < outs.size(); ++k) {
+      KILN_RETURN_IF_ERROR(
+          dev.copy(outs[k].tensor.raw(), device_out_[k].get(), static_cast<size_t>(out_bytes[k]), stream_));
+    }
+    // What the caller enqueues from now on waits for this run.
+    KILN_RETURN_IF_ERROR(dev.record_marker(done_.get(), stream_));
+    KILN_RETURN_IF_ERROR(dev.wait_marker(done_.get(), stream));
+    return outs;
+  }
+
   Result<Tensor> input_buffer(size_t i, const Dims& dims) override {
     const Plan& p = *plan_;
     if (i >= p.inputs.size()) return invalid("input {} of a model with {} inputs", i, p.inputs.size());
@@ -722,6 +842,11 @@ class ArenaPlanExecutor : public PlanExecutor {
   std::vector<bool> transfer_step_;                  // per step: copies a graph input in or a graph output out
   std::vector<std::shared_ptr<uint8_t[]>> staging_;  // per input: pinned bytes recordings read
   std::vector<int64_t> staging_bytes_;
+  // run_on_device's device staging buffers (per input and output) and the markers ordering its
+  // work between the caller's stream and this context's.
+  std::vector<std::shared_ptr<uint8_t[]>> device_in_, device_out_;
+  std::vector<int64_t> device_in_bytes_, device_out_bytes_;
+  std::shared_ptr<void> entry_, done_;
 };
 
 }  // namespace

@@ -56,6 +56,22 @@ class PlanExecutor {
   // device's compute alone, as a caller keeping its data on the device sees it): run() then
   // returns no outputs.
   virtual void set_transfers(bool on) { (void)on; }
+  // A run whose inputs and outputs stay in device memory (DLPack tensors; TensorRT's enqueue on
+  // the caller's stream). `inputs` follow Plan::inputs: tensors wrapping bytes in this device's
+  // memory (only their type and dims are read on the host). The work is ordered after what was
+  // enqueued on `stream` (the caller's; null: the default stream) so far, and what is enqueued
+  // there later waits for it; the host does not wait. The outputs are tensors wrapping device
+  // memory allocated and freed in `stream`'s order (as a torch tensor made on that stream is: the
+  // stream must outlive them), complete when that stream reaches this point.
+  // The inputs pass through device staging buffers, and the outputs through device staging
+  // buffers copied to the new memory, so that runs replay one recording per shape (the copies
+  // move the bytes at device speed; nothing crosses to the host). An engine with host steps, or
+  // whose shapes depend on the inputs' values, cannot run this way: the error says why.
+  virtual Result<std::vector<RValue>> run_on_device(std::vector<RValue> inputs, void* stream) {
+    (void)inputs;
+    (void)stream;
+    return invalid("this executor cannot take inputs in device memory");
+  }
   // A tensor of `dims` for model input `i` (Plan::inputs order, its element type) to fill and
   // pass to run(). On a device whose runs are recorded it lies in this context's page-locked
   // staging memory, which the recording copies to the device from: run() then copies nothing on

@@ -63,7 +63,8 @@ BuildOptions reshape_view_options(bool profile) {
 }
 
 // On the CPU an input buffer is an ordinary tensor of the input's type: filled and run, it gives
-// the graph's results; an input index past the model's is an error naming both.
+// the graph's results; an input index past the model's is an error naming both. Runs on inputs
+// in device memory are refused.
 TEST(PlanSafety, InputBuffersOnTheCpu) {
   Model model = import(reshape_view_model());
   auto plan = build_plan(model, reshape_view_options(true));
@@ -84,6 +85,10 @@ TEST(PlanSafety, InputBuffersOnTheCpu) {
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("1 inputs"), std::string::npos) << bad.status().message();
   EXPECT_FALSE((*exec)->input_buffer(0, {-1, 64}).ok());
+  // Inputs in device memory: a CPU engine refuses them, saying where its inputs belong.
+  auto on_device = (*exec)->run_on_device({RValue::of(values)}, nullptr);
+  ASSERT_FALSE(on_device.ok());
+  EXPECT_NE(on_device.status().message().find("host memory"), std::string::npos) << on_device.status().message();
 }
 
 TEST(PlanSafety, ViewOfADyingTensorIsNotOverwritten) {

@@ -178,6 +178,28 @@ class BinaryKernel : public DeviceKernel {
   cuda::BinaryOp op_;
 };
 
+// The memory pool of outputs handed to callers in device memory (allocate_on_stream), one per
+// device for the process: the outputs may outlive every backend. Freed memory stays in the pool
+// for the next outputs, as in torch's caching allocator; the driver's default pool would hand it
+// back to the system at every synchronization, and each run would map it anew (~250 us).
+Result<cudaMemPool_t> output_pool(int device) {
+  static std::mutex mu;
+  static std::map<int, cudaMemPool_t> pools;
+  std::lock_guard<std::mutex> lock(mu);
+  if (auto it = pools.find(device); it != pools.end()) return it->second;
+  cudaMemPoolProps props = {};
+  props.allocType = cudaMemAllocationTypePinned;
+  props.handleTypes = cudaMemHandleTypeNone;
+  props.location.type = cudaMemLocationTypeDevice;
+  props.location.id = device;
+  cudaMemPool_t pool = nullptr;
+  KILN_CUDA_CHECK(cudaMemPoolCreate(&pool, &props));
+  uint64_t keep = UINT64_MAX;
+  KILN_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+  pools[device] = pool;
+  return pool;
+}
+
 class CudaBackend : public Backend {
  public:
   CudaBackend(int index, cudaDeviceProp props) : index_(index), allocator_(index), weights_(index) {
@@ -420,6 +442,27 @@ class CudaBackend : public Backend {
     float ms = 0;
     KILN_CUDA_CHECK(cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(from), static_cast<cudaEvent_t>(to)));
     return static_cast<double>(ms);
+  }
+  Status wait_marker(void* marker, void* stream) override {
+    KILN_CUDA_CHECK(cudaStreamWaitEvent(static_cast<cudaStream_t>(stream), static_cast<cudaEvent_t>(marker), 0));
+    return {};
+  }
+  Status copy(void* dst, const void* src, size_t bytes, void* stream) override {
+    if (bytes) {
+      KILN_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, static_cast<cudaStream_t>(stream)));
+    }
+    return {};
+  }
+  Result<std::shared_ptr<uint8_t[]>> allocate_on_stream(size_t bytes, void* stream) override {
+    KILN_CUDA_CHECK(cudaSetDevice(index_));
+    KILN_ASSIGN_OR_RETURN(cudaMemPool_t pool, output_pool(index_));
+    void* p = nullptr;
+    auto s = static_cast<cudaStream_t>(stream);
+    cudaError_t e = cudaMallocFromPoolAsync(&p, bytes ? bytes : 1, pool, s);
+    if (e != cudaSuccess) {
+      return runtime_error("cannot allocate {} bytes of device memory: {}", bytes, cudaGetErrorString(e));
+    }
+    return std::shared_ptr<uint8_t[]>(static_cast<uint8_t*>(p), [s](uint8_t* q) { cudaFreeAsync(q, s); });
   }
   void destroy_stream(void* stream) override {
 #ifdef KILN_HAVE_CUDNN
