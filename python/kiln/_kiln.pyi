@@ -10,6 +10,7 @@ def cuda_available() -> bool: ...
 
 class Session:
     def run(self, inputs: Sequence[object]) -> List[object]: ...
+    def run_device(self, inputs: Sequence[object], stream: int, framework: str) -> List[object]: ...
 
 class Engine:
     def save(self, path: str) -> None: ...
@@ -35,3 +36,19 @@ def build(
     progress: Optional[Callable[[str, float], None]],
 ) -> Tuple[Engine, List[str]]: ...
 def load(path: str) -> Engine: ...
+def bench(
+    engine: Engine,
+    given: List[Tuple[str, object]],
+    shapes: Dict[str, List[int]],
+    warmup: int,
+    iterations: int,
+    duration: float,
+    threads: int,
+    profile: bool,
+    transfers: bool,
+    graphs: bool,
+    streams: int,
+    seed: int,
+    lo: int,
+    hi: int,
+) -> str: ...

@@ -16,6 +16,8 @@
 #include <filesystem>
 #include <mutex>
 
+#include "bench_runner.h"
+#include "cli_inputs.h"
 #include "engine/engine.h"
 #include "onnx/importer.h"
 #include "passes/pipeline.h"
@@ -275,6 +277,30 @@ std::unique_ptr<PySession> make_session(const PyEngine& e) {
 
 using HostArray = nb::ndarray<nb::ro, nb::device::cpu>;  // read-only arrays too: inputs are never written
 
+// The array's bytes as a tensor of the input's type, in place: the caller keeps them alive and
+// unchanged for the run. Wrong element types and layouts are the caller's input.
+template <typename Array>
+Tensor wrap_array(const std::string& name, DataType want, const Array& a) {
+  DataType dt;
+  if (!dtype_of(a.dtype(), &dt)) raise_as("InvalidInput", fmt::format("input '{}': unsupported element type", name));
+  if (dt != want) {
+    raise_as("InvalidInput",
+             fmt::format("input '{}': the model takes {}, got {}", name, dtype_name(want), dtype_name(dt)));
+  }
+  Dims dims(a.shape_ptr(), a.shape_ptr() + a.ndim());
+  int64_t expect = 1;
+  const bool empty = std::find(dims.begin(), dims.end(), 0) != dims.end();  // any strides: no elements
+  for (size_t d = dims.size(); !empty && d-- > 0;) {
+    if (dims[d] != 1 && a.stride(d) != expect) {
+      raise_as("InvalidInput", fmt::format("input '{}': the array is not C-contiguous", name));
+    }
+    expect *= dims[d];
+  }
+  // The bytes stay the caller's: no deleter.
+  std::shared_ptr<uint8_t[]> bytes(static_cast<uint8_t*>(const_cast<void*>(a.data())), [](uint8_t*) {});
+  return Tensor::wrap(dt, std::move(dims), std::move(bytes));
+}
+
 // An input as a tensor: a C-contiguous host array is wrapped in place (the caller keeps it alive
 // for the run); a (list of str, shape) pair is a string tensor.
 Tensor to_tensor(const std::string& name, DataType want, nb::handle h) {
@@ -296,24 +322,7 @@ Tensor to_tensor(const std::string& name, DataType want, nb::handle h) {
   if (!nb::try_cast(h, a)) {
     raise_as("InvalidInput", fmt::format("input '{}': expected an array in host memory", name));
   }
-  DataType dt;
-  if (!dtype_of(a.dtype(), &dt)) raise_as("InvalidInput", fmt::format("input '{}': unsupported element type", name));
-  if (dt != want) {
-    raise_as("InvalidInput",
-             fmt::format("input '{}': the model takes {}, got {}", name, dtype_name(want), dtype_name(dt)));
-  }
-  Dims dims(a.shape_ptr(), a.shape_ptr() + a.ndim());
-  int64_t expect = 1;
-  const bool empty = std::find(dims.begin(), dims.end(), 0) != dims.end();  // any strides: no elements
-  for (size_t d = dims.size(); !empty && d-- > 0;) {
-    if (dims[d] != 1 && a.stride(d) != expect) {
-      raise_as("InvalidInput", fmt::format("input '{}': the array is not C-contiguous", name));
-    }
-    expect *= dims[d];
-  }
-  // The bytes stay the caller's: no deleter (run() returns before the array can go away).
-  std::shared_ptr<uint8_t[]> bytes(static_cast<uint8_t*>(const_cast<void*>(a.data())), [](uint8_t*) {});
-  return Tensor::wrap(dt, std::move(dims), std::move(bytes));
+  return wrap_array(name, want, a);
 }
 
 // An output as a NumPy array (strings: a list and the shape, which the Python side turns into an
@@ -372,6 +381,124 @@ nb::list run(PySession& s, const std::vector<nb::object>& inputs) {
   return result;
 }
 
+using DeviceArray = nb::ndarray<nb::ro, nb::device::cuda>;
+
+// An output in device memory as an array of `framework` ("cupy"; "capsule": a DLPack capsule; ""
+// for a DLPack array of nanobind's that any framework takes with from_dlpack) on device
+// `device_id`. The array owns the output's memory.
+nb::object device_output(const Tensor& t, const std::string& framework, int device_id) {
+  nb::dlpack::dtype dt;
+  if (!dlpack_of(t.dtype(), &dt)) {
+    raise_as("RuntimeFailure", fmt::format("an output of type {} has no DLPack type", dtype_name(t.dtype())));
+  }
+  auto* keep = new Tensor(t);
+  nb::capsule owner(keep, [](void* p) noexcept { delete static_cast<Tensor*>(p); });
+  std::vector<size_t> shape(keep->dims().begin(), keep->dims().end());
+  const int32_t cuda = nb::device::cuda::value;
+  if (framework == "cupy") {
+    return nb::cast(
+        nb::ndarray<nb::cupy>(keep->raw(), shape.size(), shape.data(), owner, nullptr, dt, cuda, device_id));
+  }
+  if (framework == "capsule") {  // the Python side hands it to torch
+    return nb::cast(nb::ndarray<>(keep->raw(), shape.size(), shape.data(), owner, nullptr, dt, cuda, device_id));
+  }
+  return nb::cast(
+      nb::ndarray<nb::array_api>(keep->raw(), shape.size(), shape.data(), owner, nullptr, dt, cuda, device_id));
+}
+
+// A run on inputs in CUDA memory (DLPack), enqueued on the caller's `stream` and not waited for;
+// the outputs stay on the device, as arrays of `framework`.
+nb::list run_device(PySession& s, const std::vector<nb::object>& inputs, uintptr_t stream,
+                    const std::string& framework) {
+  const Plan& plan = *s.plan;
+  if (inputs.size() != plan.inputs.size()) {
+    raise_as("InvalidInput", fmt::format("{} inputs given, the model takes {}", inputs.size(), plan.inputs.size()));
+  }
+  std::vector<RValue> in;
+  int device_id = -1;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const Slot& slot = plan.slots[static_cast<size_t>(plan.inputs[i])];
+    if (nb::isinstance<nb::tuple>(inputs[i])) {  // a torch tensor's (address, shape, element type, GPU)
+      auto [address, dims, dtype, device] =
+          nb::cast<std::tuple<uintptr_t, std::vector<int64_t>, std::string, int>>(inputs[i]);
+      if (dtype != dtype_name(slot.type.dtype)) {
+        raise_as("InvalidInput",
+                 fmt::format("input '{}': the model takes {}, got {}", slot.name, dtype_name(slot.type.dtype), dtype));
+      }
+      if (device_id >= 0 && device != device_id) {
+        raise_as("InvalidInput",
+                 fmt::format("input '{}' is on GPU {}, another input on GPU {}", slot.name, device, device_id));
+      }
+      device_id = device;
+      std::shared_ptr<uint8_t[]> bytes(reinterpret_cast<uint8_t*>(address), [](uint8_t*) {});
+      in.push_back(RValue::of(Tensor::wrap(slot.type.dtype, Dims(dims.begin(), dims.end()), std::move(bytes))));
+      continue;
+    }
+    DeviceArray a;
+    if (!nb::try_cast(inputs[i], a)) {
+      raise_as("InvalidInput", fmt::format("input '{}': expected a tensor in CUDA memory (when one input of a run is "
+                                           "on the GPU, all must be)",
+                                           slot.name));
+    }
+    if (device_id >= 0 && a.device_id() != device_id) {
+      raise_as("InvalidInput",
+               fmt::format("input '{}' is on GPU {}, another input on GPU {}", slot.name, a.device_id(), device_id));
+    }
+    device_id = a.device_id();
+    in.push_back(RValue::of(wrap_array(slot.name, slot.type.dtype, a)));
+  }
+  Result<std::vector<RValue>> out = std::vector<RValue>{};
+  {
+    nb::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(s.mu);
+    out = s.exec->run_on_device(std::move(in), reinterpret_cast<void*>(stream));
+  }
+  if (!out.ok()) raise_status(out.status(), true);
+  nb::list result;
+  for (const RValue& r : *out) result.append(device_output(r.tensor, framework, std::max(device_id, 0)));
+  return result;
+}
+
+// kiln.bench: `kiln bench --json` of the engine, as a JSON string. `given` inputs are host
+// arrays; the others get random data of `shapes` (or the profile's opt shape).
+std::string bench(const PyEngine& e, const std::vector<std::pair<std::string, nb::object>>& given,
+                  const std::map<std::string, std::vector<int64_t>>& shapes, int warmup, int iterations,
+                  double duration, int threads, bool profile, bool transfers, bool graphs, int streams, uint64_t seed,
+                  int64_t lo, int64_t hi) {
+  const Plan& plan = *e.plan;
+  std::map<std::string, Tensor> files;
+  for (const auto& [name, value] : given) {
+    DataType want = DataType::kUndefined;
+    for (int id : plan.inputs) {
+      if (plan.slots[static_cast<size_t>(id)].name == name) want = plan.slots[static_cast<size_t>(id)].type.dtype;
+    }
+    if (want == DataType::kUndefined) raise_as("InvalidInput", fmt::format("unknown input '{}'", name));
+    files[name] = to_tensor(name, want, value).clone();  // bench keeps its own copy
+  }
+  std::map<std::string, Dims> dims;
+  for (const auto& [name, d] : shapes) dims[name] = Dims(d.begin(), d.end());
+  cli::BenchSettings o;
+  o.warmup = warmup;
+  o.iterations = iterations;
+  o.duration = duration;
+  o.threads = threads;
+  o.profile = profile;
+  o.no_transfers = !transfers;
+  o.no_graphs = !graphs;
+  o.streams = streams;
+  o.seed = seed;
+  o.range = {lo, hi};
+  if (lo > hi) raise_as("UsageError", fmt::format("int_range: {} is more than {}", lo, hi));
+  Result<nlohmann::json> out = nlohmann::json();
+  {
+    nb::gil_scoped_release release;
+    cli::RandomInputs random;
+    auto inputs = cli::plan_inputs(plan, std::move(files), dims, seed, o.range, &random);
+    out = inputs.ok() ? cli::bench_plan(e.plan, *inputs, o, random) : Result<nlohmann::json>(inputs.status());
+  }
+  return value_or_raise(std::move(out), true).dump();
+}
+
 }  // namespace
 }  // namespace kiln::python
 
@@ -398,10 +525,13 @@ NB_MODULE(_kiln, m) {
       .def("inspect_json", [](const PyEngine& e) { return cli::plan_json(*e.plan).dump(); })
       .def("session", &make_session);
 
-  nb::class_<PySession>(m, "Session").def("run", &run);
+  nb::class_<PySession>(m, "Session").def("run", &run).def("run_device", &run_device);
 
   m.def("build", &build, nb::arg("model"), nb::arg("device"), nb::arg("fp16"), nb::arg("bf16"), nb::arg("shapes"),
         nb::arg("profiles"), nb::arg("timing_cache"), nb::arg("disable_passes"), nb::arg("enable_passes"),
         nb::arg("progress").none());
   m.def("load", &load, nb::arg("path"));
+  m.def("bench", &bench, nb::arg("engine"), nb::arg("given"), nb::arg("shapes"), nb::arg("warmup"),
+        nb::arg("iterations"), nb::arg("duration"), nb::arg("threads"), nb::arg("profile"), nb::arg("transfers"),
+        nb::arg("graphs"), nb::arg("streams"), nb::arg("seed"), nb::arg("lo"), nb::arg("hi"));
 }

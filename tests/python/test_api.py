@@ -307,3 +307,93 @@ def test_sessions_on_several_threads(engine, model_path):
 
 def test_version():
     assert kiln.__version__.count(".") == 2
+
+
+# ---- bench and conformance ------------------------------------------------------------------
+
+
+def test_bench_reports_what_kiln_bench_json_does(engine):
+    report = kiln.bench(engine, iterations=7, warmup=1)
+    assert report["device"] == "cpu"
+    assert report["iterations"] == 7 and report["warmup"] == 1
+    lat = report["latency_ms"]
+    assert 0 < lat["min"] <= lat["median"] <= lat["p99"] <= lat["max"]
+    assert report["throughput_per_s"] > 0
+    assert report["shapes"]["x"]["opt"] == [4, 4]
+    # Given inputs set the shape; the per-step profile names every step.
+    x = np.zeros((2, 4), np.float32)
+    profiled = kiln.bench(engine, {"x": x}, iterations=3, warmup=0, profile=True)
+    steps = engine.inspect()["steps"]
+    assert [p["name"] for p in profiled["profile"]] == [s["name"] for s in steps]
+    assert "shape_change" in profiled  # the engine has a range of batches
+
+
+def test_bench_errors(engine):
+    with pytest.raises(kiln.InvalidInput, match="unknown input 'q'"):
+        kiln.bench(engine, {"q": np.zeros((1, 4), np.float32)}, iterations=1)
+    with pytest.raises(kiln.InvalidInput, match="outside the engine's profile"):
+        kiln.bench(engine, {"x": np.zeros((9, 4), np.float32)}, iterations=1)
+    with pytest.raises(kiln.UsageError, match="either iterations or duration"):
+        kiln.bench(engine, iterations=1, duration=1.0)
+    with pytest.raises(kiln.UsageError, match="must not be negative"):
+        kiln.bench(engine, warmup=-1, iterations=1)
+    with pytest.raises(kiln.UsageError):
+        kiln.bench("model.onnx")
+
+
+def conformance_case(root, name, y_expected):
+    """An ONNX backend test folder: Relu over a fixed input, expecting `y_expected`."""
+    folder = root / name
+    data = folder / "test_data_set_0"
+    data.mkdir(parents=True)
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        name,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), folder / "model.onnx")
+    x = np.array([[-1, 0, 1], [2, -3, 4]], np.float32)
+    (data / "input_0.pb").write_bytes(numpy_helper.from_array(x, "x").SerializeToString())
+    (data / "output_0.pb").write_bytes(numpy_helper.from_array(y_expected(x), "y").SerializeToString())
+
+
+def test_conformance_passes_and_fails_tests(tmp_path):
+    conformance_case(tmp_path, "test_relu_right", lambda x: np.maximum(x, 0))
+    conformance_case(tmp_path, "test_relu_wrong", lambda x: np.maximum(x, 0) + 1)
+    report = kiln.conformance(tmp_path, optimize=True, jobs=2)
+    assert (report["passed"], report["failed"], report["total"]) == (1, 1, 2)
+    (failure,) = report["failures"]
+    assert failure["test"] == "test_relu_wrong" and "differ" in failure["reason"]
+    only = kiln.conformance([tmp_path], filter="right")
+    assert (only["passed"], only["total"]) == (1, 1)
+    with pytest.raises(kiln.UsageError, match="is not a folder"):
+        kiln.conformance(tmp_path / "missing")
+
+
+def test_device_tensors_on_a_cpu_engine_are_refused(engine):
+    class FakeCudaTensor:  # a DLPack producer claiming CUDA memory
+        def __dlpack_device__(self):
+            return (2, 0)
+
+        def __dlpack__(self, **kwargs):
+            raise BufferError("no data here")
+
+    with pytest.raises(kiln.InvalidInput, match="runs on the CPU"):
+        engine.session().run({"x": FakeCudaTensor()})
+
+
+def test_every_public_name_has_a_docstring():
+    missing = []
+    for name in kiln.__all__:
+        obj = getattr(kiln, name)
+        if not (obj.__doc__ or "").strip():
+            missing.append(name)
+        if isinstance(obj, type):
+            for attr, member in vars(obj).items():
+                if attr.startswith("_") or attr in ("count", "index"):
+                    continue
+                doc = getattr(member, "__doc__", None) or getattr(getattr(member, "fget", None), "__doc__", None)
+                if not (doc or "").strip():
+                    missing.append(f"{name}.{attr}")
+    assert not missing, missing
