@@ -66,6 +66,8 @@ bool instr_of(const Node& n, const std::vector<uint8_t>& in, ProgInstr* out) {
       {"Or", ProgOp::kOr},
       {"Not", ProgOp::kNot},
       {"PRelu", ProgOp::kPRelu},
+      {"IsNaN", ProgOp::kIsNaN},
+      {"IsInf", ProgOp::kIsInf},
   };
   if (!n.domain.empty()) return false;
   // Before opset 7 PRelu's 1-D slope is per channel and binary ops broadcast B at `axis` only when
@@ -112,6 +114,13 @@ bool instr_of(const Node& n, const std::vector<uint8_t>& in, ProgInstr* out) {
       p.p1 = attr_f(n, "beta", 0.5f);
       break;
     case ProgOp::kSwish: p.p0 = attr_f(n, "alpha", 1.0f); break;
+    case ProgOp::kIsInf: {
+      const Attribute* neg = n.attr("detect_negative");
+      const Attribute* pos = n.attr("detect_positive");
+      p.p0 = neg && neg->i == 0 ? 0.f : 1.f;
+      p.p1 = pos && pos->i == 0 ? 0.f : 1.f;
+      break;
+    }
     case ProgOp::kGeluErf: {
       const Attribute* a = n.attr("approximate");
       if (a && a->s == "tanh") p.op = ProgOp::kGeluTanh;

@@ -58,7 +58,9 @@ enum class ProgOp : uint8_t {
   kAnd,
   kOr,
   kNot,
-  kPRelu
+  kPRelu,
+  kIsNaN,
+  kIsInf  // p0, p1: detect negative, positive infinities
 };
 
 inline constexpr int kProgMaxInstr = 48;

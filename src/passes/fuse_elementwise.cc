@@ -31,11 +31,16 @@ bool elementwise(const Node& n) {
                                             "Where",      "Equal",       "Less",
                                             "Greater",    "LessOrEqual", "GreaterOrEqual",
                                             "And",        "Or",          "Not",
-                                            "PRelu"};
+                                            "PRelu",      "IsNaN",       "IsInf"};
   if (!n.domain.empty() || !ops.count(n.op_type) || n.outputs.size() != 1 || !n.outputs[0]) return false;
   if ((n.op_type == "Max" || n.op_type == "Min") && n.inputs.size() != 2) return false;
+  // Programs compute in float registers: integer operands (a comparison of token ids) would lose
+  // exactness there, and no backend's program takes them.
   for (const Value* v : n.inputs) {
     if (!v || v->type.kind != TypeInfo::Kind::kTensor) return false;
+    if (v->type.dtype != DataType::kUndefined && !is_float(v->type.dtype) && v->type.dtype != DataType::kBool) {
+      return false;
+    }
   }
   return true;
 }

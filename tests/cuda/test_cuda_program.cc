@@ -265,6 +265,36 @@ TEST(CudaProgram, BoolOutput) {
                                 std::span<const PrecisionMode>(kAllPrecisions, 1));
 }
 
+// NaN and infinity tests on float inputs holding both, inside regions of float operands
+// (Where(Or(IsNaN, IsInf), 0, x), as Hugging Face's attention cleans its scores; IsInf of the
+// positive side alone), which run by packs compiled.
+TEST(CudaProgram, NanAndInfinityTests) {
+  SKIP_WITHOUT_GPU();
+  onnx::ModelProto m = make_model(17);
+  auto* g = m.mutable_graph();
+  add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, 40}, {"n", ""});
+  add_random_weight(g, "zero", {}, 5, 0.f, 0.f);
+  add_random_weight(g, "one", {}, 6, 1.f, 1.f);
+  add_random_weight(g, "half", {}, 7, 0.5f, 0.5f);
+  add_node(g, "IsNaN", {"x"}, {"nan"});
+  add_node(g, "IsInf", {"x"}, {"inf"});
+  add_node(g, "Or", {"nan", "inf"}, {"bad"});
+  add_node(g, "Where", {"bad", "zero", "x"}, {"clean"});
+  add_node(g, "Tanh", {"clean"}, {"y"});
+  add_int_attr(add_node(g, "IsInf", {"x"}, {"pos"}), "detect_negative", 0);
+  add_node(g, "Where", {"pos", "one", "half"}, {"z"});
+  for (const char* o : {"y", "z"}) g->add_output()->set_name(o);
+  std::vector<std::vector<RValue>> sets;
+  for (int64_t n : {1, 5}) {
+    Tensor x = random_float({n, 40}, static_cast<uint32_t>(n + 20));
+    for (int64_t i = 0; i < x.numel(); i += 3) {
+      x.set_double(i, i % 9 == 0 ? std::nan("") : (i % 2 ? 1 : -1) * std::numeric_limits<double>::infinity());
+    }
+    sets.push_back({RValue::of(x)});
+  }
+  expect_interpreted_and_compiled(true, m, {{"x", {1, 40}}}, {{"x", {5, 40}}}, sets, {"FusedElementwise"});
+}
+
 TEST(CudaProgram, SqueezeExciteScaleInNHWC) {
   SKIP_WITHOUT_GPU();
   // conv(x) * Sigmoid(s) with s [N, C, 1, 1]: the product broadcasts over H and W while the
@@ -360,7 +390,7 @@ TEST(CudaProgram, GeneratedSourceCompilesForSm90) {
   Program p;
   p.n_operands = 3;
   uint8_t next = 3;
-  for (int op = 0; op <= static_cast<int>(ProgOp::kPRelu); ++op) {
+  for (int op = 0; op <= static_cast<int>(ProgOp::kIsInf); ++op) {
     ASSERT_LT(p.n_instr, kProgMaxInstr);
     ProgInstr& in = p.code[p.n_instr++];
     in.op = static_cast<ProgOp>(op);

@@ -77,3 +77,35 @@ TEST(FuseElementwise, SymbolicShapesCompareSymbolForSymbol) {
 
 }  // namespace
 }  // namespace kiln::testing
+
+namespace kiln::testing {
+namespace {
+
+// RoBERTa's padding mask, Not(Equal(input_ids, pad)) on int64 ids: the comparison of integers stays
+// outside the region (programs compute in float registers, where ids past 2^24 would compare
+// wrong), and a region of one op is no region: nothing fuses. IsNaN and IsInf do fuse.
+TEST(FuseElementwise, IntegerOperandsStayOutsideAndNanTestsFuse) {
+  Proto p;
+  p.input("ids", {2, 8}, 7);
+  p.input("x", {2, 8});
+  p.output("keep", 9);  // bool
+  p.output("y", 9);
+  p.init_i64("pad", {}, {1});
+  p.node("Equal", {"ids", "pad"}, {"is_pad"});
+  p.node("Not", {"is_pad"}, {"keep"});
+  p.node("IsNaN", {"x"}, {"nan"});
+  p.node("Where", {"nan", "x", "x"}, {"w"});
+  p.node("IsInf", {"w"}, {"inf"});
+  p.node("Not", {"inf"}, {"y"});
+  int fired = 0;
+  Model m = optimize(p, "fuse-elementwise", &fired);
+  EXPECT_NE(find_op(*m.graph, "Equal"), nullptr);
+  const Node* f = find_op(*m.graph, "FusedElementwise", "kiln");
+  ASSERT_NE(f, nullptr);
+  std::vector<std::string> ops;
+  for (const auto& n : f->attr("body")->g->nodes()) ops.push_back(n->op_type);
+  EXPECT_EQ(ops, (std::vector<std::string>{"IsNaN", "Where", "IsInf", "Not"}));
+}
+
+}  // namespace
+}  // namespace kiln::testing

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <map>
 
 #include "attention_test_models.h"
@@ -795,7 +796,18 @@ TEST(CpuBackend, ElementwiseProgramsOnOwnKernelMatchTheReference) {
     add_node(g, "Elu", {"b"}, {"y10"}, "elu");
     add_node(g, "Relu", {"b"}, {"y11"}, "relu");
     add_node(g, "Max", {"b", "lo"}, {"y12"}, "max");
-    for (int i = 0; i <= 12; ++i) g->add_output()->set_name("y" + std::to_string(i));
+    // NaN and infinity tests (IsInf with and without its negative side), each as the condition of
+    // a Where: a region with a float output, which the CPU's programs run.
+    add_tensor_info(g->mutable_input(), "s", onnx::TensorProto::FLOAT, {6});
+    add_random_weight(g, "one", {}, 6, 1.0f, 1.0f);
+    add_random_weight(g, "half", {}, 7, 0.5f, 0.5f);
+    add_node(g, "IsNaN", {"s"}, {"s_nan"}, "isnan");
+    add_node(g, "IsInf", {"s"}, {"s_inf"}, "isinf");
+    add_int_attr(add_node(g, "IsInf", {"s"}, {"s_pos"}, "isinf_positive"), "detect_negative", 0);
+    add_node(g, "Where", {"s_nan", "one", "half"}, {"y13"}, "where_nan");
+    add_node(g, "Where", {"s_inf", "one", "half"}, {"y14"}, "where_inf");
+    add_node(g, "Where", {"s_pos", "one", "half"}, {"y15"}, "where_pos");
+    for (int i = 0; i <= 15; ++i) g->add_output()->set_name("y" + std::to_string(i));
     Tensor c(DataType::kBool, {3, 1, 5, 1});
     for (int64_t i = 0; i < c.numel(); ++i) c.set_double(i, i % 3 == 0 ? 1.0 : 0.0);
     Tensor lo(DataType::kFloat, {});
@@ -806,12 +818,20 @@ TEST(CpuBackend, ElementwiseProgramsOnOwnKernelMatchTheReference) {
     for (int i = 0; i < 7; ++i) b.set_double(i, bv[i]);
     Tensor a = random_float({2, 3, 4, 5, 9}, 7);
     Tensor lg = random_float({300001}, 8);
+    Tensor special(DataType::kFloat, {6});
+    const double sv[6] = {std::numeric_limits<double>::infinity(),
+                          -std::numeric_limits<double>::infinity(),
+                          std::nan(""),
+                          0.0,
+                          1.0,
+                          -3.0e38};
+    for (int i = 0; i < 6; ++i) special.set_double(i, sv[i]);
     const std::vector<std::vector<RValue>> sets = {
-        {RValue::of(a), RValue::of(c), RValue::of(lo), RValue::of(b), RValue::of(lg)}};
+        {RValue::of(a), RValue::of(c), RValue::of(lo), RValue::of(b), RValue::of(lg), RValue::of(special)}};
     for (CpuIsa isa : isas) {
       SCOPED_TRACE(std::string(cpu_isa_name(isa)));
       set_cpu_isa_cap(isa);
-      expect_cpu_matches_reference(m, {}, {}, sets, 13, 1e-6);
+      expect_cpu_matches_reference(m, {}, {}, sets, 16, 1e-6);
     }
   }
   set_cpu_isa_cap(CpuIsa::kAvx512);

@@ -79,6 +79,8 @@ float eval_scalar(const ProgInstr& in, float a, float b, float c) {
     case ProgOp::kOr: return (a != 0.f || b != 0.f) ? 1.f : 0.f;
     case ProgOp::kNot: return a == 0.f ? 1.f : 0.f;
     case ProgOp::kPRelu: return a >= 0.f ? a : a * b;
+    case ProgOp::kIsNaN: return std::isnan(a) ? 1.f : 0.f;
+    case ProgOp::kIsInf: return std::isinf(a) && (a < 0.f ? in.p0 != 0.f : in.p1 != 0.f) ? 1.f : 0.f;
   }
   return a;
 }

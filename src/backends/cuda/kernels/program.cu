@@ -68,6 +68,10 @@ __device__ __forceinline__ float eval_op(ProgOp op, const ProgInstr& in, float a
     case ProgOp::kOr: return (a != 0.f || b != 0.f) ? 1.f : 0.f;
     case ProgOp::kNot: return a == 0.f ? 1.f : 0.f;
     case ProgOp::kPRelu: return a >= 0.f ? a : a * b;
+    // By the bits: NaN and infinity tests must not depend on how the compiler treats them.
+    case ProgOp::kIsNaN: return (__float_as_uint(a) & 0x7fffffffu) > 0x7f800000u ? 1.f : 0.f;
+    case ProgOp::kIsInf:
+      return (__float_as_uint(a) & 0x7fffffffu) == 0x7f800000u && (a < 0.f ? in.p0 != 0.f : in.p1 != 0.f) ? 1.f : 0.f;
   }
   return a;
 }
@@ -138,6 +142,8 @@ __device__ __forceinline__ void exec_rows(const ProgInstr& in, float (*r)[N]) {
     KILN_PROG_ROWS(kOr)
     KILN_PROG_ROWS(kNot)
     KILN_PROG_ROWS(kPRelu)
+    KILN_PROG_ROWS(kIsNaN)
+    KILN_PROG_ROWS(kIsInf)
 #undef KILN_PROG_ROWS
   }
 }

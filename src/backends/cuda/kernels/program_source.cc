@@ -78,6 +78,11 @@ bool expression(const ProgInstr& in, std::string* out) {
     case ProgOp::kOr: e = "(" + a + " != 0.f || " + b + " != 0.f) ? 1.f : 0.f"; break;
     case ProgOp::kNot: e = a + " == 0.f ? 1.f : 0.f"; break;
     case ProgOp::kPRelu: e = a + " >= 0.f ? " + a + " : " + a + " * " + b; break;
+    case ProgOp::kIsNaN: e = "(__float_as_uint(" + a + ") & 0x7fffffffu) > 0x7f800000u ? 1.f : 0.f"; break;
+    case ProgOp::kIsInf:
+      e = "(__float_as_uint(" + a + ") & 0x7fffffffu) == 0x7f800000u && (" + a + " < 0.f ? " + p0 + " != 0.f : " + p1 +
+          " != 0.f) ? 1.f : 0.f";
+      break;
     default: return false;
   }
   *out = "(" + e + ")";
