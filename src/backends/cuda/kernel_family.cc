@@ -9,7 +9,7 @@ const std::vector<KernelFamily>& kernel_families() {
       reduce_family(),      resize_family(),
       norm_family(),        conv_transpose_family(),
       channel_mlp_family(), attention_family(),
-      cast_family(),
+      cast_family(),        compare_family(),
   };
   return families;
 }

@@ -50,6 +50,8 @@ KernelFamily channel_mlp_family();        // channel_mlp_kernel.cc: kiln.Channel
 KernelFamily cast_family();               // cast_kernel.cc: Cast
 KernelFamily attention_family();          // attention_kernel.cc: Attention (own kernel; cuDNN's SDPA as a tactic)
 KernelFamily movement_family();           // movement_kernel.cc: Transpose, Concat, Split, Slice, Expand, Pad, Gather
+KernelFamily compare_family();            // compare_kernel.cc: Equal, Less, Greater, LessOrEqual, GreaterOrEqual
+                                          // of integer operands
 
 // fused_elementwise_kernel.cc, at build: generates the elementwise programs of every step offered
 // the "compiled" tactic as one module, compiles it with NVRTC for `arch` ("sm_90") and keeps the
