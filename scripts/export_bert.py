@@ -91,9 +91,12 @@ def main():
         axes["pooler_output"] = {0: "batch"}
     args = (ids, mask, types) if three else (ids, mask)
     tmp = path + ".partial"
+    export_args = dict(input_names=names, output_names=outputs, dynamic_axes=axes, opset_version=17)
     with torch.no_grad():
-        torch.onnx.export(Positional(model), args, tmp, input_names=names, output_names=outputs, dynamic_axes=axes,
-                          opset_version=17)
+        try:  # the TorchScript exporter, which newer torch keeps behind dynamo=False
+            torch.onnx.export(Positional(model), args, tmp, dynamo=False, **export_args)
+        except TypeError:  # a torch from before the dynamo exporter
+            torch.onnx.export(Positional(model), args, tmp, **export_args)
     os.replace(tmp, path)
     feeds = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
     if three:

@@ -21,8 +21,8 @@ With --device cuda, engines are built for the GPU instead: fixed and profile eng
 (--no-tf32) must match onnxruntime within 1e-3 relative (plus 1e-5 absolute), and fixed engines
 with TF32, FP16 and BF16 must stay within the relative L2 error bounds of GPU_BOUNDS. Every step
 must run on the GPU unless the model is listed in GPU_FALLBACK_ALLOWED (Shape and Size steps,
-which read only dims the host holds, and integer arithmetic on what they computed may run on the
-host). Where no GPU is visible
+which read only dims the host holds, and integer arithmetic and logic on what they computed may
+run on the host). Where no GPU is visible
 the run says so and passes (the test is labelled cuda).
 """
 import argparse
@@ -85,9 +85,10 @@ OPT_IN_FUSIONS = {
 
 
 def host_index_arithmetic(step):
-    """An integer step whose inputs are all host values computed by the engine or constants."""
+    """An integer or bool step whose inputs are all host values computed by the engine or
+    constants (index arithmetic, and logic on comparisons of dims)."""
     ins = [i for i in step.get("inputs", []) if i]
-    return (step.get("precision") in ("int64", "int32") and bool(ins)
+    return (step.get("precision") in ("int64", "int32", "bool") and bool(ins)
             and all(i["storage"]["device"] == "cpu" and i["kind"] in ("weight", "activation") for i in ins))
 
 
@@ -276,9 +277,10 @@ def test_model_gpu(kiln, models, name, opt_in_passes):
         if way == "fp32 fixed opt-in":
             errors += check_fusions(name, info, onnx_ops, way, OPT_IN_FUSIONS)
         # Shape and Size read only their input's dims, which the host has: such a step on the CPU
-        # moves no data and is not a fallback. Nor is integer arithmetic on values the host
-        # computed from dims and constants (a profile engine's index computations, e.g. the
-        # Range/Mul/Add that PyTorch's exporter writes for as_strided): it reads no device data.
+        # moves no data and is not a fallback. Nor is integer arithmetic or logic on values the
+        # host computed from dims and constants (a profile engine's index computations, e.g. the
+        # Range/Mul/Add that PyTorch's exporter writes for as_strided, or the And of comparisons
+        # of dims in Hugging Face's masks): it reads no device data.
         cpu_steps = [st["name"] for st in info["steps"]
                      if st.get("backend", "cuda") != "cuda" and st["op"] not in SHAPE_ONLY_OPS
                      and not host_index_arithmetic(st)]
