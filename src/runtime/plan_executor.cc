@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "ops/fused.h"
+#include "passes/rewrite.h"  // has_subgraph, is_nondeterministic
 #include "plan/storage.h"
 #include "runtime/executor.h"
 #include "runtime/step_shapes.h"
@@ -70,6 +71,9 @@ struct SymbolicDim {
 struct PreparedShape {
   StepShapes shapes;
   std::vector<TensorView> views;
+  // When recordings include steps on the host: the values those compute from the input shapes,
+  // each in bytes of its own, which this shape's replays read where its recording saw them.
+  std::shared_ptr<uint8_t[]> shape_values;
   int runs = 0;             // runs at this shape so far
   bool recordable = false;  // every view's dims known before the run
   // The recorded runs: with transfers, without, and with device-resident inputs and outputs
@@ -78,6 +82,11 @@ struct PreparedShape {
 };
 
 constexpr size_t kMaxCachedShapes = 256;
+// Host bytes a recording of steps on the host may keep for each shape.
+constexpr int64_t kMaxShapeValueBytes = int64_t{4} << 20;
+constexpr int64_t aligned(int64_t bytes) {
+  return (bytes + 63) / 64 * 64;
+}
 
 class ArenaPlanExecutor : public PlanExecutor {
  public:
@@ -148,7 +157,10 @@ class ArenaPlanExecutor : public PlanExecutor {
 
   // A run may be recorded once and replayed when every step runs on the device that records it,
   // reads and writes only planned memory, and takes graph inputs only through copies (whose
-  // source is then the pinned staging buffer the recording reads).
+  // source is then the pinned staging buffer the recording reads). Steps on the host may take
+  // part when what they compute follows from the input shapes alone (a profile engine's Shape ->
+  // Gather -> Concat chains, its Range of positions): they run once, while the recording is made,
+  // into host memory of that shape's own, and its replays read what they wrote there.
   void find_recordable_steps() {
     const Plan& p = *plan_;
     transfer_step_.assign(p.steps.size(), false);
@@ -156,6 +168,7 @@ class ArenaPlanExecutor : public PlanExecutor {
     staging_.assign(p.inputs.size(), nullptr);
     staging_bytes_.assign(p.inputs.size(), 0);
     recordable_ = true;
+    host_steps_recorded_ = false;
     not_recorded_why_.clear();
     // The first reason found is the one reported (not_recorded()).
     auto refuse = [&](std::string why) {
@@ -173,10 +186,41 @@ class ArenaPlanExecutor : public PlanExecutor {
         refuse("value '" + s.name + "' has no planned memory");
       }
     }
+    // Values the host computes from the input shapes and weights alone: the same at every run at
+    // one shape.
+    std::vector<bool> from_shapes(p.slots.size(), false);
+    for (size_t id = 0; id < p.slots.size(); ++id) from_shapes[id] = p.slots[id].kind == SlotKind::kWeight;
+    auto on_host = [&](const Step& st) {
+      const Backend* b = backends_.get(st.backend);
+      return st.backend != backends_.primary->name() && b && b->host_visible();
+    };
+    for (const Step& st : p.steps) {
+      if (!on_host(st) || has_subgraph(*st.node) || is_nondeterministic(*st.node)) continue;
+      const bool dims_only = st.node->domain.empty() && (st.node->op_type == "Shape" || st.node->op_type == "Size");
+      bool known = true;
+      for (int id : st.inputs) known = known && (id < 0 || from_shapes[static_cast<size_t>(id)]);
+      if (!dims_only && !known) continue;
+      for (int id : st.outputs) {
+        if (id >= 0) from_shapes[static_cast<size_t>(id)] = true;
+      }
+    }
+    auto outputs_from_shapes = [&](const Step& st) {
+      for (int id : st.outputs) {
+        if (id >= 0 && !from_shapes[static_cast<size_t>(id)]) return false;
+      }
+      return true;
+    };
     for (size_t i = 0; i < p.steps.size(); ++i) {
       const Step& st = p.steps[i];
       const bool copy = st.node->domain == "kiln" && st.node->op_type == "Copy";
-      if (st.backend != backends_.primary->name()) refuse("step " + st.name + " runs on " + st.backend);
+      const bool host_from_shapes = on_host(st) && outputs_from_shapes(st);
+      if (st.backend != backends_.primary->name()) {
+        if (host_from_shapes) {
+          host_steps_recorded_ = true;
+        } else {
+          refuse("step " + st.name + " runs on " + st.backend);
+        }
+      }
       // Control flow (If, Loop, Scan) runs its subgraphs from the host, step by step. Kiln's fused
       // ops carry their body as a graph attribute too, but compile it into their kernel.
       if (st.node->domain != kKilnDomain) {
@@ -189,18 +233,39 @@ class ArenaPlanExecutor : public PlanExecutor {
         if (id < 0) continue;
         // Only the copies are transfers: a host step reading an input (its Shape) is compute and
         // runs without transfers too.
-        if (inputs.count(id) && !copy) refuse("step " + st.name + " reads an input on the host");
+        if (inputs.count(id) && !copy && !host_from_shapes) refuse("step " + st.name + " reads an input on the host");
         // A device step reading a value computed into host memory (a Slice's starts) reads it
-        // when it is launched: after the work producing it is done, and anew each run.
+        // when it is launched: after the work producing it is done, and anew each run. One that
+        // follows from the input shapes is the same at each run at a shape.
         const Slot& in = p.slots[static_cast<size_t>(id)];
         if (!copy && in.storage.device == "cpu" && in.kind != SlotKind::kWeight && in.kind != SlotKind::kInput &&
             st.backend == backends_.primary->name()) {
-          refuse("step " + st.name + " reads '" + in.name + "', computed on the host");
           reads_host_values_[i] = true;
+          if (from_shapes[static_cast<size_t>(id)]) {
+            host_steps_recorded_ = true;
+          } else {
+            refuse("step " + st.name + " reads '" + in.name + "', computed on the host");
+          }
         }
       }
       if (transfer_kind(p, st) != TransferKind::kNone) transfer_step_[i] = true;
     }
+    shape_value_slots_.clear();
+    shape_value_bytes_ = 0;
+    for (size_t id = 0; id < p.slots.size(); ++id) {
+      const Slot& s = p.slots[id];
+      if (from_shapes[id] && s.kind != SlotKind::kWeight && s.offset >= 0 && s.storage.device == "cpu") {
+        shape_value_slots_.push_back(static_cast<int>(id));
+        shape_value_bytes_ += aligned(s.bytes);
+      }
+    }
+    if (recordable_ && host_steps_recorded_ && shape_value_bytes_ > kMaxShapeValueBytes) {
+      refuse(
+          fmt::format("the values the host computes from the input shapes take {} bytes (at most {} are kept "
+                      "per shape)",
+                      shape_value_bytes_, kMaxShapeValueBytes));
+    }
+    host_steps_recorded_ = recordable_ && host_steps_recorded_;
   }
 
   Status check_input(const Slot& slot, const RValue& v) const {
@@ -310,6 +375,20 @@ class ArenaPlanExecutor : public PlanExecutor {
       }
     }
     prep.views = make_views(prep.shapes);
+    if (host_steps_recorded_ && shape_value_bytes_ > 0) {
+      // The host values that follow from the shapes move out of the host arena, where later
+      // values of the run would overwrite them, into bytes of their own for this shape.
+      Allocator* host = backends_.primary->host_allocator();
+      if (!host) host = &backends_.fallback->allocator();
+      KILN_ASSIGN_OR_RETURN(prep.shape_values, allocate(host, shape_value_bytes_, "host shape values"));
+      int64_t at = 0;
+      for (int id : shape_value_slots_) {
+        TensorView& v = prep.views[static_cast<size_t>(id)];
+        v.data = prep.shape_values.get() + at;
+        v.capacity = plan_->slots[static_cast<size_t>(id)].bytes;
+        at += aligned(v.capacity);
+      }
+    }
     prep.recordable = true;
     for (const TensorView& v : prep.views) {
       if (!v.rank_known) prep.recordable = false;
@@ -817,6 +896,11 @@ class ArenaPlanExecutor : public PlanExecutor {
   BackendSet backends_;
   std::shared_ptr<uint8_t[]> arena_;       // on the plan's device
   std::shared_ptr<uint8_t[]> host_arena_;  // a device plan's host-side values
+  // Recordings include steps on the host: the values they compute from the input shapes (per
+  // slot: whether it is one; and the slots, each given bytes of its own per shape).
+  bool host_steps_recorded_ = false;
+  std::vector<int> shape_value_slots_;
+  int64_t shape_value_bytes_ = 0;
   std::shared_ptr<uint8_t[]> workspace_;
   void* stream_ = nullptr;
   std::vector<std::unique_ptr<StepKernel>> kernels_;

@@ -8,6 +8,7 @@
 
 #include "cuda_test_util.h"
 #include "model_builder.h"
+#include "positions_model.h"
 
 namespace kiln {
 namespace {
@@ -243,6 +244,69 @@ TEST(CudaGraphs, RunsOnDeviceTensorsOnTheCallersStream) {
   ASSERT_FALSE(outside.ok());
   EXPECT_NE(outside.status().message().find("outside the engine's profile"), std::string::npos);
   // The outputs are freed in their stream's order: before the stream goes.
+  pending.clear();
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  cudaStreamDestroy(stream);
+}
+
+}  // namespace
+}  // namespace kiln
+
+namespace kiln {
+namespace {
+using namespace kiln::testing;
+
+// A profile engine whose shapes and positions the host computes from the input's shape (as
+// exported transformers do) is recorded per shape: its runs replay, with inputs in host memory
+// and in device memory (queued back to back on a stream across shape changes, each shape's
+// replays reading its own host values), and match the graph.
+TEST(CudaGraphs, ProfileEnginesWithHostShapeStepsReplay) {
+  SKIP_WITHOUT_GPU();
+  Model model = import_model(positions_model());
+  BuildOptions o;
+  o.device = "cuda";
+  o.tf32 = false;
+  o.min_shapes["x"] = {1, 1, 4};
+  o.opt_shapes["x"] = {2, 3, 4};
+  o.max_shapes["x"] = {4, 6, 4};
+  auto plan = build_plan(model, o);
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  int host_steps = 0;
+  for (const Step& st : (*plan)->steps) host_steps += st.backend != "cuda";
+  EXPECT_GT(host_steps, 0) << "the host computes the shapes";
+  auto ex = PlanExecutor::create(*plan, *make_backend("cuda"));
+  ASSERT_TRUE(ex.ok());
+  (*ex)->set_guard_checks(false);
+  EXPECT_EQ((*ex)->not_recorded({RValue::of(random_float({2, 3, 4}, 1))}), "");
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{2, 3}, {2, 3}, {2, 3}, {1, 6}, {1, 6},
+                                                           {2, 3}, {4, 1}, {1, 6}, {4, 1}, {2, 3}};
+  uint32_t seed = 60;
+  for (auto [n, s] : shapes) {
+    std::vector<RValue> in = {RValue::of(random_float({n, s, 4}, seed++))};
+    auto want = Executor(*model.graph).run(in);
+    auto got = (*ex)->run(in);
+    ASSERT_TRUE(want.ok() && got.ok()) << got.status().message();
+    ASSERT_EQ((*got)[0].tensor.dims(), (Dims{n, s, 2, 2}));
+    EXPECT_LE(rel_l2((*got)[0].tensor, (*want)[0].tensor), 1e-5) << n << "x" << s;
+  }
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  std::vector<std::pair<Tensor, std::vector<RValue>>> pending;
+  std::vector<std::shared_ptr<uint8_t[]>> inputs;
+  for (auto [n, s] : shapes) {
+    Tensor x = random_float({n, s, 4}, seed++);
+    inputs.push_back(to_device(x));
+    auto out = (*ex)->run_on_device({RValue::of(Tensor::wrap(DataType::kFloat, x.dims(), inputs.back()))}, stream);
+    ASSERT_TRUE(out.ok()) << out.status().message();
+    pending.emplace_back(x, std::move(out).value());
+  }
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  for (const auto& [x, out] : pending) {
+    auto want = Executor(*model.graph).run({RValue::of(x)});
+    ASSERT_TRUE(want.ok());
+    ASSERT_EQ(out[0].tensor.dims(), (*want)[0].tensor.dims());
+    EXPECT_LE(rel_l2(to_host(out[0].tensor), (*want)[0].tensor), 1e-5) << shape_to_string(x.dims());
+  }
   pending.clear();
   ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
   cudaStreamDestroy(stream);
