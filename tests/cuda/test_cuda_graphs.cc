@@ -14,6 +14,16 @@ namespace kiln {
 namespace {
 using namespace kiln::testing;
 
+// Build options for the GPU in FP32 (no TF32), with a profile over input x from `min` to `max`.
+BuildOptions cuda_profile(Dims min, Dims max) {
+  BuildOptions o;
+  o.device = "cuda";
+  o.tf32 = false;
+  o.min_shapes["x"] = std::move(min);
+  o.max_shapes["x"] = std::move(max);
+  return o;
+}
+
 onnx::ModelProto small_convnet() {
   onnx::ModelProto m = make_model(17);
   auto* g = m.mutable_graph();
@@ -40,11 +50,7 @@ TEST(CudaGraphs, ReplaysSeeEachRunsInputsAcrossShapeChanges) {
   SKIP_WITHOUT_GPU();
   onnx::ModelProto proto = small_convnet();
   Model model = import_model(proto);
-  BuildOptions o;
-  o.device = "cuda";
-  o.tf32 = false;
-  o.min_shapes["x"] = {1, 8, 12, 12};
-  o.max_shapes["x"] = {5, 8, 12, 12};
+  BuildOptions o = cuda_profile({1, 8, 12, 12}, {5, 8, 12, 12});
   auto plan = build_plan(model, o);
   ASSERT_TRUE(plan.ok()) << plan.status().message();
   for (const Step& st : (*plan)->steps) EXPECT_EQ(st.backend, "cuda") << st.name;
@@ -89,11 +95,7 @@ TEST(CudaGraphs, ReplaysSeeEachRunsInputsAcrossShapeChanges) {
 TEST(CudaGraphs, RunsFromInputBuffers) {
   SKIP_WITHOUT_GPU();
   Model model = import_model(small_convnet());
-  BuildOptions o;
-  o.device = "cuda";
-  o.tf32 = false;
-  o.min_shapes["x"] = {1, 8, 12, 12};
-  o.max_shapes["x"] = {4, 8, 12, 12};
+  BuildOptions o = cuda_profile({1, 8, 12, 12}, {4, 8, 12, 12});
   auto plan = build_plan(model, o);
   ASSERT_TRUE(plan.ok()) << plan.status().message();
   auto ex = PlanExecutor::create(*plan, *make_backend("cuda"));
@@ -193,11 +195,7 @@ Tensor to_host(const Tensor& device) {
 TEST(CudaGraphs, RunsOnDeviceTensorsOnTheCallersStream) {
   SKIP_WITHOUT_GPU();
   Model model = import_model(small_convnet());
-  BuildOptions o;
-  o.device = "cuda";
-  o.tf32 = false;
-  o.min_shapes["x"] = {1, 8, 12, 12};
-  o.max_shapes["x"] = {4, 8, 12, 12};
+  BuildOptions o = cuda_profile({1, 8, 12, 12}, {4, 8, 12, 12});
   auto plan = build_plan(model, o);
   ASSERT_TRUE(plan.ok()) << plan.status().message();
   auto ex = PlanExecutor::create(*plan, *make_backend("cuda"));
@@ -263,12 +261,8 @@ using namespace kiln::testing;
 TEST(CudaGraphs, ProfileEnginesWithHostShapeStepsReplay) {
   SKIP_WITHOUT_GPU();
   Model model = import_model(positions_model());
-  BuildOptions o;
-  o.device = "cuda";
-  o.tf32 = false;
-  o.min_shapes["x"] = {1, 1, 4};
+  BuildOptions o = cuda_profile({1, 1, 4}, {4, 6, 4});
   o.opt_shapes["x"] = {2, 3, 4};
-  o.max_shapes["x"] = {4, 6, 4};
   auto plan = build_plan(model, o);
   ASSERT_TRUE(plan.ok()) << plan.status().message();
   int host_steps = 0;
