@@ -33,8 +33,11 @@ fi
 
 PY="${PYTHON:-python3}"
 # nanobind and scikit-build-core build the Python module (and `pip install .`); pytest runs its tests.
-PY_PACKAGES=(onnx==1.23.2 onnxruntime==1.31.1 numpy scikit-learn "nanobind>=2.0" "scikit-build-core>=0.10" pytest)
-if ! "$PY" -c "import onnx, onnxruntime, numpy, sklearn, nanobind, scikit_build_core, pytest; assert onnx.__version__ == '1.23.2'" >/dev/null 2>&1; then
+# ml_dtypes computes the conformance tests' expected 4- and 2-bit casts: out-of-range values are
+# undefined in ONNX, and 0.6 wraps them (as Kiln does) where 0.7 writes 0, so it is pinned.
+PY_PACKAGES=(onnx==1.23.2 ml_dtypes==0.6.0 onnxruntime==1.31.1 numpy scikit-learn "nanobind>=2.0"
+  "scikit-build-core>=0.10" pytest)
+if ! "$PY" -c "import onnx, ml_dtypes, onnxruntime, numpy, sklearn, nanobind, scikit_build_core, pytest; assert onnx.__version__ == '1.23.2' and ml_dtypes.__version__ == '0.6.0'" >/dev/null 2>&1; then
   echo "kiln: installing Python packages (${PY_PACKAGES[*]})"
   "$PY" -m pip install -q --disable-pip-version-check "${PY_PACKAGES[@]}" \
     || "$PY" -m pip install -q --disable-pip-version-check --break-system-packages "${PY_PACKAGES[@]}"
