@@ -9,9 +9,11 @@ graph, from scripts/export_torch_models.py) it exports ONNX with the distributio
 and measures at each batch, with the same thread count for all:
 Kiln (`kiln bench`, median latency), onnxruntime (all graph optimizations, intra-op threads =
 --threads, median of timed runs) and OpenVINO when its Python package is importable. It also
-checks Kiln's output against onnxruntime's (relative L2 error).
+checks Kiln's output against onnxruntime's (relative L2 error). With --bf16, on a CPU with BF16
+instructions (AVX-512 BF16 or AMX), it also measures Kiln built with --bf16 against OpenVINO's BF16
+precision hint, both outputs against onnxruntime's FP32 one.
 
-    python3 bench/cpu_vs_peers.py --kiln build/bin/kiln --out cpu.json [--models resnet50,...] [--threads 2]
+    python3 bench/cpu_vs_peers.py --kiln build/bin/kiln --out cpu.json [--models resnet50,...] [--threads 2] [--bf16]
 
 Kiln's CPU threads are OpenMP's: OMP_NUM_THREADS is set to --threads for it.
 """
@@ -111,13 +113,15 @@ def ort_ms(path, feed, threads, seconds):
     return statistics.median(times), out
 
 
-def openvino_ms(path, feed, threads, seconds):
+def openvino_ms(path, feed, threads, seconds, precision="f32"):
+    """OpenVINO's median latency and first output at `precision` ("f32" or "bf16"); None where
+    its package is not installed."""
     try:
         import openvino as ov
     except ImportError:
-        return None
+        return None, None
     core = ov.Core()
-    model = core.compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"})
+    model = core.compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": precision})
     req = model.create_infer_request()
     for _ in range(3):
         req.infer(feed)
@@ -127,7 +131,21 @@ def openvino_ms(path, feed, threads, seconds):
         t0 = time.perf_counter()
         req.infer(feed)
         times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+    return statistics.median(times), req.get_output_tensor(0).data.copy()
+
+
+def cpu_has_bf16():
+    """Whether this CPU has BF16 instructions (AVX-512 BF16 or AMX), from /proc/cpuinfo."""
+    try:
+        flags = next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return False
+    return "avx512f" in flags and ("avx512_bf16" in flags or "amx_bf16" in flags)
+
+
+def rel_l2(got, want):
+    got, want = got.astype(np.float64), want.astype(np.float64)
+    return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30))
 
 
 def main():
@@ -140,7 +158,12 @@ def main():
     ap.add_argument("--seconds", type=float, default=3.0, help="timed seconds per measurement")
     ap.add_argument("--torch-python", default="/usr/bin/python3", help="a Python with torch and torchvision")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--bf16", action="store_true",
+                    help="also Kiln --bf16 against OpenVINO's BF16, where this CPU has BF16 instructions")
     a = ap.parse_args()
+    bf16 = a.bf16 and cpu_has_bf16()
+    if a.bf16 and not bf16:
+        print("this CPU has no BF16 instructions: the BF16 columns are left out", file=sys.stderr)
     kiln = os.path.abspath(a.kiln)
     work = a.workdir or tempfile.mkdtemp(prefix="kiln-cpu-bench-")
     os.makedirs(work, exist_ok=True)
@@ -168,13 +191,27 @@ def main():
             outdir = os.path.join(work, "out")
             run([kiln, "run", engine] + inputs + ["--output-dir", outdir], env)
             first = "last_hidden_state" if name == "bert_base" else "y"
-            got = np.load(os.path.join(outdir, f"{first}.npy")).astype(np.float64)
+            got = np.load(os.path.join(outdir, f"{first}.npy"))
             row["ort_ms"], want = ort_ms(path, feed, a.threads, a.seconds)
-            want = want.astype(np.float64)
-            row["kiln_rel_l2_vs_ort"] = float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30))
-            ov_ms = openvino_ms(path, feed, a.threads, a.seconds)
+            row["kiln_rel_l2_vs_ort"] = rel_l2(got, want)
+            ov_ms, _ = openvino_ms(path, feed, a.threads, a.seconds)
             if ov_ms is not None:
                 row["openvino_ms"] = ov_ms
+            if bf16:
+                # Kiln with --bf16 (its BF16 steps counted from `kiln inspect`) and OpenVINO's BF16
+                # hint, each output against onnxruntime's FP32 one.
+                engine16 = os.path.join(work, f"{name}_b{batch}_bf16.kiln")
+                run([kiln, "build", path, "-o", engine16, "--device", "cpu", "--bf16", "--shapes", shapes], env)
+                r = run([kiln, "bench", engine16, "--json", "--duration", str(a.seconds)], env)
+                row["kiln_bf16_ms"] = json.loads(r.stdout)["latency_ms"]["median"]
+                steps = json.loads(run([kiln, "inspect", engine16, "--json"], env).stdout)["steps"]
+                row["kiln_bf16_steps"] = sum(st["precision"] == "bfloat16" for st in steps)
+                run([kiln, "run", engine16] + inputs + ["--output-dir", outdir], env)
+                row["kiln_bf16_rel_l2_vs_ort"] = rel_l2(np.load(os.path.join(outdir, f"{first}.npy")), want)
+                ov16_ms, ov16_out = openvino_ms(path, feed, a.threads, a.seconds, "bf16")
+                if ov16_ms is not None:
+                    row["openvino_bf16_ms"] = ov16_ms
+                    row["openvino_bf16_rel_l2_vs_ort"] = rel_l2(ov16_out, want)
             results["rows"].append(row)
             print(json.dumps(row), flush=True)
             with open(a.out, "w") as f:
@@ -188,6 +225,18 @@ def main():
         ov = f" {r['openvino_ms']:.2f} ms |" if "openvino_ms" in r else (" — |" if has_ov else "")
         print(f"| {r['model']} | {r['batch']} | {r['kiln_ms']:.2f} ms | {r['ort_ms']:.2f} ms |{ov} "
               f"{r['kiln_ms'] / best:.2f}x | {r['kiln_build_s']:.1f} s |")
+    if any("kiln_bf16_ms" in r for r in results["rows"]):
+        print("\n| model | batch | Kiln BF16 | OpenVINO BF16 | Kiln / OpenVINO | Kiln BF16 steps | "
+              "rel. L2 vs onnxruntime FP32: Kiln / OpenVINO |")
+        print("|---|---|---|---|---|---|---|")
+        for r in results["rows"]:
+            if "kiln_bf16_ms" not in r:
+                continue
+            ov = r.get("openvino_bf16_ms")
+            print(f"| {r['model']} | {r['batch']} | {r['kiln_bf16_ms']:.2f} ms | " +
+                  (f"{ov:.2f} ms | {r['kiln_bf16_ms'] / ov:.2f}x" if ov else "— | —") +
+                  f" | {r['kiln_bf16_steps']} | {r['kiln_bf16_rel_l2_vs_ort']:.1e} / " +
+                  (f"{r['openvino_bf16_rel_l2_vs_ort']:.1e} |" if ov else "— |"))
     return 0
 
 

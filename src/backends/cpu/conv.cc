@@ -23,6 +23,14 @@ memory::dims to_dnnl(const Dims& d) {
   return memory::dims(d.begin(), d.end());
 }
 
+// The element types a convolution reads and writes: its activations' (input, residual and output
+// alike: FP32, or BF16 in a BF16 step) and those the filter and bias are stored in.
+struct ConvTypes {
+  memory::data_type act = memory::data_type::f32;
+  memory::data_type weights = memory::data_type::f32;
+  memory::data_type bias = memory::data_type::f32;
+};
+
 // A convolution's oneDNN descriptor for input dims `x` and filter dims `wd`: what the kernel runs
 // and what the tactic list enumerates the implementations of.
 struct ConvSetup {
@@ -33,7 +41,7 @@ struct ConvSetup {
 };
 
 Result<ConvSetup> conv_setup(const Node& n, Tag act_tag, const Dims& x, const Dims& wd, bool has_bias,
-                             bool has_residual) {
+                             bool has_residual, const ConvTypes& types) {
   if (x.size() != 4 || wd.size() != 4) return invalid("{}: a 2-D convolution", n.describe());
   ConvSetup c;
   const int64_t group = nn::node_int(n, "group", 1);
@@ -41,13 +49,13 @@ Result<ConvSetup> conv_setup(const Node& n, Tag act_tag, const Dims& x, const Di
   KILN_ASSIGN_OR_RETURN(nn::Window win, nn::make_window(n, {x[2], x[3]}, {wd[2], wd[3]}, false));
   c.y = {x[0], m, win.out[0], win.out[1]};
   if (shape_numel(x) == 0 || shape_numel(c.y) == 0) return c;
-  const auto f32 = memory::data_type::f32;
-  c.src_md = memory::desc(to_dnnl(x), f32, act_tag);
-  c.dst_md = memory::desc(to_dnnl(c.y), f32, act_tag);
+  c.src_md = memory::desc(to_dnnl(x), types.act, act_tag);
+  c.dst_md = memory::desc(to_dnnl(c.y), types.act, act_tag);
   const memory::dims wdims = group > 1 ? memory::dims{group, m / group, wd[1], wd[2], wd[3]} : to_dnnl(wd);
-  c.w_user_md = memory::desc(wdims, f32, group > 1 ? Tag::goihw : Tag::oihw);
-  const memory::desc w_any_md(wdims, f32, Tag::any);
-  c.bias_md = memory::desc({m}, f32, Tag::a);
+  c.w_user_md = memory::desc(wdims, types.weights, group > 1 ? Tag::goihw : Tag::oihw);
+  // The filter is packed in the activations' type (a BF16 step reorders its FP32 filter once).
+  const memory::desc w_any_md(wdims, types.act, Tag::any);
+  c.bias_md = memory::desc({m}, types.bias, Tag::a);
   const memory::dims strides = {win.strides[0], win.strides[1]};
   const memory::dims dilations = {win.dilations[0] - 1, win.dilations[1] - 1};
   const memory::dims pad_l = {win.pads[0], win.pads[1]}, pad_r = {win.pads[2], win.pads[3]};
@@ -87,11 +95,21 @@ class ConvKernel : public OnednnKernel {
 
  private:
   Status build(std::span<const TensorView> in, std::span<const TensorView> out, OnednnStep* s) override {
-    (void)out;
     // (Inputs computed by earlier steps have no data yet at prepare: presence is the node's.)
     const bool has_bias = in.size() > 2 && !in[2].omitted;
     const bool has_residual = in.size() > 3 && !in[3].omitted;
-    KILN_ASSIGN_OR_RETURN(ConvSetup c, conv_setup(node_, act_tag_, in[0].dims, in[1].dims, has_bias, has_residual));
+    ConvTypes types;
+    types.act = dnnl_type(in[0].storage.dtype);
+    types.weights = dnnl_type(in[1].storage.dtype);
+    if (has_bias) types.bias = dnnl_type(in[2].storage.dtype);
+    if (types.act == memory::data_type::undef || dnnl_type(out[0].storage.dtype) != types.act ||
+        (has_residual && dnnl_type(in[3].storage.dtype) != types.act) || types.weights == memory::data_type::undef ||
+        types.bias == memory::data_type::undef) {
+      return invalid("{}: input stored as {}, output as {}: a convolution reads and writes one of float32 and bfloat16",
+                     node_.describe(), dtype_name(in[0].storage.dtype), dtype_name(out[0].storage.dtype));
+    }
+    KILN_ASSIGN_OR_RETURN(ConvSetup c,
+                          conv_setup(node_, act_tag_, in[0].dims, in[1].dims, has_bias, has_residual, types));
     if (!c.desc) {
       s->empty = true;
       return {};
@@ -137,7 +155,10 @@ class ConvKernel : public OnednnKernel {
 
 bool conv_supported(const Node& n, DataType precision, Layout layout) {
   const bool conv = (n.domain.empty() && n.op_type == "Conv") || (n.domain == kKilnDomain && n.op_type == "FusedConv");
-  if (!conv || precision != DataType::kFloat || (layout != Layout::kPlain && layout != Layout::kNHWC)) return false;
+  const bool bf16 = precision == DataType::kBFloat16 && bf16_native();
+  if (!conv || (precision != DataType::kFloat && !bf16) || (layout != Layout::kPlain && layout != Layout::kNHWC)) {
+    return false;
+  }
   if (n.inputs.size() < 2 || n.outputs.size() != 1 || !is_float_tensor(n.inputs[0], 4)) return false;
   if (!is_float_tensor(n.inputs[1], 4) || !n.inputs[1]->initializer) return false;
   if (n.inputs.size() > 2 && n.inputs[2] && !is_float_tensor(n.inputs[2], 1)) return false;
@@ -149,15 +170,17 @@ bool conv_supported(const Node& n, DataType precision, Layout layout) {
   return activation_supported(n);
 }
 
-std::vector<std::string> conv_tactics(const Node& n, Layout layout) {
+std::vector<std::string> conv_tactics(const Node& n, DataType precision, Layout layout) {
   std::vector<std::string> tactics = {kOnednnTactic};
   const Value* x = n.inputs[0];
   if (!x->type.shape.fully_known()) return tactics;  // enumerated at static shapes only
   const bool has_bias = n.inputs.size() > 2 && n.inputs[2];
   const bool has_residual = n.inputs.size() > 3 && n.inputs[3];
   try {
+    ConvTypes types;
+    types.act = dnnl_type(precision);
     Result<ConvSetup> c = conv_setup(n, layout == Layout::kNHWC ? Tag::nhwc : Tag::nchw, x->type.shape.static_dims(),
-                                     n.inputs[1]->initializer->dims(), has_bias, has_residual);
+                                     n.inputs[1]->initializer->dims(), has_bias, has_residual, types);
     if (!c.ok() || !c->desc) return tactics;
     dnnl::convolution_forward::primitive_desc pd(*c->desc, c->attr, cpu_engine());
     // Implementations are told apart by name: one named as the first is the first. Those for an

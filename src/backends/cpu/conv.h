@@ -23,7 +23,7 @@ bool conv_supported(const Node& n, DataType precision, Layout layout);
 // at static shapes, "onednn:<implementation>" for each other one it offers on this CPU (its name
 // as oneDNN reports it, e.g. "onednn:x64:gemm:jit"), timed at build. A kernel whose
 // implementation this CPU does not offer runs the first one.
-std::vector<std::string> conv_tactics(const Node& n, Layout layout);
+std::vector<std::string> conv_tactics(const Node& n, DataType precision, Layout layout);
 std::unique_ptr<StepKernel> make_conv_kernel(const Step& step);
 
 }  // namespace kiln::cpu

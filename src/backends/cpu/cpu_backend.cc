@@ -96,6 +96,10 @@ class CpuBackend : public Backend {
 
   bool supports(const Node& node, DataType precision, Layout layout) const override {
     if (reformat(node)) return layout == Layout::kPlain || layout == Layout::kNHWC;
+    // A lower precision only where it computes faster: BF16 on a CPU with BF16 instructions (the
+    // data-movement kernels would take any type, but a BF16 copy between FP32 steps only adds
+    // conversions and rounding). FP32 elsewhere, each step saying why in `kiln inspect`.
+    if (precision != node_precision(node) && !(precision == DataType::kBFloat16 && cpu::bf16_native())) return false;
     return family_of(node, precision, layout) || own_kernel_supported(node, precision, layout) ||
            reference_->supports(node, precision, layout);
   }
@@ -108,7 +112,7 @@ class CpuBackend : public Backend {
     return {Layout::kPlain};
   }
   std::vector<std::string> tactics(const Node& node, DataType precision, Layout layout) const override {
-    if (cpu::conv_supported(node, precision, layout)) return cpu::conv_tactics(node, layout);
+    if (cpu::conv_supported(node, precision, layout)) return cpu::conv_tactics(node, precision, layout);
     if (cpu::matmul_supported(node, precision, layout)) return cpu::matmul_tactics(node);
     if (cpu::own_pool_supported(node, precision, layout) || cpu::concat_supported(node, precision, layout)) {
       return {cpu::kOnednnTactic, cpu::kOwnTactic};

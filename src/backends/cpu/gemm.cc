@@ -102,7 +102,6 @@ class MatMulKernel : public OnednnKernel {
 
  private:
   Status build(std::span<const TensorView> in, std::span<const TensorView> out, OnednnStep* s) override {
-    (void)out;
     const Dims& a = in[0].dims;
     const Dims& b = in[1].dims;
     if (a.size() < 2 || b.size() < 2) return invalid("{}: operands of rank 2 or more", node_.describe());
@@ -139,14 +138,24 @@ class MatMulKernel : public OnednnKernel {
     }
     const bool has_bias = in.size() > 2 && !in[2].omitted;
     const bool has_residual = in.size() > 3 && !in[3].omitted;
-    const auto f32 = memory::data_type::f32;
+    // FP32, or BF16 activations in a BF16 step (its constant B packed in BF16 once, its bias as
+    // stored).
+    const memory::data_type act = dnnl_type(in[0].storage.dtype);
+    const memory::data_type b_type = dnnl_type(in[1].storage.dtype);
+    const memory::data_type bias_type = has_bias ? dnnl_type(in[2].storage.dtype) : act;
+    if (act == memory::data_type::undef || dnnl_type(out[0].storage.dtype) != act ||
+        b_type == memory::data_type::undef || bias_type == memory::data_type::undef ||
+        (has_residual && dnnl_type(in[3].storage.dtype) != act)) {
+      return invalid("{}: A stored as {}, the output as {}: a product reads and writes one of float32 and bfloat16",
+                     node_.describe(), dtype_name(in[0].storage.dtype), dtype_name(out[0].storage.dtype));
+    }
     const Tag plain = src.size() == 2 ? Tag::ab : Tag::abc;
-    const memory::desc src_md(src, f32, plain), dst_md(dst, f32, plain), bias_md(bias, f32, plain);
-    const memory::desc wei_user(wei, f32, plain);
+    const memory::desc src_md(src, act, plain), dst_md(dst, act, plain), bias_md(bias, bias_type, plain);
+    const memory::desc wei_user(wei, b_type, plain);
     // A constant B goes into the layout the primitive picks, once; a computed one is read as it is.
     const bool packed_b = node_.inputs[1] && node_.inputs[1]->initializer;
     const memory::desc wei_md =
-        packed_b ? memory::desc(wei, f32, transposed_b_ ? (wei.size() == 2 ? Tag::ba : Tag::acb) : Tag::any) : wei_user;
+        packed_b ? memory::desc(wei, act, transposed_b_ ? (wei.size() == 2 ? Tag::ba : Tag::acb) : Tag::any) : wei_user;
     auto desc =
         has_bias ? dnnl::matmul::desc(src_md, wei_md, bias_md, dst_md) : dnnl::matmul::desc(src_md, wei_md, dst_md);
     dnnl::primitive_attr attr;
@@ -216,7 +225,8 @@ class MatMulThenGelu : public StepKernel {
 }  // namespace
 
 bool matmul_supported(const Node& n, DataType precision, Layout layout) {
-  if (!is_matmul(n) || precision != DataType::kFloat || layout != Layout::kPlain) return false;
+  const bool bf16 = precision == DataType::kBFloat16 && bf16_native();
+  if (!is_matmul(n) || (precision != DataType::kFloat && !bf16) || layout != Layout::kPlain) return false;
   if (n.inputs.size() < 2 || n.inputs.size() > 4 || n.outputs.size() != 1) return false;
   const Value* a = n.inputs[0];
   const Value* b = n.inputs[1];
@@ -255,7 +265,8 @@ std::vector<std::string> matmul_tactics(const Node& n) {
 std::unique_ptr<StepKernel> make_matmul_kernel(const Step& step) {
   const bool transposed = step.tactic == kTransposedWeightTactic;
   bool tanh_form = false;
-  if (gelu_activation(*step.node, &tanh_form)) {
+  // Kiln's GELU pass runs over FP32 outputs; a BF16 product takes oneDNN's GELU post-op.
+  if (step.precision == DataType::kFloat && gelu_activation(*step.node, &tanh_form)) {
     return std::make_unique<MatMulThenGelu>(*step.node, tanh_form, transposed);
   }
   return std::make_unique<MatMulKernel>(*step.node, false, transposed);

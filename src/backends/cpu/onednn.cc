@@ -4,11 +4,34 @@
 
 #include <cstring>
 
+#include "core/cpu_isa.h"
+
 namespace kiln::cpu {
 
 const dnnl::engine& cpu_engine() {
   static const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
   return engine;
+}
+
+bool bf16_native() {
+  static const bool native = [] {
+    const auto want = static_cast<unsigned>(dnnl::cpu_isa::avx512_core_bf16);
+    return (static_cast<unsigned>(dnnl::get_effective_cpu_isa()) & want) == want;
+  }();
+  return native && cpu_isa() >= CpuIsa::kAvx512;
+}
+
+dnnl::memory::data_type dnnl_type(DataType t) {
+  using dt = dnnl::memory::data_type;
+  switch (t) {
+    case DataType::kFloat: return dt::f32;
+    case DataType::kBFloat16: return dt::bf16;
+    case DataType::kFloat16: return dt::f16;
+    case DataType::kInt32: return dt::s32;
+    case DataType::kInt8: return dt::s8;
+    case DataType::kUInt8: return dt::u8;
+    default: return dt::undef;
+  }
 }
 
 std::string onednn_version() {

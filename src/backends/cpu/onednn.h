@@ -22,6 +22,12 @@ const dnnl::engine& cpu_engine();
 // oneDNN's version as "major.minor.patch".
 std::string onednn_version();
 
+// Whether this CPU computes BF16 products natively (AVX-512 BF16 or AMX), as oneDNN sees it,
+// within Kiln's instruction-set cap (KILN_CPU_ISA): where it does not, BF16 builds keep FP32.
+bool bf16_native();
+// oneDNN's element type for `t` (f32, bf16, f16, s32, s8, u8); undef for the others.
+dnnl::memory::data_type dnnl_type(DataType t);
+
 // Appends the post-ops of a fused op's `activation` (with `activation_params`, as in ops/fused.h)
 // to `ops`; false when oneDNN has no equivalent (the step then stays on the reference kernel).
 bool append_activation(const Node& n, dnnl::post_ops* ops);

@@ -1,6 +1,6 @@
 #pragma once
-// kiln.Reformat between plain (NCHW) and NHWC float32 on oneDNN's reorder: the transitions at the
-// edges of the CPU backend's NHWC runs, one pass over memory each.
+// kiln.Reformat on oneDNN's reorder: between plain (NCHW) and NHWC, and between float32 and
+// bfloat16 storage (at the edges of BF16 steps), one pass over memory each.
 #include <memory>
 
 #include "backends/backend.h"

@@ -1,0 +1,153 @@
+// BF16 on the CPU backend: with --bf16, convolutions and matrix products run in BF16 on oneDNN
+// where the CPU computes BF16 natively (AVX-512 BF16 or AMX), their activations stored in BF16
+// and converted at the edges of the BF16 steps by oneDNN reorders; elsewhere (or with the
+// instruction set capped below AVX-512) the build keeps FP32 and says why. Either way the
+// outputs match the reference kernels: within BF16's precision, or exactly as FP32.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include "core/cpu_isa.h"
+#include "lower/builder.h"
+#include "model_builder.h"
+#include "plan_run_util.h"
+#include "runtime/executor.h"
+#include "runtime/plan_executor.h"
+
+namespace kiln {
+namespace {
+using namespace kiln::testing;
+
+// Whether /proc/cpuinfo lists BF16 instructions (read apart from oneDNN's own detection).
+bool cpu_lists_bf16() {
+  std::ifstream f("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("flags", 0) != 0) continue;
+    std::istringstream words(line);
+    std::string w;
+    bool avx512f = false, bf16 = false;
+    while (words >> w) {
+      avx512f = avx512f || w == "avx512f";
+      bf16 = bf16 || w == "avx512_bf16" || w == "amx_bf16";
+    }
+    return avx512f && bf16;
+  }
+  return false;
+}
+
+double rel_l2(const Tensor& got, const Tensor& want) {
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < want.numel(); ++i) {
+    const double d = got.get_double(i) - want.get_double(i);
+    num += d * d;
+    den += want.get_double(i) * want.get_double(i);
+  }
+  return std::sqrt(num / std::max(den, 1e-30));
+}
+
+// x[n, 16, 12, 12] -> Conv 3x3 (+ bias, Relu) -> Conv 1x1 + the first conv's output (Relu) ->
+// GlobalAveragePool -> Flatten -> MatMul [32, 10] + bias -> y, and a second output y2: a
+// product of two computed values ([n, 32, 144] x [n, 144, 8] after reshapes).
+onnx::ModelProto small_net() {
+  onnx::ModelProto m = make_model(17);
+  auto* g = m.mutable_graph();
+  add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, 16, 12, 12}, {"n", "", "", ""});
+  add_random_weight(g, "w1", {32, 16, 3, 3}, 1, -0.15f, 0.15f);
+  add_random_weight(g, "b1", {32}, 2, -0.1f, 0.1f);
+  add_random_weight(g, "w2", {32, 32, 1, 1}, 3, -0.2f, 0.2f);
+  add_random_weight(g, "wf", {32, 10}, 4, -0.3f, 0.3f);
+  add_random_weight(g, "bf", {10}, 5);
+  add_random_weight(g, "wk", {144, 8}, 6, -0.1f, 0.1f);
+  add_int64_initializer(g, "flat", {0, 32, 144});
+  add_ints_attr(add_node(g, "Conv", {"x", "w1", "b1"}, {"c1"}, "conv1"), "pads", {1, 1, 1, 1});
+  add_node(g, "Relu", {"c1"}, {"r1"}, "relu1");
+  add_node(g, "Conv", {"r1", "w2"}, {"c2"}, "conv2");
+  add_node(g, "Add", {"c2", "r1"}, {"s"}, "residual");
+  add_node(g, "Relu", {"s"}, {"r2"}, "relu2");
+  add_node(g, "GlobalAveragePool", {"r2"}, {"p"}, "pool");
+  add_node(g, "Flatten", {"p"}, {"f"}, "flatten");
+  add_node(g, "MatMul", {"f", "wf"}, {"fm"}, "fc");
+  add_node(g, "Add", {"fm", "bf"}, {"y"}, "fc_bias");
+  add_node(g, "Reshape", {"r2", "flat"}, {"rows"}, "rows");
+  add_node(g, "MatMul", {"rows", "wk"}, {"keys"}, "keys");
+  add_node(g, "Transpose", {"keys"}, {"keys_t"}, "keys_t");
+  add_ints_attr(g->mutable_node(g->node_size() - 1), "perm", {0, 2, 1});
+  add_node(g, "MatMul", {"keys_t", "rows"}, {"y2"}, "scores");
+  g->add_output()->set_name("y");
+  g->add_output()->set_name("y2");
+  return m;
+}
+
+TEST(CpuBf16, ConvolutionsAndProductsRunInBf16WhereTheCpuHasIt) {
+  auto backend = make_backend("cpu");
+  ASSERT_TRUE(backend.ok());
+  if ((*backend)->name() != "cpu") GTEST_SKIP() << "built without oneDNN: --device cpu is the reference backend";
+  Model model = import_model(small_net());
+  for (const bool capped : {false, true}) {
+    SCOPED_TRACE(capped ? "instruction set capped at AVX2" : "this CPU's instruction set");
+    if (capped) set_cpu_isa_cap(CpuIsa::kAvx2);
+    const bool native = !capped && cpu_lists_bf16() && detected_cpu_isa() >= CpuIsa::kAvx512;
+    BuildOptions o;
+    o.device = "cpu";
+    o.bf16 = true;
+    o.min_shapes = {{"x", {1, 16, 12, 12}}};
+    o.max_shapes = {{"x", {3, 16, 12, 12}}};
+    auto plan = build_plan(model, o);
+    ASSERT_TRUE(plan.ok()) << plan.status().message();
+    int bf16_steps = 0, reformats = 0;
+    for (const Step& st : (*plan)->steps) {
+      const std::string& op = st.node->op_type;
+      if (op == "Reformat") {
+        ++reformats;
+        EXPECT_EQ(st.tactic, "onednn") << st.name << ": conversions are oneDNN reorders";
+        continue;
+      }
+      const bool product = op == "FusedConv" || op == "Conv" || op == "FusedMatMul" || op == "MatMul";
+      if (!product) {
+        // Data movement may run in BF16 between BF16 steps; nothing does without BF16 instructions.
+        if (!native) EXPECT_NE(st.precision, DataType::kBFloat16) << st.name << " (" << op << ")";
+        continue;
+      }
+      EXPECT_EQ(st.tactic.rfind("onednn", 0), 0u) << st.name;
+      if (native) {
+        EXPECT_EQ(st.precision, DataType::kBFloat16) << st.name;
+        for (int id : st.outputs) EXPECT_EQ((*plan)->slots[static_cast<size_t>(id)].storage.dtype, DataType::kBFloat16);
+      } else {
+        EXPECT_EQ(st.precision, DataType::kFloat) << st.name;
+        EXPECT_NE(st.precision_reason.find("no bf16 kernel"), std::string::npos) << st.precision_reason;
+      }
+      bf16_steps += st.precision == DataType::kBFloat16;
+    }
+    if (native) {
+      EXPECT_EQ(bf16_steps, 5) << "two convolutions and three products";
+      EXPECT_GE(reformats, 3) << "into BF16 before the first convolution, out of it before the pool and outputs";
+    } else {
+      EXPECT_EQ(bf16_steps, 0);
+    }
+    auto exec = PlanExecutor::create(*plan, *backend);
+    ASSERT_TRUE(exec.ok()) << exec.status().message();
+    (*exec)->set_guard_checks(true);
+    for (int64_t n : {1, 3, 2}) {
+      SCOPED_TRACE("batch " + std::to_string(n));
+      std::vector<RValue> in = {RValue::of(random_float({n, 16, 12, 12}, static_cast<uint32_t>(n + 20)))};
+      auto want = Executor(*model.graph).run(in);
+      auto got = (*exec)->run(in);
+      ASSERT_TRUE(want.ok()) << want.status().message();
+      ASSERT_TRUE(got.ok()) << got.status().message();
+      for (size_t k = 0; k < 2; ++k) {
+        ASSERT_EQ((*got)[k].tensor.dims(), (*want)[k].tensor.dims());
+        ASSERT_EQ((*got)[k].tensor.dtype(), DataType::kFloat) << "outputs leave as the model's float32";
+        // BF16 keeps 8 bits of mantissa: a relative error of about 2^-9 per rounding.
+        EXPECT_LE(rel_l2((*got)[k].tensor, (*want)[k].tensor), native ? 2e-2 : 1e-5) << "output " << k;
+        if (native) EXPECT_GT(rel_l2((*got)[k].tensor, (*want)[k].tensor), 0.0) << "BF16 rounds";
+      }
+    }
+    set_cpu_isa_cap(CpuIsa::kAvx512);
+  }
+}
+
+}  // namespace
+}  // namespace kiln
