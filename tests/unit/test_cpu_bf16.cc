@@ -124,6 +124,13 @@ TEST(CpuBf16, ConvolutionsAndProductsRunInBf16WhereTheCpuHasIt) {
     if (native) {
       EXPECT_EQ(bf16_steps, 5) << "two convolutions and three products";
       EXPECT_GE(reformats, 3) << "into BF16 before the first convolution, out of it before the pool and outputs";
+      // The same engine where BF16 is not available: refused with the instructions it needs.
+      set_cpu_isa_cap(CpuIsa::kAvx2);
+      auto refused = PlanExecutor::create(*plan, *backend);
+      set_cpu_isa_cap(CpuIsa::kAvx512);
+      ASSERT_FALSE(refused.ok());
+      EXPECT_NE(refused.status().message().find("AVX-512 BF16 or AMX"), std::string::npos)
+          << refused.status().message();
     } else {
       EXPECT_EQ(bf16_steps, 0);
     }

@@ -180,6 +180,14 @@ class CpuBackend : public Backend {
   // Steps on the reference kernels (and any step run through the logical adapter).
   Status run(const Step& step, OpContext& ctx) const override { return reference_->run(step, ctx); }
   Result<std::unique_ptr<StepKernel>> make_kernel(const Plan& plan, const Step& step) const override {
+    // An engine built where BF16 runs natively, loaded on a CPU without it (or capped below it).
+    if (step.precision == DataType::kBFloat16 && node_precision(*step.node) != DataType::kBFloat16 &&
+        !reformat(*step.node) && !cpu::bf16_native()) {
+      return invalid(
+          "step {} computes in BF16, which needs AVX-512 BF16 or AMX instructions: this CPU has neither (or "
+          "KILN_CPU_ISA caps them); rebuild the engine here, without --bf16 or with it",
+          step.name);
+    }
     if (cpu::is_onednn_tactic(step.tactic) || step.tactic == cpu::kOwnTactic) {
       std::unique_ptr<StepKernel> fast = fast_kernel(step);
       if (!fast) return invalid("step {}: tactic {} cannot run {}", step.name, step.tactic, step.node->describe());
