@@ -49,8 +49,9 @@ double rel_l2(const Tensor& got, const Tensor& want) {
 }
 
 // x[n, 16, 12, 12] -> Conv 3x3 (+ bias, Relu) -> Conv 1x1 + the first conv's output (Relu) ->
-// GlobalAveragePool -> Flatten -> MatMul [32, 10] + bias -> y, and a second output y2: a
-// product of two computed values ([n, 32, 144] x [n, 144, 8] after reshapes).
+// GlobalAveragePool -> Flatten -> MatMul [32, 10] + bias -> y; a second output y2, a product of
+// two computed values ([n, 32, 144] x [n, 144, 8] after reshapes); a third, y3, the two
+// convolutions' outputs concatenated and max-pooled (3x3, stride 2).
 onnx::ModelProto small_net() {
   onnx::ModelProto m = make_model(17);
   auto* g = m.mutable_graph();
@@ -76,8 +77,14 @@ onnx::ModelProto small_net() {
   add_node(g, "Transpose", {"keys"}, {"keys_t"}, "keys_t");
   add_ints_attr(g->mutable_node(g->node_size() - 1), "perm", {0, 2, 1});
   add_node(g, "MatMul", {"keys_t", "rows"}, {"y2"}, "scores");
+  add_int_attr(add_node(g, "Concat", {"r2", "r1"}, {"cat"}, "concat"), "axis", 1);
+  auto* mp = add_node(g, "MaxPool", {"cat"}, {"y3"}, "maxpool");
+  add_ints_attr(mp, "kernel_shape", {3, 3});
+  add_ints_attr(mp, "strides", {2, 2});
+  add_ints_attr(mp, "pads", {1, 1, 1, 1});
   g->add_output()->set_name("y");
   g->add_output()->set_name("y2");
+  g->add_output()->set_name("y3");
   return m;
 }
 
@@ -107,7 +114,12 @@ TEST(CpuBf16, ConvolutionsAndProductsRunInBf16WhereTheCpuHasIt) {
       }
       const bool product = op == "FusedConv" || op == "Conv" || op == "FusedMatMul" || op == "MatMul";
       if (!product) {
-        // Data movement may run in BF16 between BF16 steps; nothing does without BF16 instructions.
+        // Pooling and Concat run in BF16 between BF16 steps (on oneDNN, or Kiln's byte-copying
+        // Concat), as data movement may; nothing does without BF16 instructions.
+        if (native && (op == "MaxPool" || op == "GlobalAveragePool" || op == "Concat")) {
+          EXPECT_EQ(st.precision, DataType::kBFloat16) << st.name;
+          EXPECT_TRUE(st.tactic == "onednn" || (op == "Concat" && st.tactic == "kiln")) << st.name << ": " << st.tactic;
+        }
         if (!native) EXPECT_NE(st.precision, DataType::kBFloat16) << st.name << " (" << op << ")";
         continue;
       }
@@ -144,7 +156,7 @@ TEST(CpuBf16, ConvolutionsAndProductsRunInBf16WhereTheCpuHasIt) {
       auto got = (*exec)->run(in);
       ASSERT_TRUE(want.ok()) << want.status().message();
       ASSERT_TRUE(got.ok()) << got.status().message();
-      for (size_t k = 0; k < 2; ++k) {
+      for (size_t k = 0; k < 3; ++k) {
         ASSERT_EQ((*got)[k].tensor.dims(), (*want)[k].tensor.dims());
         ASSERT_EQ((*got)[k].tensor.dtype(), DataType::kFloat) << "outputs leave as the model's float32";
         // BF16 keeps 8 bits of mantissa: a relative error of about 2^-9 per rounding.

@@ -36,14 +36,18 @@ class ConcatKernel : public OnednnKernel {
       }
       y[static_cast<size_t>(axis)] += in[k].dims[static_cast<size_t>(axis)];
       if (shape_numel(in[k].dims) == 0) continue;
-      srcs.emplace_back(memory::dims(in[k].dims.begin(), in[k].dims.end()), memory::data_type::f32, tag_);
+      if (in[k].storage.dtype != out[0].storage.dtype) {
+        return invalid("{}: operand {} stored as {}, the output as {}", node_.describe(), k,
+                       dtype_name(in[k].storage.dtype), dtype_name(out[0].storage.dtype));
+      }
+      srcs.emplace_back(memory::dims(in[k].dims.begin(), in[k].dims.end()), dnnl_type(out[0].storage.dtype), tag_);
       views.push_back(k);
     }
     if (srcs.empty() || shape_numel(y) == 0) {
       s->empty = true;
       return {};
     }
-    const memory::desc dst_md(memory::dims(y.begin(), y.end()), memory::data_type::f32, tag_);
+    const memory::desc dst_md(memory::dims(y.begin(), y.end()), dnnl_type(out[0].storage.dtype), tag_);
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     dnnl::concat::primitive_desc pd(dst_md, axis, srcs, cpu_engine(), attr);
@@ -63,7 +67,9 @@ class ConcatKernel : public OnednnKernel {
 }  // namespace
 
 bool concat_supported(const Node& n, DataType precision, Layout layout) {
-  if (!n.domain.empty() || n.op_type != "Concat" || precision != DataType::kFloat) return false;
+  // FP32, or BF16 between BF16 steps.
+  const bool bf16 = precision == DataType::kBFloat16 && bf16_native();
+  if (!n.domain.empty() || n.op_type != "Concat" || (precision != DataType::kFloat && !bf16)) return false;
   if (layout != Layout::kPlain && layout != Layout::kNHWC) return false;
   if (n.inputs.empty() || n.outputs.size() != 1) return false;
   for (const Value* v : n.inputs) {

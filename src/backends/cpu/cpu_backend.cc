@@ -114,8 +114,14 @@ class CpuBackend : public Backend {
   std::vector<std::string> tactics(const Node& node, DataType precision, Layout layout) const override {
     if (cpu::conv_supported(node, precision, layout)) return cpu::conv_tactics(node, precision, layout);
     if (cpu::matmul_supported(node, precision, layout)) return cpu::matmul_tactics(node);
-    if (cpu::own_pool_supported(node, precision, layout) || cpu::concat_supported(node, precision, layout)) {
-      return {cpu::kOnednnTactic, cpu::kOwnTactic};
+    const bool own_pool = cpu::own_pool_supported(node, precision, layout);
+    const bool own_concat = cpu::own_concat_supported(node, precision, layout);
+    if (own_pool || own_concat || cpu::concat_supported(node, precision, layout)) {
+      // oneDNN's and Kiln's own kernels, timed; in BF16 oneDNN's alone.
+      std::vector<std::string> t;
+      if (family_of(node, precision, layout)) t.push_back(cpu::kOnednnTactic);
+      if (own_pool || own_concat) t.push_back(cpu::kOwnTactic);
+      if (!t.empty()) return t;
     }
     if (family_of(node, precision, layout)) return {cpu::kOnednnTactic};
     if (own_kernel_supported(node, precision, layout)) return {cpu::kOwnTactic};

@@ -56,9 +56,14 @@ class PoolKernel : public OnednnKernel {
       s->empty = true;
       return {};
     }
-    const auto f32 = memory::data_type::f32;
-    const memory::desc src_md(memory::dims(x.begin(), x.end()), f32, tag_);
-    const memory::desc dst_md(memory::dims(y.begin(), y.end()), f32, tag_);
+    // FP32, or BF16 in a BF16 step (oneDNN averages in FP32 either way).
+    const memory::data_type type = dnnl_type(in[0].storage.dtype);
+    if (dnnl_type(out[0].storage.dtype) != type) {
+      return invalid("{}: input stored as {}, output as {}", node_.describe(), dtype_name(in[0].storage.dtype),
+                     dtype_name(out[0].storage.dtype));
+    }
+    const memory::desc src_md(memory::dims(x.begin(), x.end()), type, tag_);
+    const memory::desc dst_md(memory::dims(y.begin(), y.end()), type, tag_);
     dnnl::algorithm alg = dnnl::algorithm::pooling_max;
     if (!is_max(node_)) {
       alg = nn::node_int(node_, "count_include_pad", 0) != 0 ? dnnl::algorithm::pooling_avg_include_padding
@@ -82,7 +87,9 @@ class PoolKernel : public OnednnKernel {
 }  // namespace
 
 bool pool_supported(const Node& n, DataType precision, Layout layout) {
-  if (!n.domain.empty() || precision != DataType::kFloat || (layout != Layout::kPlain && layout != Layout::kNHWC)) {
+  const bool bf16 = precision == DataType::kBFloat16 && bf16_native();
+  if (!n.domain.empty() || (precision != DataType::kFloat && !bf16) ||
+      (layout != Layout::kPlain && layout != Layout::kNHWC)) {
     return false;
   }
   const bool avg = n.op_type == "AveragePool", max = n.op_type == "MaxPool";

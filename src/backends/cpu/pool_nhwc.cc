@@ -281,7 +281,8 @@ class PoolNhwcKernel : public StepKernel {
 }  // namespace
 
 bool own_pool_supported(const Node& n, DataType precision, Layout layout) {
-  return layout == Layout::kNHWC && pool_supported(n, precision, layout);
+  // FP32 only: BF16 pools run on oneDNN.
+  return precision == DataType::kFloat && layout == Layout::kNHWC && pool_supported(n, precision, layout);
 }
 
 std::unique_ptr<StepKernel> make_own_pool_kernel(const Step& step) {
