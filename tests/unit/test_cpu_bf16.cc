@@ -2,7 +2,9 @@
 // where the CPU computes BF16 natively (AVX-512 BF16 or AMX), their activations stored in BF16
 // and converted at the edges of the BF16 steps by oneDNN reorders; elsewhere (or with the
 // instruction set capped below AVX-512) the build keeps FP32 and says why. Either way the
-// outputs match the reference kernels: within BF16's precision, or exactly as FP32.
+// outputs match the reference kernels: within BF16's precision, or exactly as FP32. Pooling,
+// Concat, broadcast binary ops and elementwise regions run in BF16 between BF16 steps, and the
+// last two in NHWC between NHWC convolutions (in FP32 too), so no reformat surrounds them.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -51,7 +53,9 @@ double rel_l2(const Tensor& got, const Tensor& want) {
 // x[n, 16, 12, 12] -> Conv 3x3 (+ bias, Relu) -> Conv 1x1 + the first conv's output (Relu) ->
 // GlobalAveragePool -> Flatten -> MatMul [32, 10] + bias -> y; a second output y2, a product of
 // two computed values ([n, 32, 144] x [n, 144, 8] after reshapes); a third, y3, the two
-// convolutions' outputs concatenated and max-pooled (3x3, stride 2).
+// convolutions' outputs concatenated and max-pooled (3x3, stride 2); a fourth, y4, a 1x1
+// convolution of a squeeze-excited feature map passed through an elementwise region
+// (tanh(e) * e + r1), which run in NHWC between the convolutions.
 onnx::ModelProto small_net() {
   onnx::ModelProto m = make_model(17);
   auto* g = m.mutable_graph();
@@ -77,6 +81,14 @@ onnx::ModelProto small_net() {
   add_node(g, "Transpose", {"keys"}, {"keys_t"}, "keys_t");
   add_ints_attr(g->mutable_node(g->node_size() - 1), "perm", {0, 2, 1});
   add_node(g, "MatMul", {"keys_t", "rows"}, {"y2"}, "scores");
+  // A squeeze-excite scale (a broadcast Mul) and an elementwise region between NHWC convolutions.
+  add_random_weight(g, "w3", {8, 32, 1, 1}, 7, -0.2f, 0.2f);
+  add_node(g, "Sigmoid", {"p"}, {"gate"}, "gate");
+  add_node(g, "Mul", {"r2", "gate"}, {"excited"}, "excite");
+  add_node(g, "Tanh", {"excited"}, {"t"}, "tanh");
+  add_node(g, "Mul", {"t", "excited"}, {"te"}, "mul_t");
+  add_node(g, "Add", {"te", "r1"}, {"ew"}, "add_r1");
+  add_node(g, "Conv", {"ew", "w3"}, {"y4"}, "conv3");
   add_int_attr(add_node(g, "Concat", {"r2", "r1"}, {"cat"}, "concat"), "axis", 1);
   auto* mp = add_node(g, "MaxPool", {"cat"}, {"y3"}, "maxpool");
   add_ints_attr(mp, "kernel_shape", {3, 3});
@@ -85,6 +97,7 @@ onnx::ModelProto small_net() {
   g->add_output()->set_name("y");
   g->add_output()->set_name("y2");
   g->add_output()->set_name("y3");
+  g->add_output()->set_name("y4");
   return m;
 }
 
@@ -104,7 +117,7 @@ TEST(CpuBf16, ConvolutionsAndProductsRunInBf16WhereTheCpuHasIt) {
     o.max_shapes = {{"x", {3, 16, 12, 12}}};
     auto plan = build_plan(model, o);
     ASSERT_TRUE(plan.ok()) << plan.status().message();
-    int bf16_steps = 0, reformats = 0;
+    int bf16_steps = 0, reformats = 0, nhwc_elementwise = 0;
     for (const Step& st : (*plan)->steps) {
       const std::string& op = st.node->op_type;
       if (op == "Reformat") {
@@ -116,6 +129,13 @@ TEST(CpuBf16, ConvolutionsAndProductsRunInBf16WhereTheCpuHasIt) {
       if (!product) {
         // Pooling and Concat run in BF16 between BF16 steps (on oneDNN, or Kiln's byte-copying
         // Concat), as data movement may; nothing does without BF16 instructions.
+        // The squeeze-excite Mul (oneDNN's binary) and the elementwise region (Kiln's kernel) run
+        // in NHWC between the convolutions, with no reformat around them.
+        if (op == "FusedElementwise" || st.name == "excite") {
+          ++nhwc_elementwise;
+          EXPECT_EQ(st.layout, Layout::kNHWC) << st.name;
+          if (native) EXPECT_EQ(st.precision, DataType::kBFloat16) << st.name;
+        }
         if (native && (op == "MaxPool" || op == "GlobalAveragePool" || op == "Concat")) {
           EXPECT_EQ(st.precision, DataType::kBFloat16) << st.name;
           EXPECT_TRUE(st.tactic == "onednn" || (op == "Concat" && st.tactic == "kiln")) << st.name << ": " << st.tactic;
@@ -133,8 +153,9 @@ TEST(CpuBf16, ConvolutionsAndProductsRunInBf16WhereTheCpuHasIt) {
       }
       bf16_steps += st.precision == DataType::kBFloat16;
     }
+    EXPECT_EQ(nhwc_elementwise, 2) << "the excite Mul and one fused region";
     if (native) {
-      EXPECT_EQ(bf16_steps, 5) << "two convolutions and three products";
+      EXPECT_EQ(bf16_steps, 6) << "three convolutions and three products";
       EXPECT_GE(reformats, 3) << "into BF16 before the first convolution, out of it before the pool and outputs";
       // The same engine where BF16 is not available: refused with the instructions it needs.
       set_cpu_isa_cap(CpuIsa::kAvx2);
@@ -156,7 +177,7 @@ TEST(CpuBf16, ConvolutionsAndProductsRunInBf16WhereTheCpuHasIt) {
       auto got = (*exec)->run(in);
       ASSERT_TRUE(want.ok()) << want.status().message();
       ASSERT_TRUE(got.ok()) << got.status().message();
-      for (size_t k = 0; k < 3; ++k) {
+      for (size_t k = 0; k < 4; ++k) {
         ASSERT_EQ((*got)[k].tensor.dims(), (*want)[k].tensor.dims());
         ASSERT_EQ((*got)[k].tensor.dtype(), DataType::kFloat) << "outputs leave as the model's float32";
         // BF16 keeps 8 bits of mantissa: a relative error of about 2^-9 per rounding.

@@ -40,7 +40,6 @@ class BinaryKernel : public OnednnKernel {
 
  private:
   Status build(std::span<const TensorView> in, std::span<const TensorView> out, OnednnStep* s) override {
-    (void)out;
     const Dims& a = in[0].dims;
     const Dims& b = in[1].dims;
     // oneDNN broadcasts its second source only: the commutative ops swap a broadcast first one.
@@ -57,17 +56,18 @@ class BinaryKernel : public OnednnKernel {
       s->empty = true;
       return {};
     }
-    const auto f32 = memory::data_type::f32;
-    const memory::desc src0_md(memory::dims(fd.begin(), fd.end()), f32, tag_);
-    const memory::desc src1_md(memory::dims(sd.begin(), sd.end()), f32, tag_);
-    dnnl::binary::desc desc(alg_, src0_md, src1_md, src0_md);
+    // FP32, or BF16 activations in a BF16 step (a constant operand stays FP32).
+    const memory::desc src0_md(memory::dims(fd.begin(), fd.end()), dnnl_type(in[full].storage.dtype), tag_);
+    const memory::desc src1_md(memory::dims(sd.begin(), sd.end()), dnnl_type(in[1 - full].storage.dtype), tag_);
+    const memory::desc dst_md(memory::dims(fd.begin(), fd.end()), dnnl_type(out[0].storage.dtype), tag_);
+    dnnl::binary::desc desc(alg_, src0_md, src1_md, dst_md);
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     dnnl::binary::primitive_desc pd(desc, attr, cpu_engine());
     s->primitive = dnnl::binary(pd);
     s->bind(DNNL_ARG_SRC_0, src0_md, false, full);
     s->bind(DNNL_ARG_SRC_1, src1_md, false, 1 - full);
-    s->bind(DNNL_ARG_DST, src0_md, true, 0);
+    s->bind(DNNL_ARG_DST, dst_md, true, 0);
     s->own(DNNL_ARG_SCRATCHPAD, memory(pd.scratchpad_desc(), cpu_engine()));
     return {};
   }
@@ -87,7 +87,8 @@ bool binary_supported(const Node& n, DataType precision, Layout layout) {
   dnnl::algorithm alg;
   bool commutative = false;
   if (!n.domain.empty() || !algorithm_of(n.op_type, &alg, &commutative)) return false;
-  if (precision != DataType::kFloat || (layout != Layout::kPlain && layout != Layout::kNHWC)) return false;
+  const bool bf16 = precision == DataType::kBFloat16 && bf16_native();
+  if ((precision != DataType::kFloat && !bf16) || (layout != Layout::kPlain && layout != Layout::kNHWC)) return false;
   if (n.inputs.size() != 2 || n.outputs.size() != 1 || !rank4_float(n.inputs[0]) || !rank4_float(n.inputs[1])) {
     return false;
   }

@@ -109,6 +109,8 @@ class CpuBackend : public Backend {
     if (family_of(node, precision, Layout::kNHWC) || cpu::upsample_supported(node, precision, Layout::kNHWC)) {
       return {Layout::kNHWC, Layout::kPlain};
     }
+    // Elementwise programs run in either, so that one between NHWC steps needs no reformats.
+    if (cpu::elementwise_supported(node, precision, Layout::kNHWC)) return {Layout::kPlain, Layout::kNHWC};
     return {Layout::kPlain};
   }
   std::vector<std::string> tactics(const Node& node, DataType precision, Layout layout) const override {

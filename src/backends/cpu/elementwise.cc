@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "backends/cpu/onednn.h"  // bf16_native
 #include "backends/cpu/scratch.h"
 #include "backends/cpu/simd_math.h"
 #include "backends/elementwise_program.h"
@@ -188,8 +189,14 @@ __attribute__((target("avx2,fma"))) void exec_avx2(const Program& p, Regs r, int
 }
 #endif
 
-// Operand k of the block starting at element `at` of a row whose operand offsets are `base`.
-inline void load_operand(const ProgOperand& o, int64_t base, int64_t stride, int n, float* reg) {
+// Operand k of the block starting at element `at` of a row whose operand offsets are `base`;
+// `bf16`: its floats are stored as bfloat16 (a BF16 step's), widened to float32 here.
+inline void load_operand(const ProgOperand& o, bool bf16, int64_t base, int64_t stride, int n, float* reg) {
+  if (bf16) {
+    const uint16_t* src = static_cast<const uint16_t*>(o.data) + base;
+    for (int j = 0; j < n; ++j) reg[j] = bf16_to_float(src[j * stride]);
+    return;
+  }
   if (o.is_bool) {
     const uint8_t* src = static_cast<const uint8_t*>(o.data) + base;
     for (int j = 0; j < n; ++j) reg[j] = src[j * stride] ? 1.f : 0.f;
@@ -220,6 +227,8 @@ class ElementwiseKernel : public StepKernel {
     return {};
   }
 
+  static bool nhwc(const TensorView& t) { return t.storage.layout == Layout::kNHWC && t.dims.size() == 4; }
+
   Status enqueue(std::span<const TensorView> in, std::span<TensorView> out, const KernelContext& ctx) override {
     (void)ctx;
     // The output's dims: the operands' broadcast.
@@ -243,25 +252,49 @@ class ElementwiseKernel : public StepKernel {
     out[0].dims.assign(dims, dims + rank);
     const int64_t total = shape_numel(out[0].dims);
     if (total == 0) return {};
-    if (total * 4 > out[0].capacity) {
-      return runtime_error("{}: an output of {} bytes into a slot of {}", node_.describe(), total * 4, out[0].capacity);
+    // Float32 results, or bfloat16 in a BF16 step (computed in float32 registers either way).
+    const bool bf16_out = out[0].storage.dtype == DataType::kBFloat16;
+    const int64_t elem = bf16_out ? 2 : 4;
+    if (total * elem > out[0].capacity) {
+      return runtime_error("{}: an output of {} bytes into a slot of {}", node_.describe(), total * elem,
+                           out[0].capacity);
     }
     ProgOperand ops[kProgMaxOperands];
+    bool bf16[kProgMaxOperands] = {};
     for (int k = 0; k < program_.n_operands; ++k) {
       const TensorView& t = in[static_cast<size_t>(k)];
       if (t.omitted) continue;  // an optional input left out: its register is never read
       ops[k].data = t.data;
       ops[k].is_bool = t.storage.dtype == DataType::kBool;
-      int64_t stride = 1;
+      bf16[k] = t.storage.dtype == DataType::kBFloat16;
       const size_t off = rank - t.dims.size();
-      for (size_t d = t.dims.size(); d-- > 0;) {
-        ops[k].strides[off + d] = t.dims[d] == 1 ? 0 : stride;
-        stride *= t.dims[d];
+      if (nhwc(t)) {
+        // [N, C, H, W] stored as [N, H, W, C].
+        const int64_t c = t.dims[1], h = t.dims[2], w = t.dims[3];
+        const int64_t st[4] = {h * w * c, 1, w * c, c};
+        for (size_t d = 0; d < 4; ++d) ops[k].strides[off + d] = t.dims[d] == 1 ? 0 : st[d];
+      } else {
+        int64_t stride = 1;
+        for (size_t d = t.dims.size(); d-- > 0;) {
+          ops[k].strides[off + d] = t.dims[d] == 1 ? 0 : stride;
+          stride *= t.dims[d];
+        }
       }
       for (size_t d = 0; d < off; ++d) ops[k].strides[d] = 0;
     }
     int64_t cd[kProgMaxRank];
     std::copy(dims, dims + rank, cd);
+    if (nhwc(out[0])) {
+      // The output is written in its storage order: iterate over [N, H, W, C].
+      auto to_nhwc = [](int64_t* v) {
+        const int64_t c = v[1];
+        v[1] = v[2];
+        v[2] = v[3];
+        v[3] = c;
+      };
+      to_nhwc(cd);
+      for (int k = 0; k < program_.n_operands; ++k) to_nhwc(ops[k].strides);
+    }
     const int r = collapse_dims(cd, static_cast<int>(rank), ops, program_.n_operands);
     const int64_t inner = cd[r - 1];
     int64_t outer = 1;
@@ -278,7 +311,15 @@ class ElementwiseKernel : public StepKernel {
     if (cpu_isa() >= CpuIsa::kAvx2) exec = exec_avx2;
 #endif
     regs_.reserve(static_cast<int64_t>(kProgMaxRegs) * kBlock);
-    float* y = static_cast<float*>(out[0].data);
+    // Writes n results from `reg` at element `at` of the output.
+    auto store = [&](int64_t at, const float* reg, int64_t n) {
+      if (!bf16_out) {
+        std::memcpy(static_cast<float*>(out[0].data) + at, reg, static_cast<size_t>(n) * sizeof(float));
+        return;
+      }
+      uint16_t* y = static_cast<uint16_t*>(out[0].data) + at;
+      for (int64_t j = 0; j < n; ++j) y[j] = float_to_bf16(reg[j]);
+    };
     const Program& p = program_;
     // Each operand's element offset at the start of `row`.
     auto row_bases = [&](int64_t row, int64_t* base) {
@@ -296,7 +337,7 @@ class ElementwiseKernel : public StepKernel {
       for (int k = 0; k < p.n_operands; ++k) {
         if (!ops[k].data) continue;  // an omitted optional input: its register is never read
         const int64_t st = ops[k].strides[r - 1];
-        load_operand(ops[k], base[k] + from * st, st, n, regs[k] + lane);
+        load_operand(ops[k], bf16[k], base[k] + from * st, st, n, regs[k] + lane);
       }
     };
     auto lanes = [](int n) { return (n + 7) / 8 * 8; };
@@ -318,7 +359,7 @@ class ElementwiseKernel : public StepKernel {
           const int n = static_cast<int>(inner);
           for (int64_t row = first; row < last; ++row) {
             for (int k = 0; k < p.n_operands; ++k) {
-              if (ops[k].data) load_operand(ops[k], base[k], ops[k].strides[r - 1], n, regs[k] + filled);
+              if (ops[k].data) load_operand(ops[k], bf16[k], base[k], ops[k].strides[r - 1], n, regs[k] + filled);
             }
             filled += n;
             for (int d = r - 2; d >= 0; --d) {  // the next row
@@ -329,7 +370,7 @@ class ElementwiseKernel : public StepKernel {
             }
           }
           exec(p, regs, lanes(filled));
-          std::memcpy(y + first * inner, regs[p.result], static_cast<size_t>(filled) * sizeof(float));
+          store(first * inner, regs[p.result], filled);
           continue;
         }
         const int64_t row = t / pieces, start = (t % pieces) * kPiece, end = std::min(inner, start + kPiece);
@@ -337,7 +378,7 @@ class ElementwiseKernel : public StepKernel {
           const int n = static_cast<int>(std::min<int64_t>(kBlock, end - at));
           load(regs, row, at, n, 0);
           exec(p, regs, lanes(n));
-          std::memcpy(y + row * inner + at, regs[p.result], static_cast<size_t>(n) * sizeof(float));
+          store(row * inner + at, regs[p.result], n);
         }
       }
     }
@@ -357,8 +398,10 @@ bool float_or_bool(const Value* v) {
 
 }  // namespace
 
+// FP32, or a BF16 step's: its float operands and result stored as bfloat16, computed in FP32.
 bool elementwise_supported(const Node& n, DataType precision, Layout layout) {
-  if (precision != DataType::kFloat || layout != Layout::kPlain) return false;
+  const bool bf16 = precision == DataType::kBFloat16 && bf16_native();
+  if ((precision != DataType::kFloat && !bf16) || (layout != Layout::kPlain && layout != Layout::kNHWC)) return false;
   const bool fused = n.domain == kKilnDomain && n.op_type == "FusedElementwise";
   if (!fused && !n.domain.empty()) return false;
   if (n.outputs.size() != 1 || !n.outputs[0] || n.inputs.empty()) return false;
@@ -367,6 +410,9 @@ bool elementwise_supported(const Node& n, DataType precision, Layout layout) {
       out.shape.rank() > kProgMaxRank) {
     return false;
   }
+  // In NHWC (between NHWC convolutions: a squeeze-excite scale, a residual, an activation) the
+  // output and its 4-D operands are stored [N, H, W, C]; lower-rank operands stay plain.
+  if (layout == Layout::kNHWC && out.shape.rank() != 4) return false;
   for (const Value* v : n.inputs) {
     if (!v) continue;  // an optional input left out (Clip's min)
     if (!float_or_bool(v) || !v->type.shape.rank_known || v->type.shape.rank() > out.shape.rank()) return false;
