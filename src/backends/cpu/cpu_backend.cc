@@ -15,6 +15,7 @@
 #include "backends/cpu/reformat.h"
 #include "backends/cpu/softmax.h"
 #include "backends/cpu/upsample.h"
+#include "backends/cpu/view.h"
 #include "backends/reference/reference_backend.h"
 
 namespace kiln {
@@ -72,7 +73,8 @@ bool own_kernel_supported(const Node& n, DataType precision, Layout layout) {
   return cpu::own_pool_supported(n, precision, layout) || cpu::own_concat_supported(n, precision, layout) ||
          cpu::movement_supported(n, precision, layout) || cpu::layer_norm_supported(n, precision, layout) ||
          cpu::attention_supported(n, precision, layout) || cpu::upsample_supported(n, precision, layout) ||
-         cpu::sigmoid_supported(n, precision, layout) || cpu::elementwise_supported(n, precision, layout);
+         cpu::sigmoid_supported(n, precision, layout) || cpu::elementwise_supported(n, precision, layout) ||
+         cpu::view_supported(n, precision, layout);
 }
 
 const Family* family_of(const Node& n, DataType precision, Layout layout) {
@@ -212,6 +214,7 @@ class CpuBackend : public Backend {
       if (cpu::own_pool_supported(*step.node, step.precision, step.layout)) return cpu::make_own_pool_kernel(step);
       if (cpu::own_concat_supported(*step.node, step.precision, step.layout)) return cpu::make_own_concat_kernel(step);
       if (cpu::movement_supported(*step.node, step.precision, step.layout)) return cpu::make_movement_kernel(step);
+      if (cpu::view_supported(*step.node, step.precision, step.layout)) return cpu::make_view_kernel(step);
       if (cpu::layer_norm_supported(*step.node, step.precision, step.layout)) return cpu::make_layer_norm_kernel(step);
       if (cpu::attention_supported(*step.node, step.precision, step.layout)) return cpu::make_attention_kernel(step);
       if (cpu::upsample_supported(*step.node, step.precision, step.layout)) return cpu::make_upsample_kernel(step);
