@@ -8,10 +8,15 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <fstream>
+#include <limits>
 #include <sstream>
+#include <vector>
 
+#include "backends/cpu/bf16_rows.h"
 #include "core/cpu_isa.h"
+#include "core/dtype.h"
 #include "lower/builder.h"
 #include "model_builder.h"
 #include "plan_run_util.h"
@@ -77,7 +82,10 @@ onnx::ModelProto small_net() {
   add_node(g, "MatMul", {"f", "wf"}, {"fm"}, "fc");
   add_node(g, "Add", {"fm", "bf"}, {"y"}, "fc_bias");
   add_node(g, "Reshape", {"r2", "flat"}, {"rows"}, "rows");
-  add_node(g, "MatMul", {"rows", "wk"}, {"keys"}, "keys");
+  add_random_weight(g, "ln_scale", {144}, 8, 0.5f, 1.5f);
+  add_random_weight(g, "ln_bias", {144}, 9, -0.2f, 0.2f);
+  add_node(g, "LayerNormalization", {"rows", "ln_scale", "ln_bias"}, {"rows_n"}, "layer_norm");
+  add_node(g, "MatMul", {"rows_n", "wk"}, {"keys"}, "keys");
   add_node(g, "Transpose", {"keys"}, {"keys_t"}, "keys_t");
   add_ints_attr(g->mutable_node(g->node_size() - 1), "perm", {0, 2, 1});
   add_node(g, "MatMul", {"keys_t", "rows"}, {"y2"}, "scores");
@@ -141,6 +149,7 @@ TEST(CpuBf16, ConvolutionsAndProductsRunInBf16WhereTheCpuHasIt) {
           EXPECT_TRUE(st.tactic == "onednn" || (op == "Concat" && st.tactic == "kiln")) << st.name << ": " << st.tactic;
         }
         // Views keep their input's bytes on Kiln's view kernel, in BF16 between BF16 steps.
+        if (op == "LayerNormalization" && native) EXPECT_EQ(st.precision, DataType::kBFloat16) << st.name;
         if (op == "Reshape" || op == "Flatten") {
           EXPECT_EQ(st.tactic, "kiln") << st.name;
           if (native) EXPECT_EQ(st.precision, DataType::kBFloat16) << st.name;
@@ -192,6 +201,31 @@ TEST(CpuBf16, ConvolutionsAndProductsRunInBf16WhereTheCpuHasIt) {
     }
     set_cpu_isa_cap(CpuIsa::kAvx512);
   }
+}
+
+// The row conversions (AVX-512 and portable) round as the scalar conversion does: nearest even,
+// NaN kept a NaN, infinities and signed zeros kept, over rows with tails of every length.
+TEST(CpuBf16, RowConversionsRoundToNearestEven) {
+  std::vector<float> x = {0.f, -0.f, 1.f, -1.f, 1.00390625f, 1.01171875f, 3.0e38f, -3.4e38f, 1e-40f, -1e-41f};
+  x.push_back(std::numeric_limits<float>::infinity());
+  x.push_back(-std::numeric_limits<float>::infinity());
+  x.push_back(std::numeric_limits<float>::quiet_NaN());
+  for (int i = 0; i < 50; ++i) x.push_back(static_cast<float>(std::sin(i * 1.7) * std::pow(10.0, i % 9 - 4)));
+  for (const CpuIsa isa : {CpuIsa::kAvx512, CpuIsa::kGeneric}) {
+    set_cpu_isa_cap(isa);
+    for (size_t n : {x.size(), size_t{16}, size_t{17}, size_t{5}}) {
+      std::vector<uint16_t> h(n);
+      cpu::round_to_bf16(x.data(), h.data(), static_cast<int64_t>(n));
+      std::vector<float> back(n);
+      cpu::widen_bf16(h.data(), back.data(), static_cast<int64_t>(n));
+      for (size_t i = 0; i < n; ++i) {
+        EXPECT_EQ(h[i], float_to_bf16(x[i])) << "element " << i << " = " << x[i] << ", isa " << cpu_isa_name(isa);
+        const float widened = bf16_to_float(h[i]);
+        EXPECT_EQ(std::memcmp(&back[i], &widened, sizeof(float)), 0) << "element " << i;
+      }
+    }
+  }
+  set_cpu_isa_cap(CpuIsa::kAvx512);
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "backends/cpu/bf16_rows.h"
 #include "backends/cpu/onednn.h"  // bf16_native
 #include "backends/cpu/scratch.h"
 #include "backends/cpu/simd_math.h"
@@ -193,8 +194,7 @@ __attribute__((target("avx2,fma"))) void exec_avx2(const Program& p, Regs r, int
 // `bf16`: its floats are stored as bfloat16 (a BF16 step's), widened to float32 here.
 inline void load_operand(const ProgOperand& o, bool bf16, int64_t base, int64_t stride, int n, float* reg) {
   if (bf16) {
-    const uint16_t* src = static_cast<const uint16_t*>(o.data) + base;
-    for (int j = 0; j < n; ++j) reg[j] = bf16_to_float(src[j * stride]);
+    widen_bf16_strided(static_cast<const uint16_t*>(o.data) + base, stride, reg, n);
     return;
   }
   if (o.is_bool) {
@@ -317,8 +317,7 @@ class ElementwiseKernel : public StepKernel {
         std::memcpy(static_cast<float*>(out[0].data) + at, reg, static_cast<size_t>(n) * sizeof(float));
         return;
       }
-      uint16_t* y = static_cast<uint16_t*>(out[0].data) + at;
-      for (int64_t j = 0; j < n; ++j) y[j] = float_to_bf16(reg[j]);
+      round_to_bf16(reg, static_cast<uint16_t*>(out[0].data) + at, n);
     };
     const Program& p = program_;
     // Each operand's element offset at the start of `row`.

@@ -7,11 +7,14 @@
 
 #include <cmath>
 #include <map>
+#include <vector>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
 
+#include "backends/cpu/bf16_rows.h"
+#include "backends/cpu/onednn.h"  // bf16_native
 #include "backends/cpu/simd_math.h"
 #include "core/cpu_isa.h"
 #include "ops/nn_common.h"
@@ -96,24 +99,57 @@ class LayerNormKernel : public StepKernel {
       return invalid("{}: scale and bias of {} elements for rows of {}", node_.describe(), shape_numel(in[1].dims),
                      cols);
     }
-    if (total * 4 > out[0].capacity) {
-      return runtime_error("{}: an output of {} bytes into a slot of {}", node_.describe(), total * 4, out[0].capacity);
+    // Rows stored as float32, or as bfloat16 in a BF16 step (each row widened, normalized in
+    // float32 and rounded back); scale and bias as they are stored.
+    const bool bf16 = in[0].storage.dtype == DataType::kBFloat16;
+    if (bf16 != (out[0].storage.dtype == DataType::kBFloat16)) {
+      return invalid("{}: input stored as {}, output as {}", node_.describe(), dtype_name(in[0].storage.dtype),
+                     dtype_name(out[0].storage.dtype));
     }
-    const float* x = static_cast<const float*>(in[0].data);
-    const float* scale = static_cast<const float*>(in[1].data);
-    const float* bias = in.size() > 2 && !in[2].omitted ? static_cast<const float*>(in[2].data) : nullptr;
-    float* y = static_cast<float*>(out[0].data);
+    const int64_t elem = bf16 ? 2 : 4;
+    if (total * elem > out[0].capacity) {
+      return runtime_error("{}: an output of {} bytes into a slot of {}", node_.describe(), total * elem,
+                           out[0].capacity);
+    }
+    const float* scale = as_float(in[1], cols, &scale_);
+    const float* bias = in.size() > 2 && !in[2].omitted ? as_float(in[2], cols, &bias_) : nullptr;
     const int64_t rows = total / cols;
     const NormRow row = pick_norm_row();
     const float eps = eps_;
+    if (!bf16) {
+      const float* x = static_cast<const float*>(in[0].data);
+      float* y = static_cast<float*>(out[0].data);
 #pragma omp parallel for schedule(static) if (rows > 1 && total >= (1 << 15))
-    for (int64_t r = 0; r < rows; ++r) row(x + r * cols, scale, bias, eps, cols, y + r * cols);
+      for (int64_t r = 0; r < rows; ++r) row(x + r * cols, scale, bias, eps, cols, y + r * cols);
+      return {};
+    }
+    const uint16_t* x = static_cast<const uint16_t*>(in[0].data);
+    uint16_t* y = static_cast<uint16_t*>(out[0].data);
+#pragma omp parallel if (rows > 1 && total >= (1 << 14))
+    {
+      std::vector<float> a(static_cast<size_t>(cols)), b(static_cast<size_t>(cols));
+#pragma omp for schedule(static)
+      for (int64_t r = 0; r < rows; ++r) {
+        widen_bf16(x + r * cols, a.data(), cols);
+        row(a.data(), scale, bias, eps, cols, b.data());
+        round_to_bf16(b.data(), y + r * cols, cols);
+      }
+    }
     return {};
   }
 
  private:
+  // A float32 view of `v` (n elements): its own bytes, or widened into `keep` from bfloat16.
+  static const float* as_float(const TensorView& v, int64_t n, std::vector<float>* keep) {
+    if (v.storage.dtype != DataType::kBFloat16) return static_cast<const float*>(v.data);
+    keep->resize(static_cast<size_t>(n));
+    widen_bf16(static_cast<const uint16_t*>(v.data), keep->data(), n);
+    return keep->data();
+  }
+
   const Node& node_;
   const float eps_;
+  std::vector<float> scale_, bias_;  // scale and bias widened from bfloat16 (graph inputs of a BF16 step)
 };
 
 bool float_tensor(const Value* v) {
@@ -122,8 +158,10 @@ bool float_tensor(const Value* v) {
 
 }  // namespace
 
+// FP32, or a BF16 step's bfloat16 rows (normalized in FP32).
 bool layer_norm_supported(const Node& n, DataType precision, Layout layout) {
-  if (!n.domain.empty() || n.op_type != "LayerNormalization" || precision != DataType::kFloat) return false;
+  const bool bf16 = precision == DataType::kBFloat16 && bf16_native();
+  if (!n.domain.empty() || n.op_type != "LayerNormalization" || (precision != DataType::kFloat && !bf16)) return false;
   if (layout != Layout::kPlain || n.inputs.size() < 2 || !float_tensor(n.inputs[0]) || !float_tensor(n.inputs[1])) {
     return false;
   }
