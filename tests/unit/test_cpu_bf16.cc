@@ -14,6 +14,7 @@
 #include <sstream>
 #include <vector>
 
+#include "attention_test_models.h"
 #include "backends/cpu/bf16_rows.h"
 #include "core/cpu_isa.h"
 #include "core/dtype.h"
@@ -200,6 +201,64 @@ TEST(CpuBf16, ConvolutionsAndProductsRunInBf16WhereTheCpuHasIt) {
       }
     }
     set_cpu_isa_cap(CpuIsa::kAvx512);
+  }
+}
+
+// Attention in a BF16 step on Kiln's kernel (Q, K, V, an additive mask and the output stored as
+// bfloat16, computed in FP32), against the reference: key padding, a full boolean mask, causal,
+// fully masked rows, grouped queries in the 3-D form. Where the CPU lacks BF16 it stays FP32.
+TEST(CpuBf16, AttentionRunsInBf16) {
+  auto backend = make_backend("cpu");
+  ASSERT_TRUE(backend.ok());
+  if ((*backend)->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
+  const bool native = cpu_lists_bf16() && detected_cpu_isa() >= CpuIsa::kAvx512;
+  std::vector<AttnCase> cases(5);
+  cases[0].name = "head 64, 7 over 33, key padding";
+  cases[0].kv_len = 33;
+  cases[0].mask = {2, 1, 1, 33};
+  cases[1].name = "V heads of 32, full boolean mask";
+  cases[1].v_head = 32;
+  cases[1].mask = {2, 2, 7, 7};
+  cases[1].bool_mask = true;
+  cases[2].name = "causal, head 20";
+  cases[2].head = cases[2].v_head = 20;
+  cases[2].causal = true;
+  cases[3].name = "fully masked rows";
+  cases[3].mask = {2, 2, 7, 7};
+  cases[3].mask_rows = true;
+  cases[4].name = "3-D, grouped queries";
+  cases[4].three_d = true;
+  cases[4].q_heads = 4;
+  cases[4].kv_heads = 2;
+  cases[4].kv_len = 33;
+  cases[4].mask = {2, 1, 1, 33};
+  for (const AttnCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    Model model = import_model(attention_model(c, false));
+    BuildOptions o;
+    o.device = "cpu";
+    o.bf16 = true;
+    o.min_shapes = shapes(c);
+    o.max_shapes = shapes(c);
+    auto plan = build_plan(model, o);
+    ASSERT_TRUE(plan.ok()) << plan.status().message();
+    int attention = 0;
+    for (const Step& st : (*plan)->steps) {
+      if (st.node->op_type != "Attention") continue;
+      ++attention;
+      EXPECT_EQ(st.tactic, "kiln");
+      EXPECT_EQ(st.precision, native ? DataType::kBFloat16 : DataType::kFloat);
+    }
+    EXPECT_EQ(attention, 1);
+    auto exec = PlanExecutor::create(*plan, *backend);
+    ASSERT_TRUE(exec.ok()) << exec.status().message();
+    for (uint32_t seed : {31u, 32u}) {
+      auto in = inputs(c, seed);
+      auto want = Executor(*model.graph).run(in);
+      auto got = (*exec)->run(in);
+      ASSERT_TRUE(want.ok() && got.ok()) << got.status().message();
+      EXPECT_LE(rel_l2((*got)[0].tensor, (*want)[0].tensor), native ? 2e-2 : 1e-5);
+    }
   }
 }
 

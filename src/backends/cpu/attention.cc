@@ -17,6 +17,8 @@
 #endif
 
 #include "backends/attention_shape.h"
+#include "backends/cpu/bf16_rows.h"
+#include "backends/cpu/onednn.h"  // bf16_native
 #include "backends/cpu/scratch.h"
 #include "backends/cpu/simd_math.h"
 #include "core/cpu_isa.h"
@@ -191,7 +193,7 @@ class CpuAttentionKernel : public StepKernel {
     AttentionInputs w;
     KILN_RETURN_IF_ERROR(attention_shape(node_, in, &s, &w).status());
     scores_.reserve(s.kv_len);
-    if (keys_apart(s)) heads_.reserve(s.kv_len * (s.head + s.v_head));
+    heads_.reserve(head_scratch(s));
     return {};
   }
 
@@ -202,26 +204,36 @@ class CpuAttentionKernel : public StepKernel {
     KILN_ASSIGN_OR_RETURN(out[0].dims, attention_shape(node_, in, &s, &w));
     const int64_t total = shape_numel(out[0].dims);
     if (total == 0) return {};
-    if (total * 4 > out[0].capacity) {
-      return runtime_error("{}: an output of {} bytes into a slot of {}", node_.describe(), total * 4, out[0].capacity);
+    // Float32 operands, or a BF16 step's bfloat16 ones (each head's keys and values widened into
+    // the thread's scratch, each query row and mask row too, each output row rounded back).
+    const bool bf16 = in[w.q].storage.dtype == DataType::kBFloat16;
+    if (in[w.k].storage.dtype != in[w.q].storage.dtype || in[w.v].storage.dtype != in[w.q].storage.dtype ||
+        out[0].storage.dtype != in[w.q].storage.dtype) {
+      return invalid("{}: Q, K, V and the output stored in different types", node_.describe());
+    }
+    const int64_t elem = bf16 ? 2 : 4;
+    if (total * elem > out[0].capacity) {
+      return runtime_error("{}: an output of {} bytes into a slot of {}", node_.describe(), total * elem,
+                           out[0].capacity);
     }
     const bool masked = in.size() > w.mask && !in[w.mask].omitted;
-    if (masked && s.mask_dtype != DataType::kFloat && s.mask_dtype != DataType::kBool) {
+    const bool mask_bf16 = masked && in[w.mask].storage.dtype == DataType::kBFloat16;
+    if (masked && s.mask_dtype != DataType::kFloat && s.mask_dtype != DataType::kBool && !mask_bf16) {
       return invalid("{}: a mask of {} on the CPU kernel", node_.describe(), dtype_name(s.mask_dtype));
     }
-    const float* q = static_cast<const float*>(in[w.q].data) + w.q_offset;
-    const float* k = static_cast<const float*>(in[w.k].data) + w.k_offset;
-    const float* v = static_cast<const float*>(in[w.v].data) + w.v_offset;
+    const char* q = static_cast<const char*>(in[w.q].data) + w.q_offset * elem;
+    const char* k = static_cast<const char*>(in[w.k].data) + w.k_offset * elem;
+    const char* v = static_cast<const char*>(in[w.v].data) + w.v_offset * elem;
     const uint8_t* mask = masked ? static_cast<const uint8_t*>(in[w.mask].data) : nullptr;
-    const size_t mask_size = masked ? dtype_size(s.mask_dtype) : 0;
-    float* o = static_cast<float*>(out[0].data);
+    const size_t mask_size = masked ? dtype_size(in[w.mask].storage.dtype) : 0;
+    char* o = static_cast<char*>(out[0].data);
     const int64_t group = s.q_heads / s.kv_heads;
     const int64_t rows = s.batch * s.q_heads * s.q_len;
     const AttentionRow row = pick_row();
     const bool parallel = rows > 1 && rows * s.kv_len * (s.head + s.v_head) >= (1 << 15);
-    const bool gather = keys_apart(s);
+    const bool gather = bf16 || keys_apart(s);
     scores_.reserve(s.kv_len);
-    if (gather) heads_.reserve(s.kv_len * (s.head + s.v_head));
+    heads_.reserve(head_scratch(s));
 #pragma omp parallel if (parallel)
     {
       float* scores = scores_.get(omp_get_thread_num());
@@ -230,22 +242,40 @@ class CpuAttentionKernel : public StepKernel {
       // queries instead of being fetched again, one stride apart, for each query.
       float* kbuf = gather ? heads_.get(omp_get_thread_num()) : nullptr;
       float* vbuf = gather ? kbuf + s.kv_len * s.head : nullptr;
+      // BF16: the query row, the output row and the mask row in float32.
+      float* qbuf = bf16 ? vbuf + s.kv_len * s.v_head : nullptr;
+      float* obuf = bf16 ? qbuf + s.head : nullptr;
+      float* mbuf = bf16 ? obuf + s.v_head : nullptr;
       int64_t held = -1;  // the (batch, key head) in kbuf and vbuf
 #pragma omp for schedule(static)
       for (int64_t t = 0; t < rows; ++t) {
         const int64_t b = t / (s.q_heads * s.q_len), h = (t / s.q_len) % s.q_heads, i = t % s.q_len;
         const int64_t kh = h / group;
+        const int64_t q_at = b * s.q.batch + h * s.q.head + i * s.q.seq;
+        const int64_t k_at = b * s.k.batch + kh * s.k.head, v_at = b * s.v.batch + kh * s.v.head;
+        const int64_t o_at = b * s.o.batch + h * s.o.head + i * s.o.seq;
         RowJob r;
-        r.q = q + b * s.q.batch + h * s.q.head + i * s.q.seq;
-        r.k = k + b * s.k.batch + kh * s.k.head;
-        r.v = v + b * s.v.batch + kh * s.v.head;
-        r.o = o + b * s.o.batch + h * s.o.head + i * s.o.seq;
+        if (bf16) {
+          widen_bf16(reinterpret_cast<const uint16_t*>(q) + q_at, qbuf, s.head);
+          r.q = qbuf;
+          r.o = obuf;
+        } else {
+          r.q = reinterpret_cast<const float*>(q) + q_at;
+          r.o = reinterpret_cast<float*>(o) + o_at;
+        }
+        r.k = reinterpret_cast<const float*>(k) + k_at;
+        r.v = reinterpret_cast<const float*>(v) + v_at;
         r.k_seq = s.k.seq;
         r.v_seq = s.v.seq;
         if (gather) {
           if (held != b * s.kv_heads + kh) {
             held = b * s.kv_heads + kh;
             for (int64_t j = 0; j < s.kv_len; ++j) {
+              if (bf16) {
+                widen_bf16(reinterpret_cast<const uint16_t*>(k) + k_at + j * s.k.seq, kbuf + j * s.head, s.head);
+                widen_bf16(reinterpret_cast<const uint16_t*>(v) + v_at + j * s.v.seq, vbuf + j * s.v_head, s.v_head);
+                continue;
+              }
               std::memcpy(kbuf + j * s.head, r.k + j * s.k.seq, static_cast<size_t>(s.head) * sizeof(float));
               std::memcpy(vbuf + j * s.v_head, r.v + j * s.v.seq, static_cast<size_t>(s.v_head) * sizeof(float));
             }
@@ -267,8 +297,14 @@ class CpuAttentionKernel : public StepKernel {
         if (mask) {
           r.mask = mask + (b * s.mask_batch + h * s.mask_head + i * s.mask_row) * static_cast<int64_t>(mask_size);
           r.mask_len = s.mask_len;
+          if (mask_bf16) {  // an additive mask stored as bfloat16: its row widened
+            widen_bf16_strided(static_cast<const uint16_t*>(r.mask), s.mask_key, mbuf, s.mask_len);
+            r.mask = mbuf;
+            r.mask_key = 1;
+          }
         }
         row(r, scores);
+        if (bf16) round_to_bf16(obuf, reinterpret_cast<uint16_t*>(o) + o_at, s.v_head);
       }
     }
     return {};
@@ -280,6 +316,11 @@ class CpuAttentionKernel : public StepKernel {
   static bool keys_apart(const AttentionShape& s) {
     return s.k.seq > s.head || s.v.seq > s.v_head;
   }
+  // Floats of heads_ per thread: a head's keys and values, and in BF16 a query, an output and a
+  // mask row beside them.
+  static int64_t head_scratch(const AttentionShape& s) {
+    return s.kv_len * (s.head + s.v_head) + s.head + s.v_head + std::max<int64_t>(s.mask_len, s.kv_len);
+  }
 
   const Node& node_;
   ThreadScratch<float> scores_;  // one row of scores per thread
@@ -288,8 +329,10 @@ class CpuAttentionKernel : public StepKernel {
 
 }  // namespace
 
+// FP32, or a BF16 step's bfloat16 operands (computed in FP32).
 bool attention_supported(const Node& n, DataType precision, Layout layout) {
-  if (precision != DataType::kFloat || layout != Layout::kPlain) return false;
+  const bool bf16 = precision == DataType::kBFloat16 && bf16_native();
+  if ((precision != DataType::kFloat && !bf16) || layout != Layout::kPlain) return false;
   int64_t head = 0, v_head = 0;
   if (!attention_form_supported(n, &head, &v_head)) return false;
   // Float32 operands; a float32 or boolean mask.
