@@ -24,16 +24,6 @@ namespace kiln::testing {
 #define SKIP_WITHOUT_GPU() \
   if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device visible: the cuda tests run on the GPU machine"
 
-inline double rel_l2(const Tensor& got, const Tensor& want) {
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < want.numel(); ++i) {
-    const double d = got.get_double(i) - want.get_double(i);
-    num += d * d;
-    den += want.get_double(i) * want.get_double(i);
-  }
-  return std::sqrt(num / std::max(den, 1e-30));
-}
-
 // The float element types the kernels take, and the relative tolerance of a launcher's output
 // in each against a double-precision host version of the op.
 inline constexpr DataType kFloats[] = {DataType::kFloat, DataType::kFloat16, DataType::kBFloat16};

@@ -3,6 +3,8 @@
 // random inputs.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <random>
 
 #include "model_builder.h"
@@ -23,6 +25,17 @@ inline Tensor random_float(Dims dims, uint32_t seed) {
   Tensor t(DataType::kFloat, std::move(dims));
   for (float& x : t.span<float>()) x = u(rng);
   return t;
+}
+
+// The relative L2 error of `got` against `want`: ||got - want|| / ||want||.
+inline double rel_l2(const Tensor& got, const Tensor& want) {
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < want.numel(); ++i) {
+    const double d = got.get_double(i) - want.get_double(i);
+    num += d * d;
+    den += want.get_double(i) * want.get_double(i);
+  }
+  return std::sqrt(num / std::max(den, 1e-30));
 }
 
 }  // namespace kiln::testing

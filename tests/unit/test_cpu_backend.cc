@@ -92,16 +92,6 @@ std::vector<CpuIsa> isas_here() {
   return isas;
 }
 
-double rel_error(const Tensor& got, const Tensor& want) {
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < want.numel(); ++i) {
-    const double d = got.get_double(i) - want.get_double(i);
-    num += d * d;
-    den += want.get_double(i) * want.get_double(i);
-  }
-  return std::sqrt(num / std::max(den, 1e-30));
-}
-
 TEST(CpuBackend, ConvolutionsOnOnednnMatchTheReference) {
   auto backend = make_backend("cpu");
   ASSERT_TRUE(backend.ok());
@@ -147,7 +137,7 @@ TEST(CpuBackend, ConvolutionsOnOnednnMatchTheReference) {
       auto got = (*exec)->run(in);
       ASSERT_TRUE(got.ok()) << got.status().message();
       ASSERT_EQ((*got)[0].tensor.dims(), (*want)[0].tensor.dims());
-      EXPECT_LE(rel_error((*got)[0].tensor, (*want)[0].tensor), 1e-5);
+      EXPECT_LE(rel_l2((*got)[0].tensor, (*want)[0].tensor), 1e-5);
     }
   }
 }
@@ -198,7 +188,7 @@ void expect_cpu_matches_reference(const onnx::ModelProto& m, const std::map<std:
     ASSERT_EQ(got->size(), want->size());
     for (size_t i = 0; i < want->size(); ++i) {
       ASSERT_EQ((*got)[i].tensor.dims(), (*want)[i].tensor.dims()) << "output " << i;
-      const double rel = rel_error((*got)[i].tensor, (*want)[i].tensor);
+      const double rel = rel_l2((*got)[i].tensor, (*want)[i].tensor);
       if (rel <= 1e-5) continue;
       // Outputs of exact zeros (a one-element row's log-softmax) have no relative error to speak
       // of: there an absolute bound, where the test gives one.
@@ -581,7 +571,7 @@ TEST(CpuBackend, SequenceFirstPackedAttentionMatchesTheReference) {
         auto got = (*exec)->run(in);
         ASSERT_TRUE(got.ok()) << got.status().message();
         ASSERT_EQ((*got)[0].tensor.dims(), (*want)[0].tensor.dims());
-        EXPECT_LE(rel_error((*got)[0].tensor, (*want)[0].tensor), 1e-5);
+        EXPECT_LE(rel_l2((*got)[0].tensor, (*want)[0].tensor), 1e-5);
       }
       set_cpu_isa_cap(CpuIsa::kAvx512);
     }
@@ -1151,7 +1141,7 @@ TEST(CpuBackend, ConvolutionImplementationsAreTimedTactics) {
     (*exec)->set_guard_checks(true);
     auto got = (*exec)->run(in);
     ASSERT_TRUE(got.ok()) << got.status().message();
-    EXPECT_LE(rel_error((*got)[0].tensor, (*want)[0].tensor), 1e-5);
+    EXPECT_LE(rel_l2((*got)[0].tensor, (*want)[0].tensor), 1e-5);
   }
 }
 
@@ -1217,7 +1207,7 @@ TEST(CpuBackend, EnginesRoundTrip) {
   ASSERT_TRUE(exec.ok()) << exec.status().message();
   auto got = (*exec)->run(in);
   ASSERT_TRUE(got.ok()) << got.status().message();
-  EXPECT_LE(rel_error((*got)[0].tensor, (*want)[0].tensor), 1e-5);
+  EXPECT_LE(rel_l2((*got)[0].tensor, (*want)[0].tensor), 1e-5);
 }
 
 // The backend's devices and names: --device cpu is the CPU backend, its engines name oneDNN's

@@ -46,16 +46,6 @@ bool cpu_lists_bf16() {
   return false;
 }
 
-double rel_l2(const Tensor& got, const Tensor& want) {
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < want.numel(); ++i) {
-    const double d = got.get_double(i) - want.get_double(i);
-    num += d * d;
-    den += want.get_double(i) * want.get_double(i);
-  }
-  return std::sqrt(num / std::max(den, 1e-30));
-}
-
 // x[n, 16, 12, 12] -> Conv 3x3 (+ bias, Relu) -> Conv 1x1 + the first conv's output (Relu) ->
 // GlobalAveragePool -> Flatten -> MatMul [32, 10] + bias -> y; a second output y2, a product of
 // two computed values ([n, 32, 144] x [n, 144, 8] after reshapes); a third, y3, the two
