@@ -18,7 +18,7 @@
 
 #include "backends/attention_shape.h"
 #include "backends/cpu/bf16_rows.h"
-#include "backends/cpu/onednn.h"  // bf16_native
+#include "backends/cpu/onednn.h"  // float_or_native_bf16
 #include "backends/cpu/scratch.h"
 #include "backends/cpu/simd_math.h"
 #include "core/cpu_isa.h"
@@ -331,8 +331,7 @@ class CpuAttentionKernel : public StepKernel {
 
 // FP32, or a BF16 step's bfloat16 operands (computed in FP32).
 bool attention_supported(const Node& n, DataType precision, Layout layout) {
-  const bool bf16 = precision == DataType::kBFloat16 && bf16_native();
-  if ((precision != DataType::kFloat && !bf16) || layout != Layout::kPlain) return false;
+  if (!float_or_native_bf16(precision) || layout != Layout::kPlain) return false;
   int64_t head = 0, v_head = 0;
   if (!attention_form_supported(n, &head, &v_head)) return false;
   // Float32 operands; a float32 or boolean mask.

@@ -1,7 +1,7 @@
 #pragma once
 // Attention (opset 23) and kiln.PackedAttention on Kiln's own CPU kernel (tactic "kiln"):
-// float32, the forms and masks the fused kernels share (backends/attention_shape.h), the mask
-// float32 or boolean.
+// float32 or bfloat16 (computed in float32), the forms and masks the fused kernels share (backends/attention_shape.h),
+// the mask float32 or boolean.
 #include <memory>
 
 #include "backends/backend.h"

@@ -87,8 +87,7 @@ bool binary_supported(const Node& n, DataType precision, Layout layout) {
   dnnl::algorithm alg;
   bool commutative = false;
   if (!n.domain.empty() || !algorithm_of(n.op_type, &alg, &commutative)) return false;
-  const bool bf16 = precision == DataType::kBFloat16 && bf16_native();
-  if ((precision != DataType::kFloat && !bf16) || (layout != Layout::kPlain && layout != Layout::kNHWC)) return false;
+  if (!float_or_native_bf16(precision) || (layout != Layout::kPlain && layout != Layout::kNHWC)) return false;
   if (n.inputs.size() != 2 || n.outputs.size() != 1 || !rank4_float(n.inputs[0]) || !rank4_float(n.inputs[1])) {
     return false;
   }

@@ -1,7 +1,7 @@
 #pragma once
-// Broadcasting binary ops on oneDNN (Add, Sub, Mul, Div, Max, Min): 4-D float32 operands in NHWC
-// or NCHW, the second broadcast along its size-1 dims (a squeeze-excite scale [N, C, 1, 1] times
-// feature maps), or the first for the commutative ops. They keep squeeze-excite blocks in NHWC.
+// Broadcasting binary ops on oneDNN (Add, Sub, Mul, Div, Max, Min): 4-D float32 (or BF16-step bfloat16) operands in
+// NHWC or NCHW, the second broadcast along its size-1 dims (a squeeze-excite scale [N, C, 1, 1] times feature maps), or
+// the first for the commutative ops. They keep squeeze-excite blocks in NHWC.
 #include <memory>
 
 #include "backends/backend.h"

@@ -68,8 +68,7 @@ class ConcatKernel : public OnednnKernel {
 
 bool concat_supported(const Node& n, DataType precision, Layout layout) {
   // FP32, or BF16 between BF16 steps.
-  const bool bf16 = precision == DataType::kBFloat16 && bf16_native();
-  if (!n.domain.empty() || n.op_type != "Concat" || (precision != DataType::kFloat && !bf16)) return false;
+  if (!n.domain.empty() || n.op_type != "Concat" || !float_or_native_bf16(precision)) return false;
   if (layout != Layout::kPlain && layout != Layout::kNHWC) return false;
   if (n.inputs.empty() || n.outputs.size() != 1) return false;
   for (const Value* v : n.inputs) {

@@ -1,5 +1,5 @@
 #pragma once
-// Concat on oneDNN: 4-D float32 operands in NHWC or NCHW along any axis, so a network's
+// Concat on oneDNN: 4-D float32 (or BF16-step bfloat16) operands in NHWC or NCHW along any axis, so a network's
 // concatenated branches (SqueezeNet's Fire modules, detectors' necks) stay in NHWC.
 #include <memory>
 

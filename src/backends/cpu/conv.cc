@@ -155,8 +155,7 @@ class ConvKernel : public OnednnKernel {
 
 bool conv_supported(const Node& n, DataType precision, Layout layout) {
   const bool conv = (n.domain.empty() && n.op_type == "Conv") || (n.domain == kKilnDomain && n.op_type == "FusedConv");
-  const bool bf16 = precision == DataType::kBFloat16 && bf16_native();
-  if (!conv || (precision != DataType::kFloat && !bf16) || (layout != Layout::kPlain && layout != Layout::kNHWC)) {
+  if (!conv || !float_or_native_bf16(precision) || (layout != Layout::kPlain && layout != Layout::kNHWC)) {
     return false;
   }
   if (n.inputs.size() < 2 || n.outputs.size() != 1 || !is_float_tensor(n.inputs[0], 4)) return false;

@@ -1,7 +1,7 @@
 #pragma once
-// Convolution on oneDNN (Conv, kiln.FusedConv): 2-D, float32, activations in NHWC or NCHW. The filter is
-// reordered once into the layout the primitive asks for; bias, residual (a binary add) and
-// activation run as the primitive's post-ops.
+// Convolution on oneDNN (Conv, kiln.FusedConv): 2-D, float32 or bfloat16 (a BF16 step), activations in NHWC or NCHW.
+// The filter is reordered once into the layout the primitive asks for; bias, residual (a binary add) and activation run
+// as the primitive's post-ops.
 #include <memory>
 #include <string>
 #include <vector>

@@ -13,7 +13,7 @@
 #include <cstring>
 
 #include "backends/cpu/bf16_rows.h"
-#include "backends/cpu/onednn.h"  // bf16_native
+#include "backends/cpu/onednn.h"  // float_or_native_bf16
 #include "backends/cpu/scratch.h"
 #include "backends/cpu/simd_math.h"
 #include "backends/elementwise_program.h"
@@ -399,8 +399,7 @@ bool float_or_bool(const Value* v) {
 
 // FP32, or a BF16 step's: its float operands and result stored as bfloat16, computed in FP32.
 bool elementwise_supported(const Node& n, DataType precision, Layout layout) {
-  const bool bf16 = precision == DataType::kBFloat16 && bf16_native();
-  if ((precision != DataType::kFloat && !bf16) || (layout != Layout::kPlain && layout != Layout::kNHWC)) return false;
+  if (!float_or_native_bf16(precision) || (layout != Layout::kPlain && layout != Layout::kNHWC)) return false;
   const bool fused = n.domain == kKilnDomain && n.op_type == "FusedElementwise";
   if (!fused && !n.domain.empty()) return false;
   if (n.outputs.size() != 1 || !n.outputs[0] || n.inputs.empty()) return false;

@@ -225,8 +225,7 @@ class MatMulThenGelu : public StepKernel {
 }  // namespace
 
 bool matmul_supported(const Node& n, DataType precision, Layout layout) {
-  const bool bf16 = precision == DataType::kBFloat16 && bf16_native();
-  if (!is_matmul(n) || (precision != DataType::kFloat && !bf16) || layout != Layout::kPlain) return false;
+  if (!is_matmul(n) || !float_or_native_bf16(precision) || layout != Layout::kPlain) return false;
   if (n.inputs.size() < 2 || n.inputs.size() > 4 || n.outputs.size() != 1) return false;
   const Value* a = n.inputs[0];
   const Value* b = n.inputs[1];

@@ -13,11 +13,10 @@ namespace kiln::cpu {
 bool gemm_supported(const Node& n, DataType precision, Layout layout);
 std::unique_ptr<StepKernel> make_gemm_kernel(const Step& step);
 
-// MatMul and kiln.FusedMatMul on oneDNN's matmul, float32: B a matrix (A's leading dims fold into
-// rows: a transformer's projections, constant B packed once into the layout oneDNN asks for) or
-// A and B with the same batch dims (a batched product); bias [N] as the matmul's bias, a residual
-// of the output's shape summed into it, and the activation as a post-op (GELU as Kiln's own pass
-// after the matmul: activation.h).
+// MatMul and kiln.FusedMatMul on oneDNN's matmul, float32 or bfloat16 (a BF16 step): B a matrix (A's leading dims fold
+// into rows: a transformer's projections, constant B packed once into the layout oneDNN asks for) or A and B with the
+// same batch dims (a batched product); bias [N] as the matmul's bias, a residual of the output's shape summed into it,
+// and the activation as a post-op (GELU as Kiln's own pass after the matmul: activation.h).
 bool matmul_supported(const Node& n, DataType precision, Layout layout);
 // Its tactics, timed at build: "onednn" (a constant B in the layout oneDNN picks) and, for a
 // constant B, "onednn:bt" (B packed transposed, N x K: oneDNN 2.6's GEMM ran bert-base's

@@ -14,7 +14,7 @@
 #endif
 
 #include "backends/cpu/bf16_rows.h"
-#include "backends/cpu/onednn.h"  // bf16_native
+#include "backends/cpu/onednn.h"  // float_or_native_bf16
 #include "backends/cpu/simd_math.h"
 #include "core/cpu_isa.h"
 #include "ops/nn_common.h"
@@ -160,8 +160,7 @@ bool float_tensor(const Value* v) {
 
 // FP32, or a BF16 step's bfloat16 rows (normalized in FP32).
 bool layer_norm_supported(const Node& n, DataType precision, Layout layout) {
-  const bool bf16 = precision == DataType::kBFloat16 && bf16_native();
-  if (!n.domain.empty() || n.op_type != "LayerNormalization" || (precision != DataType::kFloat && !bf16)) return false;
+  if (!n.domain.empty() || n.op_type != "LayerNormalization" || !float_or_native_bf16(precision)) return false;
   if (layout != Layout::kPlain || n.inputs.size() < 2 || !float_tensor(n.inputs[0]) || !float_tensor(n.inputs[1])) {
     return false;
   }

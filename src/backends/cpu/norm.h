@@ -1,6 +1,6 @@
 #pragma once
-// LayerNormalization on Kiln's own CPU kernel (tactic "kiln"): float32, plain, over the last axis,
-// scale and bias of one value per column, the Mean and InvStdDev outputs not produced.
+// LayerNormalization on Kiln's own CPU kernel (tactic "kiln"): float32 or bfloat16 rows (normalized in float32), plain,
+// over the last axis, scale and bias of one value per column, the Mean and InvStdDev outputs not produced.
 #include <memory>
 
 #include "backends/backend.h"

@@ -25,6 +25,10 @@ std::string onednn_version();
 // Whether this CPU computes BF16 products natively (AVX-512 BF16 or AMX), as oneDNN sees it,
 // within Kiln's instruction-set cap (KILN_CPU_ISA): where it does not, BF16 builds keep FP32.
 bool bf16_native();
+// The precisions the CPU backend's kernels compute in: FP32, and BF16 where bf16_native().
+inline bool float_or_native_bf16(DataType precision) {
+  return precision == DataType::kFloat || (precision == DataType::kBFloat16 && bf16_native());
+}
 // oneDNN's element type for `t` (f32, bf16, f16, s32, s8, u8); undef for the others.
 dnnl::memory::data_type dnnl_type(DataType t);
 

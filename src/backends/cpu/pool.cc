@@ -87,9 +87,7 @@ class PoolKernel : public OnednnKernel {
 }  // namespace
 
 bool pool_supported(const Node& n, DataType precision, Layout layout) {
-  const bool bf16 = precision == DataType::kBFloat16 && bf16_native();
-  if (!n.domain.empty() || (precision != DataType::kFloat && !bf16) ||
-      (layout != Layout::kPlain && layout != Layout::kNHWC)) {
+  if (!n.domain.empty() || !float_or_native_bf16(precision) || (layout != Layout::kPlain && layout != Layout::kNHWC)) {
     return false;
   }
   const bool avg = n.op_type == "AveragePool", max = n.op_type == "MaxPool";

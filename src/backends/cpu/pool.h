@@ -1,6 +1,6 @@
 #pragma once
 // Pooling on oneDNN: MaxPool (without indices), AveragePool, GlobalAveragePool and GlobalMaxPool,
-// 2-D, float32, activations in NHWC or NCHW. Ceil mode is taken for MaxPool only (the extra
+// 2-D, float32 (bfloat16 in a BF16 step), activations in NHWC or NCHW. Ceil mode is taken for MaxPool only (the extra
 // windows' taps past the end are padding, which max pooling never picks).
 #include <memory>
 
