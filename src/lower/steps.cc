@@ -2,6 +2,7 @@
 #include <set>
 
 #include "lower/stages.h"
+#include "passes/rewrite.h"  // has_subgraph, is_nondeterministic
 #include "runtime/step_shapes.h"
 
 namespace kiln {
@@ -52,6 +53,41 @@ Status move_unsized_to_host(Plan& plan, const BackendSet& backends) {
   return {};
 }
 
+bool index_dtype(const Value* v) {
+  return v->type.kind == TypeInfo::Kind::kTensor &&
+         (v->type.dtype == DataType::kInt64 || v->type.dtype == DataType::kInt32 || v->type.dtype == DataType::kBool);
+}
+
+// Shape arithmetic stays on the host when the device's memory is not the host's. Shape and Size
+// read only dims; an integer or boolean step whose inputs are constants or such host values (a
+// profile engine's Gather of a dim, Concat of a shape, Range of positions, comparisons of dims)
+// computes on the host what device steps read at launch (a Reshape's shape) or through one copy.
+// On the device they would cost a copy to the device and back, a wait for the host in the middle
+// of each run, and the run's recording: the executor records a run whose host steps compute from
+// the input shapes alone (DESIGN.md, "Execution on a device"). `host_values` collects the values
+// computed so.
+bool keep_on_host(const Node& n, const BackendSet& backends, std::set<const Value*>& host_values) {
+  if (backends.primary->host_visible() || !backends.fallback) return false;
+  if (has_subgraph(n) || is_nondeterministic(n) || n.outputs.empty()) return false;
+  bool host = n.domain.empty() && (n.op_type == "Shape" || n.op_type == "Size");
+  if (!host) {
+    bool reads_host_value = false, only_constants_and_host_values = true;
+    for (const Value* v : n.inputs) {
+      if (!v) continue;
+      reads_host_value = reads_host_value || host_values.count(v) > 0;
+      only_constants_and_host_values = only_constants_and_host_values && (v->initializer || host_values.count(v));
+    }
+    bool index_outputs = true;
+    for (const Value* v : n.outputs) index_outputs = index_outputs && (!v || index_dtype(v));
+    host = reads_host_value && only_constants_and_host_values && index_outputs;
+  }
+  if (!host || !runs(backends.fallback.get(), n)) return false;
+  for (const Value* v : n.outputs) {
+    if (v) host_values.insert(v);
+  }
+  return true;
+}
+
 }  // namespace
 
 Status lower_to_steps(Plan& plan, const BackendSet& backends) {
@@ -89,6 +125,7 @@ Status lower_to_steps(Plan& plan, const BackendSet& backends) {
     plan.memory.weights += s.bytes;
   }
   const auto& nodes = g.nodes();
+  std::set<const Value*> host_values;  // shape arithmetic kept on the host (keep_on_host)
   for (size_t i = 0; i < nodes.size(); ++i) {
     Node* n = nodes[i].get();
     Step st;
@@ -97,7 +134,7 @@ Status lower_to_steps(Plan& plan, const BackendSet& backends) {
     st.fused = n->fused_from.empty() ? std::vector<std::string>{st.name} : n->fused_from;
     st.precision = node_precision(*n);
     st.layout = Layout::kPlain;
-    const bool on_primary = runs(backends.primary.get(), *n);
+    const bool on_primary = !keep_on_host(*n, backends, host_values) && runs(backends.primary.get(), *n);
     const Backend* backend = on_primary                          ? backends.primary.get()
                              : runs(backends.fallback.get(), *n) ? backends.fallback.get()
                                                                  : nullptr;

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <functional>
+#include <map>
 #include <set>
 
 #include "lower/builder.h"
@@ -192,6 +193,55 @@ TEST(Recordings, HostStepsReadingDataAreNotRecorded) {
   }
   EXPECT_EQ(dev->recordings_, 0);
   EXPECT_EQ(dev->replays_, 0);
+}
+
+// A device whose memory the host cannot read, with integer Gather, Unsqueeze and Concat kernels
+// (as the CUDA backend has): the shape arithmetic still runs on the host, every step of it, so
+// that its values follow from the input shapes alone; the device reads them through copies or at
+// launch. Only lowering is checked here (the GPU test runs such an engine).
+class DeviceMemoryBackend : public RecordingDevice {
+ public:
+  bool host_visible() const override { return false; }
+  bool supports(const Node& n, DataType p, Layout l) const override {
+    if (l == Layout::kPlain && n.domain.empty() &&
+        (n.op_type == "Gather" || n.op_type == "Unsqueeze" || n.op_type == "Concat" || n.op_type == "Squeeze")) {
+      return true;
+    }
+    return RecordingDevice::supports(n, p, l);
+  }
+};
+
+TEST(Recordings, ShapeArithmeticStaysOnTheHostBesideDeviceMemory) {
+  Model model = import_model(positions_model());
+  auto dev = std::make_shared<DeviceMemoryBackend>();
+  auto plan = build_profile(model, dev);
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  std::map<std::string, std::string> backend_of;
+  for (const Step& st : (*plan)->steps) backend_of[st.name] = st.backend;
+  // (The optimizer turns the Concats into Reshapes' shapes of their own.)
+  for (const char* host : {"shape", "gather_s", "range"}) {
+    EXPECT_EQ(backend_of[host], "reference") << host << " computes from the input's shape";
+  }
+  for (const char* device : {"matmul", "add", "cast"}) {
+    EXPECT_EQ(backend_of[device], dev->name()) << device << " reads data or writes floats";
+  }
+  // A Gather of data on the device stays there.
+  onnx::ModelProto m = make_model(17);
+  auto* g = m.mutable_graph();
+  add_tensor_info(g->mutable_input(), "ids", onnx::TensorProto::INT64, {0}, {"n"});
+  add_random_weight(g, "table", {5, 4}, 3);
+  add_node(g, "Gather", {"table", "ids"}, {"rows"}, "embed");
+  add_tensor_info(g->mutable_output(), "rows", onnx::TensorProto::FLOAT, {0, 4}, {"n", ""});
+  BuildOptions o;
+  o.backend = dev;
+  o.min_shapes["ids"] = {1};
+  o.max_shapes["ids"] = {8};
+  auto embed = build_plan(import_model(m), o);
+  ASSERT_TRUE(embed.ok()) << embed.status().message();
+  bool on_device = false;
+  for (const Step& st : (*embed)->steps)
+    on_device = on_device || (st.node->name == "embed" && st.backend == dev->name());
+  EXPECT_TRUE(on_device);
 }
 
 }  // namespace
