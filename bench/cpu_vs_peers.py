@@ -167,7 +167,8 @@ def main():
     kiln = os.path.abspath(a.kiln)
     work = a.workdir or tempfile.mkdtemp(prefix="kiln-cpu-bench-")
     os.makedirs(work, exist_ok=True)
-    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
+    # A build with tests checks every plan placement as it runs: measured runs leave that off.
+    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), KILN_CHECK_PLAN="0", KILN_VERIFY_PASSES="0")
     results = {"cpu": cpu_model(), "threads": a.threads, "onnxruntime": ort.__version__,
                "date": time.strftime("%Y-%m-%d"), "rows": []}
     for name in a.models.split(","):
