@@ -273,16 +273,59 @@ void col2im(const double* col, int64_t channels, const Window& w, double* img) {
   }
 }
 
-void gemm_acc(const double* __restrict a, const double* __restrict b, double* __restrict y, int64_t m, int64_t k,
-              int64_t n) {
-  for (int64_t i = 0; i < m; ++i) {
+namespace {
+
+// y[r][0..cols) += sum over p of a[r][p] * b[p][0..cols) for `rows` rows, the sums kept in
+// registers across p (in order, as the plain loop adds them).
+template <int64_t kRows, int64_t kCols>
+void gemm_tile(const double* __restrict a, const double* __restrict b, double* __restrict y, int64_t k, int64_t n) {
+  double acc[kRows][kCols];
+  for (int64_t r = 0; r < kRows; ++r) {
+    for (int64_t c = 0; c < kCols; ++c) acc[r][c] = y[r * n + c];
+  }
+  for (int64_t p = 0; p < k; ++p) {
+    const double* br = b + p * n;
+    for (int64_t r = 0; r < kRows; ++r) {
+      const double av = a[r * k + p];
+      for (int64_t c = 0; c < kCols; ++c) acc[r][c] += av * br[c];
+    }
+  }
+  for (int64_t r = 0; r < kRows; ++r) {
+    for (int64_t c = 0; c < kCols; ++c) y[r * n + c] = acc[r][c];
+  }
+}
+
+void gemm_rows(const double* __restrict a, const double* __restrict b, double* __restrict y, int64_t rows, int64_t k,
+               int64_t n, int64_t j0) {
+  for (int64_t i = 0; i < rows; ++i) {
     double* yr = y + i * n;
     for (int64_t p = 0; p < k; ++p) {
       const double av = a[i * k + p];
       const double* br = b + p * n;
-      for (int64_t j = 0; j < n; ++j) yr[j] += av * br[j];
+      for (int64_t j = j0; j < n; ++j) yr[j] += av * br[j];
     }
   }
+}
+
+}  // namespace
+
+void gemm_acc(const double* __restrict a, const double* __restrict b, double* __restrict y, int64_t m, int64_t k,
+              int64_t n) {
+  // Tiles of 4 rows by 4 columns summed in registers, row blocks in parallel for large products
+  // (the FP16 range check runs whole transformers on these kernels at build). Every output is
+  // summed over k in order, as a plain loop would, whatever the tiling and thread count.
+  constexpr int64_t kRows = 4, kCols = 4;
+  const int64_t blocks = m / kRows, full_cols = n / kCols * kCols;
+#pragma omp parallel for schedule(static) if (blocks > 1 && m * k * n >= (int64_t{1} << 22))
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const int64_t i0 = blk * kRows;
+    for (int64_t j0 = 0; j0 < full_cols; j0 += kCols) {
+      gemm_tile<kRows, kCols>(a + i0 * k, b + j0, y + i0 * n + j0, k, n);
+    }
+    if (full_cols < n) gemm_rows(a + i0 * k, b, y + i0 * n, kRows, k, n, full_cols);
+  }
+  const int64_t done = blocks * kRows;
+  if (done < m) gemm_rows(a + done * k, b, y + done * n, m - done, k, n, 0);
 }
 
 void prepare_outputs(InferContext& ctx) {

@@ -1,7 +1,10 @@
 #include <gtest/gtest.h>
+#include <array>
+#include <cmath>
 
 #include "model_builder.h"
 #include "onnx/importer.h"
+#include "ops/nn_common.h"
 #include "runtime/executor.h"
 
 namespace kiln {
@@ -59,6 +62,32 @@ TEST(Executor, KernelErrorsNameTheNode) {
   auto out = exec.run({RValue::of(Tensor(DataType::kFloat, {2, 3}))});
   ASSERT_FALSE(out.ok());
   EXPECT_NE(out.status().message().find("bad_sum"), std::string::npos) << out.status().message();
+}
+
+// The reference product sums each output over k in order: its tiled and threaded loop gives
+// exactly what one row at a time gives, at sizes around the tile (4 x 4) and the size at which
+// rows are split over threads.
+TEST(ReferenceGemm, TiledSumsEqualTheRowLoop) {
+  for (auto [m, k, n] : std::vector<std::array<int64_t, 3>>{
+           {1, 1, 1}, {3, 5, 7}, {4, 4, 4}, {5, 3, 17}, {9, 0, 6}, {257, 64, 33}, {130, 129, 257}}) {
+    SCOPED_TRACE(std::to_string(m) + "x" + std::to_string(k) + "x" + std::to_string(n));
+    std::vector<double> a(static_cast<size_t>(m * k)), b(static_cast<size_t>(k * n));
+    for (size_t i = 0; i < a.size(); ++i) a[i] = std::sin(0.37 * static_cast<double>(i)) * 1e3;
+    for (size_t i = 0; i < b.size(); ++i) b[i] = std::cos(0.91 * static_cast<double>(i)) / 3;
+    std::vector<double> want(static_cast<size_t>(m * n), 0.5), got = want;
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t j = 0; j < n; ++j) {
+        double acc = want[static_cast<size_t>(i * n + j)];
+        for (int64_t p = 0; p < k; ++p) {
+          const double prod = a[static_cast<size_t>(i * k + p)] * b[static_cast<size_t>(p * n + j)];
+          acc = acc + prod;
+        }
+        want[static_cast<size_t>(i * n + j)] = acc;
+      }
+    }
+    nn::gemm_acc(a.data(), b.data(), got.data(), m, k, n);
+    EXPECT_EQ(got, want);
+  }
 }
 
 }  // namespace
