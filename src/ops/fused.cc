@@ -2,9 +2,14 @@
 // order, so a fused step computes exactly what the unfused nodes did.
 #include "ops/fused.h"
 
+#include <optional>
+
 #include "ops/broadcast.h"
 
 namespace kiln {
+
+Result<Shape> broadcast_infer_shape(const std::vector<const Shape*>& shapes);  // elementwise.cc
+
 namespace {
 
 // Runs the ai.onnx op `op_type` at `opset` with `attrs` on `inputs` (nullptr for omitted ones).
@@ -123,6 +128,32 @@ Status channel_mlp(OpContext& ctx) {
   return {};
 }
 
+// X (if given), then each Gather(T_i, I_i) in order, summed; then LayerNormalization over the
+// last axis with Scale and B.
+Status embed_layer_norm(OpContext& ctx) {
+  if (ctx.num_inputs() < 5 || (ctx.num_inputs() - 3) % 2 != 0) {
+    return invalid("EmbedLayerNorm takes X?, Scale, B? and pairs of table and indices");
+  }
+  std::optional<Tensor> sum;
+  if (ctx.has_input(0)) sum = ctx.input(0);
+  for (size_t i = 3; i + 1 < ctx.num_inputs(); i += 2) {
+    KILN_ASSIGN_OR_RETURN(Tensor g, run_onnx_op("Gather", 13, {}, {&ctx.input(i), &ctx.input(i + 1)}));
+    if (sum) {
+      KILN_ASSIGN_OR_RETURN(g, run_onnx_op("Add", 14, {}, {&*sum, &g}));
+    }
+    sum = std::move(g);
+  }
+  Attribute axis;
+  axis.type = AttrType::kInt;
+  axis.i = -1;
+  KILN_ASSIGN_OR_RETURN(
+      Tensor y,
+      run_onnx_op("LayerNormalization", 17, {{"axis", axis}, {"epsilon", float_attr(ctx.attr_float("epsilon", 1e-5f))}},
+                  {&*sum, &ctx.input(1), opt(ctx, 2)}));
+  ctx.set_output(0, std::move(y));
+  return {};
+}
+
 Status fused_elementwise(OpContext& ctx) {
   const Graph* body = ctx.attr_graph("body");
   if (!body) return invalid("FusedElementwise without a body");
@@ -168,6 +199,41 @@ Status infer_channel_mlp(InferContext& ic) {
   Shape s = x.shape;
   if (s.rank_known && s.rank() >= 2 && w2.shape.rank_known && w2.shape.rank() >= 1) s.dims[1] = w2.shape.dims[0];
   ic.output_types[0] = TypeInfo::tensor(x.dtype, s);
+  return {};
+}
+
+// EmbedLayerNorm: the broadcast of X's shape and each gather's (indices' dims, then the table's
+// row), in the tables' type.
+Status infer_embed_layer_norm(InferContext& ic) {
+  ic.output_types.resize(1);
+  const size_t n = ic.input_types.size();
+  if (n < 5 || (n - 3) % 2 != 0) return invalid("EmbedLayerNorm takes X?, Scale, B? and pairs of table and indices");
+  std::vector<Shape> shapes;
+  DataType dt = DataType::kUndefined;
+  if (ic.input_types[0]) shapes.push_back(ic.input_types[0]->shape);
+  for (size_t i = 3; i + 1 < n; i += 2) {
+    const TypeInfo* t = ic.input_types[i];
+    const TypeInfo* idx = ic.input_types[i + 1];
+    if (!t || !idx) return invalid("EmbedLayerNorm: table or indices {} missing", (i - 3) / 2);
+    dt = t->dtype;
+    if (!t->shape.rank_known || t->shape.rank() != 2 || !idx->shape.rank_known) {
+      shapes.push_back(Shape{});
+      continue;
+    }
+    Shape g = idx->shape;
+    g.dims.push_back(t->shape.dims[1]);
+    shapes.push_back(g);
+  }
+  for (const Shape& s : shapes) {
+    if (!s.rank_known) {
+      ic.output_types[0] = TypeInfo::tensor(dt, Shape{});
+      return {};
+    }
+  }
+  std::vector<const Shape*> ptrs;
+  for (const Shape& s : shapes) ptrs.push_back(&s);
+  KILN_ASSIGN_OR_RETURN(Shape out, broadcast_infer_shape(ptrs));
+  ic.output_types[0] = TypeInfo::tensor(dt, out);
   return {};
 }
 
@@ -259,6 +325,7 @@ void register_fused_ops(OpRegistry& r) {
       {kKilnDomain, "FusedMatMul", 1, fused_matmul, [](InferContext& ic) { return infer_like(ic, "MatMul", 13, 2); }});
   r.add({kKilnDomain, "FusedElementwise", 1, fused_elementwise, infer_elementwise});
   r.add({kKilnDomain, "ChannelMLP", 1, channel_mlp, infer_channel_mlp});
+  r.add({kKilnDomain, "EmbedLayerNorm", 1, embed_layer_norm, infer_embed_layer_norm});
 }
 
 }  // namespace kiln

@@ -8,6 +8,11 @@
 //                                    convolutions in a row on one-pixel images (a squeeze-excite
 //                                    block's), activations in `activation1`/`activation2`
 //                                    (parameters in `activation1_params`/`activation2_params`)
+//   EmbedLayerNorm(X?, Scale, B?, T0, I0, T1?, I1?, ...)
+//                                  = LayerNormalization(X + Gather(T0, I0) + Gather(T1, I1) + ...,
+//                                    Scale, B) over the last axis, `epsilon`: a transformer's
+//                                    embedding lookups (2-D tables, axis 0), their sum with the
+//                                    other terms (X: broadcast like Add) and its LayerNorm
 // `activation` (string, "" for none) names an ONNX activation: Relu, LeakyRelu (alpha), Clip
 // (min, max), Sigmoid, HardSigmoid (alpha, beta), HardSwish, Swish (alpha), Gelu (approximate:
 // params[0] = 0 for erf, 1 for tanh), Tanh; its parameters are in `activation_params`.

@@ -23,6 +23,7 @@ PassInfo qkv_merge_pass();                // merge_qkv_projections.cc
 PassInfo channel_scale_folding_pass();    // fold_channel_scale.cc
 PassInfo bias_activation_fusion_pass();   // fuse_bias_activation.cc
 PassInfo channel_mlp_fusion_pass();       // fuse_channel_mlp.cc
+PassInfo embed_layernorm_fusion_pass();   // fuse_embed_layernorm.cc
 PassInfo elementwise_fusion_pass();       // fuse_elementwise.cc
 
 }  // namespace kiln

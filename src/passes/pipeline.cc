@@ -57,6 +57,7 @@ const std::vector<PassInfo>& all_passes() {
       bias_activation_fusion_pass(),
       qkv_merge_pass(),  // after bias/activation fusion: it takes the projections' biases
       channel_mlp_fusion_pass(),
+      embed_layernorm_fusion_pass(),  // before elementwise fusion takes the embeddings' Adds
       elementwise_fusion_pass(),
       dead_code_pass(),
   };

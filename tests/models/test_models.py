@@ -81,6 +81,10 @@ EXPECTED_FUSIONS = {
 OPT_IN_FUSIONS = {
     # MobileNetV3's squeeze-excite: both 1x1 convolutions in one step (fuse-channel-mlp).
     "deeplabv3_mobilenet": [("kiln.ChannelMLP", {"Conv", "Relu", "HardSigmoid"})],
+    # The embeddings: lookups, their sum and the LayerNorm in one step (fuse-embedding-layernorm).
+    "bert_encoder": [("kiln.EmbedLayerNorm", {"Gather", "Add", "LayerNormalization"})],
+    "distilbert_encoder": [("kiln.EmbedLayerNorm", {"Gather", "Add", "LayerNormalization"})],
+    "roberta_encoder": [("kiln.EmbedLayerNorm", {"Gather", "Add", "LayerNormalization"})],
 }
 
 

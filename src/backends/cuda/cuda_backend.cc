@@ -238,7 +238,7 @@ class CudaBackend : public Backend {
   // Attention's three projections as one GEMM read in place by kiln.PackedAttention: on the H200
   // bert-base's three 128x768x768 GEMMs took 16.2 us of kernel time a layer, the merged one 6.2.
   std::vector<std::string> passes_on_by_default() const override {
-    return {"fuse-channel-mlp", "merge-qkv-projections"};
+    return {"fuse-channel-mlp", "merge-qkv-projections", "fuse-embedding-layernorm"};
   }
 
   bool supports(const Node& n, DataType precision, Layout layout) const override {

@@ -10,6 +10,7 @@ const std::vector<KernelFamily>& kernel_families() {
       norm_family(),        conv_transpose_family(),
       channel_mlp_family(), attention_family(),
       cast_family(),        compare_family(),
+      embed_norm_family(),
   };
   return families;
 }

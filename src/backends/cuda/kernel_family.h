@@ -52,6 +52,7 @@ KernelFamily attention_family();          // attention_kernel.cc: Attention (own
 KernelFamily movement_family();           // movement_kernel.cc: Transpose, Concat, Split, Slice, Expand, Pad, Gather
 KernelFamily compare_family();            // compare_kernel.cc: Equal, Less, Greater, LessOrEqual, GreaterOrEqual
                                           // of integer operands
+KernelFamily embed_norm_family();         // embed_norm_kernel.cc: kiln.EmbedLayerNorm
 
 // fused_elementwise_kernel.cc, at build: generates the elementwise programs of every step offered
 // the "compiled" tactic as one module, compiles it with NVRTC for `arch` ("sm_90") and keeps the
