@@ -89,6 +89,7 @@ int64_t out_size(int64_t in, const ConvCase& c) {
 std::vector<CpuIsa> isas_here() {
   std::vector<CpuIsa> isas = {CpuIsa::kGeneric};
   if (detected_cpu_isa() >= CpuIsa::kAvx2) isas.push_back(CpuIsa::kAvx2);
+  if (detected_cpu_isa() >= CpuIsa::kAvx512) isas.push_back(CpuIsa::kAvx512);
   return isas;
 }
 

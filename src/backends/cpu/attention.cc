@@ -172,9 +172,143 @@ __attribute__((target("avx2,fma"))) void attention_row_avx2(const RowJob& r, flo
     for (int64_t d = 0; d < r.v_head; ++d) r.o[d] += p * vj[d];
   }
 }
+// GCC 12.2's AVX-512 intrinsics pass an undefined vector to their masked builtins, which its
+// uninitialized-use warnings report at each use (GCC bug 105593).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// AVX-512 rows, for V heads of 16 to 256 (a multiple of 16). The keys come transposed (kT: key j
+// of dim d at kT[d * k_seq + j], the rows padded to a multiple of 16 keys with zeros), so each
+// query's scores for 16 keys are one vector: broadcast q[d] times 16 keys' dim d, summed over d,
+// with no horizontal sums; the output row stays in registers over the keys.
+
+// Scores of NB blocks of 16 keys from key j0, scaled: NB independent chains of FMAs.
+template <int NB>
+__attribute__((target("avx512f,avx512dq,avx2,fma"))) inline void scores_avx512(const RowJob& r, int64_t j0,
+                                                                               float* scores) {
+  __m512 acc[NB];
+  for (int b = 0; b < NB; ++b) acc[b] = _mm512_setzero_ps();
+  for (int64_t d = 0; d < r.head; ++d) {
+    const __m512 q = _mm512_set1_ps(r.q[d]);
+    const float* kd = r.k + d * r.k_seq + j0;
+    for (int b = 0; b < NB; ++b) acc[b] = _mm512_fmadd_ps(q, _mm512_loadu_ps(kd + 16 * b), acc[b]);
+  }
+  const __m512 scale = _mm512_set1_ps(r.scale);
+  for (int b = 0; b < NB; ++b) _mm512_storeu_ps(scores + j0 + 16 * b, _mm512_mul_ps(acc[b], scale));
+}
+
+// o = inv * sum_j scores[j] v_j, V heads of NV vectors: even and odd keys in two sets of
+// accumulators (twice the chains in flight).
+template <int NV>
+__attribute__((target("avx512f,avx512dq,avx2,fma"))) void weighted_sum_avx512(const RowJob& r, const float* scores,
+                                                                              float inv) {
+  __m512 a0[NV], a1[NV];
+  for (int t = 0; t < NV; ++t) a0[t] = a1[t] = _mm512_setzero_ps();
+  int64_t j = 0;
+  for (; j + 2 <= r.kv_len; j += 2) {
+    const __m512 p0 = _mm512_set1_ps(scores[j]), p1 = _mm512_set1_ps(scores[j + 1]);
+    const float* v0 = r.v + j * r.v_seq;
+    const float* v1 = v0 + r.v_seq;
+    for (int t = 0; t < NV; ++t) {
+      a0[t] = _mm512_fmadd_ps(p0, _mm512_loadu_ps(v0 + 16 * t), a0[t]);
+      a1[t] = _mm512_fmadd_ps(p1, _mm512_loadu_ps(v1 + 16 * t), a1[t]);
+    }
+  }
+  if (j < r.kv_len) {
+    const __m512 p0 = _mm512_set1_ps(scores[j]);
+    const float* v0 = r.v + j * r.v_seq;
+    for (int t = 0; t < NV; ++t) a0[t] = _mm512_fmadd_ps(p0, _mm512_loadu_ps(v0 + 16 * t), a0[t]);
+  }
+  const __m512 vi = _mm512_set1_ps(inv);
+  for (int t = 0; t < NV; ++t) _mm512_storeu_ps(r.o + 16 * t, _mm512_mul_ps(_mm512_add_ps(a0[t], a1[t]), vi));
+}
+
+// exp(x) for x <= 0 on 16 lanes, as the AVX2 exp_neg on each half.
+__attribute__((target("avx512f,avx512dq,avx2,fma"), always_inline)) inline __m512 exp_neg16(__m512 x) {
+  const __m256 lo = simd::exp_neg(_mm512_castps512_ps256(x));
+  const __m256 hi = simd::exp_neg(_mm512_extractf32x8_ps(x, 1));
+  return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
+}
+
+__attribute__((target("avx512f,avx512dq,avx2,fma"))) void attention_row_avx512(const RowJob& r, float* scores) {
+  const int64_t blocks = (r.kv_len + 15) / 16;
+  int64_t b = 0;
+  for (; b + 8 <= blocks; b += 8) scores_avx512<8>(r, 16 * b, scores);
+  for (; b + 4 <= blocks; b += 4) scores_avx512<4>(r, 16 * b, scores);
+  for (; b < blocks; ++b) scores_avx512<1>(r, 16 * b, scores);
+  // Masks: an additive float mask read in order (BERT's key padding) added 16 keys at a time;
+  // any other mask, a causal limit or a mask shorter than the keys key by key.
+  const bool plain_mask = !r.mask || (!r.mask_bool && r.mask_key == 1 && r.mask_len >= r.kv_len);
+  if (plain_mask && r.causal_limit >= r.kv_len - 1) {
+    if (r.mask) {
+      const float* mask = static_cast<const float*>(r.mask);
+      int64_t j = 0;
+      for (; j + 16 <= r.kv_len; j += 16) {
+        _mm512_storeu_ps(scores + j, _mm512_add_ps(_mm512_loadu_ps(scores + j), _mm512_loadu_ps(mask + j)));
+      }
+      for (; j < r.kv_len; ++j) scores[j] += mask[j];
+    }
+  } else {
+    for (int64_t j = 0; j < r.kv_len; ++j) {
+      if (j > r.causal_limit || j >= r.mask_len) {
+        scores[j] = kNegInf;
+      } else if (r.mask && r.mask_bool) {
+        if (!static_cast<const uint8_t*>(r.mask)[j * r.mask_key]) scores[j] = kNegInf;
+      } else if (r.mask) {
+        scores[j] += static_cast<const float*>(r.mask)[j * r.mask_key];
+      }
+    }
+  }
+  const int64_t j16 = r.kv_len / 16 * 16;
+  const __mmask16 tail = static_cast<__mmask16>((1u << (r.kv_len - j16)) - 1);
+  __m512 vm = _mm512_set1_ps(kNegInf);
+  for (int64_t j = 0; j < j16; j += 16) vm = _mm512_max_ps(vm, _mm512_loadu_ps(scores + j));
+  if (tail) vm = _mm512_mask_max_ps(vm, tail, vm, _mm512_maskz_loadu_ps(tail, scores + j16));
+  const float m = _mm512_reduce_max_ps(vm);
+  if (m == kNegInf) {  // no key to attend: a row of zeros, as the reference gives
+    for (int64_t d = 0; d < r.v_head; ++d) r.o[d] = 0;
+    return;
+  }
+  vm = _mm512_set1_ps(m);
+  __m512 vsum = _mm512_setzero_ps();
+  for (int64_t j = 0; j < j16; j += 16) {
+    const __m512 e = exp_neg16(_mm512_sub_ps(_mm512_loadu_ps(scores + j), vm));
+    _mm512_storeu_ps(scores + j, e);
+    vsum = _mm512_add_ps(vsum, e);
+  }
+  if (tail) {
+    const __m512 e = exp_neg16(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, scores + j16), vm));
+    _mm512_mask_storeu_ps(scores + j16, tail, e);
+    vsum = _mm512_mask_add_ps(vsum, tail, vsum, e);
+  }
+  const float inv = 1.0f / _mm512_reduce_add_ps(vsum);
+  switch (r.v_head / 16) {
+    case 1: weighted_sum_avx512<1>(r, scores, inv); return;
+    case 2: weighted_sum_avx512<2>(r, scores, inv); return;
+    case 4: weighted_sum_avx512<4>(r, scores, inv); return;
+    case 8: weighted_sum_avx512<8>(r, scores, inv); return;
+    case 16: weighted_sum_avx512<16>(r, scores, inv); return;
+    default: break;
+  }
+  for (int64_t d = 0; d < r.v_head; ++d) r.o[d] = 0;
+  for (int64_t j = 0; j < r.kv_len; ++j) {
+    const float p = scores[j] * inv;
+    const float* vj = r.v + j * r.v_seq;
+    for (int64_t d = 0; d < r.v_head; ++d) r.o[d] += p * vj[d];
+  }
+}
+#pragma GCC diagnostic pop
 #endif
 
 using AttentionRow = void (*)(const RowJob&, float*);
+
+AttentionRow attention_row_wide() {
+#if defined(__x86_64__)
+  return attention_row_avx512;
+#else
+  return attention_row_generic;
+#endif
+}
 
 AttentionRow pick_row() {
 #if defined(__x86_64__)
@@ -192,7 +326,7 @@ class CpuAttentionKernel : public StepKernel {
     AttentionShape s;
     AttentionInputs w;
     KILN_RETURN_IF_ERROR(attention_shape(node_, in, &s, &w).status());
-    scores_.reserve(s.kv_len);
+    scores_.reserve(padded(s.kv_len));
     heads_.reserve(head_scratch(s));
     return {};
   }
@@ -229,10 +363,14 @@ class CpuAttentionKernel : public StepKernel {
     char* o = static_cast<char*>(out[0].data);
     const int64_t group = s.q_heads / s.kv_heads;
     const int64_t rows = s.batch * s.q_heads * s.q_len;
-    const AttentionRow row = pick_row();
+    // AVX-512 reads each head's keys transposed from the thread's scratch (see
+    // attention_row_avx512), so it always copies them there.
+    const bool wide = wide_rows(s);
+    const AttentionRow row = wide ? attention_row_wide() : pick_row();
     const bool parallel = rows > 1 && rows * s.kv_len * (s.head + s.v_head) >= (1 << 15);
-    const bool gather = bf16 || keys_apart(s);
-    scores_.reserve(s.kv_len);
+    const bool gather = bf16 || keys_apart(s) || wide;
+    const int64_t kv_pad = padded(s.kv_len);
+    scores_.reserve(kv_pad);
     heads_.reserve(head_scratch(s));
 #pragma omp parallel if (parallel)
     {
@@ -241,7 +379,7 @@ class CpuAttentionKernel : public StepKernel {
       // head by head into this thread's scratch: a head's rows then stay in cache across its
       // queries instead of being fetched again, one stride apart, for each query.
       float* kbuf = gather ? heads_.get(omp_get_thread_num()) : nullptr;
-      float* vbuf = gather ? kbuf + s.kv_len * s.head : nullptr;
+      float* vbuf = gather ? kbuf + kv_pad * s.head : nullptr;
       // BF16: the query row, the output row and the mask row in float32.
       float* qbuf = bf16 ? vbuf + s.kv_len * s.v_head : nullptr;
       float* obuf = bf16 ? qbuf + s.head : nullptr;
@@ -270,7 +408,26 @@ class CpuAttentionKernel : public StepKernel {
         if (gather) {
           if (held != b * s.kv_heads + kh) {
             held = b * s.kv_heads + kh;
-            for (int64_t j = 0; j < s.kv_len; ++j) {
+            if (wide) {
+              // Keys transposed (dim d of key j at d * kv_pad + j), the padding keys zero.
+              for (int64_t j = 0; j < kv_pad; ++j) {
+                const float* kj = qbuf;  // a BF16 key widened into the query's row first
+                if (j >= s.kv_len) {
+                  for (int64_t d = 0; d < s.head; ++d) kbuf[d * kv_pad + j] = 0;
+                  continue;
+                }
+                if (bf16) {
+                  widen_bf16(reinterpret_cast<const uint16_t*>(k) + k_at + j * s.k.seq, qbuf, s.head);
+                  widen_bf16(reinterpret_cast<const uint16_t*>(v) + v_at + j * s.v.seq, vbuf + j * s.v_head, s.v_head);
+                } else {
+                  kj = r.k + j * s.k.seq;
+                  std::memcpy(vbuf + j * s.v_head, r.v + j * s.v.seq, static_cast<size_t>(s.v_head) * sizeof(float));
+                }
+                for (int64_t d = 0; d < s.head; ++d) kbuf[d * kv_pad + j] = kj[d];
+              }
+              if (bf16) widen_bf16(reinterpret_cast<const uint16_t*>(q) + q_at, qbuf, s.head);
+            }
+            for (int64_t j = 0; j < s.kv_len && !wide; ++j) {
               if (bf16) {
                 widen_bf16(reinterpret_cast<const uint16_t*>(k) + k_at + j * s.k.seq, kbuf + j * s.head, s.head);
                 widen_bf16(reinterpret_cast<const uint16_t*>(v) + v_at + j * s.v.seq, vbuf + j * s.v_head, s.v_head);
@@ -282,7 +439,7 @@ class CpuAttentionKernel : public StepKernel {
           }
           r.k = kbuf;
           r.v = vbuf;
-          r.k_seq = s.head;
+          r.k_seq = wide ? kv_pad : s.head;
           r.v_seq = s.v_head;
         }
         r.kv_len = s.kv_len;
@@ -316,10 +473,24 @@ class CpuAttentionKernel : public StepKernel {
   static bool keys_apart(const AttentionShape& s) {
     return s.k.seq > s.head || s.v.seq > s.v_head;
   }
-  // Floats of heads_ per thread: a head's keys and values, and in BF16 a query, an output and a
-  // mask row beside them.
+  // Keys rounded up to a multiple of 16 (AVX-512's transposed keys).
+  static int64_t padded(int64_t kv_len) {
+    return (kv_len + 15) / 16 * 16;
+  }
+  // Whether rows run on AVX-512: V heads of 16 to 256 elements, a multiple of 16.
+  static bool wide_rows(const AttentionShape& s) {
+#if defined(__x86_64__)
+    return cpu_isa() >= CpuIsa::kAvx512 && s.v_head % 16 == 0 && s.v_head <= 256;
+#else
+    (void)s;
+    return false;
+#endif
+  }
+  // Floats of heads_ per thread: a head's keys (padded) and values, and in BF16 a query, an output
+  // and a mask row beside them.
   static int64_t head_scratch(const AttentionShape& s) {
-    return s.kv_len * (s.head + s.v_head) + s.head + s.v_head + std::max<int64_t>(s.mask_len, s.kv_len);
+    return padded(s.kv_len) * s.head + s.kv_len * s.v_head + s.head + s.v_head +
+           std::max<int64_t>(s.mask_len, s.kv_len);
   }
 
   const Node& node_;
