@@ -95,6 +95,15 @@ def dynamic_defaults(kiln, tmp, model):
                        text=True, env=env)
     check("bench takes OMP_NUM_THREADS", p.returncode == 0 and json.loads(p.stdout).get("threads") == 1,
           f"rc={p.returncode} {p.stderr[:300]}")
+    # Plan checks (on by default in builds with tests) are off in a measurement unless asked for.
+    for value, want in ((None, False), ("1", True), ("0", False)):
+        env = {k: v for k, v in os.environ.items() if k != "KILN_CHECK_PLAN"}
+        if value is not None:
+            env["KILN_CHECK_PLAN"] = value
+        p = subprocess.run([kiln, "bench", model, "--iterations", "2", "--warmup", "0", "--json"],
+                           capture_output=True, text=True, env=env)
+        check(f"bench with KILN_CHECK_PLAN={value} measures with plan checks {'on' if want else 'off'}",
+              p.returncode == 0 and json.loads(p.stdout).get("plan_checks") is want, f"rc={p.returncode} {p.stderr[:300]}")
     expect_error(kiln, "run --threads 0", ["run", model, "--optimize", "--threads", "0"], 2, ["--threads"])
     rc, so, se = run(kiln, "run", model, "--optimize", "--json")
     check("run --optimize a dynamic model without shapes", rc == 0 and json.loads(so)["outputs"][0]["shape"] == [1, 5]

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <numeric>
 #include <thread>
@@ -135,6 +136,10 @@ Result<nlohmann::json> bench_plan(const std::shared_ptr<const Plan>& plan_ptr, c
   KILN_ASSIGN_OR_RETURN(auto exec, PlanExecutor::create(plan_ptr, backend));
   PlanExecutor& ex = *exec;
   const bool device = plan.info.device != "cpu";
+  // A build with tests checks every step's placement as it runs (several percent on the CPU, and
+  // no recordings on a device): a measurement leaves that off unless KILN_CHECK_PLAN asks for it.
+  const bool checks = std::getenv("KILN_CHECK_PLAN") && std::strcmp(std::getenv("KILN_CHECK_PLAN"), "0") != 0;
+  if (!checks) ex.set_guard_checks(false);
   if (o.no_graphs) ex.set_graphs(false);
   if (o.no_transfers) ex.set_transfers(false);
 
@@ -256,6 +261,7 @@ Result<nlohmann::json> bench_plan(const std::shared_ptr<const Plan>& plan_ptr, c
     for (int k = 0; k < o.streams; ++k) {
       auto c = PlanExecutor::create(plan_ptr, backend);
       if (!c.ok()) return c.status();
+      if (!checks) (*c)->set_guard_checks(false);
       if (o.no_graphs) (*c)->set_graphs(false);
       if (o.no_transfers) (*c)->set_transfers(false);
       auto own = stage(**c, inputs);
@@ -344,7 +350,8 @@ Result<nlohmann::json> bench_plan(const std::shared_ptr<const Plan>& plan_ptr, c
                       // A CPU engine's inputs and outputs are already in host memory.
                       {"transfers_ms", nullptr},
                       {"transfers", device && !o.no_transfers},
-                      {"recorded", not_recorded.empty()}};
+                      {"recorded", not_recorded.empty()},
+                      {"plan_checks", checks}};
   if (!not_recorded.empty()) j["not_recorded"] = not_recorded;
   if (transfers_apart) {
     j["compute_ms"] = {{"median", compute_median}};
