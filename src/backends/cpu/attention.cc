@@ -42,6 +42,9 @@ struct RowJob {
   float scale;
 };
 
+// Kernels of one query row, and of four rows of one head (scores: four rows of the given stride).
+using AttentionRows4 = void (*)(const RowJob*, float*, int64_t);
+
 // The score of key j before the softmax, -inf where it is masked.
 inline float masked_score(const RowJob& r, int64_t j, float dot) {
   if (j > r.causal_limit || j >= r.mask_len) return kNegInf;
@@ -86,13 +89,16 @@ void attention_row_generic(const RowJob& r, float* scores) {
 template <int NV>
 __attribute__((target("avx2,fma"))) void weighted_sum_avx2(const RowJob& r, const float* scores, float inv) {
   __m256 acc[NV];
+#pragma GCC unroll 16
   for (int t = 0; t < NV; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t j = 0; j < r.kv_len; ++j) {
     const __m256 p = _mm256_set1_ps(scores[j]);
     const float* vj = r.v + j * r.v_seq;
+#pragma GCC unroll 16
     for (int t = 0; t < NV; ++t) acc[t] = _mm256_fmadd_ps(p, _mm256_loadu_ps(vj + 8 * t), acc[t]);
   }
   const __m256 vi = _mm256_set1_ps(inv);
+#pragma GCC unroll 16
   for (int t = 0; t < NV; ++t) _mm256_storeu_ps(r.o + 8 * t, _mm256_mul_ps(acc[t], vi));
 }
 
@@ -154,8 +160,9 @@ __attribute__((target("avx2,fma"))) void attention_row_avx2(const RowJob& r, flo
   }
   const float inv = 1.0f / sum;
   const int64_t v8 = r.v_head / 8 * 8;
-  // The output row in registers for the common head sizes (the accumulators' count a constant:
-  // with a run-time count they live in memory, each FMA waiting on a store and a load).
+  // The output row in registers for the common head sizes (the accumulators' count a constant,
+  // and their loops unrolled: GCC at -O2 leaves a loop over an array of vectors rolled, the array
+  // in memory, each FMA waiting on a store and a load).
   if (v8 == r.v_head) {
     switch (r.v_head / 8) {
       case 2: weighted_sum_avx2<2>(r, scores, inv); return;
@@ -187,13 +194,16 @@ template <int NB>
 __attribute__((target("avx512f,avx512dq,avx2,fma"))) inline void scores_avx512(const RowJob& r, int64_t j0,
                                                                                float* scores) {
   __m512 acc[NB];
+#pragma GCC unroll 16
   for (int b = 0; b < NB; ++b) acc[b] = _mm512_setzero_ps();
   for (int64_t d = 0; d < r.head; ++d) {
     const __m512 q = _mm512_set1_ps(r.q[d]);
     const float* kd = r.k + d * r.k_seq + j0;
+#pragma GCC unroll 16
     for (int b = 0; b < NB; ++b) acc[b] = _mm512_fmadd_ps(q, _mm512_loadu_ps(kd + 16 * b), acc[b]);
   }
   const __m512 scale = _mm512_set1_ps(r.scale);
+#pragma GCC unroll 16
   for (int b = 0; b < NB; ++b) _mm512_storeu_ps(scores + j0 + 16 * b, _mm512_mul_ps(acc[b], scale));
 }
 
@@ -203,12 +213,14 @@ template <int NV>
 __attribute__((target("avx512f,avx512dq,avx2,fma"))) void weighted_sum_avx512(const RowJob& r, const float* scores,
                                                                               float inv) {
   __m512 a0[NV], a1[NV];
+#pragma GCC unroll 16
   for (int t = 0; t < NV; ++t) a0[t] = a1[t] = _mm512_setzero_ps();
   int64_t j = 0;
   for (; j + 2 <= r.kv_len; j += 2) {
     const __m512 p0 = _mm512_set1_ps(scores[j]), p1 = _mm512_set1_ps(scores[j + 1]);
     const float* v0 = r.v + j * r.v_seq;
     const float* v1 = v0 + r.v_seq;
+#pragma GCC unroll 16
     for (int t = 0; t < NV; ++t) {
       a0[t] = _mm512_fmadd_ps(p0, _mm512_loadu_ps(v0 + 16 * t), a0[t]);
       a1[t] = _mm512_fmadd_ps(p1, _mm512_loadu_ps(v1 + 16 * t), a1[t]);
@@ -217,9 +229,11 @@ __attribute__((target("avx512f,avx512dq,avx2,fma"))) void weighted_sum_avx512(co
   if (j < r.kv_len) {
     const __m512 p0 = _mm512_set1_ps(scores[j]);
     const float* v0 = r.v + j * r.v_seq;
+#pragma GCC unroll 16
     for (int t = 0; t < NV; ++t) a0[t] = _mm512_fmadd_ps(p0, _mm512_loadu_ps(v0 + 16 * t), a0[t]);
   }
   const __m512 vi = _mm512_set1_ps(inv);
+#pragma GCC unroll 16
   for (int t = 0; t < NV; ++t) _mm512_storeu_ps(r.o + 16 * t, _mm512_mul_ps(_mm512_add_ps(a0[t], a1[t]), vi));
 }
 
@@ -230,12 +244,50 @@ __attribute__((target("avx512f,avx512dq,avx2,fma"), always_inline)) inline __m51
   return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
 }
 
-__attribute__((target("avx512f,avx512dq,avx2,fma"))) void attention_row_avx512(const RowJob& r, float* scores) {
+// A row's scores (scaled) for all its keys.
+__attribute__((target("avx512f,avx512dq,avx2,fma"))) void row_scores_avx512(const RowJob& r, float* scores) {
   const int64_t blocks = (r.kv_len + 15) / 16;
   int64_t b = 0;
   for (; b + 8 <= blocks; b += 8) scores_avx512<8>(r, 16 * b, scores);
   for (; b + 4 <= blocks; b += 4) scores_avx512<4>(r, 16 * b, scores);
   for (; b < blocks; ++b) scores_avx512<1>(r, 16 * b, scores);
+}
+
+// The scores of R query rows of one head (rows of `stride` floats) for keys j0 .. j0 + 16 NB:
+// each key vector loaded once for the R rows.
+template <int R, int NB>
+__attribute__((target("avx512f,avx512dq,avx2,fma"))) inline void scores_rows_avx512(const RowJob* rows, int64_t j0,
+                                                                                    float* scores, int64_t stride) {
+  __m512 acc[R][NB];
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i) {
+#pragma GCC unroll 16
+    for (int b = 0; b < NB; ++b) acc[i][b] = _mm512_setzero_ps();
+  }
+  const RowJob& r0 = rows[0];
+  for (int64_t d = 0; d < r0.head; ++d) {
+    const float* kd = r0.k + d * r0.k_seq + j0;
+    __m512 k[NB];
+#pragma GCC unroll 16
+    for (int b = 0; b < NB; ++b) k[b] = _mm512_loadu_ps(kd + 16 * b);
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i) {
+      const __m512 q = _mm512_set1_ps(rows[i].q[d]);
+#pragma GCC unroll 16
+      for (int b = 0; b < NB; ++b) acc[i][b] = _mm512_fmadd_ps(q, k[b], acc[i][b]);
+    }
+  }
+  const __m512 scale = _mm512_set1_ps(r0.scale);
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i) {
+#pragma GCC unroll 16
+    for (int b = 0; b < NB; ++b) _mm512_storeu_ps(scores + i * stride + j0 + 16 * b, _mm512_mul_ps(acc[i][b], scale));
+  }
+}
+
+// Masks, then the softmax's numerators in place; returns 1 / their sum, or 0 for a row with no
+// key to attend (its scores then all 0).
+__attribute__((target("avx512f,avx512dq,avx2,fma"))) float row_softmax_avx512(const RowJob& r, float* scores) {
   // Masks: an additive float mask read in order (BERT's key padding) added 16 keys at a time;
   // any other mask, a causal limit or a mask shorter than the keys key by key.
   const bool plain_mask = !r.mask || (!r.mask_bool && r.mask_key == 1 && r.mask_len >= r.kv_len);
@@ -266,8 +318,8 @@ __attribute__((target("avx512f,avx512dq,avx2,fma"))) void attention_row_avx512(c
   if (tail) vm = _mm512_mask_max_ps(vm, tail, vm, _mm512_maskz_loadu_ps(tail, scores + j16));
   const float m = _mm512_reduce_max_ps(vm);
   if (m == kNegInf) {  // no key to attend: a row of zeros, as the reference gives
-    for (int64_t d = 0; d < r.v_head; ++d) r.o[d] = 0;
-    return;
+    for (int64_t j = 0; j < r.kv_len; ++j) scores[j] = 0;
+    return 0;
   }
   vm = _mm512_set1_ps(m);
   __m512 vsum = _mm512_setzero_ps();
@@ -281,7 +333,12 @@ __attribute__((target("avx512f,avx512dq,avx2,fma"))) void attention_row_avx512(c
     _mm512_mask_storeu_ps(scores + j16, tail, e);
     vsum = _mm512_mask_add_ps(vsum, tail, vsum, e);
   }
-  const float inv = 1.0f / _mm512_reduce_add_ps(vsum);
+  return 1.0f / _mm512_reduce_add_ps(vsum);
+}
+
+__attribute__((target("avx512f,avx512dq,avx2,fma"))) void attention_row_avx512(const RowJob& r, float* scores) {
+  row_scores_avx512(r, scores);
+  const float inv = row_softmax_avx512(r, scores);
   switch (r.v_head / 16) {
     case 1: weighted_sum_avx512<1>(r, scores, inv); return;
     case 2: weighted_sum_avx512<2>(r, scores, inv); return;
@@ -297,10 +354,69 @@ __attribute__((target("avx512f,avx512dq,avx2,fma"))) void attention_row_avx512(c
     for (int64_t d = 0; d < r.v_head; ++d) r.o[d] += p * vj[d];
   }
 }
+
+// Four query rows of one head at once (V heads of NV vectors, NV <= 4): each key and value vector
+// is loaded once for the four, which halves the loads per multiply-add of a row at a time.
+// `scores` holds four rows of `stride` floats.
+template <int NV>
+__attribute__((target("avx512f,avx512dq,avx2,fma"))) void attention_rows4_avx512(const RowJob* rows, float* scores,
+                                                                                 int64_t stride) {
+  const RowJob& r0 = rows[0];
+  const int64_t blocks = (r0.kv_len + 15) / 16;
+  int64_t b = 0;
+  for (; b + 4 <= blocks; b += 4) scores_rows_avx512<4, 4>(rows, 16 * b, scores, stride);
+  for (; b < blocks; ++b) scores_rows_avx512<4, 1>(rows, 16 * b, scores, stride);
+  float inv[4];
+#pragma GCC unroll 16
+  for (int i = 0; i < 4; ++i) inv[i] = row_softmax_avx512(rows[i], scores + i * stride);
+  __m512 acc[4][NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < 4; ++i) {
+#pragma GCC unroll 16
+    for (int t = 0; t < NV; ++t) acc[i][t] = _mm512_setzero_ps();
+  }
+  for (int64_t j = 0; j < r0.kv_len; ++j) {
+    const float* vj = r0.v + j * r0.v_seq;
+    __m512 v[NV];
+#pragma GCC unroll 16
+    for (int t = 0; t < NV; ++t) v[t] = _mm512_loadu_ps(vj + 16 * t);
+#pragma GCC unroll 16
+    for (int i = 0; i < 4; ++i) {
+      const __m512 p = _mm512_set1_ps(scores[i * stride + j]);
+#pragma GCC unroll 16
+      for (int t = 0; t < NV; ++t) acc[i][t] = _mm512_fmadd_ps(p, v[t], acc[i][t]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < 4; ++i) {
+    const __m512 vi = _mm512_set1_ps(inv[i]);
+#pragma GCC unroll 16
+    for (int t = 0; t < NV; ++t) _mm512_storeu_ps(rows[i].o + 16 * t, _mm512_mul_ps(acc[i][t], vi));
+  }
+}
+
+// The four-row kernel for V heads of `v_head`, or null.
+AttentionRows4 pick_rows4(int64_t v_head) {
+  switch (v_head) {
+    case 16: return attention_rows4_avx512<1>;
+    case 32: return attention_rows4_avx512<2>;
+    case 64: return attention_rows4_avx512<4>;
+    default: return nullptr;
+  }
+}
 #pragma GCC diagnostic pop
 #endif
 
 using AttentionRow = void (*)(const RowJob&, float*);
+
+AttentionRows4 wide_rows4(int64_t v_head) {
+#if defined(__x86_64__)
+  return pick_rows4(v_head);
+#else
+  (void)v_head;
+  return nullptr;
+#endif
+}
 
 AttentionRow attention_row_wide() {
 #if defined(__x86_64__)
@@ -326,7 +442,7 @@ class CpuAttentionKernel : public StepKernel {
     AttentionShape s;
     AttentionInputs w;
     KILN_RETURN_IF_ERROR(attention_shape(node_, in, &s, &w).status());
-    scores_.reserve(padded(s.kv_len));
+    scores_.reserve(4 * padded(s.kv_len));
     heads_.reserve(head_scratch(s));
     return {};
   }
@@ -370,7 +486,9 @@ class CpuAttentionKernel : public StepKernel {
     const bool parallel = rows > 1 && rows * s.kv_len * (s.head + s.v_head) >= (1 << 15);
     const bool gather = bf16 || keys_apart(s) || wide;
     const int64_t kv_pad = padded(s.kv_len);
-    scores_.reserve(kv_pad);
+    // Float32 heads of 16, 32 or 64 on AVX-512: four query rows at a time.
+    const AttentionRows4 rows4 = wide && !bf16 ? wide_rows4(s.v_head) : nullptr;
+    scores_.reserve(4 * kv_pad);
     heads_.reserve(head_scratch(s));
 #pragma omp parallel if (parallel)
     {
@@ -385,14 +503,14 @@ class CpuAttentionKernel : public StepKernel {
       float* obuf = bf16 ? qbuf + s.head : nullptr;
       float* mbuf = bf16 ? obuf + s.v_head : nullptr;
       int64_t held = -1;  // the (batch, key head) in kbuf and vbuf
-#pragma omp for schedule(static)
-      for (int64_t t = 0; t < rows; ++t) {
+      // Row t's job (its head's keys and values copied to the scratch first where they are);
+      // returns where its output row starts.
+      auto fill = [&](int64_t t, RowJob& r) -> int64_t {
         const int64_t b = t / (s.q_heads * s.q_len), h = (t / s.q_len) % s.q_heads, i = t % s.q_len;
         const int64_t kh = h / group;
         const int64_t q_at = b * s.q.batch + h * s.q.head + i * s.q.seq;
         const int64_t k_at = b * s.k.batch + kh * s.k.head, v_at = b * s.v.batch + kh * s.v.head;
         const int64_t o_at = b * s.o.batch + h * s.o.head + i * s.o.seq;
-        RowJob r;
         if (bf16) {
           widen_bf16(reinterpret_cast<const uint16_t*>(q) + q_at, qbuf, s.head);
           r.q = qbuf;
@@ -460,8 +578,31 @@ class CpuAttentionKernel : public StepKernel {
             r.mask_key = 1;
           }
         }
-        row(r, scores);
-        if (bf16) round_to_bf16(obuf, reinterpret_cast<uint16_t*>(o) + o_at, s.v_head);
+        return o_at;
+      };
+      if (rows4) {
+        // Four queries of a head at a time; a head's last one to three one by one.
+        const int64_t blocks = (s.q_len + 3) / 4;
+#pragma omp for schedule(static)
+        for (int64_t u = 0; u < s.batch * s.q_heads * blocks; ++u) {
+          const int64_t first = u / blocks * s.q_len + u % blocks * 4;
+          const int64_t n = std::min<int64_t>(4, s.q_len - u % blocks * 4);
+          RowJob jobs[4];
+          for (int64_t x = 0; x < n; ++x) fill(first + x, jobs[x]);
+          if (n == 4) {
+            rows4(jobs, scores, kv_pad);
+          } else {
+            for (int64_t x = 0; x < n; ++x) row(jobs[x], scores);
+          }
+        }
+      } else {
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < rows; ++t) {
+          RowJob r;
+          const int64_t o_at = fill(t, r);
+          row(r, scores);
+          if (bf16) round_to_bf16(obuf, reinterpret_cast<uint16_t*>(o) + o_at, s.v_head);
+        }
       }
     }
     return {};
