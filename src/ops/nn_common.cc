@@ -280,17 +280,23 @@ namespace {
 template <int64_t kRows, int64_t kCols>
 void gemm_tile(const double* __restrict a, const double* __restrict b, double* __restrict y, int64_t k, int64_t n) {
   double acc[kRows][kCols];
+#pragma GCC unroll 16
   for (int64_t r = 0; r < kRows; ++r) {
+#pragma GCC unroll 16
     for (int64_t c = 0; c < kCols; ++c) acc[r][c] = y[r * n + c];
   }
   for (int64_t p = 0; p < k; ++p) {
     const double* br = b + p * n;
+#pragma GCC unroll 16
     for (int64_t r = 0; r < kRows; ++r) {
       const double av = a[r * k + p];
+#pragma GCC unroll 16
       for (int64_t c = 0; c < kCols; ++c) acc[r][c] += av * br[c];
     }
   }
+#pragma GCC unroll 16
   for (int64_t r = 0; r < kRows; ++r) {
+#pragma GCC unroll 16
     for (int64_t c = 0; c < kCols; ++c) y[r * n + c] = acc[r][c];
   }
 }
@@ -311,18 +317,28 @@ void gemm_rows(const double* __restrict a, const double* __restrict b, double* _
 
 void gemm_acc(const double* __restrict a, const double* __restrict b, double* __restrict y, int64_t m, int64_t k,
               int64_t n) {
-  // Tiles of 4 rows by 4 columns summed in registers, row blocks in parallel for large products
-  // (the FP16 range check runs whole transformers on these kernels at build). Every output is
-  // summed over k in order, as a plain loop would, whatever the tiling and thread count.
-  constexpr int64_t kRows = 4, kCols = 4;
+  // Tiles of 4 rows by 4 columns summed in registers; chunks of 16 tiles' rows in parallel for
+  // large products (the FP16 range check runs whole transformers on these kernels at build),
+  // each chunk walking the columns outside its rows, so that a strip of B stays in cache across
+  // the chunk. Every output is summed over k in order, as a plain loop would, whatever the tiling
+  // and thread count.
+  constexpr int64_t kRows = 4, kCols = 4, kChunk = 16;
   const int64_t blocks = m / kRows, full_cols = n / kCols * kCols;
+  const int64_t chunks = (blocks + kChunk - 1) / kChunk;
 #pragma omp parallel for schedule(static) if (blocks > 1 && m * k * n >= (int64_t{1} << 22))
-  for (int64_t blk = 0; blk < blocks; ++blk) {
-    const int64_t i0 = blk * kRows;
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t first = c * kChunk, last = std::min(blocks, first + kChunk);
     for (int64_t j0 = 0; j0 < full_cols; j0 += kCols) {
-      gemm_tile<kRows, kCols>(a + i0 * k, b + j0, y + i0 * n + j0, k, n);
+      for (int64_t blk = first; blk < last; ++blk) {
+        const int64_t i0 = blk * kRows;
+        gemm_tile<kRows, kCols>(a + i0 * k, b + j0, y + i0 * n + j0, k, n);
+      }
     }
-    if (full_cols < n) gemm_rows(a + i0 * k, b, y + i0 * n, kRows, k, n, full_cols);
+    if (full_cols < n) {
+      for (int64_t blk = first; blk < last; ++blk) {
+        gemm_rows(a + blk * kRows * k, b, y + blk * kRows * n, kRows, k, n, full_cols);
+      }
+    }
   }
   const int64_t done = blocks * kRows;
   if (done < m) gemm_rows(a + done * k, b, y + done * n, m - done, k, n, 0);
