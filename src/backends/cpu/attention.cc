@@ -486,8 +486,8 @@ class CpuAttentionKernel : public StepKernel {
     const bool parallel = rows > 1 && rows * s.kv_len * (s.head + s.v_head) >= (1 << 15);
     const bool gather = bf16 || keys_apart(s) || wide;
     const int64_t kv_pad = padded(s.kv_len);
-    // Float32 heads of 16, 32 or 64 on AVX-512: four query rows at a time.
-    const AttentionRows4 rows4 = wide && !bf16 ? wide_rows4(s.v_head) : nullptr;
+    // V heads of 16, 32 or 64 on AVX-512: four query rows at a time.
+    const AttentionRows4 rows4 = wide ? wide_rows4(s.v_head) : nullptr;
     scores_.reserve(4 * kv_pad);
     heads_.reserve(head_scratch(s));
 #pragma omp parallel if (parallel)
@@ -499,13 +499,21 @@ class CpuAttentionKernel : public StepKernel {
       float* kbuf = gather ? heads_.get(omp_get_thread_num()) : nullptr;
       float* vbuf = gather ? kbuf + kv_pad * s.head : nullptr;
       // BF16: the query row, the output row and the mask row in float32.
-      float* qbuf = bf16 ? vbuf + s.kv_len * s.v_head : nullptr;
-      float* obuf = bf16 ? qbuf + s.head : nullptr;
-      float* mbuf = bf16 ? obuf + s.v_head : nullptr;
+      // BF16: the query rows, output rows and mask rows of up to four queries in float32, and a
+      // key row being widened.
+      const int64_t mask_row = std::max<int64_t>(s.mask_len, s.kv_len);
+      float* qbufs = bf16 ? vbuf + s.kv_len * s.v_head : nullptr;
+      float* obufs = bf16 ? qbufs + 4 * s.head : nullptr;
+      float* mbufs = bf16 ? obufs + 4 * s.v_head : nullptr;
+      float* kwide = bf16 ? mbufs + 4 * mask_row : nullptr;
       int64_t held = -1;  // the (batch, key head) in kbuf and vbuf
       // Row t's job (its head's keys and values copied to the scratch first where they are);
       // returns where its output row starts.
-      auto fill = [&](int64_t t, RowJob& r) -> int64_t {
+      // `x`: which of the four query slots a BF16 row widens into.
+      auto fill = [&](int64_t t, RowJob& r, int64_t x) -> int64_t {
+        float* qbuf = bf16 ? qbufs + x * s.head : nullptr;
+        float* obuf = bf16 ? obufs + x * s.v_head : nullptr;
+        float* mbuf = bf16 ? mbufs + x * mask_row : nullptr;
         const int64_t b = t / (s.q_heads * s.q_len), h = (t / s.q_len) % s.q_heads, i = t % s.q_len;
         const int64_t kh = h / group;
         const int64_t q_at = b * s.q.batch + h * s.q.head + i * s.q.seq;
@@ -529,13 +537,13 @@ class CpuAttentionKernel : public StepKernel {
             if (wide) {
               // Keys transposed (dim d of key j at d * kv_pad + j), the padding keys zero.
               for (int64_t j = 0; j < kv_pad; ++j) {
-                const float* kj = qbuf;  // a BF16 key widened into the query's row first
+                const float* kj = kwide;  // a BF16 key widened first
                 if (j >= s.kv_len) {
                   for (int64_t d = 0; d < s.head; ++d) kbuf[d * kv_pad + j] = 0;
                   continue;
                 }
                 if (bf16) {
-                  widen_bf16(reinterpret_cast<const uint16_t*>(k) + k_at + j * s.k.seq, qbuf, s.head);
+                  widen_bf16(reinterpret_cast<const uint16_t*>(k) + k_at + j * s.k.seq, kwide, s.head);
                   widen_bf16(reinterpret_cast<const uint16_t*>(v) + v_at + j * s.v.seq, vbuf + j * s.v_head, s.v_head);
                 } else {
                   kj = r.k + j * s.k.seq;
@@ -543,7 +551,6 @@ class CpuAttentionKernel : public StepKernel {
                 }
                 for (int64_t d = 0; d < s.head; ++d) kbuf[d * kv_pad + j] = kj[d];
               }
-              if (bf16) widen_bf16(reinterpret_cast<const uint16_t*>(q) + q_at, qbuf, s.head);
             }
             for (int64_t j = 0; j < s.kv_len && !wide; ++j) {
               if (bf16) {
@@ -588,20 +595,24 @@ class CpuAttentionKernel : public StepKernel {
           const int64_t first = u / blocks * s.q_len + u % blocks * 4;
           const int64_t n = std::min<int64_t>(4, s.q_len - u % blocks * 4);
           RowJob jobs[4];
-          for (int64_t x = 0; x < n; ++x) fill(first + x, jobs[x]);
+          int64_t o_at[4];
+          for (int64_t x = 0; x < n; ++x) o_at[x] = fill(first + x, jobs[x], x);
           if (n == 4) {
             rows4(jobs, scores, kv_pad);
           } else {
             for (int64_t x = 0; x < n; ++x) row(jobs[x], scores);
+          }
+          for (int64_t x = 0; x < n && bf16; ++x) {
+            round_to_bf16(obufs + x * s.v_head, reinterpret_cast<uint16_t*>(o) + o_at[x], s.v_head);
           }
         }
       } else {
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < rows; ++t) {
           RowJob r;
-          const int64_t o_at = fill(t, r);
+          const int64_t o_at = fill(t, r, 0);
           row(r, scores);
-          if (bf16) round_to_bf16(obuf, reinterpret_cast<uint16_t*>(o) + o_at, s.v_head);
+          if (bf16) round_to_bf16(obufs, reinterpret_cast<uint16_t*>(o) + o_at, s.v_head);
         }
       }
     }
@@ -627,11 +638,12 @@ class CpuAttentionKernel : public StepKernel {
     return false;
 #endif
   }
-  // Floats of heads_ per thread: a head's keys (padded) and values, and in BF16 a query, an output
-  // and a mask row beside them.
+  // Floats of heads_ per thread: a head's keys (padded) and values, and in BF16 four query,
+  // output and mask rows and a key row beside them.
+
   static int64_t head_scratch(const AttentionShape& s) {
-    return padded(s.kv_len) * s.head + s.kv_len * s.v_head + s.head + s.v_head +
-           std::max<int64_t>(s.mask_len, s.kv_len);
+    return padded(s.kv_len) * s.head + s.kv_len * s.v_head +
+           4 * (s.head + s.v_head + std::max<int64_t>(s.mask_len, s.kv_len)) + s.head;
   }
 
   const Node& node_;
