@@ -39,7 +39,7 @@ bool last_axis_layernorm(const Node& n) {
 }
 
 // The terms of the sum `v` reads, left to right: through Adds that only this sum reads.
-void collect_terms(const Value* v, const Uses& uses, const Node* reader, std::vector<const Value*>* terms,
+void collect_terms(Value* v, const Uses& uses, const Node* reader, std::vector<Value*>* terms,
                    std::vector<Node*>* adds) {
   Node* p = v->producer;
   if (p && p->domain.empty() && p->op_type == "Add" && p->inputs.size() == 2 && p->inputs[0] && p->inputs[1] &&
@@ -55,69 +55,71 @@ void collect_terms(const Value* v, const Uses& uses, const Node* reader, std::ve
 }  // namespace
 
 PassInfo embed_layernorm_fusion_pass() {
-  return {kName,
-          "Fuses embedding lookups (Gather of 2-D tables), their sum and the LayerNorm after it into one step; CUDA "
-          "builds run it",
-          [](Graph& g, PassContext& ctx) -> Result<bool> {
-            bool changed = false;
-            for (size_t i = 0; i < g.nodes().size(); ++i) {
-              Node& ln = *g.nodes()[i];
-              if (!last_axis_layernorm(ln)) continue;
-              Uses uses(g);
-              std::vector<const Value*> terms;
-              std::vector<Node*> adds;
-              collect_terms(ln.inputs[0], uses, &ln, &terms, &adds);
-              if (adds.empty()) continue;
-              const Value* dense = nullptr;
-              std::vector<Node*> gathers;
-              bool ok = true;
-              const Dim* width = dim_at(ln.inputs[0], known_rank(ln.inputs[0]) - 1);
-              for (const Value* t : terms) {
-                Node* p = t->producer;
-                if (p && table_lookup(*p) && uses.sole_consumer(t) && t->type.dtype == ln.inputs[0]->type.dtype &&
-                    width && width->known() && constant_of(p->inputs[0])->dim(1) == width->value) {
-                  gathers.push_back(p);
-                  continue;
-                }
-                // One other term, as wide as the rows.
-                const Dim* w = known_rank(t) >= 1 ? dim_at(t, known_rank(t) - 1) : nullptr;
-                ok = ok && !dense && w && w->known() && width && width->known() && w->value == width->value &&
-                     t->type.dtype == ln.inputs[0]->type.dtype;
-                dense = t;
-              }
-              if (!ok || gathers.empty()) continue;
-              Node* n = g.insert_node(static_cast<size_t>(ln.index), "EmbedLayerNorm", ln.name);
-              n->domain = kKilnDomain;
-              n->opset = 1;
-              n->inputs = {const_cast<Value*>(dense), ln.inputs[1], ln.inputs.size() > 2 ? ln.inputs[2] : nullptr};
-              for (Node* gt : gathers) {
-                n->inputs.push_back(gt->inputs[0]);
-                n->inputs.push_back(gt->inputs[1]);
-              }
-              if (const Attribute* e = ln.attr("epsilon")) n->attrs["epsilon"] = *e;
-              Value* out = ln.outputs[0];
-              n->outputs = {out};
-              std::set<const Node*> gone = {&ln};
-              for (Node* gt : gathers) {
-                absorb_provenance(n, *gt);
-                gone.insert(gt);
-              }
-              for (Node* a : adds) {
-                absorb_provenance(n, *a);
-                gone.insert(a);
-              }
-              absorb_provenance(n, ln);
-              g.erase_nodes_if([&](const Node& x) { return gone.count(&x) > 0; });
-              out->producer = n;
-              ctx.record(kName);
-              changed = true;
-              i = static_cast<size_t>(n->index);
+  return {
+      kName,
+      "Fuses embedding lookups (Gather of 2-D tables), their sum and the LayerNorm after it into one step; CUDA "
+      "builds run it",
+      [](Graph& g, PassContext& ctx) -> Result<bool> {
+        bool changed = false;
+        for (size_t i = 0; i < g.nodes().size(); ++i) {
+          Node& ln = *g.nodes()[i];
+          if (!last_axis_layernorm(ln)) continue;
+          Uses uses(g);
+          // The rows' width must be known: each term is checked against it.
+          const Dim* width = dim_at(ln.inputs[0], known_rank(ln.inputs[0]) - 1);
+          if (!width || !width->known()) continue;
+          std::vector<Value*> terms;
+          std::vector<Node*> adds;
+          collect_terms(ln.inputs[0], uses, &ln, &terms, &adds);
+          if (adds.empty()) continue;
+          Value* dense = nullptr;
+          std::vector<Node*> gathers;
+          bool ok = true;
+          for (Value* t : terms) {
+            ok = ok && t->type.dtype == ln.inputs[0]->type.dtype;
+            Node* p = t->producer;
+            if (p && table_lookup(*p) && uses.sole_consumer(t) && constant_of(p->inputs[0])->dim(1) == width->value) {
+              gathers.push_back(p);
+              continue;
             }
-            return changed;
-          },
-          // Off by default; the CUDA backend turns it on. On the CPU the fused op has only its
-          // reference kernel.
-          false};
+            // One other term, as wide as the rows.
+            const Dim* w = known_rank(t) >= 1 ? dim_at(t, known_rank(t) - 1) : nullptr;
+            ok = ok && !dense && w && w->known() && w->value == width->value;
+            dense = t;
+          }
+          if (!ok || gathers.empty()) continue;
+          Node* n = g.insert_node(static_cast<size_t>(ln.index), "EmbedLayerNorm", ln.name);
+          n->domain = kKilnDomain;
+          n->opset = 1;
+          n->inputs = {dense, ln.inputs[1], ln.inputs.size() > 2 ? ln.inputs[2] : nullptr};
+          for (Node* gt : gathers) {
+            n->inputs.push_back(gt->inputs[0]);
+            n->inputs.push_back(gt->inputs[1]);
+          }
+          if (const Attribute* e = ln.attr("epsilon")) n->attrs["epsilon"] = *e;
+          Value* out = ln.outputs[0];
+          n->outputs = {out};
+          std::set<const Node*> gone = {&ln};
+          for (Node* gt : gathers) {
+            absorb_provenance(n, *gt);
+            gone.insert(gt);
+          }
+          for (Node* a : adds) {
+            absorb_provenance(n, *a);
+            gone.insert(a);
+          }
+          absorb_provenance(n, ln);
+          g.erase_nodes_if([&](const Node& x) { return gone.count(&x) > 0; });
+          out->producer = n;
+          ctx.record(kName);
+          changed = true;
+          i = static_cast<size_t>(n->index);
+        }
+        return changed;
+      },
+      // Off by default; the CUDA backend turns it on. On the CPU the fused op has only its
+      // reference kernel.
+      false};
 }
 
 }  // namespace kiln

@@ -890,6 +890,7 @@ class ArenaPlanExecutor : public PlanExecutor {
   const std::vector<double>& step_times_ms() const override { return times_; }
   void set_profiling(bool on) override { profiling_ = on; }
   void set_guard_checks(bool on) override { guard_checks_ = on; }
+  bool guard_checks() const override { return guard_checks_; }
 
  private:
   std::shared_ptr<const Plan> plan_;

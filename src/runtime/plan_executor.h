@@ -42,6 +42,7 @@ class PlanExecutor {
   // values. On in builds with tests (KILN_CHECK_PLAN) and when the environment sets
   // KILN_CHECK_PLAN=1; KILN_CHECK_PLAN=0 turns them off.
   virtual void set_guard_checks(bool on) = 0;
+  virtual bool guard_checks() const = 0;
   // On a device that can record work (CUDA graphs), the second run at a shape records every step
   // and later runs at that shape replay the recording as one launch. On by default; off when
   // profiling steps, with guard checks, or when the environment sets KILN_CUDA_GRAPHS=0.

@@ -189,24 +189,6 @@ __attribute__((target("avx2,fma"))) void attention_row_avx2(const RowJob& r, flo
 // query's scores for 16 keys are one vector: broadcast q[d] times 16 keys' dim d, summed over d,
 // with no horizontal sums; the output row stays in registers over the keys.
 
-// Scores of NB blocks of 16 keys from key j0, scaled: NB independent chains of FMAs.
-template <int NB>
-__attribute__((target("avx512f,avx512dq,avx2,fma"))) inline void scores_avx512(const RowJob& r, int64_t j0,
-                                                                               float* scores) {
-  __m512 acc[NB];
-#pragma GCC unroll 16
-  for (int b = 0; b < NB; ++b) acc[b] = _mm512_setzero_ps();
-  for (int64_t d = 0; d < r.head; ++d) {
-    const __m512 q = _mm512_set1_ps(r.q[d]);
-    const float* kd = r.k + d * r.k_seq + j0;
-#pragma GCC unroll 16
-    for (int b = 0; b < NB; ++b) acc[b] = _mm512_fmadd_ps(q, _mm512_loadu_ps(kd + 16 * b), acc[b]);
-  }
-  const __m512 scale = _mm512_set1_ps(r.scale);
-#pragma GCC unroll 16
-  for (int b = 0; b < NB; ++b) _mm512_storeu_ps(scores + j0 + 16 * b, _mm512_mul_ps(acc[b], scale));
-}
-
 // o = inv * sum_j scores[j] v_j, V heads of NV vectors: even and odd keys in two sets of
 // accumulators (twice the chains in flight).
 template <int NV>
@@ -244,17 +226,8 @@ __attribute__((target("avx512f,avx512dq,avx2,fma"), always_inline)) inline __m51
   return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
 }
 
-// A row's scores (scaled) for all its keys.
-__attribute__((target("avx512f,avx512dq,avx2,fma"))) void row_scores_avx512(const RowJob& r, float* scores) {
-  const int64_t blocks = (r.kv_len + 15) / 16;
-  int64_t b = 0;
-  for (; b + 8 <= blocks; b += 8) scores_avx512<8>(r, 16 * b, scores);
-  for (; b + 4 <= blocks; b += 4) scores_avx512<4>(r, 16 * b, scores);
-  for (; b < blocks; ++b) scores_avx512<1>(r, 16 * b, scores);
-}
-
-// The scores of R query rows of one head (rows of `stride` floats) for keys j0 .. j0 + 16 NB:
-// each key vector loaded once for the R rows.
+// The scores (scaled) of R query rows of one head (rows of `stride` floats) for keys j0 ..
+// j0 + 16 NB: each key vector loaded once for the R rows, R x NB independent chains of FMAs.
 template <int R, int NB>
 __attribute__((target("avx512f,avx512dq,avx2,fma"))) inline void scores_rows_avx512(const RowJob* rows, int64_t j0,
                                                                                     float* scores, int64_t stride) {
@@ -283,6 +256,15 @@ __attribute__((target("avx512f,avx512dq,avx2,fma"))) inline void scores_rows_avx
 #pragma GCC unroll 16
     for (int b = 0; b < NB; ++b) _mm512_storeu_ps(scores + i * stride + j0 + 16 * b, _mm512_mul_ps(acc[i][b], scale));
   }
+}
+
+// A row's scores (scaled) for all its keys.
+__attribute__((target("avx512f,avx512dq,avx2,fma"))) void row_scores_avx512(const RowJob& r, float* scores) {
+  const int64_t blocks = (r.kv_len + 15) / 16;
+  int64_t b = 0;
+  for (; b + 8 <= blocks; b += 8) scores_rows_avx512<1, 8>(&r, 16 * b, scores, 0);
+  for (; b + 4 <= blocks; b += 4) scores_rows_avx512<1, 4>(&r, 16 * b, scores, 0);
+  for (; b < blocks; ++b) scores_rows_avx512<1, 1>(&r, 16 * b, scores, 0);
 }
 
 // Masks, then the softmax's numerators in place; returns 1 / their sum, or 0 for a row with no
@@ -498,7 +480,6 @@ class CpuAttentionKernel : public StepKernel {
       // queries instead of being fetched again, one stride apart, for each query.
       float* kbuf = gather ? heads_.get(omp_get_thread_num()) : nullptr;
       float* vbuf = gather ? kbuf + kv_pad * s.head : nullptr;
-      // BF16: the query row, the output row and the mask row in float32.
       // BF16: the query rows, output rows and mask rows of up to four queries in float32, and a
       // key row being widened.
       const int64_t mask_row = std::max<int64_t>(s.mask_len, s.kv_len);
@@ -551,15 +532,16 @@ class CpuAttentionKernel : public StepKernel {
                 }
                 for (int64_t d = 0; d < s.head; ++d) kbuf[d * kv_pad + j] = kj[d];
               }
-            }
-            for (int64_t j = 0; j < s.kv_len && !wide; ++j) {
-              if (bf16) {
-                widen_bf16(reinterpret_cast<const uint16_t*>(k) + k_at + j * s.k.seq, kbuf + j * s.head, s.head);
-                widen_bf16(reinterpret_cast<const uint16_t*>(v) + v_at + j * s.v.seq, vbuf + j * s.v_head, s.v_head);
-                continue;
+            } else {
+              for (int64_t j = 0; j < s.kv_len; ++j) {
+                if (bf16) {
+                  widen_bf16(reinterpret_cast<const uint16_t*>(k) + k_at + j * s.k.seq, kbuf + j * s.head, s.head);
+                  widen_bf16(reinterpret_cast<const uint16_t*>(v) + v_at + j * s.v.seq, vbuf + j * s.v_head, s.v_head);
+                  continue;
+                }
+                std::memcpy(kbuf + j * s.head, r.k + j * s.k.seq, static_cast<size_t>(s.head) * sizeof(float));
+                std::memcpy(vbuf + j * s.v_head, r.v + j * s.v.seq, static_cast<size_t>(s.v_head) * sizeof(float));
               }
-              std::memcpy(kbuf + j * s.head, r.k + j * s.k.seq, static_cast<size_t>(s.head) * sizeof(float));
-              std::memcpy(vbuf + j * s.v_head, r.v + j * s.v.seq, static_cast<size_t>(s.v_head) * sizeof(float));
             }
           }
           r.k = kbuf;
@@ -640,14 +622,13 @@ class CpuAttentionKernel : public StepKernel {
   }
   // Floats of heads_ per thread: a head's keys (padded) and values, and in BF16 four query,
   // output and mask rows and a key row beside them.
-
   static int64_t head_scratch(const AttentionShape& s) {
     return padded(s.kv_len) * s.head + s.kv_len * s.v_head +
            4 * (s.head + s.v_head + std::max<int64_t>(s.mask_len, s.kv_len)) + s.head;
   }
 
   const Node& node_;
-  ThreadScratch<float> scores_;  // one row of scores per thread
+  ThreadScratch<float> scores_;  // four rows of scores per thread
   ThreadScratch<float> heads_;   // one head's keys and values per thread, where keys_apart
 };
 

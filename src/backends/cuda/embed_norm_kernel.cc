@@ -81,8 +81,8 @@ std::vector<Layout> embed_norm_layouts(const Node& n, DataType precision) {
   return {Layout::kPlain};
 }
 
-// Strides of `dims` (right-aligned with `rows`) over the output's row dims, 0 where broadcast;
-// `unit` elements per step of the last dim.
+// Strides, in elements of `dims`' own row-major storage, of `dims` (right-aligned with `rows`)
+// over the output's row dims; 0 where broadcast.
 bool broadcast_strides(const Dims& dims, const Dims& rows, int64_t* strides) {
   if (dims.size() > rows.size()) return false;
   const size_t lead = rows.size() - dims.size();
