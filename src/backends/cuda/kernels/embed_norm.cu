@@ -4,28 +4,14 @@
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels/embed_norm.h"
 #include "backends/cuda/kernels/float_cast.cuh"
+#include "backends/cuda/kernels/reduce.cuh"
 
 namespace kiln::cuda {
 namespace {
 
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-// The sum of `v` over the block (a multiple of 32 threads), returned to every thread; `sh` holds
-// 32 floats.
-__device__ float block_sum(float v, float* sh) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  v = warp_sum(v);
-  __syncthreads();
-  if (lane == 0) sh[warp] = v;
-  __syncthreads();
-  v = lane < static_cast<int>(blockDim.x >> 5) ? sh[lane] : 0.f;
-  return warp_sum(v);
-}
-
-// One block per row; each thread keeps up to kPer elements of the sum in registers.
+// One block per row; each thread keeps up to kPer elements of the sum in registers. The loops over
+// tables run to kEmbedMaxTerms, unrolled, so the row pointers stay in registers and every table's
+// read is issued before the first is used.
 template <typename T, int kPer>
 __global__ void __launch_bounds__(256) embed_norm_kernel(const EmbedNormParams p, T* __restrict__ y) {
   __shared__ float sh[32];
@@ -37,15 +23,20 @@ __global__ void __launch_bounds__(256) embed_norm_kernel(const EmbedNormParams p
   for (int d = p.rank - 1; d >= 0; --d) {
     const int64_t i = rest % p.row_dims[d];
     rest /= p.row_dims[d];
-    for (int t = 0; t < p.terms; ++t) id_off[t] += i * p.id_strides[t][d];
+#pragma unroll
+    for (int t = 0; t < kEmbedMaxTerms; ++t) id_off[t] += i * p.id_strides[t][d];
     x_row += i * p.x_strides[d];
   }
-  const T* rows[kEmbedMaxTerms] = {};
-  for (int t = 0; t < p.terms; ++t) {
-    int64_t v = p.ids64[t] ? static_cast<const int64_t*>(p.ids[t])[id_off[t]]
-                           : static_cast<int64_t>(static_cast<const int32_t*>(p.ids[t])[id_off[t]]);
-    if (v < 0) v += p.table_rows[t];
-    rows[t] = v >= 0 && v < p.table_rows[t] ? static_cast<const T*>(p.tables[t]) + v * p.cols : nullptr;
+  const T* rows[kEmbedMaxTerms];
+#pragma unroll
+  for (int t = 0; t < kEmbedMaxTerms; ++t) {
+    rows[t] = nullptr;
+    if (t < p.terms) {
+      int64_t v = p.ids64[t] ? static_cast<const int64_t*>(p.ids[t])[id_off[t]]
+                             : static_cast<int64_t>(static_cast<const int32_t*>(p.ids[t])[id_off[t]]);
+      if (v < 0) v += p.table_rows[t];
+      if (v >= 0 && v < p.table_rows[t]) rows[t] = static_cast<const T*>(p.tables[t]) + v * p.cols;
+    }
   }
   const T* xr = p.x ? static_cast<const T*>(p.x) + x_row * p.cols : nullptr;
   float v[kPer];
@@ -56,7 +47,8 @@ __global__ void __launch_bounds__(256) embed_norm_kernel(const EmbedNormParams p
     float s = 0.f;
     if (j < p.cols) {
       if (xr) s = f32(xr[j]);
-      for (int t = 0; t < p.terms; ++t) s += rows[t] ? f32(rows[t][j]) : 0.f;
+#pragma unroll
+      for (int t = 0; t < kEmbedMaxTerms; ++t) s += rows[t] ? f32(__ldg(rows[t] + j)) : 0.f;
     }
     v[k] = s;
     sum += s;

@@ -4,6 +4,7 @@
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels/float_cast.cuh"
 #include "backends/cuda/kernels/norm.h"
+#include "backends/cuda/kernels/reduce.cuh"
 
 namespace kiln::cuda {
 namespace {
@@ -16,23 +17,6 @@ __host__ __device__ __forceinline__ int64_t lmin(int64_t a, int64_t b) {
 }
 __host__ __device__ __forceinline__ int64_t lmax(int64_t a, int64_t b) {
   return a < b ? b : a;
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-// The sum of `v` over a 1-D block whose size is a multiple of 32, returned to every thread. Every
-// thread of the block must call it; `sh` holds 32 floats.
-__device__ float block_sum(float v, float* sh) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  v = warp_sum(v);
-  __syncthreads();  // a previous call may still be reading sh
-  if (lane == 0) sh[warp] = v;
-  __syncthreads();
-  v = lane < static_cast<int>(blockDim.x >> 5) ? sh[lane] : 0.f;
-  return warp_sum(v);
 }
 
 // ---- rows: LayerNormalization, RMSNormalization --------------------------------------------------
