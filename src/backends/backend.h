@@ -111,6 +111,14 @@ class Backend {
     return false;
   }
   virtual std::vector<std::string> tactics(const Node& node, DataType precision, Layout layout) const = 0;
+  // The input whose bytes the step's kernel (its tactic) reads as the output's starting value, a
+  // residual that a sum post-op adds into the output element for element: the memory plan may then
+  // place the output over that input where it dies at the step. -1: none. (Input 0 of elementwise
+  // ops and views is planned in place on every backend without asking.)
+  virtual int accumulating_input(const Step& step) const {
+    (void)step;
+    return -1;
+  }
   // Build time: repacks the constant inputs of `node` for `tactic` (e.g. blocked conv weights).
   // The default keeps them as they are.
   virtual Result<std::vector<Tensor>> pack_weights(const Node& node, const std::string& tactic,

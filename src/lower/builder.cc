@@ -107,7 +107,11 @@ Result<std::shared_ptr<Plan>> build_plan(const Model& model, const BuildOptions&
   progress("plan", 0.0);
   // In builds that verify passes, a symbolic type that contradicts the shapes at max is an
   // error: the passes may have relied on it.
-  KILN_RETURN_IF_ERROR(plan_activations(*plan, backend->device().kind, options.pipeline.verify));
+  const AccumulatingInput accumulating = [&backends](const Step& st) {
+    const Backend* b = backends.get(st.backend);
+    return b ? b->accumulating_input(st) : -1;
+  };
+  KILN_RETURN_IF_ERROR(plan_activations(*plan, backend->device().kind, options.pipeline.verify, accumulating));
   progress("plan", 1.0);
 
   // Build metadata.

@@ -47,7 +47,7 @@ int64_t storage_bytes(const TypeInfo& t, const Storage& s) {
 }
 
 // Places the activation and output slots stored on `device` (of known size) in one arena.
-MemoryPlan place_arena(Plan& plan, const std::string& device) {
+MemoryPlan place_arena(Plan& plan, const std::string& device, const AccumulatingInput& accumulating) {
   std::vector<TensorLife> lives;
   std::vector<int> life_slot;
   std::map<int, int> life_of_slot;
@@ -66,23 +66,35 @@ MemoryPlan place_arena(Plan& plan, const std::string& device) {
   for (size_t k = 0; k < lives.size(); ++k) {
     const Slot& s = plan.slots[static_cast<size_t>(life_slot[k])];
     const Step& st = plan.steps[static_cast<size_t>(s.first_step)];
-    if (st.outputs.size() != 1 || st.inputs.empty() || st.inputs[0] < 0) continue;
-    auto in = life_of_slot.find(st.inputs[0]);
+    if (st.outputs.size() != 1 || st.inputs.empty()) continue;
+    // The input the output may take over: the first, for elementwise ops and views (and byte
+    // views); else the one the step's kernel accumulates into its output.
+    size_t from = 0;
+    bool byte_view = false;
+    if (st.inputs[0] >= 0) {
+      const Slot& first = plan.slots[static_cast<size_t>(st.inputs[0])];
+      byte_view = transpose_keeps_bytes(*st.node, first.storage.layout, s.storage.layout) &&
+                  first.storage.dtype == s.storage.dtype && first.storage.device == s.storage.device;
+    }
+    if (!may_run_in_place(*st.node) && !byte_view) {
+      const int acc = accumulating ? accumulating(st) : -1;
+      if (acc < 0 || static_cast<size_t>(acc) >= st.inputs.size()) continue;
+      from = static_cast<size_t>(acc);
+    }
+    if (st.inputs[from] < 0) continue;
+    auto in = life_of_slot.find(st.inputs[from]);
     if (in == life_of_slot.end()) continue;
-    const Slot& src = plan.slots[static_cast<size_t>(st.inputs[0])];
-    const bool byte_view = transpose_keeps_bytes(*st.node, src.storage.layout, s.storage.layout) &&
-                           src.storage.dtype == s.storage.dtype && src.storage.device == s.storage.device;
-    if (!may_run_in_place(*st.node) && !byte_view) continue;
+    const Slot& src = plan.slots[static_cast<size_t>(st.inputs[from])];
     // The input must die at this step (unless the output is the same bytes), be read only once
     // here, not be a graph output, and hold the same storage.
     int reads = 0;
-    for (int id : st.inputs) reads += id == st.inputs[0];
+    for (int id : st.inputs) reads += id == st.inputs[from];
     // A byte view of an input that is read later shares its bytes as an alias.
     const bool lives_on = src.last_step != s.first_step;
     if (src.kind == SlotKind::kOutput || (lives_on && !byte_view) || reads != 1) continue;
     if (!(src.storage == s.storage) && !byte_view) continue;
     if (!is_view_op(*st.node) && !byte_view &&
-        !same_shape_always(st.node->inputs[0]->type, st.node->outputs[0]->type)) {
+        !same_shape_always(st.node->inputs[from]->type, st.node->outputs[0]->type)) {
       continue;
     }
     lives[k].in_place_of = in->second;
@@ -99,7 +111,8 @@ MemoryPlan place_arena(Plan& plan, const std::string& device) {
 
 }  // namespace
 
-Status plan_activations(Plan& plan, const std::string& device, bool check_types) {
+Status plan_activations(Plan& plan, const std::string& device, bool check_types,
+                        const AccumulatingInput& accumulating) {
   if (!plan.graph) return invalid("the plan has no graph");
   const Graph& g = *plan.graph;
   std::map<std::string, int> slot_by_name;
@@ -156,11 +169,11 @@ Status plan_activations(Plan& plan, const std::string& device, bool check_types)
     s.in_place_of = -1;
     if ((s.kind == SlotKind::kActivation || s.kind == SlotKind::kOutput) && s.bytes < 0) ++plan.memory.dynamic_slots;
   }
-  const MemoryPlan mp = place_arena(plan, device);
+  const MemoryPlan mp = place_arena(plan, device, accumulating);
   plan.memory.arena = mp.arena;
   plan.memory.naive = mp.naive;
   plan.memory.lower_bound = mp.lower_bound;
-  plan.memory.host_arena = device == "cpu" ? 0 : place_arena(plan, "cpu").arena;
+  plan.memory.host_arena = device == "cpu" ? 0 : place_arena(plan, "cpu", accumulating).arena;
   return {};
 }
 

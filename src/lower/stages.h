@@ -92,7 +92,11 @@ Status select_tactics(Plan& plan, const BackendSet& backends, TimingCache& cache
 // memory.cc: sizes at the profile's largest shapes (shape computations evaluated), lifetimes,
 // in-place pairs and the arena placement: one arena on the plan's `device` and, when that is not
 // the CPU, one in host memory for the values copied in and out. `check_types`: a build-time (symbolic) type that
-// contradicts the shapes at max is an error (builds that verify passes).
-Status plan_activations(Plan& plan, const std::string& device, bool check_types);
+// contradicts the shapes at max is an error (builds that verify passes). `accumulating`, where
+// given, names the input a step's kernel sums into its output (Backend::accumulating_input), which
+// the output may then take over in place.
+using AccumulatingInput = std::function<int(const Step&)>;
+Status plan_activations(Plan& plan, const std::string& device, bool check_types,
+                        const AccumulatingInput& accumulating = {});
 
 }  // namespace kiln

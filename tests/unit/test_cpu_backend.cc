@@ -202,6 +202,84 @@ void expect_cpu_matches_reference(const onnx::ModelProto& m, const std::map<std:
   }
 }
 
+// A residual summed into a convolution's or a product's output (oneDNN's sum post-op) that dies
+// there: the output is placed over it and nothing is copied; one read later keeps its own bytes.
+// Both run like the graph.
+TEST(CpuBackend, ResidualSumsWriteOverADyingResidual) {
+  if (make_backend("cpu").value()->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
+  for (const bool conv : {true, false}) {
+    for (const bool read_later : {false, true}) {
+      SCOPED_TRACE(std::string(conv ? "FusedConv" : "FusedMatMul") + (read_later ? ", residual read later" : ""));
+      onnx::ModelProto m = make_model(17);
+      auto* g = m.mutable_graph();
+      const Dims x_dims = conv ? Dims{1, 8, 9, 9} : Dims{1, 7, 24};
+      const Dims y_dims = conv ? Dims{1, 8, 9, 9} : Dims{1, 7, 16};
+      add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, x_dims);
+      add_tensor_info(g->mutable_input(), "z", onnx::TensorProto::FLOAT, y_dims);
+      // The residual in the storage the product's output has (NHWC for convolutions), so that no
+      // reformat sits between it and the step.
+      if (conv) {
+        add_random_weight(g, "w0", {8, 8, 1, 1}, 3, -0.5f, 0.5f);
+        add_node(g, "Conv", {"z", "w0"}, {"r"}, "residual_source");
+      } else {
+        add_node(g, "Neg", {"z"}, {"r"}, "residual_source");
+      }
+      if (conv) {
+        add_random_weight(g, "w", {8, 8, 3, 3}, 1, -0.5f, 0.5f);
+        add_random_weight(g, "b", {8}, 2, -0.5f, 0.5f);
+        add_ints_attr(add_node(g, "Conv", {"x", "w", "b"}, {"p"}, "product"), "pads", {1, 1, 1, 1});
+      } else {
+        add_random_weight(g, "w", {24, 16}, 1, -0.5f, 0.5f);
+        add_node(g, "MatMul", {"x", "w"}, {"p"}, "product");
+      }
+      add_node(g, "Add", {"p", "r"}, {"s"}, "residual");
+      add_node(g, "Relu", {"s"}, {"y"}, "act");
+      g->add_output()->set_name("y");
+      if (read_later) {
+        if (conv) {
+          add_random_weight(g, "w2", {8, 8, 1, 1}, 4, -0.5f, 0.5f);
+          add_node(g, "Conv", {"r", "w2"}, {"y2"}, "later");
+        } else {
+          add_node(g, "Sigmoid", {"r"}, {"y2"}, "later");
+        }
+        g->add_output()->set_name("y2");
+      }
+      Model model = import_model(m);
+      BuildOptions o;
+      o.device = "cpu";
+      auto plan = build_plan(model, o);
+      ASSERT_TRUE(plan.ok()) << plan.status().message();
+      const Plan& p = **plan;
+      int fused = 0;
+      for (const Step& st : p.steps) {
+        if (st.node->op_type != (conv ? "FusedConv" : "FusedMatMul")) continue;
+        ++fused;
+        ASSERT_GE(st.inputs.size(), 4u);
+        ASSERT_GE(st.inputs[3], 0) << "the residual is the step's input 3";
+        const Slot& out = p.slots[static_cast<size_t>(st.outputs[0])];
+        const Slot& res = p.slots[static_cast<size_t>(st.inputs[3])];
+        if (read_later) {
+          EXPECT_EQ(out.in_place_of, -1);
+          EXPECT_NE(out.offset, res.offset);
+        } else {
+          EXPECT_EQ(out.in_place_of, st.inputs[3]);
+          EXPECT_EQ(out.offset, res.offset);
+        }
+      }
+      ASSERT_EQ(fused, 1);
+      auto exec = PlanExecutor::create(*plan, *make_backend("cpu"));
+      ASSERT_TRUE(exec.ok()) << exec.status().message();
+      (*exec)->set_guard_checks(true);
+      const std::vector<RValue> in = {RValue::of(random_float(x_dims, 5)), RValue::of(random_float(y_dims, 6))};
+      auto want = Executor(*model.graph).run(in);
+      auto got = (*exec)->run(in);
+      ASSERT_TRUE(want.ok() && got.ok()) << got.status().message();
+      ASSERT_EQ(got->size(), want->size());
+      for (size_t i = 0; i < want->size(); ++i) EXPECT_LE(rel_l2((*got)[i].tensor, (*want)[i].tensor), 1e-5);
+    }
+  }
+}
+
 struct PoolCase {
   std::string op;
   std::vector<int64_t> kernel, strides, pads, dilations;

@@ -51,7 +51,8 @@ bool cpu_lists_bf16() {
 // two computed values ([n, 32, 144] x [n, 144, 8] after reshapes); a third, y3, the two
 // convolutions' outputs concatenated and max-pooled (3x3, stride 2); a fourth, y4, a 1x1
 // convolution of a squeeze-excited feature map passed through an elementwise region
-// (tanh(e) * e + r1), which run in NHWC between the convolutions.
+// (tanh(e) * e + r1), which run in NHWC between the convolutions; a fifth, y5, a classifier as
+// torchvision exports it (Gemm with transB and a bias) on the pooled features.
 onnx::ModelProto small_net() {
   onnx::ModelProto m = make_model(17);
   auto* g = m.mutable_graph();
@@ -72,6 +73,9 @@ onnx::ModelProto small_net() {
   add_node(g, "Flatten", {"p"}, {"f"}, "flatten");
   add_node(g, "MatMul", {"f", "wf"}, {"fm"}, "fc");
   add_node(g, "Add", {"fm", "bf"}, {"y"}, "fc_bias");
+  add_random_weight(g, "wg", {10, 32}, 10, -0.3f, 0.3f);
+  add_random_weight(g, "bg", {10}, 11);
+  add_int_attr(add_node(g, "Gemm", {"f", "wg", "bg"}, {"y5"}, "classifier"), "transB", 1);
   add_node(g, "Reshape", {"r2", "flat"}, {"rows"}, "rows");
   add_random_weight(g, "ln_scale", {144}, 8, 0.5f, 1.5f);
   add_random_weight(g, "ln_bias", {144}, 9, -0.2f, 0.2f);
@@ -97,6 +101,7 @@ onnx::ModelProto small_net() {
   g->add_output()->set_name("y2");
   g->add_output()->set_name("y3");
   g->add_output()->set_name("y4");
+  g->add_output()->set_name("y5");
   return m;
 }
 
@@ -124,7 +129,8 @@ TEST(CpuBf16, ConvolutionsAndProductsRunInBf16WhereTheCpuHasIt) {
         EXPECT_EQ(st.tactic, "onednn") << st.name << ": conversions are oneDNN reorders";
         continue;
       }
-      const bool product = op == "FusedConv" || op == "Conv" || op == "FusedMatMul" || op == "MatMul";
+      const bool product = op == "FusedConv" || op == "Conv" || op == "FusedMatMul" || op == "MatMul" || op == "Gemm" ||
+                           op == "FusedGemm";
       if (!product) {
         // Pooling and Concat run in BF16 between BF16 steps (on oneDNN, or Kiln's byte-copying
         // Concat), as data movement may; nothing does without BF16 instructions.
@@ -160,7 +166,7 @@ TEST(CpuBf16, ConvolutionsAndProductsRunInBf16WhereTheCpuHasIt) {
     }
     EXPECT_EQ(nhwc_elementwise, 2) << "the excite Mul and one fused region";
     if (native) {
-      EXPECT_EQ(bf16_steps, 6) << "three convolutions and three products";
+      EXPECT_EQ(bf16_steps, 7) << "three convolutions, three products and the Gemm";
       EXPECT_GE(reformats, 3) << "into BF16 before the first convolution, out of it before the pool and outputs";
       // The same engine where BF16 is not available: refused with the instructions it needs.
       set_cpu_isa_cap(CpuIsa::kAvx2);
@@ -182,7 +188,8 @@ TEST(CpuBf16, ConvolutionsAndProductsRunInBf16WhereTheCpuHasIt) {
       auto got = (*exec)->run(in);
       ASSERT_TRUE(want.ok()) << want.status().message();
       ASSERT_TRUE(got.ok()) << got.status().message();
-      for (size_t k = 0; k < 4; ++k) {
+      ASSERT_EQ(got->size(), 5u);
+      for (size_t k = 0; k < 5; ++k) {
         ASSERT_EQ((*got)[k].tensor.dims(), (*want)[k].tensor.dims());
         ASSERT_EQ((*got)[k].tensor.dtype(), DataType::kFloat) << "outputs leave as the model's float32";
         // BF16 keeps 8 bits of mantissa: a relative error of about 2^-9 per rounding.

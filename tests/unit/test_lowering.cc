@@ -794,10 +794,10 @@ TEST(Lowering, LayerPrecisionSetsNamedSteps) {
   EXPECT_NE(bad.status().message().find("no_such_layer"), std::string::npos) << bad.status().message();
 
   BuildOptions no_kernel = o;
-  no_kernel.layer_precision = {{"fc", DataType::kBFloat16}};  // Gemm has no BF16 kernel
+  no_kernel.layer_precision = {{"fc", DataType::kFloat16}};  // FP16 runs on Conv and Relu alone here
   auto refused = build_plan(model, no_kernel);
   ASSERT_FALSE(refused.ok());
-  EXPECT_NE(refused.status().message().find("no bf16 kernel"), std::string::npos) << refused.status().message();
+  EXPECT_NE(refused.status().message().find("no fp16 kernel"), std::string::npos) << refused.status().message();
 }
 
 }  // namespace

@@ -135,6 +135,16 @@ class CpuBackend : public Backend {
       return supports(node, precision, layout) ? std::vector<std::string>{"reference"} : std::vector<std::string>{};
     return reference_->tactics(node, precision, layout);
   }
+  // oneDNN's convolutions and products add a residual (input 3) with a sum post-op into an output
+  // that holds it first: placed over the residual, the output needs no copy of it.
+  int accumulating_input(const Step& step) const override {
+    const Node& n = *step.node;
+    if (!cpu::is_onednn_tactic(step.tactic) || n.inputs.size() <= 3 || !n.inputs[3]) return -1;
+    for (auto supported : {cpu::conv_supported, cpu::gemm_supported, cpu::matmul_supported}) {
+      if (supported(n, step.precision, step.layout)) return 3;
+    }
+    return -1;
+  }
   // oneDNN's implementations of a step, and Kiln's own kernels beside them, are timed with the
   // step's kernel on buffers of the slots' types (the values arbitrary, the weights the model's):
   // the best of 3 runs after 1.

@@ -24,6 +24,26 @@ bool float_rank(const Value* v, size_t rank) {
          v->type.shape.rank_known && static_cast<size_t>(v->type.shape.rank()) == rank;
 }
 
+// A constant B reordered once into each layout (and element type) a primitive asks for.
+class PackedWeights {
+ public:
+  // The packing of `user` (the bytes at `data`, described by `user`) as `want`.
+  const memory& get(const memory::desc& user, const void* data, const memory::desc& want, dnnl::stream& stream) {
+    auto w = std::find_if(packed_.begin(), packed_.end(), [&](const auto& e) { return e.first == want; });
+    if (w != packed_.end()) return w->second;
+    memory from(user, cpu_engine(), const_cast<void*>(data));
+    memory to(want, cpu_engine());
+    dnnl::reorder(from, to).execute(stream, from, to);
+    stream.wait();
+    packed_.emplace_back(want, to);
+    return packed_.back().second;
+  }
+
+ private:
+  // By layout (memory::desc has equality, no ordering).
+  std::vector<std::pair<memory::desc, memory>> packed_;
+};
+
 class GemmKernel : public OnednnKernel {
  public:
   explicit GemmKernel(const Node& n)
@@ -34,7 +54,6 @@ class GemmKernel : public OnednnKernel {
 
  private:
   Status build(std::span<const TensorView> in, std::span<const TensorView> out, OnednnStep* s) override {
-    (void)out;
     const Dims& ad = in[0].dims;
     const Dims& bd = in[1].dims;
     if (ad.size() != 2 || bd.size() != 2) return invalid("{}: Gemm takes 2-D operands", node_.describe());
@@ -45,14 +64,26 @@ class GemmKernel : public OnednnKernel {
       s->empty = true;
       return {};
     }
-    const auto f32 = memory::data_type::f32;
-    // A transposed operand is the same bytes read with swapped strides.
-    const memory::desc a_md({m, k}, f32, trans_a_ ? Tag::ba : Tag::ab);
-    const memory::desc b_md({k, n}, f32, trans_b_ ? Tag::ba : Tag::ab);
-    const memory::desc y_md({m, n}, f32, Tag::ab);
     const bool has_bias = in.size() > 2 && !in[2].omitted;
     const bool has_residual = in.size() > 3 && !in[3].omitted;
-    const memory::desc bias_md({1, n}, f32, Tag::ab);
+    // FP32, or BF16 activations in a BF16 step; a constant B packed once in the activations' type
+    // and the layout the primitive picks, the bias as stored.
+    const memory::data_type act = dnnl_type(in[0].storage.dtype);
+    const memory::data_type b_type = dnnl_type(in[1].storage.dtype);
+    const memory::data_type bias_type = has_bias ? dnnl_type(in[2].storage.dtype) : act;
+    if (act == memory::data_type::undef || dnnl_type(out[0].storage.dtype) != act ||
+        b_type == memory::data_type::undef || bias_type == memory::data_type::undef ||
+        (has_residual && dnnl_type(in[3].storage.dtype) != act)) {
+      return invalid("{}: A stored as {}, the output as {}: a product reads and writes one of float32 and bfloat16",
+                     node_.describe(), dtype_name(in[0].storage.dtype), dtype_name(out[0].storage.dtype));
+    }
+    // A transposed operand is the same bytes read with swapped strides.
+    const memory::desc a_md({m, k}, act, trans_a_ ? Tag::ba : Tag::ab);
+    const memory::desc b_user({k, n}, b_type, trans_b_ ? Tag::ba : Tag::ab);
+    const bool packed_b = node_.inputs[1] && node_.inputs[1]->initializer;
+    const memory::desc b_md = packed_b ? memory::desc({k, n}, act, Tag::any) : b_user;
+    const memory::desc y_md({m, n}, act, Tag::ab);
+    const memory::desc bias_md({1, n}, bias_type, Tag::ab);
     auto desc = has_bias ? dnnl::matmul::desc(a_md, b_md, bias_md, y_md) : dnnl::matmul::desc(a_md, b_md, y_md);
     dnnl::primitive_attr attr;
     if (alpha_ != 1.f) attr.set_output_scales(0, {alpha_});
@@ -69,7 +100,12 @@ class GemmKernel : public OnednnKernel {
     dnnl::matmul::primitive_desc pd(desc, attr, cpu_engine());
     s->primitive = dnnl::matmul(pd);
     s->bind(DNNL_ARG_SRC, a_md, false, 0);
-    s->bind(DNNL_ARG_WEIGHTS, b_md, false, 1);
+    if (packed_b) {
+      if (!in[1].data) return invalid("{}: the weight has no data at prepare", node_.describe());
+      s->own(DNNL_ARG_WEIGHTS, weights_.get(b_user, in[1].data, pd.weights_desc(), stream_));
+    } else {
+      s->bind(DNNL_ARG_WEIGHTS, b_md, false, 1);
+    }
     s->bind(DNNL_ARG_DST, y_md, true, 0);
     if (has_bias) s->bind(DNNL_ARG_BIAS, bias_md, false, 2);
     s->own(DNNL_ARG_SCRATCHPAD, memory(pd.scratchpad_desc(), cpu_engine()));
@@ -78,6 +114,7 @@ class GemmKernel : public OnednnKernel {
 
   const bool trans_a_, trans_b_;
   const float alpha_;
+  PackedWeights weights_;
 };
 
 bool is_matmul(const Node& n) {
@@ -181,17 +218,7 @@ class MatMulKernel : public OnednnKernel {
     if (has_bias) s->bind(DNNL_ARG_BIAS, bias_md, false, 2);
     if (packed_b) {
       if (!in[1].data) return invalid("{}: the weight has no data at prepare", node_.describe());
-      const memory::desc want = pd.weights_desc();
-      auto w = std::find_if(weights_.begin(), weights_.end(), [&](const auto& e) { return e.first == want; });
-      if (w == weights_.end()) {
-        memory user(wei_user, cpu_engine(), in[1].data);
-        memory packed(want, cpu_engine());
-        dnnl::reorder(user, packed).execute(stream_, user, packed);
-        stream_.wait();
-        weights_.emplace_back(want, packed);
-        w = weights_.end() - 1;
-      }
-      s->own(DNNL_ARG_WEIGHTS, w->second);
+      s->own(DNNL_ARG_WEIGHTS, weights_.get(wei_user, in[1].data, pd.weights_desc(), stream_));
     } else {
       s->bind(DNNL_ARG_WEIGHTS, wei_md, false, 1);
     }
@@ -200,8 +227,7 @@ class MatMulKernel : public OnednnKernel {
   }
 
   const bool without_activation_, transposed_b_;
-  // Packed constant B by layout (memory::desc has equality, no ordering).
-  std::vector<std::pair<memory::desc, memory>> weights_;
+  PackedWeights weights_;
 };
 
 // A product whose GELU runs as Kiln's pass over the output after oneDNN's matmul.
@@ -272,7 +298,7 @@ std::unique_ptr<StepKernel> make_matmul_kernel(const Step& step) {
 }
 
 bool gemm_supported(const Node& n, DataType precision, Layout layout) {
-  if (!is_gemm(n) || precision != DataType::kFloat || layout != Layout::kPlain) return false;
+  if (!is_gemm(n) || !float_or_native_bf16(precision) || layout != Layout::kPlain) return false;
   if (n.inputs.size() < 2 || n.inputs.size() > 4 || n.outputs.size() != 1) return false;
   if (!float_rank(n.inputs[0], 2) || !float_rank(n.inputs[1], 2) || !float_rank(n.outputs[0], 2)) return false;
   const Value* c = n.inputs.size() > 2 ? n.inputs[2] : nullptr;
