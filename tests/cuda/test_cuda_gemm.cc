@@ -212,13 +212,21 @@ namespace {
 using namespace kiln::testing;
 
 // The GEMM tactics (no GPU needed): "cuda" is the heuristic's first algorithm, "cublaslt:K" its
-// K-th; other names are not GEMM tactics.
+// K-th, "cublaslt-inplace:K" its K-th without a separate reduction kernel; other names are not
+// GEMM tactics.
 TEST(CudaGemm, TacticsNameTheHeuristicsRank) {
   const std::vector<std::string> t = cuda::gemm_tactics();
-  ASSERT_EQ(t.size(), static_cast<size_t>(cuda::kGemmAlgoChoices));
-  for (size_t k = 0; k < t.size(); ++k) EXPECT_EQ(cuda::gemm_algo_rank(t[k]), static_cast<int>(k)) << t[k];
-  for (const char* bad : {"cublaslt:", "cublaslt:x", "cudnn:1", "gemm", "cublaslt:1x"}) {
-    EXPECT_EQ(cuda::gemm_algo_rank(bad), -1) << bad;
+  ASSERT_EQ(t.size(), static_cast<size_t>(cuda::kGemmAlgoChoices + cuda::kGemmInPlaceChoices));
+  for (size_t k = 0; k < t.size(); ++k) {
+    const auto parsed = cuda::parse_gemm_tactic(t[k]);
+    ASSERT_TRUE(parsed.has_value()) << t[k];
+    const bool in_place = k >= static_cast<size_t>(cuda::kGemmAlgoChoices);
+    EXPECT_EQ(parsed->in_place_reduction, in_place) << t[k];
+    EXPECT_EQ(parsed->rank, static_cast<int>(in_place ? k - cuda::kGemmAlgoChoices : k)) << t[k];
+  }
+  for (const char* bad : {"cublaslt:", "cublaslt:x", "cudnn:1", "gemm", "cublaslt:1x",
+                          "cublaslt-inplace:", "cublaslt-inplace", "cublaslt-inplace:-1"}) {
+    EXPECT_FALSE(cuda::parse_gemm_tactic(bad).has_value()) << bad;
   }
 }
 

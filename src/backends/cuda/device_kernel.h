@@ -5,6 +5,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <tuple>
 #include <vector>
 
@@ -86,11 +87,19 @@ inline constexpr int64_t kGemmWorkspace = 32 << 20;
 // "cublaslt:K" the one it ranks K-th (K = 1 .. kGemmAlgoChoices - 1; its first where it offers
 // fewer, as at a profile's other shapes), so the builder times several: at batch 1 its first
 // choice can be a split-K kernel whose separate reduction costs more than the split saves.
+// "cublaslt-inplace:K" (K = 0 .. kGemmInPlaceChoices - 1) is the K-th among the algorithms that
+// launch no separate reduction kernel (no split, or partial sums reduced in the output itself).
 inline constexpr const char* kGemmAlgoTactic = "cublaslt";
+inline constexpr const char* kGemmInPlaceTactic = "cublaslt-inplace";
 inline constexpr int kGemmAlgoChoices = 4;
+inline constexpr int kGemmInPlaceChoices = 2;
 std::vector<std::string> gemm_tactics();
-// The heuristic rank a GEMM tactic names (0 for "cuda"); -1 for a name that is not one.
-int gemm_algo_rank(const std::string& tactic);
+struct GemmTactic {
+  int rank = 0;                     // the heuristic's rank among the algorithms allowed
+  bool in_place_reduction = false;  // only algorithms without a separate reduction kernel
+};
+// The algorithm a GEMM tactic names; nullopt for a name that is not one.
+std::optional<GemmTactic> parse_gemm_tactic(const std::string& tactic);
 
 // Conv and kiln.FusedConv (2-D, NHWC, constant filter) through cuDNN's graph API, when this build
 // has cuDNN and its frontend headers.

@@ -57,8 +57,8 @@ ActivationSpec activation(const Node& n) {
 
 class GemmKernel : public DeviceKernel {
  public:
-  GemmKernel(const Node& n, DataType dt, bool tf32, int algo_rank)
-      : node_(n), dtype_(dt), tf32_(tf32), algo_rank_(algo_rank) {
+  GemmKernel(const Node& n, DataType dt, bool tf32, GemmTactic tactic)
+      : node_(n), dtype_(dt), tf32_(tf32), tactic_(tactic) {
     act_ = activation(n);
     gemm_ = is_gemm(n);
     if (gemm_) {
@@ -114,7 +114,8 @@ class GemmKernel : public DeviceKernel {
     cfg.dtype = dtype_;
     cfg.tf32 = tf32_;
     cfg.workspace_limit = kGemmWorkspace;
-    cfg.algo_rank = algo_rank_;
+    cfg.algo_rank = tactic_.rank;
+    cfg.in_place_reduction = tactic_.in_place_reduction;
     const Dims& a = in[0].dims;
     const Dims& b = in[1].dims;
     if (a.size() < 2 || b.size() < 2) return invalid("the CUDA GEMM needs operands of rank 2 or more");
@@ -182,7 +183,7 @@ class GemmKernel : public DeviceKernel {
   const Node& node_;
   DataType dtype_;
   bool tf32_;
-  int algo_rank_;
+  GemmTactic tactic_;
   bool gemm_ = false;
   bool trans_a_ = false, trans_b_ = false;
   float alpha_ = 1.0f, beta_ = 1.0f;
@@ -231,27 +232,35 @@ bool gemm_supports(const Node& n, DataType precision) {
 std::vector<std::string> gemm_tactics() {
   std::vector<std::string> t = {"cuda"};
   for (int k = 1; k < kGemmAlgoChoices; ++k) t.push_back(std::string(kGemmAlgoTactic) + ":" + std::to_string(k));
+  for (int k = 0; k < kGemmInPlaceChoices; ++k) {
+    t.push_back(std::string(kGemmInPlaceTactic) + ":" + std::to_string(k));
+  }
   return t;
 }
 
-int gemm_algo_rank(const std::string& tactic) {
-  if (tactic == "cuda") return 0;
-  const std::string prefix = std::string(kGemmAlgoTactic) + ":";
-  if (tactic.rfind(prefix, 0) != 0 || tactic.size() == prefix.size()) return -1;
-  int k = 0;
-  for (size_t i = prefix.size(); i < tactic.size(); ++i) {
-    if (tactic[i] < '0' || tactic[i] > '9' || k > 1000) return -1;
-    k = k * 10 + (tactic[i] - '0');
+std::optional<GemmTactic> parse_gemm_tactic(const std::string& tactic) {
+  if (tactic == "cuda") return GemmTactic{};
+  GemmTactic t;
+  std::string prefix = std::string(kGemmAlgoTactic) + ":";
+  if (tactic.rfind(prefix, 0) != 0) {
+    prefix = std::string(kGemmInPlaceTactic) + ":";
+    if (tactic.rfind(prefix, 0) != 0) return std::nullopt;
+    t.in_place_reduction = true;
   }
-  return k;
+  if (tactic.size() == prefix.size()) return std::nullopt;
+  for (size_t i = prefix.size(); i < tactic.size(); ++i) {
+    if (tactic[i] < '0' || tactic[i] > '9' || t.rank > 1000) return std::nullopt;
+    t.rank = t.rank * 10 + (tactic[i] - '0');
+  }
+  return t;
 }
 
 Result<std::unique_ptr<DeviceKernel>> make_gemm_kernel(const Plan& plan, const Step& step, bool tf32,
                                                        WeightCache& weights) {
   const Node& n = *step.node;
-  const int rank = gemm_algo_rank(step.tactic);
-  if (rank < 0) return invalid("step {}: {} is not a GEMM tactic", step.name, step.tactic);
-  auto k = std::make_unique<GemmKernel>(n, step.precision, tf32, rank);
+  const std::optional<GemmTactic> tactic = parse_gemm_tactic(step.tactic);
+  if (!tactic) return invalid("step {}: {} is not a GEMM tactic", step.name, step.tactic);
+  auto k = std::make_unique<GemmKernel>(n, step.precision, tf32, *tactic);
   std::vector<const void*> w(step.inputs.size(), nullptr);
   const float beta = is_gemm(n) ? float_attr(n, "beta", 1.0f) : 1.0f;
   for (size_t i = 0; i < step.inputs.size(); ++i) {

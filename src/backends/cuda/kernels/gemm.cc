@@ -81,6 +81,11 @@ class LtGemm : public GemmRunner {
     const uint64_t ws = static_cast<uint64_t>(cfg.workspace_limit);
     KILN_CUBLAS_CHECK(
         cublasLtMatmulPreferenceSetAttribute(pref_, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+    if (cfg.in_place_reduction) {
+      const uint32_t schemes = CUBLASLT_REDUCTION_SCHEME_INPLACE;  // and no split (scheme NONE)
+      KILN_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref_, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+                                                             &schemes, sizeof schemes));
+    }
     std::vector<cublasLtMatmulHeuristicResult_t> results(static_cast<size_t>(std::max(cfg.algo_rank, 0) + 1));
     int found = 0;
     KILN_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, op_, a_, b_, c_, c_, pref_,

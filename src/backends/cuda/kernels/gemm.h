@@ -31,6 +31,8 @@ struct GemmConfig {
   // The algorithm the heuristic ranks `algo_rank`-th (0: its first); its first when it offers
   // fewer.
   int algo_rank = 0;
+  // Only algorithms that launch no separate split-K reduction kernel (ranked among themselves).
+  bool in_place_reduction = false;
 };
 
 // Puts `act` into cfg's epilogue where cuBLASLt has it: Relu, tanh-GELU, and erf-GELU in FP16 and
