@@ -202,14 +202,16 @@ TEST(CpuBf16, ConvolutionsAndProductsRunInBf16WhereTheCpuHasIt) {
 }
 
 // Attention in a BF16 step on Kiln's kernel (Q, K, V, an additive mask and the output stored as
-// bfloat16, computed in FP32), against the reference: key padding, a full boolean mask, causal,
-// fully masked rows, grouped queries in the 3-D form. Where the CPU lacks BF16 it stays FP32.
+// bfloat16; scores and softmax in FP32, the products on AMX tiles where the CPU has them, 16
+// queries at a time), against the reference: key padding, a full boolean mask, causal, fully
+// masked rows, grouped queries in the 3-D form, odd key counts, V heads of 16 to 64, queries
+// over several blocks of 16 and not a multiple of it. Where the CPU lacks BF16 it stays FP32.
 TEST(CpuBf16, AttentionRunsInBf16) {
   auto backend = make_backend("cpu");
   ASSERT_TRUE(backend.ok());
   if ((*backend)->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
   const bool native = cpu_lists_bf16() && detected_cpu_isa() >= CpuIsa::kAvx512;
-  std::vector<AttnCase> cases(5);
+  std::vector<AttnCase> cases(8);
   cases[0].name = "head 64, 7 over 33, key padding";
   cases[0].kv_len = 33;
   cases[0].mask = {2, 1, 1, 33};
@@ -229,6 +231,19 @@ TEST(CpuBf16, AttentionRunsInBf16) {
   cases[4].kv_heads = 2;
   cases[4].kv_len = 33;
   cases[4].mask = {2, 1, 1, 33};
+  cases[5].name = "V heads of 16, causal, 13 over 13";
+  cases[5].v_head = 16;
+  cases[5].q_len = cases[5].kv_len = 13;
+  cases[5].causal = true;
+  cases[6].name = "head 32, 9 over 131 keys, key padding";
+  cases[6].head = 32;
+  cases[6].q_len = 9;
+  cases[6].kv_len = 131;
+  cases[6].mask = {2, 1, 1, 131};
+  cases[7].name = "V heads of 48, 40 over 40, key padding";
+  cases[7].v_head = 48;
+  cases[7].q_len = cases[7].kv_len = 40;
+  cases[7].mask = {2, 1, 1, 40};
   for (const AttnCase& c : cases) {
     SCOPED_TRACE(c.name);
     Model model = import_model(attention_model(c, false));

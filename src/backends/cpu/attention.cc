@@ -2,13 +2,20 @@
 // scores against every key (one row of them, never the matrix), their softmax and the weighted sum
 // of the values, float32 throughout; Q, K, V and the output read through strides
 // (backends/attention_shape.h), so the 3-D form and the packed projection need no transposes.
-// AVX2 (with a vectorized exp) or portable code, chosen at run time; rows over the threads.
+// AVX-512 (four query rows at a time), AVX2 (with a vectorized exp) or portable code, chosen at
+// run time; rows over the threads. A BF16 step on a CPU with AMX multiplies on its tiles, 16
+// query rows at a time (the scores and softmax still float32).
 #include "backends/cpu/attention.h"
 
 #include <omp.h>
 
 #include <cmath>
 #include <cstring>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #include <limits>
 #include <vector>
 
@@ -31,8 +38,9 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 // One head's view for one query row: where its Q row, K, V and output row are, and its mask row.
 struct RowJob {
   const float* q;
-  const float* k;  // key j at k + j * k_seq
-  const float* v;  // value j at v + j * v_seq
+  const uint16_t* q16;  // a BF16 step's query row as stored (bfloat16), else null
+  const float* k;       // key j at k + j * k_seq
+  const float* v;       // value j at v + j * v_seq
   float* o;
   const void* mask;  // element j at mask + j * mask_key (in mask_dtype), or null
   int64_t k_seq, v_seq, mask_key;
@@ -44,6 +52,11 @@ struct RowJob {
 
 // Kernels of one query row, and of four rows of one head (scores: four rows of the given stride).
 using AttentionRows4 = void (*)(const RowJob*, float*, int64_t);
+struct BF16Pairs;
+// 16 rows of one head of a BF16 step: their queries (16 rows of `head` bfloat16), the head's keys
+// and values, scratch for 16 rows of scores, numerators and outputs; output rows to out[0..15].
+using AttentionRows16Amx = void (*)(const RowJob*, const uint16_t*, const BF16Pairs&, float*, uint16_t*, float*,
+                                    uint16_t* const*);
 
 // The score of key j before the softmax, -inf where it is masked.
 inline float masked_score(const RowJob& r, int64_t j, float dot) {
@@ -377,6 +390,156 @@ __attribute__((target("avx512f,avx512dq,avx2,fma"))) void attention_rows4_avx512
   }
 }
 
+// A BF16 step on AMX (tile registers of 16 rows of 64 bytes; TDPBF16PS adds a 16 x 32 bfloat16
+// tile times a 32 x 16 one into a 16 x 16 float32 tile), 16 query rows of one head at a time:
+// their scores against 16 keys per tile, the softmax in float32 on AVX-512, its numerators rounded
+// to bfloat16 and multiplied by the values 32 keys at a time into 16 x 16 output tiles (as a BF16
+// flash attention does), scaled by 1 / their float32 sum. The head's keys and values come packed
+// in the pairs TDPBF16PS reads as its second operand (pack_bf16_pairs).
+struct BF16Pairs {
+  const uint32_t* k;  // [head / 2][kv_pad]: dims 2d and 2d + 1 of key j at k[d * kv_pad + j]
+  const uint32_t* v;  // [kv_pad / 2][v_head]: keys 2j and 2j + 1 of value dim e at v[j * v_head + e]
+  int64_t kv_pad;     // keys rounded up to a multiple of 32, the padding zero
+};
+
+// Whether AMX's BF16 tiles may be used: the CPU has them and Linux grants the process their
+// state (asked once).
+bool amx_bf16_ready() {
+  static const bool ready = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    if (!(d & (1u << 22)) || !(d & (1u << 24))) return false;  // AMX-BF16, AMX-TILE
+    constexpr long kReqXcompPerm = 0x1023, kXtileData = 18;
+    return syscall(SYS_arch_prctl, kReqXcompPerm, kXtileData) == 0;
+  }();
+  return ready;
+}
+
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+// Tiles: 0 scores (then the first output tile), 1 queries, 2 keys, 3 numerators, 4 values, 5 to 7
+// the other output tiles.
+template <int NV>
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512bf16,avx2,fma,amx-tile,amx-bf16"))) void attention_rows16_amx(
+    const RowJob* rows, const uint16_t* q, const BF16Pairs& kv, float* scores, uint16_t* p, float* o,
+    uint16_t* const* out) {
+  TileConfig cfg;
+  for (int t = 0; t < 8; ++t) {
+    cfg.rows[t] = 16;
+    cfg.colsb[t] = 64;
+  }
+  _tile_loadconfig(&cfg);
+  const RowJob& r0 = rows[0];
+  const int64_t kv_pad = kv.kv_pad, head = r0.head, v_head = r0.v_head;
+  for (int64_t j = 0; j < kv_pad; j += 16) {
+    _tile_zero(0);
+    for (int64_t d = 0; d < head; d += 32) {
+      _tile_loadd(1, q + d, head * 2);
+      _tile_loadd(2, kv.k + d / 2 * kv_pad + j, kv_pad * 4);
+      _tile_dpbf16ps(0, 1, 2);
+    }
+    _tile_stored(0, scores + j, kv_pad * 4);
+  }
+  float inv[16];
+  const __m512 scale = _mm512_set1_ps(r0.scale);
+  for (int i = 0; i < 16; ++i) {
+    float* si = scores + i * kv_pad;
+    for (int64_t j = 0; j < kv_pad; j += 16) _mm512_storeu_ps(si + j, _mm512_mul_ps(_mm512_loadu_ps(si + j), scale));
+    inv[i] = row_softmax_avx512(rows[i], si);
+    // The numerators in bfloat16, zero past the last key.
+    uint16_t* pi = p + i * kv_pad;
+    for (int64_t j = 0; j < kv_pad; j += 16) {
+      const int64_t left = r0.kv_len - j;
+      const __mmask16 m =
+          left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>(left > 0 ? (1u << left) - 1 : 0u);
+      const __m256bh h = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, si + j));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(pi + j), (__m256i)h);
+    }
+  }
+  _tile_zero(0);
+  if constexpr (NV > 1) _tile_zero(5);
+  if constexpr (NV > 2) _tile_zero(6);
+  if constexpr (NV > 3) _tile_zero(7);
+  for (int64_t j = 0; j < kv_pad; j += 32) {
+    _tile_loadd(3, p + j, kv_pad * 2);
+    const uint32_t* vj = kv.v + j / 2 * v_head;
+    _tile_loadd(4, vj, v_head * 4);
+    _tile_dpbf16ps(0, 3, 4);
+    if constexpr (NV > 1) {
+      _tile_loadd(4, vj + 16, v_head * 4);
+      _tile_dpbf16ps(5, 3, 4);
+    }
+    if constexpr (NV > 2) {
+      _tile_loadd(4, vj + 32, v_head * 4);
+      _tile_dpbf16ps(6, 3, 4);
+    }
+    if constexpr (NV > 3) {
+      _tile_loadd(4, vj + 48, v_head * 4);
+      _tile_dpbf16ps(7, 3, 4);
+    }
+  }
+  _tile_stored(0, o, v_head * 4);
+  if constexpr (NV > 1) _tile_stored(5, o + 16, v_head * 4);
+  if constexpr (NV > 2) _tile_stored(6, o + 32, v_head * 4);
+  if constexpr (NV > 3) _tile_stored(7, o + 48, v_head * 4);
+  _tile_release();
+  for (int i = 0; i < 16; ++i) {
+    const __m512 vi = _mm512_set1_ps(inv[i]);
+    for (int t = 0; t < NV; ++t) {
+      const __m256bh h = _mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_loadu_ps(o + i * v_head + 16 * t), vi));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out[i] + 16 * t), (__m256i)h);
+    }
+  }
+}
+
+// The AMX kernel for V heads of `v_head`, or null.
+AttentionRows16Amx pick_rows16_amx(int64_t v_head) {
+  switch (v_head) {
+    case 16: return attention_rows16_amx<1>;
+    case 32: return attention_rows16_amx<2>;
+    case 48: return attention_rows16_amx<3>;
+    case 64: return attention_rows16_amx<4>;
+    default: return nullptr;
+  }
+}
+
+// One head's keys and values (bfloat16, key j at k + j * k_seq) packed as BF16Pairs holds them,
+// zero past the last key.
+__attribute__((target("avx512f,avx512bw,avx512dq,avx2,fma"))) void pack_bf16_pairs(const uint16_t* k, int64_t k_seq,
+                                                                                   const uint16_t* v, int64_t v_seq,
+                                                                                   int64_t kv_len, int64_t head,
+                                                                                   int64_t v_head, int64_t kv_pad,
+                                                                                   uint32_t* kp, uint32_t* vp) {
+  for (int64_t j = 0; j < kv_pad; ++j) {
+    const uint16_t* kj = k + j * k_seq;
+    for (int64_t d = 0; d < head / 2; ++d) {
+      uint32_t pair = 0;
+      if (j < kv_len) std::memcpy(&pair, kj + 2 * d, sizeof pair);
+      kp[d * kv_pad + j] = pair;
+    }
+  }
+  // Element 2e of an output vector is dim e of the even key, 2e + 1 that of the odd key.
+  alignas(64) static constexpr uint16_t kInterleave[32] = {0,  16, 1,  17, 2,  18, 3,  19, 4,  20, 5,
+                                                           21, 6,  22, 7,  23, 8,  24, 9,  25, 10, 26,
+                                                           11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  const __m512i idx = _mm512_load_si512(kInterleave);
+  for (int64_t j = 0; j < kv_pad; j += 2) {
+    for (int64_t e = 0; e < v_head; e += 16) {
+      const __m256i a =
+          j < kv_len ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + j * v_seq + e)) : _mm256_setzero_si256();
+      const __m256i b = j + 1 < kv_len ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + (j + 1) * v_seq + e))
+                                       : _mm256_setzero_si256();
+      const __m512i ab = _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
+      _mm512_storeu_si512(vp + j / 2 * v_head + e, _mm512_permutexvar_epi16(idx, ab));
+    }
+  }
+}
+
 // The four-row kernel for V heads of `v_head`, or null.
 AttentionRows4 pick_rows4(int64_t v_head) {
   switch (v_head) {
@@ -390,6 +553,21 @@ AttentionRows4 pick_rows4(int64_t v_head) {
 #endif
 
 using AttentionRow = void (*)(const RowJob&, float*);
+
+// The AMX kernel for a BF16 step (Q heads of 32, 64, 96 or 128, V heads of 16 to 64, a multiple of
+// 16), where the CPU has AMX BF16 and Kiln's instruction-set cap allows AVX-512; else null.
+AttentionRows16Amx amx_rows16(int64_t head, int64_t v_head) {
+#if defined(__x86_64__)
+  if (head % 32 != 0 || head > 128 || cpu_isa() < CpuIsa::kAvx512 || !bf16_native() || !amx_bf16_ready()) {
+    return nullptr;
+  }
+  return pick_rows16_amx(v_head);
+#else
+  (void)head;
+  (void)v_head;
+  return nullptr;
+#endif
+}
 
 AttentionRows4 wide_rows4(int64_t v_head) {
 #if defined(__x86_64__)
@@ -466,20 +644,25 @@ class CpuAttentionKernel : public StepKernel {
     const bool wide = wide_rows(s);
     const AttentionRow row = wide ? attention_row_wide() : pick_row();
     const bool parallel = rows > 1 && rows * s.kv_len * (s.head + s.v_head) >= (1 << 15);
-    const bool gather = bf16 || keys_apart(s) || wide;
     const int64_t kv_pad = padded(s.kv_len);
     // V heads of 16, 32 or 64 on AVX-512: four query rows at a time.
     const AttentionRows4 rows4 = wide ? wide_rows4(s.v_head) : nullptr;
-    scores_.reserve(4 * kv_pad);
+    // A BF16 step on AMX tiles, 16 query rows at a time: keys and values packed in pairs, no
+    // widening.
+    const AttentionRows16Amx amx = bf16 ? amx_rows16(s.head, s.v_head) : nullptr;
+    const int64_t kv_pad32 = (s.kv_len + 31) / 32 * 32;
+    scores_.reserve(amx ? 16 * kv_pad32 : 4 * kv_pad);
     heads_.reserve(head_scratch(s));
+    if (amx) pairs_.reserve(pair_scratch(s));
+    const bool gather = !amx && (bf16 || keys_apart(s) || wide);
 #pragma omp parallel if (parallel)
     {
       float* scores = scores_.get(omp_get_thread_num());
       // Keys and values far apart in memory (a packed or sequence-first projection) are copied
       // head by head into this thread's scratch: a head's rows then stay in cache across its
       // queries instead of being fetched again, one stride apart, for each query.
-      float* kbuf = gather ? heads_.get(omp_get_thread_num()) : nullptr;
-      float* vbuf = gather ? kbuf + kv_pad * s.head : nullptr;
+      float* kbuf = heads_.get(omp_get_thread_num());
+      float* vbuf = kbuf + kv_pad * s.head;
       // BF16: the query rows, output rows and mask rows of up to four queries in float32, and a
       // key row being widened.
       const int64_t mask_row = std::max<int64_t>(s.mask_len, s.kv_len);
@@ -500,8 +683,10 @@ class CpuAttentionKernel : public StepKernel {
         const int64_t q_at = b * s.q.batch + h * s.q.head + i * s.q.seq;
         const int64_t k_at = b * s.k.batch + kh * s.k.head, v_at = b * s.v.batch + kh * s.v.head;
         const int64_t o_at = b * s.o.batch + h * s.o.head + i * s.o.seq;
+        r.q16 = nullptr;
         if (bf16) {
-          widen_bf16(reinterpret_cast<const uint16_t*>(q) + q_at, qbuf, s.head);
+          r.q16 = reinterpret_cast<const uint16_t*>(q) + q_at;
+          if (!amx) widen_bf16(r.q16, qbuf, s.head);
           r.q = qbuf;
           r.o = obuf;
         } else {
@@ -569,7 +754,52 @@ class CpuAttentionKernel : public StepKernel {
         }
         return o_at;
       };
-      if (rows4) {
+      if (amx) {
+#if defined(__x86_64__)
+        // 16 queries of a head at a time (a head's last ones with copies of its last row beside
+        // them, their outputs dropped); the head's keys and values packed in pairs once per
+        // thread and head.
+        uint32_t* kp = pairs_.get(omp_get_thread_num());
+        uint32_t* vp = kp + s.head / 2 * kv_pad32;
+        uint16_t* pp = reinterpret_cast<uint16_t*>(vp + kv_pad32 / 2 * s.v_head);
+        uint16_t* qt = pp + 16 * kv_pad32;
+        float* ot = reinterpret_cast<float*>(qt + 16 * s.head);
+        uint16_t* dropped = reinterpret_cast<uint16_t*>(ot + 16 * s.v_head);
+        float* mrows = reinterpret_cast<float*>(dropped + 16 * s.v_head);
+        const BF16Pairs kv{kp, vp, kv_pad32};
+        const int64_t blocks = (s.q_len + 15) / 16;
+#pragma omp for schedule(static)
+        for (int64_t u = 0; u < s.batch * s.q_heads * blocks; ++u) {
+          const int64_t bh = u / blocks, b = bh / s.q_heads, kh = bh % s.q_heads / group;
+          if (held != b * s.kv_heads + kh) {
+            held = b * s.kv_heads + kh;
+            pack_bf16_pairs(reinterpret_cast<const uint16_t*>(k) + b * s.k.batch + kh * s.k.head, s.k.seq,
+                            reinterpret_cast<const uint16_t*>(v) + b * s.v.batch + kh * s.v.head, s.v.seq, s.kv_len,
+                            s.head, s.v_head, kv_pad32, kp, vp);
+          }
+          const int64_t first = bh * s.q_len + u % blocks * 16;
+          const int64_t n = std::min<int64_t>(16, s.q_len - u % blocks * 16);
+          RowJob jobs[16];
+          uint16_t* outs[16];
+          for (int64_t x = 0; x < 16; ++x) {
+            if (x < n) {
+              outs[x] = reinterpret_cast<uint16_t*>(o) + fill(first + x, jobs[x], 0);
+              // A BF16 mask's row is widened into fill's one slot: each row keeps a copy.
+              if (mask_bf16) {
+                std::memcpy(mrows + x * mask_row, jobs[x].mask, static_cast<size_t>(s.mask_len) * sizeof(float));
+                jobs[x].mask = mrows + x * mask_row;
+              }
+              std::memcpy(qt + x * s.head, jobs[x].q16, static_cast<size_t>(s.head) * sizeof(uint16_t));
+            } else {
+              jobs[x] = jobs[n - 1];
+              outs[x] = dropped + x * s.v_head;
+              std::memset(qt + x * s.head, 0, static_cast<size_t>(s.head) * sizeof(uint16_t));
+            }
+          }
+          amx(jobs, qt, kv, scores, pp, ot, outs);
+        }
+#endif
+      } else if (rows4) {
         // Four queries of a head at a time; a head's last one to three one by one.
         const int64_t blocks = (s.q_len + 3) / 4;
 #pragma omp for schedule(static)
@@ -626,15 +856,24 @@ class CpuAttentionKernel : public StepKernel {
     return padded(s.kv_len) * s.head + s.kv_len * s.v_head +
            4 * (s.head + s.v_head + std::max<int64_t>(s.mask_len, s.kv_len)) + s.head;
   }
+  // 32-bit words of pairs_ per thread (AMX): a head's keys and values packed in pairs (keys
+  // rounded up to 32), 16 rows of bfloat16 numerators and queries, 16 float32 output rows, 16
+  // dropped output rows, 16 widened mask rows.
+  static int64_t pair_scratch(const AttentionShape& s) {
+    const int64_t kv_pad = (s.kv_len + 31) / 32 * 32;
+    return s.head / 2 * kv_pad + kv_pad / 2 * s.v_head + 8 * kv_pad + 8 * s.head + 16 * s.v_head + 8 * s.v_head +
+           16 * std::max<int64_t>(s.mask_len, s.kv_len);
+  }
 
   const Node& node_;
-  ThreadScratch<float> scores_;  // four rows of scores per thread
-  ThreadScratch<float> heads_;   // one head's keys and values per thread, where keys_apart
+  ThreadScratch<float> scores_;    // four rows of scores per thread
+  ThreadScratch<float> heads_;     // one head's keys and values per thread, where keys_apart
+  ThreadScratch<uint32_t> pairs_;  // AMX: one head's keys and values in pairs, the tiles' rows
 };
 
 }  // namespace
 
-// FP32, or a BF16 step's bfloat16 operands (computed in FP32).
+// FP32, or a BF16 step's bfloat16 operands (computed in FP32, or their products on AMX tiles).
 bool attention_supported(const Node& n, DataType precision, Layout layout) {
   if (!float_or_native_bf16(precision) || layout != Layout::kPlain) return false;
   int64_t head = 0, v_head = 0;
