@@ -6,10 +6,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <map>
 
 #include "attention_test_models.h"
+#include "backends/cpu/simd_math.h"
 #include "core/cpu_isa.h"
 #include "engine/engine.h"
 #include "lower/builder.h"
@@ -279,6 +281,45 @@ TEST(CpuBackend, ResidualSumsWriteOverADyingResidual) {
     }
   }
 }
+
+#if defined(__x86_64__)
+// The AVX-512 exp of the attention softmax gives the AVX2 one's results bit for bit: over [-100, 0]
+// in steps that cross every power of two, at -87 and around it (exactly 0 below), at -inf and 0.
+__attribute__((target("avx512f,avx2,fma"))) void exp_both(const float* x, float* wide, float* narrow) {
+  _mm512_storeu_ps(wide, cpu::simd::exp_neg16(_mm512_loadu_ps(x)));
+  _mm256_storeu_ps(narrow, cpu::simd::exp_neg(_mm256_loadu_ps(x)));
+  _mm256_storeu_ps(narrow + 8, cpu::simd::exp_neg(_mm256_loadu_ps(x + 8)));
+}
+
+TEST(CpuBackend, Avx512ExpMatchesTheAvx2ExpBitForBit) {
+  if (detected_cpu_isa() < CpuIsa::kAvx512) GTEST_SKIP() << "no AVX-512 here";
+  std::vector<float> xs = {-std::numeric_limits<float>::infinity(),
+                           -87.0f,
+                           std::nextafter(-87.0f, -100.0f),
+                           std::nextafter(-87.0f, 0.0f),
+                           -87.3f,
+                           -0.0f,
+                           0.0f,
+                           -1e-30f};
+  for (float x = -100.0f; x <= 0.0f; x += 0.0137f) xs.push_back(x);
+  while (xs.size() % 16 != 0) xs.push_back(-0.5f);
+  int zeros = 0;
+  for (size_t i = 0; i < xs.size(); i += 16) {
+    float wide[16], narrow[16];
+    exp_both(xs.data() + i, wide, narrow);
+    for (int l = 0; l < 16; ++l) {
+      uint32_t a, b;
+      std::memcpy(&a, &wide[l], 4);
+      std::memcpy(&b, &narrow[l], 4);
+      EXPECT_EQ(a, b) << "exp(" << xs[i + l] << "): " << wide[l] << " against " << narrow[l];
+      EXPECT_NEAR(wide[l], std::exp(xs[i + l]) * (xs[i + l] >= -87.0f), 4e-7 * std::exp(xs[i + l]) + 1e-38)
+          << xs[i + l];
+      zeros += wide[l] == 0.0f;
+    }
+  }
+  EXPECT_GT(zeros, 100) << "below -87 is exactly 0";
+}
+#endif
 
 struct PoolCase {
   std::string op;

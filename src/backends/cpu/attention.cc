@@ -232,13 +232,6 @@ __attribute__((target("avx512f,avx512dq,avx2,fma"))) void weighted_sum_avx512(co
   for (int t = 0; t < NV; ++t) _mm512_storeu_ps(r.o + 16 * t, _mm512_mul_ps(_mm512_add_ps(a0[t], a1[t]), vi));
 }
 
-// exp(x) for x <= 0 on 16 lanes, as the AVX2 exp_neg on each half.
-__attribute__((target("avx512f,avx512dq,avx2,fma"), always_inline)) inline __m512 exp_neg16(__m512 x) {
-  const __m256 lo = simd::exp_neg(_mm512_castps512_ps256(x));
-  const __m256 hi = simd::exp_neg(_mm512_extractf32x8_ps(x, 1));
-  return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
-}
-
 // The scores (scaled) of R query rows of one head (rows of `stride` floats) for keys j0 ..
 // j0 + 16 NB: each key vector loaded once for the R rows, R x NB independent chains of FMAs.
 template <int R, int NB>
@@ -319,12 +312,12 @@ __attribute__((target("avx512f,avx512dq,avx2,fma"))) float row_softmax_avx512(co
   vm = _mm512_set1_ps(m);
   __m512 vsum = _mm512_setzero_ps();
   for (int64_t j = 0; j < j16; j += 16) {
-    const __m512 e = exp_neg16(_mm512_sub_ps(_mm512_loadu_ps(scores + j), vm));
+    const __m512 e = simd::exp_neg16(_mm512_sub_ps(_mm512_loadu_ps(scores + j), vm));
     _mm512_storeu_ps(scores + j, e);
     vsum = _mm512_add_ps(vsum, e);
   }
   if (tail) {
-    const __m512 e = exp_neg16(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, scores + j16), vm));
+    const __m512 e = simd::exp_neg16(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, scores + j16), vm));
     _mm512_mask_storeu_ps(scores + j16, tail, e);
     vsum = _mm512_mask_add_ps(vsum, tail, vsum, e);
   }

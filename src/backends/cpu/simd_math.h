@@ -1,7 +1,8 @@
 #pragma once
-// Vectorized float math for Kiln's own CPU kernels (AVX2 with FMA): exp and erfc, each a few
-// ulps from the libm result over the range the kernels use, and a horizontal sum. Functions carry the target attribute,
-// so callers compiled for any instruction set may call them behind a cpu_isa() check.
+// Vectorized float math for Kiln's own CPU kernels (AVX2 with FMA; a softmax's exp on AVX-512
+// too): exp and erfc, each a few ulps from the libm result over the range the kernels use, and a
+// horizontal sum. Functions carry the target attribute, so callers compiled for any instruction
+// set may call them behind a cpu_isa() check.
 #if defined(__x86_64__)
 #include <immintrin.h>
 
@@ -76,6 +77,25 @@ __attribute__((target("avx2,fma"), always_inline)) inline __m256 tanh(__m256 x) 
   p = _mm256_fmadd_ps(p, x2, one);
   const __m256 small = _mm256_cmp_ps(x2, _mm256_set1_ps(0.04f), _CMP_LT_OQ);
   return _mm256_blendv_ps(far, _mm256_mul_ps(p, x), small);
+}
+
+// exp(x) for x <= 0 on 16 lanes (AVX-512), the same steps as exp_neg and so the same results bit
+// for bit: 2^n applied by VSCALEFPS, exact for the normal powers the clamp leaves.
+__attribute__((target("avx512f,avx2,fma"), always_inline)) inline __m512 exp_neg16(__m512 x) {
+  const __mmask16 keep = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_NLT_UQ);
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.7f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 720);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  return _mm512_maskz_scalef_ps(keep, p, n);
 }
 
 // The sum of the eight lanes.
