@@ -92,6 +92,11 @@ class Backend {
   // Optimizer passes off by default that builds for this backend run (unless disabled): fusions
   // whose fused op has a kernel here faster than the steps it replaces.
   virtual std::vector<std::string> passes_on_by_default() const { return {}; }
+  // In a BF16 build: whether products whose residual sum a normalization reads keep that sum (a
+  // transformer's residual stream) in float32, summed from BF16 products into a float32 output,
+  // with the normalization reading and writing float32. Rounding the stream to BF16 at every
+  // residual sum loses the digits the FP32 model keeps.
+  virtual bool float32_residual_stream() const { return false; }
 
   // Whether some tactic runs `node` with `precision` arithmetic in `layout`.
   virtual bool supports(const Node& node, DataType precision, Layout layout) const = 0;

@@ -132,6 +132,45 @@ Status assign_precision(Plan& plan, const BackendSet& backends, const PrecisionO
       s.storage.dtype = st.precision != own && s.type.dtype == DataType::kFloat ? st.precision : s.type.dtype;
     }
   }
+  // The residual stream in float32 (Backend::float32_residual_stream): a BF16 product with a
+  // residual whose output a normalization reads stores that output in float32, and the
+  // normalizations reading it compute in float32 (so their outputs, the next residuals, stay
+  // float32 too).
+  std::vector<std::vector<size_t>> readers(plan.slots.size());
+  for (size_t i = 0; i < plan.steps.size(); ++i) {
+    for (int id : plan.steps[i].inputs) {
+      if (id >= 0) readers[static_cast<size_t>(id)].push_back(i);
+    }
+  }
+  auto is_norm = [](const Node& n) {
+    return n.domain.empty() && (n.op_type == "LayerNormalization" || n.op_type == "RMSNormalization");
+  };
+  for (Step& st : plan.steps) {
+    const Backend* backend = backends.get(st.backend);
+    const Node& n = *st.node;
+    if (!backend || !backend->float32_residual_stream() || st.precision != DataType::kBFloat16) continue;
+    const bool product = n.domain == "kiln" && (n.op_type == "FusedMatMul" || n.op_type == "FusedGemm");
+    if (!product || n.inputs.size() <= 3 || !n.inputs[3] || st.outputs.size() != 1 || st.outputs[0] < 0) continue;
+    const size_t out = static_cast<size_t>(st.outputs[0]);
+    bool normalized = false;
+    for (size_t r : readers[out]) normalized |= is_norm(*plan.steps[r].node);
+    if (!normalized || plan.slots[out].type.dtype != DataType::kFloat) continue;
+    plan.slots[out].storage.dtype = DataType::kFloat;
+    for (size_t r : readers[out]) {
+      Step& norm = plan.steps[r];
+      if (!is_norm(*norm.node) || norm.precision == DataType::kFloat ||
+          norm.precision_reason == "set by --layer-precision") {
+        continue;
+      }
+      norm.precision = DataType::kFloat;
+      norm.precision_reason = "reads the residual stream, kept in float32";
+      for (int id : norm.outputs) {
+        if (id >= 0 && plan.slots[static_cast<size_t>(id)].type.kind == TypeInfo::Kind::kTensor) {
+          plan.slots[static_cast<size_t>(id)].storage.dtype = plan.slots[static_cast<size_t>(id)].type.dtype;
+        }
+      }
+    }
+  }
   for (const auto& [name, p] : options.layers) {
     if (!matched.count(name)) {
       return invalid("--layer-precision {}={}: no step or source node is named '{}' (kiln inspect lists them)", name,

@@ -115,6 +115,14 @@ Storage wanted_storage(const Plan& plan, const Step& st, size_t k, const std::st
   const bool lowered = st.precision != node_precision(*st.node);
   w.dtype = tensor && lowered && s.type.dtype == DataType::kFloat ? st.precision : s.storage.dtype;
   if (tensor && !(lowered && s.type.dtype == DataType::kFloat)) w.dtype = s.type.dtype;
+  // A residual (a fused product's input 3) is summed into the output: it is read as the output is
+  // stored (float32 where a lowered product keeps the residual stream in float32).
+  const Node& n = *st.node;
+  if (tensor && lowered && k == 3 && n.domain == "kiln" &&
+      (n.op_type == "FusedMatMul" || n.op_type == "FusedGemm" || n.op_type == "FusedConv") && !st.outputs.empty() &&
+      st.outputs[0] >= 0) {
+    w.dtype = plan.slots[static_cast<size_t>(st.outputs[0])].storage.dtype;
+  }
   const int64_t rank = tensor && s.type.shape.rank_known ? s.type.shape.rank() : -1;
   w.layout = rank == 4 ? st.layout : Layout::kPlain;
   w.device = device;

@@ -274,6 +274,84 @@ TEST(CpuBf16, AttentionRunsInBf16) {
   }
 }
 
+// A post-LayerNorm transformer block in a BF16 build: x -> (x W1 + b1) + x -> LayerNorm -> h;
+// h -> Relu(h W2 + b2) W3 + b3 + h -> LayerNorm -> y. The products compute in BF16, but the two
+// whose residual sum a LayerNorm reads store that sum in float32 and read their residual in
+// float32, and the LayerNorms compute in float32: the residual stream is never rounded to BF16.
+// The product between them keeps its BF16 output.
+TEST(CpuBf16, ResidualStreamStaysFloat32) {
+  auto backend = make_backend("cpu");
+  ASSERT_TRUE(backend.ok());
+  if ((*backend)->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
+  if (!(cpu_lists_bf16() && detected_cpu_isa() >= CpuIsa::kAvx512)) GTEST_SKIP() << "no BF16 instructions here";
+  onnx::ModelProto m = make_model(17);
+  auto* g = m.mutable_graph();
+  add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {2, 7, 64});
+  add_random_weight(g, "w1", {64, 64}, 1, -0.2f, 0.2f);
+  add_random_weight(g, "b1", {64}, 2, -0.1f, 0.1f);
+  add_random_weight(g, "w2", {64, 128}, 3, -0.2f, 0.2f);
+  add_random_weight(g, "b2", {128}, 4, -0.1f, 0.1f);
+  add_random_weight(g, "w3", {128, 64}, 5, -0.2f, 0.2f);
+  add_random_weight(g, "b3", {64}, 6, -0.1f, 0.1f);
+  for (const char* ln : {"1", "2"}) {
+    add_random_weight(g, std::string("scale") + ln, {64}, 7, 0.5f, 1.5f);
+    add_random_weight(g, std::string("shift") + ln, {64}, 8, -0.2f, 0.2f);
+  }
+  add_node(g, "MatMul", {"x", "w1"}, {"p1"}, "proj1");
+  add_node(g, "Add", {"p1", "b1"}, {"q1"}, "bias1");
+  add_node(g, "Add", {"q1", "x"}, {"s1"}, "residual1");
+  add_node(g, "LayerNormalization", {"s1", "scale1", "shift1"}, {"h"}, "norm1");
+  add_node(g, "MatMul", {"h", "w2"}, {"p2"}, "up");
+  add_node(g, "Add", {"p2", "b2"}, {"q2"}, "bias2");
+  add_node(g, "Relu", {"q2"}, {"r2"}, "relu");
+  add_node(g, "MatMul", {"r2", "w3"}, {"p3"}, "down");
+  add_node(g, "Add", {"p3", "b3"}, {"q3"}, "bias3");
+  add_node(g, "Add", {"q3", "h"}, {"s2"}, "residual2");
+  add_node(g, "LayerNormalization", {"s2", "scale2", "shift2"}, {"y"}, "norm2");
+  g->add_output()->set_name("y");
+  Model model = import_model(m);
+  BuildOptions o;
+  o.device = "cpu";
+  o.bf16 = true;
+  auto plan = build_plan(model, o);
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  const Plan& p = **plan;
+  int residual_products = 0, norms = 0, other_products = 0;
+  for (const Step& st : p.steps) {
+    const std::string& op = st.node->op_type;
+    if (op == "FusedMatMul") {
+      EXPECT_EQ(st.precision, DataType::kBFloat16) << st.name;
+      const DataType out = p.slots[static_cast<size_t>(st.outputs[0])].storage.dtype;
+      if (st.inputs.size() > 3 && st.inputs[3] >= 0) {
+        ++residual_products;
+        EXPECT_EQ(out, DataType::kFloat) << st.name << ": the residual sum stays float32";
+        EXPECT_EQ(p.slots[static_cast<size_t>(st.inputs[3])].storage.dtype, DataType::kFloat)
+            << st.name << ": the residual is read in float32";
+      } else {
+        ++other_products;
+        EXPECT_EQ(out, DataType::kBFloat16) << st.name;
+      }
+    }
+    if (op == "LayerNormalization") {
+      ++norms;
+      EXPECT_EQ(st.precision, DataType::kFloat) << st.name;
+      EXPECT_NE(st.precision_reason.find("residual stream"), std::string::npos) << st.precision_reason;
+    }
+  }
+  EXPECT_EQ(residual_products, 2);
+  EXPECT_EQ(other_products, 1);
+  EXPECT_EQ(norms, 2);
+  auto exec = PlanExecutor::create(*plan, *backend);
+  ASSERT_TRUE(exec.ok()) << exec.status().message();
+  (*exec)->set_guard_checks(true);
+  const std::vector<RValue> in = {RValue::of(random_float({2, 7, 64}, 9))};
+  auto want = Executor(*model.graph).run(in);
+  auto got = (*exec)->run(in);
+  ASSERT_TRUE(want.ok() && got.ok()) << got.status().message();
+  EXPECT_LE(rel_l2((*got)[0].tensor, (*want)[0].tensor), 1e-2);
+  EXPECT_GT(rel_l2((*got)[0].tensor, (*want)[0].tensor), 0.0) << "the products round to BF16";
+}
+
 // The row conversions (AVX-512 and portable) round as the scalar conversion does: nearest even,
 // NaN kept a NaN, infinities and signed zeros kept, over rows with tails of every length.
 TEST(CpuBf16, RowConversionsRoundToNearestEven) {

@@ -135,6 +135,8 @@ class CpuBackend : public Backend {
       return supports(node, precision, layout) ? std::vector<std::string>{"reference"} : std::vector<std::string>{};
     return reference_->tactics(node, precision, layout);
   }
+  // oneDNN's BF16 products write float32 outputs as well (the residual stream).
+  bool float32_residual_stream() const override { return true; }
   // oneDNN's convolutions and products add a residual (input 3) with a sum post-op into an output
   // that holds it first: placed over the residual, the output needs no copy of it.
   int accumulating_input(const Step& step) const override {

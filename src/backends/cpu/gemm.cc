@@ -24,6 +24,13 @@ bool float_rank(const Value* v, size_t rank) {
          v->type.shape.rank_known && static_cast<size_t>(v->type.shape.rank()) == rank;
 }
 
+// The element types a product reads A in and writes its output in: one of float32 and bfloat16
+// both ways, or bfloat16 in and float32 out.
+bool supported_types(memory::data_type a, memory::data_type y) {
+  using dt = memory::data_type;
+  return (a == dt::f32 || a == dt::bf16) && (y == a || (a == dt::bf16 && y == dt::f32));
+}
+
 // A constant B reordered once into each layout (and element type) a primitive asks for.
 class PackedWeights {
  public:
@@ -71,9 +78,11 @@ class GemmKernel : public OnednnKernel {
     const memory::data_type act = dnnl_type(in[0].storage.dtype);
     const memory::data_type b_type = dnnl_type(in[1].storage.dtype);
     const memory::data_type bias_type = has_bias ? dnnl_type(in[2].storage.dtype) : act;
-    if (act == memory::data_type::undef || dnnl_type(out[0].storage.dtype) != act ||
-        b_type == memory::data_type::undef || bias_type == memory::data_type::undef ||
-        (has_residual && dnnl_type(in[3].storage.dtype) != act)) {
+    // The output (and a residual summed into it) as A is stored, or float32 from BF16 operands
+    // (the residual stream of a BF16 transformer).
+    const memory::data_type dst = dnnl_type(out[0].storage.dtype);
+    if (!supported_types(act, dst) || b_type == memory::data_type::undef || bias_type == memory::data_type::undef ||
+        (has_residual && dnnl_type(in[3].storage.dtype) != dst)) {
       return invalid("{}: A stored as {}, the output as {}: a product reads and writes one of float32 and bfloat16",
                      node_.describe(), dtype_name(in[0].storage.dtype), dtype_name(out[0].storage.dtype));
     }
@@ -82,7 +91,7 @@ class GemmKernel : public OnednnKernel {
     const memory::desc b_user({k, n}, b_type, trans_b_ ? Tag::ba : Tag::ab);
     const bool packed_b = node_.inputs[1] && node_.inputs[1]->initializer;
     const memory::desc b_md = packed_b ? memory::desc({k, n}, act, Tag::any) : b_user;
-    const memory::desc y_md({m, n}, act, Tag::ab);
+    const memory::desc y_md({m, n}, dst, Tag::ab);
     const memory::desc bias_md({1, n}, bias_type, Tag::ab);
     auto desc = has_bias ? dnnl::matmul::desc(a_md, b_md, bias_md, y_md) : dnnl::matmul::desc(a_md, b_md, y_md);
     dnnl::primitive_attr attr;
@@ -145,7 +154,7 @@ class MatMulKernel : public OnednnKernel {
     const int64_t m = a[a.size() - 2], k = a.back(), n = b.back();
     if (b[b.size() - 2] != k) return invalid("{}: inner dims {} and {} differ", node_.describe(), k, b[b.size() - 2]);
     if (k == 0) return invalid("{}: an inner dim of 0", node_.describe());
-    memory::dims src, wei, dst, bias;
+    memory::dims src, wei, dst_dims, bias;
     Dims y;
     if (b.size() == 2) {
       // A's leading dims fold into the rows.
@@ -153,7 +162,7 @@ class MatMulKernel : public OnednnKernel {
       for (size_t i = 0; i + 1 < a.size(); ++i) rows *= a[i];
       src = {rows, k};
       wei = {k, n};
-      dst = {rows, n};
+      dst_dims = {rows, n};
       bias = {1, n};
       y.assign(a.begin(), a.end() - 1);
     } else {
@@ -164,7 +173,7 @@ class MatMulKernel : public OnednnKernel {
       for (size_t i = 0; i + 2 < a.size(); ++i) batch *= a[i];
       src = {batch, m, k};
       wei = {batch, k, n};
-      dst = {batch, m, n};
+      dst_dims = {batch, m, n};
       bias = {1, 1, n};
       y.assign(a.begin(), a.end() - 1);
     }
@@ -180,14 +189,16 @@ class MatMulKernel : public OnednnKernel {
     const memory::data_type act = dnnl_type(in[0].storage.dtype);
     const memory::data_type b_type = dnnl_type(in[1].storage.dtype);
     const memory::data_type bias_type = has_bias ? dnnl_type(in[2].storage.dtype) : act;
-    if (act == memory::data_type::undef || dnnl_type(out[0].storage.dtype) != act ||
-        b_type == memory::data_type::undef || bias_type == memory::data_type::undef ||
-        (has_residual && dnnl_type(in[3].storage.dtype) != act)) {
+    // The output (and a residual summed into it) as A is stored, or float32 from BF16 operands
+    // (the residual stream of a BF16 transformer).
+    const memory::data_type dst = dnnl_type(out[0].storage.dtype);
+    if (!supported_types(act, dst) || b_type == memory::data_type::undef || bias_type == memory::data_type::undef ||
+        (has_residual && dnnl_type(in[3].storage.dtype) != dst)) {
       return invalid("{}: A stored as {}, the output as {}: a product reads and writes one of float32 and bfloat16",
                      node_.describe(), dtype_name(in[0].storage.dtype), dtype_name(out[0].storage.dtype));
     }
     const Tag plain = src.size() == 2 ? Tag::ab : Tag::abc;
-    const memory::desc src_md(src, act, plain), dst_md(dst, act, plain), bias_md(bias, bias_type, plain);
+    const memory::desc src_md(src, act, plain), dst_md(dst_dims, dst, plain), bias_md(bias, bias_type, plain);
     const memory::desc wei_user(wei, b_type, plain);
     // A constant B goes into the layout the primitive picks, once; a computed one is read as it is.
     const bool packed_b = node_.inputs[1] && node_.inputs[1]->initializer;
