@@ -24,11 +24,27 @@ bool float_rank(const Value* v, size_t rank) {
          v->type.shape.rank_known && static_cast<size_t>(v->type.shape.rank()) == rank;
 }
 
-// The element types a product reads A in and writes its output in: one of float32 and bfloat16
-// both ways, or bfloat16 in and float32 out.
-bool supported_types(memory::data_type a, memory::data_type y) {
+// A product's element types as its operands are stored: A in float32 (FP32) or bfloat16 (a BF16
+// step), B and the bias as stored, the output (and a residual summed into it) as A, or float32
+// from bfloat16 operands (the residual stream of a BF16 transformer).
+struct ProductTypes {
+  memory::data_type act, b, bias, dst;
+};
+Status product_types(const Node& node, std::span<const TensorView> in, std::span<const TensorView> out, bool has_bias,
+                     bool has_residual, ProductTypes* t) {
   using dt = memory::data_type;
-  return (a == dt::f32 || a == dt::bf16) && (y == a || (a == dt::bf16 && y == dt::f32));
+  t->act = dnnl_type(in[0].storage.dtype);
+  t->b = dnnl_type(in[1].storage.dtype);
+  t->bias = has_bias ? dnnl_type(in[2].storage.dtype) : t->act;
+  t->dst = dnnl_type(out[0].storage.dtype);
+  const bool types =
+      (t->act == dt::f32 || t->act == dt::bf16) && (t->dst == t->act || (t->act == dt::bf16 && t->dst == dt::f32));
+  if (!types || t->b == dt::undef || t->bias == dt::undef ||
+      (has_residual && dnnl_type(in[3].storage.dtype) != t->dst)) {
+    return invalid("{}: A stored as {}, the output as {}: a product reads and writes one of float32 and bfloat16",
+                   node.describe(), dtype_name(in[0].storage.dtype), dtype_name(out[0].storage.dtype));
+  }
+  return {};
 }
 
 // A constant B reordered once into each layout (and element type) a primitive asks for.
@@ -73,19 +89,10 @@ class GemmKernel : public OnednnKernel {
     }
     const bool has_bias = in.size() > 2 && !in[2].omitted;
     const bool has_residual = in.size() > 3 && !in[3].omitted;
-    // FP32, or BF16 activations in a BF16 step; a constant B packed once in the activations' type
-    // and the layout the primitive picks, the bias as stored.
-    const memory::data_type act = dnnl_type(in[0].storage.dtype);
-    const memory::data_type b_type = dnnl_type(in[1].storage.dtype);
-    const memory::data_type bias_type = has_bias ? dnnl_type(in[2].storage.dtype) : act;
-    // The output (and a residual summed into it) as A is stored, or float32 from BF16 operands
-    // (the residual stream of a BF16 transformer).
-    const memory::data_type dst = dnnl_type(out[0].storage.dtype);
-    if (!supported_types(act, dst) || b_type == memory::data_type::undef || bias_type == memory::data_type::undef ||
-        (has_residual && dnnl_type(in[3].storage.dtype) != dst)) {
-      return invalid("{}: A stored as {}, the output as {}: a product reads and writes one of float32 and bfloat16",
-                     node_.describe(), dtype_name(in[0].storage.dtype), dtype_name(out[0].storage.dtype));
-    }
+    // A constant B packed once in A's type and the layout the primitive picks.
+    ProductTypes t;
+    KILN_RETURN_IF_ERROR(product_types(node_, in, out, has_bias, has_residual, &t));
+    const memory::data_type act = t.act, b_type = t.b, bias_type = t.bias, dst = t.dst;
     // A transposed operand is the same bytes read with swapped strides.
     const memory::desc a_md({m, k}, act, trans_a_ ? Tag::ba : Tag::ab);
     const memory::desc b_user({k, n}, b_type, trans_b_ ? Tag::ba : Tag::ab);
@@ -184,19 +191,10 @@ class MatMulKernel : public OnednnKernel {
     }
     const bool has_bias = in.size() > 2 && !in[2].omitted;
     const bool has_residual = in.size() > 3 && !in[3].omitted;
-    // FP32, or BF16 activations in a BF16 step (its constant B packed in BF16 once, its bias as
-    // stored).
-    const memory::data_type act = dnnl_type(in[0].storage.dtype);
-    const memory::data_type b_type = dnnl_type(in[1].storage.dtype);
-    const memory::data_type bias_type = has_bias ? dnnl_type(in[2].storage.dtype) : act;
-    // The output (and a residual summed into it) as A is stored, or float32 from BF16 operands
-    // (the residual stream of a BF16 transformer).
-    const memory::data_type dst = dnnl_type(out[0].storage.dtype);
-    if (!supported_types(act, dst) || b_type == memory::data_type::undef || bias_type == memory::data_type::undef ||
-        (has_residual && dnnl_type(in[3].storage.dtype) != dst)) {
-      return invalid("{}: A stored as {}, the output as {}: a product reads and writes one of float32 and bfloat16",
-                     node_.describe(), dtype_name(in[0].storage.dtype), dtype_name(out[0].storage.dtype));
-    }
+    // A constant B packed in A's type once.
+    ProductTypes t;
+    KILN_RETURN_IF_ERROR(product_types(node_, in, out, has_bias, has_residual, &t));
+    const memory::data_type act = t.act, b_type = t.b, bias_type = t.bias, dst = t.dst;
     const Tag plain = src.size() == 2 ? Tag::ab : Tag::abc;
     const memory::desc src_md(src, act, plain), dst_md(dst_dims, dst, plain), bias_md(bias, bias_type, plain);
     const memory::desc wei_user(wei, b_type, plain);
