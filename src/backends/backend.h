@@ -204,6 +204,10 @@ class Backend {
   // Whether the builder times this backend's tactics through time_step (devices; a host backend
   // whose kernels are more than run()), else through run() on logical values.
   virtual bool times_steps() const { return !host_visible(); }
+  // How many times the builder times each of a step's tactics, the rounds interleaved and each
+  // tactic's fastest kept: a host's timings share its cores with everything else, so a slow
+  // moment lands on one tactic's round, not on all of its runs.
+  virtual int timing_rounds() const { return host_visible() ? 3 : 1; }
   // Build time, on a device: the milliseconds one run of `step` (its tactic set) takes with every
   // slot at the type `slot_types` gives it (the plan's static types, or, for a profile, its opt
   // shapes), measured on the device with inputs of arbitrary values. An error where the step

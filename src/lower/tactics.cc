@@ -3,6 +3,7 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <set>
 
 #include "lower/stages.h"
 #include "lower/timing_cache.h"
@@ -14,18 +15,29 @@ namespace {
 using TimeOne = std::function<Result<double>(const std::string& tactic)>;
 
 // The fastest of `tactics` as `time_one` measures them (ms per run; an error for a tactic that
-// cannot run there, which is skipped), every time measured in `times`; the first tactic when
-// none could be timed.
-std::string fastest(const std::vector<std::string>& tactics, const TimeOne& time_one,
+// cannot run there, which is skipped), in `rounds` interleaved rounds, each tactic's fastest
+// round kept in `times`; the first tactic when none could be timed.
+std::string fastest(const std::vector<std::string>& tactics, const TimeOne& time_one, int rounds,
                     std::map<std::string, double>* times) {
+  std::set<std::string> failed;
+  for (int r = 0; r < std::max(rounds, 1); ++r) {
+    for (const std::string& t : tactics) {
+      if (failed.count(t)) continue;
+      Result<double> ms = time_one(t);
+      if (!ms.ok()) {
+        failed.insert(t);
+        continue;
+      }
+      auto it = times->find(t);
+      if (it == times->end() || *ms < it->second) (*times)[t] = *ms;
+    }
+  }
   std::string best = tactics.front();
   double best_ms = -1;
   for (const std::string& t : tactics) {
-    Result<double> ms = time_one(t);
-    if (!ms.ok()) continue;
-    (*times)[t] = *ms;
-    if (best_ms < 0 || *ms < best_ms) {
-      best_ms = *ms;
+    auto it = times->find(t);
+    if (it != times->end() && (best_ms < 0 || it->second < best_ms)) {
+      best_ms = it->second;
       best = t;
     }
   }
@@ -171,7 +183,7 @@ Status select_tactics(Plan& plan, const BackendSet& backends, TimingCache& cache
             return backend.time_step(plan, trial, types);
           };
         }
-        if (time_one) st.tactic = fastest(tactics, time_one, &st.tactic_times);
+        if (time_one) st.tactic = fastest(tactics, time_one, backend.timing_rounds(), &st.tactic_times);
         if (auto it = st.tactic_times.find(st.tactic); it != st.tactic_times.end()) {
           cache.put(key, st.tactic, it->second);
         }

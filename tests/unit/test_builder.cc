@@ -464,6 +464,46 @@ TEST(Builder, TimesDeviceTacticsOnTheDeviceAndKeepsTheirTimes) {
   std::filesystem::remove(cache);
 }
 
+// A backend timing in several rounds (as a host does): each tactic is timed once a round, the
+// rounds interleaved, and its fastest round kept. Here "first" is slow in its first round only
+// (a busy moment): kept over "second" on its later rounds, each tactic timed three times.
+class NoisyTimedBackend : public TimedDeviceBackend {
+ public:
+  int timing_rounds() const override { return 3; }
+  Result<double> time_step(const Plan& plan, const Step& step, const std::vector<TypeInfo>& types) const override {
+    KILN_RETURN_IF_ERROR(TimedDeviceBackend::time_step(plan, step, types).status());
+    order += step.tactic.substr(0, 1);
+    if (step.tactic == "first") return ++first_runs == 1 ? 3.0 : 0.4;
+    return 0.5;
+  }
+  mutable int first_runs = 0;
+  mutable std::string order;
+};
+
+TEST(Builder, TimingRoundsKeepEachTacticsFastest) {
+  Model model = import(mlp(false));
+  auto backend = std::make_shared<NoisyTimedBackend>();
+  BuildOptions o;
+  o.backend = backend;
+  o.pipeline.disabled = {"fuse-bias-activation", "fuse-elementwise"};
+  auto plan = build_plan(model, o);
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  const Step* relu = nullptr;
+  for (const Step& st : (*plan)->steps) {
+    if (st.node->op_type == "Relu") relu = &st;
+  }
+  ASSERT_NE(relu, nullptr);
+  EXPECT_EQ(relu->tactic, "first");
+  EXPECT_DOUBLE_EQ(relu->tactic_times.at("first"), 0.4);
+  EXPECT_DOUBLE_EQ(relu->tactic_times.at("second"), 0.5);
+  EXPECT_EQ(relu->tactic_times.count("broken"), 0u);
+  // Interleaved rounds; the broken tactic is tried once.
+  EXPECT_EQ(backend->order, "fsfsfs");
+  EXPECT_EQ(backend->timed, 7);
+  EXPECT_EQ(make_backend("cpu").value()->timing_rounds(), 3) << "a host backend times in rounds";
+  EXPECT_EQ(TimedDeviceBackend().timing_rounds(), 1) << "a device times once";
+}
+
 // An engine with a shape profile times its tactics at the profile's opt shapes (shapes inferred
 // through the graph from the opt inputs), and the timing cache keeps them apart per opt shape.
 TEST(Builder, ProfileEnginesTimeTacticsAtTheirOptShapes) {
