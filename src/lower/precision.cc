@@ -14,6 +14,9 @@ bool runs_at(const Backend& backend, const Node& node, DataType precision) {
   return backend.supports(node, precision, Layout::kPlain);
 }
 
+// The reason a step gives for a precision set by name.
+constexpr const char* kSetByName = "set by --layer-precision";
+
 const char* short_name(DataType p) {
   return p == DataType::kFloat16 ? "fp16" : p == DataType::kBFloat16 ? "bf16" : "fp32";
 }
@@ -86,7 +89,7 @@ Status assign_precision(Plan& plan, const BackendSet& backends, const PrecisionO
                        short_name(*forced), backend->name(), short_name(*forced), st.node->describe());
       }
       st.precision = *forced;
-      st.precision_reason = "set by --layer-precision";
+      st.precision_reason = kSetByName;
     } else if (lower.empty()) {
       st.precision_reason = "FP32 build";
     } else {
@@ -158,8 +161,7 @@ Status assign_precision(Plan& plan, const BackendSet& backends, const PrecisionO
     plan.slots[out].storage.dtype = DataType::kFloat;
     for (size_t r : readers[out]) {
       Step& norm = plan.steps[r];
-      if (!is_norm(*norm.node) || norm.precision == DataType::kFloat ||
-          norm.precision_reason == "set by --layer-precision") {
+      if (!is_norm(*norm.node) || norm.precision == DataType::kFloat || norm.precision_reason == kSetByName) {
         continue;
       }
       norm.precision = DataType::kFloat;

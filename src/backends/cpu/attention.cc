@@ -595,8 +595,8 @@ class CpuAttentionKernel : public StepKernel {
     AttentionShape s;
     AttentionInputs w;
     KILN_RETURN_IF_ERROR(attention_shape(node_, in, &s, &w).status());
-    scores_.reserve(4 * padded(s.kv_len));
-    heads_.reserve(head_scratch(s));
+    const bool bf16 = in[w.q].storage.dtype == DataType::kBFloat16;
+    reserve(s, bf16 ? amx_rows16(s.head, s.v_head) : nullptr);
     return {};
   }
 
@@ -643,10 +643,8 @@ class CpuAttentionKernel : public StepKernel {
     // A BF16 step on AMX tiles, 16 query rows at a time: keys and values packed in pairs, no
     // widening.
     const AttentionRows16Amx amx = bf16 ? amx_rows16(s.head, s.v_head) : nullptr;
-    const int64_t kv_pad32 = (s.kv_len + 31) / 32 * 32;
-    scores_.reserve(amx ? 16 * kv_pad32 : 4 * kv_pad);
-    heads_.reserve(head_scratch(s));
-    if (amx) pairs_.reserve(pair_scratch(s));
+    const int64_t kv_pad32 = padded32(s.kv_len);
+    reserve(s, amx);  // done at prepare: no allocation here
     const bool gather = !amx && (bf16 || keys_apart(s) || wide);
 #pragma omp parallel if (parallel)
     {
@@ -830,9 +828,18 @@ class CpuAttentionKernel : public StepKernel {
   static bool keys_apart(const AttentionShape& s) {
     return s.k.seq > s.head || s.v.seq > s.v_head;
   }
-  // Keys rounded up to a multiple of 16 (AVX-512's transposed keys).
+  // Keys rounded up to a multiple of 16 (AVX-512's transposed keys), and of 32 (AMX's pairs).
   static int64_t padded(int64_t kv_len) {
     return (kv_len + 15) / 16 * 16;
+  }
+  static int64_t padded32(int64_t kv_len) {
+    return (kv_len + 31) / 32 * 32;
+  }
+  // Every thread's scratch for these shapes (the AMX kernel's too where `amx`).
+  void reserve(const AttentionShape& s, AttentionRows16Amx amx) {
+    scores_.reserve(amx ? 16 * padded32(s.kv_len) : 4 * padded(s.kv_len));
+    heads_.reserve(head_scratch(s));
+    if (amx) pairs_.reserve(pair_scratch(s));
   }
   // Whether rows run on AVX-512: V heads of 16 to 256 elements, a multiple of 16.
   static bool wide_rows(const AttentionShape& s) {
@@ -853,13 +860,13 @@ class CpuAttentionKernel : public StepKernel {
   // rounded up to 32), 16 rows of bfloat16 numerators and queries, 16 float32 output rows, 16
   // dropped output rows, 16 widened mask rows.
   static int64_t pair_scratch(const AttentionShape& s) {
-    const int64_t kv_pad = (s.kv_len + 31) / 32 * 32;
+    const int64_t kv_pad = padded32(s.kv_len);
     return s.head / 2 * kv_pad + kv_pad / 2 * s.v_head + 8 * kv_pad + 8 * s.head + 16 * s.v_head + 8 * s.v_head +
            16 * std::max<int64_t>(s.mask_len, s.kv_len);
   }
 
   const Node& node_;
-  ThreadScratch<float> scores_;    // four rows of scores per thread
+  ThreadScratch<float> scores_;    // four rows of scores per thread (16 on AMX)
   ThreadScratch<float> heads_;     // one head's keys and values per thread, where keys_apart
   ThreadScratch<uint32_t> pairs_;  // AMX: one head's keys and values in pairs, the tiles' rows
 };
