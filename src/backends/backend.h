@@ -195,10 +195,10 @@ class Backend {
     (void)stream;
     return invalid("backend {} has no device memory", name());
   }
-  // Extra scratch bytes a tactic needs while running `node`.
-  virtual int64_t workspace_bytes(const Node& node, const std::string& tactic) const {
-    (void)node;
-    (void)tactic;
+  // Extra scratch bytes `step`'s tactic needs while it runs, in the context's workspace (one for
+  // all steps: the plan takes the largest).
+  virtual int64_t workspace_bytes(const Step& step) const {
+    (void)step;
     return 0;
   }
   // Whether the builder times this backend's tactics through time_step (devices; a host backend

@@ -189,7 +189,7 @@ Status select_tactics(Plan& plan, const BackendSet& backends, TimingCache& cache
         }
       }
     }
-    plan.memory.workspace = std::max(plan.memory.workspace, backend.workspace_bytes(n, st.tactic));
+    plan.memory.workspace = std::max(plan.memory.workspace, backend.workspace_bytes(st));
   }
   return {};
 }

@@ -5,8 +5,10 @@
 // its reference kernel inside the backend. Skipped where Kiln is built without oneDNN.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <iostream>
 #include <limits>
 #include <map>
 
@@ -1208,9 +1210,11 @@ struct BuiltConv {
   Model model;
   std::shared_ptr<Plan> plan;  // null when the build failed (the test then fails)
 };
-BuiltConv build_residual_conv(int64_t channels, int64_t outputs, int64_t size) {
+// (Pads 1, 2 and 2, 1 unless `auto_pad` is SAME_UPPER: 1 all round.)
+BuiltConv build_residual_conv(int64_t channels, int64_t outputs, int64_t size, const std::string& auto_pad = "",
+                              const std::string& act = "Relu") {
   BuiltConv b;
-  b.c = ConvCase{"residual_relu", channels, outputs, size, size, 3, 1, 1, 1, 1, true, "Relu", true};
+  b.c = ConvCase{"residual_" + act, channels, outputs, size, size, 3, 1, 1, 1, 1, true, act, true, auto_pad};
   b.oh = out_size(b.c.h, b.c);
   b.ow = out_size(b.c.w, b.c);
   b.model = import_model(conv_model(b.c, b.oh, b.ow));
@@ -1263,6 +1267,70 @@ TEST(CpuBackend, ConvolutionImplementationsAreTimedTactics) {
     ASSERT_TRUE(got.ok()) << got.status().message();
     EXPECT_LE(rel_l2((*got)[0].tensor, (*want)[0].tensor), 1e-5);
   }
+}
+
+// oneDNN's Winograd convolution is a timed tactic ("onednn:winograd:<name>") for FP32 3x3 stride-1
+// convolutions with enough output pixels, on CPUs where oneDNN has it (AVX-512). Forced, it gives
+// the reference's results with its scratch (the scratchpad, its blocked input and output, the
+// residual reordered into the output) in the context's workspace and in the kernel's own memory,
+// with an activation among its post-ops (ReLU) and one run after it on the output (Sigmoid);
+// a Winograd implementation an engine names but this CPU lacks runs the one it has (or, where it
+// has none, the direct convolution).
+TEST(CpuBackend, WinogradConvolutionsMatchTheReference) {
+  auto backend = make_backend("cpu");
+  if ((*backend)->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
+  struct Case {
+    int64_t channels, outputs, size;
+    bool offered;  // enough output pixels for the tactic
+    std::string act = "Relu";
+  };
+  bool any = false;
+  for (const Case& k : {Case{16, 24, 13, true}, Case{64, 64, 28, true}, Case{64, 64, 28, true, "Sigmoid"},
+                        Case{3, 7, 9, true, "Sigmoid"}, Case{16, 16, 5, false}}) {
+    SCOPED_TRACE(std::to_string(k.channels) + "->" + std::to_string(k.outputs) + " at " + std::to_string(k.size) + " " +
+                 k.act);
+    BuiltConv b = build_residual_conv(k.channels, k.outputs, k.size, "SAME_UPPER", k.act);
+    ASSERT_NE(b.plan, nullptr);
+    Step* conv = nullptr;
+    for (Step& st : b.plan->steps) {
+      if (st.node->op_type == "FusedConv") conv = &st;
+    }
+    ASSERT_NE(conv, nullptr);
+    const std::vector<std::string> tactics = (*backend)->tactics(*conv->node, conv->precision, conv->layout);
+    auto wino = std::find_if(tactics.begin(), tactics.end(),
+                             [](const std::string& t) { return t.rfind("onednn:winograd:", 0) == 0; });
+    if (!k.offered) {
+      EXPECT_EQ(wino, tactics.end()) << "offered on " << k.size << "x" << k.size;
+      continue;
+    }
+    if (k.channels == 64 && detected_cpu_isa() >= CpuIsa::kAvx512) {
+      EXPECT_NE(wino, tactics.end()) << "oneDNN has Winograd on AVX-512";
+    }
+    std::vector<std::string> forced = {"onednn:winograd:not_on_this_cpu"};
+    if (wino != tactics.end()) forced.push_back(*wino);
+    any = any || wino != tactics.end();
+    const std::vector<RValue> in = {RValue::of(random_float({2, k.channels, k.size, k.size}, 1)),
+                                    RValue::of(random_float({2, k.outputs, b.oh, b.ow}, 2))};
+    auto want = Executor(*b.model.graph).run(in);
+    ASSERT_TRUE(want.ok());
+    for (const std::string& t : forced) {
+      conv->tactic = t;
+      for (bool workspace : {true, false}) {
+        SCOPED_TRACE(t + (workspace ? " in the workspace" : " in its own memory"));
+        b.plan->memory.workspace = workspace ? (*backend)->workspace_bytes(*conv) : 0;
+        if (workspace && t == *wino) EXPECT_GT(b.plan->memory.workspace, 0);
+        auto exec = PlanExecutor::create(b.plan, *backend);
+        ASSERT_TRUE(exec.ok()) << exec.status().message();
+        (*exec)->set_guard_checks(true);
+        for (int run = 0; run < 2; ++run) {
+          auto got = (*exec)->run(in);
+          ASSERT_TRUE(got.ok()) << got.status().message();
+          EXPECT_LE(rel_l2((*got)[0].tensor, (*want)[0].tensor), 1e-5);
+        }
+      }
+    }
+  }
+  if (!any) std::cout << "(no Winograd convolution on this CPU: its fallback alone was run)\n";
 }
 
 // Softmax and LogSoftmax on oneDNN: the last, a middle and the first axis, opset 13's one axis and

@@ -68,7 +68,7 @@ class BinaryKernel : public OnednnKernel {
     s->bind(DNNL_ARG_SRC_0, src0_md, false, full);
     s->bind(DNNL_ARG_SRC_1, src1_md, false, 1 - full);
     s->bind(DNNL_ARG_DST, dst_md, true, 0);
-    s->own(DNNL_ARG_SCRATCHPAD, memory(pd.scratchpad_desc(), cpu_engine()));
+    s->scratch(DNNL_ARG_SCRATCHPAD, pd.scratchpad_desc());
     return {};
   }
 

@@ -56,7 +56,7 @@ class ConcatKernel : public OnednnKernel {
       s->bind(DNNL_ARG_MULTIPLE_SRC + static_cast<int>(i), srcs[i], false, views[i]);
     }
     s->bind(DNNL_ARG_DST, dst_md, true, 0);
-    s->own(DNNL_ARG_SCRATCHPAD, memory(pd.scratchpad_desc(), cpu_engine()));
+    s->scratch(DNNL_ARG_SCRATCHPAD, pd.scratchpad_desc());
     return {};
   }
 

@@ -25,5 +25,9 @@ bool conv_supported(const Node& n, DataType precision, Layout layout);
 // implementation this CPU does not offer runs the first one.
 std::vector<std::string> conv_tactics(const Node& n, DataType precision, Layout layout);
 std::unique_ptr<StepKernel> make_conv_kernel(const Step& step);
+// The bytes of the context's workspace a convolution step's kernel uses at its static shapes (its
+// scratchpad, and for a Winograd tactic its blocked activations); 0 at dynamic shapes, where the
+// kernel uses scratch of its own.
+int64_t conv_workspace_bytes(const Step& step);
 
 }  // namespace kiln::cpu

@@ -135,6 +135,11 @@ class CpuBackend : public Backend {
       return supports(node, precision, layout) ? std::vector<std::string>{"reference"} : std::vector<std::string>{};
     return reference_->tactics(node, precision, layout);
   }
+  // A convolution's oneDNN scratch (its scratchpad, Winograd's blocked activations) in the
+  // context's workspace; the other oneDNN steps' scratch goes there too where it fits.
+  int64_t workspace_bytes(const Step& step) const override {
+    return cpu::conv_supported(*step.node, step.precision, step.layout) ? cpu::conv_workspace_bytes(step) : 0;
+  }
   // oneDNN's BF16 products write float32 outputs as well (the residual stream).
   bool float32_residual_stream() const override { return true; }
   // oneDNN's convolutions and products add a residual (input 3) with a sum post-op into an output
@@ -189,7 +194,11 @@ class CpuBackend : public Backend {
     KILN_RETURN_IF_ERROR(views(step.inputs, &in));
     KILN_RETURN_IF_ERROR(views(step.outputs, &out));
     KILN_RETURN_IF_ERROR(kernel->prepare(in, out));
+    // The step's scratch in a workspace, as in an execution context.
     KernelContext ctx;
+    std::vector<uint8_t> workspace(static_cast<size_t>(workspace_bytes(step)));
+    ctx.workspace = workspace.empty() ? nullptr : workspace.data();
+    ctx.workspace_bytes = static_cast<int64_t>(workspace.size());
     double best = -1;
     for (int rep = 0; rep < 4; ++rep) {
       const auto t0 = std::chrono::steady_clock::now();

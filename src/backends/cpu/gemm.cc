@@ -124,7 +124,7 @@ class GemmKernel : public OnednnKernel {
     }
     s->bind(DNNL_ARG_DST, y_md, true, 0);
     if (has_bias) s->bind(DNNL_ARG_BIAS, bias_md, false, 2);
-    s->own(DNNL_ARG_SCRATCHPAD, memory(pd.scratchpad_desc(), cpu_engine()));
+    s->scratch(DNNL_ARG_SCRATCHPAD, pd.scratchpad_desc());
     return {};
   }
 
@@ -231,7 +231,7 @@ class MatMulKernel : public OnednnKernel {
     } else {
       s->bind(DNNL_ARG_WEIGHTS, wei_md, false, 1);
     }
-    s->own(DNNL_ARG_SCRATCHPAD, memory(pd.scratchpad_desc(), cpu_engine()));
+    s->scratch(DNNL_ARG_SCRATCHPAD, pd.scratchpad_desc());
     return {};
   }
 

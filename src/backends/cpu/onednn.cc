@@ -97,9 +97,42 @@ Status onednn_error(const std::string& what, const dnnl::error& e) {
   return runtime_error("{}: oneDNN error {} ({})", what, static_cast<int>(e.status), e.what());
 }
 
+dnnl::memory OnednnStep::bound(const dnnl::memory::desc& md, bool output, size_t view) {
+  dnnl::memory m(md, cpu_engine(), nullptr);
+  bindings.push_back({m, output, view});
+  return m;
+}
+
 void OnednnStep::bind(int arg, const dnnl::memory::desc& md, bool output, size_t view) {
-  args[arg] = dnnl::memory(md, cpu_engine(), nullptr);
-  bindings.push_back({arg, output, view});
+  args[arg] = bound(md, output, view);
+}
+
+int64_t OnednnStep::workspace_share(const dnnl::memory::desc& md) {
+  return (static_cast<int64_t>(md.get_size()) + 63) / 64 * 64;
+}
+
+dnnl::memory OnednnStep::scratch(int arg, const dnnl::memory::desc& md) {
+  dnnl::memory own(md, cpu_engine());
+  dnnl::memory m(md, cpu_engine(), own.get_data_handle());
+  scratch_args.push_back({m, own, workspace_bytes});
+  workspace_bytes += workspace_share(md);
+  args[arg] = m;
+  return m;
+}
+
+void OnednnStep::reorder_in(const dnnl::memory::desc& md, size_t view, const dnnl::memory& to) {
+  dnnl::memory from = bound(md, false, view);
+  before.push_back({dnnl::reorder(from, to), {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}}});
+}
+
+void OnednnStep::reorder_out(const dnnl::memory& from, const dnnl::memory::desc& md, size_t view) {
+  dnnl::memory to = bound(md, true, view);
+  after.push_back({dnnl::reorder(from, to), {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}}});
+}
+
+void OnednnStep::in_place_after(const dnnl::primitive& primitive, const dnnl::memory::desc& md, size_t view) {
+  dnnl::memory m = bound(md, true, view);
+  after.push_back({primitive, {{DNNL_ARG_SRC, m}, {DNNL_ARG_DST, m}}});
 }
 
 OnednnKernel::OnednnKernel(const Node& n) : node_(n), stream_(cpu_engine()) {}
@@ -124,20 +157,27 @@ Status OnednnKernel::prepare(std::span<const TensorView> in, std::span<const Ten
 }
 
 Status OnednnKernel::enqueue(std::span<const TensorView> in, std::span<TensorView> out, const KernelContext& ctx) {
-  (void)ctx;
   auto it = prepared_.find(key_of(in));
   if (it == prepared_.end()) return runtime_error("{}: these input shapes were not prepared", node_.describe());
   OnednnStep& s = *it->second;
   if (s.empty) return {};
   try {
-    for (const OnednnStep::Binding& b : s.bindings) {
-      s.args.at(b.arg).set_data_handle(b.output ? out[b.view].data : in[b.view].data);
+    for (OnednnStep::Binding& b : s.bindings) {
+      b.memory.set_data_handle(b.output ? out[b.view].data : in[b.view].data);
+    }
+    // Scratch in the context's workspace, shared by every step: the bytes stay in cache from one
+    // step to the next, where each step's own would be cold.
+    const bool shared = ctx.workspace && ctx.workspace_bytes >= s.workspace_bytes;
+    for (OnednnStep::Scratch& sc : s.scratch_args) {
+      sc.memory.set_data_handle(shared ? static_cast<uint8_t*>(ctx.workspace) + sc.offset : sc.own.get_data_handle());
     }
     if (s.accumulate_from >= 0) {
       const void* from = in[static_cast<size_t>(s.accumulate_from)].data;
       if (from != out[0].data) std::memcpy(out[0].data, from, s.output_bytes);
     }
+    for (OnednnStep::Extra& e : s.before) e.primitive.execute(stream_, e.args);
     s.primitive.execute(stream_, s.args);
+    for (OnednnStep::Extra& e : s.after) e.primitive.execute(stream_, e.args);
     stream_.wait();
   } catch (const dnnl::error& e) {
     return onednn_error("running " + node_.describe(), e);

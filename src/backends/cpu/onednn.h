@@ -47,12 +47,21 @@ struct OnednnStep {
   bool empty = false;  // nothing to compute (a zero-size shape)
   dnnl::primitive primitive;
   std::unordered_map<int, dnnl::memory> args;
+  // A memory whose bytes are input (or output) `view`'s, set before every run.
   struct Binding {
-    int arg;
+    dnnl::memory memory;
     bool output;
     size_t view;
   };
   std::vector<Binding> bindings;
+  // Primitives run before the step's (reorders of an input view into a layout of the primitive's
+  // own) and after it (its result reordered into the output view, an activation it has no post-op
+  // for): oneDNN's Winograd convolutions compute in blocked layouts, with ReLU alone as post-op.
+  struct Extra {
+    dnnl::primitive primitive;
+    std::unordered_map<int, dnnl::memory> args;
+  };
+  std::vector<Extra> before, after;
   // A sum post-op accumulates into the output: input `accumulate_from`'s bytes are copied there
   // first, unless the plan placed the output over that input (-1: none).
   int accumulate_from = -1;
@@ -60,8 +69,31 @@ struct OnednnStep {
 
   // Adds argument `arg` with memory descriptor `md`, its bytes those of input (or output) `view`.
   void bind(int arg, const dnnl::memory::desc& md, bool output, size_t view);
-  // Adds argument `arg` with bytes the kernel owns (packed weights, the scratchpad).
+  // Adds argument `arg` with bytes the kernel owns (packed weights).
   void own(int arg, const dnnl::memory& m) { args[arg] = m; }
+  // Adds argument `arg` (the scratchpad, a layout of the primitive's own) with bytes that live only
+  // while the step runs: in the context's workspace where it holds every such argument of the step,
+  // else the kernel's own. Returns its memory.
+  dnnl::memory scratch(int arg, const dnnl::memory::desc& md);
+  // The workspace bytes a scratch argument of `md` takes (its size rounded up to 64 bytes).
+  static int64_t workspace_share(const dnnl::memory::desc& md);
+  // Scratch arguments: their memory, their own bytes and where they sit in the workspace.
+  struct Scratch {
+    dnnl::memory memory;
+    dnnl::memory own;
+    int64_t offset;
+  };
+  std::vector<Scratch> scratch_args;
+  int64_t workspace_bytes = 0;  // what the scratch arguments take of the workspace
+  // Before the primitive runs, input `view` (laid out as `md`) is reordered into `to`.
+  void reorder_in(const dnnl::memory::desc& md, size_t view, const dnnl::memory& to);
+  // After it runs, `from` is reordered into output `view` (laid out as `md`).
+  void reorder_out(const dnnl::memory& from, const dnnl::memory::desc& md, size_t view);
+  // After that, `primitive` (an eltwise one) runs in place on output `view` (laid out as `md`).
+  void in_place_after(const dnnl::primitive& primitive, const dnnl::memory::desc& md, size_t view);
+
+ private:
+  dnnl::memory bound(const dnnl::memory::desc& md, bool output, size_t view);
 };
 
 // The kernel of a step run by one oneDNN primitive per input shape: prepare builds it (build()),

@@ -77,7 +77,7 @@ class PoolKernel : public OnednnKernel {
     s->primitive = dnnl::pooling_v2_forward(pd);
     s->bind(DNNL_ARG_SRC, src_md, false, 0);
     s->bind(DNNL_ARG_DST, dst_md, true, 0);
-    s->own(DNNL_ARG_SCRATCHPAD, memory(pd.scratchpad_desc(), cpu_engine()));
+    s->scratch(DNNL_ARG_SCRATCHPAD, pd.scratchpad_desc());
     return {};
   }
 

@@ -52,7 +52,7 @@ class SoftmaxKernel : public OnednnKernel {
     }
     s->bind(DNNL_ARG_SRC, md, false, 0);
     s->bind(DNNL_ARG_DST, md, true, 0);
-    s->own(DNNL_ARG_SCRATCHPAD, memory(scratch, cpu_engine()));
+    s->scratch(DNNL_ARG_SCRATCHPAD, scratch);
     return {};
   }
 

@@ -286,7 +286,9 @@ class CudaBackend : public Backend {
     }
     return {Layout::kPlain};
   }
-  int64_t workspace_bytes(const Node& n, const std::string& tactic) const override {
+  int64_t workspace_bytes(const Step& step) const override {
+    const Node& n = *step.node;
+    const std::string& tactic = step.tactic;
     if (tactic == kDepthwiseTactic) return depthwise_.workspace ? depthwise_.workspace(n) : 0;
     for (const cuda::KernelFamily& f : cuda::kernel_families()) {
       if (f.supports(n, node_precision(n), Layout::kPlain) || f.supports(n, node_precision(n), Layout::kNHWC)) {

@@ -110,7 +110,7 @@ Result<double> time_step_on_device(const Backend& backend, const Plan& plan, con
     out.push_back(std::move(v));
   }
   KernelContext ctx;
-  ctx.workspace_bytes = backend.workspace_bytes(*step.node, step.tactic);
+  ctx.workspace_bytes = backend.workspace_bytes(step);
   if (ctx.workspace_bytes > 0) {
     KILN_ASSIGN_OR_RETURN(ctx.workspace, scratch.get(ctx.workspace_bytes));
   }
