@@ -13,6 +13,7 @@
 
 #include "attention_test_models.h"
 #include "backends/cuda/attention_kernel.h"
+#include "backends/cuda/kernels/attention.h"
 #include "cuda_test_util.h"
 #include "model_builder.h"
 
@@ -72,6 +73,43 @@ TEST(CudaAttention, HeadSizesAndLengths) {
   vh.name = "v head 32, qk head 64";
   vh.v_head = 32;
   check(vh);
+}
+
+// The tensor-core kernel takes 64 query rows a block (4 warps) where that makes two blocks per
+// multiprocessor, else 16 (1 warp): a host-side choice, tested here without a GPU, and both block
+// sizes run on the GPU: the small cases above take 1 warp, these 4 (8 x 12 heads of 200 rows is
+// 384 blocks of 64 rows against 2 x 132 multiprocessors on an H200).
+TEST(CudaAttention, TensorCoreBlockSizeFollowsTheGrid) {
+  AttentionShape s;
+  s.batch = 1;
+  s.q_heads = s.kv_heads = 12;
+  s.q_len = s.kv_len = 128;
+  EXPECT_EQ(cuda::attention_tc_warps(s, 132), 1);  // bert-base, batch 1: 24 blocks of 4 warps
+  s.batch = 128;
+  EXPECT_EQ(cuda::attention_tc_warps(s, 132), 4);
+  s.batch = 11;  // 264 blocks of 4 warps: two per multiprocessor
+  EXPECT_EQ(cuda::attention_tc_warps(s, 132), 4);
+  s.batch = 10;
+  EXPECT_EQ(cuda::attention_tc_warps(s, 132), 1);
+  SKIP_WITHOUT_GPU();
+  for (bool masked : {false, true}) {
+    AttnCase c;
+    c.name = masked ? "8 x 12 heads of 200, 3-D, key padding mask" : "8 x 12 heads of 200, 3-D";
+    c.three_d = true;
+    c.batch = 8;
+    c.q_heads = c.kv_heads = 12;
+    c.q_len = c.kv_len = 200;
+    if (masked) c.mask = {8, 1, 1, 200};
+    check(c);
+  }
+  AttnCase causal;
+  causal.name = "8 x 12 heads of 200, causal, head 128";
+  causal.batch = 8;
+  causal.q_heads = causal.kv_heads = 12;
+  causal.q_len = causal.kv_len = 200;
+  causal.head = causal.v_head = 128;
+  causal.causal = true;
+  check(causal);
 }
 
 TEST(CudaAttention, InterleavedHeadsAndGroupedQueries) {

@@ -26,5 +26,9 @@ Status launch_attention(const AttentionShape& s, DataType dt, const void* q, con
 bool attention_tc_supports(DataType dt, int64_t head, int64_t v_head);
 Status launch_attention_tc(const AttentionShape& s, DataType dt, const void* q, const void* k, const void* v,
                            const void* mask, void* out, void* stream);
+// The warps per block the tensor-core kernel runs `s` with on a GPU of `sms` multiprocessors:
+// 4 (64 query rows a block) where that makes at least two blocks per multiprocessor, else 1 (16
+// rows a block: a batch of one fills more of the GPU).
+int attention_tc_warps(const AttentionShape& s, int sms);
 
 }  // namespace kiln::cuda

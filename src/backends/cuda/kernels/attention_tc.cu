@@ -1,16 +1,18 @@
 // Attention on tensor cores (FP16/BF16 in, FP32 accumulation and softmax), for head sizes that
-// are multiples of 16 up to 128 with V's head size equal to Q's: the FlashAttention-2 loop with
-// WMMA tiles. A block holds 64 query rows of one (batch, head), 16 per warp; per tile of 64 keys
-// each warp computes its 16 x 64 scores S = Q.K^T on tensor cores into shared memory, updates its
-// rows' running maximum and sum in float32 (two lanes per row), writes P = exp(S - max) in the
-// input type and accumulates O += P.V on tensor cores, O kept in shared memory in float32 and
-// rescaled by exp(max_old - max_new) before each accumulation. Nothing of size seq x seq is
-// materialized.
+// are multiples of 16 up to 128 with V's head size equal to Q's: the FlashAttention-2 loop on
+// mma.sync (m16n8k16) with everything per row in registers. A block holds 64 query rows of one
+// (batch, head), 16 per warp. Tiles of 64 keys and values stream through shared memory, two
+// buffers deep (cp.async: the next tile loads while this one is computed). Per tile each warp
+// computes its 16 x 64 scores S = Q.K^T into registers, updates its rows' running maximum and
+// sum in float32 (a row's 64 scores spread over the 4 lanes of a quad), turns the scores into
+// P = exp(S - max) in the input type in place (the accumulator's layout is the next product's A
+// operand's) and accumulates O += P.V, rescaled by exp(max_old - max_new) first. Nothing of size
+// seq x seq is materialized, and only Q, K, V and the output cross global memory.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-#include <mma.h>
 
 #include <cmath>
+#include <cstdint>
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels/attention.cuh"
@@ -20,193 +22,306 @@
 namespace kiln::cuda {
 namespace {
 
-namespace wmma = nvcuda::wmma;
+constexpr int kBlockKeys = 64;  // keys per tile
 
-constexpr int kWarps = 4;
-constexpr int kThreads = kWarps * 32;
-constexpr int kBlockRows = 16 * kWarps;  // query rows per block
-constexpr int kBlockKeys = 64;           // keys per tile
-
-// Shared memory of one block, in bytes, each region 128-byte aligned. Row pitches are padded
-// (8 elements for the 16-bit tiles, 4 for float32) against bank conflicts and stay multiples of
-// 32 bytes per 16 rows, as WMMA's loads and stores require.
-template <int D>
-struct TcLayout {
-  static constexpr int kLdT = D + 8;           // Q, K, V tiles (input type)
-  static constexpr int kLdS = kBlockKeys + 4;  // scores (float)
-  static constexpr int kLdP = kBlockKeys + 8;  // probabilities (input type)
-  static constexpr int kLdO = D + 4;           // output accumulator (float)
-  static constexpr size_t align(size_t b) { return (b + 127) / 128 * 128; }
-  static constexpr size_t kQ = 0;
-  static constexpr size_t kK = kQ + align(size_t{kBlockRows} * kLdT * 2);
-  static constexpr size_t kV = kK + align(size_t{kBlockKeys} * kLdT * 2);
-  static constexpr size_t kS = kV + align(size_t{kBlockKeys} * kLdT * 2);
-  static constexpr size_t kP = kS + align(size_t{kBlockRows} * kLdS * 4);
-  static constexpr size_t kO = kP + align(size_t{kBlockRows} * kLdP * 2);
-  static constexpr size_t kBytes = kO + align(size_t{kBlockRows} * kLdO * 4);
+// A block of W warps holds 16 * W query rows: 4 warps where there are enough blocks to fill the
+// GPU, 1 where there are not (a batch of one: bert-base's 12 heads of 128 rows are 24 blocks of 4
+// warps on 132 SMs, 96 of one).
+template <int W>
+struct TcBlock {
+  static constexpr int kThreads = 32 * W;
+  static constexpr int kRows = 16 * W;
 };
 
-// Copies `rows` rows of D elements (row i at src + i * stride) into a tile with pitch ld, zeros
-// past `valid` rows; 16-byte vectors where the rows allow.
-template <typename T, int D>
-__device__ __forceinline__ void load_tile(T* dst, int ld, const T* src, int64_t stride, int rows, int64_t valid,
-                                          bool vec) {
+// Shared memory of one block: the Q tile and two buffers of K and V tiles, each row padded by 8
+// elements (16 bytes), so that the 8 rows an ldmatrix reads fall in different banks.
+template <int D, int W>
+struct TcLayout {
+  static constexpr int kLd = D + 8;
+  static constexpr int kQTile = TcBlock<W>::kRows * kLd;
+  static constexpr int kKvTile = kBlockKeys * kLd;
+  static constexpr size_t kBytes = (size_t{kQTile} + size_t{4} * kKvTile) * 2;  // Q, K[2], V[2]
+};
+
+// The mma operands of one type: T as pairs packed in 32 bits.
+template <typename T>
+__device__ __forceinline__ uint32_t pack2(float lo, float hi);
+template <>
+__device__ __forceinline__ uint32_t pack2<__half>(float lo, float hi) {
+  const __half2 v = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+template <>
+__device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// d += a.b for a 16x16 A (row-major), a 16x8 B (column-major), float accumulators.
+template <typename T>
+__device__ __forceinline__ void mma16816(float* d, const uint32_t* a, uint32_t b0, uint32_t b1);
+template <>
+__device__ __forceinline__ void mma16816<__half>(float* d, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+template <>
+__device__ __forceinline__ void mma16816<__nv_bfloat16>(float* d, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+// Four 8x8 matrices of 16-bit elements; lane i gives the address of row i % 8 of matrix i / 8.
+__device__ __forceinline__ void ldmatrix_x4(uint32_t* r, const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t* r, const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+// 16 bytes from global to shared memory, asynchronously; zeros where `valid` is false.
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::);
+}
+__device__ __forceinline__ void cp_async_wait_all() {
+  asm volatile("cp.async.wait_group 0;\n" ::);
+}
+
+// Starts copying ROWS rows of D elements (row i at src + i * stride) into a tile with pitch D + 8,
+// zeros past `valid` rows, with THREADS threads: 16-byte asynchronous copies where the rows allow
+// (`vec`), else element by element (finished on return).
+template <typename T, int D, int ROWS, int THREADS>
+__device__ __forceinline__ void load_tile(T* dst, const T* src, int64_t stride, int64_t valid, bool vec) {
+  constexpr int kLd = D + 8;
   if (vec) {
-    constexpr int kPer = 8;  // 16 bytes of a 16-bit type
-    for (int i = threadIdx.x; i < rows * (D / kPer); i += kThreads) {
-      const int r = i / (D / kPer), c = (i % (D / kPer)) * kPer;
-      uint4 v = make_uint4(0, 0, 0, 0);
-      if (r < valid) v = *reinterpret_cast<const uint4*>(src + r * stride + c);
-      *reinterpret_cast<uint4*>(dst + r * ld + c) = v;
+    constexpr int kChunks = D / 8;  // 16 bytes each
+    for (int i = threadIdx.x; i < ROWS * kChunks; i += THREADS) {
+      const int r = i / kChunks, c = (i % kChunks) * 8;
+      const bool in = r < valid;
+      cp_async16(dst + r * kLd + c, in ? src + r * stride + c : src, in);
     }
   } else {
-    for (int i = threadIdx.x; i < rows * D; i += kThreads) {
+    for (int i = threadIdx.x; i < ROWS * D; i += THREADS) {
       const int r = i / D, c = i % D;
-      dst[r * ld + c] = r < valid ? src[r * stride + c] : cast<T>(0.f);
+      dst[r * kLd + c] = r < valid ? src[r * stride + c] : cast<T>(0.f);
     }
   }
 }
 
-template <typename T, typename M, int D>
-__global__ void __launch_bounds__(kThreads)
+template <typename T, typename M, int D, int W>
+__global__ void __launch_bounds__(TcBlock<W>::kThreads)
     attention_tc(AttentionShape s, const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                  const M* __restrict__ mask, T* __restrict__ out, bool vec) {
-  using L = TcLayout<D>;
+  using L = TcLayout<D, W>;
+  constexpr int kLd = L::kLd;
+  constexpr int kRows = TcBlock<W>::kRows, kThreads = TcBlock<W>::kThreads;
   extern __shared__ __align__(128) unsigned char smem[];
-  T* qs = reinterpret_cast<T*>(smem + L::kQ);
-  T* ks = reinterpret_cast<T*>(smem + L::kK);
-  T* vs = reinterpret_cast<T*>(smem + L::kV);
+  // Q, then the two buffers' K and V tiles: buffer i's K at tile 1 + 2i, its V at 2 + 2i.
+  T* qs = reinterpret_cast<T*>(smem);
+  auto k_tile = [&](int i) { return qs + L::kQTile + 2 * i * L::kKvTile; };
+  auto v_tile = [&](int i) { return qs + L::kQTile + (2 * i + 1) * L::kKvTile; };
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  float* ss = reinterpret_cast<float*>(smem + L::kS) + warp * 16 * L::kLdS;
-  T* ps = reinterpret_cast<T*>(smem + L::kP) + warp * 16 * L::kLdP;
-  float* os = reinterpret_cast<float*>(smem + L::kO) + warp * 16 * L::kLdO;
 
-  const HeadBlock w = head_block(s, blockIdx.x, kBlockRows);
+  const HeadBlock w = head_block(s, blockIdx.x, kRows);
   const int64_t row0 = w.row0, h = w.h, b = w.b, kh = w.kh;
   const T* kb = k + b * s.k.batch + kh * s.k.head;
   const T* vb = v + b * s.v.batch + kh * s.v.head;
   const M* mb = mask ? mask + b * s.mask_batch + h * s.mask_head : nullptr;
+  const int64_t kv_end = s.causal ? min(s.kv_len, row0 + kRows) : s.kv_len;
 
-  load_tile<T, D>(qs, L::kLdT, q + b * s.q.batch + h * s.q.head + row0 * s.q.seq, s.q.seq, kBlockRows, s.q_len - row0,
-                  vec);
-  for (int i = lane; i < 16 * L::kLdO; i += 32) os[i] = 0.f;
+  load_tile<T, D, kRows, kThreads>(qs, q + b * s.q.batch + h * s.q.head + row0 * s.q.seq, s.q.seq, s.q_len - row0, vec);
+  if (kv_end > 0) {
+    load_tile<T, D, kBlockKeys, kThreads>(k_tile(0), kb, s.k.seq, s.kv_len, vec);
+    load_tile<T, D, kBlockKeys, kThreads>(v_tile(0), vb, s.v.seq, s.kv_len, vec);
+  }
+  cp_async_commit();
 
-  // Lanes 2r and 2r+1 own row r of the warp's 16: its statistics and half of its columns.
-  const int r = lane / 2, half = lane % 2;
-  const int64_t row = row0 + warp * 16 + r;
-  float m = -INFINITY, l = 0.f;
-
-  const int64_t kv_end = s.causal ? min(s.kv_len, row0 + kBlockRows) : s.kv_len;
-  for (int64_t t0 = 0; t0 < kv_end; t0 += kBlockKeys) {
-    __syncthreads();  // the previous tile is consumed
-    load_tile<T, D>(ks, L::kLdT, kb + t0 * s.k.seq, s.k.seq, kBlockKeys, s.kv_len - t0, vec);
-    load_tile<T, D>(vs, L::kLdT, vb + t0 * s.v.seq, s.v.seq, kBlockKeys, s.kv_len - t0, vec);
-    __syncthreads();
-
-    // S = Q.K^T for the warp's 16 rows and the tile's 64 keys.
+  // This lane's rows of the warp's 16 (and 8 below), and its pair of columns in each 8.
+  const int quad_row = lane / 4, quad_col = (lane % 4) * 2;
+  const int64_t rows[2] = {row0 + warp * 16 + quad_row, row0 + warp * 16 + quad_row + 8};
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  float o[D / 8][4];
 #pragma unroll
-    for (int n = 0; n < kBlockKeys / 16; ++n) {
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-      wmma::fill_fragment(acc, 0.f);
+  for (int j = 0; j < D / 8; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+  uint32_t qa[D / 16][4];  // the warp's 16 query rows as A operands, loaded with the first tile
+
+  const int tiles = static_cast<int>((kv_end + kBlockKeys - 1) / kBlockKeys);
+  for (int t = 0; t < tiles; ++t) {
+    const int buf = t % 2;
+    cp_async_wait_all();
+    __syncthreads();  // tile t is in; every warp is done with tile t - 1's buffer
+    if (t + 1 < tiles) {
+      const int64_t t1 = static_cast<int64_t>(t + 1) * kBlockKeys;
+      load_tile<T, D, kBlockKeys, kThreads>(k_tile(buf ^ 1), kb + t1 * s.k.seq, s.k.seq, s.kv_len - t1, vec);
+      load_tile<T, D, kBlockKeys, kThreads>(v_tile(buf ^ 1), vb + t1 * s.v.seq, s.v.seq, s.kv_len - t1, vec);
+    }
+    cp_async_commit();
+    if (t == 0) {
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> bt;  // K^T: K's rows as columns
-        wmma::load_matrix_sync(a, qs + warp * 16 * L::kLdT + kk * 16, L::kLdT);
-        wmma::load_matrix_sync(bt, ks + n * 16 * L::kLdT + kk * 16, L::kLdT);
-        wmma::mma_sync(acc, a, bt, acc);
+        ldmatrix_x4(qa[kk], qs + (warp * 16 + lane % 16) * kLd + kk * 16 + (lane / 16) * 8);
       }
-      wmma::store_matrix_sync(ss + n * 16, acc, L::kLdS, wmma::mem_row_major);
     }
-    __syncwarp();
+    const T* kt = k_tile(buf);
+    const T* vt = v_tile(buf);
+    const int64_t t0 = static_cast<int64_t>(t) * kBlockKeys;
 
-    // Online softmax over the row's half of the tile.
-    float sc[kBlockKeys / 2];
-    float tmax = -INFINITY;
+    // S = Q.K^T: 8 column blocks of 8 keys; one ldmatrix gives two blocks' B operands.
+    float sc[kBlockKeys / 8][4];
 #pragma unroll
-    for (int j = 0; j < kBlockKeys / 2; ++j) {
-      const int col = half * (kBlockKeys / 2) + j;
-      const int64_t key = t0 + col;
-      float x = ss[r * L::kLdS + col] * s.scale;
-      bool allowed = key < s.kv_len && row < s.q_len && !(s.causal && key > row);
-      if (allowed && mb) {
-        if (key >= s.mask_len) {
-          allowed = false;
-        } else {
-          bool ok = true;
-          x += attention_mask_value(mb, row * s.mask_row + key * s.mask_key, &ok);
-          allowed = ok;
+    for (int n = 0; n < kBlockKeys / 8; ++n) sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.f;
+#pragma unroll
+    for (int n = 0; n < kBlockKeys / 8; n += 2) {
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        uint32_t bk[4];
+        ldmatrix_x4(bk, kt + (n * 8 + lane % 8 + (lane / 16) * 8) * kLd + kk * 16 + ((lane / 8) % 2) * 8);
+        mma16816<T>(sc[n], qa[kk], bk[0], bk[1]);
+        mma16816<T>(sc[n + 1], qa[kk], bk[2], bk[3]);
+      }
+    }
+
+    // Scale, mask and the online softmax, per row (i = 0: rows[0], values 0 and 1; i = 1: rows[1],
+    // values 2 and 3).
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int64_t row = rows[i];
+      float tmax = -INFINITY;
+#pragma unroll
+      for (int n = 0; n < kBlockKeys / 8; ++n) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int64_t key = t0 + n * 8 + quad_col + e;
+          float x = sc[n][2 * i + e] * s.scale;
+          bool allowed = key < s.kv_len && row < s.q_len && !(s.causal && key > row);
+          if (allowed && mb) {
+            if (key >= s.mask_len) {
+              allowed = false;
+            } else {
+              bool ok = true;
+              x += attention_mask_value(mb, row * s.mask_row + key * s.mask_key, &ok);
+              allowed = ok;
+            }
+          }
+          x = allowed ? x : -INFINITY;
+          sc[n][2 * i + e] = x;
+          tmax = fmaxf(tmax, x);
         }
       }
-      sc[j] = allowed ? x : -INFINITY;
-      tmax = fmaxf(tmax, sc[j]);
-    }
-    tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
-    const float m_new = fmaxf(m, tmax);
-    const bool live = m_new != -INFINITY;
-    const float corr = live ? __expf(m - m_new) : 1.f;
-    float sum = 0.f;
+      tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
+      tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 2));
+      const float m_new = fmaxf(m[i], tmax);
+      const bool live = m_new != -INFINITY;
+      const float corr = live ? __expf(m[i] - m_new) : 1.f;
+      float sum = 0.f;
 #pragma unroll
-    for (int j = 0; j < kBlockKeys / 2; ++j) {
-      const float p = live ? __expf(sc[j] - m_new) : 0.f;
-      sum += p;
-      ps[r * L::kLdP + half * (kBlockKeys / 2) + j] = cast<T>(p);
-    }
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    l = l * corr + sum;
-    m = live ? m_new : m;
+      for (int n = 0; n < kBlockKeys / 8; ++n) {
 #pragma unroll
-    for (int d = half * (D / 2); d < (half + 1) * (D / 2); ++d) os[r * L::kLdO + d] *= corr;
-    __syncwarp();
-
-    // O += P.V on the warp's 16 rows.
-#pragma unroll
-    for (int dn = 0; dn < D / 16; ++dn) {
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-      wmma::load_matrix_sync(acc, os + dn * 16, L::kLdO, wmma::mem_row_major);
-#pragma unroll
-      for (int kk = 0; kk < kBlockKeys / 16; ++kk) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> bv;
-        wmma::load_matrix_sync(a, ps + kk * 16, L::kLdP);
-        wmma::load_matrix_sync(bv, vs + kk * 16 * L::kLdT + dn * 16, L::kLdT);
-        wmma::mma_sync(acc, a, bv, acc);
+        for (int e = 0; e < 2; ++e) {
+          const float p = live ? __expf(sc[n][2 * i + e] - m_new) : 0.f;
+          sc[n][2 * i + e] = p;
+          sum += p;
+        }
       }
-      wmma::store_matrix_sync(os + dn * 16, acc, L::kLdO, wmma::mem_row_major);
+      l[i] = l[i] * corr + sum;  // this lane's part of the row's sum (the quad's summed at the end)
+      m[i] = live ? m_new : m[i];
+#pragma unroll
+      for (int j = 0; j < D / 8; ++j) {
+        o[j][2 * i] *= corr;
+        o[j][2 * i + 1] *= corr;
+      }
     }
-    __syncwarp();
+
+    // O += P.V: P's 16 x 64 as 4 A operands of 16 keys (two column blocks of S each); V's rows
+    // transposed by ldmatrix into B operands, two blocks of 8 output columns per load.
+#pragma unroll
+    for (int kk = 0; kk < kBlockKeys / 16; ++kk) {
+      uint32_t pa[4];
+      pa[0] = pack2<T>(sc[2 * kk][0], sc[2 * kk][1]);
+      pa[1] = pack2<T>(sc[2 * kk][2], sc[2 * kk][3]);
+      pa[2] = pack2<T>(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
+      pa[3] = pack2<T>(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
+#pragma unroll
+      for (int j = 0; j < D / 8; j += 2) {
+        uint32_t bv[4];
+        ldmatrix_x4_trans(bv, vt + (kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * kLd + j * 8 + (lane / 16) * 8);
+        mma16816<T>(o[j], pa, bv[0], bv[1]);
+        mma16816<T>(o[j + 1], pa, bv[2], bv[3]);
+      }
+    }
   }
 
-  if (row < s.q_len) {
-    const float inv = l > 0.f ? 1.f / l : 0.f;  // a row with no attendable key is zero
+  // The rows' sums over their quads; a row with no attendable key is zero.
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
+    l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
+    const int64_t row = rows[i];
+    if (row >= s.q_len) continue;
+    const float inv = l[i] > 0.f ? 1.f / l[i] : 0.f;
     T* orow = out + b * s.o.batch + h * s.o.head + row * s.o.seq;
 #pragma unroll
-    for (int d = half * (D / 2); d < (half + 1) * (D / 2); ++d) orow[d] = cast<T>(os[r * L::kLdO + d] * inv);
+    for (int j = 0; j < D / 8; ++j) {
+      const int col = j * 8 + quad_col;
+      if (vec) {
+        *reinterpret_cast<uint32_t*>(orow + col) = pack2<T>(o[j][2 * i] * inv, o[j][2 * i + 1] * inv);
+      } else {
+        orow[col] = cast<T>(o[j][2 * i] * inv);
+        orow[col + 1] = cast<T>(o[j][2 * i + 1] * inv);
+      }
+    }
   }
 }
 
-template <typename T, typename M, int D>
+template <typename T, typename M, int D, int W>
 Status run_tc(const AttentionShape& s, const void* q, const void* k, const void* v, const void* mask, void* out,
               cudaStream_t stream) {
-  using L = TcLayout<D>;
-  const int64_t tiles = (s.q_len + kBlockRows - 1) / kBlockRows;
+  using L = TcLayout<D, W>;
+  const int64_t tiles = (s.q_len + TcBlock<W>::kRows - 1) / TcBlock<W>::kRows;
   const int64_t blocks = tiles * s.q_heads * s.batch;
   if (blocks > 0x7fffffffLL) return invalid("attention of {} blocks is too large for one launch", blocks);
-  auto kernel = attention_tc<T, M, D>;
+  auto kernel = attention_tc<T, M, D, W>;
   // More than the default 48 KiB of shared memory, allowed once per instance (not a stream
   // operation: safe while a graph is being recorded).
   static const cudaError_t opted =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(L::kBytes));
   KILN_CUDA_CHECK(opted);
   // 16-byte rows: every row start 16-byte aligned (the strides multiples of 8 elements).
-  const bool vec = aligned16({q, k, v}) && s.q.seq % 8 == 0 && s.k.seq % 8 == 0 && s.v.seq % 8 == 0 &&
-                   s.q.head % 8 == 0 && s.k.head % 8 == 0 && s.v.head % 8 == 0 && s.q.batch % 8 == 0 &&
-                   s.k.batch % 8 == 0 && s.v.batch % 8 == 0;
-  kernel<<<static_cast<unsigned>(blocks), kThreads, L::kBytes, stream>>>(
+  // (The output is written in pairs of elements: 4-byte aligned where `vec` holds.)
+  const bool vec = aligned16({q, k, v}) && reinterpret_cast<uintptr_t>(out) % 4 == 0 && s.q.seq % 8 == 0 &&
+                   s.k.seq % 8 == 0 && s.v.seq % 8 == 0 && s.q.head % 8 == 0 && s.k.head % 8 == 0 &&
+                   s.v.head % 8 == 0 && s.q.batch % 8 == 0 && s.k.batch % 8 == 0 && s.v.batch % 8 == 0 &&
+                   s.o.seq % 2 == 0 && s.o.head % 2 == 0 && s.o.batch % 2 == 0;
+  kernel<<<static_cast<unsigned>(blocks), TcBlock<W>::kThreads, L::kBytes, stream>>>(
       s, static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v), static_cast<const M*>(mask),
       static_cast<T*>(out), vec);
   KILN_CUDA_CHECK_LAUNCH("attention (tensor cores)");
   return {};
+}
+
+template <typename T, typename M, int D>
+Status run_tc(const AttentionShape& s, const void* q, const void* k, const void* v, const void* mask, void* out,
+              cudaStream_t stream) {
+  int device = 0, sms = 0;
+  KILN_CUDA_CHECK(cudaGetDevice(&device));
+  KILN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  if (attention_tc_warps(s, sms) == 4) return run_tc<T, M, D, 4>(s, q, k, v, mask, out, stream);
+  return run_tc<T, M, D, 1>(s, q, k, v, mask, out, stream);
 }
 
 template <typename T, typename M>
@@ -235,6 +350,11 @@ Status run_masked(const AttentionShape& s, DataType dt, const void* q, const voi
 }
 
 }  // namespace
+
+int attention_tc_warps(const AttentionShape& s, int sms) {
+  const int64_t blocks4 = (s.q_len + 63) / 64 * s.q_heads * s.batch;
+  return blocks4 >= 2 * static_cast<int64_t>(sms) ? 4 : 1;
+}
 
 bool attention_tc_supports(DataType dt, int64_t head, int64_t v_head) {
   return (dt == DataType::kFloat16 || dt == DataType::kBFloat16) && head == v_head &&
