@@ -194,11 +194,17 @@ class CpuBackend : public Backend {
     KILN_RETURN_IF_ERROR(views(step.inputs, &in));
     KILN_RETURN_IF_ERROR(views(step.outputs, &out));
     KILN_RETURN_IF_ERROR(kernel->prepare(in, out));
-    // The step's scratch in a workspace, as in an execution context.
+    // The step's scratch in a workspace aligned as an execution context's.
     KernelContext ctx;
-    std::vector<uint8_t> workspace(static_cast<size_t>(workspace_bytes(step)));
-    ctx.workspace = workspace.empty() ? nullptr : workspace.data();
-    ctx.workspace_bytes = static_cast<int64_t>(workspace.size());
+    const int64_t workspace = workspace_bytes(step);
+    std::shared_ptr<void> held;
+    if (workspace > 0) {
+      Allocator& a = reference_->allocator();
+      KILN_ASSIGN_OR_RETURN(void* mem, a.allocate(static_cast<size_t>(workspace), 256));
+      held = std::shared_ptr<void>(mem, [&a](void* q) { a.deallocate(q); });
+      ctx.workspace = mem;
+      ctx.workspace_bytes = workspace;
+    }
     double best = -1;
     for (int rep = 0; rep < 4; ++rep) {
       const auto t0 = std::chrono::steady_clock::now();
