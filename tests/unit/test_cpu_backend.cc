@@ -13,6 +13,9 @@
 #include <map>
 
 #include "attention_test_models.h"
+#ifdef KILN_HAVE_ONEDNN
+#include "backends/cpu/onednn.h"
+#endif
 #include "backends/cpu/simd_math.h"
 #include "core/cpu_isa.h"
 #include "engine/engine.h"
@@ -1268,6 +1271,44 @@ TEST(CpuBackend, ConvolutionImplementationsAreTimedTactics) {
     EXPECT_LE(rel_l2((*got)[0].tensor, (*want)[0].tensor), 1e-5);
   }
 }
+
+#ifdef KILN_HAVE_ONEDNN
+// The execution contexts of one engine share their packed filters: the second context's kernels
+// find the first's packing of the same bytes, and the packings go with the last context.
+TEST(CpuBackend, ContextsShareTheirPackedWeights) {
+  auto backend = make_backend("cpu");
+  if ((*backend)->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
+  const size_t before = cpu::PackedWeights::live();
+  BuiltConv b = build_residual_conv(16, 24, 13);
+  ASSERT_NE(b.plan, nullptr);
+  const std::vector<RValue> in = {RValue::of(random_float({2, b.c.c, b.c.h, b.c.w}, 1)),
+                                  RValue::of(random_float({2, b.c.m, b.oh, b.ow}, 2))};
+  auto want = Executor(*b.model.graph).run(in);
+  ASSERT_TRUE(want.ok());
+  size_t one = 0;
+  {
+    auto first = PlanExecutor::create(b.plan, *backend);
+    ASSERT_TRUE(first.ok()) << first.status().message();
+    auto got = (*first)->run(in);
+    ASSERT_TRUE(got.ok()) << got.status().message();
+    one = cpu::PackedWeights::live();
+    EXPECT_GT(one, before) << "the convolution packs its filter";
+    {
+      auto second = PlanExecutor::create(b.plan, *backend);
+      ASSERT_TRUE(second.ok()) << second.status().message();
+      auto again = (*second)->run(in);
+      ASSERT_TRUE(again.ok()) << again.status().message();
+      EXPECT_EQ(cpu::PackedWeights::live(), one) << "the second context packs nothing of its own";
+      EXPECT_LE(rel_l2((*again)[0].tensor, (*want)[0].tensor), 1e-5);
+    }
+    EXPECT_EQ(cpu::PackedWeights::live(), one) << "the first context still holds them";
+    got = (*first)->run(in);
+    ASSERT_TRUE(got.ok()) << got.status().message();
+    EXPECT_LE(rel_l2((*got)[0].tensor, (*want)[0].tensor), 1e-5);
+  }
+  EXPECT_EQ(cpu::PackedWeights::live(), before) << "gone with the last context";
+}
+#endif  // KILN_HAVE_ONEDNN
 
 // oneDNN's Winograd convolution is a timed tactic ("onednn:winograd:<name>") for FP32 3x3 stride-1
 // convolutions with enough output pixels, on CPUs where oneDNN has it (AVX-512). Forced, it gives

@@ -183,16 +183,7 @@ class ConvKernel : public OnednnKernel {
     const dnnl::engine& eng = cpu_engine();
     s->primitive = dnnl::convolution_forward(pd);
     // The filter in the primitive's layout: reordered once per layout (shapes mostly share one).
-    const memory::desc w_md = pd.weights_desc();
-    auto w = std::find_if(weights_.begin(), weights_.end(), [&](const auto& e) { return e.first == w_md; });
-    if (w == weights_.end()) {
-      memory user(c.w_user_md, eng, in[1].data);
-      memory packed(w_md, eng);
-      dnnl::reorder(user, packed).execute(stream_, user, packed);
-      stream_.wait();
-      weights_.emplace_back(w_md, packed);
-      w = weights_.end() - 1;
-    }
+    s->own(DNNL_ARG_WEIGHTS, weights_.get(c.w_user_md, in[1].data, pd.weights_desc(), stream_));
     // Activations in a layout of the primitive's own (Winograd's blocked ones) are reordered from
     // the views before it runs, and its result into the output after; the residual goes into the
     // output the sum post-op accumulates into.
@@ -223,15 +214,13 @@ class ConvKernel : public OnednnKernel {
       s->in_place_after(dnnl::eltwise_forward(epd), c.dst_md, 0);
     }
     if (has_bias) s->bind(DNNL_ARG_BIAS, c.bias_md, false, 2);
-    s->own(DNNL_ARG_WEIGHTS, w->second);
     s->scratch(DNNL_ARG_SCRATCHPAD, pd.scratchpad_desc());
     return {};
   }
 
   const Tag act_tag_;       // the activations' layout: NHWC (oneDNN's direct kernels) or NCHW
   const std::string impl_;  // the tactic's implementation (as conv_primitive takes it)
-  // Packed filters by layout (memory::desc has equality, no ordering).
-  std::vector<std::pair<memory::desc, memory>> weights_;
+  PackedWeights weights_;
 };
 
 }  // namespace

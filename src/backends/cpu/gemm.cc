@@ -47,26 +47,6 @@ Status product_types(const Node& node, std::span<const TensorView> in, std::span
   return {};
 }
 
-// A constant B reordered once into each layout (and element type) a primitive asks for.
-class PackedWeights {
- public:
-  // The packing of `user` (the bytes at `data`, described by `user`) as `want`.
-  const memory& get(const memory::desc& user, const void* data, const memory::desc& want, dnnl::stream& stream) {
-    auto w = std::find_if(packed_.begin(), packed_.end(), [&](const auto& e) { return e.first == want; });
-    if (w != packed_.end()) return w->second;
-    memory from(user, cpu_engine(), const_cast<void*>(data));
-    memory to(want, cpu_engine());
-    dnnl::reorder(from, to).execute(stream, from, to);
-    stream.wait();
-    packed_.emplace_back(want, to);
-    return packed_.back().second;
-  }
-
- private:
-  // By layout (memory::desc has equality, no ordering).
-  std::vector<std::pair<memory::desc, memory>> packed_;
-};
-
 class GemmKernel : public OnednnKernel {
  public:
   explicit GemmKernel(const Node& n)

@@ -2,7 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstring>
+#include <mutex>
 
 #include "core/cpu_isa.h"
 
@@ -95,6 +97,52 @@ bool append_activation(const Node& n, dnnl::post_ops* ops) {
 
 Status onednn_error(const std::string& what, const dnnl::error& e) {
   return runtime_error("{}: oneDNN error {} ({})", what, static_cast<int>(e.status), e.what());
+}
+
+namespace {
+
+// Every live packing in the process: the bytes packed, their layout and the packing's.
+struct Packing {
+  const void* data;
+  dnnl::memory::desc user, want;
+  std::weak_ptr<dnnl::memory> packed;
+};
+std::mutex packings_mutex;
+std::vector<Packing>& packings() {
+  static std::vector<Packing> all;
+  return all;
+}
+
+}  // namespace
+
+const dnnl::memory& PackedWeights::get(const dnnl::memory::desc& user, const void* data, const dnnl::memory::desc& want,
+                                       dnnl::stream& stream) {
+  auto own = std::find_if(held_.begin(), held_.end(), [&](const auto& e) { return e.first == want; });
+  if (own != held_.end()) return *own->second;
+  std::lock_guard<std::mutex> lock(packings_mutex);
+  std::vector<Packing>& all = packings();
+  all.erase(std::remove_if(all.begin(), all.end(), [](const Packing& p) { return p.packed.expired(); }), all.end());
+  std::shared_ptr<dnnl::memory> packed;
+  for (const Packing& p : all) {
+    if (p.data == data && p.user == user && p.want == want) packed = p.packed.lock();
+    if (packed) break;
+  }
+  if (!packed) {
+    dnnl::memory from(user, cpu_engine(), const_cast<void*>(data));
+    packed = std::make_shared<dnnl::memory>(want, cpu_engine());
+    dnnl::reorder(from, *packed).execute(stream, from, *packed);
+    stream.wait();
+    all.push_back({data, user, want, packed});
+  }
+  held_.emplace_back(want, packed);
+  return *held_.back().second;
+}
+
+size_t PackedWeights::live() {
+  std::lock_guard<std::mutex> lock(packings_mutex);
+  size_t n = 0;
+  for (const Packing& p : packings()) n += p.packed.expired() ? 0 : 1;
+  return n;
 }
 
 dnnl::memory OnednnStep::bound(const dnnl::memory::desc& md, bool output, size_t view) {

@@ -41,6 +41,23 @@ bool activation_supported(const Node& n);
 // A Status naming `what` for a oneDNN exception.
 Status onednn_error(const std::string& what, const dnnl::error& e);
 
+// A constant (a filter, a product's B) reordered into the layouts and element types primitives ask
+// for. The packed bytes are shared by every kernel packing the same bytes the same way (each
+// execution context of an engine has its kernels: they pack once between them), and freed with
+// the last kernel holding them.
+class PackedWeights {
+ public:
+  // The packing of the bytes at `data` (laid out as `user`) as `want`.
+  const dnnl::memory& get(const dnnl::memory::desc& user, const void* data, const dnnl::memory::desc& want,
+                          dnnl::stream& stream);
+  // How many packings the process holds now (for tests).
+  static size_t live();
+
+ private:
+  // This kernel's, by layout (memory::desc has equality, no ordering).
+  std::vector<std::pair<dnnl::memory::desc, std::shared_ptr<dnnl::memory>>> held_;
+};
+
 // One step's oneDNN primitive for one set of input shapes: its arguments, and for each argument
 // whose bytes are a view's, which view (set on the argument's memory before every run).
 struct OnednnStep {
