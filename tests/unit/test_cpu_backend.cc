@@ -994,9 +994,9 @@ TEST(CpuBackend, ElementwiseProgramsKeepSmallValuesDigits) {
 }
 
 // Transpose, Slice and plain Concat of any rank on Kiln's own kernels, against the reference:
-// float32, int64 and uint8 elements; a 5-D transpose of a detector's box tensor, a 1-D one and a
-// 3-D one moving the last axis; slices with negative starts and steps, given axes, and ends
-// computed from the input's shape on the host; a 5-D concat and a 1-D int64 one; batches 1, 3, 0.
+// float32, int64 and uint8 elements; 5-D transposes of a detector's box tensor (one large enough
+// for whole 16 x 16 tiles), a 1-D one and a 3-D one moving the last axis; slices with negative starts and steps, given
+// axes, and ends computed from the input's shape on the host; a 5-D concat and a 1-D int64 one; batches 1, 3, 0.
 TEST(CpuBackend, MovementOnOwnKernelsMatchesTheReference) {
   if (make_backend("cpu").value()->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
   for (int elem : {onnx::TensorProto::FLOAT, onnx::TensorProto::INT64, onnx::TensorProto::UINT8}) {
@@ -1006,7 +1006,11 @@ TEST(CpuBackend, MovementOnOwnKernelsMatchesTheReference) {
     add_tensor_info(g->mutable_input(), "x", elem, {0, 3, 4, 5, 6}, {"n", "", "", "", ""});
     add_tensor_info(g->mutable_input(), "v", elem, {7});
     add_tensor_info(g->mutable_input(), "t", elem, {0, 5, 9}, {"n", "", ""});
+    add_tensor_info(g->mutable_input(), "b", elem, {0, 3, 37, 18, 17}, {"n", "", "", "", ""});
     auto* t5 = add_node(g, "Transpose", {"x"}, {"xt"}, "transpose5");
+    // Tiles of 16 x 16 (37 by 306 pixels: whole tiles and edges of 5 and 2).
+    auto* tb = add_node(g, "Transpose", {"b"}, {"bt"}, "transpose_boxes");
+    add_ints_attr(tb, "perm", {0, 1, 3, 4, 2});
     add_ints_attr(t5, "perm", {0, 1, 3, 4, 2});
     add_node(g, "Transpose", {"v"}, {"vt"}, "transpose1");
     auto* t3 = add_node(g, "Transpose", {"t"}, {"tt"}, "transpose3");
@@ -1027,7 +1031,7 @@ TEST(CpuBackend, MovementOnOwnKernelsMatchesTheReference) {
     add_int_attr(c5, "axis", 2);
     auto* c1 = add_node(g, "Concat", {"v", "vt"}, {"c1"}, "concat1");
     add_int_attr(c1, "axis", 0);
-    for (const char* out : {"xt", "vt", "tt", "sl", "sd", "c5", "c1"}) g->add_output()->set_name(out);
+    for (const char* out : {"xt", "vt", "tt", "sl", "sd", "c5", "c1", "bt"}) g->add_output()->set_name(out);
     std::vector<std::vector<RValue>> sets;
     for (int64_t n : {1, 3, 0}) {
       auto values = [&](const Dims& d, uint32_t seed) {
@@ -1039,12 +1043,12 @@ TEST(CpuBackend, MovementOnOwnKernelsMatchesTheReference) {
         for (int64_t i = 0; i < t.numel(); ++i) t.set_double(i, dt == DataType::kFloat ? f.get_double(i) : i % 200);
         return RValue::of(std::move(t));
       };
-      sets.push_back({values({n, 3, 4, 5, 6}, 1), values({7}, 2), values({n, 5, 9}, 3)});
+      sets.push_back({values({n, 3, 4, 5, 6}, 1), values({7}, 2), values({n, 5, 9}, 3), values({n, 3, 37, 18, 17}, 4)});
     }
-    // 3 transposes, 2 slices and 2 concats in Kiln's kernels (the optimizer folds the shape's
+    // 4 transposes, 2 slices and 2 concats in Kiln's kernels (the optimizer folds the shape's
     // slice into the Shape, which runs on the reference kernel).
-    expect_cpu_matches_reference(m, {{"x", {0, 3, 4, 5, 6}}, {"t", {0, 5, 9}}},
-                                 {{"x", {3, 3, 4, 5, 6}}, {"t", {3, 5, 9}}}, sets, 7);
+    expect_cpu_matches_reference(m, {{"x", {0, 3, 4, 5, 6}}, {"t", {0, 5, 9}}, {"b", {0, 3, 37, 18, 17}}},
+                                 {{"x", {3, 3, 4, 5, 6}}, {"t", {3, 5, 9}}, {"b", {3, 3, 37, 18, 17}}}, sets, 8);
   }
 }
 

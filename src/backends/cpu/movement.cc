@@ -7,6 +7,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -17,6 +18,72 @@ namespace kiln::cpu {
 namespace {
 
 constexpr size_t kMaxRank = 8;
+
+constexpr int64_t kTile = 16;
+
+// One kTile x kTile tile (fewer at the edges) of a transpose: dst[j * dst_j + i] =
+// src[i * src_i + j], for i < ni, j < nj, elements of type T.
+template <typename T>
+void transpose_tile(const T* src, T* dst, int64_t src_i, int64_t dst_j, int64_t ni, int64_t nj) {
+  for (int64_t j = 0; j < nj; ++j) {
+    for (int64_t i = 0; i < ni; ++i) dst[j * dst_j + i] = src[i * src_i + j];
+  }
+}
+
+// The copy below where the output's innermost dim is strided in the input but an outer output dim
+// `d` is the input's contiguous one (a transpose moving the last axis: a detector's [N, 3, 85, H,
+// W] box tensor to [N, 3, H, W, 85]): copied in tiles of (d, innermost), so that reads and writes
+// both move whole cache lines, where row by row every element read is a cache line of its own.
+// False where the copy has no such dim or an element size without a type.
+bool tiled_transpose(const uint8_t* src, uint8_t* dst, const Dims& dims, const Dims& strides, int64_t offset,
+                     size_t elem) {
+  const size_t rank = dims.size();
+  if (rank < 2 || strides[rank - 1] == 1 || (elem != 1 && elem != 2 && elem != 4 && elem != 8)) return false;
+  size_t d = rank;
+  for (size_t k = 0; k + 1 < rank; ++k) {
+    if (strides[k] == 1 && dims[k] > 1) d = k;
+  }
+  if (d == rank) return false;
+  Dims out_strides(rank, 1);  // the output's, row-major
+  for (size_t k = rank - 1; k-- > 0;) out_strides[k] = out_strides[k + 1] * dims[k + 1];
+  const int64_t ni = dims[rank - 1], nj = dims[d], src_i = strides[rank - 1], dst_j = out_strides[d];
+  const int64_t tiles_i = (ni + kTile - 1) / kTile, tiles_j = (nj + kTile - 1) / kTile;
+  const int64_t outer = shape_numel(dims) / (ni * nj);
+  const int64_t work = outer * tiles_j * tiles_i;
+  const bool parallel = work > 1 && shape_numel(dims) * static_cast<int64_t>(elem) >= (64 << 10);
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t w = 0; w < work; ++w) {
+    const int64_t ti = w % tiles_i, tj = w / tiles_i % tiles_j;
+    // The outer index over every dim but d and the innermost, to both sides' offsets.
+    int64_t rest = w / tiles_i / tiles_j, at = offset, to = 0;
+    for (size_t k = rank - 1; k-- > 0;) {
+      if (k == d) continue;
+      const int64_t idx = rest % dims[k];
+      rest /= dims[k];
+      at += idx * strides[k];
+      to += idx * out_strides[k];
+    }
+    const int64_t i0 = ti * kTile, j0 = tj * kTile;
+    at += i0 * src_i + j0;
+    to += j0 * dst_j + i0;
+    const int64_t mi = std::min(kTile, ni - i0), mj = std::min(kTile, nj - j0);
+    switch (elem) {
+      case 1: transpose_tile(src + at, dst + to, src_i, dst_j, mi, mj); break;
+      case 2:
+        transpose_tile(reinterpret_cast<const uint16_t*>(src) + at, reinterpret_cast<uint16_t*>(dst) + to, src_i, dst_j,
+                       mi, mj);
+        break;
+      case 4:
+        transpose_tile(reinterpret_cast<const uint32_t*>(src) + at, reinterpret_cast<uint32_t*>(dst) + to, src_i, dst_j,
+                       mi, mj);
+        break;
+      default:
+        transpose_tile(reinterpret_cast<const uint64_t*>(src) + at, reinterpret_cast<uint64_t*>(dst) + to, src_i, dst_j,
+                       mi, mj);
+    }
+  }
+  return true;
+}
 
 // dst (contiguous, `dims`) = src read at `offset` + sum(i_d * strides[d]), in elements of `elem`
 // bytes.
@@ -30,6 +97,7 @@ void strided_copy(const uint8_t* src, uint8_t* dst, const Dims& dims, const Dims
     std::memcpy(dst, src + offset * static_cast<int64_t>(elem), elem);
     return;
   }
+  if (tiled_transpose(src, dst, dims, strides, offset, elem)) return;
   const int64_t inner = dims[rank - 1], inner_stride = strides[rank - 1];
   const int64_t rows = total / inner;
   const bool block = inner_stride == 1;
