@@ -286,12 +286,21 @@ std::vector<std::string> conv_tactics(const Node& n, DataType precision, Layout 
   return tactics;
 }
 
+namespace {
+
+// The implementation a tactic names, as conv_primitive takes it ("" for "onednn").
+std::string tactic_impl(const std::string& tactic) {
+  const std::string prefix = std::string(kOnednnTactic) + ":";
+  return tactic.rfind(prefix, 0) == 0 ? tactic.substr(prefix.size()) : "";
+}
+
+}  // namespace
+
 int64_t conv_workspace_bytes(const Step& step) {
   const Node& n = *step.node;
   const Value* x = n.inputs[0];
   if (!x->type.shape.fully_known() || !is_onednn_tactic(step.tactic)) return 0;
-  const std::string prefix = std::string(kOnednnTactic) + ":";
-  const std::string impl = step.tactic.rfind(prefix, 0) == 0 ? step.tactic.substr(prefix.size()) : "";
+  const std::string impl = tactic_impl(step.tactic);
   try {
     ConvTypes types;
     types.act = dnnl_type(step.precision);
@@ -306,9 +315,7 @@ int64_t conv_workspace_bytes(const Step& step) {
 }
 
 std::unique_ptr<StepKernel> make_conv_kernel(const Step& step) {
-  const std::string prefix = std::string(kOnednnTactic) + ":";
-  std::string impl = step.tactic.rfind(prefix, 0) == 0 ? step.tactic.substr(prefix.size()) : "";
-  return std::make_unique<ConvKernel>(*step.node, step.layout, std::move(impl));
+  return std::make_unique<ConvKernel>(*step.node, step.layout, tactic_impl(step.tactic));
 }
 
 }  // namespace kiln::cpu
