@@ -102,6 +102,14 @@ TEST(CudaAttention, TensorCoreBlockSizeFollowsTheGrid) {
     if (masked) c.mask = {8, 1, 1, 200};
     check(c);
   }
+  AttnCase short_keys;
+  short_keys.name = "8 x 12 heads of 200, a boolean [B, 1, 1, 150] mask shorter than the keys";
+  short_keys.batch = 8;
+  short_keys.q_heads = short_keys.kv_heads = 12;
+  short_keys.q_len = short_keys.kv_len = 200;
+  short_keys.mask = {8, 1, 1, 150};
+  short_keys.bool_mask = true;
+  check(short_keys);
   AttnCase causal;
   causal.name = "8 x 12 heads of 200, causal, head 128";
   causal.batch = 8;
@@ -167,6 +175,15 @@ TEST(CudaAttention, Masks) {
   boolean.mask = {2, 1, 7, 7};
   boolean.bool_mask = true;
   check(boolean);
+  // A mask the same for every query row is read per key tile (the tensor-core kernel stages it
+  // in shared memory): boolean, over three tiles of 64 keys, the last partial.
+  AttnCase bool_keys;
+  bool_keys.name = "boolean key padding [B, 1, 1, S] mask, 130 keys";
+  bool_keys.q_len = 9;
+  bool_keys.kv_len = 130;
+  bool_keys.mask = {2, 1, 1, 130};
+  bool_keys.bool_mask = true;
+  check(bool_keys);
   AttnCase short_mask;
   short_mask.name = "mask shorter than the keys";
   short_mask.kv_len = 20;

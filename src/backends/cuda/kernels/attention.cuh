@@ -9,18 +9,20 @@
 namespace kiln::cuda {
 
 // Block `blk`'s work: query rows from row0 (tiles of `rows`), of head h (its K/V head kh) of
-// batch b; blocks run over tiles, then heads, then batches.
+// batch b; blocks run over tiles, then heads, then batches. The launchers cap grids at 2^31
+// blocks, so the divisions are 32-bit (a 64-bit one is a call of ~70 instructions).
 struct HeadBlock {
   int64_t row0, b, h, kh;
 };
-__device__ __forceinline__ HeadBlock head_block(const AttentionShape& s, int64_t blk, int64_t rows) {
-  const int64_t tiles = (s.q_len + rows - 1) / rows;
+__device__ __forceinline__ HeadBlock head_block(const AttentionShape& s, uint32_t blk, uint32_t rows) {
+  const uint32_t tiles = static_cast<uint32_t>((s.q_len + rows - 1) / rows);
+  const uint32_t heads = static_cast<uint32_t>(s.q_heads);
   HeadBlock w;
-  w.row0 = (blk % tiles) * rows;
+  w.row0 = static_cast<int64_t>(blk % tiles) * rows;
   blk /= tiles;
-  w.h = blk % s.q_heads;
-  w.b = blk / s.q_heads;
-  w.kh = w.h / (s.q_heads / s.kv_heads);
+  w.h = blk % heads;
+  w.b = blk / heads;
+  w.kh = static_cast<uint32_t>(w.h) / (heads / static_cast<uint32_t>(s.kv_heads));
   return w;
 }
 

@@ -8,6 +8,12 @@
 // P = exp(S - max) in the input type in place (the accumulator's layout is the next product's A
 // operand's) and accumulates O += P.V, rescaled by exp(max_old - max_new) first. Nothing of size
 // seq x seq is materialized, and only Q, K, V and the output cross global memory.
+//
+// The per-score work is what bounds this kernel at short sequences (bert-base at 128 keys does
+// 128 mma a warp), so it is kept small: scores live in the base-2 domain (one multiply-add for
+// scale, mask and log2(e); exp is one ex2), a mask that is the same for every query row is staged
+// once per key tile in shared memory, bounds and causal tests run only in the tiles that cross
+// them, and the mask's form is a template parameter.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -40,7 +46,9 @@ struct TcLayout {
   static constexpr int kLd = D + 8;
   static constexpr int kQTile = TcBlock<W>::kRows * kLd;
   static constexpr int kKvTile = kBlockKeys * kLd;
-  static constexpr size_t kBytes = (size_t{kQTile} + size_t{4} * kKvTile) * 2;  // Q, K[2], V[2]
+  static constexpr size_t kTileBytes = (size_t{kQTile} + size_t{4} * kKvTile) * 2;  // Q, K[2], V[2]
+  // Then two buffers of a key tile's mask as float additive values (a key-padding mask).
+  static constexpr size_t kBytes = kTileBytes + 2 * kBlockKeys * sizeof(float);
 };
 
 // The mma operands of one type: T as pairs packed in 32 bits.
@@ -110,6 +118,7 @@ __device__ __forceinline__ void load_tile(T* dst, const T* src, int64_t stride, 
   constexpr int kLd = D + 8;
   if (vec) {
     constexpr int kChunks = D / 8;  // 16 bytes each
+#pragma unroll
     for (int i = threadIdx.x; i < ROWS * kChunks; i += THREADS) {
       const int r = i / kChunks, c = (i % kChunks) * 8;
       const bool in = r < valid;
@@ -123,26 +132,64 @@ __device__ __forceinline__ void load_tile(T* dst, const T* src, int64_t stride, 
   }
 }
 
-template <typename T, typename M, int D, int W>
-__global__ void __launch_bounds__(TcBlock<W>::kThreads)
+// How a kernel instance reads the mask: none; one value per key, the same for every query row
+// (BERT's [B, 1, 1, S] key padding, mask_row 0), staged per key tile in shared memory by the
+// block; or per element (masks that vary by row).
+enum class MaskMode { kNone, kKeys, kElements };
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+// 2^x in one instruction (2^-inf = 0).
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+template <typename T, typename M, int D, int W, MaskMode MODE>
+__global__ void __launch_bounds__(TcBlock<W>::kThreads, W == 4 && D <= 64 ? 4 : 1)
     attention_tc(AttentionShape s, const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                  const M* __restrict__ mask, T* __restrict__ out, bool vec) {
   using L = TcLayout<D, W>;
   constexpr int kLd = L::kLd;
   constexpr int kRows = TcBlock<W>::kRows, kThreads = TcBlock<W>::kThreads;
   extern __shared__ __align__(128) unsigned char smem[];
-  // Q, then the two buffers' K and V tiles: buffer i's K at tile 1 + 2i, its V at 2 + 2i.
+  // Q, then the two buffers' K and V tiles: buffer i's K at tile 1 + 2i, its V at 2 + 2i; then
+  // the two buffers of a key tile's mask (kKeys).
   T* qs = reinterpret_cast<T*>(smem);
   auto k_tile = [&](int i) { return qs + L::kQTile + 2 * i * L::kKvTile; };
   auto v_tile = [&](int i) { return qs + L::kQTile + (2 * i + 1) * L::kKvTile; };
+  float* ms = reinterpret_cast<float*>(smem + L::kTileBytes);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 
   const HeadBlock w = head_block(s, blockIdx.x, kRows);
   const int64_t row0 = w.row0, h = w.h, b = w.b, kh = w.kh;
   const T* kb = k + b * s.k.batch + kh * s.k.head;
   const T* vb = v + b * s.v.batch + kh * s.v.head;
-  const M* mb = mask ? mask + b * s.mask_batch + h * s.mask_head : nullptr;
+  const M* mb = MODE != MaskMode::kNone ? mask + b * s.mask_batch + h * s.mask_head : nullptr;
   const int64_t kv_end = s.causal ? min(s.kv_len, row0 + kRows) : s.kv_len;
+  // Scores are kept in the base-2 domain: x = S * scale * log2(e) + mask * log2(e), p = 2^(x - max).
+  const float scale2 = s.scale * kLog2e;
+
+  // kKeys: each thread reads its keys of the next tile into `mv` with the tile's K/V loads and
+  // stores them into the tile's buffer at the top of the next iteration (-inf where masked: past
+  // the keys, past a short mask, or false).
+  constexpr int kMaskPer = (kBlockKeys + kThreads - 1) / kThreads;
+  float mv[kMaskPer];
+  auto load_mask = [&](int64_t t0) {
+#pragma unroll
+    for (int j = 0; j < kMaskPer; ++j) {
+      const int c = threadIdx.x + j * kThreads;
+      const int64_t key = t0 + c;
+      if (c < kBlockKeys) {
+        bool ok = key < s.kv_len && key < s.mask_len;
+        float x = 0.f;
+        if (ok) x = attention_mask_value(mb, key * s.mask_key, &ok);
+        mv[j] = ok ? x * kLog2e : -INFINITY;
+      }
+    }
+  };
+  if (MODE == MaskMode::kKeys) load_mask(0);
 
   load_tile<T, D, kRows, kThreads>(qs, q + b * s.q.batch + h * s.q.head + row0 * s.q.seq, s.q.seq, s.q_len - row0, vec);
   if (kv_end > 0) {
@@ -153,7 +200,8 @@ __global__ void __launch_bounds__(TcBlock<W>::kThreads)
 
   // This lane's rows of the warp's 16 (and 8 below), and its pair of columns in each 8.
   const int quad_row = lane / 4, quad_col = (lane % 4) * 2;
-  const int64_t rows[2] = {row0 + warp * 16 + quad_row, row0 + warp * 16 + quad_row + 8};
+  const int64_t warp_row0 = row0 + warp * 16;
+  const int64_t rows[2] = {warp_row0 + quad_row, warp_row0 + quad_row + 8};
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
   float o[D / 8][4];
 #pragma unroll
@@ -163,12 +211,20 @@ __global__ void __launch_bounds__(TcBlock<W>::kThreads)
   const int tiles = static_cast<int>((kv_end + kBlockKeys - 1) / kBlockKeys);
   for (int t = 0; t < tiles; ++t) {
     const int buf = t % 2;
+    if (MODE == MaskMode::kKeys) {  // buffer buf was last read in tile t - 2, before the barrier of tile t - 1
+#pragma unroll
+      for (int j = 0; j < kMaskPer; ++j) {
+        const int c = threadIdx.x + j * kThreads;
+        if (c < kBlockKeys) ms[buf * kBlockKeys + c] = mv[j];
+      }
+    }
     cp_async_wait_all();
     __syncthreads();  // tile t is in; every warp is done with tile t - 1's buffer
     if (t + 1 < tiles) {
       const int64_t t1 = static_cast<int64_t>(t + 1) * kBlockKeys;
       load_tile<T, D, kBlockKeys, kThreads>(k_tile(buf ^ 1), kb + t1 * s.k.seq, s.k.seq, s.kv_len - t1, vec);
       load_tile<T, D, kBlockKeys, kThreads>(v_tile(buf ^ 1), vb + t1 * s.v.seq, s.v.seq, s.kv_len - t1, vec);
+      if (MODE == MaskMode::kKeys) load_mask(t1);
     }
     cp_async_commit();
     if (t == 0) {
@@ -179,6 +235,7 @@ __global__ void __launch_bounds__(TcBlock<W>::kThreads)
     }
     const T* kt = k_tile(buf);
     const T* vt = v_tile(buf);
+    const float* mt = ms + buf * kBlockKeys;
     const int64_t t0 = static_cast<int64_t>(t) * kBlockKeys;
 
     // S = Q.K^T: 8 column blocks of 8 keys; one ldmatrix gives two blocks' B operands.
@@ -196,50 +253,60 @@ __global__ void __launch_bounds__(TcBlock<W>::kThreads)
       }
     }
 
-    // Scale, mask and the online softmax, per row (i = 0: rows[0], values 0 and 1; i = 1: rows[1],
-    // values 2 and 3).
+    // Scale and mask. Keys past the end and above the causal diagonal are masked one by one only
+    // in the tiles that have them (a warp-uniform test); elsewhere a score is one multiply-add.
+    // Rows past q_len are computed from zero rows of Q and never stored.
+    const bool edge = t0 + kBlockKeys > s.kv_len || (s.causal && t0 + kBlockKeys - 1 > warp_row0);
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      const int64_t row = rows[i];
-      float tmax = -INFINITY;
+    for (int n = 0; n < kBlockKeys / 8; ++n) {
+      const int c = n * 8 + quad_col;  // this lane's first key of the block, from t0
+      float2 km = {0.f, 0.f};
+      if (MODE == MaskMode::kKeys) km = *reinterpret_cast<const float2*>(mt + c);
 #pragma unroll
-      for (int n = 0; n < kBlockKeys / 8; ++n) {
+      for (int i = 0; i < 2; ++i) {
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
-          const int64_t key = t0 + n * 8 + quad_col + e;
-          float x = sc[n][2 * i + e] * s.scale;
-          bool allowed = key < s.kv_len && row < s.q_len && !(s.causal && key > row);
-          if (allowed && mb) {
-            if (key >= s.mask_len) {
-              allowed = false;
-            } else {
-              bool ok = true;
-              x += attention_mask_value(mb, row * s.mask_row + key * s.mask_key, &ok);
-              allowed = ok;
-            }
+          float x = sc[n][2 * i + e] * scale2 + (e == 0 ? km.x : km.y);
+          if (MODE == MaskMode::kElements) {
+            const int64_t key = t0 + c + e;
+            bool ok = key < s.mask_len;
+            if (ok && key < s.kv_len)
+              x += kLog2e * attention_mask_value(mb, rows[i] * s.mask_row + key * s.mask_key, &ok);
+            x = ok ? x : -INFINITY;
           }
-          x = allowed ? x : -INFINITY;
+          if (edge) {
+            const int64_t key = t0 + c + e;
+            if (key >= s.kv_len || (s.causal && key > rows[i])) x = -INFINITY;
+          }
           sc[n][2 * i + e] = x;
-          tmax = fmaxf(tmax, x);
         }
       }
+    }
+
+    // The online softmax, per row (i = 0: rows[0], values 0 and 1; i = 1: rows[1], values 2 and 3).
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      float tmax = -INFINITY;
+#pragma unroll
+      for (int n = 0; n < kBlockKeys / 8; ++n) tmax = fmaxf(tmax, fmaxf(sc[n][2 * i], sc[n][2 * i + 1]));
       tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
       tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 2));
       const float m_new = fmaxf(m[i], tmax);
       const bool live = m_new != -INFINITY;
-      const float corr = live ? __expf(m[i] - m_new) : 1.f;
+      const float m_use = live ? m_new : 0.f;      // all -inf so far: every p is 0
+      const float corr = fast_exp2(m[i] - m_use);  // 0 from -inf, 1 where the maximum stays
       float sum = 0.f;
 #pragma unroll
       for (int n = 0; n < kBlockKeys / 8; ++n) {
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
-          const float p = live ? __expf(sc[n][2 * i + e] - m_new) : 0.f;
+          const float p = fast_exp2(sc[n][2 * i + e] - m_use);
           sc[n][2 * i + e] = p;
           sum += p;
         }
       }
       l[i] = l[i] * corr + sum;  // this lane's part of the row's sum (the quad's summed at the end)
-      m[i] = live ? m_new : m[i];
+      m[i] = m_new;
 #pragma unroll
       for (int j = 0; j < D / 8; ++j) {
         o[j][2 * i] *= corr;
@@ -288,14 +355,14 @@ __global__ void __launch_bounds__(TcBlock<W>::kThreads)
   }
 }
 
-template <typename T, typename M, int D, int W>
+template <typename T, typename M, int D, int W, MaskMode MODE>
 Status run_tc(const AttentionShape& s, const void* q, const void* k, const void* v, const void* mask, void* out,
               cudaStream_t stream) {
   using L = TcLayout<D, W>;
   const int64_t tiles = (s.q_len + TcBlock<W>::kRows - 1) / TcBlock<W>::kRows;
   const int64_t blocks = tiles * s.q_heads * s.batch;
   if (blocks > 0x7fffffffLL) return invalid("attention of {} blocks is too large for one launch", blocks);
-  auto kernel = attention_tc<T, M, D, W>;
+  auto kernel = attention_tc<T, M, D, W, MODE>;
   // More than the default 48 KiB of shared memory, allowed once per instance (not a stream
   // operation: safe while a graph is being recorded).
   static const cudaError_t opted =
@@ -314,25 +381,25 @@ Status run_tc(const AttentionShape& s, const void* q, const void* k, const void*
   return {};
 }
 
-template <typename T, typename M, int D>
+template <typename T, typename M, int D, MaskMode MODE>
 Status run_tc(const AttentionShape& s, const void* q, const void* k, const void* v, const void* mask, void* out,
               cudaStream_t stream) {
   int device = 0, sms = 0;
   KILN_CUDA_CHECK(cudaGetDevice(&device));
   KILN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  if (attention_tc_warps(s, sms) == 4) return run_tc<T, M, D, 4>(s, q, k, v, mask, out, stream);
-  return run_tc<T, M, D, 1>(s, q, k, v, mask, out, stream);
+  if (attention_tc_warps(s, sms) == 4) return run_tc<T, M, D, 4, MODE>(s, q, k, v, mask, out, stream);
+  return run_tc<T, M, D, 1, MODE>(s, q, k, v, mask, out, stream);
 }
 
-template <typename T, typename M>
+template <typename T, typename M, MaskMode MODE>
 Status run_head(const AttentionShape& s, const void* q, const void* k, const void* v, const void* mask, void* out,
                 cudaStream_t st) {
   switch (s.head) {
-    case 32: return run_tc<T, M, 32>(s, q, k, v, mask, out, st);
-    case 64: return run_tc<T, M, 64>(s, q, k, v, mask, out, st);
-    case 80: return run_tc<T, M, 80>(s, q, k, v, mask, out, st);
-    case 96: return run_tc<T, M, 96>(s, q, k, v, mask, out, st);
-    case 128: return run_tc<T, M, 128>(s, q, k, v, mask, out, st);
+    case 32: return run_tc<T, M, 32, MODE>(s, q, k, v, mask, out, st);
+    case 64: return run_tc<T, M, 64, MODE>(s, q, k, v, mask, out, st);
+    case 80: return run_tc<T, M, 80, MODE>(s, q, k, v, mask, out, st);
+    case 96: return run_tc<T, M, 96, MODE>(s, q, k, v, mask, out, st);
+    case 128: return run_tc<T, M, 128, MODE>(s, q, k, v, mask, out, st);
     default: return invalid("no tensor-core attention for head size {}", s.head);
   }
 }
@@ -343,9 +410,16 @@ template <typename T>
 Status run_masked(const AttentionShape& s, DataType dt, const void* q, const void* k, const void* v, const void* mask,
                   void* out, cudaStream_t st) {
   const DataType m = mask ? s.mask_dtype : DataType::kUndefined;
-  if (m == DataType::kUndefined) return run_head<T, T>(s, q, k, v, nullptr, out, st);
-  if (m == DataType::kBool) return run_head<T, bool>(s, q, k, v, mask, out, st);
-  if (m == dt) return run_head<T, T>(s, q, k, v, mask, out, st);
+  if (m == DataType::kUndefined) return run_head<T, T, MaskMode::kNone>(s, q, k, v, nullptr, out, st);
+  const bool keys = s.mask_row == 0;  // the same for every query row
+  if (m == DataType::kBool) {
+    if (keys) return run_head<T, bool, MaskMode::kKeys>(s, q, k, v, mask, out, st);
+    return run_head<T, bool, MaskMode::kElements>(s, q, k, v, mask, out, st);
+  }
+  if (m == dt) {
+    if (keys) return run_head<T, T, MaskMode::kKeys>(s, q, k, v, mask, out, st);
+    return run_head<T, T, MaskMode::kElements>(s, q, k, v, mask, out, st);
+  }
   return launch_attention(s, dt, q, k, v, mask, out, st);
 }
 
