@@ -1151,6 +1151,73 @@ TEST(CpuBackend, BinaryOpsOnOnednnMatchTheReference) {
       m, {}, {}, {{RValue::of(random_float({2, 1, 1, 6}, 1)), RValue::of(random_float({1, 1, 6, 6}, 2))}}, 1);
 }
 
+// Kiln's own kernel for feature maps against one value per (image, channel) (a squeeze-excite
+// scale), forced, in each ISA: Mul, Add, Sub and Div with either operand first, 1 to 257 channels
+// (vector tails), computed per-image scales, and [1, C, 1, 1] constants (not after a convolution,
+// which would take them in), batches 1, 3 and 0. After a convolution the op runs in NHWC, after a
+// softmax in plain; the feature maps die at the op, so its output takes over their bytes.
+TEST(CpuBackend, PerChannelBinaryOpsOnOwnKernelMatchTheReferenceInEachIsa) {
+  if (make_backend("cpu").value()->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
+  struct ChCase {
+    std::string op;
+    bool scale_first, constant;
+  };
+  const std::vector<ChCase> cases = {{"Mul", true, false},  {"Mul", false, false}, {"Sub", true, false},
+                                     {"Div", false, false}, {"Add", true, true},   {"Sub", false, true}};
+  const std::vector<CpuIsa> isas = isas_here();
+  for (const ChCase& c : cases) {
+    for (int64_t ch : {1, 3, 7, 37, 257}) {
+      for (bool after_conv : {true, false}) {
+        if (c.constant && after_conv) continue;  // the convolution would take the constant in
+        SCOPED_TRACE(c.op + (c.scale_first ? " scale first" : "") + (c.constant ? " constant" : "") + ", " +
+                     std::to_string(ch) + " channels" + (after_conv ? ", after a convolution" : ", after a softmax"));
+        onnx::ModelProto m = make_model(17);
+        auto* g = m.mutable_graph();
+        add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, ch, 5, 6}, {"n", "", "", ""});
+        int fast = 2;  // the op and the feature maps' step
+        const bool scale_input = !after_conv && !c.constant;
+        if (after_conv) {
+          // NHWC: the scale computed from the convolution's output (pool, convolution, sigmoid).
+          add_random_weight(g, "w", {ch, ch, 3, 3}, 1, -0.3f, 0.3f);
+          add_ints_attr(add_node(g, "Conv", {"x", "w"}, {"f"}, "conv"), "pads", {1, 1, 1, 1});
+          add_node(g, "GlobalAveragePool", {"f"}, {"p"}, "pool");
+          add_random_weight(g, "w2", {ch, ch, 1, 1}, 3, -0.5f, 0.5f);
+          add_node(g, "Conv", {"p", "w2"}, {"q"}, "fc");
+          add_node(g, "Sigmoid", {"q"}, {"k"}, "gate");
+          fast += 2;  // the pool, and the gate's convolution with its sigmoid
+        } else {
+          // Plain (a softmax runs only there): a [1, C, 1, 1] constant or a per-image graph input.
+          add_node(g, "Softmax", {"x"}, {"f"}, "softmax");
+          if (c.constant) {
+            add_random_weight(g, "k", {1, ch, 1, 1}, 2, 0.5f, 1.5f);
+          } else {
+            add_tensor_info(g->mutable_input(), "k", onnx::TensorProto::FLOAT, {0, ch, 1, 1}, {"n", "", "", ""});
+          }
+        }
+        add_node(g, c.op, c.scale_first ? std::vector<std::string>{"k", "f"} : std::vector<std::string>{"f", "k"},
+                 {"y"}, "op");
+        g->add_output()->set_name("y");
+        std::vector<std::vector<RValue>> sets;
+        for (int64_t n : {1, 3, 0}) {
+          sets.push_back({RValue::of(random_float({n, ch, 5, 6}, static_cast<uint32_t>(n)))});
+          if (scale_input) sets.back().push_back(RValue::of(random_float({n, ch, 1, 1}, static_cast<uint32_t>(n + 7))));
+        }
+        std::map<std::string, Dims> min = {{"x", {0, ch, 5, 6}}}, max = {{"x", {3, ch, 5, 6}}};
+        if (scale_input) {
+          min["k"] = {0, ch, 1, 1};
+          max["k"] = {3, ch, 1, 1};
+        }
+        for (CpuIsa isa : isas) {
+          SCOPED_TRACE(std::string(cpu_isa_name(isa)));
+          set_cpu_isa_cap(isa);
+          expect_cpu_matches_reference(m, min, max, sets, fast, 0, c.op, "kiln");
+        }
+        set_cpu_isa_cap(detected_cpu_isa());
+      }
+    }
+  }
+}
+
 // Concat on oneDNN and on Kiln's own kernel (each forced in turn, and as the build times them):
 // two convolutions' outputs joined along the channels and fed to a third (a Fire module: NHWC
 // throughout), along the height, along a negative axis, and of three graph inputs of odd widths;

@@ -11,4 +11,10 @@ namespace kiln::cpu {
 bool binary_supported(const Node& n, DataType precision, Layout layout);
 std::unique_ptr<StepKernel> make_binary_kernel(const Step& step);
 
+// Kiln's own kernel (tactic "kiln", channel_binary.cc) for Add, Sub, Mul and Div between float32
+// feature maps and one value per (image, channel) ([N, C, 1, 1] or [1, C, 1, 1]), either first,
+// in NHWC or plain: one vectorized pass, timed beside oneDNN's.
+bool channel_binary_supported(const Node& n, DataType precision, Layout layout);
+std::unique_ptr<StepKernel> make_channel_binary_kernel(const Step& step);
+
 }  // namespace kiln::cpu

@@ -68,13 +68,14 @@ constexpr Family kFamilies[] = {
     {cpu::binary_supported, cpu::make_binary_kernel}, {cpu::reformat_supported, cpu::make_reformat_kernel},
     {cpu::concat_supported, cpu::make_concat_kernel}, {cpu::softmax_supported, cpu::make_softmax_kernel}};
 
-// Steps Kiln's own kernels run (tactic "kiln"; pools and Concat beside oneDNN's).
+// Steps Kiln's own kernels run (tactic "kiln"; pools, Concat and per-channel binary ops beside
+// oneDNN's).
 bool own_kernel_supported(const Node& n, DataType precision, Layout layout) {
   return cpu::own_pool_supported(n, precision, layout) || cpu::own_concat_supported(n, precision, layout) ||
          cpu::movement_supported(n, precision, layout) || cpu::layer_norm_supported(n, precision, layout) ||
          cpu::attention_supported(n, precision, layout) || cpu::upsample_supported(n, precision, layout) ||
          cpu::sigmoid_supported(n, precision, layout) || cpu::elementwise_supported(n, precision, layout) ||
-         cpu::view_supported(n, precision, layout);
+         cpu::view_supported(n, precision, layout) || cpu::channel_binary_supported(n, precision, layout);
 }
 
 const Family* family_of(const Node& n, DataType precision, Layout layout) {
@@ -120,11 +121,12 @@ class CpuBackend : public Backend {
     if (cpu::matmul_supported(node, precision, layout)) return cpu::matmul_tactics(node);
     const bool own_pool = cpu::own_pool_supported(node, precision, layout);
     const bool own_concat = cpu::own_concat_supported(node, precision, layout);
-    if (own_pool || own_concat || cpu::concat_supported(node, precision, layout)) {
+    const bool own_binary = cpu::channel_binary_supported(node, precision, layout);
+    if (own_pool || own_concat || own_binary || cpu::concat_supported(node, precision, layout)) {
       // oneDNN's and Kiln's own kernels, timed; in BF16 oneDNN's alone.
       std::vector<std::string> t;
       if (family_of(node, precision, layout)) t.push_back(cpu::kOnednnTactic);
-      if (own_pool || own_concat) t.push_back(cpu::kOwnTactic);
+      if (own_pool || own_concat || own_binary) t.push_back(cpu::kOwnTactic);
       if (!t.empty()) return t;
     }
     if (family_of(node, precision, layout)) return {cpu::kOnednnTactic};
@@ -246,6 +248,8 @@ class CpuBackend : public Backend {
       if (cpu::attention_supported(*step.node, step.precision, step.layout)) return cpu::make_attention_kernel(step);
       if (cpu::upsample_supported(*step.node, step.precision, step.layout)) return cpu::make_upsample_kernel(step);
       if (cpu::sigmoid_supported(*step.node, step.precision, step.layout)) return cpu::make_sigmoid_kernel(step);
+      if (cpu::channel_binary_supported(*step.node, step.precision, step.layout))
+        return cpu::make_channel_binary_kernel(step);
       if (cpu::elementwise_supported(*step.node, step.precision, step.layout))
         return cpu::make_elementwise_kernel(step);
       return nullptr;
