@@ -270,7 +270,8 @@ __global__ void __launch_bounds__(TcBlock<W>::kThreads, W == 4 && D <= 64 ? 4 : 
           if (MODE == MaskMode::kElements) {
             const int64_t key = t0 + c + e;
             bool ok = key < s.mask_len;
-            if (ok && key < s.kv_len)
+            // Rows past q_len have no mask row (they are computed and never stored).
+            if (ok && key < s.kv_len && rows[i] < s.q_len)
               x += kLog2e * attention_mask_value(mb, rows[i] * s.mask_row + key * s.mask_key, &ok);
             x = ok ? x : -INFINITY;
           }
