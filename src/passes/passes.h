@@ -25,5 +25,6 @@ PassInfo bias_activation_fusion_pass();   // fuse_bias_activation.cc
 PassInfo channel_mlp_fusion_pass();       // fuse_channel_mlp.cc
 PassInfo embed_layernorm_fusion_pass();   // fuse_embed_layernorm.cc
 PassInfo elementwise_fusion_pass();       // fuse_elementwise.cc
+PassInfo channels_last_heads_pass();      // channels_last_heads.cc
 
 }  // namespace kiln

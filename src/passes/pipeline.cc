@@ -58,6 +58,7 @@ const std::vector<PassInfo>& all_passes() {
       qkv_merge_pass(),  // after bias/activation fusion: it takes the projections' biases
       channel_mlp_fusion_pass(),
       embed_layernorm_fusion_pass(),  // before elementwise fusion takes the embeddings' Adds
+      channels_last_heads_pass(),
       elementwise_fusion_pass(),
       dead_code_pass(),
   };

@@ -993,6 +993,71 @@ TEST(CpuBackend, ElementwiseProgramsKeepSmallValuesDigits) {
   set_cpu_isa_cap(CpuIsa::kAvx512);
 }
 
+// A detection head (a convolution's output reshaped [N, 3 * 7, H, W] -> [N, 3, 7, H, W] and
+// transposed (0, 1, 3, 4, 2)) through the CPU backend, which runs channels-last-heads: the first
+// Transpose of the rewrite takes the NHWC-stored maps as they are (its step in NHWC, its output
+// stored plain over the maps' bytes, no reformat), and the results match the reference. Also a
+// Transpose(0, 3, 1, 2) between two convolutions, whose input and output are both stored NHWC.
+TEST(CpuBackend, TransposesOfNhwcMapsMatchTheReference) {
+  if (make_backend("cpu").value()->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
+  auto backend = make_backend("cpu");
+  ASSERT_TRUE(backend.ok());
+  for (bool head : {true, false}) {
+    for (int64_t n : {1, 3}) {
+      SCOPED_TRACE(std::string(head ? "detection head" : "transpose between convolutions") + ", batch " +
+                   std::to_string(n));
+      onnx::ModelProto m = make_model(17);
+      auto* g = m.mutable_graph();
+      add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {n, 4, 6, 5});
+      add_random_weight(g, "w", {21, 4, 1, 1}, 1, -0.5f, 0.5f);
+      add_node(g, "Conv", {"x", "w"}, {"c"}, "conv");
+      if (head) {
+        add_int64_initializer(g, "shape", {n, 3, 7, 6, 5});
+        add_node(g, "Reshape", {"c", "shape"}, {"r"}, "reshape");
+        add_ints_attr(add_node(g, "Transpose", {"r"}, {"y"}, "transpose"), "perm", {0, 1, 3, 4, 2});
+      } else {
+        add_ints_attr(add_node(g, "Transpose", {"c"}, {"t"}, "transpose"), "perm", {0, 3, 1, 2});
+        add_random_weight(g, "w2", {8, 5, 1, 1}, 2, -0.5f, 0.5f);
+        add_node(g, "Conv", {"t", "w2"}, {"y"}, "conv2");
+      }
+      g->add_output()->set_name("y");
+      Model model = import_model(m);
+      BuildOptions o;
+      o.device = "cpu";
+      auto plan = build_plan(model, o);
+      ASSERT_TRUE(plan.ok()) << plan.status().message();
+      int transposes = 0, reformats = 0;
+      for (const Step& st : (*plan)->steps) {
+        reformats += st.node->op_type == "Reformat";
+        if (st.node->op_type != "Transpose") continue;
+        ++transposes;
+        const Slot& in = (*plan)->slots[static_cast<size_t>(st.inputs[0])];
+        const Slot& out = (*plan)->slots[static_cast<size_t>(st.outputs[0])];
+        EXPECT_EQ(st.tactic, "kiln");
+        if (transposes == 1) {
+          EXPECT_EQ(st.layout, Layout::kNHWC);
+          EXPECT_EQ(in.storage.layout, Layout::kNHWC);
+          EXPECT_EQ(out.storage.layout, head ? Layout::kPlain : Layout::kNHWC);
+          if (head) EXPECT_EQ(out.offset, in.offset);  // the maps' bytes
+        }
+      }
+      EXPECT_EQ(transposes, head ? 2 : 1);
+      EXPECT_EQ(reformats, head ? 1 : 2);  // the input's (and the output's), none inside
+      auto exec = PlanExecutor::create(*plan, *backend);
+      ASSERT_TRUE(exec.ok()) << exec.status().message();
+      (*exec)->set_guard_checks(true);
+      const std::vector<RValue> in = {RValue::of(random_float({n, 4, 6, 5}, static_cast<uint32_t>(n)))};
+      auto want = Executor(*model.graph).run(in);
+      auto got = (*exec)->run(in);
+      ASSERT_TRUE(want.ok() && got.ok()) << got.status().message();
+      const Tensor& w = (*want)[0].tensor;
+      const Tensor& gt = (*got)[0].tensor;
+      ASSERT_EQ(gt.dims(), w.dims());
+      EXPECT_LE(rel_l2(gt, w), 1e-6);
+    }
+  }
+}
+
 // Transpose, Slice and plain Concat of any rank on Kiln's own kernels, against the reference:
 // float32, int64 and uint8 elements; 5-D transposes of a detector's box tensor (one large enough
 // for whole 16 x 16 tiles), a 1-D one and a 3-D one moving the last axis; slices with negative starts and steps, given

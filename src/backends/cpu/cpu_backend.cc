@@ -112,8 +112,12 @@ class CpuBackend : public Backend {
     if (family_of(node, precision, Layout::kNHWC) || cpu::upsample_supported(node, precision, Layout::kNHWC)) {
       return {Layout::kNHWC, Layout::kPlain};
     }
-    // Elementwise programs run in either, so that one between NHWC steps needs no reformats.
-    if (cpu::elementwise_supported(node, precision, Layout::kNHWC)) return {Layout::kPlain, Layout::kNHWC};
+    // Elementwise programs run in either, so that one between NHWC steps needs no reformats; a
+    // Transpose between the NCHW and NHWC orders of NHWC-stored maps is their bytes as they are.
+    if (cpu::elementwise_supported(node, precision, Layout::kNHWC) ||
+        cpu::movement_supported(node, precision, Layout::kNHWC)) {
+      return {Layout::kPlain, Layout::kNHWC};
+    }
     return {Layout::kPlain};
   }
   std::vector<std::string> tactics(const Node& node, DataType precision, Layout layout) const override {
@@ -144,6 +148,9 @@ class CpuBackend : public Backend {
   }
   // oneDNN's BF16 products write float32 outputs as well (the residual stream).
   bool float32_residual_stream() const override { return true; }
+  // A detection head's reshape of a convolution's output done from the NHWC order: the reformat
+  // to NCHW and the element-wise transpose become a view and a copy of rows (docs/benchmarks.md).
+  std::vector<std::string> passes_on_by_default() const override { return {"channels-last-heads"}; }
   // oneDNN's convolutions and products add a residual (input 3) with a sum post-op into an output
   // that holds it first: placed over the residual, the output needs no copy of it.
   int accumulating_input(const Step& step) const override {

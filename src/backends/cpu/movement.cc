@@ -13,6 +13,7 @@
 
 #include "ops/movement_util.h"
 #include "ops/nn_common.h"
+#include "plan/plan.h"
 
 namespace kiln::cpu {
 namespace {
@@ -146,25 +147,42 @@ class TransposeKernel : public StepKernel {
   explicit TransposeKernel(const Node& n) : node_(n), perm_(nn::node_ints(n, "perm")) {}
   Status enqueue(std::span<const TensorView> in, std::span<TensorView> out, const KernelContext& ctx) override {
     (void)ctx;
-    if (in[0].storage.layout != Layout::kPlain) return invalid("{}: a transpose of NHWC storage", node_.describe());
     const Dims& x = in[0].dims;
     std::vector<int64_t> perm = perm_;
     if (perm.empty()) {
       for (size_t d = x.size(); d-- > 0;) perm.push_back(static_cast<int64_t>(d));
     }
     if (perm.size() != x.size()) return invalid("{}: perm of {} for rank {}", node_.describe(), perm.size(), x.size());
-    const Dims xs = row_major(x);
-    Dims dims(x.size()), strides(x.size());
+    // Element strides of the input's logical dims in its storage (NHWC: [N, H, W, C] in memory).
+    const bool in_nhwc = in[0].storage.layout == Layout::kNHWC && x.size() == 4;
+    const bool out_nhwc = out[0].storage.layout == Layout::kNHWC && x.size() == 4;
+    Dims xs = row_major(x);
+    if (in_nhwc) xs = {x[1] * x[2] * x[3], 1, x[3] * x[1], x[1]};
+    Dims dims(x.size()), from(x.size());
     for (size_t d = 0; d < x.size(); ++d) {
       const int64_t p = perm[d] < 0 ? perm[d] + static_cast<int64_t>(x.size()) : perm[d];
       if (p < 0 || p >= static_cast<int64_t>(x.size())) return invalid("{}: perm entry {}", node_.describe(), perm[d]);
       dims[d] = x[static_cast<size_t>(p)];
-      strides[d] = xs[static_cast<size_t>(p)];
+      from[d] = xs[static_cast<size_t>(p)];
     }
     const size_t elem = dtype_size(in[0].storage.dtype);
     KILN_RETURN_IF_ERROR(check_output(node_, out[0], dims, elem));
     out[0].dims = dims;
-    strided_copy(static_cast<const uint8_t*>(in[0].data), static_cast<uint8_t*>(out[0].data), dims, strides, 0, elem);
+    // The output written in its storage order (NHWC: its dims 0, 2, 3, 1).
+    const std::vector<size_t> order = out_nhwc ? std::vector<size_t>{0, 2, 3, 1} : std::vector<size_t>{};
+    Dims pdims = dims, strides = from;
+    for (size_t j = 0; j < order.size(); ++j) {
+      pdims[j] = dims[order[j]];
+      strides[j] = from[order[j]];
+    }
+    // NCHW maps stored NHWC to NHWC stored plain (or back) keep their bytes, which the memory plan
+    // places on the input's: nothing moves.
+    if (transpose_keeps_bytes(node_, in[0].storage.layout, out[0].storage.layout)) {
+      if (out[0].data != in[0].data)
+        std::memcpy(out[0].data, in[0].data, static_cast<size_t>(shape_numel(dims)) * elem);
+      return {};
+    }
+    strided_copy(static_cast<const uint8_t*>(in[0].data), static_cast<uint8_t*>(out[0].data), pdims, strides, 0, elem);
     return {};
   }
 
@@ -238,7 +256,14 @@ bool copyable(const Value* v) {
 
 bool movement_supported(const Node& n, DataType precision, Layout layout) {
   (void)precision;
-  if (!n.domain.empty() || layout != Layout::kPlain || n.inputs.empty() || !copyable(n.inputs[0])) return false;
+  if (!n.domain.empty() || n.inputs.empty() || !copyable(n.inputs[0])) return false;
+  if (layout == Layout::kNHWC) {
+    // Only as the byte view between the NCHW and NHWC orders (the layout stage stores the output
+    // so; transpose_keeps_bytes).
+    return transpose_keeps_bytes(n, Layout::kNHWC, Layout::kPlain) ||
+           transpose_keeps_bytes(n, Layout::kPlain, Layout::kNHWC);
+  }
+  if (layout != Layout::kPlain) return false;
   if (n.op_type == "Transpose") return true;
   if (n.op_type != "Slice") return false;
   // Starts, ends, axes and steps as int32/int64 values (constants or computed on the host).

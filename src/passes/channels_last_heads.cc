@@ -1,0 +1,84 @@
+// A detection head's output reshape, done from the channels-last order. YOLO-style heads end in
+//   Conv -> Reshape [N, A*B, H, W] to [N, A, B, H, W] -> Transpose(0, 1, 3, 4, 2)   ([N, A, H, W, B])
+// which, with the convolution's output stored NHWC, is a reformat to NCHW and then a transpose
+// that moves single elements. This pass writes it as
+//   Transpose(0, 2, 3, 1) -> Reshape [N, H, W, A, B] -> Transpose(0, 3, 1, 2, 4)
+// the same values: the first Transpose takes NHWC-stored maps to their own bytes (a view), the
+// Reshape is a view, and the last Transpose copies rows of B contiguous elements. Static shapes;
+// the Reshape must be read only by the Transpose and fed by a convolution (whose output the
+// backends that run this pass store NHWC). Off by default: the CPU backend turns it on.
+#include "ops/fused.h"
+#include "passes/passes.h"
+#include "passes/rewrite.h"
+
+namespace kiln {
+namespace {
+
+constexpr const char* kName = "channels-last-heads";
+
+bool is_conv(const Node* n) {
+  return n && ((n->domain.empty() && n->op_type == "Conv") || (n->domain == kKilnDomain && n->op_type == "FusedConv"));
+}
+
+bool rewrite(Graph& g, Node& t, const Uses& uses, PassContext& ctx) {
+  if (!t.domain.empty() || t.op_type != "Transpose" || t.inputs.size() != 1 || t.outputs.size() != 1) return false;
+  const Attribute* perm = t.attr("perm");
+  if (!perm || perm->ints != std::vector<int64_t>{0, 1, 3, 4, 2}) return false;
+  Value* r_out = t.inputs[0];
+  Node* r = r_out ? r_out->producer : nullptr;
+  if (!r || !r->domain.empty() || r->op_type != "Reshape" || r->inputs.empty() || uses.sole_consumer(r_out) != &t ||
+      uses.is_graph_output(r_out)) {
+    return false;
+  }
+  Value* x = r->inputs[0];
+  Dims xd, rd, td;
+  if (!is_conv(x ? x->producer : nullptr) || !static_dims(x, &xd) || !static_dims(r_out, &rd) ||
+      !static_dims(t.outputs[0], &td)) {
+    return false;
+  }
+  // [N, A*B, H, W] -> [N, A, B, H, W].
+  if (xd.size() != 4 || rd.size() != 5 || rd[0] != xd[0] || rd[1] * rd[2] != xd[1] || rd[3] != xd[2] ||
+      rd[4] != xd[3]) {
+    return false;
+  }
+  const int64_t n = xd[0], a = rd[1], b = rd[2], h = xd[2], w = xd[3];
+  const DataType dt = x->type.dtype;
+  size_t pos = static_cast<size_t>(r->index);
+  Node* t1 = add_transpose_at(g, pos++, r->name + "_channels_last", x, {0, 2, 3, 1});
+  t1->outputs[0]->type = TypeInfo::tensor(dt, Shape::of({n, h, w, a * b}));
+  Node* r2 = add_reshape_at(g, pos++, r->name + "_channels_last", t1->outputs[0], {n, h, w, a, b});
+  r2->outputs[0]->type = TypeInfo::tensor(dt, Shape::of({n, h, w, a, b}));
+  Node* t2 = add_transpose_at(g, pos++, t.name + "_channels_last", r2->outputs[0], {0, 3, 1, 2, 4}, 0);
+  Value* out = t.outputs[0];
+  t2->outputs = {out};
+  out->producer = t2;
+  set_provenance(t1, {r});
+  set_provenance(r2, {r});
+  set_provenance(t2, {&t});
+  const Node* gone_r = r;
+  const Node* gone_t = &t;
+  g.erase_nodes_if([&](const Node& k) { return &k == gone_r || &k == gone_t; });
+  ctx.record(kName);
+  return true;
+}
+
+}  // namespace
+
+PassInfo channels_last_heads_pass() {
+  PassInfo p{kName,
+             "A convolution's Reshape [N, A*B, H, W] -> [N, A, B, H, W] and Transpose(0, 1, 3, 4, 2) (a detection "
+             "head) as Transpose(0, 2, 3, 1), Reshape and Transpose(0, 3, 1, 2, 4): views of NHWC maps and one copy "
+             "of rows",
+             [](Graph& g, PassContext& ctx) -> Result<bool> {
+               bool changed = false;
+               for (size_t i = 0; i < g.nodes().size(); ++i) {
+                 const Uses uses(g);
+                 if (rewrite(g, *g.nodes()[i], uses, ctx)) changed = true;
+               }
+               return changed;
+             }};
+  p.on_by_default = false;
+  return p;
+}
+
+}  // namespace kiln

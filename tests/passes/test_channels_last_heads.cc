@@ -1,0 +1,83 @@
+#include "pass_test_util.h"
+
+namespace kiln::testing {
+namespace {
+
+constexpr const char* kPass = "channels-last-heads";
+
+// A YOLO-style head: x [2, 4, 6, 5] -> Conv to A * B = 3 * 7 channels -> Reshape [2, 3, 7, 6, 5]
+// -> Transpose(perm) -> Sigmoid. `from_conv` false: the Reshape reads the graph input directly.
+Proto head(const std::vector<int64_t>& perm, bool from_conv = true, bool reshape_read_twice = false) {
+  Proto p;
+  p.input("x", {2, from_conv ? 4 : 21, 6, 5});
+  p.output("y");
+  p.init_random("w", {21, 4, 1, 1}, 1);
+  p.init_random("b", {21}, 2);
+  p.init_i64("shape", {5}, {2, 3, 7, 6, 5});
+  std::string maps = "x";
+  if (from_conv) {
+    p.node("Conv", {"x", "w", "b"}, {"c"}, "head_conv");
+    maps = "c";
+  }
+  p.node("Reshape", {maps, "shape"}, {"r"}, "reshape");
+  attr_ints(p.node("Transpose", {"r"}, {"t"}, "transpose"), "perm", perm);
+  p.node("Sigmoid", {"t"}, {"y"}, "sigmoid");
+  if (reshape_read_twice) {
+    p.output("r2");
+    p.node("Neg", {"r"}, {"r2"}, "other_reader");
+  }
+  return p;
+}
+
+Model run_default(const Proto& p, bool enabled) {
+  Model before = import_proto(p.m);
+  Model m = import_proto(p.m);
+  PipelineOptions o = default_pipeline_options();
+  o.verify = true;
+  if (enabled) o.enabled = {kPass};
+  auto r = run_pipeline(*m.graph, o);
+  EXPECT_TRUE(r.ok()) << r.status().message();
+  expect_same_outputs(*before.graph, *m.graph, random_inputs(*before.graph), 1e-6, 1e-7);
+  return m;
+}
+
+std::vector<std::vector<int64_t>> transposes(const Graph& g) {
+  std::vector<std::vector<int64_t>> perms;
+  for (const auto& n : g.nodes()) {
+    if (n->op_type == "Transpose") perms.push_back(n->attr("perm")->ints);
+  }
+  return perms;
+}
+
+// The head's Reshape and Transpose become Transpose(0, 2, 3, 1), Reshape [N, H, W, A, B] and
+// Transpose(0, 3, 1, 2, 4), with the same results; off by default.
+TEST(ChannelsLastHeads, DetectionHeadReadsTheNhwcOrder) {
+  Model m = run_default(head({0, 1, 3, 4, 2}), true);
+  EXPECT_EQ(transposes(*m.graph), (std::vector<std::vector<int64_t>>{{0, 2, 3, 1}, {0, 3, 1, 2, 4}}));
+  bool reshaped = false;
+  for (const auto& n : m.graph->nodes()) {
+    if (n->op_type != "Reshape") continue;
+    Dims d;
+    ASSERT_TRUE(static_dims(n->outputs[0], &d));
+    EXPECT_EQ(d, (Dims{2, 6, 5, 3, 7}));
+    reshaped = true;
+  }
+  EXPECT_TRUE(reshaped);
+  Model off = run_default(head({0, 1, 3, 4, 2}), false);
+  EXPECT_EQ(transposes(*off.graph), (std::vector<std::vector<int64_t>>{{0, 1, 3, 4, 2}}));
+}
+
+// Left alone: another permutation, maps not from a convolution, a Reshape read by another node.
+TEST(ChannelsLastHeads, OtherFormsAreLeftAlone) {
+  for (int variant = 0; variant < 3; ++variant) {
+    SCOPED_TRACE(variant);
+    const Proto p = variant == 0   ? head({0, 1, 3, 2, 4})
+                    : variant == 1 ? head({0, 1, 3, 4, 2}, false)
+                                   : head({0, 1, 3, 4, 2}, true, true);
+    Model m = run_default(p, true);
+    EXPECT_EQ(transposes(*m.graph).size(), 1u);
+  }
+}
+
+}  // namespace
+}  // namespace kiln::testing
