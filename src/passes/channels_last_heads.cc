@@ -4,9 +4,10 @@
 // that moves single elements. This pass writes it as
 //   Transpose(0, 2, 3, 1) -> Reshape [N, H, W, A, B] -> Transpose(0, 3, 1, 2, 4)
 // the same values: the first Transpose takes NHWC-stored maps to their own bytes (a view), the
-// Reshape is a view, and the last Transpose copies rows of B contiguous elements. Static shapes;
-// the Reshape must be read only by the Transpose and fed by a convolution (whose output the
-// backends that run this pass store NHWC). Off by default: the CPU backend turns it on.
+// Reshape is a view, and the last Transpose copies rows of B contiguous elements. Known dims but
+// the batch (which a profile may leave symbolic); the Reshape must be read only by the Transpose
+// and fed by a convolution (whose output the backends that run this pass store NHWC). Off by
+// default: the CPU backend turns it on.
 #include "ops/fused.h"
 #include "passes/passes.h"
 #include "passes/rewrite.h"
@@ -31,23 +32,35 @@ bool rewrite(Graph& g, Node& t, const Uses& uses, PassContext& ctx) {
     return false;
   }
   Value* x = r->inputs[0];
-  Dims xd, rd, td;
-  if (!is_conv(x ? x->producer : nullptr) || !static_dims(x, &xd) || !static_dims(r_out, &rd) ||
-      !static_dims(t.outputs[0], &td)) {
-    return false;
+  if (!is_conv(x ? x->producer : nullptr)) return false;
+  // [N, A*B, H, W] -> [N, A, B, H, W]: all known but N, which may be a symbol (a profile's batch).
+  const Shape& xs = x->type.shape;
+  const Shape& rs = r_out->type.shape;
+  if (!xs.rank_known || xs.rank() != 4 || !rs.rank_known || rs.rank() != 5) return false;
+  for (int d = 1; d < 5; ++d) {
+    if (!rs.dims[static_cast<size_t>(d)].known() || (d < 4 && !xs.dims[static_cast<size_t>(d)].known())) return false;
   }
-  // [N, A*B, H, W] -> [N, A, B, H, W].
-  if (xd.size() != 4 || rd.size() != 5 || rd[0] != xd[0] || rd[1] * rd[2] != xd[1] || rd[3] != xd[2] ||
-      rd[4] != xd[3]) {
-    return false;
-  }
-  const int64_t n = xd[0], a = rd[1], b = rd[2], h = xd[2], w = xd[3];
+  const Dim& batch = xs.dims[0];
+  if (!(batch == rs.dims[0]) || (!batch.known() && batch.symbol.empty())) return false;
+  const int64_t c = xs.dims[1].value, h = xs.dims[2].value, w = xs.dims[3].value;
+  const int64_t a = rs.dims[1].value, b = rs.dims[2].value;
+  if (a * b != c || rs.dims[3].value != h || rs.dims[4].value != w) return false;
+  auto shape = [&](std::vector<int64_t> rest) {
+    Shape s;
+    s.rank_known = true;
+    s.dims.push_back(batch);
+    for (int64_t v : rest) s.dims.push_back(Dim::of(v));
+    return s;
+  };
   const DataType dt = x->type.dtype;
   size_t pos = static_cast<size_t>(r->index);
   Node* t1 = add_transpose_at(g, pos++, r->name + "_channels_last", x, {0, 2, 3, 1});
-  t1->outputs[0]->type = TypeInfo::tensor(dt, Shape::of({n, h, w, a * b}));
-  Node* r2 = add_reshape_at(g, pos++, r->name + "_channels_last", t1->outputs[0], {n, h, w, a, b});
-  r2->outputs[0]->type = TypeInfo::tensor(dt, Shape::of({n, h, w, a, b}));
+  t1->outputs[0]->type = TypeInfo::tensor(dt, shape({h, w, c}));
+  // A known batch as it is; a symbolic one copied from the input (0 without allowzero).
+  Node* r2 = batch.known()
+                 ? add_reshape_at(g, pos++, r->name + "_channels_last", t1->outputs[0], {batch.value, h, w, a, b})
+                 : add_reshape_at(g, pos++, r->name + "_channels_last", t1->outputs[0], {0, h, w, a, b}, 1, false);
+  r2->outputs[0]->type = TypeInfo::tensor(dt, shape({h, w, a, b}));
   Node* t2 = add_transpose_at(g, pos++, t.name + "_channels_last", r2->outputs[0], {0, 3, 1, 2, 4}, 0);
   Value* out = t.outputs[0];
   t2->outputs = {out};

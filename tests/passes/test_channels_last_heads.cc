@@ -7,13 +7,16 @@ constexpr const char* kPass = "channels-last-heads";
 
 // A YOLO-style head: x [2, 4, 6, 5] -> Conv to A * B = 3 * 7 channels -> Reshape [2, 3, 7, 6, 5]
 // -> Transpose(perm) -> Sigmoid. `from_conv` false: the Reshape reads the graph input directly.
-Proto head(const std::vector<int64_t>& perm, bool from_conv = true, bool reshape_read_twice = false) {
+// `symbolic`: the batch is a symbol (a profile), the Reshape copies it (0).
+Proto head(const std::vector<int64_t>& perm, bool from_conv = true, bool reshape_read_twice = false,
+           bool symbolic = false) {
   Proto p;
-  p.input("x", {2, from_conv ? 4 : 21, 6, 5});
+  p.input("x", {2, from_conv ? 4 : 21, 6, 5}, 1,
+          symbolic ? std::vector<std::string>{"n", "", "", ""} : std::vector<std::string>{});
   p.output("y");
   p.init_random("w", {21, 4, 1, 1}, 1);
   p.init_random("b", {21}, 2);
-  p.init_i64("shape", {5}, {2, 3, 7, 6, 5});
+  p.init_i64("shape", {5}, {symbolic ? 0 : 2, 3, 7, 6, 5});
   std::string maps = "x";
   if (from_conv) {
     p.node("Conv", {"x", "w", "b"}, {"c"}, "head_conv");
@@ -29,7 +32,7 @@ Proto head(const std::vector<int64_t>& perm, bool from_conv = true, bool reshape
   return p;
 }
 
-Model run_default(const Proto& p, bool enabled) {
+Model run_default(const Proto& p, bool enabled, const std::vector<Dims>& shapes = {}) {
   Model before = import_proto(p.m);
   Model m = import_proto(p.m);
   PipelineOptions o = default_pipeline_options();
@@ -37,7 +40,7 @@ Model run_default(const Proto& p, bool enabled) {
   if (enabled) o.enabled = {kPass};
   auto r = run_pipeline(*m.graph, o);
   EXPECT_TRUE(r.ok()) << r.status().message();
-  expect_same_outputs(*before.graph, *m.graph, random_inputs(*before.graph), 1e-6, 1e-7);
+  expect_same_outputs(*before.graph, *m.graph, random_inputs(*before.graph, 7, shapes), 1e-6, 1e-7);
   return m;
 }
 
@@ -50,19 +53,24 @@ std::vector<std::vector<int64_t>> transposes(const Graph& g) {
 }
 
 // The head's Reshape and Transpose become Transpose(0, 2, 3, 1), Reshape [N, H, W, A, B] and
-// Transpose(0, 3, 1, 2, 4), with the same results; off by default.
+// Transpose(0, 3, 1, 2, 4), with the same results, also with a symbolic batch; off by default.
 TEST(ChannelsLastHeads, DetectionHeadReadsTheNhwcOrder) {
-  Model m = run_default(head({0, 1, 3, 4, 2}), true);
-  EXPECT_EQ(transposes(*m.graph), (std::vector<std::vector<int64_t>>{{0, 2, 3, 1}, {0, 3, 1, 2, 4}}));
-  bool reshaped = false;
-  for (const auto& n : m.graph->nodes()) {
-    if (n->op_type != "Reshape") continue;
-    Dims d;
-    ASSERT_TRUE(static_dims(n->outputs[0], &d));
-    EXPECT_EQ(d, (Dims{2, 6, 5, 3, 7}));
-    reshaped = true;
+  for (bool symbolic : {false, true}) {
+    SCOPED_TRACE(symbolic ? "symbolic batch" : "static shapes");
+    Model m = run_default(head({0, 1, 3, 4, 2}, true, false, symbolic), true,
+                          symbolic ? std::vector<Dims>{{3, 4, 6, 5}} : std::vector<Dims>{});
+    EXPECT_EQ(transposes(*m.graph), (std::vector<std::vector<int64_t>>{{0, 2, 3, 1}, {0, 3, 1, 2, 4}}));
+    bool reshaped = false;
+    for (const auto& n : m.graph->nodes()) {
+      if (n->op_type != "Reshape") continue;
+      const Shape& s = n->outputs[0]->type.shape;
+      ASSERT_EQ(s.rank(), 5);
+      EXPECT_EQ(s.dims[0], symbolic ? Dim::sym("n") : Dim::of(2));
+      for (int d = 1; d < 5; ++d) EXPECT_EQ(s.dims[static_cast<size_t>(d)].value, (Dims{0, 6, 5, 3, 7})[d]);
+      reshaped = true;
+    }
+    EXPECT_TRUE(reshaped);
   }
-  EXPECT_TRUE(reshaped);
   Model off = run_default(head({0, 1, 3, 4, 2}), false);
   EXPECT_EQ(transposes(*off.graph), (std::vector<std::vector<int64_t>>{{0, 1, 3, 4, 2}}));
 }

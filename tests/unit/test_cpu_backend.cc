@@ -1003,16 +1003,20 @@ TEST(CpuBackend, TransposesOfNhwcMapsMatchTheReference) {
   auto backend = make_backend("cpu");
   ASSERT_TRUE(backend.ok());
   for (bool head : {true, false}) {
-    for (int64_t n : {1, 3}) {
-      SCOPED_TRACE(std::string(head ? "detection head" : "transpose between convolutions") + ", batch " +
-                   std::to_string(n));
+    for (int64_t n : {1, 3, 0}) {
+      SCOPED_TRACE(std::string(head ? "detection head" : "transpose between convolutions") +
+                   (n ? ", batch " + std::to_string(n) : std::string(", a profile over the batch")));
       onnx::ModelProto m = make_model(17);
       auto* g = m.mutable_graph();
-      add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {n, 4, 6, 5});
+      if (n == 0) {
+        add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, 4, 6, 5}, {"n", "", "", ""});
+      } else {
+        add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {n, 4, 6, 5});
+      }
       add_random_weight(g, "w", {21, 4, 1, 1}, 1, -0.5f, 0.5f);
       add_node(g, "Conv", {"x", "w"}, {"c"}, "conv");
       if (head) {
-        add_int64_initializer(g, "shape", {n, 3, 7, 6, 5});
+        add_int64_initializer(g, "shape", {n, 3, 7, 6, 5});  // n 0: the batch copied
         add_node(g, "Reshape", {"c", "shape"}, {"r"}, "reshape");
         add_ints_attr(add_node(g, "Transpose", {"r"}, {"y"}, "transpose"), "perm", {0, 1, 3, 4, 2});
       } else {
@@ -1024,6 +1028,10 @@ TEST(CpuBackend, TransposesOfNhwcMapsMatchTheReference) {
       Model model = import_model(m);
       BuildOptions o;
       o.device = "cpu";
+      if (n == 0) {  // a profile over the batch: the engine runs batches 1 and 3
+        o.min_shapes["x"] = {1, 4, 6, 5};
+        o.max_shapes["x"] = {3, 4, 6, 5};
+      }
       auto plan = build_plan(model, o);
       ASSERT_TRUE(plan.ok()) << plan.status().message();
       int transposes = 0, reformats = 0;
@@ -1046,14 +1054,16 @@ TEST(CpuBackend, TransposesOfNhwcMapsMatchTheReference) {
       auto exec = PlanExecutor::create(*plan, *backend);
       ASSERT_TRUE(exec.ok()) << exec.status().message();
       (*exec)->set_guard_checks(true);
-      const std::vector<RValue> in = {RValue::of(random_float({n, 4, 6, 5}, static_cast<uint32_t>(n)))};
-      auto want = Executor(*model.graph).run(in);
-      auto got = (*exec)->run(in);
-      ASSERT_TRUE(want.ok() && got.ok()) << got.status().message();
-      const Tensor& w = (*want)[0].tensor;
-      const Tensor& gt = (*got)[0].tensor;
-      ASSERT_EQ(gt.dims(), w.dims());
-      EXPECT_LE(rel_l2(gt, w), 1e-6);
+      for (int64_t batch : n ? std::vector<int64_t>{n} : std::vector<int64_t>{1, 3}) {
+        const std::vector<RValue> in = {RValue::of(random_float({batch, 4, 6, 5}, static_cast<uint32_t>(batch)))};
+        auto want = Executor(*model.graph).run(in);
+        auto got = (*exec)->run(in);
+        ASSERT_TRUE(want.ok() && got.ok()) << got.status().message();
+        const Tensor& w = (*want)[0].tensor;
+        const Tensor& gt = (*got)[0].tensor;
+        ASSERT_EQ(gt.dims(), w.dims());
+        EXPECT_LE(rel_l2(gt, w), 1e-6);
+      }
     }
   }
 }
