@@ -85,6 +85,9 @@ PassInfo channels_last_heads_pass() {
              [](Graph& g, PassContext& ctx) -> Result<bool> {
                bool changed = false;
                for (size_t i = 0; i < g.nodes().size(); ++i) {
+                 const Node& t = *g.nodes()[i];
+                 const Attribute* perm = t.op_type == "Transpose" ? t.attr("perm") : nullptr;
+                 if (!perm || perm->ints != std::vector<int64_t>{0, 1, 3, 4, 2}) continue;  // uses only where needed
                  const Uses uses(g);
                  if (rewrite(g, *g.nodes()[i], uses, ctx)) changed = true;
                }
