@@ -21,10 +21,15 @@ bool is_conv(const Node* n) {
   return n && ((n->domain.empty() && n->op_type == "Conv") || (n->domain == kKilnDomain && n->op_type == "FusedConv"));
 }
 
-bool rewrite(Graph& g, Node& t, const Uses& uses, PassContext& ctx) {
+// A head's Transpose: [N, A, B, H, W] to [N, A, H, W, B].
+bool head_transpose(const Node& t) {
   if (!t.domain.empty() || t.op_type != "Transpose" || t.inputs.size() != 1 || t.outputs.size() != 1) return false;
   const Attribute* perm = t.attr("perm");
-  if (!perm || perm->ints != std::vector<int64_t>{0, 1, 3, 4, 2}) return false;
+  return perm && perm->ints == std::vector<int64_t>{0, 1, 3, 4, 2};
+}
+
+// Rewrites the head ending in `t` (a head_transpose) where its Reshape and convolution qualify.
+bool rewrite(Graph& g, Node& t, const Uses& uses, PassContext& ctx) {
   Value* r_out = t.inputs[0];
   Node* r = r_out ? r_out->producer : nullptr;
   if (!r || !r->domain.empty() || r->op_type != "Reshape" || r->inputs.empty() || uses.sole_consumer(r_out) != &t ||
@@ -85,9 +90,7 @@ PassInfo channels_last_heads_pass() {
              [](Graph& g, PassContext& ctx) -> Result<bool> {
                bool changed = false;
                for (size_t i = 0; i < g.nodes().size(); ++i) {
-                 const Node& t = *g.nodes()[i];
-                 const Attribute* perm = t.op_type == "Transpose" ? t.attr("perm") : nullptr;
-                 if (!perm || perm->ints != std::vector<int64_t>{0, 1, 3, 4, 2}) continue;  // uses only where needed
+                 if (!head_transpose(*g.nodes()[i])) continue;  // the graph's uses only where needed
                  const Uses uses(g);
                  if (rewrite(g, *g.nodes()[i], uses, ctx)) changed = true;
                }

@@ -76,12 +76,12 @@ class BinaryKernel : public OnednnKernel {
   dnnl::algorithm alg_ = dnnl::algorithm::binary_add;
 };
 
+}  // namespace
+
 bool rank4_float(const Value* v) {
   return v && v->type.kind == TypeInfo::Kind::kTensor && v->type.dtype == DataType::kFloat &&
          v->type.shape.rank_known && v->type.shape.rank() == 4;
 }
-
-}  // namespace
 
 bool binary_supported(const Node& n, DataType precision, Layout layout) {
   dnnl::algorithm alg;

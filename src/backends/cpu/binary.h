@@ -9,6 +9,8 @@
 namespace kiln::cpu {
 
 bool binary_supported(const Node& n, DataType precision, Layout layout);
+// Whether `v` is a 4-D float32 tensor (what both binary kernels take).
+bool rank4_float(const Value* v);
 std::unique_ptr<StepKernel> make_binary_kernel(const Step& step);
 
 // Kiln's own kernel (tactic "kiln", channel_binary.cc) for Add, Sub, Mul and Div between float32

@@ -127,11 +127,6 @@ RowFn pick(Op op, bool swap, bool scalar) {
   return pick_swap<Op::kDiv>(swap, scalar);
 }
 
-bool float4(const Value* v) {
-  return v && v->type.kind == TypeInfo::Kind::kTensor && v->type.dtype == DataType::kFloat &&
-         v->type.shape.rank_known && v->type.shape.rank() == 4;
-}
-
 // Whether `d` is one value per channel: [?, ?, 1, 1] with H and W known to be 1.
 bool per_channel(const Shape& d) {
   return d.rank_known && d.rank() == 4 && d.dims[2].known() && d.dims[2].value == 1 && d.dims[3].known() &&
@@ -200,7 +195,8 @@ bool channel_binary_supported(const Node& n, DataType precision, Layout layout) 
   Op op;
   if (!op_of(n, &op) || precision != DataType::kFloat) return false;
   if (layout != Layout::kPlain && layout != Layout::kNHWC) return false;
-  if (n.inputs.size() != 2 || n.outputs.size() != 1 || !n.outputs[0] || !float4(n.inputs[0]) || !float4(n.inputs[1])) {
+  if (n.inputs.size() != 2 || n.outputs.size() != 1 || !n.outputs[0] || !rank4_float(n.inputs[0]) ||
+      !rank4_float(n.inputs[1])) {
     return false;
   }
   const Shape& y = n.outputs[0]->type.shape;

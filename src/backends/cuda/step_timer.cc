@@ -135,14 +135,21 @@ Result<double> time_step_on_device(const Backend& backend, const Plan& plan, con
   KILN_CUDA_CHECK(cudaEventCreate(&ev.stop));
   // One untimed run (first-use costs), then one timed run to size the batches: each batch runs
   // the step enough times to last about a millisecond; the best batch's mean is the time.
-  auto batch = [&](int runs) -> Result<double> {
+  // The mean time of `runs` runs that `work` puts on the stream, between events.
+  auto timed = [&](int runs, const auto& work) -> Result<double> {
     KILN_CUDA_CHECK(cudaEventRecord(ev.start, stream.s_));
-    for (int r = 0; r < runs; ++r) KILN_RETURN_IF_ERROR(kernel->enqueue(in, out, ctx));
+    KILN_RETURN_IF_ERROR(work());
     KILN_CUDA_CHECK(cudaEventRecord(ev.stop, stream.s_));
     KILN_CUDA_CHECK(cudaEventSynchronize(ev.stop));
     float ms = 0;
     KILN_CUDA_CHECK(cudaEventElapsedTime(&ms, ev.start, ev.stop));
     return static_cast<double>(ms) / runs;
+  };
+  auto batch = [&](int runs) {
+    return timed(runs, [&]() -> Status {
+      for (int r = 0; r < runs; ++r) KILN_RETURN_IF_ERROR(kernel->enqueue(in, out, ctx));
+      return {};
+    });
   };
   KILN_RETURN_IF_ERROR(batch(1).status());
   KILN_ASSIGN_OR_RETURN(double first, batch(1));
@@ -160,14 +167,11 @@ Result<double> time_step_on_device(const Backend& backend, const Plan& plan, con
                cudaGraphInstantiate(&g.exec, g.graph, 0) == cudaSuccess;
     if (!recorded) cudaGetLastError();  // timed below without the graph
   }
-  auto graph_batch = [&]() -> Result<double> {
-    KILN_CUDA_CHECK(cudaEventRecord(ev.start, stream.s_));
-    KILN_CUDA_CHECK(cudaGraphLaunch(g.exec, stream.s_));
-    KILN_CUDA_CHECK(cudaEventRecord(ev.stop, stream.s_));
-    KILN_CUDA_CHECK(cudaEventSynchronize(ev.stop));
-    float ms = 0;
-    KILN_CUDA_CHECK(cudaEventElapsedTime(&ms, ev.start, ev.stop));
-    return static_cast<double>(ms) / runs;
+  auto graph_batch = [&]() {
+    return timed(runs, [&]() -> Status {
+      KILN_CUDA_CHECK(cudaGraphLaunch(g.exec, stream.s_));
+      return {};
+    });
   };
   if (recorded) KILN_RETURN_IF_ERROR(graph_batch().status());  // the graph's first launch
   double best = recorded ? -1 : first;
