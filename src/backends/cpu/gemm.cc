@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <vector>
 
-#include "backends/cpu/activation.h"
 #include "backends/cpu/conv.h"
 #include "backends/cpu/onednn.h"
 #include "ops/fused.h"
@@ -128,10 +127,8 @@ bool same_dim(const Dim& x, const Dim& y) {
 
 class MatMulKernel : public OnednnKernel {
  public:
-  // `without_activation`: the activation is left to a pass after the primitive. `transposed_b`: a
-  // constant B is packed as B^T (N x K rows), else in the layout oneDNN picks.
-  MatMulKernel(const Node& n, bool without_activation, bool transposed_b)
-      : OnednnKernel(n), without_activation_(without_activation), transposed_b_(transposed_b) {}
+  // `transposed_b`: a constant B is packed as B^T (N x K rows), else in the layout oneDNN picks.
+  MatMulKernel(const Node& n, bool transposed_b) : OnednnKernel(n), transposed_b_(transposed_b) {}
 
  private:
   Status build(std::span<const TensorView> in, std::span<const TensorView> out, OnednnStep* s) override {
@@ -195,7 +192,7 @@ class MatMulKernel : public OnednnKernel {
       s->accumulate_from = 3;
       s->output_bytes = dst_md.get_size();
     }
-    if (!without_activation_ && !append_activation(node_, &ops)) {
+    if (!append_activation(node_, &ops)) {
       return invalid("{}: activation not available on oneDNN", node_.describe());
     }
     attr.set_post_ops(ops);
@@ -215,26 +212,8 @@ class MatMulKernel : public OnednnKernel {
     return {};
   }
 
-  const bool without_activation_, transposed_b_;
+  const bool transposed_b_;
   PackedWeights weights_;
-};
-
-// A product whose GELU runs as Kiln's pass over the output after oneDNN's matmul.
-class MatMulThenGelu : public StepKernel {
- public:
-  MatMulThenGelu(const Node& n, bool tanh_form, bool transposed_b) : matmul_(n, true, transposed_b), tanh_(tanh_form) {}
-  Status prepare(std::span<const TensorView> in, std::span<const TensorView> out) override {
-    return matmul_.prepare(in, out);
-  }
-  Status enqueue(std::span<const TensorView> in, std::span<TensorView> out, const KernelContext& ctx) override {
-    KILN_RETURN_IF_ERROR(matmul_.enqueue(in, out, ctx));
-    gelu_inplace(static_cast<float*>(out[0].data), shape_numel(out[0].dims), tanh_);
-    return {};
-  }
-
- private:
-  MatMulKernel matmul_;
-  const bool tanh_;
 };
 
 }  // namespace
@@ -277,13 +256,10 @@ std::vector<std::string> matmul_tactics(const Node& n) {
 }
 
 std::unique_ptr<StepKernel> make_matmul_kernel(const Step& step) {
-  const bool transposed = step.tactic == kTransposedWeightTactic;
-  bool tanh_form = false;
-  // Kiln's GELU pass runs over FP32 outputs; a BF16 product takes oneDNN's GELU post-op.
-  if (step.precision == DataType::kFloat && gelu_activation(*step.node, &tanh_form)) {
-    return std::make_unique<MatMulThenGelu>(*step.node, tanh_form, transposed);
-  }
-  return std::make_unique<MatMulKernel>(*step.node, false, transposed);
+  // GELU, like every activation, is a oneDNN post-op, applied to each block of the output as it
+  // is computed (bert-base seq 128, batch 1, 2 threads: 0.55 to 0.85 ms faster than Kiln's pass
+  // over the output afterwards, its AVX-512 version included, in four alternating pairs).
+  return std::make_unique<MatMulKernel>(*step.node, step.tactic == kTransposedWeightTactic);
 }
 
 bool gemm_supported(const Node& n, DataType precision, Layout layout) {
