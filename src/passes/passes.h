@@ -26,5 +26,6 @@ PassInfo channel_mlp_fusion_pass();       // fuse_channel_mlp.cc
 PassInfo embed_layernorm_fusion_pass();   // fuse_embed_layernorm.cc
 PassInfo elementwise_fusion_pass();       // fuse_elementwise.cc
 PassInfo channels_last_heads_pass();      // channels_last_heads.cc
+PassInfo split_concat_conv_pass();        // split_concat_conv.cc
 
 }  // namespace kiln

@@ -47,6 +47,7 @@ const std::vector<PassInfo>& all_passes() {
       row_ops_hoisting_pass(),  // before attention recognition: projections read batch-first
       batchnorm_folding_pass(),
       patch_conv_to_matmul_pass(),  // after batch-norm folding, before bias fusion takes the Conv
+      split_concat_conv_pass(),     // after batch-norm folding (final filters), before bias fusion
       gelu_recognition_pass(),
       silu_recognition_pass(),
       layernorm_recognition_pass(),

@@ -196,6 +196,23 @@ inline Model optimize_symbolic(const Proto& p, const std::string& name, const st
   return after;
 }
 
+// Imports `p` twice, runs the default pipeline on the second copy (verifying each pass), with
+// `pass` (off by default) enabled when `enabled`, and checks outputs against the first on random
+// inputs (`shapes`: one Dims per graph input where some are symbolic). For passes a backend
+// turns on: what they leave for the passes after them is part of what they are for.
+inline Model run_default_pipeline(const Proto& p, const std::string& pass, bool enabled,
+                                  const std::vector<Dims>& shapes = {}, double rtol = 1e-6, double atol = 1e-7) {
+  Model before = import_proto(p.m);
+  Model m = import_proto(p.m);
+  PipelineOptions o = default_pipeline_options();
+  o.verify = true;
+  if (enabled) o.enabled = {pass};
+  auto r = run_pipeline(*m.graph, o);
+  EXPECT_TRUE(r.ok()) << r.status().message();
+  expect_same_outputs(*before.graph, *m.graph, random_inputs(*before.graph, 7, shapes), rtol, atol);
+  return m;
+}
+
 // The type of a value as text ("float[batchxseqx8]").
 inline std::string type_of(const Graph& g, const std::string& value) {
   const Value* v = g.find_value(value);

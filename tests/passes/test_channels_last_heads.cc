@@ -33,15 +33,7 @@ Proto head(const std::vector<int64_t>& perm, bool from_conv = true, bool reshape
 }
 
 Model run_default(const Proto& p, bool enabled, const std::vector<Dims>& shapes = {}) {
-  Model before = import_proto(p.m);
-  Model m = import_proto(p.m);
-  PipelineOptions o = default_pipeline_options();
-  o.verify = true;
-  if (enabled) o.enabled = {kPass};
-  auto r = run_pipeline(*m.graph, o);
-  EXPECT_TRUE(r.ok()) << r.status().message();
-  expect_same_outputs(*before.graph, *m.graph, random_inputs(*before.graph, 7, shapes), 1e-6, 1e-7);
-  return m;
+  return run_default_pipeline(p, kPass, enabled, shapes);
 }
 
 std::vector<std::vector<int64_t>> transposes(const Graph& g) {

@@ -150,7 +150,9 @@ class CpuBackend : public Backend {
   bool float32_residual_stream() const override { return true; }
   // A detection head's reshape of a convolution's output done from the NHWC order: the reformat
   // to NCHW and the element-wise transpose become a view and a copy of rows (docs/benchmarks.md).
-  std::vector<std::string> passes_on_by_default() const override { return {"channels-last-heads"}; }
+  std::vector<std::string> passes_on_by_default() const override {
+    return {"channels-last-heads", "split-concat-conv"};
+  }
   // oneDNN's convolutions and products add a residual (input 3) with a sum post-op into an output
   // that holds it first: placed over the residual, the output needs no copy of it.
   int accumulating_input(const Step& step) const override {
