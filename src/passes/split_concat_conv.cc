@@ -5,11 +5,12 @@
 // are). The Concat's copy goes: each operand is read once, by its own convolution, and the
 // partial sums are the Adds that bias/activation fusion then turns into residual inputs of the
 // next convolution (written over the running sum in place), the activation after the last.
-// Taken where the convolution's output has at most half the Concat's channels (SqueezeNet's
-// squeeze convolutions after each fire module's Concat): there the sums read back are smaller
-// than the copy they replace; a widening one (SqueezeNet's classifier, 512 to 1000) is slower
-// split. Group 1, a constant 4-D filter, the operands' channels and the output's dims known (but
-// a named batch). Off by default: the CPU backend turns it on.
+// Taken where the sums' extra traffic is at most half the copy's: 2 (n - 1) output channels at
+// most the Concat's (SqueezeNet's squeeze convolutions after each fire module's Concat, n = 2,
+// 128 or more channels to 16 to 64). Measured slower split: SqueezeNet's classifier (512 to
+// 1000), YOLOv5's SPPF (four operands, 1024 to 512) and its C3 blocks' pairs of convolutions after
+// the neck's Concats (about even). Group 1, a constant 4-D filter, the operands' channels and the output's dims known
+// (but a named batch). Off by default: the CPU backend turns it on.
 #include <cstring>
 
 #include "passes/passes.h"
@@ -56,7 +57,6 @@ bool rewrite(Graph& g, Node& cat, const Uses& uses, PassContext& ctx) {
   if ((group && group->i != 1) || !w || w->rank() != 4 || !is_float(w->dtype()) || w->dim(1) != channels(joined)) {
     return false;
   }
-  if (2 * w->dim(0) > w->dim(1)) return false;  // widening or barely narrowing: the copy is cheaper
   int64_t sum = 0;
   for (const Value* x : cat.inputs) {
     const int64_t c = channels(x);
@@ -64,6 +64,11 @@ bool rewrite(Graph& g, Node& cat, const Uses& uses, PassContext& ctx) {
     sum += c;
   }
   if (sum != w->dim(1)) return false;
+  // The copy saved moves the Concat's channels twice (read and written); the split adds a read and
+  // a write of the output's channels per operand after the first. Taken where that is at most half
+  // the bytes saved.
+  const int64_t parts = static_cast<int64_t>(cat.inputs.size());
+  if (2 * (parts - 1) * w->dim(0) > w->dim(1)) return false;
   // The output's dims known but a named batch, so that bias/activation fusion can tell the partial
   // sums' shapes equal and take them as residual inputs (unfused Adds would cost more than the
   // copy saved).
