@@ -88,13 +88,8 @@ PassInfo channels_last_heads_pass() {
              "head) as Transpose(0, 2, 3, 1), Reshape and Transpose(0, 3, 1, 2, 4): views of NHWC maps and one copy "
              "of rows",
              [](Graph& g, PassContext& ctx) -> Result<bool> {
-               bool changed = false;
-               for (size_t i = 0; i < g.nodes().size(); ++i) {
-                 if (!head_transpose(*g.nodes()[i])) continue;  // the graph's uses only where needed
-                 const Uses uses(g);
-                 if (rewrite(g, *g.nodes()[i], uses, ctx)) changed = true;
-               }
-               return changed;
+               return rewrite_each(g, head_transpose,
+                                   [&](Graph& gr, Node& t, const Uses& uses) { return rewrite(gr, t, uses, ctx); });
              }};
   p.on_by_default = false;
   return p;

@@ -115,6 +115,20 @@ void set_provenance(Node* into, const std::vector<Node*>& from);
 // Opset of `domain` in force in `g` (searching enclosing graphs), 0 when not imported.
 int graph_opset(const Graph& g, const std::string& domain);
 
+// Tries `rewrite(g, node, uses)` on each node of `g`, in order, that `wanted` selects, with the
+// graph's uses computed afresh for each try (a rewrite edits the graph; `wanted` keeps that cost
+// to the candidates). Returns whether any rewrite returned true.
+template <typename Wanted, typename Rewrite>
+bool rewrite_each(Graph& g, Wanted wanted, Rewrite rewrite) {
+  bool changed = false;
+  for (size_t i = 0; i < g.nodes().size(); ++i) {
+    if (!wanted(*g.nodes()[i])) continue;
+    const Uses uses(g);
+    if (rewrite(g, *g.nodes()[i], uses)) changed = true;
+  }
+  return changed;
+}
+
 // Removes nodes whose outputs nobody reads (no node input, graph output or subgraph reference),
 // repeatedly, then unused values and initializers. Returns the number of nodes removed. Nodes
 // with side effects do not exist in ONNX inference graphs, so every node is removable.

@@ -121,17 +121,12 @@ bool rewrite(Graph& g, Node& cat, const Uses& uses, PassContext& ctx) {
 
 PassInfo split_concat_conv_pass() {
   PassInfo p{kName,
-             "A channel Concat read only by a narrowing convolution as one convolution per operand, summed (the "
-             "Concat's copy removed)",
+             "A channel Concat read only by a convolution as one convolution per operand, summed, where that moves "
+             "fewer bytes than the Concat's copy",
              [](Graph& g, PassContext& ctx) -> Result<bool> {
-               bool changed = false;
-               for (size_t i = 0; i < g.nodes().size(); ++i) {
-                 const Node& n = *g.nodes()[i];
-                 if (!n.domain.empty() || n.op_type != "Concat") continue;  // the graph's uses only where needed
-                 const Uses uses(g);
-                 if (rewrite(g, *g.nodes()[i], uses, ctx)) changed = true;
-               }
-               return changed;
+               return rewrite_each(
+                   g, [](const Node& n) { return n.domain.empty() && n.op_type == "Concat"; },
+                   [&](Graph& gr, Node& cat, const Uses& uses) { return rewrite(gr, cat, uses, ctx); });
              }};
   p.on_by_default = false;
   return p;
