@@ -8,9 +8,9 @@
 // Taken where the sums' extra traffic is at most half the copy's: 2 (n - 1) output channels at
 // most the Concat's (SqueezeNet's squeeze convolutions after each fire module's Concat, n = 2,
 // 128 or more channels to 16 to 64). Measured slower split: SqueezeNet's classifier (512 to
-// 1000), YOLOv5's SPPF (four operands, 1024 to 512) and its C3 blocks' pairs of convolutions after
-// the neck's Concats (about even). Group 1, a constant 4-D filter, the operands' channels and the output's dims known
-// (but a named batch). Off by default: the CPU backend turns it on.
+// 1000), YOLOv5's SPPF (four operands, 1024 to 512) and its C3 blocks' pairs of convolutions
+// after the neck's Concats (about even). Group 1, a constant 4-D filter, the operands' channels
+// and the output's dims known (but a named batch). Off by default: the CPU backend turns it on.
 #include <cstring>
 
 #include "passes/passes.h"
@@ -42,8 +42,13 @@ Tensor filter_slice(const Tensor& w, int64_t c0, int64_t c) {
   return out;
 }
 
+bool is_concat(const Node& n) {
+  return n.domain.empty() && n.op_type == "Concat";
+}
+
+// Rewrites the Concat `cat` (is_concat) and its convolution where they qualify.
 bool rewrite(Graph& g, Node& cat, const Uses& uses, PassContext& ctx) {
-  if (!cat.domain.empty() || cat.op_type != "Concat" || cat.inputs.size() < 2 || cat.outputs.size() != 1) return false;
+  if (cat.inputs.size() < 2 || cat.outputs.size() != 1) return false;
   const Attribute* axis = cat.attr("axis");
   Value* joined = cat.outputs[0];
   if (!axis || (axis->i != 1 && axis->i != -3) || channels(joined) < 0 || uses.is_graph_output(joined)) return false;
@@ -124,9 +129,8 @@ PassInfo split_concat_conv_pass() {
              "A channel Concat read only by a convolution as one convolution per operand, summed, where that moves "
              "fewer bytes than the Concat's copy",
              [](Graph& g, PassContext& ctx) -> Result<bool> {
-               return rewrite_each(
-                   g, [](const Node& n) { return n.domain.empty() && n.op_type == "Concat"; },
-                   [&](Graph& gr, Node& cat, const Uses& uses) { return rewrite(gr, cat, uses, ctx); });
+               return rewrite_each(g, is_concat,
+                                   [&](Graph& gr, Node& cat, const Uses& uses) { return rewrite(gr, cat, uses, ctx); });
              }};
   p.on_by_default = false;
   return p;

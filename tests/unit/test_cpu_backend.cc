@@ -463,9 +463,8 @@ TEST(CpuBackend, OwnPoolingKernelsMatchTheReferenceInEachIsa) {
 
 // MatMul and kiln.FusedMatMul on oneDNN's matmul: a 3-D activation by a constant matrix with
 // bias, residual and Relu fused (257 outputs, 33 inputs), the same without the residual and with
-// erf-GELU (oneDNN's post-op), a 4-D batched product of two
-// computed operands (attention's scores) and a 2-D product; batches 1, 3 and 0 of a profile
-// engine.
+// erf-GELU (oneDNN's post-op), a 4-D batched product of two computed operands (attention's
+// scores) and a 2-D product; batches 1, 3 and 0 of a profile engine.
 TEST(CpuBackend, MatMulOnOnednnMatchesTheReference) {
   if (make_backend("cpu").value()->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
   for (int variant = 0; variant < 3; ++variant) {

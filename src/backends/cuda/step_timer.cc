@@ -133,8 +133,6 @@ Result<double> time_step_on_device(const Backend& backend, const Plan& plan, con
   Events ev;
   KILN_CUDA_CHECK(cudaEventCreate(&ev.start));
   KILN_CUDA_CHECK(cudaEventCreate(&ev.stop));
-  // One untimed run (first-use costs), then one timed run to size the batches: each batch runs
-  // the step enough times to last about a millisecond; the best batch's mean is the time.
   // The mean time of `runs` runs that `work` puts on the stream, between events.
   auto timed = [&](int runs, const auto& work) -> Result<double> {
     KILN_CUDA_CHECK(cudaEventRecord(ev.start, stream.s_));
@@ -145,6 +143,8 @@ Result<double> time_step_on_device(const Backend& backend, const Plan& plan, con
     KILN_CUDA_CHECK(cudaEventElapsedTime(&ms, ev.start, ev.stop));
     return static_cast<double>(ms) / runs;
   };
+  // One untimed run (first-use costs), then one timed run to size the batches: each batch runs
+  // the step enough times to last about a millisecond; the best batch's mean is the time.
   auto batch = [&](int runs) {
     return timed(runs, [&]() -> Status {
       for (int r = 0; r < runs; ++r) KILN_RETURN_IF_ERROR(kernel->enqueue(in, out, ctx));
