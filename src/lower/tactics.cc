@@ -1,4 +1,6 @@
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <functional>
 #include <map>
 #include <memory>
@@ -96,31 +98,68 @@ std::string timing_key(const Node& n, const DeviceInfo& device, const std::strin
 
 // Every slot's type at the shapes tactics are timed at: the plan's own, and where a profile leaves
 // a range (the plan then holds symbolic types, and its input slots' types are the largest), those
-// its opt input shapes give (shape computations evaluated); slots inference cannot size keep
-// their own.
-std::vector<TypeInfo> timing_types(const Plan& plan) {
-  std::vector<TypeInfo> types;
-  for (const Slot& s : plan.slots) types.push_back(s.type);
-  if (plan.profiles.empty()) return types;
-  std::vector<TypeInfo> inputs;
+// each of its timing points gives (shape computations evaluated; slots inference cannot size keep
+// their own). The points are the opt shapes first, then the min shapes, the geometric middles of
+// min and opt and of opt and max, and the max shapes: a step whose fastest tactic changes over the
+// profile gets one per stretch of it (Step::shape_tactics).
+std::vector<std::vector<TypeInfo>> timing_points(const Plan& plan) {
+  std::vector<TypeInfo> own;
+  for (const Slot& s : plan.slots) own.push_back(s.type);
+  if (plan.profiles.empty()) return {own};
   bool differs = false;
-  for (int id : plan.inputs) {
-    TypeInfo t = plan.slots[static_cast<size_t>(id)].type;
-    for (const ShapeRange& r : plan.profiles.front().ranges) {
-      if (r.input == plan.slots[static_cast<size_t>(id)].name && t.kind == TypeInfo::Kind::kTensor) {
-        differs = differs || r.min != r.max || r.opt != r.max;
-        t.shape = Shape::of(r.opt);
-      }
+  for (const ShapeRange& r : plan.profiles.front().ranges) differs = differs || r.min != r.max || r.opt != r.max;
+  if (!differs) return {own};
+  auto middle = [](const Dims& a, const Dims& b) {
+    Dims m = a;
+    for (size_t k = 0; k < m.size() && k < b.size(); ++k) {
+      m[k] = a[k] > 0 ? static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(a[k]) * b[k])))
+                      : (a[k] + b[k]) / 2;
     }
-    inputs.push_back(t);
+    return m;
+  };
+  std::vector<std::function<Dims(const ShapeRange&)>> at = {
+      [](const ShapeRange& r) { return r.opt; }, [](const ShapeRange& r) { return r.min; },
+      [&](const ShapeRange& r) { return middle(r.min, r.opt); },
+      [&](const ShapeRange& r) { return middle(r.opt, r.max); }, [](const ShapeRange& r) { return r.max; }};
+  std::vector<std::vector<TypeInfo>> points;
+  std::set<std::vector<Dims>> seen;
+  for (const auto& pick : at) {
+    std::vector<TypeInfo> inputs;
+    std::vector<Dims> key;
+    for (int id : plan.inputs) {
+      TypeInfo t = plan.slots[static_cast<size_t>(id)].type;
+      for (const ShapeRange& r : plan.profiles.front().ranges) {
+        if (r.input == plan.slots[static_cast<size_t>(id)].name && t.kind == TypeInfo::Kind::kTensor) {
+          t.shape = Shape::of(pick(r));
+          key.push_back(pick(r));
+        }
+      }
+      inputs.push_back(t);
+    }
+    if (!seen.insert(key).second) continue;
+    Result<StepShapes> shapes = infer_step_shapes(plan, inputs);
+    if (!shapes.ok()) {
+      if (points.empty()) points.push_back(own);  // the opt point stands for the plan's own types
+      continue;
+    }
+    std::vector<TypeInfo> types = own;
+    for (size_t id = 0; id < types.size() && id < shapes->types.size(); ++id) {
+      if (shapes->types[id].kind != TypeInfo::Kind::kUnknown) types[id] = shapes->types[id];
+    }
+    points.push_back(std::move(types));
   }
-  if (!differs) return types;
-  Result<StepShapes> at_opt = infer_step_shapes(plan, inputs);
-  if (!at_opt.ok()) return types;
-  for (size_t id = 0; id < types.size() && id < at_opt->types.size(); ++id) {
-    if (at_opt->types[id].kind != TypeInfo::Kind::kUnknown) types[id] = at_opt->types[id];
+  return points;
+}
+
+// The elements of the step's first input in `types` (-1 where its shape is not known there).
+int64_t first_input_elements(const Step& st, const std::vector<TypeInfo>& types) {
+  for (int id : st.inputs) {
+    if (id < 0) continue;
+    const TypeInfo& t = types[static_cast<size_t>(id)];
+    if (t.kind != TypeInfo::Kind::kTensor || !t.shape.fully_known()) return -1;
+    return shape_numel(t.shape.static_dims());
   }
-  return types;
+  return -1;
 }
 
 // The shapes of the step's inputs in `types` where they are not the plan's static ones ("" where
@@ -146,7 +185,7 @@ Status select_tactics(Plan& plan, const BackendSet& backends, TimingCache& cache
   for (const auto& b : {backends.primary, backends.fallback}) {
     if (b) KILN_RETURN_IF_ERROR(b->prepare_tactics(plan));
   }
-  std::vector<TypeInfo> types;  // made when a step first has tactics to time
+  std::vector<std::vector<TypeInfo>> points;  // made when a step first has tactics to time
   for (Step& st : plan.steps) {
     const Backend* b = backends.get(st.backend);
     if (!b) return invalid("step {}: no backend '{}'", st.name, st.backend);
@@ -160,15 +199,20 @@ Status select_tactics(Plan& plan, const BackendSet& backends, TimingCache& cache
     }
     st.tactic = tactics.front();
     st.tactic_times.clear();
+    st.shape_tactics.clear();
     if (tactics.size() > 1) {
-      if (types.empty()) types = timing_types(plan);
-      const std::string key = timing_key(n, device, backend.name(), st, timed_at(plan, st, types));
-      double ms = 0;
-      std::string cached;
-      if (cache.find(key, &cached, &ms) && std::find(tactics.begin(), tactics.end(), cached) != tactics.end()) {
-        st.tactic = cached;
-        if (ms >= 0) st.tactic_times[cached] = ms;
-      } else {
+      if (points.empty()) points = timing_points(plan);
+      // The fastest tactic at the shapes `types` gives, from the timing cache or timed; its time
+      // in `times` where known.
+      auto choose = [&](const std::vector<TypeInfo>& types,
+                        std::map<std::string, double>* times) -> Result<std::string> {
+        const std::string key = timing_key(n, device, backend.name(), st, timed_at(plan, st, types));
+        double ms = 0;
+        std::string cached;
+        if (cache.find(key, &cached, &ms) && std::find(tactics.begin(), tactics.end(), cached) != tactics.end()) {
+          if (ms >= 0) (*times)[cached] = ms;
+          return cached;
+        }
         // A device (or a backend with kernels of its own) times a step on its own memory; a host
         // backend through run().
         TimeOne time_one;
@@ -183,13 +227,36 @@ Status select_tactics(Plan& plan, const BackendSet& backends, TimingCache& cache
             return backend.time_step(plan, trial, types);
           };
         }
-        if (time_one) st.tactic = fastest(tactics, time_one, backend.timing_rounds(), &st.tactic_times);
-        if (auto it = st.tactic_times.find(st.tactic); it != st.tactic_times.end()) {
-          cache.put(key, st.tactic, it->second);
-        }
+        if (!time_one) return tactics.front();
+        std::string best = fastest(tactics, time_one, backend.timing_rounds(), times);
+        if (auto it = times->find(best); it != times->end()) cache.put(key, best, it->second);
+        return best;
+      };
+      KILN_ASSIGN_OR_RETURN(st.tactic, choose(points.front(), &st.tactic_times));
+      // The profile's other points, where the step's inputs differ from the opt point's.
+      std::vector<ShapeTactic> per_shape = {{first_input_elements(st, points.front()), st.tactic}};
+      std::set<std::string> timed = {timed_at(plan, st, points.front())};
+      bool differ = false;
+      for (size_t p = 1; p < points.size() && per_shape.front().elements >= 0; ++p) {
+        const int64_t elements = first_input_elements(st, points[p]);
+        if (elements < 0 || !timed.insert(timed_at(plan, st, points[p])).second) continue;
+        std::map<std::string, double> times;
+        KILN_ASSIGN_OR_RETURN(std::string t, choose(points[p], &times));
+        differ = differ || t != st.tactic;
+        per_shape.push_back({elements, t});
+      }
+      if (differ) {
+        std::sort(per_shape.begin(), per_shape.end(),
+                  [](const ShapeTactic& a, const ShapeTactic& b) { return a.elements < b.elements; });
+        st.shape_tactics = std::move(per_shape);
       }
     }
     plan.memory.workspace = std::max(plan.memory.workspace, backend.workspace_bytes(st));
+    for (const ShapeTactic& t : st.shape_tactics) {
+      Step other = st;
+      other.tactic = t.tactic;
+      plan.memory.workspace = std::max(plan.memory.workspace, backend.workspace_bytes(other));
+    }
   }
   return {};
 }

@@ -1,5 +1,7 @@
 #include "plan/plan.h"
 
+#include <algorithm>
+#include <cmath>
 #include <set>
 
 #include <fmt/format.h>
@@ -32,6 +34,21 @@ std::string storage_name(const Storage& s) {
 bool is_view_op(const Node& n) {
   static const std::set<std::string> ops = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze"};
   return n.domain.empty() && ops.count(n.op_type) > 0;
+}
+
+const std::string& tactic_at(const Step& step, int64_t elements) {
+  if (step.shape_tactics.empty()) return step.tactic;
+  const double at = std::log(static_cast<double>(std::max<int64_t>(elements, 1)));
+  const ShapeTactic* best = nullptr;
+  double best_distance = 0;
+  for (const ShapeTactic& t : step.shape_tactics) {
+    const double d = std::abs(std::log(static_cast<double>(std::max<int64_t>(t.elements, 1))) - at);
+    if (!best || d < best_distance || (d == best_distance && t.elements < best->elements)) {
+      best = &t;
+      best_distance = d;
+    }
+  }
+  return best->tactic;
 }
 
 TransferKind transfer_kind(const Plan& plan, const Step& step) {

@@ -58,6 +58,14 @@ struct Slot {
   int in_place_of = -1;  // slot whose arena bytes it reuses in place, or -1
 };
 
+// Where a profile engine's builder chose different tactics for a step at different shapes of the
+// profile: the tactic chosen at one shape it timed, with the elements of the step's first input
+// there.
+struct ShapeTactic {
+  int64_t elements = 0;
+  std::string tactic;
+};
+
 struct Step {
   std::string name;
   Node* node = nullptr;            // in Plan::graph: op, domain, attributes, subgraphs
@@ -72,7 +80,15 @@ struct Step {
   // Build-time timings of the tactics measured for this step (ms per run), the chosen one among
   // them; empty when the backend offered one tactic or the step could not be timed.
   std::map<std::string, double> tactic_times;
+  // Empty where `tactic` runs at every shape; else the tactic chosen at each shape timed (the opt
+  // shape's being `tactic`), ordered by size: each run takes the one timed nearest its size.
+  std::vector<ShapeTactic> shape_tactics;
 };
+
+// The tactic `step` runs with when its first input has `elements` elements: of its shape
+// tactics, the one timed at the nearest size on a log scale (the smaller on a tie), else its
+// tactic.
+const std::string& tactic_at(const Step& step, int64_t elements);
 
 // The copies `kiln bench` times apart, as trtexec does: a kiln.Copy step taking a model input to
 // the device (kHostToDevice) or a model output back to the host (kDeviceToHost). Copies around

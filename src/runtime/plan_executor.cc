@@ -4,6 +4,8 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <memory>
 #include <set>
 #include <unordered_map>
 #include <utility>
@@ -36,6 +38,50 @@ bool graphs_default() {
   const char* env = std::getenv("KILN_CUDA_GRAPHS");
   return !env || std::strcmp(env, "0") != 0;
 }
+
+// A step whose builder chose tactics per shape of the profile (Step::shape_tactics): one kernel
+// per tactic, each made from the step with that tactic, and each run on the one timed nearest its
+// first input's size (tactic_at).
+class ShapeTacticKernel : public StepKernel {
+ public:
+  static Result<std::unique_ptr<StepKernel>> make(const Backend& backend, const Plan& plan, const Step& step) {
+    std::unique_ptr<ShapeTacticKernel> k(new ShapeTacticKernel(step));
+    for (const ShapeTactic& t : step.shape_tactics) {
+      if (k->index_.count(t.tactic)) continue;
+      // Kernels may keep their step: each keeps its own copy, alive as long as this kernel.
+      auto own = std::make_unique<Step>(step);
+      own->tactic = t.tactic;
+      own->shape_tactics.clear();
+      KILN_ASSIGN_OR_RETURN(auto kernel, backend.make_kernel(plan, *own));
+      k->index_[t.tactic] = k->kernels_.size();
+      k->steps_.push_back(std::move(own));
+      k->kernels_.push_back(std::move(kernel));
+    }
+    return std::unique_ptr<StepKernel>(std::move(k));
+  }
+  Status prepare(std::span<const TensorView> in, std::span<const TensorView> out) override {
+    return pick(in).prepare(in, out);
+  }
+  Status enqueue(std::span<const TensorView> in, std::span<TensorView> out, const KernelContext& ctx) override {
+    return pick(in).enqueue(in, out, ctx);
+  }
+
+ private:
+  explicit ShapeTacticKernel(const Step& step) : step_(step) {}
+  StepKernel& pick(std::span<const TensorView> in) const {
+    int64_t elements = 0;
+    for (const TensorView& v : in) {
+      if (v.omitted) continue;
+      elements = shape_numel(v.dims);
+      break;
+    }
+    return *kernels_[index_.at(tactic_at(step_, elements))];
+  }
+  const Step& step_;
+  std::map<std::string, size_t> index_;
+  std::vector<std::unique_ptr<Step>> steps_;
+  std::vector<std::unique_ptr<StepKernel>> kernels_;
+};
 
 // The storage a value occupies: one byte range per tensor it holds.
 template <typename F>
@@ -147,7 +193,12 @@ class ArenaPlanExecutor : public PlanExecutor {
     for (const Step& st : p.steps) {
       const Backend* b = backends_.get(st.backend);
       if (!b) return invalid("step {} runs on the {} backend, which this build does not have", st.name, st.backend);
-      KILN_ASSIGN_OR_RETURN(auto k, b->make_kernel(p, st));
+      std::unique_ptr<StepKernel> k;
+      if (st.shape_tactics.empty()) {
+        KILN_ASSIGN_OR_RETURN(k, b->make_kernel(p, st));
+      } else {
+        KILN_ASSIGN_OR_RETURN(k, ShapeTacticKernel::make(*b, p, st));
+      }
       kernels_.push_back(std::move(k));
     }
     dynamic_.resize(p.slots.size());

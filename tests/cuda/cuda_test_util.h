@@ -135,6 +135,7 @@ inline void expect_cuda_matches_reference(const onnx::ModelProto& proto, const s
         const auto offered = (*backend)->tactics(*st.node, st.precision, st.layout);
         if (std::find(offered.begin(), offered.end(), tactic) != offered.end()) {
           st.tactic = tactic;
+          st.shape_tactics.clear();  // the forced tactic at every shape
           ++forced;
         }
       }

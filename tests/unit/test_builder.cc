@@ -7,6 +7,7 @@
 #include <fstream>
 #include <map>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "engine/engine.h"
@@ -283,6 +284,7 @@ class TimedDeviceBackend : public Backend {
     const TypeInfo& in = types.at(static_cast<size_t>(step.inputs.at(0)));
     if (!in.shape.fully_known()) return invalid("no static shape for slot {}", plan.slots[step.inputs[0]].name);
     timed_dims = in.shape.static_dims();
+    timed_batches.push_back(timed_dims.at(0));
     return step.tactic == "first" ? 2.0 : 0.5;
   }
   Status run(const Step& step, OpContext& ctx) const override {
@@ -292,6 +294,7 @@ class TimedDeviceBackend : public Backend {
   }
   mutable int timed = 0;
   mutable Dims timed_dims;
+  mutable std::vector<int64_t> timed_batches;  // the first dim of each timing's input, in order
 };
 
 // The timed device under a device kind of its own, so its slots' storage tells it from the host.
@@ -527,21 +530,108 @@ TEST(Builder, ProfileEnginesTimeTacticsAtTheirOptShapes) {
   ASSERT_NE(relu, nullptr);
   EXPECT_EQ(relu->tactic, "second");
   EXPECT_EQ(relu->tactic_times.size(), 2u);
-  ASSERT_FALSE(backend->timed_dims.empty());
-  EXPECT_EQ(backend->timed_dims[0], 6) << "timed at the opt batch";
-  // Another opt shape is another cache entry: timed again, not read back.
+  ASSERT_FALSE(backend->timed_batches.empty());
+  EXPECT_EQ(backend->timed_batches[0], 6) << "timed at the opt batch first";
+  // Then at the min, the middles of min and opt (sqrt 6) and of opt and max (sqrt 96), the max;
+  // one tactic wins everywhere, so the step has no tactics per shape.
+  EXPECT_EQ(std::set<int64_t>(backend->timed_batches.begin(), backend->timed_batches.end()),
+            (std::set<int64_t>{1, 2, 6, 10, 16}));
+  EXPECT_EQ(backend->timed, 15);
+  EXPECT_TRUE(relu->shape_tactics.empty());
+  // Another opt shape is another cache entry: timed again where its points are new (9, its
+  // middles 3 and 12), read back where they are not (the min and max).
   backend->timed = 0;
+  backend->timed_batches.clear();
   o.opt_shapes["x"] = {9, 4};
   plan = build_plan(model, o);
   ASSERT_TRUE(plan.ok()) << plan.status().message();
-  EXPECT_EQ(backend->timed, 3);
-  EXPECT_EQ(backend->timed_dims[0], 9);
+  EXPECT_EQ(backend->timed, 9);
+  EXPECT_EQ(std::set<int64_t>(backend->timed_batches.begin(), backend->timed_batches.end()),
+            (std::set<int64_t>{3, 9, 12}));
   // The same opt shape again: read from the cache.
   backend->timed = 0;
   plan = build_plan(model, o);
   ASSERT_TRUE(plan.ok()) << plan.status().message();
   EXPECT_EQ(backend->timed, 0);
   std::filesystem::remove(cache);
+}
+
+// A backend whose fastest Relu tactic depends on the batch ("small" up to 8 rows, "large" above),
+// timed deterministically, that runs its steps on the host (the CPU backend's kernels) and
+// records the tactic of every Relu it runs.
+class ShapeDependentBackend : public TimedDeviceBackend {
+ public:
+  bool host_visible() const override { return true; }
+  bool times_steps() const override { return true; }
+  std::vector<std::string> tactics(const Node& n, DataType p, Layout l) const override {
+    if (n.op_type == "Relu") return {"small", "large"};
+    return TimedDeviceBackend::tactics(n, p, l);
+  }
+  Result<double> time_step(const Plan& plan, const Step& step, const std::vector<TypeInfo>& types) const override {
+    (void)plan;
+    const int64_t batch = types.at(static_cast<size_t>(step.inputs.at(0))).shape.static_dims().at(0);
+    return (step.tactic == "small") == (batch <= 8) ? 1.0 : 3.0;
+  }
+  Status run(const Step& step, OpContext& ctx) const override {
+    if (ctx.node().op_type == "Relu") ran.push_back(step.tactic);
+    return make_backend("cpu").value()->run(step, ctx);
+  }
+  mutable std::vector<std::string> ran;
+};
+
+// A profile engine whose steps' fastest tactics change over the profile keeps one per stretch of
+// it (Step::shape_tactics, in the engine file too), and each run takes the tactic timed nearest
+// its shape; where one tactic wins everywhere the step has none (above).
+TEST(Builder, ProfileEnginesChooseTacticsPerShape) {
+  Model model = import(mlp(true));  // x [batch, 4]; the Relu reads [batch, 8]
+  auto backend = std::make_shared<ShapeDependentBackend>();
+  BuildOptions o;
+  o.backend = backend;
+  o.pipeline.disabled = {"fuse-bias-activation", "fuse-elementwise"};
+  o.min_shapes["x"] = {1, 4};
+  o.opt_shapes["x"] = {6, 4};
+  o.max_shapes["x"] = {64, 4};
+  auto plan = build_plan(model, o);
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  auto relu_step = [](const Plan& p) -> const Step* {
+    for (const Step& st : p.steps) {
+      if (st.node->op_type == "Relu") return &st;
+    }
+    return nullptr;
+  };
+  const Step* relu = relu_step(**plan);
+  ASSERT_NE(relu, nullptr);
+  EXPECT_EQ(relu->tactic, "small") << "the opt shape's choice";
+  // Timed at batches 1, 2 (sqrt 6), 6, 20 (sqrt 384) and 64: 8 elements a row.
+  ASSERT_EQ(relu->shape_tactics.size(), 5u);
+  const std::vector<std::pair<int64_t, std::string>> want = {
+      {8, "small"}, {16, "small"}, {48, "small"}, {160, "large"}, {512, "large"}};
+  for (size_t k = 0; k < want.size(); ++k) {
+    EXPECT_EQ(relu->shape_tactics[k].elements, want[k].first) << k;
+    EXPECT_EQ(relu->shape_tactics[k].tactic, want[k].second) << k;
+  }
+  // Nearest on a log scale: 320 elements (batch 40) is nearer 512 than 160, 96 nearer 160 than
+  // 48, 64 nearer 48.
+  EXPECT_EQ(tactic_at(*relu, 320), "large");
+  EXPECT_EQ(tactic_at(*relu, 96), "large");
+  EXPECT_EQ(tactic_at(*relu, 64), "small");
+  EXPECT_EQ(tactic_at(*relu, 0), "small");
+  // The choices travel in the engine file, and runs at each batch take theirs.
+  auto bytes = serialize_engine(**plan);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().message();
+  auto loaded = load_engine_bytes(*bytes);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().message();
+  ASSERT_EQ(relu_step(**loaded)->shape_tactics.size(), 5u);
+  auto exec = PlanExecutor::create(*loaded, backend);
+  ASSERT_TRUE(exec.ok()) << exec.status().message();
+  for (int64_t batch : {3, 40, 2}) {
+    std::vector<RValue> in = {RValue::of(random_float({batch, 4}, 5))};
+    auto want_out = Executor(*model.graph).run(in);
+    auto got = (*exec)->run(in);
+    ASSERT_TRUE(got.ok()) << got.status().message();
+    expect_equal(*want_out, *got);
+  }
+  EXPECT_EQ(backend->ran, (std::vector<std::string>{"small", "large", "small"}));
 }
 
 }  // namespace

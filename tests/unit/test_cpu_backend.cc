@@ -176,6 +176,7 @@ void expect_cpu_matches_reference(const onnx::ModelProto& m, const std::map<std:
     for (Step& st : (*plan)->steps) {
       if (st.node->op_type != force_op) continue;
       st.tactic = force_tactic;
+      st.shape_tactics.clear();  // the forced tactic at every shape
       ++forced;
     }
     ASSERT_GE(forced, 1) << "no " << force_op << " step";
@@ -426,6 +427,7 @@ TEST(CpuBackend, OwnPoolingKernelsMatchTheReferenceInEachIsa) {
         if (st.node->op_type != c.op) continue;
         ASSERT_EQ(st.layout, Layout::kNHWC);
         st.tactic = "kiln";
+        st.shape_tactics.clear();  // the forced tactic at every shape
         ++forced;
       }
       ASSERT_EQ(forced, 1);
@@ -1402,6 +1404,7 @@ TEST(CpuBackend, ConvolutionImplementationsAreTimedTactics) {
   for (const std::string& t : forced) {
     SCOPED_TRACE(t);
     conv->tactic = t;
+    conv->shape_tactics.clear();  // the forced tactic at every shape
     auto exec = PlanExecutor::create(b.plan, *backend);
     ASSERT_TRUE(exec.ok()) << exec.status().message();
     (*exec)->set_guard_checks(true);
@@ -1495,6 +1498,7 @@ TEST(CpuBackend, WinogradConvolutionsMatchTheReference) {
     ASSERT_TRUE(want.ok());
     for (const std::string& t : forced) {
       conv->tactic = t;
+      conv->shape_tactics.clear();  // the forced tactic at every shape
       for (bool workspace : {true, false}) {
         SCOPED_TRACE(t + (workspace ? " in the workspace" : " in its own memory"));
         b.plan->memory.workspace = workspace ? (*backend)->workspace_bytes(*conv) : 0;

@@ -28,6 +28,7 @@ std::shared_ptr<Plan> test_plan() {
   plan->steps[1].precision = DataType::kFloat16;
   plan->steps[2].tactic = "relu_f32_avx2";
   plan->steps[2].backend = "cpu";
+  plan->steps[2].shape_tactics = {{3, "relu_f32_sse"}, {12, "relu_f32_avx2"}};
   for (Slot& sl : plan->slots) {
     if (sl.name == "r") sl.storage = {DataType::kFloat16, Layout::kNHWC, "cpu"};
   }
@@ -88,6 +89,11 @@ void expect_same_plan(const Plan& a, const Plan& b) {
     EXPECT_EQ(x.precision, y.precision) << x.name;
     EXPECT_EQ(x.layout, y.layout) << x.name;
     EXPECT_EQ(x.tactic, y.tactic) << x.name;
+    ASSERT_EQ(x.shape_tactics.size(), y.shape_tactics.size()) << x.name;
+    for (size_t k = 0; k < x.shape_tactics.size(); ++k) {
+      EXPECT_EQ(x.shape_tactics[k].elements, y.shape_tactics[k].elements) << x.name;
+      EXPECT_EQ(x.shape_tactics[k].tactic, y.shape_tactics[k].tactic) << x.name;
+    }
     EXPECT_EQ(x.backend, y.backend) << x.name;
   }
   EXPECT_EQ(a.inputs, b.inputs);
@@ -406,6 +412,13 @@ TEST_F(EngineFile, MalformedJson) {
                  "slots[0].storage.layout: expected a layout name");
   expect_refused(with_json(image_, ef::kPlan, [](json& j) { j["steps"][0].erase("backend"); }),
                  "steps[0].backend: missing");
+  expect_refused(with_json(image_, ef::kPlan, [](json& j) { j["steps"][2]["shape_tactics"] = "avx2"; }),
+                 "steps[2].shape_tactics: expected an array of [elements, tactic] pairs");
+  expect_refused(with_json(image_, ef::kPlan,
+                           [](json& j) {
+                             j["steps"][2]["shape_tactics"][1] = {-4, "avx2"};
+                           }),
+                 "steps[2].shape_tactics[1]: expected [elements, tactic]");
   expect_refused(with_json(image_, ef::kPlan,
                            [](json& j) { j["slots"][0]["bytes"] = json::number_unsigned_t{18446744073709551615ull}; }),
                  "slots[0].bytes");

@@ -95,6 +95,9 @@ nlohmann::json plan_json(const Plan& plan) {
     j["backend"] = st.backend;
     j["tactic"] = st.tactic;
     j["tactic_times_ms"] = st.tactic_times;
+    nlohmann::json per_shape = nlohmann::json::array();
+    for (const ShapeTactic& t : st.shape_tactics) per_shape.push_back({{"elements", t.elements}, {"tactic", t.tactic}});
+    j["shape_tactics"] = per_shape;
     nlohmann::json ins = nlohmann::json::array(), outs = nlohmann::json::array();
     for (int id : st.inputs) ins.push_back(slot_json(plan, id));
     for (int id : st.outputs) outs.push_back(slot_json(plan, id));
@@ -178,6 +181,13 @@ void print_plan(const Plan& plan, bool show_steps) {
           if (t != st.tactic) line += fmt::format("{}{} {:.4f} ms", line.empty() ? "" : ", ", t, ms);
         }
         std::printf("%-4s %-28s timed: %s\n", "", "", line.c_str());
+      }
+      if (!st.shape_tactics.empty()) {  // a profile engine's tactics per stretch of the profile
+        std::string line;
+        for (const ShapeTactic& t : st.shape_tactics) {
+          line += fmt::format("{}{} at {} elements", line.empty() ? "" : ", ", t.tactic, t.elements);
+        }
+        std::printf("%-4s %-28s per shape: %s (first input)\n", "", "", line.c_str());
       }
       std::vector<std::string> fused = fused_names(st);
       if (fused.size() > 1) {
