@@ -208,6 +208,11 @@ class Backend {
   // tactic's fastest kept: a host's timings share its cores with everything else, so a slow
   // moment lands on one tactic's round, not on all of its runs.
   virtual int timing_rounds() const { return host_visible() ? 3 : 1; }
+  // Whether a profile engine's steps are timed at several points of the profile and keep a tactic
+  // per point (Step::shape_tactics), or at its opt shapes only. Devices do; a host times at the
+  // opt shapes, as timing each tactic at a profile's largest shapes on its cores costs seconds a
+  // step of build time.
+  virtual bool times_per_shape() const { return !host_visible(); }
   // Build time, on a device: the milliseconds one run of `step` (its tactic set) takes with every
   // slot at the type `slot_types` gives it (the plan's static types, or, for a profile, its opt
   // shapes), measured on the device with inputs of arbitrary values. An error where the step

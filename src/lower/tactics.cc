@@ -237,7 +237,7 @@ Status select_tactics(Plan& plan, const BackendSet& backends, TimingCache& cache
       std::vector<ShapeTactic> per_shape = {{first_input_elements(st, points.front()), st.tactic}};
       std::set<std::string> timed = {timed_at(plan, st, points.front())};
       bool differ = false;
-      for (size_t p = 1; p < points.size() && per_shape.front().elements >= 0; ++p) {
+      for (size_t p = 1; p < points.size() && per_shape.front().elements >= 0 && backend.times_per_shape(); ++p) {
         const int64_t elements = first_input_elements(st, points[p]);
         if (elements < 0 || !timed.insert(timed_at(plan, st, points[p])).second) continue;
         std::map<std::string, double> times;

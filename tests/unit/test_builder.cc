@@ -563,6 +563,7 @@ class ShapeDependentBackend : public TimedDeviceBackend {
  public:
   bool host_visible() const override { return true; }
   bool times_steps() const override { return true; }
+  bool times_per_shape() const override { return per_shape; }
   std::vector<std::string> tactics(const Node& n, DataType p, Layout l) const override {
     if (n.op_type == "Relu") return {"small", "large"};
     return TimedDeviceBackend::tactics(n, p, l);
@@ -577,6 +578,7 @@ class ShapeDependentBackend : public TimedDeviceBackend {
     return make_backend("cpu").value()->run(step, ctx);
   }
   mutable std::vector<std::string> ran;
+  bool per_shape = true;
 };
 
 // A profile engine whose steps' fastest tactics change over the profile keeps one per stretch of
@@ -632,6 +634,12 @@ TEST(Builder, ProfileEnginesChooseTacticsPerShape) {
     expect_equal(*want_out, *got);
   }
   EXPECT_EQ(backend->ran, (std::vector<std::string>{"small", "large", "small"}));
+  // A backend that times at the opt shapes only (a host, by default) keeps one tactic.
+  backend->per_shape = false;
+  plan = build_plan(model, o);
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  EXPECT_EQ(relu_step(**plan)->tactic, "small");
+  EXPECT_TRUE(relu_step(**plan)->shape_tactics.empty());
 }
 
 }  // namespace
