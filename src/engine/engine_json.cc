@@ -297,13 +297,17 @@ Result<Step> read_step(const In& in, int64_t nslots, int64_t* node) {
   }
   if (in.j.is_object() && in.j.contains("shape_tactics")) {
     KILN_ASSIGN_OR_RETURN(In list, in.at("shape_tactics"));
-    if (!list.j.is_array()) return list.fail("an array of [elements, tactic] pairs");
+    if (!list.j.is_array()) return list.fail("an array of [shape, tactic] pairs");
     for (size_t k = 0; k < list.j.size(); ++k) {
       const json& e = list.j[k];
-      if (!e.is_array() || e.size() != 2 || !e[0].is_number_integer() || e[0].get<int64_t>() < 0 || !e[1].is_string()) {
-        return invalid("{}[{}]: expected [elements, tactic]", list.path, k);
+      bool ok = e.is_array() && e.size() == 2 && e[0].is_array() && e[1].is_string();
+      Dims dims;
+      for (size_t d = 0; ok && d < e[0].size(); ++d) {
+        ok = e[0][d].is_number_integer() && e[0][d].get<int64_t>() >= 0;
+        if (ok) dims.push_back(e[0][d].get<int64_t>());
       }
-      s.shape_tactics.push_back({e[0].get<int64_t>(), e[1].get<std::string>()});
+      if (!ok) return invalid("{}[{}]: expected [shape, tactic], the shape a list of sizes", list.path, k);
+      s.shape_tactics.push_back({std::move(dims), e[1].get<std::string>()});
     }
   }
   return s;
@@ -396,7 +400,7 @@ Result<std::string> write_plan(const Plan& plan, const std::vector<WeightEntry>&
   json steps = json::array();
   for (const Step& s : plan.steps) {
     json shape_tactics = json::array();
-    for (const ShapeTactic& t : s.shape_tactics) shape_tactics.push_back(json::array({t.elements, t.tactic}));
+    for (const ShapeTactic& t : s.shape_tactics) shape_tactics.push_back(json::array({json(t.dims), t.tactic}));
     steps.push_back({{"name", s.name},
                      {"node", s.node ? s.node->index : -1},
                      {"inputs", s.inputs},

@@ -4,6 +4,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <set>
 
@@ -99,9 +100,12 @@ std::string timing_key(const Node& n, const DeviceInfo& device, const std::strin
 // Every slot's type at the shapes tactics are timed at: the plan's own, and where a profile leaves
 // a range (the plan then holds symbolic types, and its input slots' types are the largest), those
 // each of its timing points gives (shape computations evaluated; slots inference cannot size keep
-// their own). The points are the opt shapes first, then the min shapes, the geometric middles of
-// min and opt and of opt and max, and the max shapes: a step whose fastest tactic changes over the
-// profile gets one per stretch of it (Step::shape_tactics).
+// their own). A point places each input's first dimension and its other dimensions apart along
+// the profile, at t = 0 (min), 1 (opt) or 2 (max), geometrically in between: the opt shapes
+// first, then min and max, the diagonal in quarters (where the first dimension and the others
+// grow together: batch and sequence), and the corners between (a batch of short sequences, one
+// long sequence). A step whose fastest tactic changes over the profile gets one per stretch of it
+// (Step::shape_tactics).
 std::vector<std::vector<TypeInfo>> timing_points(const Plan& plan) {
   std::vector<TypeInfo> own;
   for (const Slot& s : plan.slots) own.push_back(s.type);
@@ -109,32 +113,39 @@ std::vector<std::vector<TypeInfo>> timing_points(const Plan& plan) {
   bool differs = false;
   for (const ShapeRange& r : plan.profiles.front().ranges) differs = differs || r.min != r.max || r.opt != r.max;
   if (!differs) return {own};
-  auto middle = [](const Dims& a, const Dims& b) {
-    Dims m = a;
-    for (size_t k = 0; k < m.size() && k < b.size(); ++k) {
-      m[k] = a[k] > 0 ? static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(a[k]) * b[k])))
-                      : (a[k] + b[k]) / 2;
-    }
-    return m;
+  // Dimension k of the range at t: from min (0) through opt (1) to max (2).
+  auto along = [](const ShapeRange& r, size_t k, double t) -> int64_t {
+    const int64_t a = t <= 1 ? r.min[k] : r.opt[k];
+    const int64_t b = t <= 1 ? r.opt[k] : r.max[k];
+    const double f = t <= 1 ? t : t - 1;
+    const double v = a > 0 ? std::pow(static_cast<double>(a), 1 - f) * std::pow(static_cast<double>(b), f)
+                           : static_cast<double>(a) + f * static_cast<double>(b - a);
+    return std::clamp<int64_t>(std::llround(v), std::min(r.min[k], r.max[k]), std::max(r.min[k], r.max[k]));
   };
-  std::vector<std::function<Dims(const ShapeRange&)>> at = {
-      [](const ShapeRange& r) { return r.opt; }, [](const ShapeRange& r) { return r.min; },
-      [&](const ShapeRange& r) { return middle(r.min, r.opt); },
-      [&](const ShapeRange& r) { return middle(r.opt, r.max); }, [](const ShapeRange& r) { return r.max; }};
+  const std::vector<std::pair<double, double>> at = {{1, 1},       {0, 0},       {2, 2},     {0.25, 0.25}, {0.5, 0.5},
+                                                     {0.75, 0.75}, {1.25, 1.25}, {1.5, 1.5}, {1.75, 1.75}, {0, 1},
+                                                     {1, 0},       {0, 2},       {2, 0},     {1, 2},       {2, 1}};
+  auto pick = [&](const ShapeRange& r, std::pair<double, double> t) {
+    Dims d = r.opt;
+    for (size_t k = 0; k < d.size() && k < r.min.size() && k < r.max.size(); ++k) {
+      d[k] = along(r, k, k == 0 ? t.first : t.second);
+    }
+    return d;
+  };
   std::vector<std::vector<TypeInfo>> points;
   std::set<std::vector<Dims>> seen;
-  for (const auto& pick : at) {
+  for (const auto& t : at) {
     std::vector<TypeInfo> inputs;
     std::vector<Dims> key;
     for (int id : plan.inputs) {
-      TypeInfo t = plan.slots[static_cast<size_t>(id)].type;
+      TypeInfo type = plan.slots[static_cast<size_t>(id)].type;
       for (const ShapeRange& r : plan.profiles.front().ranges) {
-        if (r.input == plan.slots[static_cast<size_t>(id)].name && t.kind == TypeInfo::Kind::kTensor) {
-          t.shape = Shape::of(pick(r));
-          key.push_back(pick(r));
+        if (r.input == plan.slots[static_cast<size_t>(id)].name && type.kind == TypeInfo::Kind::kTensor) {
+          type.shape = Shape::of(pick(r, t));
+          key.push_back(pick(r, t));
         }
       }
-      inputs.push_back(t);
+      inputs.push_back(type);
     }
     if (!seen.insert(key).second) continue;
     Result<StepShapes> shapes = infer_step_shapes(plan, inputs);
@@ -151,15 +162,15 @@ std::vector<std::vector<TypeInfo>> timing_points(const Plan& plan) {
   return points;
 }
 
-// The elements of the step's first input in `types` (-1 where its shape is not known there).
-int64_t first_input_elements(const Step& st, const std::vector<TypeInfo>& types) {
+// The shape of the step's first input in `types` (empty where it is not known there).
+std::optional<Dims> first_input_dims(const Step& st, const std::vector<TypeInfo>& types) {
   for (int id : st.inputs) {
     if (id < 0) continue;
     const TypeInfo& t = types[static_cast<size_t>(id)];
-    if (t.kind != TypeInfo::Kind::kTensor || !t.shape.fully_known()) return -1;
-    return shape_numel(t.shape.static_dims());
+    if (t.kind != TypeInfo::Kind::kTensor || !t.shape.fully_known()) return std::nullopt;
+    return t.shape.static_dims();
   }
-  return -1;
+  return std::nullopt;
 }
 
 // The shapes of the step's inputs in `types` where they are not the plan's static ones ("" where
@@ -234,20 +245,24 @@ Status select_tactics(Plan& plan, const BackendSet& backends, TimingCache& cache
       };
       KILN_ASSIGN_OR_RETURN(st.tactic, choose(points.front(), &st.tactic_times));
       // The profile's other points, where the step's inputs differ from the opt point's.
-      std::vector<ShapeTactic> per_shape = {{first_input_elements(st, points.front()), st.tactic}};
+      const std::optional<Dims> opt_dims = first_input_dims(st, points.front());
+      std::vector<ShapeTactic> per_shape;
+      if (opt_dims) per_shape.push_back({*opt_dims, st.tactic});
       std::set<std::string> timed = {timed_at(plan, st, points.front())};
       bool differ = false;
-      for (size_t p = 1; p < points.size() && per_shape.front().elements >= 0 && backend.times_per_shape(); ++p) {
-        const int64_t elements = first_input_elements(st, points[p]);
-        if (elements < 0 || !timed.insert(timed_at(plan, st, points[p])).second) continue;
+      for (size_t p = 1; p < points.size() && opt_dims && backend.times_per_shape(); ++p) {
+        const std::optional<Dims> dims = first_input_dims(st, points[p]);
+        if (!dims || !timed.insert(timed_at(plan, st, points[p])).second) continue;
         std::map<std::string, double> times;
         KILN_ASSIGN_OR_RETURN(std::string t, choose(points[p], &times));
         differ = differ || t != st.tactic;
-        per_shape.push_back({elements, t});
+        per_shape.push_back({*dims, t});
       }
       if (differ) {
-        std::sort(per_shape.begin(), per_shape.end(),
-                  [](const ShapeTactic& a, const ShapeTactic& b) { return a.elements < b.elements; });
+        std::sort(per_shape.begin(), per_shape.end(), [](const ShapeTactic& a, const ShapeTactic& b) {
+          const int64_t na = shape_numel(a.dims), nb = shape_numel(b.dims);
+          return na != nb ? na < nb : a.dims < b.dims;
+        });
         st.shape_tactics = std::move(per_shape);
       }
     }

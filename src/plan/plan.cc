@@ -6,6 +6,8 @@
 
 #include <fmt/format.h>
 
+#include "core/tensor.h"
+
 namespace kiln {
 
 std::string_view layout_name(Layout l) {
@@ -36,14 +38,22 @@ bool is_view_op(const Node& n) {
   return n.domain.empty() && ops.count(n.op_type) > 0;
 }
 
-const std::string& tactic_at(const Step& step, int64_t elements) {
+const std::string& tactic_at(const Step& step, const Dims& dims) {
   if (step.shape_tactics.empty()) return step.tactic;
-  const double at = std::log(static_cast<double>(std::max<int64_t>(elements, 1)));
+  auto ln = [](int64_t v) { return std::log(static_cast<double>(std::max<int64_t>(v, 1))); };
+  bool same_rank = false;
+  for (const ShapeTactic& t : step.shape_tactics) same_rank = same_rank || t.dims.size() == dims.size();
   const ShapeTactic* best = nullptr;
   double best_distance = 0;
   for (const ShapeTactic& t : step.shape_tactics) {
-    const double d = std::abs(std::log(static_cast<double>(std::max<int64_t>(t.elements, 1))) - at);
-    if (!best || d < best_distance || (d == best_distance && t.elements < best->elements)) {
+    double d = 0;
+    if (same_rank) {
+      if (t.dims.size() != dims.size()) continue;
+      for (size_t k = 0; k < dims.size(); ++k) d += (ln(t.dims[k]) - ln(dims[k])) * (ln(t.dims[k]) - ln(dims[k]));
+    } else {
+      d = std::abs(ln(shape_numel(t.dims)) - ln(shape_numel(dims)));
+    }
+    if (!best || d < best_distance || (d == best_distance && shape_numel(t.dims) < shape_numel(best->dims))) {
       best = &t;
       best_distance = d;
     }

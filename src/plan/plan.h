@@ -59,10 +59,9 @@ struct Slot {
 };
 
 // Where a profile engine's builder chose different tactics for a step at different shapes of the
-// profile: the tactic chosen at one shape it timed, with the elements of the step's first input
-// there.
+// profile: the tactic chosen at one shape it timed, with the shape of the step's first input there.
 struct ShapeTactic {
-  int64_t elements = 0;
+  Dims dims;
   std::string tactic;
 };
 
@@ -85,10 +84,12 @@ struct Step {
   std::vector<ShapeTactic> shape_tactics;
 };
 
-// The tactic `step` runs with when its first input has `elements` elements: of its shape
-// tactics, the one timed at the nearest size on a log scale (the smaller on a tie), else its
-// tactic.
-const std::string& tactic_at(const Step& step, int64_t elements);
+// The tactic `step` runs with when its first input has shape `dims`: of its shape tactics, the
+// one timed at the nearest shape, dimension by dimension on a log scale (the smallest on a tie;
+// by element count where none has dims' rank), else its tactic. A [1, 512, 768] input takes the
+// tactic timed at [1, 512, 768] rather than at [32, 16, 768]: the sizes alone do not tell a long
+// sequence from a large batch, and attention's fastest kernel depends on which it is.
+const std::string& tactic_at(const Step& step, const Dims& dims);
 
 // The copies `kiln bench` times apart, as trtexec does: a kiln.Copy step taking a model input to
 // the device (kHostToDevice) or a model output back to the host (kDeviceToHost). Copies around

@@ -41,7 +41,7 @@ bool graphs_default() {
 
 // A step whose builder chose tactics per shape of the profile (Step::shape_tactics): one kernel
 // per tactic, each made from the step with that tactic, and each run on the one timed nearest its
-// first input's size (tactic_at).
+// first input's shape (tactic_at).
 class ShapeTacticKernel : public StepKernel {
  public:
   static Result<std::unique_ptr<StepKernel>> make(const Backend& backend, const Plan& plan, const Step& step) {
@@ -69,13 +69,10 @@ class ShapeTacticKernel : public StepKernel {
  private:
   explicit ShapeTacticKernel(const Step& step) : step_(step) {}
   StepKernel& pick(std::span<const TensorView> in) const {
-    int64_t elements = 0;
     for (const TensorView& v : in) {
-      if (v.omitted) continue;
-      elements = shape_numel(v.dims);
-      break;
+      if (!v.omitted) return *kernels_[index_.at(tactic_at(step_, v.dims))];
     }
-    return *kernels_[index_.at(tactic_at(step_, elements))];
+    return *kernels_[index_.at(tactic_at(step_, Dims{}))];
   }
   const Step& step_;
   std::map<std::string, size_t> index_;

@@ -532,28 +532,46 @@ TEST(Builder, ProfileEnginesTimeTacticsAtTheirOptShapes) {
   EXPECT_EQ(relu->tactic_times.size(), 2u);
   ASSERT_FALSE(backend->timed_batches.empty());
   EXPECT_EQ(backend->timed_batches[0], 6) << "timed at the opt batch first";
-  // Then at the min, the middles of min and opt (sqrt 6) and of opt and max (sqrt 96), the max;
-  // one tactic wins everywhere, so the step has no tactics per shape.
+  // Then at the min, the max, and the quarters between them and the opt, geometrically (2, 2 and
+  // 4 below it; 8, 10 and 13 above); one tactic wins everywhere, so the step has no tactics per
+  // shape.
   EXPECT_EQ(std::set<int64_t>(backend->timed_batches.begin(), backend->timed_batches.end()),
-            (std::set<int64_t>{1, 2, 6, 10, 16}));
-  EXPECT_EQ(backend->timed, 15);
+            (std::set<int64_t>{1, 2, 4, 6, 8, 10, 13, 16}));
+  EXPECT_EQ(backend->timed, 24);  // three tactics at each of 8 points
   EXPECT_TRUE(relu->shape_tactics.empty());
-  // Another opt shape is another cache entry: timed again where its points are new (9, its
-  // middles 3 and 12), read back where they are not (the min and max).
+  // Another opt shape is another cache entry: timed again where its points are new (9, and 3, 5,
+  // 12 and 14 between), read back where they are not (1, 2, 10 and 16).
   backend->timed = 0;
   backend->timed_batches.clear();
   o.opt_shapes["x"] = {9, 4};
   plan = build_plan(model, o);
   ASSERT_TRUE(plan.ok()) << plan.status().message();
-  EXPECT_EQ(backend->timed, 9);
+  EXPECT_EQ(backend->timed, 15);
   EXPECT_EQ(std::set<int64_t>(backend->timed_batches.begin(), backend->timed_batches.end()),
-            (std::set<int64_t>{3, 9, 12}));
+            (std::set<int64_t>{3, 5, 9, 12, 14}));
   // The same opt shape again: read from the cache.
   backend->timed = 0;
   plan = build_plan(model, o);
   ASSERT_TRUE(plan.ok()) << plan.status().message();
   EXPECT_EQ(backend->timed, 0);
   std::filesystem::remove(cache);
+}
+
+// Tactics per shape are keyed by the first input's shape, not its size alone: one sequence of 512
+// and 32 sequences of 16 are as large, and attention's fastest kernel differs between them.
+TEST(Builder, ShapeTacticsAreChosenByShape) {
+  Step st;
+  st.tactic = "opt";
+  st.shape_tactics = {{{4, 768}, "rows"}, {{1, 512, 768}, "long"}, {{32, 16, 768}, "batched"}};
+  EXPECT_EQ(tactic_at(st, {1, 512, 768}), "long");
+  EXPECT_EQ(tactic_at(st, {32, 16, 768}), "batched");
+  EXPECT_EQ(tactic_at(st, {2, 256, 768}), "long") << "as large as both, nearer in shape to one long sequence";
+  EXPECT_EQ(tactic_at(st, {16, 32, 768}), "batched");
+  EXPECT_EQ(tactic_at(st, {64, 768}), "rows") << "only the shapes of its rank compare";
+  EXPECT_EQ(tactic_at(st, {3000}), "rows") << "of no rank timed: the nearest size";
+  EXPECT_EQ(tactic_at(st, {400000}), "long") << "of no rank timed: the nearest size, the first of a tie";
+  st.shape_tactics.clear();
+  EXPECT_EQ(tactic_at(st, {1, 512, 768}), "opt");
 }
 
 // A backend whose fastest Relu tactic depends on the batch ("small" up to 8 rows, "large" above),
@@ -604,26 +622,27 @@ TEST(Builder, ProfileEnginesChooseTacticsPerShape) {
   const Step* relu = relu_step(**plan);
   ASSERT_NE(relu, nullptr);
   EXPECT_EQ(relu->tactic, "small") << "the opt shape's choice";
-  // Timed at batches 1, 2 (sqrt 6), 6, 20 (sqrt 384) and 64: 8 elements a row.
-  ASSERT_EQ(relu->shape_tactics.size(), 5u);
-  const std::vector<std::pair<int64_t, std::string>> want = {
-      {8, "small"}, {16, "small"}, {48, "small"}, {160, "large"}, {512, "large"}};
+  // Timed at batches 1, 2 (6^0.25 and 6^0.5), 4 (6^0.75), 6, 11, 20, 35 (the quarters from 6 to
+  // 64 geometrically) and 64; the Relu reads 8 values a row.
+  const std::vector<std::pair<int64_t, std::string>> want = {{1, "small"},  {2, "small"},  {4, "small"},
+                                                             {6, "small"},  {11, "large"}, {20, "large"},
+                                                             {35, "large"}, {64, "large"}};
+  ASSERT_EQ(relu->shape_tactics.size(), want.size());
   for (size_t k = 0; k < want.size(); ++k) {
-    EXPECT_EQ(relu->shape_tactics[k].elements, want[k].first) << k;
+    EXPECT_EQ(relu->shape_tactics[k].dims, (Dims{want[k].first, 8})) << k;
     EXPECT_EQ(relu->shape_tactics[k].tactic, want[k].second) << k;
   }
-  // Nearest on a log scale: 320 elements (batch 40) is nearer 512 than 160, 96 nearer 160 than
-  // 48, 64 nearer 48.
-  EXPECT_EQ(tactic_at(*relu, 320), "large");
-  EXPECT_EQ(tactic_at(*relu, 96), "large");
-  EXPECT_EQ(tactic_at(*relu, 64), "small");
-  EXPECT_EQ(tactic_at(*relu, 0), "small");
+  // Nearest on a log scale: batch 40 is nearest 35, 12 nearest 11, 8 nearest 6.
+  EXPECT_EQ(tactic_at(*relu, {40, 8}), "large");
+  EXPECT_EQ(tactic_at(*relu, {12, 8}), "large");
+  EXPECT_EQ(tactic_at(*relu, {8, 8}), "small");
+  EXPECT_EQ(tactic_at(*relu, {0, 8}), "small");
   // The choices travel in the engine file, and runs at each batch take theirs.
   auto bytes = serialize_engine(**plan);
   ASSERT_TRUE(bytes.ok()) << bytes.status().message();
   auto loaded = load_engine_bytes(*bytes);
   ASSERT_TRUE(loaded.ok()) << loaded.status().message();
-  ASSERT_EQ(relu_step(**loaded)->shape_tactics.size(), 5u);
+  ASSERT_EQ(relu_step(**loaded)->shape_tactics.size(), want.size());
   auto exec = PlanExecutor::create(*loaded, backend);
   ASSERT_TRUE(exec.ok()) << exec.status().message();
   for (int64_t batch : {3, 40, 2}) {

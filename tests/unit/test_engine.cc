@@ -28,7 +28,7 @@ std::shared_ptr<Plan> test_plan() {
   plan->steps[1].precision = DataType::kFloat16;
   plan->steps[2].tactic = "relu_f32_avx2";
   plan->steps[2].backend = "cpu";
-  plan->steps[2].shape_tactics = {{3, "relu_f32_sse"}, {12, "relu_f32_avx2"}};
+  plan->steps[2].shape_tactics = {{{1, 3}, "relu_f32_sse"}, {{4, 3}, "relu_f32_avx2"}};
   for (Slot& sl : plan->slots) {
     if (sl.name == "r") sl.storage = {DataType::kFloat16, Layout::kNHWC, "cpu"};
   }
@@ -91,7 +91,7 @@ void expect_same_plan(const Plan& a, const Plan& b) {
     EXPECT_EQ(x.tactic, y.tactic) << x.name;
     ASSERT_EQ(x.shape_tactics.size(), y.shape_tactics.size()) << x.name;
     for (size_t k = 0; k < x.shape_tactics.size(); ++k) {
-      EXPECT_EQ(x.shape_tactics[k].elements, y.shape_tactics[k].elements) << x.name;
+      EXPECT_EQ(x.shape_tactics[k].dims, y.shape_tactics[k].dims) << x.name;
       EXPECT_EQ(x.shape_tactics[k].tactic, y.shape_tactics[k].tactic) << x.name;
     }
     EXPECT_EQ(x.backend, y.backend) << x.name;
@@ -413,12 +413,17 @@ TEST_F(EngineFile, MalformedJson) {
   expect_refused(with_json(image_, ef::kPlan, [](json& j) { j["steps"][0].erase("backend"); }),
                  "steps[0].backend: missing");
   expect_refused(with_json(image_, ef::kPlan, [](json& j) { j["steps"][2]["shape_tactics"] = "avx2"; }),
-                 "steps[2].shape_tactics: expected an array of [elements, tactic] pairs");
+                 "steps[2].shape_tactics: expected an array of [shape, tactic] pairs");
   expect_refused(with_json(image_, ef::kPlan,
                            [](json& j) {
-                             j["steps"][2]["shape_tactics"][1] = {-4, "avx2"};
+                             j["steps"][2]["shape_tactics"][1] = {json::array({4, -3}), "avx2"};
                            }),
-                 "steps[2].shape_tactics[1]: expected [elements, tactic]");
+                 "steps[2].shape_tactics[1]: expected [shape, tactic], the shape a list of sizes");
+  expect_refused(with_json(image_, ef::kPlan,
+                           [](json& j) {
+                             j["steps"][2]["shape_tactics"][0] = {12, "avx2"};
+                           }),
+                 "steps[2].shape_tactics[0]: expected [shape, tactic]");
   expect_refused(with_json(image_, ef::kPlan,
                            [](json& j) { j["slots"][0]["bytes"] = json::number_unsigned_t{18446744073709551615ull}; }),
                  "slots[0].bytes");

@@ -96,7 +96,7 @@ nlohmann::json plan_json(const Plan& plan) {
     j["tactic"] = st.tactic;
     j["tactic_times_ms"] = st.tactic_times;
     nlohmann::json per_shape = nlohmann::json::array();
-    for (const ShapeTactic& t : st.shape_tactics) per_shape.push_back({{"elements", t.elements}, {"tactic", t.tactic}});
+    for (const ShapeTactic& t : st.shape_tactics) per_shape.push_back({{"shape", t.dims}, {"tactic", t.tactic}});
     j["shape_tactics"] = per_shape;
     nlohmann::json ins = nlohmann::json::array(), outs = nlohmann::json::array();
     for (int id : st.inputs) ins.push_back(slot_json(plan, id));
@@ -185,9 +185,9 @@ void print_plan(const Plan& plan, bool show_steps) {
       if (!st.shape_tactics.empty()) {  // a profile engine's tactics per stretch of the profile
         std::string line;
         for (const ShapeTactic& t : st.shape_tactics) {
-          line += fmt::format("{}{} at {} elements", line.empty() ? "" : ", ", t.tactic, t.elements);
+          line += fmt::format("{}{} at {}", line.empty() ? "" : ", ", t.tactic, shape_to_string(t.dims));
         }
-        std::printf("%-4s %-28s per shape: %s (first input)\n", "", "", line.c_str());
+        std::printf("%-4s %-28s per shape: %s (first input's shape)\n", "", "", line.c_str());
       }
       std::vector<std::string> fused = fused_names(st);
       if (fused.size() > 1) {
