@@ -251,8 +251,13 @@ Status select_tactics(Plan& plan, const BackendSet& backends, TimingCache& cache
       std::set<std::string> timed = {timed_at(plan, st, points.front())};
       bool differ = false;
       for (size_t p = 1; p < points.size() && opt_dims && backend.times_per_shape(); ++p) {
+        // A first input of a shape already timed (the step's other inputs differ) keeps the
+        // first point's tactic: each shape maps to one.
         const std::optional<Dims> dims = first_input_dims(st, points[p]);
         if (!dims || !timed.insert(timed_at(plan, st, points[p])).second) continue;
+        if (std::any_of(per_shape.begin(), per_shape.end(), [&](const ShapeTactic& e) { return e.dims == *dims; })) {
+          continue;
+        }
         std::map<std::string, double> times;
         KILN_ASSIGN_OR_RETURN(std::string t, choose(points[p], &times));
         differ = differ || t != st.tactic;

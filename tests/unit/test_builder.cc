@@ -557,23 +557,6 @@ TEST(Builder, ProfileEnginesTimeTacticsAtTheirOptShapes) {
   std::filesystem::remove(cache);
 }
 
-// Tactics per shape are keyed by the first input's shape, not its size alone: one sequence of 512
-// and 32 sequences of 16 are as large, and attention's fastest kernel differs between them.
-TEST(Builder, ShapeTacticsAreChosenByShape) {
-  Step st;
-  st.tactic = "opt";
-  st.shape_tactics = {{{4, 768}, "rows"}, {{1, 512, 768}, "long"}, {{32, 16, 768}, "batched"}};
-  EXPECT_EQ(tactic_at(st, {1, 512, 768}), "long");
-  EXPECT_EQ(tactic_at(st, {32, 16, 768}), "batched");
-  EXPECT_EQ(tactic_at(st, {2, 256, 768}), "long") << "as large as both, nearer in shape to one long sequence";
-  EXPECT_EQ(tactic_at(st, {16, 32, 768}), "batched");
-  EXPECT_EQ(tactic_at(st, {64, 768}), "rows") << "only the shapes of its rank compare";
-  EXPECT_EQ(tactic_at(st, {3000}), "rows") << "of no rank timed: the nearest size";
-  EXPECT_EQ(tactic_at(st, {400000}), "long") << "of no rank timed: the nearest size, the first of a tie";
-  st.shape_tactics.clear();
-  EXPECT_EQ(tactic_at(st, {1, 512, 768}), "opt");
-}
-
 // A backend whose fastest Relu tactic depends on the batch ("small" up to 8 rows, "large" above),
 // timed deterministically, that runs its steps on the host (the CPU backend's kernels) and
 // records the tactic of every Relu it runs.
@@ -662,4 +645,65 @@ TEST(Builder, ProfileEnginesChooseTacticsPerShape) {
 }
 
 }  // namespace
+// A step whose first input keeps its shape over the profile (its other inputs vary) has nothing
+// to key tactics per shape by: it keeps the opt shape's, timed there only.
+TEST(Builder, ShapeTacticsNeedTheFirstInputToVary) {
+  class OutputBatchBackend : public ShapeDependentBackend {
+   public:
+    std::vector<std::string> tactics(const Node& n, DataType p, Layout l) const override {
+      if (n.op_type == "Add") return {"small", "large"};
+      return ShapeDependentBackend::tactics(n, p, l);
+    }
+    Result<double> time_step(const Plan& plan, const Step& step, const std::vector<TypeInfo>& types) const override {
+      (void)plan;
+      const int64_t batch = types.at(static_cast<size_t>(step.outputs.at(0))).shape.static_dims().at(0);
+      timed.insert(batch);
+      return (step.tactic == "small") == (batch <= 8) ? 1.0 : 3.0;
+    }
+    mutable std::set<int64_t> timed;  // the batches it timed at
+  };
+  onnx::ModelProto m = testing::make_model(17);
+  auto* g = m.mutable_graph();
+  testing::add_tensor_info(g->mutable_input(), "c", 1, {1, 4});
+  testing::add_tensor_info(g->mutable_input(), "x", 1, {3, 4}, {"batch", ""});
+  auto* y = g->add_output();
+  y->set_name("y");
+  y->mutable_type()->mutable_tensor_type()->set_elem_type(1);
+  testing::add_node(g, "Add", {"c", "x"}, {"y"}, "add");
+  Model model = import(m);
+  auto backend = std::make_shared<OutputBatchBackend>();
+  BuildOptions o;
+  o.backend = backend;
+  o.min_shapes["x"] = {1, 4};
+  o.opt_shapes["x"] = {6, 4};
+  o.max_shapes["x"] = {64, 4};
+  auto plan = build_plan(model, o);
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  const Step* add = nullptr;
+  for (const Step& st : (*plan)->steps) {
+    if (st.node->op_type == "Add") add = &st;
+  }
+  ASSERT_NE(add, nullptr);
+  EXPECT_EQ(add->tactic, "small");
+  EXPECT_TRUE(add->shape_tactics.empty());
+  EXPECT_EQ(backend->timed, std::set<int64_t>{6}) << "timed at the opt shape only";
+}
+
+// Tactics per shape are keyed by the first input's shape, not its size alone: one sequence of 512
+// and 32 sequences of 16 are as large, and attention's fastest kernel differs between them.
+TEST(Builder, ShapeTacticsAreChosenByShape) {
+  Step st;
+  st.tactic = "opt";
+  st.shape_tactics = {{{4, 768}, "rows"}, {{1, 512, 768}, "long"}, {{32, 16, 768}, "batched"}};
+  EXPECT_EQ(tactic_at(st, {1, 512, 768}), "long");
+  EXPECT_EQ(tactic_at(st, {32, 16, 768}), "batched");
+  EXPECT_EQ(tactic_at(st, {2, 256, 768}), "long") << "as large as both, nearer in shape to one long sequence";
+  EXPECT_EQ(tactic_at(st, {16, 32, 768}), "batched");
+  EXPECT_EQ(tactic_at(st, {64, 768}), "rows") << "only the shapes of its rank compare";
+  EXPECT_EQ(tactic_at(st, {3000}), "rows") << "of no rank timed: the nearest size";
+  EXPECT_EQ(tactic_at(st, {400000}), "long") << "of no rank timed: the nearest size, the first of a tie";
+  st.shape_tactics.clear();
+  EXPECT_EQ(tactic_at(st, {1, 512, 768}), "opt");
+}
+
 }  // namespace kiln
