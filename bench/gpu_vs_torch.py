@@ -16,6 +16,8 @@ error) at batch 1.
 and 32) and vit_b_16 (batch 1 and 128), FP16, and one BERT engine with a profile over batch 1..128
 and sequence 1..512 at each BERT shape (`kiln bench --shapes`), beside the fixed-shape engines.
 
+`--quick` leaves out the warm rebuild, the `--streams` run and the accuracy check.
+
 `--variant NAME=FLAGS` also measures Kiln built with extra build flags in the same run (e.g.
 `--variant 'se=--enable-pass fuse-channel-mlp'` for a pass that is off by default).
 
@@ -296,6 +298,8 @@ def main():
     ap.add_argument("--no-torch", action="store_true", help="measure Kiln only")
     ap.add_argument("--no-dynamic", action="store_true", help="transformers suite: leave out the profile engine")
     ap.add_argument("--only-rows", default=None, help="transformers suite: the rows to measure, as indices (0,1,...)")
+    ap.add_argument("--quick", action="store_true",
+                    help="Kiln's latency only: no warm rebuild, no --streams run and no accuracy check")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=FLAGS",
                     help="also build and measure Kiln with these extra build flags (e.g. "
@@ -347,15 +351,16 @@ def main():
         shapes = shapes_arg(name, batch)
         try:
             row["build_cold_s"] = kiln_build(kiln, onnx_path, engine, shapes, precision, cache)
-            row["build_warm_s"] = kiln_build(kiln, onnx_path, engine, shapes, precision, cache)
+            if not args.quick:
+                row["build_warm_s"] = kiln_build(kiln, onnx_path, engine, shapes, precision, cache)
             row["kiln_ms"], row["kiln_with_transfers_ms"] = kiln_bench(kiln, engine, args.reps)
             for vname, vflags in variants:
                 vengine = os.path.join(work, f"{name}_{precision}_b{batch}_{vname}.kiln")
                 row[f"kiln_{vname}_build_s"] = kiln_build(kiln, onnx_path, vengine, shapes, precision, cache, vflags)
                 row[f"kiln_{vname}_ms"], _ = kiln_bench(kiln, vengine, args.reps)
-            if batch == 1 and args.streams > 1:
+            if batch == 1 and args.streams > 1 and not args.quick:
                 row[f"kiln_streams{args.streams}_img_s"] = kiln_streams(kiln, engine, args.streams)
-            if batch == 1:
+            if batch == 1 and not args.quick:
                 with tempfile.TemporaryDirectory() as tmp:
                     # Random weights can leave outputs far below FP16's smallest number (about
                     # 6e-8): the largest output is recorded so that such a row reads as what it is.
@@ -411,7 +416,8 @@ def main():
         if torch_best and "kiln_ms" in row:
             ratio = f"{row['kiln_ms'] / torch_best:.2f}x time" if row["batch"] == 1 else \
                 f"{torch_best / row['kiln_ms']:.2f}x throughput"
-        build = f"{row['build_cold_s']:.1f} s / {row['build_warm_s']:.1f} s" if "build_warm_s" in row else "—"
+        build = f"{row['build_cold_s']:.1f} s / {row['build_warm_s']:.1f} s" if "build_warm_s" in row else \
+            f"{row['build_cold_s']:.1f} s / —" if "build_cold_s" in row else "—"
         err = f"{row['kiln_rel_l2_vs_torch_fp32']:.2e}" if "kiln_rel_l2_vs_torch_fp32" in row else "—"
         print(f"| {row['model']} | {row['precision']} | {row['batch']} | " +
               " | ".join(fig(row, c) for c in cols) + f" | {ratio} | {build} | {err} |")
