@@ -248,14 +248,13 @@ Status select_tactics(Plan& plan, const BackendSet& backends, TimingCache& cache
       const std::optional<Dims> opt_dims = first_input_dims(st, points.front());
       std::vector<ShapeTactic> per_shape;
       if (opt_dims) per_shape.push_back({*opt_dims, st.tactic});
-      std::set<std::string> timed = {timed_at(plan, st, points.front())};
       bool differ = false;
       for (size_t p = 1; p < points.size() && opt_dims && backend.times_per_shape(); ++p) {
-        // A first input of a shape already timed (the step's other inputs differ) keeps the
-        // first point's tactic: each shape maps to one.
+        // A first input of a shape already timed (whether or not the step's other inputs
+        // differ) keeps the first point's tactic: each shape maps to one.
         const std::optional<Dims> dims = first_input_dims(st, points[p]);
-        if (!dims || !timed.insert(timed_at(plan, st, points[p])).second) continue;
-        if (std::any_of(per_shape.begin(), per_shape.end(), [&](const ShapeTactic& e) { return e.dims == *dims; })) {
+        if (!dims ||
+            std::any_of(per_shape.begin(), per_shape.end(), [&](const ShapeTactic& e) { return e.dims == *dims; })) {
           continue;
         }
         std::map<std::string, double> times;

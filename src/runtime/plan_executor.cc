@@ -6,6 +6,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <unordered_map>
 #include <utility>
@@ -68,13 +69,26 @@ class ShapeTacticKernel : public StepKernel {
 
  private:
   explicit ShapeTacticKernel(const Step& step) : step_(step) {}
-  StepKernel& pick(std::span<const TensorView> in) const {
+  // The kernel for these inputs; the choice is kept for the last shape seen, so runs at one shape
+  // do not search the shape tactics again.
+  StepKernel& pick(std::span<const TensorView> in) {
+    static const Dims kNone;
+    const Dims* dims = &kNone;
     for (const TensorView& v : in) {
-      if (!v.omitted) return *kernels_[index_.at(tactic_at(step_, v.dims))];
+      if (!v.omitted) {
+        dims = &v.dims;
+        break;
+      }
     }
-    return *kernels_[index_.at(tactic_at(step_, Dims{}))];
+    if (!picked_ || *dims != picked_dims_) {
+      picked_dims_ = *dims;
+      picked_ = index_.at(tactic_at(step_, picked_dims_));
+    }
+    return *kernels_[*picked_];
   }
   const Step& step_;
+  std::optional<size_t> picked_;  // index into kernels_ for picked_dims_
+  Dims picked_dims_;
   std::map<std::string, size_t> index_;
   std::vector<std::unique_ptr<Step>> steps_;
   std::vector<std::unique_ptr<StepKernel>> kernels_;

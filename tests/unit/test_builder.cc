@@ -8,6 +8,7 @@
 #include <map>
 #include <random>
 #include <set>
+#include <string_view>
 #include <thread>
 
 #include "engine/engine.h"
@@ -71,6 +72,14 @@ onnx::ModelProto mlp(bool dynamic_batch) {
   testing::add_node(g, "Mul", {"r", "two"}, {"s"}, "scale");
   testing::add_node(g, "Sigmoid", {"s"}, {"y"}, "sigmoid");
   return m;
+}
+
+// The plan's first step computing `op` (nullptr where none does).
+const Step* step_of(const Plan& plan, std::string_view op) {
+  for (const Step& st : plan.steps) {
+    if (st.node->op_type == op) return &st;
+  }
+  return nullptr;
 }
 
 TEST(Builder, PlanMatchesTheImportedGraph) {
@@ -435,13 +444,7 @@ TEST(Builder, TimesDeviceTacticsOnTheDeviceAndKeepsTheirTimes) {
   o.pipeline.disabled = {"fuse-bias-activation", "fuse-elementwise"};
   auto plan = build_plan(model, o);
   ASSERT_TRUE(plan.ok()) << plan.status().message();
-  auto relu_step = [](const Plan& p) -> const Step* {
-    for (const Step& st : p.steps) {
-      if (st.node->op_type == "Relu") return &st;
-    }
-    return nullptr;
-  };
-  const Step* st = relu_step(**plan);
+  const Step* st = step_of(**plan, "Relu");
   ASSERT_NE(st, nullptr);
   EXPECT_EQ(st->tactic, "second");
   ASSERT_EQ(st->tactic_times.size(), 2u) << "the broken tactic is skipped, the others timed";
@@ -453,7 +456,7 @@ TEST(Builder, TimesDeviceTacticsOnTheDeviceAndKeepsTheirTimes) {
   ASSERT_TRUE(bytes.ok()) << bytes.status().message();
   auto loaded = load_engine_bytes(*bytes);
   ASSERT_TRUE(loaded.ok()) << loaded.status().message();
-  const Step* back = relu_step(**loaded);
+  const Step* back = step_of(**loaded, "Relu");
   ASSERT_NE(back, nullptr);
   EXPECT_EQ(back->tactic_times, st->tactic_times);
   // A rebuild reads the choice and its time from the cache.
@@ -461,7 +464,7 @@ TEST(Builder, TimesDeviceTacticsOnTheDeviceAndKeepsTheirTimes) {
   plan = build_plan(model, o);
   ASSERT_TRUE(plan.ok()) << plan.status().message();
   EXPECT_EQ(backend->timed, 0);
-  st = relu_step(**plan);
+  st = step_of(**plan, "Relu");
   EXPECT_EQ(st->tactic, "second");
   EXPECT_EQ(st->tactic_times.size(), 1u);
   std::filesystem::remove(cache);
@@ -491,10 +494,7 @@ TEST(Builder, TimingRoundsKeepEachTacticsFastest) {
   o.pipeline.disabled = {"fuse-bias-activation", "fuse-elementwise"};
   auto plan = build_plan(model, o);
   ASSERT_TRUE(plan.ok()) << plan.status().message();
-  const Step* relu = nullptr;
-  for (const Step& st : (*plan)->steps) {
-    if (st.node->op_type == "Relu") relu = &st;
-  }
+  const Step* relu = step_of(**plan, "Relu");
   ASSERT_NE(relu, nullptr);
   EXPECT_EQ(relu->tactic, "first");
   EXPECT_DOUBLE_EQ(relu->tactic_times.at("first"), 0.4);
@@ -523,10 +523,7 @@ TEST(Builder, ProfileEnginesTimeTacticsAtTheirOptShapes) {
   o.max_shapes["x"] = {16, 4};
   auto plan = build_plan(model, o);
   ASSERT_TRUE(plan.ok()) << plan.status().message();
-  const Step* relu = nullptr;
-  for (const Step& st : (**plan).steps) {
-    if (st.node->op_type == "Relu") relu = &st;
-  }
+  const Step* relu = step_of(**plan, "Relu");
   ASSERT_NE(relu, nullptr);
   EXPECT_EQ(relu->tactic, "second");
   EXPECT_EQ(relu->tactic_times.size(), 2u);
@@ -596,13 +593,7 @@ TEST(Builder, ProfileEnginesChooseTacticsPerShape) {
   o.max_shapes["x"] = {64, 4};
   auto plan = build_plan(model, o);
   ASSERT_TRUE(plan.ok()) << plan.status().message();
-  auto relu_step = [](const Plan& p) -> const Step* {
-    for (const Step& st : p.steps) {
-      if (st.node->op_type == "Relu") return &st;
-    }
-    return nullptr;
-  };
-  const Step* relu = relu_step(**plan);
+  const Step* relu = step_of(**plan, "Relu");
   ASSERT_NE(relu, nullptr);
   EXPECT_EQ(relu->tactic, "small") << "the opt shape's choice";
   // Timed at batches 1, 2 (6^0.25 and 6^0.5), 4 (6^0.75), 6, 11, 20, 35 (the quarters from 6 to
@@ -625,7 +616,7 @@ TEST(Builder, ProfileEnginesChooseTacticsPerShape) {
   ASSERT_TRUE(bytes.ok()) << bytes.status().message();
   auto loaded = load_engine_bytes(*bytes);
   ASSERT_TRUE(loaded.ok()) << loaded.status().message();
-  ASSERT_EQ(relu_step(**loaded)->shape_tactics.size(), want.size());
+  ASSERT_EQ(step_of(**loaded, "Relu")->shape_tactics.size(), want.size());
   auto exec = PlanExecutor::create(*loaded, backend);
   ASSERT_TRUE(exec.ok()) << exec.status().message();
   for (int64_t batch : {3, 40, 2}) {
@@ -640,11 +631,10 @@ TEST(Builder, ProfileEnginesChooseTacticsPerShape) {
   backend->per_shape = false;
   plan = build_plan(model, o);
   ASSERT_TRUE(plan.ok()) << plan.status().message();
-  EXPECT_EQ(relu_step(**plan)->tactic, "small");
-  EXPECT_TRUE(relu_step(**plan)->shape_tactics.empty());
+  EXPECT_EQ(step_of(**plan, "Relu")->tactic, "small");
+  EXPECT_TRUE(step_of(**plan, "Relu")->shape_tactics.empty());
 }
 
-}  // namespace
 // A step whose first input keeps its shape over the profile (its other inputs vary) has nothing
 // to key tactics per shape by: it keeps the opt shape's, timed there only.
 TEST(Builder, ShapeTacticsNeedTheFirstInputToVary) {
@@ -679,10 +669,7 @@ TEST(Builder, ShapeTacticsNeedTheFirstInputToVary) {
   o.max_shapes["x"] = {64, 4};
   auto plan = build_plan(model, o);
   ASSERT_TRUE(plan.ok()) << plan.status().message();
-  const Step* add = nullptr;
-  for (const Step& st : (*plan)->steps) {
-    if (st.node->op_type == "Add") add = &st;
-  }
+  const Step* add = step_of(**plan, "Add");
   ASSERT_NE(add, nullptr);
   EXPECT_EQ(add->tactic, "small");
   EXPECT_TRUE(add->shape_tactics.empty());
@@ -706,4 +693,5 @@ TEST(Builder, ShapeTacticsAreChosenByShape) {
   EXPECT_EQ(tactic_at(st, {1, 512, 768}), "opt");
 }
 
+}  // namespace
 }  // namespace kiln
