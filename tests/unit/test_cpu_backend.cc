@@ -1597,5 +1597,257 @@ TEST(CpuBackend, NamesItselfAndKeepsTheReferenceAsFallback) {
   EXPECT_EQ(backend_set(make_backend("reference").value()).fallback, nullptr);
 }
 
+// RMSNormalization (opset 23) on Kiln's own kernel, in each instruction set this CPU has: rows of
+// 1, 3, 7, 37, 257 and 768 (vector blocks and tails), the scale constant or a graph input, axis -1
+// and its positive form; batches 1, 3 and 0 of a profile engine.
+TEST(CpuBackend, RmsNormOnOwnKernelMatchesTheReferenceInEachIsa) {
+  if (make_backend("cpu").value()->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
+  const std::vector<CpuIsa> isas = isas_here();
+  for (int64_t cols : {1, 3, 7, 37, 257, 768}) {
+    for (int variant = 0; variant < 3; ++variant) {
+      SCOPED_TRACE(std::to_string(cols) + " columns, variant " + std::to_string(variant));
+      onnx::ModelProto m = make_model(23);
+      auto* g = m.mutable_graph();
+      add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, 5, cols}, {"n", "", ""});
+      if (variant == 1) {
+        add_tensor_info(g->mutable_input(), "scale", onnx::TensorProto::FLOAT, {cols});
+      } else {
+        add_random_weight(g, "scale", {cols}, 3, 0.5f, 1.5f);
+      }
+      auto* rms = add_node(g, "RMSNormalization", {"x", "scale"}, {"y"}, "norm");
+      add_float_attr(rms, "epsilon", 1e-3f);
+      if (variant == 1) add_int_attr(rms, "axis", -1);
+      if (variant == 2) add_int_attr(rms, "axis", 2);
+      g->add_output()->set_name("y");
+      std::map<std::string, Dims> min = {{"x", {0, 5, cols}}}, max = {{"x", {3, 5, cols}}};
+      std::vector<std::vector<RValue>> sets;
+      for (int64_t n : {1, 3, 0}) {
+        std::vector<RValue> set = {RValue::of(random_float({n, 5, cols}, static_cast<uint32_t>(n + cols)))};
+        if (variant == 1) set.push_back(RValue::of(random_float({cols}, 8)));
+        sets.push_back(std::move(set));
+      }
+      for (CpuIsa isa : isas) {
+        SCOPED_TRACE(std::string(cpu_isa_name(isa)));
+        set_cpu_isa_cap(isa);
+        expect_cpu_matches_reference(m, min, max, sets, 1);
+      }
+      set_cpu_isa_cap(CpuIsa::kAvx512);
+    }
+  }
+}
+
+// A constant of `dims` and ONNX element type `elem` (float32, int64 or uint8) holding i % 200 at
+// element i (float32: a uniform random value in [-1, 1)), or one of int32 `values`.
+void add_typed_initializer(onnx::GraphProto* g, const std::string& name, int elem, const std::vector<int64_t>& dims,
+                           const std::vector<int64_t>& values = {}) {
+  if (elem == onnx::TensorProto::FLOAT) {
+    add_random_weight(g, name, dims, 11);
+    return;
+  }
+  auto* t = g->add_initializer();
+  t->set_name(name);
+  t->set_data_type(elem);
+  int64_t n = 1;
+  for (int64_t d : dims) {
+    t->add_dims(d);
+    n *= d;
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t v = values.empty() ? i % 200 : values[static_cast<size_t>(i)];
+    if (elem == onnx::TensorProto::INT64) {
+      t->add_int64_data(v);
+    } else {
+      t->add_int32_data(static_cast<int32_t>(v));  // int32 and uint8 both live in int32_data
+    }
+  }
+}
+
+// Gather on Kiln's own kernel, against the reference: float32, int64 and uint8 data; an embedding
+// lookup ([50, 768] table, axis 0) at int64 ids of [n, 7] with negative ones, large enough to be
+// spread over the threads; 2-D int32 indices with a negative one along axis 1; a scalar index along
+// the last axis (blocks of one element); 2-D int64 indices along axis -2; batches 1, 3 and an empty
+// one of a profile engine.
+TEST(CpuBackend, GatherOnOwnKernelMatchesTheReference) {
+  if (make_backend("cpu").value()->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
+  for (int elem : {onnx::TensorProto::FLOAT, onnx::TensorProto::INT64, onnx::TensorProto::UINT8}) {
+    SCOPED_TRACE("element type " + std::to_string(elem));
+    onnx::ModelProto m = make_model(17);
+    auto* g = m.mutable_graph();
+    add_tensor_info(g->mutable_input(), "ids", onnx::TensorProto::INT64, {0, 7}, {"n", ""});
+    add_tensor_info(g->mutable_input(), "x", elem, {0, 4, 5}, {"n", "", ""});
+    add_typed_initializer(g, "table", elem, {50, 768});
+    add_typed_initializer(g, "i32", onnx::TensorProto::INT32, {2, 3}, {3, -1, 0, 2, -4, 1});
+    add_typed_initializer(g, "scalar", onnx::TensorProto::INT64, {}, {-2});
+    add_typed_initializer(g, "i64", onnx::TensorProto::INT64, {2, 2}, {-1, 0, 3, -4});
+    add_node(g, "Gather", {"table", "ids"}, {"embed"}, "embed_lookup");
+    add_int_attr(add_node(g, "Gather", {"x", "i32"}, {"g1"}, "gather_axis1"), "axis", 1);
+    add_int_attr(add_node(g, "Gather", {"x", "scalar"}, {"g2"}, "gather_scalar_last"), "axis", -1);
+    add_int_attr(add_node(g, "Gather", {"x", "i64"}, {"g3"}, "gather_axis_minus2"), "axis", -2);
+    for (const char* out : {"embed", "g1", "g2", "g3"}) g->add_output()->set_name(out);
+    std::vector<std::vector<RValue>> sets;
+    for (int64_t n : {1, 3, 0}) {
+      Tensor ids = Tensor::create(DataType::kInt64, {n, 7}).value();
+      for (int64_t i = 0; i < ids.numel(); ++i) ids.set_double(i, static_cast<double>((i * 37 + 11) % 100 - 50));
+      Tensor f = random_float({n, 4, 5}, static_cast<uint32_t>(n + 2));
+      const DataType dt = elem == onnx::TensorProto::FLOAT   ? DataType::kFloat
+                          : elem == onnx::TensorProto::INT64 ? DataType::kInt64
+                                                             : DataType::kUInt8;
+      Tensor x = Tensor::create(dt, {n, 4, 5}).value();
+      for (int64_t i = 0; i < x.numel(); ++i) x.set_double(i, dt == DataType::kFloat ? f.get_double(i) : i % 200);
+      sets.push_back({RValue::of(std::move(ids)), RValue::of(std::move(x))});
+    }
+    expect_cpu_matches_reference(m, {{"ids", {0, 7}}, {"x", {0, 4, 5}}}, {{"ids", {3, 7}}, {"x", {3, 4, 5}}}, sets, 4);
+  }
+}
+
+// A Gather index outside [-dim, dim) fails the run with an error naming the node, on Kiln's own
+// kernel; an index just inside the range (the first row counted from the end) runs.
+TEST(CpuBackend, GatherIndexOutOfRangeFailsNamingTheNode) {
+  if (make_backend("cpu").value()->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
+  onnx::ModelProto m = make_model(17);
+  auto* g = m.mutable_graph();
+  add_tensor_info(g->mutable_input(), "ids", onnx::TensorProto::INT64, {0, 3}, {"n", ""});
+  add_random_weight(g, "table", {10, 4}, 5);
+  add_node(g, "Gather", {"table", "ids"}, {"y"}, "token_embedding");
+  g->add_output()->set_name("y");
+  auto backend = make_backend("cpu");
+  ASSERT_TRUE(backend.ok());
+  Model model = import_model(m);
+  BuildOptions o;
+  o.device = "cpu";
+  o.min_shapes = {{"ids", {0, 3}}};
+  o.max_shapes = {{"ids", {2, 3}}};
+  auto plan = build_plan(model, o);
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  int kiln = 0;
+  for (const Step& st : (*plan)->steps) kiln += st.node->op_type == "Gather" && st.tactic == "kiln";
+  ASSERT_EQ(kiln, 1);
+  auto exec = PlanExecutor::create(*plan, *backend);
+  ASSERT_TRUE(exec.ok()) << exec.status().message();
+  for (int64_t bad : {10, -11, 1000}) {
+    SCOPED_TRACE("index " + std::to_string(bad));
+    Tensor ids = Tensor::create(DataType::kInt64, {2, 3}).value();
+    for (int64_t i = 0; i < ids.numel(); ++i) ids.set_double(i, static_cast<double>(i));
+    ids.set_double(4, static_cast<double>(bad));
+    auto got = (*exec)->run({RValue::of(std::move(ids))});
+    ASSERT_FALSE(got.ok());
+    EXPECT_NE(got.status().message().find("token_embedding"), std::string::npos) << got.status().message();
+    EXPECT_NE(got.status().message().find("index " + std::to_string(bad) + " is out of range for axis of 10"),
+              std::string::npos)
+        << got.status().message();
+  }
+  Tensor ids = Tensor::create(DataType::kInt64, {2, 3}).value();
+  for (int64_t i = 0; i < ids.numel(); ++i) ids.set_double(i, static_cast<double>(-10 + i));
+  auto got = (*exec)->run({RValue::of(std::move(ids))});
+  ASSERT_TRUE(got.ok()) << got.status().message();
+}
+
+// The ten reductions on Kiln's own kernel, in each instruction set this CPU has, against the
+// reference: axes innermost (rows of 37: vector blocks and a tail), outer (a kept row of 17 x 37
+// = 629 values: chunks and a tail), both kinds at once, middle ones, all (an empty axes list) and
+// none (noop_with_empty_axes), negative axes, keepdims either way, axes as the opset-18 input and
+// as the opset-13 attribute; batches 1 and 3 of a profile engine, and 0, where reductions over
+// the batch are of empty sets (a mean of none NaN, a maximum -inf: compared as such). A NaN among
+// the values of the maximum and minimum; LogSumExp of values whose exponentials overflow float32.
+TEST(CpuBackend, ReductionsOnOwnKernelMatchTheReferenceInEachIsa) {
+  if (make_backend("cpu").value()->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
+  const std::vector<std::vector<int64_t>> axes_sets = {{-1}, {1}, {0}, {1, 3}, {0, 2}, {2, 3}, {1, 2, 3}, {}};
+  const std::vector<CpuIsa> isas = isas_here();
+  for (const char* op : {"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+                         "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"}) {
+    for (int opset : {18, 13}) {
+      // ReduceSum takes its axes as an input from opset 13 on: the attribute form is opset 11's.
+      const int model_opset = std::string(op) == "ReduceSum" && opset == 13 ? 11 : opset;
+      SCOPED_TRACE(std::string(op) + " at opset " + std::to_string(model_opset));
+      onnx::ModelProto m = make_model(model_opset);
+      auto* g = m.mutable_graph();
+      add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {0, 3, 17, 37}, {"n", "", "", ""});
+      int steps = 0;
+      for (size_t a = 0; a < axes_sets.size(); ++a) {
+        for (int keep : {1, 0}) {
+          const std::string y = "y" + std::to_string(a) + "_" + std::to_string(keep);
+          std::vector<std::string> in = {"x"};
+          if (model_opset >= 18 || (std::string(op) == "ReduceSum" && model_opset >= 13)) {
+            add_int64_initializer(g, y + "_axes", axes_sets[a]);
+            in.push_back(y + "_axes");
+          }
+          auto* r = add_node(g, op, in, {y}, y);
+          if (in.size() == 1 && !axes_sets[a].empty()) add_ints_attr(r, "axes", axes_sets[a]);
+          add_int_attr(r, "keepdims", keep);
+          g->add_output()->set_name(y);
+          ++steps;
+        }
+      }
+      if (model_opset >= 18) {  // no axes and noop_with_empty_axes: each value mapped alone
+        auto* r = add_node(g, op, {"x"}, {"noop"}, "noop");
+        add_int_attr(r, "noop_with_empty_axes", 1);
+        g->add_output()->set_name("noop");
+        ++steps;
+      }
+      Model model = import_model(m);
+      BuildOptions o;
+      o.device = "cpu";
+      o.min_shapes = {{"x", {0, 3, 17, 37}}};
+      o.max_shapes = {{"x", {3, 3, 17, 37}}};
+      auto plan = build_plan(model, o);
+      ASSERT_TRUE(plan.ok()) << plan.status().message();
+      int own = 0;
+      for (const Step& st : (*plan)->steps) own += st.tactic == "kiln";
+      EXPECT_EQ(own, steps);
+      // Values whose products, logarithms and exponentials stay in range: |x| in [0.5, 1.5).
+      std::vector<Tensor> inputs;
+      for (int64_t n : {1, 3, 0}) {
+        Tensor t = random_float({n, 3, 17, 37}, static_cast<uint32_t>(n + 11));
+        for (float& v : t.span<float>()) v = v < 0 ? v - 0.5f : v + 0.5f;
+        if (std::string(op) == "ReduceLogSum") {
+          for (float& v : t.span<float>()) v = std::abs(v);
+        }
+        // Exponentials of up to e^90, past float32's range unless each output's maximum is
+        // taken off first.
+        if (std::string(op) == "ReduceLogSumExp") {
+          for (float& v : t.span<float>()) v *= 60.0f;
+        }
+        // A NaN in the middle of a row (a vector block, not a tail): the maximum and minimum keep it.
+        if ((std::string(op) == "ReduceMax" || std::string(op) == "ReduceMin") && n == 3) {
+          t.span<float>()[5 * 37 + 20] = std::numeric_limits<float>::quiet_NaN();
+        }
+        inputs.push_back(std::move(t));
+      }
+      for (CpuIsa isa : isas) {
+        SCOPED_TRACE(std::string(cpu_isa_name(isa)));
+        set_cpu_isa_cap(isa);
+        auto backend = make_backend("cpu");
+        auto exec = PlanExecutor::create(*plan, *backend);
+        ASSERT_TRUE(exec.ok()) << exec.status().message();
+        (*exec)->set_guard_checks(true);
+        for (const Tensor& x : inputs) {
+          SCOPED_TRACE("batch " + std::to_string(x.dims()[0]));
+          auto want = Executor(*model.graph).run({RValue::of(x)});
+          ASSERT_TRUE(want.ok()) << want.status().message();
+          auto got = (*exec)->run({RValue::of(x)});
+          ASSERT_TRUE(got.ok()) << got.status().message();
+          ASSERT_EQ(got->size(), want->size());
+          for (size_t i = 0; i < want->size(); ++i) {
+            const Tensor& gt = (*got)[i].tensor;
+            const Tensor& wt = (*want)[i].tensor;
+            ASSERT_EQ(gt.dims(), wt.dims()) << "output " << i;
+            // Float32 sums of n values of about 1 drift by about n ulps of 1 from the double ones.
+            const double n = wt.numel() > 0 ? static_cast<double>(x.numel()) / static_cast<double>(wt.numel()) : 0;
+            int bad = 0;
+            for (int64_t e = 0; e < wt.numel(); ++e) {
+              const double w = wt.get_double(e), v = gt.get_double(e);
+              const bool same = std::isnan(w)   ? std::isnan(v)
+                                : std::isinf(w) ? v == w
+                                                : std::abs(v - w) <= 2e-5 * std::max(1.0, std::abs(w)) + 1.2e-7 * n;
+              if (!same && bad++ < 3) ADD_FAILURE() << "output " << i << " element " << e << ": " << v << " for " << w;
+            }
+          }
+        }
+      }
+      set_cpu_isa_cap(CpuIsa::kAvx512);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace kiln

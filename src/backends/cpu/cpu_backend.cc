@@ -12,6 +12,7 @@
 #include "backends/cpu/norm.h"
 #include "backends/cpu/onednn.h"
 #include "backends/cpu/pool.h"
+#include "backends/cpu/reduce.h"
 #include "backends/cpu/reformat.h"
 #include "backends/cpu/softmax.h"
 #include "backends/cpu/upsample.h"
@@ -75,7 +76,8 @@ bool own_kernel_supported(const Node& n, DataType precision, Layout layout) {
          cpu::movement_supported(n, precision, layout) || cpu::layer_norm_supported(n, precision, layout) ||
          cpu::attention_supported(n, precision, layout) || cpu::upsample_supported(n, precision, layout) ||
          cpu::sigmoid_supported(n, precision, layout) || cpu::elementwise_supported(n, precision, layout) ||
-         cpu::view_supported(n, precision, layout) || cpu::channel_binary_supported(n, precision, layout);
+         cpu::view_supported(n, precision, layout) || cpu::channel_binary_supported(n, precision, layout) ||
+         cpu::gather_supported(n, precision, layout) || cpu::reduce_supported(n, precision, layout);
 }
 
 const Family* family_of(const Node& n, DataType precision, Layout layout) {
@@ -254,6 +256,8 @@ class CpuBackend : public Backend {
       if (cpu::own_pool_supported(*step.node, step.precision, step.layout)) return cpu::make_own_pool_kernel(step);
       if (cpu::own_concat_supported(*step.node, step.precision, step.layout)) return cpu::make_own_concat_kernel(step);
       if (cpu::movement_supported(*step.node, step.precision, step.layout)) return cpu::make_movement_kernel(step);
+      if (cpu::gather_supported(*step.node, step.precision, step.layout)) return cpu::make_gather_kernel(step);
+      if (cpu::reduce_supported(*step.node, step.precision, step.layout)) return cpu::make_reduce_kernel(step);
       if (cpu::view_supported(*step.node, step.precision, step.layout)) return cpu::make_view_kernel(step);
       if (cpu::layer_norm_supported(*step.node, step.precision, step.layout)) return cpu::make_layer_norm_kernel(step);
       if (cpu::attention_supported(*step.node, step.precision, step.layout)) return cpu::make_attention_kernel(step);

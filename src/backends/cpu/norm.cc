@@ -1,6 +1,8 @@
-// Kiln's own LayerNormalization on the CPU (tactic "kiln"): rows over the last axis, float32,
-// mean and variance in two passes over the row held in cache, the scale and bias applied in the
-// third; AVX2 or portable code chosen at run time (cpu_isa()); rows spread over the threads.
+// Kiln's own LayerNormalization and RMSNormalization on the CPU (tactic "kiln"): rows over the
+// last axis, float32 (or bfloat16 rows of a BF16 step, normalized in float32). LayerNormalization
+// takes the mean and the variance in two passes over the row held in cache and applies the scale
+// and bias in the third; RMSNormalization (opset 23) sums the squares in one pass and scales in the
+// second. AVX2 or portable code chosen at run time (cpu_isa()); rows spread over the threads.
 #include "backends/cpu/norm.h"
 
 #include <omp.h>
@@ -74,18 +76,59 @@ __attribute__((target("avx2,fma"))) void norm_row_avx2(const float* x, const flo
 }
 #endif
 
-using NormRow = void (*)(const float*, const float*, const float*, float, int64_t, float*);
-
-NormRow pick_norm_row() {
-#if defined(__x86_64__)
-  if (cpu_isa() >= CpuIsa::kAvx2) return norm_row_avx2;
-#endif
-  return norm_row_generic;
+// RMSNormalization's y = x / sqrt(mean(x^2) + eps) * scale over one row of n. The signature is
+// LayerNormalization's (NormRow); `bias` is not read, as RMSNormalization has none.
+void rms_row_generic(const float* x, const float* scale, const float* bias, float eps, int64_t n, float* y) {
+  (void)bias;
+  float sq = 0;
+  for (int64_t i = 0; i < n; ++i) sq += x[i] * x[i];
+  const float inv = 1.0f / std::sqrt(sq / static_cast<float>(n) + eps);
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] * inv * scale[i];
 }
 
+#if defined(__x86_64__)
+
+__attribute__((target("avx2,fma"))) void rms_row_avx2(const float* x, const float* scale, const float* bias, float eps,
+                                                      int64_t n, float* y) {
+  (void)bias;
+  const int64_t n8 = n / 8 * 8;
+  // Two accumulators, so that consecutive FMAs do not wait on each other.
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n8; i += 16) {
+    const __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + i + 8);
+    acc0 = _mm256_fmadd_ps(a, a, acc0);
+    acc1 = _mm256_fmadd_ps(b, b, acc1);
+  }
+  for (; i < n8; i += 8) {
+    const __m256 a = _mm256_loadu_ps(x + i);
+    acc0 = _mm256_fmadd_ps(a, a, acc0);
+  }
+  float sq = simd::hsum(_mm256_add_ps(acc0, acc1));
+  for (i = n8; i < n; ++i) sq += x[i] * x[i];
+  const float inv = 1.0f / std::sqrt(sq / static_cast<float>(n) + eps);
+  const __m256 vi = _mm256_set1_ps(inv);
+  for (i = 0; i < n8; i += 8) {
+    _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), vi), _mm256_loadu_ps(scale + i)));
+  }
+  for (i = n8; i < n; ++i) y[i] = x[i] * inv * scale[i];
+}
+#endif
+
+using NormRow = void (*)(const float*, const float*, const float*, float, int64_t, float*);
+
+NormRow pick_norm_row(bool rms) {
+#if defined(__x86_64__)
+  if (cpu_isa() >= CpuIsa::kAvx2) return rms ? rms_row_avx2 : norm_row_avx2;
+#endif
+  return rms ? rms_row_generic : norm_row_generic;
+}
+
+// LayerNormalization, or RMSNormalization (`rms_`: no mean taken, no bias input).
 class LayerNormKernel : public StepKernel {
  public:
-  explicit LayerNormKernel(const Node& n) : node_(n), eps_(nn::node_float(n, "epsilon", 1e-5f)) {}
+  explicit LayerNormKernel(const Node& n)
+      : node_(n), eps_(nn::node_float(n, "epsilon", 1e-5f)), rms_(n.op_type == "RMSNormalization") {}
 
   Status enqueue(std::span<const TensorView> in, std::span<TensorView> out, const KernelContext& ctx) override {
     (void)ctx;
@@ -114,7 +157,7 @@ class LayerNormKernel : public StepKernel {
     const float* scale = as_float(in[1], cols, &scale_);
     const float* bias = in.size() > 2 && !in[2].omitted ? as_float(in[2], cols, &bias_) : nullptr;
     const int64_t rows = total / cols;
-    const NormRow row = pick_norm_row();
+    const NormRow row = pick_norm_row(rms_);
     const float eps = eps_;
     if (!bf16) {
       const float* x = static_cast<const float*>(in[0].data);
@@ -149,6 +192,7 @@ class LayerNormKernel : public StepKernel {
 
   const Node& node_;
   const float eps_;
+  const bool rms_;
   std::vector<float> scale_, bias_;  // scale and bias widened from bfloat16 (graph inputs of a BF16 step)
 };
 
@@ -158,13 +202,17 @@ bool float_tensor(const Value* v) {
 
 }  // namespace
 
-// FP32, or a BF16 step's bfloat16 rows (normalized in FP32).
+// LayerNormalization (opset 17) or RMSNormalization (opset 23, scale only) over the last axis, in
+// FP32 or a BF16 step's bfloat16 rows (normalized in FP32), with float32 data and parameters.
 bool layer_norm_supported(const Node& n, DataType precision, Layout layout) {
-  if (!n.domain.empty() || n.op_type != "LayerNormalization" || !float_or_native_bf16(precision)) return false;
-  if (layout != Layout::kPlain || n.inputs.size() < 2 || !float_tensor(n.inputs[0]) || !float_tensor(n.inputs[1])) {
+  if (!n.domain.empty() || !float_or_native_bf16(precision)) return false;
+  const bool rms = n.op_type == "RMSNormalization";
+  if (n.op_type != "LayerNormalization" && !(rms && n.opset >= 23)) return false;
+  if (layout != Layout::kPlain || n.inputs.size() < 2 || (rms && n.inputs.size() > 2) || !float_tensor(n.inputs[0]) ||
+      !float_tensor(n.inputs[1])) {
     return false;
   }
-  // Mean and InvStdDev are not produced.
+  // LayerNormalization's Mean and InvStdDev are not produced.
   for (size_t k = 1; k < n.outputs.size(); ++k) {
     if (n.outputs[k]) return false;
   }
