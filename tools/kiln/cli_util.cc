@@ -88,12 +88,12 @@ nlohmann::json summarize(const std::string& name, const Tensor& t) {
 CLI::Validator device_validator() {
   return CLI::Validator(
       [](std::string& v) {
-        if (v == "cpu" || v == "cuda") return std::string();
+        if (v == "cpu" || v == "cuda" || v == "reference") return std::string();
         if (v.rfind("cuda:", 0) == 0 && v.size() > 5 && v.size() <= 9 &&
             v.find_first_not_of("0123456789", 5) == std::string::npos) {
           return std::string();
         }
-        return "'" + v + "' is not a device (cpu, cuda or cuda:N)";
+        return "'" + v + "' is not a device (cpu, cuda, cuda:N or reference)";
       },
       "DEVICE");
 }
