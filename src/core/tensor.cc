@@ -50,6 +50,14 @@ Status check_allocation(std::span<const int64_t> dims, size_t elem_bytes, const 
 }
 
 Result<Tensor> Tensor::create(DataType dtype, Dims dims) {
+  return allocate(dtype, std::move(dims), true);
+}
+
+Result<Tensor> Tensor::create_uninitialized(DataType dtype, Dims dims) {
+  return allocate(dtype, std::move(dims), false);
+}
+
+Result<Tensor> Tensor::allocate(DataType dtype, Dims dims, bool zeroed) {
   if (dtype == DataType::kUndefined || !dtype_valid(static_cast<int32_t>(dtype))) {
     return invalid("cannot create a tensor of undefined dtype");
   }
@@ -70,7 +78,7 @@ Result<Tensor> Tensor::create(DataType dtype, Dims dims) {
   } else {
     size_t bytes = static_cast<size_t>(n) * es;
     // Keep one byte allocated so raw() is never null for a defined tensor.
-    uint8_t* p = static_cast<uint8_t*>(std::calloc(bytes ? bytes : 1, 1));
+    uint8_t* p = static_cast<uint8_t*>(zeroed ? std::calloc(bytes ? bytes : 1, 1) : std::malloc(bytes ? bytes : 1));
     if (!p)
       return runtime_error("out of memory allocating {} bytes for a tensor of shape {}", bytes,
                            shape_to_string(t.dims_));

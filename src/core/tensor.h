@@ -32,6 +32,10 @@ class Tensor {
   Tensor() = default;
   // Allocates a zero-filled tensor. Fails on negative dims or absurd sizes.
   static Result<Tensor> create(DataType dtype, Dims dims);
+  // Same, its bytes left as they come (string tensors still hold empty strings): for a tensor the
+  // caller overwrites whole, such as an output copied out of an engine's arena, where zeroing
+  // first would pass over its bytes once more.
+  static Result<Tensor> create_uninitialized(DataType dtype, Dims dims);
   // Same, for internal use where sizes are known to be sane; aborts on failure.
   Tensor(DataType dtype, Dims dims);
 
@@ -106,6 +110,7 @@ class Tensor {
   void set_double(int64_t i, double v);
 
  private:
+  static Result<Tensor> allocate(DataType dtype, Dims dims, bool zeroed);
   DataType dtype_ = DataType::kUndefined;
   Dims dims_;
   int64_t numel_ = 0;
