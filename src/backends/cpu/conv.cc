@@ -254,16 +254,21 @@ std::vector<std::string> conv_tactics(const Node& n, DataType precision, Layout 
     const Dims& wd = n.inputs[1]->initializer->dims();
     Result<ConvSetup> c = conv_setup(n, tag, x->type.shape.static_dims(), wd, has_bias, has_residual, types, false);
     if (!c.ok() || !c->desc) return tactics;
-    // oneDNN's Winograd convolution (FP32 3x3, stride 1, on AVX-512): 2.25x fewer multiplications
-    // than the direct one, at the cost of reorders to and from its blocked layout and a transformed
-    // filter 16/9 the size. Offered where the output has at least kWinogradMinPixels pixels: on
-    // fewer (ResNet-50's 7x7 at batch 1), the step is bound by reading its filter from memory,
-    // which timing on a warm cache does not show.
+    // oneDNN's Winograd convolutions (FP32 3x3, stride 1, on AVX-512): F(2x2, 3x3) does 2.25x
+    // fewer multiplications than the direct one and F(4x4, 3x3) 4x, at the cost of reorders to and
+    // from their blocked layouts and a transformed filter 16/9 (36/9) the size. Offered where the
+    // output has at least kWinogradMinPixels pixels: on fewer (ResNet-50's 7x7 at batch 1), the
+    // step is bound by reading its filter from memory, which timing on a warm cache does not show.
     if (c->y[0] * c->y[2] * c->y[3] >= kWinogradMinPixels) {
       Result<ConvPrimitive> w = conv_primitive(n, tag, x->type.shape.static_dims(), wd, has_bias, has_residual, types,
                                                std::string(kWinograd));
       if (w.ok() && w->pd && w->setup.winograd) {
-        tactics.push_back(std::string(kOnednnTactic) + ":" + std::string(kWinograd) + w->pd->impl_info_str());
+        // Each of oneDNN's Winograd implementations: F(2x2, 3x3) and F(4x4, 3x3) on AVX-512.
+        dnnl::convolution_forward::primitive_desc wpd = *w->pd;
+        do {
+          const std::string tactic = std::string(kOnednnTactic) + ":" + std::string(kWinograd) + wpd.impl_info_str();
+          if (std::find(tactics.begin(), tactics.end(), tactic) == tactics.end()) tactics.push_back(tactic);
+        } while (wpd.next_impl());
       }
     }
     dnnl::convolution_forward::primitive_desc pd(*c->desc, c->attr, cpu_engine());
