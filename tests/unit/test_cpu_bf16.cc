@@ -274,6 +274,57 @@ TEST(CpuBf16, AttentionRunsInBf16) {
   }
 }
 
+// An embedding lookup in a BF16 build: ids [n, 7] -> Gather from a float32 table [50, 64] -> MatMul
+// [64, 16] -> y, and the looked-up rows as a second output. Where the CPU computes BF16, the
+// Gather runs in BF16 on Kiln's kernel, rounding the table's float32 rows to its bfloat16 output
+// as it copies them; both outputs match the reference within BF16's precision (FP32 elsewhere:
+// exactly).
+TEST(CpuBf16, EmbeddingLookupRoundsTheTableToBf16) {
+  auto backend = make_backend("cpu");
+  ASSERT_TRUE(backend.ok());
+  if ((*backend)->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
+  const bool native = cpu_lists_bf16() && detected_cpu_isa() >= CpuIsa::kAvx512;
+  onnx::ModelProto m = make_model(17);
+  auto* g = m.mutable_graph();
+  add_tensor_info(g->mutable_input(), "ids", onnx::TensorProto::INT64, {0, 7}, {"n", ""});
+  add_random_weight(g, "table", {50, 64}, 3);
+  add_random_weight(g, "w", {64, 16}, 4, -0.2f, 0.2f);
+  add_node(g, "Gather", {"table", "ids"}, {"rows"}, "embedding");
+  add_node(g, "MatMul", {"rows", "w"}, {"y"}, "project");
+  g->add_output()->set_name("y");
+  g->add_output()->set_name("rows");
+  Model model = import_model(m);
+  BuildOptions o;
+  o.device = "cpu";
+  o.bf16 = true;
+  o.min_shapes = {{"ids", {1, 7}}};
+  o.max_shapes = {{"ids", {3, 7}}};
+  auto plan = build_plan(model, o);
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  int gathers = 0;
+  for (const Step& st : (*plan)->steps) {
+    if (st.node->op_type != "Gather") continue;
+    ++gathers;
+    EXPECT_EQ(st.tactic, "kiln");
+    EXPECT_EQ(st.precision, native ? DataType::kBFloat16 : DataType::kFloat);
+  }
+  EXPECT_EQ(gathers, 1);
+  auto exec = PlanExecutor::create(*plan, *backend);
+  ASSERT_TRUE(exec.ok()) << exec.status().message();
+  for (int64_t n : {1, 3}) {
+    Tensor ids(DataType::kInt64, {n, 7});
+    for (int64_t i = 0; i < ids.numel(); ++i) ids.data<int64_t>()[i] = (i * 17) % 50 - (i % 3 == 0 ? 50 : 0);
+    auto want = Executor(*model.graph).run({RValue::of(ids)});
+    auto got = (*exec)->run({RValue::of(ids)});
+    ASSERT_TRUE(want.ok() && got.ok()) << got.status().message();
+    for (size_t k = 0; k < 2; ++k) {
+      // A row rounded to bfloat16 is within 2^-9 of each value.
+      EXPECT_LE(rel_l2((*got)[k].tensor, (*want)[k].tensor), native ? 1e-2 : 1e-6) << "output " << k;
+      if (native) EXPECT_GT(rel_l2((*got)[k].tensor, (*want)[k].tensor), 0.0) << "output " << k;
+    }
+  }
+}
+
 // A post-LayerNorm transformer block in a BF16 build: x -> (x W1 + b1) + x -> LayerNorm -> h;
 // h -> Relu(h W2 + b2) W3 + b3 + h -> LayerNorm -> y. The products compute in BF16, but the two
 // whose residual sum a LayerNorm reads store that sum in float32 and read their residual in

@@ -6,11 +6,13 @@
 // the reference kernel goes through the logical adapter (the inputs read into tensors, the output
 // copied back into its slot).
 // Indices are int32 or int64 as stored, negative ones counted from the end; all are checked before
-// any byte moves, so an index out of range is an error naming the node, never a stray read.
+// any byte moves, so an index out of range is an error naming the node, never a stray read. In a
+// BF16 step the float32 table's rows are rounded to the bfloat16 output as they are copied.
 #include <omp.h>
 
 #include <cstring>
 
+#include "backends/cpu/bf16_rows.h"
 #include "backends/cpu/movement.h"
 #include "ops/nn_common.h"
 #include "plan/plan.h"
@@ -35,13 +37,30 @@ void copy_one(uint8_t* dst, const uint8_t* src) {
   *reinterpret_cast<T*>(dst) = *reinterpret_cast<const T*>(src);
 }
 
-// dst block w (of `block` bytes) = src block (o * dim + ind[k]) for w = o * n + k, indices
-// already checked to lie in [-dim, dim).
+// How a block is moved: copied, or rounded from the float32 a weight is stored in to the bfloat16
+// of a BF16 step's output (a BF16 engine's embedding lookup).
+enum class Convert { kCopy, kToBf16 };
+
+// dst block w (of `block` bytes, `inner` elements) = src block (o * dim + ind[k]) for
+// w = o * n + k, indices already checked to lie in [-dim, dim); converted as `conv` says (`block`
+// is then the source's bytes).
 template <typename I>
-void gather_blocks(const uint8_t* src, uint8_t* dst, const I* ind, int64_t outer, int64_t n, int64_t dim,
-                   size_t block) {
+void gather_blocks(const uint8_t* src, uint8_t* dst, const I* ind, int64_t outer, int64_t n, int64_t dim, size_t block,
+                   int64_t inner, Convert conv) {
   const int64_t work = outer * n;
   const bool parallel = work > 1 && work * static_cast<int64_t>(block) >= (64 << 10);
+  if (conv != Convert::kCopy) {
+    const size_t out_block = block / 2;
+#pragma omp parallel for schedule(static) if (parallel)
+    for (int64_t w = 0; w < work; ++w) {
+      int64_t i = static_cast<int64_t>(ind[w % n]);
+      if (i < 0) i += dim;
+      const uint8_t* from = src + static_cast<size_t>((w / n) * dim + i) * block;
+      uint8_t* to = dst + static_cast<size_t>(w) * out_block;
+      round_to_bf16(reinterpret_cast<const float*>(from), reinterpret_cast<uint16_t*>(to), inner);
+    }
+    return;
+  }
   void (*one)(uint8_t*, const uint8_t*) = block == 1   ? copy_one<uint8_t>
                                           : block == 2 ? copy_one<uint16_t>
                                           : block == 4 ? copy_one<uint32_t>
@@ -75,9 +94,10 @@ class GatherKernel : public StepKernel {
     if (rank < 1 || axis < 0 || axis >= rank) {
       return invalid("{}: axis {} for data of rank {}", node_.describe(), axis_, rank);
     }
-    if (in[0].storage.layout != Layout::kPlain || in[0].storage.dtype != out[0].storage.dtype) {
-      return invalid("{}: data stored as {}, output as {}", node_.describe(), dtype_name(in[0].storage.dtype),
-                     dtype_name(out[0].storage.dtype));
+    const DataType from = in[0].storage.dtype, to = out[0].storage.dtype;
+    const Convert conv = from == DataType::kFloat && to == DataType::kBFloat16 ? Convert::kToBf16 : Convert::kCopy;
+    if (in[0].storage.layout != Layout::kPlain || (from != to && conv == Convert::kCopy)) {
+      return invalid("{}: data stored as {}, output as {}", node_.describe(), dtype_name(from), dtype_name(to));
     }
     const DataType it = in[1].storage.dtype;
     if (it != DataType::kInt32 && it != DataType::kInt64) {
@@ -102,8 +122,8 @@ class GatherKernel : public StepKernel {
     od.assign(x.begin(), x.begin() + axis);
     od.insert(od.end(), q.begin(), q.end());
     od.insert(od.end(), x.begin() + axis + 1, x.end());
-    const size_t elem = dtype_size(in[0].storage.dtype);
-    const int64_t bytes = outer * n * inner * static_cast<int64_t>(elem);
+    const size_t elem = dtype_size(from);
+    const int64_t bytes = outer * n * inner * static_cast<int64_t>(dtype_size(to));
     if (bytes > out[0].capacity) {
       return runtime_error("{}: an output of {} bytes into a slot of {}", node_.describe(), bytes, out[0].capacity);
     }
@@ -112,9 +132,9 @@ class GatherKernel : public StepKernel {
     uint8_t* dst = static_cast<uint8_t*>(out[0].data);
     const size_t block = static_cast<size_t>(inner) * elem;
     if (it == DataType::kInt32) {
-      gather_blocks(src, dst, static_cast<const int32_t*>(in[1].data), outer, n, dim, block);
+      gather_blocks(src, dst, static_cast<const int32_t*>(in[1].data), outer, n, dim, block, inner, conv);
     } else {
-      gather_blocks(src, dst, static_cast<const int64_t*>(in[1].data), outer, n, dim, block);
+      gather_blocks(src, dst, static_cast<const int64_t*>(in[1].data), outer, n, dim, block, inner, conv);
     }
     return {};
   }
