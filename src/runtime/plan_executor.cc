@@ -213,8 +213,43 @@ class ArenaPlanExecutor : public PlanExecutor {
       kernels_.push_back(std::move(k));
     }
     dynamic_.resize(p.slots.size());
+    find_direct_outputs();
     find_recordable_steps();
     return {};
+  }
+
+  // The graph outputs of a plan on the host that a run writes straight into the tensors it
+  // returns, instead of into the arena and then copied out: a value its step computes (not a view
+  // of an input's bytes: a Reshape, or a Transpose between the NCHW and NHWC orders of one
+  // storage), with no other value placed in place over it, stored as its logical type in the
+  // plain layout, read as itself once among the outputs. A step planned in place over its input
+  // reads that input from the arena and writes the new tensor; one that sums into its output
+  // copies the addend there first where the two differ.
+  void find_direct_outputs() {
+    const Plan& p = *plan_;
+    direct_output_.assign(p.outputs.size(), false);
+    if (p.device() != "cpu" || !backends_.primary->host_visible()) return;
+    std::vector<bool> overwritten(p.slots.size(), false);
+    for (const Slot& s : p.slots) {
+      if (s.in_place_of >= 0) overwritten[static_cast<size_t>(s.in_place_of)] = true;
+    }
+    std::set<int> inputs(p.inputs.begin(), p.inputs.end()), seen;
+    for (size_t k = 0; k < p.outputs.size(); ++k) {
+      const int id = p.outputs[k];
+      const Slot& s = p.slots[static_cast<size_t>(id)];
+      const bool first = seen.insert(id).second;
+      bool view = false;
+      if (s.first_step >= 0 && s.in_place_of >= 0) {
+        const Node& n = *p.steps[static_cast<size_t>(s.first_step)].node;
+        const Slot& from = p.slots[static_cast<size_t>(s.in_place_of)];
+        view = is_view_op(n) || transpose_keeps_bytes(n, from.storage.layout, s.storage.layout);
+      }
+      direct_output_[k] = first && !inputs.count(id) && s.kind != SlotKind::kWeight && s.first_step >= 0 &&
+                          s.offset >= 0 && !view && !overwritten[static_cast<size_t>(id)] &&
+                          s.storage.device == "cpu" && s.storage.layout == Layout::kPlain &&
+                          s.type.kind == TypeInfo::Kind::kTensor && s.type.dtype != DataType::kString &&
+                          storage_is_logical(s.storage, s.type.dtype);
+    }
   }
 
   // A run may be recorded once and replayed when every step runs on the device that records it,
@@ -633,6 +668,19 @@ class ArenaPlanExecutor : public PlanExecutor {
         v.dims = inputs[i].tensor.dims();
       }
     }
+    // Outputs written in place of their arena bytes straight into the tensors returned, where
+    // their shapes are known before the run.
+    std::vector<Tensor> direct(p.outputs.size());
+    if (transfers_) {
+      for (size_t k = 0; k < p.outputs.size(); ++k) {
+        if (!direct_output_[k]) continue;
+        TensorView& v = views[static_cast<size_t>(p.outputs[k])];
+        if (!v.rank_known || std::any_of(v.dims.begin(), v.dims.end(), [](int64_t d) { return d < 0; })) continue;
+        KILN_ASSIGN_OR_RETURN(direct[k], Tensor::create_uninitialized(v.logical, v.dims));
+        v.data = direct[k].raw();
+        v.capacity = static_cast<int64_t>(direct[k].nbytes());
+      }
+    }
     // Subgraphs resolve outer-scope names to the current slot values.
     OuterLookup outer = [&](const std::string& name) -> const RValue* {
       auto it = slot_by_name_.find(name);
@@ -703,8 +751,17 @@ class ArenaPlanExecutor : public PlanExecutor {
     if (!transfers_) return outs;  // the outputs stay on the device, unread
     outs.reserve(p.outputs.size());
     // Outputs leave the arena, as ONNX defines them: the next run reuses it.
-    for (int id : p.outputs) {
+    for (size_t k = 0; k < p.outputs.size(); ++k) {
+      const int id = p.outputs[k];
       const TensorView& v = views[static_cast<size_t>(id)];
+      if (direct[k].dtype() != DataType::kUndefined) {
+        if (shape_numel(v.dims) != direct[k].numel()) {
+          return runtime_error("output '{}' came out as {}, prepared as {}", p.slots[static_cast<size_t>(id)].name,
+                               shape_to_string(v.dims), shape_to_string(direct[k].dims()));
+        }
+        outs.push_back(RValue::of(v.dims == direct[k].dims() ? std::move(direct[k]) : direct[k].reshaped(v.dims)));
+        continue;
+      }
       if (v.value) {
         outs.push_back(detach(*v.value));
         continue;
@@ -952,6 +1009,7 @@ class ArenaPlanExecutor : public PlanExecutor {
   const std::vector<double>& step_times_ms() const override { return times_; }
   void set_profiling(bool on) override { profiling_ = on; }
   void set_guard_checks(bool on) override { guard_checks_ = on; }
+  std::vector<bool> direct_outputs() const override { return direct_output_; }
   bool guard_checks() const override { return guard_checks_; }
 
  private:
@@ -963,6 +1021,7 @@ class ArenaPlanExecutor : public PlanExecutor {
   // slot: whether it is one; and the slots, each given bytes of its own per shape).
   bool host_steps_recorded_ = false;
   std::vector<int> shape_value_slots_;
+  std::vector<bool> direct_output_;  // per graph output: written straight into the tensor a run returns
   int64_t shape_value_bytes_ = 0;
   std::shared_ptr<uint8_t[]> workspace_;
   void* stream_ = nullptr;

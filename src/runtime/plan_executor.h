@@ -53,6 +53,10 @@ class PlanExecutor {
     (void)inputs;
     return "the executor does not record runs";
   }
+  // Per graph output (Plan::outputs order): whether run() writes it straight into the tensor it
+  // returns rather than into the arena and then copied out (host plans: an output with bytes of
+  // its own, no value in place over it, stored as its logical type).
+  virtual std::vector<bool> direct_outputs() const { return {}; }
   // Off: the copies of inputs to the device and of outputs back are skipped (benchmarks of the
   // device's compute alone, as a caller keeping its data on the device sees it): run() then
   // returns no outputs.
