@@ -27,5 +27,6 @@ PassInfo embed_layernorm_fusion_pass();   // fuse_embed_layernorm.cc
 PassInfo elementwise_fusion_pass();       // fuse_elementwise.cc
 PassInfo channels_last_heads_pass();      // channels_last_heads.cc
 PassInfo split_concat_conv_pass();        // split_concat_conv.cc
+PassInfo reduce_to_global_pool_pass();    // reduce_to_global_pool.cc
 
 }  // namespace kiln

@@ -44,7 +44,8 @@ const std::vector<PassInfo>& all_passes() {
       identity_elimination_pass(),
       cse_pass(),
       transpose_reshape_pass(),
-      row_ops_hoisting_pass(),  // before attention recognition: projections read batch-first
+      reduce_to_global_pool_pass(),  // a spatial mean or max as the pool it is
+      row_ops_hoisting_pass(),       // before attention recognition: projections read batch-first
       batchnorm_folding_pass(),
       patch_conv_to_matmul_pass(),  // after batch-norm folding, before bias fusion takes the Conv
       split_concat_conv_pass(),     // after batch-norm folding (final filters), before bias fusion
