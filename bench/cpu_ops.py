@@ -17,7 +17,6 @@ take the operator.
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cpu_vs_peers  # noqa: E402
 from cpu_vs_peers import cpu_model, openvino_ms, rel_l2, run  # noqa: E402
 
 
@@ -80,26 +80,13 @@ CASES = {
 
 
 def ort_ms(path, feed, threads, seconds):
-    """onnxruntime's median latency and output; (None, None) where it refuses the model."""
-    import onnxruntime as ort
-    o = ort.SessionOptions()
-    o.intra_op_num_threads = threads
-    o.inter_op_num_threads = 1
-    o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    """onnxruntime's median latency and output (cpu_vs_peers' measurement); (None, None) where it
+    refuses the model."""
     try:
-        s = ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
+        return cpu_vs_peers.ort_ms(path, feed, threads, seconds)
     except Exception as e:  # an operator or opset it does not implement
         print(f"onnxruntime refuses {os.path.basename(path)}: {str(e).splitlines()[0]}", file=sys.stderr)
         return None, None
-    for _ in range(3):
-        out = s.run(None, feed)[0]
-    times = []
-    end = time.time() + seconds
-    while time.time() < end or len(times) < 5:
-        t0 = time.perf_counter()
-        s.run(None, feed)
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times), out
 
 
 def main():
