@@ -104,8 +104,29 @@ void check_reduce(const std::string& op, int opset, const std::vector<ReduceCase
                  "keepdims " + std::to_string(c.keepdims) + (c.noop ? " noop" : ""));
     // Values mostly positive: a sum that cancels to nearly 0 would measure only the input's rounding
     // to float16 or bfloat16 against the float32 reference.
+    // reduce-to-global-pool would turn the H x W means and maxima into global pools: kept off, so
+    // every case runs on the reduce kernels.
     expect_cuda_matches_reference(reduce_model(op, opset, c), with_batch(c.shape, 1), with_batch(c.shape, 2),
-                                  input_sets(c.shape, {2, 1}, 0.5f), {op}, kAllPrecisions, Layout::kPlain);
+                                  input_sets(c.shape, {2, 1}, 0.5f), {op}, kAllPrecisions, Layout::kPlain, nullptr, {},
+                                  {"reduce-to-global-pool"});
+  }
+}
+
+// With the rewrite on (the default), ReduceMean and ReduceMax over H and W of a 4-D map run as
+// global pools on the GPU, keepdims either way, and still match the reference.
+TEST(CudaReduce, SpatialMeanAndMaxRunAsGlobalPools) {
+  SKIP_WITHOUT_GPU();
+  const std::vector<std::pair<std::string, std::string>> ops = {{"ReduceMean", "GlobalAveragePool"},
+                                                                {"ReduceMax", "GlobalMaxPool"}};
+  for (const auto& [op, pool] : ops) {
+    for (int64_t keepdims : {1, 0}) {
+      for (int opset : {13, 18}) {
+        const ReduceCase c{{2, 7, 5, 9}, {2, 3}, keepdims};
+        SCOPED_TRACE(op + " opset " + std::to_string(opset) + " keepdims " + std::to_string(keepdims));
+        expect_cuda_matches_reference(reduce_model(op, opset, c), with_batch(c.shape, 1), with_batch(c.shape, 2),
+                                      input_sets(c.shape, {2, 1}, 0.5f), {pool});
+      }
+    }
   }
 }
 
