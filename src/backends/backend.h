@@ -92,6 +92,14 @@ class Backend {
   // Optimizer passes off by default that builds for this backend run (unless disabled): fusions
   // whose fused op has a kernel here faster than the steps it replaces.
   virtual std::vector<std::string> passes_on_by_default() const { return {}; }
+  // The CPU instruction-set extensions the plan's steps on this backend need on the machine that
+  // runs them (named as /proc/cpuinfo's flags: "avx512_bf16"), recorded in the engine; and those
+  // this process's kernels may use here (within KILN_CPU_ISA), which a loader checks them against.
+  virtual std::vector<std::string> required_isa(const Plan& plan) const {
+    (void)plan;
+    return {};
+  }
+  virtual std::vector<std::string> available_isa() const { return {}; }
   // In a BF16 build: whether products whose residual sum a normalization reads keep that sum (a
   // transformer's residual stream) in float32, summed from BF16 products into a float32 output,
   // with the normalization reading and writing float32. Rounding the stream to BF16 at every

@@ -3,6 +3,7 @@
 // that can be memory-mapped, and a checksum. See engine_format.h for the layout.
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -24,11 +25,15 @@ struct LoadOptions {
   // compute capability of the GPU ("sm_90"). An engine built for another device is refused.
   std::vector<std::string> devices = {"cpu"};
   std::string cuda_arch;
+  // The CPU instruction-set extensions this process's kernels may use (as BuildInfo::requires_isa
+  // names them): an engine needing one not listed is refused. Empty optional: not checked.
+  std::optional<std::vector<std::string>> cpu_isa;
 };
 
 // Loads and validates an engine file (mapped into memory; weights point into the mapping).
 // Refuses, with a message saying which, a file that is truncated, corrupt (checksum), of a newer
-// format version, or built for a device this process cannot run.
+// format version, built for a device this process cannot run, or needing CPU instructions this
+// CPU lacks.
 Result<std::shared_ptr<Plan>> load_engine(const std::string& path, const LoadOptions& options = {});
 Result<std::shared_ptr<Plan>> load_engine_bytes(std::span<const uint8_t> bytes, const LoadOptions& options = {});
 

@@ -360,9 +360,9 @@ auto guarded(const char* section, F&& read) -> decltype(read()) {
 
 Result<std::string> write_meta(const Plan& plan) {
   const BuildInfo& b = plan.info;
-  json build = {{"kiln_version", b.kiln_version}, {"device", b.device},      {"device_name", b.device_name},
-                {"device_arch", b.device_arch},   {"backend", b.backend},    {"precisions", b.precisions},
-                {"options", b.options},           {"libraries", b.libraries}};
+  json build = {{"kiln_version", b.kiln_version}, {"device", b.device},       {"device_name", b.device_name},
+                {"device_arch", b.device_arch},   {"backend", b.backend},     {"precisions", b.precisions},
+                {"options", b.options},           {"libraries", b.libraries}, {"requires_isa", b.requires_isa}};
   json profiles = json::array();
   for (const Profile& p : plan.profiles) {
     json ranges = json::array();
@@ -446,6 +446,8 @@ Status read_meta(std::span<const uint8_t> bytes, Plan& out) {
     KILN_FIELD(info.precisions, b, "precisions", strings());
     KILN_FIELD(info.options, b, "options", string_map());
     KILN_FIELD(info.libraries, b, "libraries", string_map());
+    // Absent from engines written before it was recorded: they need no instruction checked at load.
+    if (b.j.is_object() && b.j.contains("requires_isa")) KILN_FIELD(info.requires_isa, b, "requires_isa", strings());
     if (info.device.empty()) return invalid("corrupt: META.build.device: empty");
 
     KILN_ASSIGN_OR_RETURN(In profiles, root.at("profiles"));

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <map>
 #include <set>
 
 #include "core/file_mapping.h"
@@ -28,6 +29,23 @@ std::string section_name(uint32_t kind) {
     s[static_cast<size_t>(i)] = (c >= 0x20 && c < 0x7f) ? c : '?';
   }
   return s;
+}
+
+// How an instruction-set extension recorded in BuildInfo::requires_isa reads in a message:
+// "AVX-512 BF16 (avx512_bf16)".
+std::string isa_display_name(const std::string& flag) {
+  static const std::map<std::string, std::string> kNames = {
+      {"avx2", "AVX2"},
+      {"fma", "FMA"},
+      {"avx512f", "AVX-512"},
+      {"avx512bw", "AVX-512 BW"},
+      {"avx512_bf16", "AVX-512 BF16"},
+      {"avx512_vnni", "AVX-512 VNNI"},
+      {"amx_tile", "AMX"},
+      {"amx_bf16", "AMX BF16"},
+  };
+  auto it = kNames.find(flag);
+  return it == kNames.end() ? flag : fmt::format("{} ({})", it->second, flag);
 }
 
 // The machine name as engines record it (first part of BuildInfo::device_arch for CPUs).
@@ -179,6 +197,21 @@ class Loader {
       const std::string machine = b.device_arch.substr(0, b.device_arch.find('+'));
       if (kMachines.count(machine) && machine != host_machine()) {
         return fail("built for {}; this machine is {}", built_for, host_machine());
+      }
+    }
+    if (options_.cpu_isa) {
+      std::string missing;
+      for (const std::string& need : b.requires_isa) {
+        const auto& have = *options_.cpu_isa;
+        if (std::find(have.begin(), have.end(), need) == have.end()) {
+          missing += (missing.empty() ? "" : ", ") + isa_display_name(need);
+        }
+      }
+      if (!missing.empty()) {
+        return fail(
+            "needs CPU instructions this CPU lacks, or that KILN_CPU_ISA caps: {} (built on {}); rebuild the engine "
+            "on this machine",
+            missing, b.device_name.empty() ? built_for : b.device_name);
       }
     }
     return {};

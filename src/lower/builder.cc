@@ -2,6 +2,9 @@
 
 #include <google/protobuf/stubs/common.h>
 
+#include <set>
+#include <string>
+
 #include "ir/clone.h"
 #include "lower/stages.h"
 #include "lower/timing_cache.h"
@@ -122,6 +125,15 @@ Result<std::shared_ptr<Plan>> build_plan(const Model& model, const BuildOptions&
   info.device_name = device.name;
   info.device_arch = device.arch;
   info.backend = backend->name();
+  // What the steps need of the CPU that runs the engine, from each backend they run on.
+  std::set<std::string> step_backends, isa;
+  for (const Step& st : plan->steps) step_backends.insert(st.backend);
+  for (const std::string& name : step_backends) {
+    if (const Backend* b = backends.get(name)) {
+      for (std::string& need : b->required_isa(*plan)) isa.insert(std::move(need));
+    }
+  }
+  info.requires_isa.assign(isa.begin(), isa.end());
   info.precisions = {"fp32"};
   if (options.tf32) info.precisions.push_back("tf32");
   if (options.fp16) info.precisions.push_back("fp16");

@@ -126,6 +126,9 @@ struct BuildInfo {
   std::vector<std::string> precisions;           // allowed: "fp32", "fp16", "bf16"
   std::map<std::string, std::string> options;    // build options as given
   std::map<std::string, std::string> libraries;  // library -> version the engine was built with
+  // CPU instruction-set extensions the engine's steps need where it runs (named as Linux's
+  // /proc/cpuinfo flags: "avx512_bf16"); a loader refuses the engine on a CPU without them.
+  std::vector<std::string> requires_isa;
 };
 
 struct Plan {

@@ -9,6 +9,7 @@ namespace kiln {
 LoadOptions this_machine_load_options() {
   LoadOptions o;
   o.devices = {"cpu"};
+  if (auto cpu = make_backend("cpu"); cpu.ok()) o.cpu_isa = (*cpu)->available_isa();
   if (auto cuda = make_backend("cuda"); cuda.ok()) {
     o.devices.push_back("cuda");
     o.cuda_arch = (*cuda)->device().arch;

@@ -18,10 +18,12 @@
 #include "backends/cpu/bf16_rows.h"
 #include "core/cpu_isa.h"
 #include "core/dtype.h"
+#include "engine/engine.h"
 #include "lower/builder.h"
 #include "model_builder.h"
 #include "plan_run_util.h"
 #include "runtime/executor.h"
+#include "runtime/open_plan.h"
 #include "runtime/plan_executor.h"
 
 namespace kiln {
@@ -168,15 +170,27 @@ TEST(CpuBf16, ConvolutionsAndProductsRunInBf16WhereTheCpuHasIt) {
     if (native) {
       EXPECT_EQ(bf16_steps, 7) << "three convolutions, three products and the Gemm";
       EXPECT_GE(reformats, 3) << "into BF16 before the first convolution, out of it before the pool and outputs";
-      // The same engine where BF16 is not available: refused with the instructions it needs.
+      // The engine records that it needs BF16 instructions. Where they are not available (capped
+      // here), loading it is refused naming them, and so is a context for the plan in memory.
+      EXPECT_EQ((*plan)->info.requires_isa, std::vector<std::string>{"avx512_bf16"});
+      auto image = serialize_engine(**plan);
+      ASSERT_TRUE(image.ok()) << image.status().message();
+      auto loaded = load_engine_bytes(*image, this_machine_load_options());
+      EXPECT_TRUE(loaded.ok()) << loaded.status().message();
       set_cpu_isa_cap(CpuIsa::kAvx2);
+      auto refused_load = load_engine_bytes(*image, this_machine_load_options());
       auto refused = PlanExecutor::create(*plan, *backend);
       set_cpu_isa_cap(CpuIsa::kAvx512);
+      ASSERT_FALSE(refused_load.ok());
+      EXPECT_NE(refused_load.status().message().find("lacks, or that KILN_CPU_ISA caps: AVX-512 BF16 (avx512_bf16)"),
+                std::string::npos)
+          << refused_load.status().message();
       ASSERT_FALSE(refused.ok());
       EXPECT_NE(refused.status().message().find("AVX-512 BF16 or AMX"), std::string::npos)
           << refused.status().message();
     } else {
       EXPECT_EQ(bf16_steps, 0);
+      EXPECT_TRUE((*plan)->info.requires_isa.empty()) << "an FP32 engine runs on any CPU of its machine type";
     }
     auto exec = PlanExecutor::create(*plan, *backend);
     ASSERT_TRUE(exec.ok()) << exec.status().message();

@@ -330,6 +330,33 @@ TEST_F(EngineFile, WrongDevice) {
   expect_refused(serialize_ok(npu), "built for npu; this machine has no npu device");
 }
 
+// An engine records the CPU instructions its steps need; a loader told what this CPU offers
+// refuses one needing others, naming them; one told nothing (an embedder's default) loads it.
+TEST_F(EngineFile, RefusedWhereTheCpuLacksInstructionsItNeeds) {
+  Plan bf16 = *plan_;
+  bf16.info.device_name = "Some Xeon";
+  bf16.info.requires_isa = {"amx_tile", "avx512_bf16"};
+  const std::vector<uint8_t> image = serialize_ok(bf16);
+  auto loaded = load_ok(image);
+  ASSERT_TRUE(loaded);
+  EXPECT_EQ(loaded->info.requires_isa, bf16.info.requires_isa);
+  LoadOptions none;
+  none.cpu_isa = std::vector<std::string>{};
+  expect_refused(image,
+                 "needs CPU instructions this CPU lacks, or that KILN_CPU_ISA caps: AMX (amx_tile), AVX-512 BF16 "
+                 "(avx512_bf16) (built on Some Xeon); rebuild the engine on this machine",
+                 none);
+  LoadOptions some;
+  some.cpu_isa = std::vector<std::string>{"avx2", "avx512_bf16"};
+  expect_refused(image, "caps: AMX (amx_tile) (built on", some);
+  some.cpu_isa->push_back("amx_tile");
+  EXPECT_TRUE(load_ok(image, some));
+  // An engine that needs nothing loads whatever the CPU offers, and so does one written before
+  // engines recorded it (no "requires_isa" in META).
+  EXPECT_TRUE(load_ok(image_, none));
+  EXPECT_TRUE(load_ok(with_json(image, ef::kMeta, [](json& j) { j["build"].erase("requires_isa"); }), none));
+}
+
 TEST_F(EngineFile, OutOfRangeIndices) {
   Plan bad_slot = *plan_;
   bad_slot.steps[0].inputs[0] = 999;

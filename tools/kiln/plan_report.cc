@@ -122,9 +122,10 @@ nlohmann::json plan_json(const Plan& plan) {
     profiles.push_back(pj);
   }
   const BuildInfo& b = plan.info;
-  nlohmann::json build = {{"kiln_version", b.kiln_version}, {"device", b.device},      {"device_name", b.device_name},
-                          {"device_arch", b.device_arch},   {"backend", b.backend},    {"precisions", b.precisions},
-                          {"options", b.options},           {"libraries", b.libraries}};
+  nlohmann::json build = {
+      {"kiln_version", b.kiln_version}, {"device", b.device},       {"device_name", b.device_name},
+      {"device_arch", b.device_arch},   {"backend", b.backend},     {"precisions", b.precisions},
+      {"options", b.options},           {"libraries", b.libraries}, {"requires_isa", b.requires_isa}};
   nlohmann::json passes = nlohmann::json::object();
   for (const auto& [k, v] : plan.passes_fired) passes[k] = v;
   return {{"steps", steps},
@@ -142,6 +143,11 @@ void print_plan(const Plan& plan, bool show_steps) {
   const BuildInfo& b = plan.info;
   std::printf("engine: kiln %s, device %s (%s%s%s), backend %s\n", b.kiln_version.c_str(), b.device.c_str(),
               b.device_arch.c_str(), b.device_name.empty() ? "" : ", ", b.device_name.c_str(), b.backend.c_str());
+  if (!b.requires_isa.empty()) {
+    std::string isa;
+    for (const std::string& f : b.requires_isa) isa += (isa.empty() ? "" : ", ") + f;
+    std::printf("needs CPU instructions: %s (refused where the CPU lacks them)\n", isa.c_str());
+  }
   std::printf("graph: %lld source nodes -> %zu steps\n", static_cast<long long>(plan.source_nodes), plan.steps.size());
   for (const Profile& p : plan.profiles) {
     for (const ShapeRange& r : p.ranges) {

@@ -157,6 +157,19 @@ class CpuBackend : public Backend {
   std::vector<std::string> passes_on_by_default() const override {
     return {"channels-last-heads", "split-concat-conv"};
   }
+  // Steps computing in BF16 from float32 nodes run oneDNN's and Kiln's BF16 kernels, which need
+  // AVX-512 BF16 (a CPU with AMX has it too). Kernels for everything else pick their instructions
+  // where they run (oneDNN's, and Kiln's own through cpu_isa()), so FP32 engines need none.
+  std::vector<std::string> required_isa(const Plan& plan) const override {
+    for (const Step& st : plan.steps) {
+      if (st.backend == name() && needs_native_bf16(st)) return {"avx512_bf16"};
+    }
+    return {};
+  }
+  std::vector<std::string> available_isa() const override {
+    if (cpu::bf16_native()) return {"avx512_bf16"};
+    return {};
+  }
   // oneDNN's convolutions and products add a residual (input 3) with a sum post-op into an output
   // that holds it first: placed over the residual, the output needs no copy of it.
   int accumulating_input(const Step& step) const override {
@@ -233,8 +246,7 @@ class CpuBackend : public Backend {
   Status run(const Step& step, OpContext& ctx) const override { return reference_->run(step, ctx); }
   Result<std::unique_ptr<StepKernel>> make_kernel(const Plan& plan, const Step& step) const override {
     // An engine built where BF16 runs natively, loaded on a CPU without it (or capped below it).
-    if (step.precision == DataType::kBFloat16 && node_precision(*step.node) != DataType::kBFloat16 &&
-        !reformat(*step.node) && !cpu::bf16_native()) {
+    if (needs_native_bf16(step) && !cpu::bf16_native()) {
       return invalid(
           "step {} computes in BF16, which needs AVX-512 BF16 or AMX instructions: this CPU has neither (or "
           "KILN_CPU_ISA caps them); rebuild the engine here, without --bf16 or with it",
@@ -274,6 +286,12 @@ class CpuBackend : public Backend {
     return f->make(step);
   }
   static bool reformat(const Node& n) { return n.domain == "kiln" && n.op_type == "Reformat"; }
+  // A step computing in BF16 from a float32 node (a --bf16 build's), which the reference kernels
+  // do not run: it needs BF16 instructions. Reformats convert with any instructions.
+  static bool needs_native_bf16(const Step& step) {
+    return step.precision == DataType::kBFloat16 && node_precision(*step.node) != DataType::kBFloat16 &&
+           !reformat(*step.node);
+  }
   std::shared_ptr<Backend> reference_;
 };
 
