@@ -507,6 +507,43 @@ TEST(Builder, TimingRoundsKeepEachTacticsFastest) {
   EXPECT_EQ(TimedDeviceBackend().timing_rounds(), 1) << "a device times once";
 }
 
+// A tactic more than twice as slow as the fastest in its first two rounds is not timed in the
+// third; one within twice the fastest is. Here "first" takes 0.5 ms, "second" 1.5 ms (3x) in
+// the first round and 0.9 ms (1.8x) after, "third" 1.1 ms (2.2x) always.
+class SlowTacticBackend : public TimedDeviceBackend {
+ public:
+  int timing_rounds() const override { return 3; }
+  std::vector<std::string> tactics(const Node& n, DataType p, Layout l) const override {
+    if (n.op_type == "Relu") return {"first", "second", "third"};
+    return TimedDeviceBackend::tactics(n, p, l);
+  }
+  Result<double> time_step(const Plan& plan, const Step& step, const std::vector<TypeInfo>& types) const override {
+    KILN_RETURN_IF_ERROR(TimedDeviceBackend::time_step(plan, step, types).status());
+    order += step.tactic.substr(0, 1);
+    if (step.tactic == "first") return 0.5;
+    if (step.tactic == "second") return ++second_runs == 1 ? 1.5 : 0.9;
+    return 1.1;
+  }
+  mutable int second_runs = 0;
+  mutable std::string order;
+};
+
+TEST(Builder, TacticsTwiceAsSlowAreNotTimedInTheLastRound) {
+  Model model = import(mlp(false));
+  auto backend = std::make_shared<SlowTacticBackend>();
+  BuildOptions o;
+  o.backend = backend;
+  o.pipeline.disabled = {"fuse-bias-activation", "fuse-elementwise"};
+  auto plan = build_plan(model, o);
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  const Step* relu = step_of(**plan, "Relu");
+  ASSERT_NE(relu, nullptr);
+  EXPECT_EQ(relu->tactic, "first");
+  EXPECT_EQ(backend->order, "fstfstfs") << "third, 2.2x the fastest after two rounds, is not timed a third time";
+  EXPECT_DOUBLE_EQ(relu->tactic_times.at("second"), 0.9);
+  EXPECT_DOUBLE_EQ(relu->tactic_times.at("third"), 1.1) << "its time is kept";
+}
+
 // An engine with a shape profile times its tactics at the profile's opt shapes (shapes inferred
 // through the graph from the opt inputs), and the timing cache keeps them apart per opt shape.
 TEST(Builder, ProfileEnginesTimeTacticsAtTheirOptShapes) {
