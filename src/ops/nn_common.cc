@@ -26,6 +26,24 @@ std::string node_string(const Node& n, const std::string& key, const std::string
   return a ? a->s : def;
 }
 
+bool reduce_node_axes(const Node& n, const Tensor* constant, std::vector<int64_t>* axes) {
+  const int moved = n.op_type == "ReduceSum" ? 13 : 18;
+  if (n.opset < moved) {
+    *axes = node_ints(n, "axes");
+    return true;
+  }
+  if (n.inputs.size() < 2 || !n.inputs[1]) {
+    axes->clear();
+    return true;
+  }
+  if (!constant || (constant->dtype() != DataType::kInt64 && constant->dtype() != DataType::kInt32) ||
+      constant->rank() > 1) {
+    return false;
+  }
+  *axes = constant->to_int64_vector();
+  return true;
+}
+
 std::vector<int64_t> node_ints(const Node& n, const std::string& key, std::vector<int64_t> def) {
   const Attribute* a = n.attr(key);
   if (!a) return def;

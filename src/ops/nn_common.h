@@ -19,6 +19,11 @@ float node_float(const Node& n, const std::string& key, float def);
 std::string node_string(const Node& n, const std::string& key, const std::string& def);
 std::vector<int64_t> node_ints(const Node& n, const std::string& key, std::vector<int64_t> def = {});
 bool node_has(const Node& n, const std::string& key);
+// The axes a Reduce node (ai.onnx) names: its `axes` attribute before the opset where they moved
+// to the second input (13 for ReduceSum, 18 for the others), that input's value after, read from
+// `constant` (the input's constant value; null where it has none). Empty where none are given.
+// False where they are computed at run time or are not int32/int64 of rank 0 or 1.
+bool reduce_node_axes(const Node& n, const Tensor* constant, std::vector<int64_t>* axes);
 
 // ---- dtype conversion ---------------------------------------------------------------------
 // All elements of a numeric tensor as doubles (one dtype dispatch, not one per element).

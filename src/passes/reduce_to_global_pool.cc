@@ -4,26 +4,19 @@
 // classifier's pooling) by a Reshape to [N, C]: the same values, and an op the backends run on the
 // feature maps where they are (in NHWC between NHWC convolutions on the CPU, with Kiln's and
 // oneDNN's pools timed), where a Reduce op would need them reordered to NCHW first.
+#include "ops/nn_common.h"
 #include "passes/passes.h"
 #include "passes/rewrite.h"
 
 namespace kiln {
 namespace {
 
-// The node's reduced axes, normalized to [0, rank): an attribute, or a constant second input
-// from the opset where they moved there (18); false where they are computed at run time.
+// Whether the node reduces exactly axes 2 and 3 of a rank-`rank` input (an attribute, or a
+// constant second input; negative axes counted from the end).
 bool spatial_axes(const Node& n, int64_t rank) {
   std::vector<int64_t> axes;
-  if (n.opset >= 18) {
-    if (n.inputs.size() < 2 || !n.inputs[1]) return false;
-    const Tensor* a = constant_of(n.inputs[1]);
-    if (!a || (a->dtype() != DataType::kInt64 && a->dtype() != DataType::kInt32)) return false;
-    axes = a->to_int64_vector();
-  } else {
-    const Attribute* a = n.attr("axes");
-    if (!a) return false;
-    axes = a->ints;
-  }
+  const Value* a = n.inputs.size() > 1 ? n.inputs[1] : nullptr;
+  if (!nn::reduce_node_axes(n, a ? constant_of(a) : nullptr, &axes)) return false;
   if (axes.size() != 2) return false;
   bool h = false, w = false;
   for (int64_t x : axes) {

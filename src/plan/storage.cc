@@ -55,13 +55,8 @@ Result<Tensor> read_storage(const void* src, const Storage& storage, DataType lo
   KILN_RETURN_IF_ERROR(check_layout(storage, dims));
   const DataType dt = storage.dtype == DataType::kUndefined ? logical : storage.dtype;
   const int64_t bytes = storage_bytes(dims, Storage{dt, storage.layout, storage.device});
-  if (storage_is_logical(storage, logical) && logical != DataType::kString) {
-    // Every byte is copied over: no zeroing first.
-    KILN_ASSIGN_OR_RETURN(Tensor out, Tensor::create_uninitialized(logical, dims));
-    if (bytes > 0) std::memcpy(out.raw(), src, static_cast<size_t>(bytes));
-    return out;
-  }
-  KILN_ASSIGN_OR_RETURN(Tensor out, Tensor::create(logical, dims));
+  // Every element is written below (copied, or converted one by one): no zeroing first.
+  KILN_ASSIGN_OR_RETURN(Tensor out, Tensor::create_uninitialized(logical, dims));
   if (storage_is_logical(storage, logical)) {
     if (bytes > 0) std::memcpy(out.raw(), src, static_cast<size_t>(bytes));
     return out;

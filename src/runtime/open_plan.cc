@@ -9,7 +9,9 @@ namespace kiln {
 LoadOptions this_machine_load_options() {
   LoadOptions o;
   o.devices = {"cpu"};
-  if (auto cpu = make_backend("cpu"); cpu.ok()) o.cpu_isa = (*cpu)->available_isa();
+  // Checked where the CPU backend is built (with oneDNN); elsewhere "cpu" is the reference
+  // backend, which runs no BF16 step natively whatever the CPU has.
+  if (auto cpu = make_backend("cpu"); cpu.ok() && (*cpu)->name() == "cpu") o.cpu_isa = (*cpu)->available_isa();
   if (auto cuda = make_backend("cuda"); cuda.ok()) {
     o.devices.push_back("cuda");
     o.cuda_arch = (*cuda)->device().arch;

@@ -41,26 +41,15 @@ void copy_one(uint8_t* dst, const uint8_t* src) {
 // of a BF16 step's output (a BF16 engine's embedding lookup).
 enum class Convert { kCopy, kToBf16 };
 
-// dst block w (of `block` bytes, `inner` elements) = src block (o * dim + ind[k]) for
-// w = o * n + k, indices already checked to lie in [-dim, dim); converted as `conv` says (`block`
-// is then the source's bytes).
+// dst block w = src block (o * dim + ind[k]) for w = o * n + k, indices already checked to lie in
+// [-dim, dim); `block` is the source's bytes (`inner` elements), converted as `conv` says.
 template <typename I>
 void gather_blocks(const uint8_t* src, uint8_t* dst, const I* ind, int64_t outer, int64_t n, int64_t dim, size_t block,
                    int64_t inner, Convert conv) {
   const int64_t work = outer * n;
   const bool parallel = work > 1 && work * static_cast<int64_t>(block) >= (64 << 10);
-  if (conv != Convert::kCopy) {
-    const size_t out_block = block / 2;
-#pragma omp parallel for schedule(static) if (parallel)
-    for (int64_t w = 0; w < work; ++w) {
-      int64_t i = static_cast<int64_t>(ind[w % n]);
-      if (i < 0) i += dim;
-      const uint8_t* from = src + static_cast<size_t>((w / n) * dim + i) * block;
-      uint8_t* to = dst + static_cast<size_t>(w) * out_block;
-      round_to_bf16(reinterpret_cast<const float*>(from), reinterpret_cast<uint16_t*>(to), inner);
-    }
-    return;
-  }
+  const bool to_bf16 = conv == Convert::kToBf16;
+  const size_t out_block = to_bf16 ? block / 2 : block;
   void (*one)(uint8_t*, const uint8_t*) = block == 1   ? copy_one<uint8_t>
                                           : block == 2 ? copy_one<uint16_t>
                                           : block == 4 ? copy_one<uint32_t>
@@ -68,12 +57,13 @@ void gather_blocks(const uint8_t* src, uint8_t* dst, const I* ind, int64_t outer
                                                        : nullptr;
 #pragma omp parallel for schedule(static) if (parallel)
   for (int64_t w = 0; w < work; ++w) {
-    const int64_t o = w / n;
     int64_t i = static_cast<int64_t>(ind[w % n]);
     if (i < 0) i += dim;
-    const uint8_t* from = src + static_cast<size_t>(o * dim + i) * block;
-    uint8_t* to = dst + static_cast<size_t>(w) * block;
-    if (one) {
+    const uint8_t* from = src + static_cast<size_t>((w / n) * dim + i) * block;
+    uint8_t* to = dst + static_cast<size_t>(w) * out_block;
+    if (to_bf16) {
+      round_to_bf16(reinterpret_cast<const float*>(from), reinterpret_cast<uint16_t*>(to), inner);
+    } else if (one) {
       one(to, from);
     } else {
       std::memcpy(to, from, block);

@@ -425,25 +425,10 @@ class ReduceKernel : public StepKernel {
   const bool keepdims_, noop_;
 };
 
-// The node's axes (an attribute, or a constant second input from the opset where they moved
-// there: 13 for ReduceSum, 18 for the others); false where they are computed at run time.
-bool axes_of(const Node& n, Kind k, std::vector<int64_t>* axes) {
-  const int moved = k == Kind::kSum ? 13 : 18;
-  if (n.opset < moved) {
-    *axes = nn::node_ints(n, "axes");
-    return true;
-  }
-  if (n.inputs.size() < 2 || !n.inputs[1]) {
-    axes->clear();
-    return true;
-  }
-  const Value* a = n.inputs[1];
-  if (!a->initializer || (a->initializer->dtype() != DataType::kInt64 && a->initializer->dtype() != DataType::kInt32) ||
-      a->initializer->rank() > 1) {
-    return false;
-  }
-  *axes = a->initializer->to_int64_vector();
-  return true;
+// The node's axes (attribute or constant input); false where they are computed at run time.
+bool axes_of(const Node& n, std::vector<int64_t>* axes) {
+  const Value* a = n.inputs.size() > 1 ? n.inputs[1] : nullptr;
+  return nn::reduce_node_axes(n, a ? a->initializer.get() : nullptr, axes);
 }
 
 }  // namespace
@@ -457,7 +442,7 @@ bool reduce_supported(const Node& n, DataType precision, Layout layout) {
   const int64_t rank = t.shape.rank();
   if (rank > static_cast<int64_t>(kMaxRank)) return false;
   std::vector<int64_t> axes;
-  if (!axes_of(n, kind, &axes)) return false;
+  if (!axes_of(n, &axes)) return false;
   // Axes out of range or given twice are left to the reference kernel's error.
   std::vector<bool> seen(static_cast<size_t>(rank), false);
   for (int64_t a : axes) {
@@ -473,7 +458,7 @@ std::unique_ptr<StepKernel> make_reduce_kernel(const Step& step) {
   Kind kind = Kind::kSum;
   kind_of(*step.node, &kind);
   std::vector<int64_t> axes;
-  axes_of(*step.node, kind, &axes);
+  axes_of(*step.node, &axes);
   return std::make_unique<ReduceKernel>(*step.node, kind, std::move(axes));
 }
 
