@@ -56,7 +56,8 @@ MemoryPlan plan_memory(const std::vector<TensorLife>& tensors, int64_t alignment
     if (unit_life[static_cast<size_t>(root)].last != tensors[static_cast<size_t>(src)].last) continue;
     unit[i] = root;
     plan.in_place_of[i] = src;
-    unit_life[static_cast<size_t>(root)].last = std::max(unit_life[static_cast<size_t>(root)].last, tensors[i].last);
+    // (Its unit's life: its own, or its alias's where one shares its bytes longer.)
+    unit_life[static_cast<size_t>(root)].last = std::max(unit_life[static_cast<size_t>(root)].last, unit_life[i].last);
   }
 
   // Lower bound: the most bytes alive at any step (a sweep over lifetime endpoints). A tensor
@@ -116,7 +117,13 @@ MemoryPlan plan_memory(const std::vector<TensorLife>& tensors, int64_t alignment
     placed.push_back(u);
     plan.arena = std::max(plan.arena, best + unit_size[u]);
   }
-  for (size_t i = 0; i < n; ++i) plan.offsets[i] = unit_offset[static_cast<size_t>(unit[i])];
+  // A tensor's placement is its unit root's: an alias of a tensor that went in place of its own
+  // input follows that tensor into its input's unit.
+  for (size_t i = 0; i < n; ++i) {
+    size_t root = i;
+    while (unit[root] != static_cast<int>(root)) root = static_cast<size_t>(unit[root]);
+    plan.offsets[i] = unit_offset[root];
+  }
   return plan;
 }
 
