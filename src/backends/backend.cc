@@ -32,6 +32,10 @@ class LogicalKernel : public StepKernel {
     std::vector<const RValue*> in(inputs.size(), nullptr);
     for (size_t k = 0; k < inputs.size(); ++k) {
       const TensorView& v = inputs[k];
+      if (v.value && v.value->is_tensor() && v.value->tensor.packed()) {
+        return invalid("step {}: input {} ('{}') is packed for another kernel, which this step's cannot read",
+                       step_.name, k, step_.node->inputs[k] ? step_.node->inputs[k]->name : std::string());
+      }
       if (v.value) {
         in[k] = v.value;
         continue;

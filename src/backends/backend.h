@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -22,6 +23,14 @@ struct DeviceInfo {
   std::string name;                              // marketing name where known
   std::string arch;                              // CPU ISA ("x86_64+avx2+fma") or compute capability ("sm_90")
   std::map<std::string, std::string> libraries;  // runtime libraries loaded and their versions
+};
+
+// A weight packed for the kernel of the step reading it: the tensor (Tensor::wrap_packed: the
+// logical dtype and dims, the packed bytes and a description of the packing that only that kernel
+// reads) and its slot's storage (the element type packed, layout kBlocked).
+struct PackedWeight {
+  Tensor tensor;
+  Storage storage;
 };
 
 class Allocator {
@@ -132,13 +141,14 @@ class Backend {
     (void)step;
     return -1;
   }
-  // Build time: repacks the constant inputs of `node` for `tactic` (e.g. blocked conv weights).
-  // The default keeps them as they are.
-  virtual Result<std::vector<Tensor>> pack_weights(const Node& node, const std::string& tactic,
-                                                   std::vector<Tensor> weights) const {
-    (void)node;
-    (void)tactic;
-    return weights;
+  // Build time, after the tactics: input `k` of `step`, a weight that no other step reads, packed
+  // for the step's kernel (a filter in the layout its convolution reads it in), so that engines
+  // store it packed and contexts use it without repacking. nullopt: it stays as ONNX defines it.
+  virtual Result<std::optional<PackedWeight>> pack_weight(const Plan& plan, const Step& step, size_t k) const {
+    (void)plan;
+    (void)step;
+    (void)k;
+    return std::optional<PackedWeight>();
   }
   // A stream for one execution context's work (cudaStream_t on CUDA; null on the CPU, where
   // kernels run as they are enqueued), waited for at the end of a run and destroyed with the

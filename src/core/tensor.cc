@@ -1,6 +1,7 @@
 #include "core/tensor.h"
 
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -105,7 +106,27 @@ Tensor Tensor::wrap(DataType dtype, Dims dims, std::shared_ptr<uint8_t[]> bytes)
   return t;
 }
 
+Tensor Tensor::wrap_packed(DataType dtype, Dims dims, std::shared_ptr<uint8_t[]> bytes, size_t nbytes,
+                           std::string packing) {
+  Tensor t = wrap(dtype, std::move(dims), std::move(bytes));
+  t.packing_ = std::make_shared<const std::string>(std::move(packing));
+  t.packed_bytes_ = nbytes;
+  return t;
+}
+
+const std::string& Tensor::packing() const {
+  static const std::string none;
+  return packing_ ? *packing_ : none;
+}
+
+void Tensor::check_not_packed(const char* what) const {
+  if (!packing_) return;
+  std::fprintf(stderr, "kiln: internal error: %s of a tensor packed for a kernel\n", what);
+  std::abort();
+}
+
 Tensor Tensor::reshaped(Dims dims) const {
+  check_not_packed("reshaped");
   Tensor t = *this;
   t.dims_ = std::move(dims);
   return t;
@@ -126,6 +147,7 @@ Tensor Tensor::clone() const {
 }
 
 double Tensor::get_double(int64_t i) const {
+  check_not_packed("an element");
   double out = 0;
   switch (dtype_) {
     case DataType::kBool: return data<bool>()[i] ? 1.0 : 0.0;
@@ -147,6 +169,7 @@ double Tensor::get_double(int64_t i) const {
 }
 
 int64_t Tensor::get_int64(int64_t i) const {
+  check_not_packed("an element");
   if (is_integer(dtype_) || dtype_ == DataType::kBool) {
     int64_t out = 0;
     switch (dtype_) {
@@ -180,6 +203,7 @@ std::vector<double> Tensor::to_double_vector() const {
 }
 
 void Tensor::set_double(int64_t i, double v) {
+  check_not_packed("setting an element");
   switch (dtype_) {
     case DataType::kBool: data<bool>()[i] = v != 0; return;
     case DataType::kInt4:

@@ -43,6 +43,12 @@ class Tensor {
   // hold numel * dtype_size bytes and stay alive as long as the tensor; pass an aliasing
   // shared_ptr that keeps the owner alive. Not for strings.
   static Tensor wrap(DataType dtype, Dims dims, std::shared_ptr<uint8_t[]> bytes);
+  // A weight packed for the one kernel that reads it (a filter in a library's blocked layout, in
+  // the element type the kernel computes in, padded): dtype and dims stay the logical tensor's,
+  // `nbytes` bytes at `bytes` hold it packed, and `packing` is the packer's description of how
+  // (opaque to everyone else). Its elements cannot be read one by one (the element accessors abort).
+  static Tensor wrap_packed(DataType dtype, Dims dims, std::shared_ptr<uint8_t[]> bytes, size_t nbytes,
+                            std::string packing);
 
   template <typename T>
   static Tensor scalar(T value) {
@@ -73,7 +79,11 @@ class Tensor {
   int64_t rank() const { return static_cast<int64_t>(dims_.size()); }
   int64_t dim(int64_t i) const { return dims_[static_cast<size_t>(i < 0 ? i + rank() : i)]; }
   int64_t numel() const { return numel_; }
-  size_t nbytes() const { return static_cast<size_t>(numel_) * dtype_size(dtype_); }
+  // The bytes the tensor holds: numel * dtype_size, or a packed tensor's.
+  size_t nbytes() const { return packing_ ? packed_bytes_ : static_cast<size_t>(numel_) * dtype_size(dtype_); }
+  bool packed() const { return packing_ != nullptr; }
+  // A packed tensor's description of its packing; empty for the others.
+  const std::string& packing() const;
 
   void* raw() { return bytes_ ? bytes_.get() : nullptr; }
   const void* raw() const { return bytes_ ? bytes_.get() : nullptr; }
@@ -96,7 +106,7 @@ class Tensor {
   std::vector<std::string>& strings() { return *strings_; }
   const std::vector<std::string>& strings() const { return *strings_; }
 
-  // Same data, new shape (numel must match). Shares the buffer.
+  // Same data, new shape (numel must match). Shares the buffer. Not for packed tensors.
   Tensor reshaped(Dims dims) const;
   Tensor clone() const;
 
@@ -116,6 +126,9 @@ class Tensor {
   int64_t numel_ = 0;
   std::shared_ptr<uint8_t[]> bytes_;
   std::shared_ptr<std::vector<std::string>> strings_;
+  std::shared_ptr<const std::string> packing_;  // set for packed tensors
+  size_t packed_bytes_ = 0;
+  void check_not_packed(const char* what) const;
 };
 
 // Copies `count` elements (any dtype, strings included) from src[src_index..] to dst[dst_index..].

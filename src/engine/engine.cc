@@ -77,6 +77,7 @@ Result<WeightLayout> lay_out_weights(const Plan& plan) {
     std::vector<uint8_t> strings;
     if (t->dtype() == DataType::kString) strings = encode_strings(*t);
     e.size = static_cast<int64_t>(t->dtype() == DataType::kString ? strings.size() : t->nbytes());
+    e.packing = t->packing();
     layout.total = static_cast<size_t>(e.offset + e.size);
     layout.entries.push_back(std::move(e));
     layout.string_blobs.push_back(std::move(strings));
@@ -152,7 +153,9 @@ Result<std::vector<uint8_t>> serialize_engine(const Plan& plan) {
   put64(p + ef::kFileSizeOffset, file_size);
   put64(p + ef::kTableOffsetOffset, ef::kHeaderSize);
   put32(p + ef::kSectionCountOffset, static_cast<uint32_t>(sections.size()));
-  put32(p + ef::kFlagsOffset, 0);
+  bool packed = false;
+  for (const WeightEntry& e : weights.entries) packed = packed || !e.packing.empty();
+  put32(p + ef::kFlagsOffset, packed ? ef::kFlagPackedWeights : 0);
   for (size_t i = 0; i < sections.size(); ++i) {
     uint8_t* e = p + ef::kHeaderSize + i * ef::kSectionEntrySize;
     put32(e, sections[i].kind);

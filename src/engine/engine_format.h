@@ -8,7 +8,8 @@
 //   16      8     u64 file size: the file ends exactly here
 //   24      8     u64 section table offset (64: right after the header)
 //   32      4     u32 section count (4)
-//   36      4     u32 flags (0; a set bit is a feature this reader does not know)
+//   36      4     u32 flags (a set bit is a feature the file uses; a reader refuses a file with a
+//                 bit it does not know): kFlagPackedWeights (1) where a weight is packed
 //   40      8     u64 body checksum: hash64 of bytes [header size, file size)
 //   48      8     u64 reserved (0)
 //   56      8     u64 header checksum: hash64 of bytes [0, 56)
@@ -34,8 +35,10 @@
 //                           outputs[] (slot ids, -1 omitted), fused[], precision (dtype name),
 //                           layout ("plain"|"nhwc"|"blocked"), backend, tactic}]
 //              "inputs", "outputs": slot ids in graph input / output order
-//              "weights": [{name, dtype, dims[], offset, size}]: offset relative to the WEIGHTS
-//                         section start, a multiple of kBlobAlignment
+//              "weights": [{name, dtype, dims[], offset, size, packing}]: offset relative to the
+//                         WEIGHTS section start, a multiple of kBlobAlignment; packing (optional,
+//                         base64): a weight packed for its step's kernel (Tensor::packing), whose
+//                         `size` bytes are the packed ones, its dtype and dims the logical tensor's
 //              "binaries": optional, {name: base64 string}: code a backend compiled at build
 //                         (Plan::binaries)
 //            A type is {"kind": "unknown"|"tensor"|"sparse_tensor"|"sequence"|"optional"|"map",
@@ -62,6 +65,9 @@ inline constexpr size_t kSectionEntrySize = 32;
 inline constexpr size_t kSectionAlignment = 64;
 inline constexpr size_t kWeightsAlignment = 4096;
 inline constexpr size_t kBlobAlignment = 64;
+// Header flags: features a file uses, which a reader must know.
+inline constexpr uint32_t kFlagPackedWeights = 1;  // some weight is packed for its kernel
+inline constexpr uint32_t kKnownFlags = kFlagPackedWeights;
 
 // Header field offsets.
 inline constexpr size_t kVersionOffset = 8;

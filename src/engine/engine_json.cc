@@ -320,6 +320,11 @@ Result<WeightEntry> read_weight(const In& in) {
   KILN_FIELD(w.dims, in, "dims", integers(0, kMaxInt));
   KILN_FIELD(w.offset, in, "offset", integer(0));
   KILN_FIELD(w.size, in, "size", integer(0));
+  if (in.j.is_object() && in.j.contains("packing")) {
+    KILN_ASSIGN_OR_RETURN(In packing, in.at("packing"));
+    KILN_ASSIGN_OR_RETURN(std::string text, packing.string());
+    if (!base64_decode(text, &w.packing) || w.packing.empty()) return packing.fail("the packing, in base64");
+  }
   return w;
 }
 
@@ -416,8 +421,10 @@ Result<std::string> write_plan(const Plan& plan, const std::vector<WeightEntry>&
   }
   json ws = json::array();
   for (const WeightEntry& w : weights) {
-    ws.push_back(
-        {{"name", w.name}, {"dtype", dtype_name(w.dtype)}, {"dims", w.dims}, {"offset", w.offset}, {"size", w.size}});
+    json e = {
+        {"name", w.name}, {"dtype", dtype_name(w.dtype)}, {"dims", w.dims}, {"offset", w.offset}, {"size", w.size}};
+    if (!w.packing.empty()) e["packing"] = base64_encode(w.packing);
+    ws.push_back(std::move(e));
   }
   json j = {{"slots", std::move(slots)},
             {"steps", std::move(steps)},

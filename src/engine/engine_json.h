@@ -19,6 +19,9 @@ struct WeightEntry {
   Dims dims;
   int64_t offset = 0;  // from the start of the WEIGHTS section
   int64_t size = 0;    // bytes
+  // A weight packed for its step's kernel (Tensor::packing): how, as the backend described it;
+  // `size` is then the packed bytes'. Empty: the tensor as ONNX defines it.
+  std::string packing;
 };
 
 // The PLAN section as read, before its indices are checked against the graph.

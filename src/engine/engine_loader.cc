@@ -132,7 +132,10 @@ class Loader {
       return fail("corrupt: checksum mismatch");
     }
     const uint32_t flags = ef::load32(h + ef::kFlagsOffset);
-    if (flags != 0) return fail("uses features this Kiln does not know (flags 0x{:x}); rebuild it", flags);
+    if ((flags & ~ef::kKnownFlags) != 0) {
+      return fail("uses features this Kiln does not know (flags 0x{:x}); rebuild it", flags & ~ef::kKnownFlags);
+    }
+    flags_ = flags;
     if (ef::load64(h + ef::kReservedOffset) != 0) return fail("corrupt: reserved header bytes are not zero");
     return {};
   }
@@ -235,7 +238,15 @@ class Loader {
       if (numel < 0) return fail("corrupt: weight '{}' has an overflowing shape", e.name);
       const uint8_t* data = blob.data() + off;
       std::shared_ptr<Tensor> t;
-      if (e.dtype == DataType::kString) {
+      if (!e.packing.empty()) {
+        // Packed for its kernel: the bytes are that kernel's to read (it checks the packing).
+        if (!(flags_ & ef::kFlagPackedWeights))
+          return fail("corrupt: weight '{}' is packed, the header says none is", e.name);
+        if (e.dtype == DataType::kString || size == 0)
+          return fail("corrupt: weight '{}' is packed but {}", e.name, size == 0 ? "empty" : "a string tensor");
+        std::shared_ptr<uint8_t[]> view(owner_, const_cast<uint8_t*>(data));
+        t = std::make_shared<Tensor>(Tensor::wrap_packed(e.dtype, e.dims, std::move(view), size, e.packing));
+      } else if (e.dtype == DataType::kString) {
         KILN_ASSIGN_OR_RETURN(t, decode_strings(e, numel, data));
       } else {
         const int64_t elem = static_cast<int64_t>(dtype_size(e.dtype));
@@ -407,6 +418,7 @@ class Loader {
   const LoadOptions& options_;
   std::map<uint32_t, Section> sections_;
   std::map<std::string, size_t> weight_index_;
+  uint32_t flags_ = 0;
   std::shared_ptr<Plan> plan_;
 };
 

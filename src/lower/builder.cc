@@ -106,6 +106,7 @@ Result<std::shared_ptr<Plan>> build_plan(const Model& model, const BuildOptions&
   progress("lower", 0.5);
   KILN_RETURN_IF_ERROR(select_tactics(*plan, backends, cache));
   if (!options.timing_cache.empty() && cache.dirty()) KILN_RETURN_IF_ERROR(cache.save(options.timing_cache));
+  if (options.pack_weights) KILN_RETURN_IF_ERROR(pack_weights(*plan, backends));
   progress("lower", 1.0);
   progress("plan", 0.0);
   // In builds that verify passes, a symbolic type that contradicts the shapes at max is an

@@ -30,6 +30,9 @@ struct BuildOptions {
   std::string calib_data;
   // Precision per step, by step or source node name ("fp32" keeps a layer out of FP16/BF16).
   std::map<std::string, DataType> layer_precision;
+  // Weights packed at build for the kernels of the steps reading them (Backend::pack_weight) and
+  // stored packed; off: each execution context packs them as it is created.
+  bool pack_weights = true;
   std::string timing_cache;  // file to read and update with tactic timings ("" = none)
   PipelineOptions pipeline = default_pipeline_options();
   // The backend to build for; when empty, make_backend(device). Embedders and tests pass their own.

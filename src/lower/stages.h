@@ -89,6 +89,12 @@ Storage wanted_storage(const Plan& plan, const Step& st, size_t k, const std::st
 // cache.
 Status select_tactics(Plan& plan, const BackendSet& backends, TimingCache& cache);
 
+// packing.cc: each weight that one step alone reads (and nothing else: no other step, no
+// subgraph, not a graph output) packed by the step's backend for its kernel where it offers to
+// (Backend::pack_weight): the plan's weight, the graph's initializer and the slot's storage and
+// size become the packed ones.
+Status pack_weights(Plan& plan, const BackendSet& backends);
+
 // memory.cc: sizes at the profile's largest shapes (shape computations evaluated), lifetimes,
 // in-place pairs and the arena placement: one arena on the plan's `device` and, when that is not
 // the CPU, one in host memory for the values copied in and out. `check_types`: a build-time (symbolic) type that

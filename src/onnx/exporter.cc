@@ -47,6 +47,10 @@ class Exporter {
       if (!v->initializer || !v->initializer->defined()) {
         return invalid("graph '{}': initializer '{}' has no data", g.name, v->name);
       }
+      if (v->initializer->packed()) {
+        return invalid("graph '{}': initializer '{}' is packed for a kernel; its bytes are not the ONNX tensor's",
+                       g.name, v->name);
+      }
       tensor_to_proto(*v->initializer, v->name, tp);
     }
     // IR versions before 4 require every initializer of the main graph to be a graph input as

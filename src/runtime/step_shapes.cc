@@ -130,7 +130,7 @@ Result<StepShapes> infer_step_shapes(const Plan& plan, const std::vector<TypeInf
     const auto& w = plan.weights[static_cast<size_t>(s.weight)];
     if (!w) continue;
     out.types[id] = TypeInfo::tensor(w->dtype(), Shape::of(w->dims()));
-    data[id] = *w;
+    if (!w->packed()) data[id] = *w;  // a packed weight's elements are its kernel's alone
   }
 
   for (const Step& st : plan.steps) {

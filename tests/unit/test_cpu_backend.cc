@@ -11,6 +11,7 @@
 #include <iostream>
 #include <limits>
 #include <map>
+#include <optional>
 
 #include "attention_test_models.h"
 #ifdef KILN_HAVE_ONEDNN
@@ -19,6 +20,7 @@
 #include "backends/cpu/simd_math.h"
 #include "core/cpu_isa.h"
 #include "engine/engine.h"
+#include "engine/engine_format.h"
 #include "lower/builder.h"
 #include "model_builder.h"
 #include "plan_run_util.h"
@@ -1412,7 +1414,7 @@ struct BuiltConv {
 };
 // (Pads 1, 2 and 2, 1 unless `auto_pad` is SAME_UPPER: 1 all round.)
 BuiltConv build_residual_conv(int64_t channels, int64_t outputs, int64_t size, const std::string& auto_pad = "",
-                              const std::string& act = "Relu") {
+                              const std::string& act = "Relu", bool pack_weights = true) {
   BuiltConv b;
   b.c = ConvCase{"residual_" + act, channels, outputs, size, size, 3, 1, 1, 1, 1, true, act, true, auto_pad};
   b.oh = out_size(b.c.h, b.c);
@@ -1421,6 +1423,7 @@ BuiltConv build_residual_conv(int64_t channels, int64_t outputs, int64_t size, c
   BuildOptions o;
   o.device = "cpu";
   o.shapes = {{"x", {2, b.c.c, b.c.h, b.c.w}}, {"z", {2, b.c.m, b.oh, b.ow}}};
+  o.pack_weights = pack_weights;
   auto plan = build_plan(b.model, o);
   EXPECT_TRUE(plan.ok()) << plan.status().message();
   if (plan.ok()) b.plan = *plan;
@@ -1471,13 +1474,14 @@ TEST(CpuBackend, ConvolutionImplementationsAreTimedTactics) {
 }
 
 #ifdef KILN_HAVE_ONEDNN
-// The execution contexts of one engine share their packed filters: the second context's kernels
-// find the first's packing of the same bytes, and the packings go with the last context.
+// Where the build did not pack them, the execution contexts of one engine share their packed
+// filters: the second context's kernels find the first's packing of the same bytes, and the
+// packings go with the last context.
 TEST(CpuBackend, ContextsShareTheirPackedWeights) {
   auto backend = make_backend("cpu");
   if ((*backend)->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
   const size_t before = cpu::PackedWeights::live();
-  BuiltConv b = build_residual_conv(16, 24, 13);
+  BuiltConv b = build_residual_conv(16, 24, 13, "", "Relu", /*pack_weights=*/false);
   ASSERT_NE(b.plan, nullptr);
   const std::vector<RValue> in = {RValue::of(random_float({2, b.c.c, b.c.h, b.c.w}, 1)),
                                   RValue::of(random_float({2, b.c.m, b.oh, b.ow}, 2))};
@@ -1505,6 +1509,222 @@ TEST(CpuBackend, ContextsShareTheirPackedWeights) {
     EXPECT_LE(rel_l2((*got)[0].tensor, (*want)[0].tensor), 1e-5);
   }
   EXPECT_EQ(cpu::PackedWeights::live(), before) << "gone with the last context";
+}
+
+// The filter of the step reading it is packed at build in the layout its tactic's primitive reads
+// (the weight keeps its logical dtype and dims; its slot is stored blocked), stored so in the
+// engine, and used where it lies: neither a context of the built plan nor one of the loaded
+// engine packs anything, and both compute exactly what an unpacked build of the same tactic does.
+TEST(CpuBackend, FiltersArePackedAtBuildAndUsedWhereTheyLie) {
+  auto backend = make_backend("cpu");
+  if ((*backend)->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
+  BuiltConv b = build_residual_conv(16, 24, 5);
+  BuiltConv u = build_residual_conv(16, 24, 5, "", "Relu", /*pack_weights=*/false);
+  ASSERT_NE(b.plan, nullptr);
+  ASSERT_NE(u.plan, nullptr);
+  auto conv_step = [](Plan& p) -> Step* {
+    for (Step& st : p.steps) {
+      if (st.node->op_type == "FusedConv") return &st;
+    }
+    return nullptr;
+  };
+  Step* packed_step = conv_step(*b.plan);
+  Step* plain_step = conv_step(*u.plan);
+  ASSERT_TRUE(packed_step && plain_step);
+  plain_step->tactic = packed_step->tactic;  // the same primitive in both
+  const Slot& filter = b.plan->slots[static_cast<size_t>(packed_step->inputs[1])];
+  const Slot& plain_filter = u.plan->slots[static_cast<size_t>(plain_step->inputs[1])];
+  ASSERT_EQ(filter.kind, SlotKind::kWeight);
+  const Tensor& w = *b.plan->weights[static_cast<size_t>(filter.weight)];
+  const Tensor& plain_w = *u.plan->weights[static_cast<size_t>(plain_filter.weight)];
+  // (Too few output pixels for a Winograd tactic, whose transformed filters stay unpacked.)
+  ASSERT_EQ(packed_step->tactic.find("winograd"), std::string::npos);
+  EXPECT_TRUE(w.packed());
+  EXPECT_FALSE(plain_w.packed());
+  EXPECT_EQ(w.dtype(), DataType::kFloat);
+  EXPECT_EQ(w.dims(), plain_w.dims());
+  EXPECT_EQ(filter.storage.layout, Layout::kBlocked);
+  EXPECT_EQ(plain_filter.storage.layout, Layout::kPlain);
+  EXPECT_EQ(filter.bytes, static_cast<int64_t>(w.nbytes()));
+  EXPECT_EQ(b.plan->graph->find_value(filter.name)->initializer.get(), &w)
+      << "the graph's initializer is the packed one";
+  // The bias (read by the same step, added as it is) stays as ONNX defines it.
+  const Slot& bias = b.plan->slots[static_cast<size_t>(packed_step->inputs[2])];
+  EXPECT_FALSE(b.plan->weights[static_cast<size_t>(bias.weight)]->packed());
+
+  const std::vector<RValue> in = {RValue::of(random_float({2, b.c.c, b.c.h, b.c.w}, 1)),
+                                  RValue::of(random_float({2, b.c.m, b.oh, b.ow}, 2))};
+  auto want = Executor(*b.model.graph).run(in);
+  ASSERT_TRUE(want.ok());
+  auto unpacked = PlanExecutor::create(u.plan, *backend);
+  ASSERT_TRUE(unpacked.ok()) << unpacked.status().message();
+  auto plain_out = (*unpacked)->run(in);
+  ASSERT_TRUE(plain_out.ok()) << plain_out.status().message();
+  const size_t before = cpu::PackedWeights::live();
+  auto expect_same = [&](const std::shared_ptr<Plan>& plan) {
+    auto exec = PlanExecutor::create(plan, *backend);
+    ASSERT_TRUE(exec.ok()) << exec.status().message();
+    (*exec)->set_guard_checks(true);
+    auto got = (*exec)->run(in);
+    ASSERT_TRUE(got.ok()) << got.status().message();
+    EXPECT_EQ(cpu::PackedWeights::live(), before) << "nothing packed where the context is made";
+    const Tensor& g = (*got)[0].tensor;
+    const Tensor& p = (*plain_out)[0].tensor;
+    ASSERT_EQ(g.nbytes(), p.nbytes());
+    EXPECT_EQ(std::memcmp(g.raw(), p.raw(), g.nbytes()), 0) << "the same primitive on the same filter";
+    EXPECT_LE(rel_l2(g, (*want)[0].tensor), 1e-5);
+  };
+  expect_same(b.plan);
+  auto image = serialize_engine(*b.plan);
+  ASSERT_TRUE(image.ok()) << image.status().message();
+  auto loaded = load_engine_bytes(*image);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().message();
+  const Slot& lf = (*loaded)->slots[static_cast<size_t>(packed_step->inputs[1])];
+  const Tensor& lw = *(*loaded)->weights[static_cast<size_t>(lf.weight)];
+  EXPECT_TRUE(lw.packed());
+  EXPECT_EQ(lw.packing(), w.packing());
+  EXPECT_EQ(lw.nbytes(), w.nbytes());
+  EXPECT_EQ(std::memcmp(lw.raw(), w.raw(), w.nbytes()), 0);
+  EXPECT_EQ(lf.storage, filter.storage);
+  expect_same(*loaded);
+  // An engine without packed weights sets no flag; one with them sets it.
+  auto plain_image = serialize_engine(*u.plan);
+  ASSERT_TRUE(plain_image.ok());
+  EXPECT_EQ(engine_format::load32(plain_image->data() + engine_format::kFlagsOffset), 0u);
+  EXPECT_EQ(engine_format::load32(image->data() + engine_format::kFlagsOffset), engine_format::kFlagPackedWeights);
+  // A packed weight in a file whose header does not say so (what an older Kiln would misread).
+  std::vector<uint8_t> unflagged = *image;
+  unflagged[engine_format::kFlagsOffset] = 0;
+  ASSERT_TRUE(engine_format::reseal(unflagged));
+  auto refused = load_engine_bytes(unflagged);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("is packed, the header says none is"), std::string::npos)
+      << refused.status().message();
+}
+
+// A product's constant B is packed at build for its primitive (a MatMul's [K, N] and a Gemm's
+// transposed [N, K]), and the built plan and its loaded engine compute the reference's results
+// without packing anything where their contexts are made.
+TEST(CpuBackend, ProductWeightsArePackedAtBuild) {
+  auto backend = make_backend("cpu");
+  if ((*backend)->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
+  onnx::ModelProto m = make_model(17);
+  auto* g = m.mutable_graph();
+  add_tensor_info(g->mutable_input(), "x", onnx::TensorProto::FLOAT, {3, 7, 33});
+  add_tensor_info(g->mutable_input(), "x2", onnx::TensorProto::FLOAT, {5, 33});
+  add_random_weight(g, "w", {33, 257}, 1, -0.3f, 0.3f);
+  add_random_weight(g, "b", {257}, 2);
+  add_random_weight(g, "wt", {40, 33}, 3, -0.3f, 0.3f);
+  add_random_weight(g, "c", {40}, 4);
+  add_node(g, "MatMul", {"x", "w"}, {"p"}, "project");
+  add_node(g, "Add", {"p", "b"}, {"y"}, "bias");
+  auto* gemm = add_node(g, "Gemm", {"x2", "wt", "c"}, {"y2"}, "gemm");
+  add_int_attr(gemm, "transB", 1);
+  g->add_output()->set_name("y");
+  g->add_output()->set_name("y2");
+  const Model model = import_model(m);
+  BuildOptions o;
+  o.device = "cpu";
+  auto plan = build_plan(model, o);
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  int packed = 0;
+  for (const Slot& s : (*plan)->slots) {
+    if (s.kind != SlotKind::kWeight) continue;
+    const Tensor& t = *(*plan)->weights[static_cast<size_t>(s.weight)];
+    const bool b_operand = s.name == "w" || s.name == "wt";
+    EXPECT_EQ(t.packed(), b_operand) << s.name;
+    EXPECT_EQ(s.storage.layout, b_operand ? Layout::kBlocked : Layout::kPlain) << s.name;
+    packed += t.packed();
+  }
+  EXPECT_EQ(packed, 2);
+  const std::vector<RValue> in = {RValue::of(random_float({3, 7, 33}, 5)), RValue::of(random_float({5, 33}, 6))};
+  auto want = Executor(*model.graph).run(in);
+  ASSERT_TRUE(want.ok());
+  auto image = serialize_engine(**plan);
+  ASSERT_TRUE(image.ok()) << image.status().message();
+  auto loaded = load_engine_bytes(*image);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().message();
+  const size_t before = cpu::PackedWeights::live();
+  for (const std::shared_ptr<Plan>& p : {*plan, *loaded}) {
+    auto exec = PlanExecutor::create(p, *backend);
+    ASSERT_TRUE(exec.ok()) << exec.status().message();
+    (*exec)->set_guard_checks(true);
+    auto got = (*exec)->run(in);
+    ASSERT_TRUE(got.ok()) << got.status().message();
+    EXPECT_EQ(cpu::PackedWeights::live(), before) << "nothing packed where the context is made";
+    EXPECT_LE(rel_l2((*got)[0].tensor, (*want)[0].tensor), 1e-5);
+    EXPECT_LE(rel_l2((*got)[1].tensor, (*want)[1].tensor), 1e-5);
+  }
+}
+
+// A packed weight whose packing is not the one the primitive wants here (an engine from a CPU with
+// other blocks, a tactic forced after the build) is reordered from its packing once, and unpacks
+// to the logical tensor; a packing this oneDNN cannot read is an error naming it where the context
+// prepares the step, not a crash.
+TEST(CpuBackend, PackedWeightsInAnotherLayoutAreReorderedAndCorruptOnesRefused) {
+  auto backend = make_backend("cpu");
+  if ((*backend)->name() != "cpu") GTEST_SKIP() << "built without oneDNN";
+  BuiltConv b = build_residual_conv(16, 24, 5);
+  ASSERT_NE(b.plan, nullptr);
+  Step* conv = nullptr;
+  for (Step& st : b.plan->steps) {
+    if (st.node->op_type == "FusedConv") conv = &st;
+  }
+  ASSERT_NE(conv, nullptr);
+  conv->tactic = "onednn";  // the first direct implementation
+  const Slot& filter = b.plan->slots[static_cast<size_t>(conv->inputs[1])];
+  std::shared_ptr<Tensor>& slot_w = b.plan->weights[static_cast<size_t>(filter.weight)];
+  const Tensor logical = *b.model.graph->find_value(filter.name)->initializer;
+  ASSERT_FALSE(logical.packed());
+  const std::vector<RValue> in = {RValue::of(random_float({2, b.c.c, b.c.h, b.c.w}, 1)),
+                                  RValue::of(random_float({2, b.c.m, b.oh, b.ow}, 2))};
+  auto want = Executor(*b.model.graph).run(in);
+  ASSERT_TRUE(want.ok());
+  using dnnl::memory;
+  const memory::dims dims(logical.dims().begin(), logical.dims().end());
+  const memory::desc user(dims, memory::data_type::f32, memory::format_tag::oihw);
+  const size_t before = cpu::PackedWeights::live();
+  // Packed in layouts the primitive does not read: plain OIHW, HWIO, and 8-blocked.
+  for (memory::format_tag tag : {memory::format_tag::oihw, memory::format_tag::hwio, memory::format_tag::OIhw8i8o}) {
+    SCOPED_TRACE(static_cast<int>(tag));
+    std::optional<PackedWeight> other =
+        cpu::pack_weight_as(logical, user, memory::desc(dims, memory::data_type::f32, tag));
+    ASSERT_TRUE(other.has_value());
+    // Unpacked (for a step that falls back to the reference kernels), it is the logical filter.
+    auto unpacked = cpu::unpack_weight(other->tensor);
+    ASSERT_TRUE(unpacked.ok()) << unpacked.status().message();
+    EXPECT_FALSE(unpacked->packed());
+    EXPECT_EQ(unpacked->dims(), logical.dims());
+    ASSERT_EQ(unpacked->nbytes(), logical.nbytes());
+    EXPECT_EQ(std::memcmp(unpacked->raw(), logical.raw(), logical.nbytes()), 0);
+    slot_w = std::make_shared<Tensor>(other->tensor);
+    b.plan->slots[static_cast<size_t>(conv->inputs[1])].storage = other->storage;
+    {
+      auto exec = PlanExecutor::create(b.plan, *backend);
+      ASSERT_TRUE(exec.ok()) << exec.status().message();
+      auto got = (*exec)->run(in);
+      ASSERT_TRUE(got.ok()) << got.status().message();
+      EXPECT_LE(rel_l2((*got)[0].tensor, (*want)[0].tensor), 1e-5);
+      EXPECT_EQ(cpu::PackedWeights::live(), before + 1) << "reordered once from its packing";
+    }
+    EXPECT_EQ(cpu::PackedWeights::live(), before);
+  }
+  // Packings this oneDNN cannot read: another prefix, truncated, a layout of other dims.
+  const std::string good = slot_w->packing();
+  std::optional<PackedWeight> small = cpu::pack_weight_as(
+      random_float({24, 8, 3, 3}, 3), memory::desc({24, 8, 3, 3}, memory::data_type::f32, memory::format_tag::oihw),
+      memory::desc({24, 8, 3, 3}, memory::data_type::f32, memory::format_tag::OIhw8i8o));
+  ASSERT_TRUE(small.has_value());
+  for (const std::string& bad :
+       {std::string("other-lib:") + good.substr(10), good.substr(0, good.size() - 8), small->tensor.packing()}) {
+    slot_w = std::make_shared<Tensor>(Tensor::wrap_packed(logical.dtype(), logical.dims(),
+                                                          std::shared_ptr<uint8_t[]>(new uint8_t[logical.nbytes()]()),
+                                                          logical.nbytes(), bad));
+    auto exec = PlanExecutor::create(b.plan, *backend);
+    Status s = exec.ok() ? (*exec)->run(in).status() : exec.status();
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.message().find("pack"), std::string::npos) << s.message();
+  }
 }
 #endif  // KILN_HAVE_ONEDNN
 

@@ -286,9 +286,9 @@ TEST_F(EngineFile, OlderFormatVersion) {
 
 TEST_F(EngineFile, UnknownFlagsAndTrailingBytes) {
   std::vector<uint8_t> flagged = image_;
-  flagged[ef::kFlagsOffset] = 1;
+  flagged[ef::kFlagsOffset] = 2;  // bit 0 is packed weights; bit 1 means nothing yet
   ef::reseal(flagged);
-  expect_refused(flagged, "flags 0x1");
+  expect_refused(flagged, "flags 0x2");
   std::vector<uint8_t> reserved = image_;
   reserved[ef::kReservedOffset] = 1;
   ef::reseal(reserved);

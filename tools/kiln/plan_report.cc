@@ -43,7 +43,20 @@ nlohmann::json transitions_json(const Plan& plan) {
   // Steps that run on another backend than the plan's (the CPU fallback of a device plan).
   int64_t fallback = 0;
   for (const Step& st : plan.steps) fallback += st.backend != plan.info.backend;
-  return {{"reformats", reformats}, {"copies", copies}, {"fallback_steps", fallback}};
+  // Weights packed at build for the kernel reading them (no repacking where a context is made).
+  int64_t packed = 0, packed_bytes = 0;
+  for (const Slot& s : plan.slots) {
+    if (s.kind == SlotKind::kWeight && s.weight >= 0 && static_cast<size_t>(s.weight) < plan.weights.size() &&
+        plan.weights[static_cast<size_t>(s.weight)] && plan.weights[static_cast<size_t>(s.weight)]->packed()) {
+      ++packed;
+      packed_bytes += static_cast<int64_t>(plan.weights[static_cast<size_t>(s.weight)]->nbytes());
+    }
+  }
+  return {{"reformats", reformats},
+          {"copies", copies},
+          {"fallback_steps", fallback},
+          {"packed_weights", packed},
+          {"packed_weight_bytes", packed_bytes}};
 }
 
 std::vector<std::string> fused_names(const Step& st) {
@@ -208,6 +221,10 @@ void print_plan(const Plan& plan, bool show_steps) {
               t["copies"].get<long long>());
   if (t["fallback_steps"].get<long long>() > 0) {
     std::printf("; %lld steps run on the CPU fallback", t["fallback_steps"].get<long long>());
+  }
+  if (t["packed_weights"].get<long long>() > 0) {
+    std::printf("; %lld weights packed for their kernels (%s)", t["packed_weights"].get<long long>(),
+                human_bytes(t["packed_weight_bytes"].get<int64_t>()).c_str());
   }
   std::printf("\n");
   const MemoryStats& m = plan.memory;

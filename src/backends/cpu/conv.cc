@@ -183,7 +183,8 @@ class ConvKernel : public OnednnKernel {
     const dnnl::engine& eng = cpu_engine();
     s->primitive = dnnl::convolution_forward(pd);
     // The filter in the primitive's layout: reordered once per layout (shapes mostly share one).
-    s->own(DNNL_ARG_WEIGHTS, weights_.get(c.w_user_md, in[1].data, pd.weights_desc(), stream_));
+    KILN_ASSIGN_OR_RETURN(const memory* w, weights_.get(c.w_user_md, in[1], pd.weights_desc(), stream_));
+    s->own(DNNL_ARG_WEIGHTS, *w);
     // Activations in a layout of the primitive's own (Winograd's blocked ones) are reordered from
     // the views before it runs, and its result into the output after; the residual goes into the
     // output the sum post-op accumulates into.
@@ -316,6 +317,30 @@ int64_t conv_workspace_bytes(const Step& step) {
     return p.ok() ? conv_workspace(*p) : 0;
   } catch (const dnnl::error&) {
     return 0;
+  }
+}
+
+Result<std::optional<PackedWeight>> conv_pack_weight(const Plan& plan, const Step& step, size_t k) {
+  const Node& n = *step.node;
+  if (k != 1 || !is_onednn_tactic(step.tactic) || !step.shape_tactics.empty() || step.inputs.empty() ||
+      step.inputs[0] < 0) {
+    return std::optional<PackedWeight>();
+  }
+  // The input's shape at the profile's largest (that of every run in a static engine).
+  const TypeInfo& x = plan.slots[static_cast<size_t>(step.inputs[0])].type;
+  const std::shared_ptr<Tensor>& w = n.inputs[1]->initializer;
+  if (!x.shape.fully_known() || !w || w->packed() || w->dtype() != DataType::kFloat)
+    return std::optional<PackedWeight>();
+  try {
+    ConvTypes types;
+    types.act = dnnl_type(step.precision);
+    Result<ConvPrimitive> p = conv_primitive(n, step.layout == Layout::kNHWC ? Tag::nhwc : Tag::nchw,
+                                             x.shape.static_dims(), w->dims(), n.inputs.size() > 2 && n.inputs[2],
+                                             n.inputs.size() > 3 && n.inputs[3], types, tactic_impl(step.tactic));
+    if (!p.ok() || !p->pd) return std::optional<PackedWeight>();
+    return pack_weight_as(*w, p->setup.w_user_md, p->pd->weights_desc());
+  } catch (const dnnl::error& e) {
+    return onednn_error(n.describe() + ": packing the filter", e);
   }
 }
 

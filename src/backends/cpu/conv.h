@@ -1,8 +1,10 @@
 #pragma once
 // Convolution on oneDNN (Conv, kiln.FusedConv): 2-D, float32 or bfloat16 (a BF16 step), activations in NHWC or NCHW.
-// The filter is reordered once into the layout the primitive asks for; bias, residual (a binary add) and activation run
+// The filter is packed at build into the layout the primitive asks for (else reordered once per
+// process where the kernel is made); bias, residual (a binary add) and activation run
 // as the primitive's post-ops.
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,6 +27,10 @@ bool conv_supported(const Node& n, DataType precision, Layout layout);
 // implementation this CPU does not offer runs the first one.
 std::vector<std::string> conv_tactics(const Node& n, DataType precision, Layout layout);
 std::unique_ptr<StepKernel> make_conv_kernel(const Step& step);
+// Build time: a convolution step's filter (input `k` = 1) packed in the layout and element type
+// its tactic's primitive reads it in, at the step's input shape (the profile's largest); nullopt
+// where there is nothing to pack (a Winograd filter, other inputs, shape-dependent tactics).
+Result<std::optional<PackedWeight>> conv_pack_weight(const Plan& plan, const Step& step, size_t k);
 // The bytes of the context's workspace a convolution step's kernel uses at its static shapes (its
 // scratchpad, and for a Winograd tactic its blocked activations); 0 at dynamic shapes, where the
 // kernel uses scratch of its own.

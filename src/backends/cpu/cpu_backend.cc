@@ -35,7 +35,26 @@ class SizedOrReference : public StepKernel {
   }
   Status enqueue(std::span<const TensorView> in, std::span<TensorView> out, const KernelContext& ctx) override {
     if (sized(in, std::span<const TensorView>(out.data(), out.size()), true)) return fast_->enqueue(in, out, ctx);
-    return reference_->enqueue(in, out, ctx);
+    // The reference kernels read weights as ONNX defines them: those packed at build for the fast
+    // kernel are unpacked once, for this kernel.
+    bool packed = false;
+    for (const TensorView& v : in) packed = packed || (v.value && v.value->is_tensor() && v.value->tensor.packed());
+    if (!packed) return reference_->enqueue(in, out, ctx);
+    std::vector<TensorView> views(in.begin(), in.end());
+    unpacked_.resize(views.size());
+    for (size_t k = 0; k < views.size(); ++k) {
+      TensorView& v = views[k];
+      if (!v.value || !v.value->is_tensor() || !v.value->tensor.packed()) continue;
+      if (!unpacked_[k].is_tensor()) {
+        KILN_ASSIGN_OR_RETURN(Tensor t, cpu::unpack_weight(v.value->tensor));
+        unpacked_[k] = RValue::of(std::move(t));
+      }
+      v.value = &unpacked_[k];
+      v.data = unpacked_[k].tensor.raw();
+      v.capacity = static_cast<int64_t>(unpacked_[k].tensor.nbytes());
+      v.storage = Storage{unpacked_[k].tensor.dtype(), Layout::kPlain, "cpu"};
+    }
+    return reference_->enqueue(views, out, ctx);
   }
 
  private:
@@ -54,6 +73,7 @@ class SizedOrReference : public StepKernel {
     return true;
   }
   std::unique_ptr<StepKernel> fast_, reference_;
+  std::vector<RValue> unpacked_;  // packed weights unpacked for the reference kernels, by input
 };
 
 // The op families with oneDNN kernels (tactic "onednn"): convolution, pooling, 4-D binary ops and
@@ -169,6 +189,16 @@ class CpuBackend : public Backend {
   std::vector<std::string> available_isa() const override {
     if (cpu::bf16_native()) return {"avx512_bf16"};
     return {};
+  }
+  // Filters and products' constant B packed at build for the oneDNN primitive that reads them.
+  Result<std::optional<PackedWeight>> pack_weight(const Plan& plan, const Step& step, size_t k) const override {
+    if (step.backend != name()) return std::optional<PackedWeight>();
+    if (cpu::conv_supported(*step.node, step.precision, step.layout)) return cpu::conv_pack_weight(plan, step, k);
+    if (cpu::gemm_supported(*step.node, step.precision, step.layout) ||
+        cpu::matmul_supported(*step.node, step.precision, step.layout)) {
+      return cpu::product_pack_weight(plan, step, k);
+    }
+    return std::optional<PackedWeight>();
   }
   // oneDNN's convolutions and products add a residual (input 3) with a sum post-op into an output
   // that holds it first: placed over the residual, the output needs no copy of it.

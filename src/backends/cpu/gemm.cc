@@ -46,13 +46,107 @@ Status product_types(const Node& node, std::span<const TensorView> in, std::span
   return {};
 }
 
+// What a product runs for one set of shapes: its operands' descriptors (B's as stored, `b_user`,
+// and as the primitive reads it, `b_md`: a constant B packed in A's type and the layout the
+// primitive picks) and oneDNN's primitive descriptor.
+struct ProductPrimitive {
+  memory::desc a_md, b_user, b_md, y_md, bias_md;
+  bool constant_b = false;
+  dnnl::matmul::primitive_desc pd;
+};
+
+// The primitive descriptor of `desc` with the product's residual (a sum post-op: the output holds
+// it first) and activation post-ops. May throw dnnl::error.
+dnnl::matmul::primitive_desc product_pd(const Node& node, const dnnl::matmul::desc& desc, bool has_residual,
+                                        float alpha) {
+  dnnl::primitive_attr attr;
+  if (alpha != 1.f) attr.set_output_scales(0, {alpha});
+  dnnl::post_ops ops;
+  if (has_residual) ops.append_sum(1.f);
+  append_activation(node, &ops);  // supported: checked with the node
+  attr.set_post_ops(ops);
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return dnnl::matmul::primitive_desc(desc, attr, cpu_engine());
+}
+
+// A Gemm of A `ad` and B `bd` (2-D, transposed as its attributes say). May throw dnnl::error.
+ProductPrimitive gemm_primitive(const Node& node, const Dims& ad, const Dims& bd, const ProductTypes& t, bool has_bias,
+                                bool has_residual) {
+  const bool trans_a = nn::node_int(node, "transA", 0) != 0, trans_b = nn::node_int(node, "transB", 0) != 0;
+  const int64_t m = trans_a ? ad[1] : ad[0], k = trans_a ? ad[0] : ad[1];
+  const int64_t n = trans_b ? bd[0] : bd[1];
+  ProductPrimitive p;
+  // A transposed operand is the same bytes read with swapped strides.
+  p.a_md = memory::desc({m, k}, t.act, trans_a ? Tag::ba : Tag::ab);
+  p.b_user = memory::desc({k, n}, t.b, trans_b ? Tag::ba : Tag::ab);
+  p.constant_b = node.inputs[1] && node.inputs[1]->initializer;
+  p.b_md = p.constant_b ? memory::desc({k, n}, t.act, Tag::any) : p.b_user;
+  p.y_md = memory::desc({m, n}, t.dst, Tag::ab);
+  p.bias_md = memory::desc({1, n}, t.bias, Tag::ab);
+  const auto desc =
+      has_bias ? dnnl::matmul::desc(p.a_md, p.b_md, p.bias_md, p.y_md) : dnnl::matmul::desc(p.a_md, p.b_md, p.y_md);
+  p.pd = product_pd(node, desc, has_residual, nn::node_float(node, "alpha", 1.f));
+  return p;
+}
+
+// A MatMul's operands as oneDNN multiplies them: B a matrix (A's leading dims fold into the
+// rows), or A and B with the same batch dims (folded into one).
+struct MatMulShape {
+  memory::dims src, wei, dst, bias;
+  Dims y;  // the output's dims
+};
+Result<MatMulShape> matmul_shape(const Node& node, const Dims& a, const Dims& b) {
+  if (a.size() < 2 || b.size() < 2) return invalid("{}: operands of rank 2 or more", node.describe());
+  const int64_t m = a[a.size() - 2], k = a.back(), n = b.back();
+  if (b[b.size() - 2] != k) return invalid("{}: inner dims {} and {} differ", node.describe(), k, b[b.size() - 2]);
+  if (k == 0) return invalid("{}: an inner dim of 0", node.describe());
+  MatMulShape d;
+  if (b.size() == 2) {
+    int64_t rows = 1;
+    for (size_t i = 0; i + 1 < a.size(); ++i) rows *= a[i];
+    d.src = {rows, k};
+    d.wei = {k, n};
+    d.dst = {rows, n};
+    d.bias = {1, n};
+  } else {
+    if (a.size() != b.size() || !std::equal(a.begin(), a.end() - 2, b.begin())) {
+      return invalid("{}: batch dims of {} and {} differ", node.describe(), shape_to_string(a), shape_to_string(b));
+    }
+    int64_t batch = 1;
+    for (size_t i = 0; i + 2 < a.size(); ++i) batch *= a[i];
+    d.src = {batch, m, k};
+    d.wei = {batch, k, n};
+    d.dst = {batch, m, n};
+    d.bias = {1, 1, n};
+  }
+  d.y.assign(a.begin(), a.end() - 1);
+  d.y.push_back(n);
+  return d;
+}
+
+// A MatMul of shape `d`; `transposed_b`: a constant B packed as B^T (N x K rows), else in the
+// layout oneDNN picks. May throw dnnl::error.
+ProductPrimitive matmul_primitive(const Node& node, const MatMulShape& d, const ProductTypes& t, bool has_bias,
+                                  bool has_residual, bool transposed_b) {
+  ProductPrimitive p;
+  const Tag plain = d.src.size() == 2 ? Tag::ab : Tag::abc;
+  p.a_md = memory::desc(d.src, t.act, plain);
+  p.y_md = memory::desc(d.dst, t.dst, plain);
+  p.bias_md = memory::desc(d.bias, t.bias, plain);
+  p.b_user = memory::desc(d.wei, t.b, plain);
+  p.constant_b = node.inputs[1] && node.inputs[1]->initializer;
+  p.b_md = p.constant_b ? memory::desc(d.wei, t.act, transposed_b ? (d.wei.size() == 2 ? Tag::ba : Tag::acb) : Tag::any)
+                        : p.b_user;
+  const auto desc =
+      has_bias ? dnnl::matmul::desc(p.a_md, p.b_md, p.bias_md, p.y_md) : dnnl::matmul::desc(p.a_md, p.b_md, p.y_md);
+  p.pd = product_pd(node, desc, has_residual, 1.f);
+  return p;
+}
+
 class GemmKernel : public OnednnKernel {
  public:
   explicit GemmKernel(const Node& n)
-      : OnednnKernel(n),
-        trans_a_(nn::node_int(n, "transA", 0) != 0),
-        trans_b_(nn::node_int(n, "transB", 0) != 0),
-        alpha_(nn::node_float(n, "alpha", 1.f)) {}
+      : OnednnKernel(n), trans_a_(nn::node_int(n, "transA", 0) != 0), trans_b_(nn::node_int(n, "transB", 0) != 0) {}
 
  private:
   Status build(std::span<const TensorView> in, std::span<const TensorView> out, OnednnStep* s) override {
@@ -68,47 +162,35 @@ class GemmKernel : public OnednnKernel {
     }
     const bool has_bias = in.size() > 2 && !in[2].omitted;
     const bool has_residual = in.size() > 3 && !in[3].omitted;
-    // A constant B packed once in A's type and the layout the primitive picks.
     ProductTypes t;
     KILN_RETURN_IF_ERROR(product_types(node_, in, out, has_bias, has_residual, &t));
-    const memory::data_type act = t.act, b_type = t.b, bias_type = t.bias, dst = t.dst;
-    // A transposed operand is the same bytes read with swapped strides.
-    const memory::desc a_md({m, k}, act, trans_a_ ? Tag::ba : Tag::ab);
-    const memory::desc b_user({k, n}, b_type, trans_b_ ? Tag::ba : Tag::ab);
-    const bool packed_b = node_.inputs[1] && node_.inputs[1]->initializer;
-    const memory::desc b_md = packed_b ? memory::desc({k, n}, act, Tag::any) : b_user;
-    const memory::desc y_md({m, n}, dst, Tag::ab);
-    const memory::desc bias_md({1, n}, bias_type, Tag::ab);
-    auto desc = has_bias ? dnnl::matmul::desc(a_md, b_md, bias_md, y_md) : dnnl::matmul::desc(a_md, b_md, y_md);
-    dnnl::primitive_attr attr;
-    if (alpha_ != 1.f) attr.set_output_scales(0, {alpha_});
-    dnnl::post_ops ops;
-    // As for convolutions: the residual is summed into the output, which holds it first.
+    const ProductPrimitive p = gemm_primitive(node_, ad, bd, t, has_bias, has_residual);
     if (has_residual) {
-      ops.append_sum(1.f);
       s->accumulate_from = 3;
-      s->output_bytes = y_md.get_size();
+      s->output_bytes = p.y_md.get_size();
     }
-    if (!append_activation(node_, &ops)) return invalid("{}: activation not available on oneDNN", node_.describe());
-    attr.set_post_ops(ops);
-    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-    dnnl::matmul::primitive_desc pd(desc, attr, cpu_engine());
-    s->primitive = dnnl::matmul(pd);
-    s->bind(DNNL_ARG_SRC, a_md, false, 0);
-    if (packed_b) {
-      if (!in[1].data) return invalid("{}: the weight has no data at prepare", node_.describe());
-      s->own(DNNL_ARG_WEIGHTS, weights_.get(b_user, in[1].data, pd.weights_desc(), stream_));
-    } else {
-      s->bind(DNNL_ARG_WEIGHTS, b_md, false, 1);
+    s->primitive = dnnl::matmul(p.pd);
+    s->bind(DNNL_ARG_SRC, p.a_md, false, 0);
+    KILN_RETURN_IF_ERROR(bind_weights(p, in[1], s));
+    s->bind(DNNL_ARG_DST, p.y_md, true, 0);
+    if (has_bias) s->bind(DNNL_ARG_BIAS, p.bias_md, false, 2);
+    s->scratch(DNNL_ARG_SCRATCHPAD, p.pd.scratchpad_desc());
+    return {};
+  }
+
+  // B: a constant one packed (at build, else once here), a computed one read as it is.
+  Status bind_weights(const ProductPrimitive& p, const TensorView& b, OnednnStep* s) {
+    if (!p.constant_b) {
+      s->bind(DNNL_ARG_WEIGHTS, p.b_md, false, 1);
+      return {};
     }
-    s->bind(DNNL_ARG_DST, y_md, true, 0);
-    if (has_bias) s->bind(DNNL_ARG_BIAS, bias_md, false, 2);
-    s->scratch(DNNL_ARG_SCRATCHPAD, pd.scratchpad_desc());
+    if (!b.data) return invalid("{}: the weight has no data at prepare", node_.describe());
+    KILN_ASSIGN_OR_RETURN(const memory* w, weights_.get(p.b_user, b, p.pd.weights_desc(), stream_));
+    s->own(DNNL_ARG_WEIGHTS, *w);
     return {};
   }
 
   const bool trans_a_, trans_b_;
-  const float alpha_;
   PackedWeights weights_;
 };
 
@@ -132,83 +214,37 @@ class MatMulKernel : public OnednnKernel {
 
  private:
   Status build(std::span<const TensorView> in, std::span<const TensorView> out, OnednnStep* s) override {
-    const Dims& a = in[0].dims;
-    const Dims& b = in[1].dims;
-    if (a.size() < 2 || b.size() < 2) return invalid("{}: operands of rank 2 or more", node_.describe());
-    const int64_t m = a[a.size() - 2], k = a.back(), n = b.back();
-    if (b[b.size() - 2] != k) return invalid("{}: inner dims {} and {} differ", node_.describe(), k, b[b.size() - 2]);
-    if (k == 0) return invalid("{}: an inner dim of 0", node_.describe());
-    memory::dims src, wei, dst_dims, bias;
-    Dims y;
-    if (b.size() == 2) {
-      // A's leading dims fold into the rows.
-      int64_t rows = 1;
-      for (size_t i = 0; i + 1 < a.size(); ++i) rows *= a[i];
-      src = {rows, k};
-      wei = {k, n};
-      dst_dims = {rows, n};
-      bias = {1, n};
-      y.assign(a.begin(), a.end() - 1);
-    } else {
-      if (a.size() != b.size() || !std::equal(a.begin(), a.end() - 2, b.begin())) {
-        return invalid("{}: batch dims of {} and {} differ", node_.describe(), shape_to_string(a), shape_to_string(b));
-      }
-      int64_t batch = 1;
-      for (size_t i = 0; i + 2 < a.size(); ++i) batch *= a[i];
-      src = {batch, m, k};
-      wei = {batch, k, n};
-      dst_dims = {batch, m, n};
-      bias = {1, 1, n};
-      y.assign(a.begin(), a.end() - 1);
-    }
-    y.push_back(n);
+    KILN_ASSIGN_OR_RETURN(const MatMulShape d, matmul_shape(node_, in[0].dims, in[1].dims));
+    const Dims& y = d.y;
     if (shape_numel(y) == 0) {
       s->empty = true;
       return {};
     }
     const bool has_bias = in.size() > 2 && !in[2].omitted;
     const bool has_residual = in.size() > 3 && !in[3].omitted;
-    // A constant B packed in A's type once.
+    if (has_residual && in[3].dims != y) {
+      return invalid("{}: residual of shape {} for an output of {}", node_.describe(), shape_to_string(in[3].dims),
+                     shape_to_string(y));
+    }
     ProductTypes t;
     KILN_RETURN_IF_ERROR(product_types(node_, in, out, has_bias, has_residual, &t));
-    const memory::data_type act = t.act, b_type = t.b, bias_type = t.bias, dst = t.dst;
-    const Tag plain = src.size() == 2 ? Tag::ab : Tag::abc;
-    const memory::desc src_md(src, act, plain), dst_md(dst_dims, dst, plain), bias_md(bias, bias_type, plain);
-    const memory::desc wei_user(wei, b_type, plain);
-    // A constant B goes into the layout the primitive picks, once; a computed one is read as it is.
-    const bool packed_b = node_.inputs[1] && node_.inputs[1]->initializer;
-    const memory::desc wei_md =
-        packed_b ? memory::desc(wei, act, transposed_b_ ? (wei.size() == 2 ? Tag::ba : Tag::acb) : Tag::any) : wei_user;
-    auto desc =
-        has_bias ? dnnl::matmul::desc(src_md, wei_md, bias_md, dst_md) : dnnl::matmul::desc(src_md, wei_md, dst_md);
-    dnnl::primitive_attr attr;
-    dnnl::post_ops ops;
+    const ProductPrimitive p = matmul_primitive(node_, d, t, has_bias, has_residual, transposed_b_);
     if (has_residual) {
-      if (in[3].dims != y) {
-        return invalid("{}: residual of shape {} for an output of {}", node_.describe(), shape_to_string(in[3].dims),
-                       shape_to_string(y));
-      }
-      ops.append_sum(1.f);
       s->accumulate_from = 3;
-      s->output_bytes = dst_md.get_size();
+      s->output_bytes = p.y_md.get_size();
     }
-    if (!append_activation(node_, &ops)) {
-      return invalid("{}: activation not available on oneDNN", node_.describe());
-    }
-    attr.set_post_ops(ops);
-    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-    dnnl::matmul::primitive_desc pd(desc, attr, cpu_engine());
-    s->primitive = dnnl::matmul(pd);
-    s->bind(DNNL_ARG_SRC, src_md, false, 0);
-    s->bind(DNNL_ARG_DST, dst_md, true, 0);
-    if (has_bias) s->bind(DNNL_ARG_BIAS, bias_md, false, 2);
-    if (packed_b) {
+    s->primitive = dnnl::matmul(p.pd);
+    s->bind(DNNL_ARG_SRC, p.a_md, false, 0);
+    s->bind(DNNL_ARG_DST, p.y_md, true, 0);
+    if (has_bias) s->bind(DNNL_ARG_BIAS, p.bias_md, false, 2);
+    if (p.constant_b) {
       if (!in[1].data) return invalid("{}: the weight has no data at prepare", node_.describe());
-      s->own(DNNL_ARG_WEIGHTS, weights_.get(wei_user, in[1].data, pd.weights_desc(), stream_));
+      KILN_ASSIGN_OR_RETURN(const memory* w, weights_.get(p.b_user, in[1], p.pd.weights_desc(), stream_));
+      s->own(DNNL_ARG_WEIGHTS, *w);
     } else {
-      s->bind(DNNL_ARG_WEIGHTS, wei_md, false, 1);
+      s->bind(DNNL_ARG_WEIGHTS, p.b_md, false, 1);
     }
-    s->scratch(DNNL_ARG_SCRATCHPAD, pd.scratchpad_desc());
+    s->scratch(DNNL_ARG_SCRATCHPAD, p.pd.scratchpad_desc());
     return {};
   }
 
@@ -286,6 +322,52 @@ bool gemm_supported(const Node& n, DataType precision, Layout layout) {
 
 std::unique_ptr<StepKernel> make_gemm_kernel(const Step& step) {
   return std::make_unique<GemmKernel>(*step.node);
+}
+
+Result<std::optional<PackedWeight>> product_pack_weight(const Plan& plan, const Step& step, size_t k) {
+  const Node& n = *step.node;
+  const std::optional<PackedWeight> none;
+  if (k != 1 || !is_onednn_tactic(step.tactic) || !step.shape_tactics.empty()) return none;
+  const std::shared_ptr<Tensor>& b = n.inputs[1]->initializer;
+  if (!b || b->packed() || b->dtype() != DataType::kFloat) return none;
+  // The views the kernel is prepared with: the slots' storages, at the profile's largest shapes.
+  auto views = [&](const std::vector<int>& ids, std::vector<TensorView>* out) {
+    for (int id : ids) {
+      TensorView v;
+      v.omitted = id < 0;
+      if (id >= 0) {
+        const Slot& slot = plan.slots[static_cast<size_t>(id)];
+        if (slot.type.kind != TypeInfo::Kind::kTensor || !slot.type.shape.fully_known()) return false;
+        v.storage = slot.storage;
+        v.logical = slot.type.dtype;
+        v.dims = slot.type.shape.static_dims();
+      }
+      out->push_back(std::move(v));
+    }
+    return true;
+  };
+  std::vector<TensorView> in, out;
+  if (!views(step.inputs, &in) || !views(step.outputs, &out) || in.size() < 2 || out.empty()) return none;
+  const bool has_bias = in.size() > 2 && !in[2].omitted;
+  const bool has_residual = in.size() > 3 && !in[3].omitted;
+  ProductTypes t;
+  if (!product_types(n, in, out, has_bias, has_residual, &t).ok()) return none;
+  try {
+    if (is_gemm(n)) {
+      const Dims& ad = in[0].dims;
+      const Dims& bd = in[1].dims;
+      if (ad.size() != 2 || bd.size() != 2 || shape_numel(ad) == 0 || shape_numel(bd) == 0) return none;
+      const ProductPrimitive p = gemm_primitive(n, ad, bd, t, has_bias, has_residual);
+      return pack_weight_as(*b, p.b_user, p.pd.weights_desc());
+    }
+    Result<MatMulShape> d = matmul_shape(n, in[0].dims, in[1].dims);
+    if (!d.ok() || shape_numel(d->y) == 0) return none;
+    const ProductPrimitive p =
+        matmul_primitive(n, *d, t, has_bias, has_residual, step.tactic == kTransposedWeightTactic);
+    return pack_weight_as(*b, p.b_user, p.pd.weights_desc());
+  } catch (const dnnl::error& e) {
+    return onednn_error(n.describe() + ": packing B", e);
+  }
 }
 
 }  // namespace kiln::cpu

@@ -1,8 +1,9 @@
 #pragma once
 // Gemm and kiln.FusedGemm on oneDNN's matmul: 2-D, float32, with transA/transB read through the
-// operands' strides, alpha as an output scale, a bias C ([N] or [1, N], beta 1) as the matmul's
-// bias (with alpha 1), and residual and activation as post-ops.
+// operands' strides, a constant B packed at build, alpha as an output scale, a bias C ([N] or [1, N], beta 1) as the
+// matmul's bias (with alpha 1), and residual and activation as post-ops.
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,5 +25,10 @@ bool matmul_supported(const Node& n, DataType precision, Layout layout);
 inline constexpr const char* kTransposedWeightTactic = "onednn:bt";
 std::vector<std::string> matmul_tactics(const Node& n);
 std::unique_ptr<StepKernel> make_matmul_kernel(const Step& step);
+
+// Build time: the constant B (input `k` = 1) of a Gemm or MatMul step packed in the layout and
+// element type its tactic's primitive reads it in, at the step's shapes (the profile's largest);
+// nullopt where there is nothing to pack.
+Result<std::optional<PackedWeight>> product_pack_weight(const Plan& plan, const Step& step, size_t k);
 
 }  // namespace kiln::cpu

@@ -1,10 +1,12 @@
 #include "backends/cpu/onednn.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cstring>
 #include <mutex>
+#include <string_view>
 
 #include "core/cpu_isa.h"
 
@@ -136,6 +138,118 @@ const dnnl::memory& PackedWeights::get(const dnnl::memory::desc& user, const voi
   }
   held_.emplace_back(want, packed);
   return *held_.back().second;
+}
+
+namespace {
+
+// A packing's description: this prefix, then oneDNN's memory descriptor as its bytes (a C struct
+// of oneDNN 2's ABI, the same in every oneDNN with this library's major version).
+constexpr std::string_view kPackingPrefix = "onednn2-md:";
+
+}  // namespace
+
+std::optional<PackedWeight> pack_weight_as(const Tensor& logical, const dnnl::memory::desc& user,
+                                           const dnnl::memory::desc& want) {
+  if (want.data.format_kind != dnnl_blocked || user.get_size() != logical.nbytes()) return std::nullopt;
+  const DataType dtype = want.data_type() == dnnl::memory::data_type::bf16  ? DataType::kBFloat16
+                         : want.data_type() == dnnl::memory::data_type::f32 ? DataType::kFloat
+                                                                            : DataType::kUndefined;
+  if (dtype == DataType::kUndefined) return std::nullopt;
+  const size_t bytes = want.get_size();
+  // Aligned as the engine file aligns weights (kBlobAlignment), zeroed padding included.
+  uint8_t* p = static_cast<uint8_t*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64));
+  if (!p) return std::nullopt;
+  std::shared_ptr<uint8_t[]> buffer(p, [](uint8_t* q) { std::free(q); });
+  std::memset(p, 0, bytes);
+  dnnl::stream stream(cpu_engine());
+  dnnl::memory from(user, cpu_engine(), const_cast<void*>(logical.raw()));
+  dnnl::memory to(want, cpu_engine(), p);
+  dnnl::reorder(from, to).execute(stream, from, to);
+  stream.wait();
+  std::string packing(kPackingPrefix);
+  packing.append(reinterpret_cast<const char*>(&want.data), sizeof(want.data));
+  PackedWeight w;
+  w.tensor = Tensor::wrap_packed(logical.dtype(), logical.dims(), std::move(buffer), bytes, std::move(packing));
+  w.storage = Storage{dtype, Layout::kBlocked, "cpu"};
+  return w;
+}
+
+Result<dnnl::memory::desc> packing_desc(const std::string& packing) {
+  if (packing.size() != kPackingPrefix.size() + sizeof(dnnl_memory_desc_t) ||
+      packing.compare(0, kPackingPrefix.size(), kPackingPrefix) != 0) {
+    return invalid("the weight's packing is not oneDNN {}'s ({} bytes); rebuild the engine", onednn_version(),
+                   packing.size());
+  }
+  dnnl_memory_desc_t md;
+  std::memcpy(&md, packing.data() + kPackingPrefix.size(), sizeof(md));
+  bool ok = md.format_kind == dnnl_blocked && md.ndims >= 1 && md.ndims <= DNNL_MAX_NDIMS &&
+            (md.data_type == dnnl_f32 || md.data_type == dnnl_bf16) && md.format_desc.blocking.inner_nblks >= 0 &&
+            md.format_desc.blocking.inner_nblks <= DNNL_MAX_NDIMS;
+  for (int i = 0; ok && i < md.ndims; ++i) ok = md.dims[i] > 0 && md.padded_dims[i] >= md.dims[i];
+  if (!ok) return invalid("the weight's packing is corrupt; rebuild the engine");
+  return dnnl::memory::desc(md);
+}
+
+Result<Tensor> unpack_weight(const Tensor& packed) {
+  KILN_ASSIGN_OR_RETURN(const dnnl::memory::desc md, packing_desc(packed.packing()));
+  const dnnl::memory::data_type logical = dnnl_type(packed.dtype());
+  if (md.get_size() > packed.nbytes() || logical == dnnl::memory::data_type::undef) {
+    return invalid("a weight packed as {} bytes of {} cannot be unpacked", packed.nbytes(), dtype_name(packed.dtype()));
+  }
+  // The packing's dims are the weight's as oneDNN saw it (a grouped filter's 5-D): the same
+  // elements, row-major.
+  const dnnl::memory::dims dims = md.dims();
+  dnnl::memory::dims strides(dims.size(), 1);
+  for (size_t i = dims.size() - 1; i > 0; --i) strides[i - 1] = strides[i] * dims[i];
+  int64_t numel = 1;
+  for (int64_t d : dims) numel *= d;
+  if (numel != packed.numel()) return invalid("a weight packed with {} elements for {}", numel, packed.numel());
+  KILN_ASSIGN_OR_RETURN(Tensor out, Tensor::create_uninitialized(packed.dtype(), packed.dims()));
+  try {
+    dnnl::stream stream(cpu_engine());
+    dnnl::memory from(md, cpu_engine(), const_cast<void*>(packed.raw()));
+    dnnl::memory to({dims, logical, strides}, cpu_engine(), out.raw());
+    dnnl::reorder(from, to).execute(stream, from, to);
+    stream.wait();
+  } catch (const dnnl::error& e) {
+    return onednn_error("unpacking a weight", e);
+  }
+  return out;
+}
+
+Result<const dnnl::memory*> PackedWeights::get(const dnnl::memory::desc& user, const TensorView& w,
+                                               const dnnl::memory::desc& want, dnnl::stream& stream) {
+  const Tensor* t = w.value ? &w.value->tensor : nullptr;
+  if (!t || !t->packed()) return &get(user, w.data, want, stream);
+  KILN_ASSIGN_OR_RETURN(const dnnl::memory::desc packed, packing_desc(t->packing()));
+  if (packed.dims() != user.dims() || packed.get_size() > t->nbytes() || t->raw() != w.data) {
+    return invalid("a weight packed as {} bytes of dims [{}] for dims [{}]", t->nbytes(),
+                   fmt::join(packed.dims(), ", "), fmt::join(user.dims(), ", "));
+  }
+  if (packed == want) {
+    // Used where it lies (in the engine file's mapping): nothing to reorder, nothing to hold.
+    auto own = std::find_if(held_.begin(), held_.end(), [&](const auto& e) { return e.first == want; });
+    if (own != held_.end()) return own->second.get();
+    held_.emplace_back(want, std::make_shared<dnnl::memory>(want, cpu_engine(), const_cast<void*>(w.data)));
+    return held_.back().second.get();
+  }
+  try {
+    return &get(packed, w.data, want, stream);
+  } catch (const dnnl::error&) {
+  }
+  // Some layouts (Winograd's transformed filters) are reordered into from plain ones alone: the
+  // packed weight goes back to its plain layout first, then into `want`, held by this kernel.
+  const dnnl::memory::dims dims = packed.dims();
+  dnnl::memory::dims strides(dims.size(), 1);
+  for (size_t i = dims.size() - 1; i > 0; --i) strides[i - 1] = strides[i] * dims[i];
+  dnnl::memory from(packed, cpu_engine(), const_cast<void*>(w.data));
+  dnnl::memory plain({dims, packed.data_type(), strides}, cpu_engine());
+  auto to = std::make_shared<dnnl::memory>(want, cpu_engine());
+  dnnl::reorder(from, plain).execute(stream, from, plain);
+  dnnl::reorder(plain, *to).execute(stream, plain, *to);
+  stream.wait();
+  held_.emplace_back(want, to);
+  return to.get();
 }
 
 size_t PackedWeights::live() {

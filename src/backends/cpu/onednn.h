@@ -5,6 +5,7 @@
 #include <dnnl.hpp>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <unordered_map>
@@ -45,11 +46,18 @@ Status onednn_error(const std::string& what, const dnnl::error& e);
 // for. The packed bytes are shared by every kernel packing the same bytes the same way (each
 // execution context of an engine has its kernels: they pack once between them), and freed with
 // the last kernel holding them.
+// A weight the build packed (Tensor::packing, below) is used where it lies where the primitive
+// wants it as it is packed, and reordered from its packing otherwise (a CPU with other blocks).
 class PackedWeights {
  public:
   // The packing of the bytes at `data` (laid out as `user`) as `want`.
   const dnnl::memory& get(const dnnl::memory::desc& user, const void* data, const dnnl::memory::desc& want,
                           dnnl::stream& stream);
+  // The packing of weight view `w` as `want`, where `user` is how the weight lies as ONNX defines it
+  // (its dims as oneDNN sees them: goihw for a grouped filter); a weight the build packed
+  // (w.value's tensor) must have been packed with those dims, within its bytes.
+  Result<const dnnl::memory*> get(const dnnl::memory::desc& user, const TensorView& w, const dnnl::memory::desc& want,
+                                  dnnl::stream& stream);
   // How many packings the process holds now (for tests).
   static size_t live();
 
@@ -57,6 +65,18 @@ class PackedWeights {
   // This kernel's, by layout (memory::desc has equality, no ordering).
   std::vector<std::pair<dnnl::memory::desc, std::shared_ptr<dnnl::memory>>> held_;
 };
+
+// Build time: the weight `logical` (laid out as `user`) packed as `want` for a primitive, with the
+// description of its packing (`want` itself) that the kernel reads back (packing_desc). Only
+// blocked layouts are packed (not Winograd's transformed filters): nullopt for the others.
+std::optional<PackedWeight> pack_weight_as(const Tensor& logical, const dnnl::memory::desc& user,
+                                           const dnnl::memory::desc& want);
+// A packed weight back as ONNX defines it (its logical dtype, row-major): for a step that falls
+// back to the reference kernels.
+Result<Tensor> unpack_weight(const Tensor& packed);
+// The memory descriptor a packing describes; an error naming what is wrong for one this oneDNN
+// cannot read (another library's, a corrupt one).
+Result<dnnl::memory::desc> packing_desc(const std::string& packing);
 
 // One step's oneDNN primitive for one set of input shapes: its arguments, and for each argument
 // whose bytes are a view's, which view (set on the argument's memory before every run).
