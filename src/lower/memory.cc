@@ -174,6 +174,15 @@ Status plan_activations(Plan& plan, const std::string& device, bool check_types,
   plan.memory.naive = mp.naive;
   plan.memory.lower_bound = mp.lower_bound;
   plan.memory.host_arena = device == "cpu" ? 0 : place_arena(plan, "cpu", accumulating).arena;
+  // Every activation of known size has arena bytes: a kernel reading one without would find no
+  // data and fall back to slower code (or allocate while it runs).
+  for (const Slot& s : plan.slots) {
+    if ((s.kind == SlotKind::kActivation || s.kind == SlotKind::kOutput) && s.bytes >= 0 && s.offset < 0 &&
+        (s.storage.device == device || s.storage.device == "cpu")) {
+      return runtime_error("internal error: the memory plan left '{}' ({} bytes) without a place in the arena", s.name,
+                           s.bytes);
+    }
+  }
   return {};
 }
 
