@@ -1,4 +1,6 @@
-#include <set>
+#include <algorithm>
+#include <map>
+#include <string>
 #include <vector>
 
 #include "lower/stages.h"
@@ -9,15 +11,15 @@ Status pack_weights(Plan& plan, const BackendSet& backends) {
   if (!plan.graph) return invalid("the plan has no graph");
   // How many times each slot is read: by steps (inputs), as a graph output, inside subgraphs.
   std::vector<int> reads(plan.slots.size(), 0);
+  std::map<std::string, size_t> slot_by_name;
+  for (size_t id = 0; id < plan.slots.size(); ++id) slot_by_name[plan.slots[id].name] = id;
   for (const Step& st : plan.steps) {
     for (int id : st.inputs) {
       if (id >= 0) ++reads[static_cast<size_t>(id)];
     }
     if (!st.node) continue;
     for (const std::string& name : subgraph_outer_names(*st.node)) {
-      for (size_t id = 0; id < plan.slots.size(); ++id) {
-        if (plan.slots[id].name == name) reads[id] += 2;
-      }
+      if (auto it = slot_by_name.find(name); it != slot_by_name.end()) reads[it->second] += 2;
     }
   }
   for (int id : plan.outputs) {

@@ -143,10 +143,30 @@ ProductPrimitive matmul_primitive(const Node& node, const MatMulShape& d, const 
   return p;
 }
 
-class GemmKernel : public OnednnKernel {
+// The kernels of Gemm and MatMul: a oneDNN matmul, B bound as its primitive reads it.
+class ProductKernel : public OnednnKernel {
+ protected:
+  using OnednnKernel::OnednnKernel;
+  // B: a constant one packed (at build, else once here), a computed one read as it is.
+  Status bind_weights(const ProductPrimitive& p, const TensorView& b, OnednnStep* s) {
+    if (!p.constant_b) {
+      s->bind(DNNL_ARG_WEIGHTS, p.b_md, false, 1);
+      return {};
+    }
+    if (!b.data) return invalid("{}: the weight has no data at prepare", node_.describe());
+    KILN_ASSIGN_OR_RETURN(const memory* w, weights_.get(p.b_user, b, p.pd.weights_desc(), stream_));
+    s->own(DNNL_ARG_WEIGHTS, *w);
+    return {};
+  }
+
+ private:
+  PackedWeights weights_;
+};
+
+class GemmKernel : public ProductKernel {
  public:
   explicit GemmKernel(const Node& n)
-      : OnednnKernel(n), trans_a_(nn::node_int(n, "transA", 0) != 0), trans_b_(nn::node_int(n, "transB", 0) != 0) {}
+      : ProductKernel(n), trans_a_(nn::node_int(n, "transA", 0) != 0), trans_b_(nn::node_int(n, "transB", 0) != 0) {}
 
  private:
   Status build(std::span<const TensorView> in, std::span<const TensorView> out, OnednnStep* s) override {
@@ -178,20 +198,7 @@ class GemmKernel : public OnednnKernel {
     return {};
   }
 
-  // B: a constant one packed (at build, else once here), a computed one read as it is.
-  Status bind_weights(const ProductPrimitive& p, const TensorView& b, OnednnStep* s) {
-    if (!p.constant_b) {
-      s->bind(DNNL_ARG_WEIGHTS, p.b_md, false, 1);
-      return {};
-    }
-    if (!b.data) return invalid("{}: the weight has no data at prepare", node_.describe());
-    KILN_ASSIGN_OR_RETURN(const memory* w, weights_.get(p.b_user, b, p.pd.weights_desc(), stream_));
-    s->own(DNNL_ARG_WEIGHTS, *w);
-    return {};
-  }
-
   const bool trans_a_, trans_b_;
-  PackedWeights weights_;
 };
 
 bool is_matmul(const Node& n) {
@@ -207,10 +214,10 @@ bool same_dim(const Dim& x, const Dim& y) {
   return x.known() || y.known() ? x.value == y.value : !x.symbol.empty() && x.symbol == y.symbol;
 }
 
-class MatMulKernel : public OnednnKernel {
+class MatMulKernel : public ProductKernel {
  public:
   // `transposed_b`: a constant B is packed as B^T (N x K rows), else in the layout oneDNN picks.
-  MatMulKernel(const Node& n, bool transposed_b) : OnednnKernel(n), transposed_b_(transposed_b) {}
+  MatMulKernel(const Node& n, bool transposed_b) : ProductKernel(n), transposed_b_(transposed_b) {}
 
  private:
   Status build(std::span<const TensorView> in, std::span<const TensorView> out, OnednnStep* s) override {
@@ -237,19 +244,12 @@ class MatMulKernel : public OnednnKernel {
     s->bind(DNNL_ARG_SRC, p.a_md, false, 0);
     s->bind(DNNL_ARG_DST, p.y_md, true, 0);
     if (has_bias) s->bind(DNNL_ARG_BIAS, p.bias_md, false, 2);
-    if (p.constant_b) {
-      if (!in[1].data) return invalid("{}: the weight has no data at prepare", node_.describe());
-      KILN_ASSIGN_OR_RETURN(const memory* w, weights_.get(p.b_user, in[1], p.pd.weights_desc(), stream_));
-      s->own(DNNL_ARG_WEIGHTS, *w);
-    } else {
-      s->bind(DNNL_ARG_WEIGHTS, p.b_md, false, 1);
-    }
+    KILN_RETURN_IF_ERROR(bind_weights(p, in[1], s));
     s->scratch(DNNL_ARG_SCRATCHPAD, p.pd.scratchpad_desc());
     return {};
   }
 
   const bool transposed_b_;
-  PackedWeights weights_;
 };
 
 }  // namespace

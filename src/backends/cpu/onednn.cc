@@ -119,8 +119,7 @@ std::vector<Packing>& packings() {
 
 const dnnl::memory& PackedWeights::get(const dnnl::memory::desc& user, const void* data, const dnnl::memory::desc& want,
                                        dnnl::stream& stream) {
-  auto own = std::find_if(held_.begin(), held_.end(), [&](const auto& e) { return e.first == want; });
-  if (own != held_.end()) return *own->second;
+  if (const dnnl::memory* own = held(want)) return *own;
   std::lock_guard<std::mutex> lock(packings_mutex);
   std::vector<Packing>& all = packings();
   all.erase(std::remove_if(all.begin(), all.end(), [](const Packing& p) { return p.packed.expired(); }), all.end());
@@ -145,6 +144,13 @@ namespace {
 // A packing's description: this prefix, then oneDNN's memory descriptor as its bytes (a C struct
 // of oneDNN 2's ABI, the same in every oneDNN with this library's major version).
 constexpr std::string_view kPackingPrefix = "onednn2-md:";
+
+// The layout of `dims` elements of type `dt` row-major (as ONNX lays a tensor out).
+dnnl::memory::desc row_major(const dnnl::memory::dims& dims, dnnl::memory::data_type dt) {
+  dnnl::memory::dims strides(dims.size(), 1);
+  for (size_t i = dims.size() - 1; i > 0; --i) strides[i - 1] = strides[i] * dims[i];
+  return dnnl::memory::desc(dims, dt, strides);
+}
 
 }  // namespace
 
@@ -198,17 +204,14 @@ Result<Tensor> unpack_weight(const Tensor& packed) {
   }
   // The packing's dims are the weight's as oneDNN saw it (a grouped filter's 5-D): the same
   // elements, row-major.
-  const dnnl::memory::dims dims = md.dims();
-  dnnl::memory::dims strides(dims.size(), 1);
-  for (size_t i = dims.size() - 1; i > 0; --i) strides[i - 1] = strides[i] * dims[i];
   int64_t numel = 1;
-  for (int64_t d : dims) numel *= d;
+  for (int64_t d : md.dims()) numel *= d;
   if (numel != packed.numel()) return invalid("a weight packed with {} elements for {}", numel, packed.numel());
   KILN_ASSIGN_OR_RETURN(Tensor out, Tensor::create_uninitialized(packed.dtype(), packed.dims()));
   try {
     dnnl::stream stream(cpu_engine());
     dnnl::memory from(md, cpu_engine(), const_cast<void*>(packed.raw()));
-    dnnl::memory to({dims, logical, strides}, cpu_engine(), out.raw());
+    dnnl::memory to(row_major(md.dims(), logical), cpu_engine(), out.raw());
     dnnl::reorder(from, to).execute(stream, from, to);
     stream.wait();
   } catch (const dnnl::error& e) {
@@ -221,6 +224,7 @@ Result<const dnnl::memory*> PackedWeights::get(const dnnl::memory::desc& user, c
                                                const dnnl::memory::desc& want, dnnl::stream& stream) {
   const Tensor* t = w.value ? &w.value->tensor : nullptr;
   if (!t || !t->packed()) return &get(user, w.data, want, stream);
+  if (const dnnl::memory* own = held(want)) return own;
   KILN_ASSIGN_OR_RETURN(const dnnl::memory::desc packed, packing_desc(t->packing()));
   if (packed.dims() != user.dims() || packed.get_size() > t->nbytes() || t->raw() != w.data) {
     return invalid("a weight packed as {} bytes of dims [{}] for dims [{}]", t->nbytes(),
@@ -228,8 +232,6 @@ Result<const dnnl::memory*> PackedWeights::get(const dnnl::memory::desc& user, c
   }
   if (packed == want) {
     // Used where it lies (in the engine file's mapping): nothing to reorder, nothing to hold.
-    auto own = std::find_if(held_.begin(), held_.end(), [&](const auto& e) { return e.first == want; });
-    if (own != held_.end()) return own->second.get();
     held_.emplace_back(want, std::make_shared<dnnl::memory>(want, cpu_engine(), const_cast<void*>(w.data)));
     return held_.back().second.get();
   }
@@ -239,17 +241,19 @@ Result<const dnnl::memory*> PackedWeights::get(const dnnl::memory::desc& user, c
   }
   // Some layouts (Winograd's transformed filters) are reordered into from plain ones alone: the
   // packed weight goes back to its plain layout first, then into `want`, held by this kernel.
-  const dnnl::memory::dims dims = packed.dims();
-  dnnl::memory::dims strides(dims.size(), 1);
-  for (size_t i = dims.size() - 1; i > 0; --i) strides[i - 1] = strides[i] * dims[i];
   dnnl::memory from(packed, cpu_engine(), const_cast<void*>(w.data));
-  dnnl::memory plain({dims, packed.data_type(), strides}, cpu_engine());
+  dnnl::memory plain(row_major(packed.dims(), packed.data_type()), cpu_engine());
   auto to = std::make_shared<dnnl::memory>(want, cpu_engine());
   dnnl::reorder(from, plain).execute(stream, from, plain);
   dnnl::reorder(plain, *to).execute(stream, plain, *to);
   stream.wait();
   held_.emplace_back(want, to);
   return to.get();
+}
+
+const dnnl::memory* PackedWeights::held(const dnnl::memory::desc& want) const {
+  auto own = std::find_if(held_.begin(), held_.end(), [&](const auto& e) { return e.first == want; });
+  return own == held_.end() ? nullptr : own->second.get();
 }
 
 size_t PackedWeights::live() {

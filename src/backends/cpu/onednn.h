@@ -62,6 +62,8 @@ class PackedWeights {
   static size_t live();
 
  private:
+  // This kernel's packing as `want`, or null.
+  const dnnl::memory* held(const dnnl::memory::desc& want) const;
   // This kernel's, by layout (memory::desc has equality, no ordering).
   std::vector<std::pair<dnnl::memory::desc, std::shared_ptr<dnnl::memory>>> held_;
 };
